@@ -1,0 +1,214 @@
+"""Job descriptions: one dataclass per task type, shared by dialogs, Processing, the CLI and engines.
+
+A job is plain data (JSON-serialisable fields). Its module must import nothing heavy (no torch, no
+QGIS) so that the QGIS process can build and save jobs; :meth:`Job.run` imports the engine lazily
+and runs wherever the job is executed (worker process, CLI, server).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .errors import UserError
+from .params import check_value, param_fields
+
+JOB_FILE_VERSION = 1
+_REGISTRY: dict[str, type["Job"]] = {}
+
+
+def register_job(cls: type["Job"]) -> type["Job"]:
+    """Class decorator: make ``cls`` known by its ``kind`` to job files, the CLI and the worker."""
+    if not getattr(cls, "kind", ""):
+        raise TypeError(f"{cls.__name__} needs a 'kind'")
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def job_classes() -> dict[str, type["Job"]]:
+    """All registered job classes by kind (importing the modules that define them)."""
+    from . import job_catalog  # noqa: F401  (registers every job class)
+
+    return dict(_REGISTRY)
+
+
+def job_class(kind: str) -> type["Job"]:
+    classes = job_classes()
+    if kind not in classes:
+        raise UserError(f"Unknown job kind {kind!r}.",
+                        f"Use one of: {', '.join(sorted(classes))}.")
+    return classes[kind]
+
+
+@dataclasses.dataclass
+class Job:
+    """Base of every job. Subclasses are dataclasses registered with :func:`register_job`."""
+
+    kind: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+
+    # -- behaviour -----------------------------------------------------------------------------
+    def problems(self) -> list[str]:
+        """Problems that stop this job from running (cheap checks, no heavy imports).
+
+        Each is a sentence naming the problem and the fix. Subclasses extend this.
+        """
+        out = []
+        for f, ps in param_fields(type(self)):
+            problem = check_value(ps, getattr(self, f.name))
+            if problem:
+                out.append(problem)
+        return out
+
+    def validate(self) -> None:
+        """Raise :class:`UserError` listing every problem, if any."""
+        problems = self.problems()
+        if problems:
+            raise UserError(" ".join(problems))
+
+    def run(self, ctx: "JobContext") -> dict:  # pragma: no cover - abstract
+        """Do the work, reporting through ``ctx``; return a JSON-serialisable result."""
+        raise NotImplementedError
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "version": JOB_FILE_VERSION, "params": dataclasses.asdict(self)}
+
+    @classmethod
+    def from_params(cls, params: dict) -> "Job":
+        """Build from a field → value mapping; unknown names and wrong types are user errors."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise UserError(f"Unknown setting(s) for a {cls.kind} job: {', '.join(unknown)}.",
+                            f"Valid settings: {', '.join(sorted(known))}.")
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for name, value in params.items():
+            values[name] = _coerce(cls.kind, name, hints.get(name), value)
+        return cls(**values)
+
+    @staticmethod
+    def from_dict(data: Any) -> "Job":
+        if not isinstance(data, dict) or "kind" not in data:
+            raise UserError("This is not a job description: it has no 'kind'.",
+                            "Save a job from a dialog or start from `dltrain template KIND`.")
+        cls = job_class(data["kind"])
+        params = data.get("params", {})
+        if not isinstance(params, dict):
+            raise UserError("The job's 'params' must be a JSON object.")
+        return cls.from_params(params)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @staticmethod
+    def load(path: str | Path) -> "Job":
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"Job file {p} does not exist.", "Check the path.")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"Job file {p} is not valid JSON ({exc}).",
+                            "Fix the file or save the job again from its dialog.") from None
+        return Job.from_dict(data)
+
+
+def _coerce(kind: str, name: str, hint: Any, value: Any) -> Any:
+    """Check a JSON value against a field's type hint, converting the harmless cases."""
+    if hint is None or value is None:
+        return value
+    origin = typing.get_origin(hint) or hint
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _coerce(kind, name, args[0], value) if len(args) == 1 else value
+    bad = UserError(f"Setting {name!r} of the {kind} job is {value!r}, which is not a "
+                    f"{getattr(origin, '__name__', origin)}.", "Correct the job file.")
+    if origin is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if origin is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise bad
+        return int(value)
+    if origin is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if origin is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return list(value)
+    if origin is dict and not isinstance(value, dict):
+        raise bad
+    return value
+
+
+class JobContext:
+    """What a running job reports to and asks of its runner.
+
+    Runners (worker process, CLI, tests) subclass this and override :meth:`emit`.
+    """
+
+    def __init__(self) -> None:
+        self._cancelled = False
+
+    # events ----------------------------------------------------------------------------------
+    def emit(self, event: dict) -> None:  # pragma: no cover - overridden
+        pass
+
+    def progress(self, phase: str, step: int, total: int, message: str = "",
+                 **metrics: float) -> None:
+        """Report ``step`` of ``total`` in ``phase`` (e.g. 'epoch', 'batch', 'tile')."""
+        self.emit({"event": "progress", "phase": phase, "step": int(step), "total": int(total),
+                   "message": message, "metrics": {k: _num(v) for k, v in metrics.items()}})
+
+    def log(self, message: str, level: str = "info") -> None:
+        """A message for the log (level: info, warning)."""
+        self.emit({"event": "log", "level": level, "message": message})
+
+    def artifact(self, name: str, path: str) -> None:
+        """Announce an output file as soon as it exists (e.g. a best model)."""
+        self.emit({"event": "artifact", "name": name, "path": str(path)})
+
+    # cancellation ----------------------------------------------------------------------------
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`JobCancelled` if the user asked to stop (call it at safe points)."""
+        from .errors import JobCancelled
+
+        if self._cancelled:
+            raise JobCancelled()
+
+
+def _num(v: Any) -> Any:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+class RecordingContext(JobContext):
+    """Keeps every event in a list: for tests and in-process runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[dict] = []
+
+    def emit(self, event: dict) -> None:
+        self.events.append(event)
