@@ -4,6 +4,7 @@
     dltrain template KIND [-o JOB.json]           write a job file with default settings
     dltrain kinds                                 list the job kinds
     dltrain env                                   print the environment report
+    dltrain demo [--output DIR]                   run the main job on the bundled sample
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p_tpl.add_argument("-o", "--output", help="file to write (default: stdout)")
     sub.add_parser("kinds", help="list the job kinds")
     sub.add_parser("env", help="print the environment report")
+    p_demo = sub.add_parser("demo", help="run the main job on the bundled sample")
+    p_demo.add_argument("--output", default="demo_output", help="folder for the outputs")
     args = parser.parse_args(argv)
     try:
         if args.command == "kinds":
@@ -98,6 +101,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {args.output}", file=sys.stderr)
             else:
                 print(text)
+            return 0
+        if args.command == "demo":
+            from .core.demo import run_demo
+
+            ctx = ConsoleContext()
+            result = run_demo(args.output, ctx)
+            print(json.dumps(result, indent=2, default=str))
+            print(f"demo outputs are in {args.output}", file=sys.stderr)
             return 0
         if args.command == "env":
             job = job_class("environment_report")()

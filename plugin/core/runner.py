@@ -21,7 +21,8 @@ from .errors import JobCancelled, UserError, WorkerError
 from .jobs import Job
 from .pythonenv import ml_python
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the plugin package folder
+# The plugin package folder as imported (not resolved: a linked deploy names it differently).
+PACKAGE_DIR = Path(os.path.abspath(__file__)).parent.parent
 PACKAGE_NAME = __name__.rsplit(".", 2)[0]              # 'plugin' or 'deep_learning_trainer'
 
 EventHandler = Callable[[dict], None]
@@ -62,6 +63,7 @@ class WorkerRun:
                 env=env, cwd=self._tmpdir.name, text=True, encoding="utf-8", bufsize=1,
                 start_new_session=True)
         except OSError as exc:
+            self._tmpdir.cleanup()
             raise UserError(f"Cannot start the machine-learning Python ({self.python}): {exc}.",
                             "Set the Python environment in Deep Learning ▸ Settings.") from None
         threading.Thread(target=self._read_stdout, daemon=True).start()
@@ -115,6 +117,13 @@ class WorkerRun:
                     self.on_event(event)
             returncode = self._proc.wait()
         finally:
+            if self._proc is not None:
+                for pipe in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+                    try:
+                        if pipe:
+                            pipe.close()
+                    except OSError:
+                        pass
             self._tmpdir.cleanup()
         return self._finish(final, returncode)
 
@@ -154,8 +163,11 @@ class WorkerRun:
 
     def _read_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
-        for line in self._proc.stderr:
-            self._stderr_tail.append(line)
+        try:
+            for line in self._proc.stderr:
+                self._stderr_tail.append(line)
+        except (OSError, ValueError):  # closed once the worker has ended
+            pass
 
 
 def run_in_worker(job: Job, on_event: EventHandler | None = None,
