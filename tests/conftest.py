@@ -1,4 +1,4 @@
-"""Shared fixtures: synthetic scenes with exact labels and cached real data from registry packages."""
+"""Shared fixtures: synthetic scenes with exact labels, cached real data from registry packages."""
 
 from __future__ import annotations
 

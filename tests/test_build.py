@@ -64,11 +64,13 @@ def test_deploy_installs_and_enables(tmp_path, monkeypatch, link):
     ini = (tmp_path / "p1" / "QGIS" / "QGIS3.ini").read_text()
     assert "deep_learning_trainer=true" in ini
     # The installed package imports under its slug, and the worker it starts finds it too.
-    code = ("import deep_learning_trainer.core.runner as r, deep_learning_trainer.core.basic_jobs as b;"
+    code = ("import deep_learning_trainer.core.runner as r;"
+            "import deep_learning_trainer.core.basic_jobs as b;"
             "print(r.run_in_worker(b.SelfTestJob(steps=2, delay=0))['completed'])")
+    env = {"PATH": "/usr/bin:/bin", "DLTRAINER_PYTHON": sys.executable,
+           "PYTHONPATH": str(target.parent)}
     done = subprocess.run([sys.executable, "-c", code], cwd=target.parent, capture_output=True,
-                          text=True, env={"PATH": "/usr/bin:/bin", "DLTRAINER_PYTHON": sys.executable,
-                                          "PYTHONPATH": str(target.parent)})
+                          text=True, env=env)
     assert done.stdout.strip() == "2", done.stderr
 
 

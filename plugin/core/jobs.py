@@ -1,4 +1,4 @@
-"""Job descriptions: one dataclass per task type, shared by dialogs, Processing, the CLI and engines.
+"""Job descriptions: one dataclass per task type, shared by dialogs, Processing, CLI and engines.
 
 A job is plain data (JSON-serialisable fields). Its module must import nothing heavy (no torch, no
 QGIS) so that the QGIS process can build and save jobs; :meth:`Job.run` imports the engine lazily
@@ -17,10 +17,10 @@ from .errors import UserError
 from .params import check_value, param_fields
 
 JOB_FILE_VERSION = 1
-_REGISTRY: dict[str, type["Job"]] = {}
+_REGISTRY: dict[str, type[Job]] = {}
 
 
-def register_job(cls: type["Job"]) -> type["Job"]:
+def register_job(cls: type[Job]) -> type[Job]:
     """Class decorator: make ``cls`` known by its ``kind`` to job files, the CLI and the worker."""
     if not getattr(cls, "kind", ""):
         raise TypeError(f"{cls.__name__} needs a 'kind'")
@@ -28,14 +28,14 @@ def register_job(cls: type["Job"]) -> type["Job"]:
     return cls
 
 
-def job_classes() -> dict[str, type["Job"]]:
+def job_classes() -> dict[str, type[Job]]:
     """All registered job classes by kind (importing the modules that define them)."""
     from . import job_catalog  # noqa: F401  (registers every job class)
 
     return dict(_REGISTRY)
 
 
-def job_class(kind: str) -> type["Job"]:
+def job_class(kind: str) -> type[Job]:
     classes = job_classes()
     if kind not in classes:
         raise UserError(f"Unknown job kind {kind!r}.",
@@ -69,7 +69,7 @@ class Job:
         if problems:
             raise UserError(" ".join(problems))
 
-    def run(self, ctx: "JobContext") -> dict:  # pragma: no cover - abstract
+    def run(self, ctx: JobContext) -> dict:  # pragma: no cover - abstract
         """Do the work, reporting through ``ctx``; return a JSON-serialisable result."""
         raise NotImplementedError
 
@@ -78,7 +78,7 @@ class Job:
         return {"kind": self.kind, "version": JOB_FILE_VERSION, "params": dataclasses.asdict(self)}
 
     @classmethod
-    def from_params(cls, params: dict) -> "Job":
+    def from_params(cls, params: dict) -> Job:
         """Build from a field → value mapping; unknown names and wrong types are user errors."""
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(params) - set(known))
@@ -92,7 +92,7 @@ class Job:
         return cls(**values)
 
     @staticmethod
-    def from_dict(data: Any) -> "Job":
+    def from_dict(data: Any) -> Job:
         if not isinstance(data, dict) or "kind" not in data:
             raise UserError("This is not a job description: it has no 'kind'.",
                             "Save a job from a dialog or start from `dltrain template KIND`.")
@@ -106,7 +106,7 @@ class Job:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
     @staticmethod
-    def load(path: str | Path) -> "Job":
+    def load(path: str | Path) -> Job:
         p = Path(path)
         if not p.is_file():
             raise UserError(f"Job file {p} does not exist.", "Check the path.")

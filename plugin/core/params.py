@@ -8,8 +8,9 @@ once.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 # Kinds of parameter understood by the adapters (Processing, dialogs, CLI).
 KINDS = (

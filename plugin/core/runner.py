@@ -14,8 +14,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .errors import JobCancelled, UserError, WorkerError
 from .jobs import Job
@@ -49,12 +49,12 @@ class WorkerRun:
         self._tmpdir = tempfile.TemporaryDirectory(prefix="dltrainer-job-")
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> "WorkerRun":
+    def start(self) -> WorkerRun:
         job_file = Path(self._tmpdir.name) / "job.json"
         self.job.save(job_file)
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(PACKAGE_DIR.parent)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR.parent), *extra])
         env["PYTHONUNBUFFERED"] = "1"
         try:
             self._proc = subprocess.Popen(

