@@ -14,10 +14,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from ..paths import requirements_files
 from .errors import JobCancelled, UserError
 from .pythonenv import DEDICATED_ENV
-
-PLUGIN_DIR = Path(__file__).resolve().parent.parent
 
 #: Installed when no requirements.txt ships with the plugin (numpy stays 1.x for QGIS's GDAL).
 PINNED_PACKAGES = (
@@ -39,17 +38,18 @@ def env_python(env_dir: Path = DEDICATED_ENV) -> Path:
     return Path(env_dir) / "bin" / "python"
 
 
-def find_requirements(plugin_dir: Path = PLUGIN_DIR) -> tuple[Path | None, Path | None]:
-    """requirements.txt and constraints.txt shipped in the plugin folder (or its checkout)."""
-    for folder in (Path(plugin_dir), Path(plugin_dir).parent):
-        req = folder / "requirements.txt"
-        if req.is_file():
-            con = folder / "constraints.txt"
-            return req, (con if con.is_file() else None)
-    return None, None
+def find_requirements(plugin_dir: Path | None = None) -> tuple[Path | None, Path | None]:
+    """requirements.txt and constraints.txt shipped with the plugin (None when absent)."""
+    if plugin_dir is None:
+        req, con = requirements_files()
+    else:
+        req, con = Path(plugin_dir) / "requirements.txt", Path(plugin_dir) / "constraints.txt"
+    if not req.is_file():
+        return None, None
+    return req, (con if con.is_file() else None)
 
 
-def setup_commands(env_dir: Path = DEDICATED_ENV, plugin_dir: Path = PLUGIN_DIR,
+def setup_commands(env_dir: Path = DEDICATED_ENV, plugin_dir: Path | None = None,
                    python: str | None = None) -> list[list[str]]:
     """The commands that create ``env_dir`` and install the machine-learning libraries."""
     py = str(env_python(env_dir))
@@ -90,7 +90,8 @@ def run_commands(commands: list[list[str]], on_output: Callable[[str], None] = l
                             "Install Python 3 with its venv module (apt install python3-venv)."
                             ) from None
         lines: queue.Queue = queue.Queue()
-        threading.Thread(target=_pipe_lines, args=(proc.stdout, lines), daemon=True).start()
+        reader = threading.Thread(target=_pipe_lines, args=(proc.stdout, lines), daemon=True)
+        reader.start()
         tail: list[str] = []
         while True:
             if is_cancelled():
@@ -105,6 +106,7 @@ def run_commands(commands: list[list[str]], on_output: Callable[[str], None] = l
             tail = (tail + [line])[-5:]
             on_output(line)
         code = proc.wait()
+        reader.join(timeout=5)
         if is_cancelled():
             raise JobCancelled()
         if code != 0:
@@ -117,6 +119,7 @@ def run_commands(commands: list[list[str]], on_output: Callable[[str], None] = l
 
 
 def _pipe_lines(stream, lines: queue.Queue) -> None:
-    for line in stream:
-        lines.put(line.rstrip())
+    with stream:
+        for line in stream:
+            lines.put(line.rstrip())
     lines.put(None)

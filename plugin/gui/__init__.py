@@ -1,0 +1,1 @@
+"""The QGIS side of Deep Learning Trainer: menu, toolbar, dialogs, tasks."""

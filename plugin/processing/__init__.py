@@ -1,0 +1,1 @@
+"""Processing provider ``dltrainer``: one algorithm per job kind (see algorithms.py)."""

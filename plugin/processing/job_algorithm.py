@@ -1,0 +1,362 @@
+"""A Processing algorithm generated from a job class: its parameters come from the job's specs.
+
+``dltrainer:<kind without underscores>`` builds the job with
+:meth:`JobAlgorithm.job_from_parameters`
+(the same job a dialog builds from the same values), validates it and runs it in a worker
+process with :class:`core.runner.WorkerRun`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import inspect
+import json
+import re
+import time
+from typing import Any
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+)
+
+from ..core.errors import JobCancelled, UserError, WorkerError
+from ..core.jobs import Job, job_class
+from ..core.params import ParamSpec, param_fields
+from ..core.runner import WorkerRun
+from ..gui.icons import icon
+from . import algorithms
+
+FILE_IN = ("file_in", "model_in", "project_in")
+FILE_OUT = ("file_out", "model_out", "project_out")
+LISTS = ("str_list", "int_list", "float_list")
+DESTINATIONS = FILE_OUT + ("folder_out",)
+CRASH_FIX = ("The log above has the worker's last output; a crash is often a lack of memory "
+             "(use a smaller batch or patch size) or a broken environment (check Deep Learning ▸ "
+             "Settings).")
+
+
+def algorithm_name(kind: str) -> str:
+    """Processing name of a job kind: ``export_chips`` → ``exportchips``."""
+    return kind.replace("_", "")
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def make_parameter(ps: ParamSpec, default: Any) -> QgsProcessingParameterDefinition:
+    """The Processing parameter for one job field."""
+    kind, name, label = ps.kind, ps.name, ps.label
+    empty = default in (None, "", [], {})
+    if kind in ("int", "float"):
+        param = QgsProcessingParameterNumber(
+            name, label, QgsProcessingParameterNumber.Integer if kind == "int"
+            else QgsProcessingParameterNumber.Double, default, ps.optional)
+        if ps.minimum is not None:
+            param.setMinimum(ps.minimum)
+        if ps.maximum is not None:
+            param.setMaximum(ps.maximum)
+    elif kind == "bool":
+        param = QgsProcessingParameterBoolean(name, label, bool(default), ps.optional)
+    elif kind == "enum":
+        choices = list(ps.choices)
+        index = choices.index(default) if default in choices else None
+        param = QgsProcessingParameterEnum(name, label, choices, False, index, ps.optional)
+    elif kind == "str":
+        param = QgsProcessingParameterString(name, label, default, False, ps.optional or empty)
+    elif kind in FILE_IN or kind == "folder_in":
+        behavior = (QgsProcessingParameterFile.Folder if kind == "folder_in"
+                    else QgsProcessingParameterFile.File)
+        param = QgsProcessingParameterFile(name, label, behavior, "", default or None,
+                                           ps.optional, ps.file_filter)
+    elif kind in FILE_OUT:
+        param = QgsProcessingParameterFileDestination(
+            name, label, ps.file_filter or "All files (*.*)", default or None, ps.optional)
+    elif kind == "folder_out":
+        param = QgsProcessingParameterFolderDestination(name, label, default or None,
+                                                        ps.optional)
+    elif kind == "raster_in":
+        param = QgsProcessingParameterRasterLayer(name, label, default or None, ps.optional)
+    elif kind == "vector_in":
+        param = QgsProcessingParameterVectorLayer(
+            name, label, [QgsProcessing.TypeVectorAnyGeometry], default or None, ps.optional)
+    elif kind in ("raster_list", "vector_list"):
+        layer_type = (QgsProcessing.TypeRaster if kind == "raster_list"
+                      else QgsProcessing.TypeVectorAnyGeometry)
+        param = QgsProcessingParameterMultipleLayers(name, label, layer_type, default or None,
+                                                     ps.optional)
+    elif kind in LISTS:
+        text = ", ".join(str(v) for v in default or [])
+        param = QgsProcessingParameterString(name, label, text, False, ps.optional or empty)
+    elif kind == "dict":
+        text = json.dumps(default) if default else ""
+        param = QgsProcessingParameterString(name, label, text, False, ps.optional or empty)
+    else:  # pragma: no cover - params.KINDS guards this
+        raise ValueError(f"unknown parameter kind {kind!r}")
+    if ps.advanced:
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    if ps.help and hasattr(param, "setHelp"):
+        param.setHelp(ps.help)
+    return param
+
+
+class JobAlgorithm(QgsProcessingAlgorithm):
+    """One job class as a Processing algorithm."""
+
+    def __init__(self, job_cls: type[Job]) -> None:
+        super().__init__()
+        self.job_cls = job_cls
+
+    @classmethod
+    def for_kind(cls, kind: str) -> JobAlgorithm:
+        return cls(job_class(kind))
+
+    # -- description ---------------------------------------------------------------------------
+    def createInstance(self) -> JobAlgorithm:  # noqa: N802
+        return type(self)(self.job_cls)
+
+    def name(self) -> str:
+        return algorithm_name(self.job_cls.kind)
+
+    def displayName(self) -> str:  # noqa: N802
+        return self.job_cls.title or self.job_cls.kind.replace("_", " ").capitalize()
+
+    def _class_attr(self, *names: str) -> str:
+        """A string class attribute of the job (not one of its fields), or ''."""
+        fields = {f.name for f in dataclasses.fields(self.job_cls)}
+        for name in names:
+            value = getattr(self.job_cls, name, None)
+            if name not in fields and isinstance(value, str) and value:
+                return value
+        return ""
+
+    def group(self) -> str:
+        """``processing_group`` (or ``group``) of the job class, else algorithms.GROUPS."""
+        return self._class_attr("processing_group", "group") or algorithms.GROUPS.get(
+            self.job_cls.kind, "Tools")
+
+    def groupId(self) -> str:  # noqa: N802
+        return re.sub(r"[^a-z0-9]+", "", self.group().lower())
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        doc = html.escape(inspect.getdoc(self.job_cls) or "")
+        items = []
+        for _f, ps in param_fields(self.job_cls):
+            notes = []
+            if ps.minimum is not None or ps.maximum is not None:
+                low = "" if ps.minimum is None else f"{ps.minimum:g}"
+                high = "" if ps.maximum is None else f"{ps.maximum:g}"
+                notes.append(f"from {low} to {high}" if low and high else
+                             (f"at least {low}" if low else f"at most {high}"))
+            if ps.kind in LISTS:
+                notes.append("comma separated")
+            if ps.kind == "dict":
+                notes.append("a JSON object")
+            text = " ".join(filter(None, [html.escape(ps.help),
+                                          f"({'; '.join(notes)})" if notes else ""]))
+            if text:
+                items.append(f"<dt><b>{html.escape(ps.label)}</b></dt><dd>{text}</dd>")
+        return f"<p>{doc}</p>" + (f"<dl>{''.join(items)}</dl>" if items else "")
+
+    def icon(self):
+        return icon(self._class_attr("processing_icon", "icon") or "icon.svg")
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        for f, ps in param_fields(self.job_cls):
+            self.addParameter(make_parameter(ps, field_default(f)))
+
+    # -- parameters → job ----------------------------------------------------------------------
+    def job_from_parameters(self, parameters: dict, context: QgsProcessingContext) -> Job:
+        """The job these parameter values describe (the same a dialog builds from them).
+
+        Unconvertible values raise :class:`QgsProcessingException` with a sentence to fix them.
+        """
+        if not self.parameterDefinitions():
+            self.initAlgorithm({})
+        values = {}
+        for f, ps in param_fields(self.job_cls):
+            values[f.name] = self._value(f, ps, parameters, context)
+        try:
+            return self.job_cls.from_params(values)
+        except UserError as exc:
+            raise QgsProcessingException(str(exc)) from None
+
+    def parameters_from_job(self, job: Job) -> dict:
+        """Processing parameter values describing ``job`` (the inverse of
+        :meth:`job_from_parameters`): enum → index, lists → comma separated, dict → JSON."""
+        out = {}
+        for f, ps in param_fields(self.job_cls):
+            value = getattr(job, f.name)
+            if ps.kind == "enum" and value in ps.choices:
+                value = list(ps.choices).index(value)
+            elif ps.kind in LISTS:
+                value = ", ".join(str(v) for v in value or [])
+            elif ps.kind == "dict":
+                value = json.dumps(value) if value else ""
+            out[ps.name] = value
+        return out
+
+    def _value(self, f: dataclasses.Field, ps: ParamSpec, parameters: dict,
+               context: QgsProcessingContext) -> Any:
+        name, kind = ps.name, ps.kind
+        raw = parameters.get(name)
+        default = field_default(f)
+        if kind in ("int", "float"):
+            if raw is None and default is None:
+                return None
+            if kind == "int":
+                return self.parameterAsInt(parameters, name, context)
+            return self.parameterAsDouble(parameters, name, context)
+        if kind == "bool":
+            return self.parameterAsBoolean(parameters, name, context)
+        if kind == "enum":
+            if isinstance(raw, str) and raw in ps.choices:  # the choice itself is fine too
+                return raw
+            if raw is None and default not in ps.choices:
+                return default
+            index = self.parameterAsEnum(parameters, name, context)
+            if not 0 <= index < len(ps.choices):
+                raise QgsProcessingException(
+                    f"{ps.label} ({name}) is {raw!r}: choose one of {', '.join(ps.choices)}.")
+            return ps.choices[index]
+        if kind == "str":
+            text = self.parameterAsString(parameters, name, context)
+            return text if text or default is not None else None
+        if kind in FILE_IN or kind == "folder_in":
+            return self.parameterAsFile(parameters, name, context)
+        if kind in DESTINATIONS:
+            return self.parameterAsFileOutput(parameters, name, context)
+        if kind in ("raster_in", "vector_in"):
+            layer = (self.parameterAsRasterLayer(parameters, name, context) if kind == "raster_in"
+                     else self.parameterAsVectorLayer(parameters, name, context))
+            if layer is not None:
+                return layer.source()
+            return raw if isinstance(raw, str) else ""  # the job names the missing file
+        if kind in ("raster_list", "vector_list"):
+            return [layer.source() for layer in
+                    self.parameterAsLayerList(parameters, name, context)]
+        text = self.parameterAsString(parameters, name, context).strip()
+        if kind in LISTS:
+            return _parse_list(ps, text)
+        if kind == "dict":
+            return _parse_dict(ps, text)
+        raise QgsProcessingException(f"Unknown parameter kind {kind!r}.")  # pragma: no cover
+
+    def _normalized(self, parameters: dict) -> dict:
+        """Parameters with enum choices given as text replaced by their index (for QGIS)."""
+        out = dict(parameters)
+        for _f, ps in param_fields(self.job_cls):
+            raw = out.get(ps.name)
+            if ps.kind == "enum" and isinstance(raw, str) and raw in ps.choices:
+                out[ps.name] = ps.choices.index(raw)
+        return out
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """The job's own sentences first (they name the fix), then Processing's checks."""
+        try:
+            problems = self.job_from_parameters(parameters, context).problems()
+        except QgsProcessingException as exc:
+            return False, str(exc)
+        if problems:
+            return False, " ".join(problems)
+        return super().checkParameterValues(self._normalized(parameters), context)
+
+    # -- running -------------------------------------------------------------------------------
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        job = self.job_from_parameters(parameters, context)
+        problems = job.problems()
+        if problems:
+            raise QgsProcessingException(" ".join(problems))
+        last_info = [0.0]
+
+        def on_event(event: dict) -> None:
+            kind = event.get("event")
+            if kind == "progress":
+                step, total = event.get("step", 0), event.get("total", 0)
+                if total:
+                    feedback.setProgress(100.0 * min(1.0, step / total))
+                metrics = event.get("metrics") or {}
+                now = time.monotonic()
+                if metrics or step >= total or now - last_info[0] > 2:
+                    last_info[0] = now
+                    text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                    for k, v in metrics.items())
+                    feedback.pushInfo(f"[{event.get('phase', '')} {step}/{total}] "
+                                      f"{event.get('message', '')} {text}".rstrip())
+            elif kind == "log":
+                if event.get("level") == "warning" and hasattr(feedback, "pushWarning"):
+                    feedback.pushWarning(event.get("message", ""))
+                else:
+                    feedback.pushInfo(event.get("message", ""))
+            elif kind == "artifact":
+                feedback.pushInfo(f"Wrote {event.get('name')}: {event.get('path')}")
+
+        run = WorkerRun(job, on_event=on_event)
+        feedback.pushInfo(f"{self.displayName()}: running in {run.python}")
+        try:
+            result = dict(run.start().wait(feedback.isCanceled))
+        except JobCancelled as exc:
+            feedback.pushInfo("Cancelled: finished work was kept.")
+            result = dict(getattr(exc, "result", None) or {})
+            result["CANCELLED"] = True
+        except UserError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        except WorkerError as exc:
+            if exc.details:
+                feedback.reportError(exc.details[-4000:], False)
+            fix = CRASH_FIX if exc.message.startswith("The worker process") else (
+                "Use a smaller patch size or batch size." if "out of memory" in exc.message
+                else "This is a bug or an unexpected environment problem; the log has details.")
+            raise QgsProcessingException(f"{exc.message} {fix}") from None
+        for f, ps in param_fields(self.job_cls):
+            if ps.kind in DESTINATIONS:
+                result[ps.name] = getattr(job, f.name)
+        return result
+
+
+def _parse_list(ps: ParamSpec, text: str) -> list:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if ps.kind == "str_list":
+        return items
+    convert = int if ps.kind == "int_list" else float
+    try:
+        return [convert(t) for t in items]
+    except ValueError:
+        what = "whole numbers" if ps.kind == "int_list" else "numbers"
+        raise QgsProcessingException(
+            f"{ps.label} ({ps.name}) is {text!r}: write {what} separated by commas, "
+            f"e.g. {'1, 2, 3' if ps.kind == 'int_list' else '0.5, 1.5'}.") from None
+
+
+def _parse_dict(ps: ParamSpec, text: str) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise QgsProcessingException(
+            f"{ps.label} ({ps.name}) is not valid JSON ({exc.msg}): write an object such as "
+            '{"1": "water"}.') from None
+    if not isinstance(value, dict):
+        raise QgsProcessingException(f"{ps.label} ({ps.name}) must be a JSON object such as "
+                                     '{"1": "water"}.')
+    return value

@@ -1,0 +1,239 @@
+"""Processing provider ``dltrainer``: generated parameters, runs, cancel, errors, qgis_process."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+)
+
+from plugin.core.jobs import Job
+from plugin.core.params import spec
+from plugin.processing.job_algorithm import JobAlgorithm
+from plugin.processing.provider import DeepLearningTrainerProvider
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing):
+    registry = QgsApplication.processingRegistry()
+    own = registry.providerById("dltrainer") is None
+    p = DeepLearningTrainerProvider()
+    if own:
+        registry.addProvider(p)
+    yield registry.providerById("dltrainer")
+    if own:
+        registry.removeProvider(p)
+
+
+@pytest.fixture
+def processing_run(provider):
+    import processing
+
+    return processing.run
+
+
+class Recorder(QgsProcessingFeedback):
+    """Keeps progress and messages; cancels once ``cancel_at`` percent is reached."""
+
+    def __init__(self, cancel_at: float | None = None) -> None:
+        super().__init__()
+        self.progress: list[float] = []
+        self.infos: list[str] = []
+        self.cancel_at = cancel_at
+        self.progressChanged.connect(self._progress)
+
+    def _progress(self, value: float) -> None:
+        self.progress.append(value)
+        if self.cancel_at is not None and value >= self.cancel_at:
+            self.cancel()
+
+    def pushInfo(self, info: str) -> None:
+        self.infos.append(info)
+        super().pushInfo(info)
+
+
+def test_self_test_runs_with_progress(processing_run):
+    feedback = Recorder()
+    result = processing_run("dltrainer:selftest", {"STEPS": 3, "DELAY": 0.01},
+                            feedback=feedback)
+    assert result["completed"] == 3 and result["cancelled"] is False
+    assert feedback.progress[-1] == 100 and feedback.progress == sorted(feedback.progress)
+    assert any(info.startswith("[step 3/3] step 3 value=9") for info in feedback.infos)
+
+
+def test_environment_report(processing_run):
+    result = processing_run("dltrainer:environmentreport", {})
+    assert result["executable"] == os.environ["DLTRAINER_PYTHON"]
+    assert result["libraries"]["torch"]  # this environment has torch
+    assert isinstance(result["cuda_devices"], list)
+
+
+def test_cancel_through_feedback_keeps_the_partial_result(processing_run):
+    feedback = Recorder(cancel_at=1)
+    result = processing_run("dltrainer:selftest", {"STEPS": 2000, "DELAY": 0.01},
+                            feedback=feedback)
+    assert result["CANCELLED"] is True
+    assert 1 <= result["completed"] < 2000
+
+
+def test_bad_values_give_a_clear_exception(processing_run):
+    with pytest.raises(QgsProcessingException, match=r"Steps \(STEPS\) is 0: use 1 or more\."):
+        processing_run("dltrainer:selftest", {"STEPS": 0})
+    with pytest.raises(QgsProcessingException, match="exited with code 139"):
+        processing_run("dltrainer:selftest", {"STEPS": 3, "DELAY": 0, "CRASH_AT": 2})
+
+
+# -- parameters generated from the specs --------------------------------------------------------
+@dataclasses.dataclass
+class AllKindsJob(Job):
+    """A job using every parameter kind (not registered)."""
+
+    kind = "all_kinds"
+    title = "All kinds"
+    group = "Test jobs"
+
+    count: int = spec(3, "COUNT", "Count", "int", minimum=1, maximum=9)
+    rate: float = spec(0.5, "RATE", "Rate", "float", minimum=0, advanced=True)
+    flag: bool = spec(True, "FLAG", "Flag", "bool")
+    mode: str = spec("fast", "MODE", "Mode", "enum", choices=("slow", "fast"))
+    note: str = spec("", "NOTE", "Note", "str")
+    image: str = spec("", "IMAGE", "Image", "raster_in")
+    labels: str = spec("", "LABELS", "Labels", "vector_in", optional=True)
+    images: list = spec([], "IMAGES", "Images", "raster_list", optional=True)
+    vectors: list = spec([], "VECTORS", "Vectors", "vector_list", optional=True)
+    model: str = spec("", "MODEL", "Model", "model_in", optional=True,
+                      file_filter="Models (*.safetensors)")
+    config: str = spec("", "CONFIG", "Config", "file_in", optional=True)
+    project: str = spec("", "PROJECT", "Project", "project_in", optional=True)
+    source_folder: str = spec("", "SOURCE_FOLDER", "Source folder", "folder_in", optional=True)
+    out_file: str = spec("", "OUT_FILE", "Output file", "file_out",
+                         file_filter="GeoTIFF (*.tif)")
+    out_model: str = spec("", "OUT_MODEL", "Output model", "model_out", optional=True)
+    out_project: str = spec("", "OUT_PROJECT", "Output project", "project_out", optional=True)
+    out_folder: str = spec("", "OUT_FOLDER", "Output folder", "folder_out", optional=True)
+    names: list = spec(["a", "b"], "NAMES", "Names", "str_list")
+    ids: list = spec([1, 2], "IDS", "Ids", "int_list")
+    weights: list = spec([], "WEIGHTS", "Weights", "float_list", optional=True)
+    extra: dict = spec({"k": 1}, "EXTRA", "Extra", "dict", advanced=True)
+
+
+def test_parameters_follow_the_specs(qgis_processing):
+    alg = JobAlgorithm(AllKindsJob)
+    alg.initAlgorithm({})
+    p = {d.name(): d for d in alg.parameterDefinitions()}
+    expected = {
+        "COUNT": QgsProcessingParameterNumber, "RATE": QgsProcessingParameterNumber,
+        "FLAG": QgsProcessingParameterBoolean, "MODE": QgsProcessingParameterEnum,
+        "NOTE": QgsProcessingParameterString, "IMAGE": QgsProcessingParameterRasterLayer,
+        "LABELS": QgsProcessingParameterVectorLayer,
+        "IMAGES": QgsProcessingParameterMultipleLayers,
+        "VECTORS": QgsProcessingParameterMultipleLayers, "MODEL": QgsProcessingParameterFile,
+        "CONFIG": QgsProcessingParameterFile, "PROJECT": QgsProcessingParameterFile,
+        "SOURCE_FOLDER": QgsProcessingParameterFile,
+        "OUT_FILE": QgsProcessingParameterFileDestination,
+        "OUT_MODEL": QgsProcessingParameterFileDestination,
+        "OUT_PROJECT": QgsProcessingParameterFileDestination,
+        "OUT_FOLDER": QgsProcessingParameterFolderDestination,
+        "NAMES": QgsProcessingParameterString, "IDS": QgsProcessingParameterString,
+        "WEIGHTS": QgsProcessingParameterString, "EXTRA": QgsProcessingParameterString,
+    }
+    assert {name: type(d) for name, d in p.items()} == expected
+    assert p["COUNT"].dataType() == QgsProcessingParameterNumber.Integer
+    assert (p["COUNT"].minimum(), p["COUNT"].maximum(), p["COUNT"].defaultValue()) == (1, 9, 3)
+    assert p["RATE"].dataType() == QgsProcessingParameterNumber.Double
+    assert p["RATE"].flags() & QgsProcessingParameterDefinition.FlagAdvanced
+    assert p["LABELS"].flags() & QgsProcessingParameterDefinition.FlagOptional
+    assert not p["IMAGE"].flags() & QgsProcessingParameterDefinition.FlagOptional
+    assert p["MODE"].options() == ["slow", "fast"] and p["MODE"].defaultValue() == 1
+    assert p["SOURCE_FOLDER"].behavior() == QgsProcessingParameterFile.Folder
+    assert p["MODEL"].behavior() == QgsProcessingParameterFile.File
+    assert p["MODEL"].fileFilter() == "Models (*.safetensors)"
+    assert p["IMAGES"].layerType() == 3  # QgsProcessing.TypeRaster
+    assert p["NAMES"].defaultValue() == "a, b" and p["EXTRA"].defaultValue() == '{"k": 1}'
+    assert alg.name() == "allkinds" and alg.displayName() == "All kinds"
+    assert (alg.group(), alg.groupId()) == ("Test jobs", "testjobs")
+    help_text = alg.shortHelpString()
+    assert "A job using every parameter kind" in help_text
+    assert "<b>Count</b></dt><dd>(from 1 to 9)" in help_text
+
+
+def test_job_from_parameters_maps_values_back(qgis_processing, synthetic_scene, tmp_path):
+    alg = JobAlgorithm(AllKindsJob)
+    context = QgsProcessingContext()
+    out = str(tmp_path / "out.tif")
+    job = alg.job_from_parameters({
+        "COUNT": 5, "RATE": 0.25, "FLAG": False, "MODE": 0, "NOTE": "hello",
+        "IMAGE": str(synthetic_scene.raster), "LABELS": str(synthetic_scene.labels),
+        "IMAGES": [str(synthetic_scene.raster)], "OUT_FILE": out,
+        "NAMES": "water, trees", "IDS": "3,4", "WEIGHTS": "0.5, 2", "EXTRA": '{"a": [1]}',
+    }, context)
+    assert job == AllKindsJob(
+        count=5, rate=0.25, flag=False, mode="slow", note="hello",
+        image=str(synthetic_scene.raster), labels=job.labels, images=[str(synthetic_scene.raster)],
+        out_file=out, names=["water", "trees"], ids=[3, 4], weights=[0.5, 2.0],
+        extra={"a": [1]})
+    assert job.labels.split("|")[0] == str(synthetic_scene.labels)
+    assert alg.job_from_parameters(alg.parameters_from_job(job), context) == job
+    # the choice itself is accepted for an enum; defaults fill what is not given
+    job = alg.job_from_parameters({"MODE": "slow", "IMAGE": str(synthetic_scene.raster)},
+                                  context)
+    assert (job.mode, job.count, job.names, job.extra) == ("slow", 3, ["a", "b"], {"k": 1})
+    with pytest.raises(QgsProcessingException, match=r"Ids \(IDS\) is '1, x'.*whole numbers"):
+        alg.job_from_parameters({"IDS": "1, x"}, context)
+    with pytest.raises(QgsProcessingException, match=r"Extra \(EXTRA\) is not valid JSON"):
+        alg.job_from_parameters({"EXTRA": "{nope"}, context)
+    # a job survives the trip through Processing parameter values
+    again = alg.job_from_parameters(alg.parameters_from_job(job), context)
+    assert again == job
+    ok, message = alg.checkParameterValues({"COUNT": 12, "IMAGE": str(synthetic_scene.raster),
+                                            "OUT_FILE": out}, context)
+    assert not ok and message == "Count (COUNT) is 12: use 9 or less."
+
+
+# -- qgis_process ---------------------------------------------------------------------------------
+QGIS_PROCESS = "/usr/bin/qgis_process.bin"
+
+
+@pytest.mark.skipif(not Path(QGIS_PROCESS).exists(), reason="qgis_process is not installed")
+def test_qgis_process_runs_the_self_test(tmp_path):
+    home = tmp_path / "home"
+    profiles = home / ".local/share/QGIS/QGIS3/profiles"
+    env = {**os.environ, "HOME": str(home), "QGIS_PROFILES_DIR": str(profiles),
+           "QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": str(tmp_path / "xdg")}
+    env.pop("QGIS_CUSTOM_CONFIG_PATH", None)  # set by pytest-qgis; it would hide the profile
+    deploy = subprocess.run([sys.executable, "build.py", "deploy", "--link"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    assert (profiles / "default/python/plugins/deep_learning_trainer/metadata.txt").exists()
+    done = subprocess.run([QGIS_PROCESS, "--json", "run", "dltrainer:selftest", "--",
+                           "STEPS=3", "DELAY=0"], env=env, capture_output=True, text=True,
+                          timeout=180, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    import json
+
+    answer = json.loads(done.stdout[done.stdout.index("{"):])
+    assert answer["results"]["completed"] == 3
+    shutil.rmtree(home, ignore_errors=True)

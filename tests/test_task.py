@@ -1,0 +1,108 @@
+"""Jobs as QGIS tasks: progress in order, cancel, a crashing worker, unload killing workers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from qgis.core import Qgis, QgsApplication
+
+from plugin.core.basic_jobs import EnvironmentReportJob, SelfTestJob
+from plugin.gui.task import JobManager, JobTask, pump_until, wait_for
+
+
+def record(task: JobTask) -> dict:
+    seen: dict = {"events": [], "progress": [], "outcomes": []}
+    task.event.connect(seen["events"].append)
+    task.progressChanged.connect(seen["progress"].append)
+    task.succeeded.connect(lambda result: seen["outcomes"].append(("succeeded", result)))
+    task.failed.connect(lambda message, fix: seen["outcomes"].append(("failed", message, fix)))
+    task.cancelled.connect(lambda partial: seen["outcomes"].append(("cancelled", partial)))
+    return seen
+
+
+def test_job_runs_to_completion_with_progress_in_order(qgis_app):
+    jobs = JobManager()
+    job = SelfTestJob(steps=4, delay=0.02)
+    task = jobs.start(job, "Self-test")
+    seen = record(task)
+    job.steps = 99  # the task copied the job when it was created
+    assert task in jobs.tasks
+    assert wait_for(task, 60) == "succeeded"
+    assert seen["outcomes"] == [("succeeded", {"completed": 4, "cancelled": False})]
+    steps = [e["step"] for e in seen["events"] if e["event"] == "progress"]
+    assert steps == [1, 2, 3, 4]
+    assert seen["events"][0]["total"] == 4 and seen["events"][-1]["metrics"] == {"value": 16.0}
+    assert seen["progress"] and seen["progress"][-1] == 100
+    assert seen["progress"] == sorted(seen["progress"])
+    assert pump_until(lambda: jobs.tasks == [], 5)  # the reference is dropped when it ends
+
+
+def test_cancelled_job_ends_cancelled_with_its_partial_result(qgis_app):
+    jobs = JobManager()
+    task = jobs.start(SelfTestJob(steps=2000, delay=0.02), "Long self-test")
+    seen = record(task)
+    assert pump_until(lambda: len(seen["events"]) >= 2, 30)
+    started = time.monotonic()
+    task.cancel()
+    assert wait_for(task, 30) == "cancelled"
+    assert time.monotonic() - started < 5  # stopped at its next safe point, not after the grace
+    (outcome, partial), = seen["outcomes"]
+    assert outcome == "cancelled"
+    assert partial["cancelled"] is True and 2 <= partial["completed"] < 2000
+
+
+def test_crashing_worker_reports_a_clear_error_and_qgis_lives_on(qgis_app, qgis_iface):
+    jobs = JobManager(qgis_iface)
+    task = jobs.start(SelfTestJob(steps=5, delay=0.01, crash_at=2), "Crash test")
+    seen = record(task)
+    assert wait_for(task, 60) == "failed"
+    (outcome, message, fix), = seen["outcomes"]
+    assert message == "The worker process exited with code 139 before finishing the job."
+    assert "memory" in fix
+    assert [e["step"] for e in seen["events"] if e["event"] == "progress"] == [1]
+    bar = qgis_iface.messageBar().get_messages(Qgis.Critical)
+    assert any("Crash test failed: The worker process exited with code 139" in m for m in bar)
+    # QGIS is still here and runs the next job
+    assert QgsApplication.instance() is not None
+    again = jobs.start(SelfTestJob(steps=1, delay=0), "After the crash")
+    assert wait_for(again, 60) == "succeeded"
+    assert "Deep Learning Trainer:After the crash: finished." in \
+        qgis_iface.messageBar().get_messages(Qgis.Success)
+
+
+def test_missing_python_fails_with_the_fix(qgis_app):
+    jobs = JobManager()
+    task = jobs.start(SelfTestJob(steps=1), "No python", python="/nonexistent/bin/python")
+    seen = record(task)
+    assert wait_for(task, 30) == "failed"
+    (_, message, fix), = seen["outcomes"]
+    assert "Cannot start the machine-learning Python (/nonexistent/bin/python)" in message
+    assert "Settings" in fix
+
+
+def test_cancel_all_kills_a_worker_that_ignores_cancel(qgis_app):
+    jobs = JobManager()
+    stubborn = jobs.start(SelfTestJob(steps=5000, delay=0.02, ignore_cancel=True), "Stubborn")
+    polite = jobs.start(SelfTestJob(steps=5000, delay=0.02), "Polite")
+    seen = record(stubborn)
+    assert pump_until(lambda: len(seen["events"]) >= 1, 30)
+    started = time.monotonic()
+    jobs.cancel_all(grace_s=1.0)
+    assert time.monotonic() - started < 8
+    assert jobs.tasks == []
+    assert wait_for(stubborn, 10) == "cancelled" and wait_for(polite, 10) == "cancelled"
+    assert not stubborn._run.running and not polite._run.running
+    assert pump_until(lambda: QgsApplication.taskManager().countActiveTasks() == 0, 10)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs the system Python")
+def test_environment_report_runs_in_a_python_without_torch(qgis_app):
+    jobs = JobManager()
+    task = jobs.start(EnvironmentReportJob(), "Report", python="/usr/bin/python3", notify=False)
+    seen = record(task)
+    assert wait_for(task, 60) == "succeeded"
+    (_, report), = seen["outcomes"]
+    assert report["executable"] == "/usr/bin/python3"
+    assert report["libraries"]["torch"] is None and report["cuda_devices"] == []
