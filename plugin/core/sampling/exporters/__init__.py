@@ -1,0 +1,1 @@
+"""Chip export formats (see :mod:`..export` for the orchestration)."""

@@ -1,0 +1,480 @@
+"""The Export Training Chips dialog: builds an ``export_chips`` job, shows the sampler's pre-flight
+summary live (computed by a ``sample_summary`` job in a worker process) and runs the export in the
+background."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from qgis.core import QgsSettings
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.errors import UserError
+from ..core.jobs import Job
+from ..core.sampling.jobs import FORMAT_LABELS, ExportChipsJob, SampleSummaryJob
+from . import messages
+from .task import JobManager
+
+SETTINGS_KEY = "deep_learning_trainer/export_chips/job"
+SUMMARY_DELAY_MS = 500
+# fields that change the pre-flight summary (the others only change how chips are written)
+_SUMMARY_FIELDS = ("project", "format", "patch_size", "stride", "split", "shuffle", "seed",
+                   "feature_patch_percentage", "background_patch_ratio", "pad_small_features",
+                   "box_size", "max_nodata", "blocked_split", "block_size", "buffer_patches")
+
+
+def _path_row(edit: QLineEdit, button: QPushButton) -> QWidget:
+    row = QWidget()
+    lay = QHBoxLayout(row)
+    lay.setContentsMargins(0, 0, 0, 0)
+    lay.addWidget(edit, 1)
+    lay.addWidget(button)
+    return row
+
+
+class ExportChipsDialog(QDialog):
+    """Export Training Chips. ``jobs`` runs the summary and export jobs (a private manager if
+    None); ``live_summary=False`` turns the live summary off (tests)."""
+
+    def __init__(self, parent: QWidget | None = None, jobs: JobManager | None = None,
+                 iface=None, live_summary: bool = True) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Deep Learning Trainer — Export Training Chips")
+        self.setMinimumWidth(940)
+        self.jobs = jobs if jobs is not None else JobManager(iface, self)
+        self.iface = iface
+        self.live_summary = live_summary
+        self.export_task = None
+        self._summary_task = None
+        self._summary_key = ""
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(SUMMARY_DELAY_MS)
+        self._timer.timeout.connect(self.refresh_summary)
+        self._build()
+        self.set_job(self._remembered())
+        self._changed()
+
+    # -- layout --------------------------------------------------------------------------------
+    def _build(self) -> None:
+        spec = {f: ps for f, ps in ((f.name, f.metadata["param"])
+                                    for f in ExportChipsJob.__dataclass_fields__.values()
+                                    if "param" in f.metadata)}
+        self.project_edit = QLineEdit()
+        self.project_edit.setPlaceholderText("labeling project (.gpkg)")
+        browse_project = QPushButton("Browse…")
+        browse_project.clicked.connect(self._browse_project)
+        self.format_combo = QComboBox()
+        for key, label in FORMAT_LABELS.items():
+            self.format_combo.addItem(label, key)
+        self.patch_spin = QSpinBox()
+        self.patch_spin.setRange(8, 8192)
+        self.patch_spin.setSingleStep(32)
+        self.patch_spin.setSuffix(" px")
+        self.stride_spin = QSpinBox()
+        self.stride_spin.setRange(0, 8192)
+        self.stride_spin.setSingleStep(32)
+        self.stride_spin.setSuffix(" px")
+        self.stride_spin.setSpecialValueText("patch size (no overlap)")
+        self.split_slider = QSlider(Qt.Horizontal)
+        self.split_slider.setRange(0, 100)
+        self.split_slider.setTickInterval(10)
+        self.split_slider.setTickPosition(QSlider.TicksBelow)
+        self.split_label = QLabel()
+        self.split_label.setMinimumWidth(190)
+        split_row = QWidget()
+        lay = QHBoxLayout(split_row)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.split_slider, 1)
+        lay.addWidget(self.split_label)
+        self.shuffle_check = QCheckBox("Shuffle rasters")
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2**31 - 1)
+        self.fpp_spin = QDoubleSpinBox()
+        self.fpp_spin.setRange(0, 1)
+        self.fpp_spin.setDecimals(2)
+        self.fpp_spin.setSingleStep(0.05)
+        self.bpr_spin = QDoubleSpinBox()
+        self.bpr_spin.setRange(0, 100)
+        self.bpr_spin.setDecimals(2)
+        self.bpr_spin.setSingleStep(0.05)
+        self.pad_check = QCheckBox("Pad small features")
+        self.output_edit = QLineEdit()
+        self.output_edit.setPlaceholderText("a new or empty folder")
+        browse_output = QPushButton("Browse…")
+        browse_output.clicked.connect(self._browse_output)
+
+        form = QFormLayout()
+        form.addRow("Labeling project", _path_row(self.project_edit, browse_project))
+        form.addRow("Format", self.format_combo)
+        form.addRow("Patch size", self.patch_spin)
+        form.addRow("Stride", self.stride_spin)
+        form.addRow("Training / validation", split_row)
+        form.addRow("", self.shuffle_check)
+        form.addRow("Seed", self.seed_spin)
+        form.addRow("Feature patch percentage", self.fpp_spin)
+        form.addRow("Background patch ratio", self.bpr_spin)
+        form.addRow("", self.pad_check)
+        form.addRow("Output folder", _path_row(self.output_edit, browse_output))
+
+        self.advanced_check = QCheckBox("Show advanced settings")
+        self.advanced = QGroupBox("Advanced")
+        adv = QFormLayout(self.advanced)
+        self.box_spin = self._dspin(1, 4096, 1, " px")
+        self.nodata_spin = self._dspin(0, 1, 0.05)
+        self.blocked_check = QCheckBox("Spatially blocked split within each raster")
+        self.block_spin = self._ispin(1, 1000, " patches")
+        self.buffer_spin = self._ispin(0, 100, " patches")
+        self.min_side_spin = self._ispin(0, 8192, " px")
+        self.max_side_spin = self._ispin(1, 8192, " px")
+        self.resize_spin = self._ispin(0, 8192, " px")
+        self.resize_spin.setSpecialValueText("no resize")
+        self.fraction_spin = self._dspin(0, 1, 0.01)
+        self.overwrite_check = QCheckBox("Replace a previous export in the output folder")
+        for label, widget in (("Box size for points", self.box_spin),
+                              ("Skip patches with nodata over", self.nodata_spin),
+                              ("", self.blocked_check), ("Block size", self.block_spin),
+                              ("Buffer", self.buffer_spin),
+                              ("Feature chips: min side", self.min_side_spin),
+                              ("Feature chips: max side", self.max_side_spin),
+                              ("Feature chips: resize to", self.resize_spin),
+                              ("Multi-label: min class share", self.fraction_spin),
+                              ("", self.overwrite_check)):
+            adv.addRow(label, widget)
+        self.advanced_check.toggled.connect(self._show_advanced)
+        self._show_advanced(False)
+        self.shuffle_check.setToolTip("Off: the same split every run. On: the split is drawn "
+                                      "with the seed.")
+        self.pad_check.setToolTip("Object boxes smaller than 25 px in x or y grow to 25 px "
+                                  "around their centre.")
+        for name, widget in (("patch_size", self.patch_spin), ("stride", self.stride_spin),
+                             ("seed", self.seed_spin), ("feature_patch_percentage", self.fpp_spin),
+                             ("background_patch_ratio", self.bpr_spin),
+                             ("box_size", self.box_spin), ("max_nodata", self.nodata_spin),
+                             ("max_side", self.max_side_spin), ("resize", self.resize_spin)):
+            if name in spec and spec[name].help:
+                widget.setToolTip(spec[name].help)
+
+        self.summary_label = QLabel()
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setTextFormat(Qt.RichText)
+        self.summary_label.setAlignment(Qt.AlignTop | Qt.AlignLeft)
+        self.summary_label.setMinimumHeight(150)
+        summary_box = QGroupBox("Pre-flight summary")
+        QVBoxLayout(summary_box).addWidget(self.summary_label)
+
+        self.problem_label = QLabel()
+        self.problem_label.setWordWrap(True)
+        self.problem_label.setStyleSheet("color: #b00020;")
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        self.buttons.button(QDialogButtonBox.Ok).setText("Export")
+        save = self.buttons.addButton("Save job…", QDialogButtonBox.ActionRole)
+        load = self.buttons.addButton("Load job…", QDialogButtonBox.ActionRole)
+        save.clicked.connect(self._save_job_file)
+        load.clicked.connect(self._load_job_file)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+
+        columns = QHBoxLayout()
+        left = QVBoxLayout()
+        left.addLayout(form)
+        left.addWidget(self.advanced_check)
+        left.addWidget(self.advanced)
+        left.addStretch(1)
+        columns.addLayout(left, 5)
+        columns.addWidget(summary_box, 4)
+        root = QVBoxLayout(self)
+        root.addLayout(columns)
+        root.addWidget(self.problem_label)
+        root.addWidget(self.buttons)
+
+        for w in (self.project_edit, self.output_edit):
+            w.textChanged.connect(self._changed)
+        self.format_combo.currentIndexChanged.connect(self._changed)
+        for w in (self.patch_spin, self.stride_spin, self.seed_spin, self.block_spin,
+                  self.buffer_spin, self.min_side_spin, self.max_side_spin, self.resize_spin,
+                  self.split_slider):
+            w.valueChanged.connect(self._changed)
+        for w in (self.fpp_spin, self.bpr_spin, self.box_spin, self.nodata_spin,
+                  self.fraction_spin):
+            w.valueChanged.connect(self._changed)
+        for w in (self.shuffle_check, self.pad_check, self.blocked_check, self.overwrite_check):
+            w.toggled.connect(self._changed)
+
+    @staticmethod
+    def _ispin(lo: int, hi: int, suffix: str = "") -> QSpinBox:
+        s = QSpinBox()
+        s.setRange(lo, hi)
+        s.setSuffix(suffix)
+        return s
+
+    @staticmethod
+    def _dspin(lo: float, hi: float, step: float, suffix: str = "") -> QDoubleSpinBox:
+        s = QDoubleSpinBox()
+        s.setRange(lo, hi)
+        s.setSingleStep(step)
+        s.setDecimals(2)
+        s.setSuffix(suffix)
+        return s
+
+    def _show_advanced(self, on: bool) -> None:
+        self.advanced.setVisible(on)
+        self.adjustSize()
+
+    # -- job ↔ widgets -------------------------------------------------------------------------
+    def job(self) -> ExportChipsJob:
+        """The job the widgets describe."""
+        return ExportChipsJob(
+            project=self.project_edit.text().strip(),
+            format=self.format_combo.currentData(),
+            patch_size=self.patch_spin.value(), stride=self.stride_spin.value(),
+            split=float(self.split_slider.value()), shuffle=self.shuffle_check.isChecked(),
+            seed=self.seed_spin.value(),
+            feature_patch_percentage=round(self.fpp_spin.value(), 4),
+            background_patch_ratio=round(self.bpr_spin.value(), 4),
+            pad_small_features=self.pad_check.isChecked(),
+            box_size=round(self.box_spin.value(), 3), max_nodata=round(self.nodata_spin.value(), 4),
+            blocked_split=self.blocked_check.isChecked(), block_size=self.block_spin.value(),
+            buffer_patches=self.buffer_spin.value(), min_side=self.min_side_spin.value(),
+            max_side=self.max_side_spin.value(), resize=self.resize_spin.value(),
+            min_class_fraction=round(self.fraction_spin.value(), 4),
+            output_folder=self.output_edit.text().strip(),
+            overwrite=self.overwrite_check.isChecked())
+
+    def set_job(self, job: ExportChipsJob) -> None:
+        self.project_edit.setText(job.project)
+        index = self.format_combo.findData(job.format)
+        self.format_combo.setCurrentIndex(max(index, 0))
+        self.patch_spin.setValue(job.patch_size)
+        self.stride_spin.setValue(job.stride or 0)
+        self.split_slider.setValue(int(round(job.split)))
+        self.shuffle_check.setChecked(job.shuffle)
+        self.seed_spin.setValue(job.seed)
+        self.fpp_spin.setValue(job.feature_patch_percentage)
+        self.bpr_spin.setValue(job.background_patch_ratio)
+        self.pad_check.setChecked(job.pad_small_features)
+        self.box_spin.setValue(job.box_size)
+        self.nodata_spin.setValue(job.max_nodata)
+        self.blocked_check.setChecked(job.blocked_split)
+        self.block_spin.setValue(job.block_size)
+        self.buffer_spin.setValue(job.buffer_patches)
+        self.min_side_spin.setValue(job.min_side)
+        self.max_side_spin.setValue(job.max_side)
+        self.resize_spin.setValue(job.resize)
+        self.fraction_spin.setValue(job.min_class_fraction)
+        self.output_edit.setText(job.output_folder)
+        self.overwrite_check.setChecked(job.overwrite)
+
+    def _remembered(self) -> ExportChipsJob:
+        text = QgsSettings().value(SETTINGS_KEY, "", type=str)
+        if text:
+            try:
+                job = Job.from_dict(json.loads(text))
+                if isinstance(job, ExportChipsJob):
+                    return job
+            except (UserError, ValueError, TypeError):
+                pass
+        return ExportChipsJob()
+
+    def remember(self) -> None:
+        QgsSettings().setValue(SETTINGS_KEY, json.dumps(self.job().to_dict()))
+
+    # -- validation ----------------------------------------------------------------------------
+    def problems(self) -> list[str]:
+        job = self.job()
+        out = job.problems()
+        folder = Path(job.output_folder) if job.output_folder else None
+        if folder and folder.is_dir() and any(folder.iterdir()):
+            if not job.overwrite:
+                out.append(f"The output folder {folder.name} is not empty: choose a new or empty "
+                           "folder, or tick Advanced ▸ Replace a previous export.")
+            elif not (folder / "manifest.json").is_file():
+                out.append(f"The output folder {folder.name} holds no previous chip export, so it "
+                           "cannot be replaced: choose a new or empty folder.")
+        return out
+
+    def _changed(self, *_args) -> None:
+        split = self.split_slider.value()
+        self.split_label.setText(f"{split} % training / {100 - split} % validation")
+        problems = self.problems()
+        self.buttons.button(QDialogButtonBox.Ok).setEnabled(not problems)
+        self.problem_label.setText(" ".join(problems[:2]))
+        self.problem_label.setVisible(bool(problems))
+        key = json.dumps({k: getattr(self.job(), k) for k in _SUMMARY_FIELDS})
+        if key != self._summary_key:
+            self._summary_key = key
+            self._timer.start()
+
+    # -- live summary --------------------------------------------------------------------------
+    def summary_job(self) -> SampleSummaryJob | None:
+        job = self.job()
+        if not job.project or not Path(job.project).is_file():
+            return None
+        params = {k: getattr(job, k) for k in _SUMMARY_FIELDS}
+        summary = SampleSummaryJob(**params)
+        return None if summary.problems() else summary
+
+    def refresh_summary(self) -> None:
+        """Start a summary job for the current settings (the previous one is cancelled)."""
+        if not self.live_summary:
+            return
+        previous = self._summary_task
+        if previous is not None and not sip.isdeleted(previous) and not previous.outcome:
+            for signal in (previous.succeeded, previous.failed, previous.cancelled):
+                try:
+                    signal.disconnect()
+                except TypeError:
+                    pass
+            previous.cancel()
+        self._summary_task = None
+        job = self.summary_job()
+        if self.format_combo.currentData() == "gbdx":
+            self.summary_label.setText(
+                "One chip is cut around each label feature: features with a side over the "
+                "maximum are skipped, smaller ones are zero-padded to it. The split is made by "
+                "raster, or by feature within a single raster.")
+            return
+        if job is None:
+            self.summary_label.setText("<i>Choose a labeling project with valid settings to see "
+                                       "what will be exported.</i>")
+            return
+        self.summary_label.setText("<i>Computing the summary…</i>")
+        task = self.jobs.start(job, "Sampling summary", notify=False)
+        task.succeeded.connect(self.show_summary)
+        task.failed.connect(lambda message, fix: self.show_summary_error(message, fix))
+        self._summary_task = task
+
+    def show_summary_error(self, message: str, fix: str) -> None:
+        if sip.isdeleted(self):
+            return
+        self.summary_label.setText(f"<span style='color:#b00020'>{html.escape(message)}</span> "
+                                   f"{html.escape(fix)}")
+
+    def show_summary(self, summary: dict) -> None:
+        if sip.isdeleted(self):
+            return
+        self.summary_label.setText(summary_html(summary))
+
+
+    # -- actions -------------------------------------------------------------------------------
+    def accept(self) -> None:
+        problems = self.problems()
+        if problems:
+            self.problem_label.setText(" ".join(problems))
+            return
+        job = self.job()
+        self.remember()
+        task = self.jobs.start(job, "Exporting chips")
+        iface = self.iface
+
+        def done(result: dict) -> None:
+            messages.show_success(iface, f"{result.get('count', 0)} chips written to "
+                                         f"{result.get('output_folder', '')}.")
+
+        task.succeeded.connect(done)
+        self.export_task = task
+        QDialog.accept(self)
+
+
+    def _save_job_file(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save job", "export_chips.json",
+                                              "Job file (*.json)")
+        if path:
+            self.job().save(path)
+
+
+    def _load_job_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load job", "", "Job file (*.json)")
+        if not path:
+            return
+        try:
+            job = Job.load(path)
+        except UserError as exc:
+            self.problem_label.setText(f"{exc.message} {exc.fix}")
+            self.problem_label.show()
+            return
+        if not isinstance(job, ExportChipsJob):
+            self.problem_label.setText(f"{Path(path).name} holds a {job.kind} job, not an "
+                                       "export_chips job: choose another file.")
+            self.problem_label.show()
+            return
+        self.set_job(job)
+
+
+    def _browse_project(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Labeling project", self.project_edit.text(),
+                                              "Labeling project (*.gpkg)")
+        if path:
+            self.project_edit.setText(path)
+
+
+    def _browse_output(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Output folder", self.output_edit.text())
+        if path:
+            self.output_edit.setText(path)
+
+
+def summary_html(summary: dict) -> str:
+    """The pre-flight summary as a small HTML report."""
+    names = {str(k): v for k, v in summary.get("class_names", {}).items()}
+    p = summary.get("patches", {})
+    rows = "".join(
+        f"<tr><td>{split.capitalize()}</td><td align='right'>{p.get(split, {}).get('feature', 0)}"
+        f"</td><td align='right'>{p.get(split, {}).get('background', 0)}</td>"
+        f"<td align='right'><b>{p.get(split, {}).get('total', 0)}</b></td></tr>"
+        for split in ("train", "validation"))
+    out = ("<table cellspacing='0' cellpadding='3'><tr><th align='left'>Patches</th>"
+           "<th>feature</th><th>background</th><th>total</th></tr>" + rows + "</table>")
+    pixels, per_class = summary.get("pixels", {}), summary.get("patches_per_class", {})
+    ids = sorted({int(k) for split in pixels.values() for k in split} | {int(k) for k in names})
+    if ids:
+        out += ("<table cellspacing='0' cellpadding='3'><tr><th align='left'>Class</th>"
+                "<th>train px</th><th>val px</th><th>patches</th></tr>")
+        for cid in ids:
+            name = "background" if cid == 0 else names.get(str(cid), str(cid))
+            tr = pixels.get("train", {}).get(str(cid), pixels.get("train", {}).get(cid, 0))
+            va = pixels.get("validation", {}).get(str(cid),
+                                                  pixels.get("validation", {}).get(cid, 0))
+            pt = per_class.get("train", {}).get(str(cid), 0)
+            pv = per_class.get("validation", {}).get(str(cid), 0)
+            patches = "" if cid == 0 else f"{pt} / {pv}"
+            out += (f"<tr><td>{html.escape(name)}</td><td align='right'>{tr:,}</td>"
+                    f"<td align='right'>{va:,}</td><td align='right'>{patches}</td></tr>")
+        out += "</table>"
+    warnings = summary.get("warnings", [])
+    if warnings:
+        out += "".join(f"<p style='color:#a15c00'>⚠ {html.escape(w)}</p>" for w in warnings)
+    else:
+        out += "<p style='color:#1b7f3b'>No problem found.</p>"
+    return out
+
+
+def open_export_chips(plugin) -> ExportChipsDialog:
+    """Menu entry: show the dialog (kept on the plugin so it is not garbage-collected)."""
+    iface = getattr(plugin, "iface", None)
+    parent = iface.mainWindow() if iface is not None else None
+    dialog = ExportChipsDialog(parent, getattr(plugin, "jobs", None), iface)
+    plugin._export_chips_dialog = dialog
+    dialog.show()
+    return dialog
