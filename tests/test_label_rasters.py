@@ -10,17 +10,19 @@ import numpy as np
 import pytest
 import rasterio
 from osgeo import ogr
+from rasterio.env import get_gdal_config
 from rasterio.features import rasterize
 from rasterio.transform import from_origin
 from rasterio.warp import transform_geom
 from scipy import ndimage
 
-from plugin.core.errors import UserError
+from plugin.core.errors import JobCancelled, UserError
 from plugin.core.jobs import RecordingContext
-from plugin.core.labeling import LabelingProject
+from plugin.core.labeling import LabelingProject, TrainingRaster
 from plugin.core.labeling.importers import import_label_raster, import_vector_labels
 from plugin.core.labeling.labelraster import (
     IGNORE,
+    WINDOW_SIZE,
     build_label_raster,
     build_label_rasters,
     label_raster_path,
@@ -252,3 +254,106 @@ def test_build_job_in_a_worker_process(tmp_path, synthetic_scene):
     remap[1], remap[2] = names["building"], names["water"]
     assert (labels[keep] == remap[truth[keep]]).all()
     assert any(e["event"] == "artifact" for e in events)
+
+
+def _windowed_project(tmp_path: Path) -> tuple[LabelingProject, TrainingRaster]:
+    """A 2-band raster of 53 x 70 px with a nodata corner, and labels of every kind crossing
+    the borders of 16 px and 7 px windows (points and lines with solid distances near them)."""
+    data = np.ones((2, 53, 70), np.uint8)
+    data[:, 40:, 60:] = 0  # nodata in both bands: ignore
+    data[0, :10, :10] = 0  # nodata in one band only: still valid
+    raster = _raster(tmp_path / "w.tif", size=(53, 70), bands=2, nodata=0, data=data)
+    project = LabelingProject.create(tmp_path / "w.gpkg", CRS)
+    area = project.add_class("area")
+    well = project.add_class("well", solid_distance=3)
+    track = project.add_class("track", solid_distance=1.5)
+    edge = project.add_class("edge")
+    r = project.add_raster(raster)
+    rng = np.random.default_rng(3)
+    items = []
+    for _ in range(12):  # irregular polygons (not on the pixel lattice) anywhere
+        c, row = rng.uniform(-5, 65), rng.uniform(-5, 50)
+        ring = [_px(c + dc, row + dr) for dc, dr in rng.uniform(-12, 12, (6, 2))]
+        items.append((area.id, {"type": "Polygon", "coordinates": [ring + ring[:1]]}))
+    for c, row in ((16.0, 16.0), (15.9, 8.5), (32.5, 31.99), (7.0, 45.2), (48.01, 3.0),
+                   (69.5, 52.5), (13.97, 20.03)):  # on or near window borders and corners
+        items.append((well.id, {"type": "Point", "coordinates": _px(c, row)}))
+    items.append((track.id, {"type": "LineString",
+                             "coordinates": [_px(1.2, 15.8), _px(33.7, 16.3), _px(47.9, 50.1)]}))
+    items.append((edge.id, {"type": "LineString",  # along a window border (pixel edges)
+                            "coordinates": [_px(16.0, 2.0), _px(16.0, 40.0)]}))
+    items.append((edge.id, {"type": "MultiPoint", "coordinates": [_px(32.0, 32.0),
+                                                                  _px(21.0, 14.0)]}))
+    project.add_features(items)
+    return project, r
+
+
+def test_windowed_build_equals_the_whole_raster_build(tmp_path):
+    project, raster = _windowed_project(tmp_path)
+    whole = build_label_raster(project, raster, tmp_path / "whole.tif", window_size=10**6)
+    expected = _read(tmp_path / "whole.tif")
+    assert set(np.unique(expected)) == {0, 1, 2, 3, 4, IGNORE}
+    assert (expected[40:, 60:] == IGNORE).all() and (expected[:40] != IGNORE).all()
+    for size in (16, 7, 1):
+        report = build_label_raster(project, raster, tmp_path / f"w{size}.tif",
+                                    window_size=size)
+        assert (_read(tmp_path / f"w{size}.tif") == expected).all(), size
+        assert report["pixels"] == whole["pixels"]
+        assert report["ignore_pixels"] == whole["ignore_pixels"] == 13 * 10
+    with rasterio.open(tmp_path / "w7.tif") as a, rasterio.open(tmp_path / "whole.tif") as b:
+        assert a.colormap(1) == b.colormap(1) and a.tags() == b.tags()
+        assert (a.transform, a.crs, a.nodata) == (b.transform, b.crs, b.nodata)
+
+
+def test_cancel_mid_raster_keeps_the_previous_label_raster(tmp_path):
+    project, raster = _windowed_project(tmp_path)
+    out = tmp_path / "labels.tif"
+    build_label_raster(project, raster, out)
+    before = out.read_bytes()
+
+    class CancelAfterTwoWindows(RecordingContext):
+        checks = 0
+
+        def check_cancelled(self) -> None:
+            self.checks += 1
+            if self.checks > 2:
+                self.cancel()
+            super().check_cancelled()
+
+    with pytest.raises(JobCancelled):
+        build_label_raster(project, raster, out, window_size=7, ctx=CancelAfterTwoWindows())
+    assert out.read_bytes() == before and not list(tmp_path.glob("*.part"))
+
+
+def test_label_raster_memory_stays_bounded(tmp_path):
+    import tracemalloc
+
+    from rasterio.windows import Window
+
+    size = 6000  # 36 MB as one uint8 array; built in 2048 px windows
+    path = tmp_path / "big.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=1,
+                       dtype="uint8", crs=CRS, transform=T, nodata=0, tiled=True,
+                       compress="deflate") as dst:
+        block = np.ones((1000, size), np.uint8)
+        for r0 in range(0, size, 1000):
+            dst.write(block, 1, window=Window(0, r0, size, 1000))
+    project = LabelingProject.create(tmp_path / "big.gpkg", CRS)
+    field_cls, well = project.add_class("field"), project.add_class("well", solid_distance=3)
+    raster = project.add_raster(path)
+    project.add_feature(field_cls.id, {"type": "Polygon", "coordinates": [[
+        _px(100, 100), _px(5900, 100), _px(5900, 5900), _px(100, 5900), _px(100, 100)]]})
+    project.add_feature(well.id, {"type": "Point", "coordinates": _px(2048.5, 2048.5)})
+    tracemalloc.start()
+    try:
+        with rasterio.Env():  # e.g. a caller's environment
+            cache = get_gdal_config("GDAL_CACHEMAX")
+            report = build_label_raster(project, raster, tmp_path / "big_labels.tif")
+            assert get_gdal_config("GDAL_CACHEMAX") == cache  # GDAL's cache size is set back
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report["pixels"] == {"field": 5800 ** 2 - 29, "well": 29,
+                                "background": size ** 2 - 5800 ** 2}
+    # a few window-sized arrays at most, whatever the raster's size (the old build: 9 x 36 MB)
+    assert peak < 3 * WINDOW_SIZE ** 2 < size * size / 2.5, f"peak {peak / 2**20:.1f} MiB"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,11 +11,15 @@ import rasterio
 from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
+    QgsEditFormConfig,
     QgsFeature,
     QgsGeometry,
     QgsPointXY,
     QgsProject,
+    QgsRasterLayer,
     QgsRectangle,
+    QgsValueMapFieldFormatter,
+    QgsVectorLayer,
     QgsVectorLayerUtils,
 )
 from qgis.PyQt.QtWidgets import QApplication
@@ -252,3 +257,59 @@ def test_train_menu_opens_the_train_dialogs_with_this_project(qgis_iface, fresh_
             w.close()
     finally:
         plugin.unload()
+
+
+def test_empty_qgis_project_takes_the_labeling_project_crs(dock, tmp_path, synthetic_scene):
+    assert not QgsProject.instance().crs().isValid()  # a new, empty QGIS project
+    dock.new_project(tmp_path / "crs.gpkg", "EPSG:32617")
+    assert QgsProject.instance().crs().authid() == "EPSG:32617"
+    QgsProject.instance().clear()  # a QGIS project with a layer keeps its own CRS
+    QgsProject.instance().setCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
+    QgsProject.instance().addMapLayer(QgsRasterLayer(str(synthetic_scene.raster), "scene"))
+    dock.open_project(tmp_path / "crs.gpkg")
+    assert QgsProject.instance().crs().authid() == "EPSG:4326"
+
+
+def test_raster_id_drop_down_lists_the_project_rasters(dock, tmp_path, make_synthetic):
+    dock.new_project(tmp_path / "r.gpkg", "EPSG:32631")
+    first = dock.add_raster(make_synthetic("a").raster)
+    second = dock.add_raster(make_synthetic("b").raster)  # the same file name: 'scene'
+    null = QgsValueMapFieldFormatter.NULL_VALUE
+    for layer in dock.layers.values():
+        setup = layer.editorWidgetSetup(layer.fields().indexOf("raster_id"))
+        assert setup.type() == "ValueMap"
+        assert setup.config()["map"] == [{"(all rasters)": null},
+                                         {f"scene (#{first.id})": first.id},
+                                         {f"scene (#{second.id})": second.id}]
+    dock.remove_raster(first.id)
+    layer = dock.layers["lines"]
+    idx = layer.fields().indexOf("raster_id")
+    config = layer.editorWidgetSetup(idx).config()
+    assert config["map"] == [{"(all rasters)": null}, {"scene": second.id}]
+    feat = QgsVectorLayerUtils.createFeature(layer)  # a new label applies to all rasters
+    shown = QgsValueMapFieldFormatter()
+    assert shown.representValue(layer, idx, config, None, feat["raster_id"]) == "(all rasters)"
+    assert shown.representValue(layer, idx, config, None, second.id) == "scene"
+
+
+def test_style_is_saved_in_the_geopackage(dock, tmp_path):
+    dock.new_project(tmp_path / "styled.gpkg", "EPSG:32631")
+    dock.add_class("water", "#1f78b4")
+    roads = dock.add_class("roads", "#ff0000", solid_distance=2)
+    dock.update_class(roads.id, name="road", color="#e31a1c")  # later changes are saved too
+    expected = {1: ("water", "#1f78b4"), 2: ("road", "#e31a1c")}
+    for key in ("polygons", "points", "lines"):  # as if dragged into another QGIS project
+        fresh = QgsVectorLayer(dock.project.layer_uri(key), "dragged", "ogr")
+        assert fresh.isValid() and fresh.renderer().type() == "categorizedSymbol", key
+        assert fresh.renderer().classAttribute() == "class_id"
+        assert _renderer_labels(fresh) == expected, key
+        assert _value_map(fresh) == {"water": 1, "road": 2}
+        # no active class without the dock: the form opens, with the class drop-down
+        assert fresh.editFormConfig().suppress() != QgsEditFormConfig.SuppressOn
+        assert not fresh.defaultValueDefinition(fresh.fields().indexOf("class_id")).isValid()
+    lines = dock.layers["lines"]  # the dock's own layers keep the active class, no form
+    assert lines.editFormConfig().suppress() == QgsEditFormConfig.SuppressOn
+    assert lines.defaultValueDefinition(lines.fields().indexOf("class_id")).expression() == "2"
+    with sqlite3.connect(tmp_path / "styled.gpkg") as con:
+        rows = con.execute("SELECT f_table_name, useAsDefault FROM layer_styles").fetchall()
+    assert sorted(rows) == [("label_lines", 1), ("label_points", 1), ("label_polygons", 1)]

@@ -13,13 +13,22 @@ Rules (docs/labeling_project.md):
 - labels outside the raster are skipped and counted; invalid geometries are repaired
   (``MakeValid``) and reported, unrepairable ones skipped and reported by feature.
 Blur distance is not burned: the training engine reads it from the class table.
+
+Rasters are processed window by window (``WINDOW_SIZE`` pixels a side): only the labels near a
+window are burned into it, the raster's nodata mask is read for that window only, and GDAL's
+block cache is kept small while writing, so memory does not grow with the raster's size. The
+result does not depend on the window size.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +43,9 @@ BACKGROUND = 0
 DISTANCE_TOLERANCE_PX = 1e-3  # pixel centres exactly at the solid distance are inside
 BUFFER_SEGMENTS = 16          # segments per quarter circle of a buffer
 MANIFEST = "label_rasters.json"
+WINDOW_SIZE = 2048            # label rasters are built in windows of this many pixels a side
+BAND_ROWS = 256               # rows of a window masked and written at a time
+GDAL_CACHE_BYTES = 16 * 2**20  # GDAL's block cache while writing one (finished tiles go to disk)
 
 
 def label_raster_path(folder: str | Path, raster: TrainingRaster | str | Path) -> Path:
@@ -55,29 +67,32 @@ def _to_pixels(coords: Any, gt: tuple) -> Any:
     return [_to_pixels(c, gt) for c in coords]
 
 
-def build_label_raster(project: LabelingProject, raster: TrainingRaster | str | Path,
-                       out_path: str | Path, grid: RasterGrid | None = None) -> dict:
-    """Burn ``project``'s labels onto ``raster``'s grid into ``out_path``; return a report.
+@dataclass
+class _Burns:
+    """What to burn, in pixel space, in burning order: ascending class id, and per class first
+    the shapes burned by pixel centre, then those burned by touched pixels (so the higher class
+    id wins). ``envelopes`` holds (minx, maxx, miny, maxy) per shape for the window prefilter."""
 
-    The file is written to a temporary name and moved into place, so an existing label raster is
-    never left half-written.
-    """
-    import numpy as np
-    from affine import Affine
-    from rasterio.features import rasterize
+    keys: list[tuple[int, bool]] = field(default_factory=list)  # (class id, all_touched)
+    shapes: list[dict] = field(default_factory=list)
+    envelopes: list[tuple[float, float, float, float]] = field(default_factory=list)
 
-    path = raster.path if isinstance(raster, TrainingRaster) else str(raster)
-    grid = grid or read_grid(path)
-    classes = {c.id: c for c in project.classes()}
-    feats, outside = project.features_on(raster, grid)
-    report: dict = {"raster": path, "raster_id": getattr(raster, "id", None),
-                    "label_raster": str(out_path), "width": grid.width, "height": grid.height,
-                    "features": 0, "outside": outside, "repaired": [], "invalid": [],
-                    "unknown_class": [], "pixels": {}, "ignore_pixels": 0, "warnings": []}
+    def add(self, class_id: int, all_touched: bool, geometry: Any) -> None:
+        self.keys.append((class_id, all_touched))
+        self.shapes.append(gm.to_geojson(geometry))
+        self.envelopes.append(geometry.GetEnvelope())
 
-    # per class: shapes burned by pixel centre, shapes burned by touched pixels
-    centre: dict[int, list] = {}
-    touched: dict[int, list] = {}
+    def ordered(self) -> _Burns:
+        order = sorted(range(len(self.keys)), key=lambda i: self.keys[i])
+        return _Burns([self.keys[i] for i in order], [self.shapes[i] for i in order],
+                      [self.envelopes[i] for i in order])
+
+
+def _burns(feats: list, classes: dict[int, LabelClass],
+           grid: RasterGrid, report: dict) -> _Burns:
+    """The shapes of ``feats`` in ``grid``'s pixel space (repaired, split by geometry family,
+    points and lines buffered by their class's solid distance); problems go to ``report``."""
+    burns = _Burns()
     for f in feats:
         cls = classes.get(f.class_id)
         if cls is None:
@@ -97,26 +112,79 @@ def build_label_raster(project: LabelingProject, raster: TrainingRaster | str | 
         report["features"] += 1
         for fam, part in gm.split_by_family(gpx):
             if fam == "polygons":
-                centre.setdefault(cls.id, []).append(gm.to_geojson(part))
+                burns.add(cls.id, False, part)
                 continue
-            touched.setdefault(cls.id, []).append(gm.to_geojson(part))
+            burns.add(cls.id, True, part)
             if cls.solid_distance > 0:
                 disc = part.Buffer(cls.solid_distance + DISTANCE_TOLERANCE_PX, BUFFER_SEGMENTS)
-                centre.setdefault(cls.id, []).append(gm.to_geojson(disc))
+                burns.add(cls.id, False, disc)
+    return burns.ordered()
 
-    shape = (grid.height, grid.width)
-    labels = np.zeros(shape, np.uint8)
-    identity = Affine.identity()
-    for cid in sorted(set(centre) | set(touched)):  # ascending: the higher class id wins
-        if cid in centre:
-            rasterize(centre[cid], out=labels, transform=identity, default_value=cid,
-                      all_touched=False)
-        if cid in touched:
-            rasterize(touched[cid], out=labels, transform=identity, default_value=cid,
-                      all_touched=True)
 
-    write_label_raster(out_path, labels, path, list(classes.values()), project.path)
-    report["pixels"], report["ignore_pixels"] = pixel_report(labels, list(classes.values()))
+def _windows(width: int, height: int, size: int) -> Iterator[Any]:
+    """Row-major ``size`` x ``size`` windows covering a ``width`` x ``height`` grid."""
+    from rasterio.windows import Window
+
+    for r0 in range(0, height, size):
+        for c0 in range(0, width, size):
+            yield Window(c0, r0, min(size, width - c0), min(size, height - r0))
+
+
+def _burn_window(burns: _Burns, envelopes: Any, window: Any, out: Any) -> None:
+    """Rasterize into ``out`` (the window's array) the shapes whose envelope meets the window
+    (1 px margin: a shape touching the window's edge can touch its pixels)."""
+    import numpy as np
+    from affine import Affine
+    from rasterio.features import rasterize
+    from rasterio.windows import transform as window_transform
+
+    if not len(burns.keys):
+        return
+    c0, r0 = window.col_off, window.row_off
+    c1, r1 = c0 + window.width, r0 + window.height
+    near = np.flatnonzero((envelopes[:, 0] <= c1 + 1) & (envelopes[:, 1] >= c0 - 1)
+                          & (envelopes[:, 2] <= r1 + 1) & (envelopes[:, 3] >= r0 - 1))
+    # pixel space: the window's transform is the translation to its corner
+    transform = window_transform(window, Affine.identity())
+    for (cid, touched), group in itertools.groupby(near, key=lambda i: burns.keys[i]):
+        rasterize([burns.shapes[i] for i in group], out=out, transform=transform,
+                  default_value=cid, all_touched=touched)
+
+
+def build_label_raster(project: LabelingProject, raster: TrainingRaster | str | Path,
+                       out_path: str | Path, grid: RasterGrid | None = None,
+                       window_size: int = WINDOW_SIZE, ctx: JobContext | None = None) -> dict:
+    """Burn ``project``'s labels onto ``raster``'s grid into ``out_path``; return a report.
+
+    The raster is processed in ``window_size`` x ``window_size`` windows (memory stays bounded
+    whatever the raster's size; the result does not depend on the window size). The file is
+    written to a temporary name and moved into place, so an existing label raster is never left
+    half-written (not on failure, not on cancel).
+    """
+    import numpy as np
+
+    if window_size < 1:
+        raise ValueError("window_size must be at least 1")
+    ctx = ctx or JobContext()
+    path = raster.path if isinstance(raster, TrainingRaster) else str(raster)
+    grid = grid or read_grid(path)
+    classes = {c.id: c for c in project.classes()}
+    feats, outside = project.features_on(raster, grid)
+    report: dict = {"raster": path, "raster_id": getattr(raster, "id", None),
+                    "label_raster": str(out_path), "width": grid.width, "height": grid.height,
+                    "features": 0, "outside": outside, "repaired": [], "invalid": [],
+                    "unknown_class": [], "pixels": {}, "ignore_pixels": 0, "warnings": []}
+    burns = _burns(feats, classes, grid, report)
+    envelopes = np.asarray(burns.envelopes, float).reshape(-1, 4)
+    counts = np.zeros(256, np.int64)
+    with _LabelRasterWriter(out_path, path, list(classes.values()), project.path) as writer:
+        for window in _windows(grid.width, grid.height, window_size):
+            ctx.check_cancelled()
+            labels = np.zeros((window.height, window.width), np.uint8)
+            _burn_window(burns, envelopes, window, labels)
+            writer.write(labels, window)
+            counts += value_counts(labels)
+    report["pixels"], report["ignore_pixels"] = _pixel_report(counts, list(classes.values()))
     name = Path(path).name
     if report["features"] == 0:
         report["warnings"].append(f"Raster {name} has no labels: its label raster is all "
@@ -136,42 +204,115 @@ def build_label_raster(project: LabelingProject, raster: TrainingRaster | str | 
     return report
 
 
+class _LabelRasterWriter:
+    """Writes a label raster window by window on ``raster_path``'s grid: ``IGNORE`` where the
+    raster is nodata (its mask read for that window only), tiled, deflate compressed, with a
+    colour table of the classes. Written to '<name>.part' and moved into place on success;
+    removed on failure or cancel."""
+
+    def __init__(self, out_path: str | Path, raster_path: str, classes: list[LabelClass],
+                 project_path: str | Path) -> None:
+        self.out = Path(out_path)
+        self.tmp = self.out.with_name(self.out.name + ".part")
+        self.raster_path = raster_path
+        self.classes = classes
+        self.project_path = project_path
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> _LabelRasterWriter:
+        import rasterio
+
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # GDAL keeps written tiles in its block cache until the file is closed unless the
+            # cache is full: a small cache makes memory independent of the raster's size
+            self._stack.enter_context(_gdal_cache(GDAL_CACHE_BYTES))
+            self.src = self._stack.enter_context(rasterio.open(self.raster_path))
+            src = self.src
+            profile = {"driver": "GTiff", "width": src.width, "height": src.height,
+                       "count": 1, "dtype": "uint8", "crs": src.crs, "transform": src.transform,
+                       "nodata": IGNORE, "compress": "deflate"}
+            if src.width >= 256 and src.height >= 256:
+                profile.update(tiled=True, blockxsize=256, blockysize=256)
+            self.dst = self._stack.enter_context(rasterio.open(self.tmp, "w", **profile))
+        except BaseException:
+            self._stack.close()
+            self.tmp.unlink(missing_ok=True)
+            raise
+        return self
+
+    def write(self, labels: Any, window: Any) -> None:
+        """Write ``labels`` (uint8, the window's shape) at ``window``, after setting ``IGNORE``
+        where the raster is nodata there (``labels`` is changed in place)."""
+        from rasterio.windows import Window
+
+        for r in range(0, window.height, BAND_ROWS):  # in bands: small temporaries
+            rows = Window(window.col_off, window.row_off + r, window.width,
+                          min(BAND_ROWS, window.height - r))
+            band = labels[r:r + rows.height]
+            band[self.src.dataset_mask(window=rows) == 0] = IGNORE
+            self.dst.write(band, 1, window=rows)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            try:
+                if exc_type is None:
+                    self.dst.write_colormap(1, _colormap(self.classes))
+                    self.dst.update_tags(ignore_value=str(IGNORE), project=str(self.project_path),
+                                         classes=json.dumps({c.id: c.name for c in self.classes}))
+            finally:
+                self._stack.close()
+            if exc_type is None:
+                os.replace(self.tmp, self.out)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _gdal_cache(nbytes: int) -> Iterator[None]:
+    """GDAL's block cache limited to ``nbytes`` for the block, then set back (leaving a
+    ``rasterio.Env`` alone keeps the last size set, whatever it was before)."""
+    import rasterio
+    from rasterio.env import get_gdal_config
+
+    before = get_gdal_config("GDAL_CACHEMAX")
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=nbytes):
+            yield
+    finally:
+        with rasterio.Env(GDAL_CACHEMAX=before if before is not None else "5%"):
+            pass
+
+
 def write_label_raster(out_path: str | Path, labels: Any, raster_path: str,
                        classes: list[LabelClass], project_path: str | Path) -> None:
-    """Write ``labels`` (uint8, raster's shape) as the label raster of ``raster_path``: its grid,
-    ``IGNORE`` where the raster is nodata, a colour table of the classes; atomically."""
-    import rasterio
-
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    with rasterio.open(raster_path) as src:
-        for _, window in src.block_windows(1):
-            mask = src.dataset_mask(window=window)
+    """Write ``labels`` (uint8, the raster's shape) as the label raster of ``raster_path``: its
+    grid, ``IGNORE`` where the raster is nodata, a colour table of the classes; atomically.
+    ``labels`` gets ``IGNORE`` in place where the raster is nodata."""
+    with _LabelRasterWriter(out_path, raster_path, classes, project_path) as writer:
+        for window in _windows(labels.shape[1], labels.shape[0], WINDOW_SIZE):
             rows, cols = window.toslices()
-            labels[rows, cols][mask == 0] = IGNORE
-        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1,
-                   "dtype": "uint8", "crs": src.crs, "transform": src.transform,
-                   "nodata": IGNORE, "compress": "deflate"}
-        if src.width >= 256 and src.height >= 256:
-            profile.update(tiled=True, blockxsize=256, blockysize=256)
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(labels, 1)
-            dst.write_colormap(1, _colormap(classes))
-            dst.update_tags(classes=json.dumps({c.id: c.name for c in classes}),
-                            ignore_value=str(IGNORE), project=str(project_path))
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            writer.write(labels[rows, cols], window)
+
+
+def value_counts(values: Any, rows: int = 64) -> Any:
+    """Occurrences of each value 0..255 in a uint8 array (counted in bands of ``rows`` rows so
+    that the int64 copies ``numpy.bincount`` makes stay small)."""
+    import numpy as np
+
+    counts = np.zeros(256, np.int64)
+    values = values.reshape(-1, values.shape[-1]) if values.ndim > 1 else values[None]
+    for r0 in range(0, values.shape[0], rows):
+        counts += np.bincount(values[r0:r0 + rows].ravel(), minlength=256)
+    return counts
 
 
 def pixel_report(labels: Any, classes: list[LabelClass]) -> tuple[dict, int]:
     """({class name: pixel count, 'background': n}, ignore pixel count)."""
-    import numpy as np
+    return _pixel_report(value_counts(labels), classes)
 
-    counts = np.bincount(labels.ravel(), minlength=256)
+
+def _pixel_report(counts: Any, classes: list[LabelClass]) -> tuple[dict, int]:
     pixels = {c.name: int(counts[c.id]) for c in sorted(classes, key=lambda c: c.id)}
     pixels["background"] = int(counts[BACKGROUND])
     return pixels, int(counts[IGNORE])
@@ -228,7 +369,7 @@ def build_label_rasters(project: LabelingProject, folder: str | Path,
         ctx.check_cancelled()
         ctx.progress("raster", i, len(rasters), f"Burning labels onto {Path(r.path).name}")
         out = label_raster_path(folder, r)
-        rep = build_label_raster(project, r, out, grid)
+        rep = build_label_raster(project, r, out, grid, ctx=ctx)
         rep["role"] = r.role
         for w in rep["warnings"]:
             ctx.log(w, "warning")

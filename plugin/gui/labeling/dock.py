@@ -226,7 +226,13 @@ class LabelingDock(QgsDockWidget):
         project = LabelingProject.open(path)
         self._disconnect_layers()
         self.project = project
-        self.layers = ql.label_layers(project, QgsProject.instance())
+        qproject = QgsProject.instance()
+        empty = not qproject.mapLayers()
+        self.layers = ql.label_layers(project, qproject)
+        if empty or not qproject.crs().isValid():  # a new QGIS project: show the labels' CRS
+            crs = ql.qgis_crs(project.crs)
+            if crs.isValid():
+                qproject.setCrs(crs)
         group = ql.project_group(QgsProject.instance(), project.name)
         for raster in project.rasters():
             ql.raster_layer(raster, QgsProject.instance(), group)
@@ -310,7 +316,8 @@ class LabelingDock(QgsDockWidget):
         if self.project is None:
             return
         classes = self.project.classes()
-        ql.style_layers(self.layers, classes)
+        rasters = self.project.rasters()
+        ql.style_layers(self.layers, classes, rasters)
         if self.active_class is not None and all(c.id != self.active_class for c in classes):
             self.active_class = None
         ql.set_default_class(self.layers, self.active_class)
@@ -331,7 +338,6 @@ class LabelingDock(QgsDockWidget):
                 self.class_table.setItem(row, _COUNT, count)
                 if c.id == self.active_class:
                     self.class_table.selectRow(row)
-            rasters = self.project.rasters()
             self.raster_table.setRowCount(len(rasters))
             for row, r in enumerate(rasters):
                 item = QTableWidgetItem(r.name)

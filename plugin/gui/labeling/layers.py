@@ -25,6 +25,7 @@ from qgis.core import (
     QgsRectangle,
     QgsRendererCategory,
     QgsSymbol,
+    QgsValueMapFieldFormatter,
     QgsVectorLayer,
     QgsWkbTypes,
 )
@@ -33,10 +34,20 @@ from qgis.PyQt.QtGui import QColor
 from ...core.errors import UserError
 from ...core.labeling.grid import read_grid
 from ...core.labeling.project import LAYERS, LabelClass, LabelingProject, TrainingRaster
+from .. import messages
 
 LAYER_TITLES = {"polygons": "Label polygons", "points": "Label points", "lines": "Label lines"}
 NO_CLASS_COLOR = "#9e9e9e"
 PROJECT_ENTRY = ("dltrainer", "labeling_project")  # QgsProject entry: the open labeling project
+ALL_RASTERS = "(all rasters)"  # the empty raster_id entry of the form's drop-down
+_STYLE_KEY = "dltrainer/saved_style"  # layer property: what the style saved in the file shows
+
+
+def qgis_crs(crs: str) -> QgsCoordinateReferenceSystem:
+    """The QGIS CRS of a labeling project's CRS text ('EPSG:code' or WKT)."""
+    if crs.upper().startswith("EPSG:"):
+        return QgsCoordinateReferenceSystem(crs)
+    return QgsCoordinateReferenceSystem.fromWkt(crs)
 
 
 def as_int(value) -> int | None:
@@ -120,9 +131,23 @@ def _symbol(key: str, color: str) -> QgsSymbol:
     return symbol
 
 
-def style_layers(layers: dict[str, QgsVectorLayer], classes: list[LabelClass]) -> None:
-    """Categorized renderer by ``class_id`` in class colours, a class drop-down (ValueMap) in the
-    form, and a form that does not pop up when drawing (the active class is the default)."""
+def raster_choices(rasters: list[TrainingRaster]) -> list[dict]:
+    """ValueMap entries of the ``raster_id`` drop-down: '(all rasters)' (NULL) first, then each
+    raster by name (its id added when names repeat)."""
+    names = [r.name for r in rasters]
+    entries = [{ALL_RASTERS: QgsValueMapFieldFormatter.NULL_VALUE}]
+    for r in rasters:
+        entries.append({r.name if names.count(r.name) == 1 else f"{r.name} (#{r.id})": r.id})
+    return entries
+
+
+def style_layers(layers: dict[str, QgsVectorLayer], classes: list[LabelClass],
+                 rasters: list[TrainingRaster] | None = None) -> None:
+    """Categorized renderer by ``class_id`` in class colours, drop-downs (ValueMap) of the
+    classes and of the rasters (``raster_id``, empty: all rasters) in the form, and a form that
+    does not pop up when drawing (the active class is the default). When it changed, the style is
+    saved as each layer's default style in the GeoPackage (``layer_styles``), so that the layers
+    are coloured by class wherever the file is opened."""
     value_map = [{c.name: c.id} for c in classes]
     for key, layer in layers.items():
         categories = [QgsRendererCategory(c.id, _symbol(key, c.color), c.name) for c in classes]
@@ -134,12 +159,55 @@ def style_layers(layers: dict[str, QgsVectorLayer], classes: list[LabelClass]) -
         layer.setFieldAlias(idx, "Class")
         rid = layer.fields().indexOf("raster_id")
         if rid >= 0:
-            layer.setFieldAlias(rid, "Raster (empty: all)")
+            layer.setFieldAlias(rid, "Raster")
+            if rasters is not None:
+                layer.setEditorWidgetSetup(rid, QgsEditorWidgetSetup(
+                    "ValueMap", {"map": raster_choices(rasters)}))
         config = layer.editFormConfig()
         config.setSuppress(QgsEditFormConfig.SuppressOn)
         layer.setEditFormConfig(config)
         layer.triggerRepaint()
         layer.emitStyleChanged()
+        shown = repr((classes, rasters))
+        if layer.customProperty(_STYLE_KEY) != shown and not save_default_style(layer):
+            layer.setCustomProperty(_STYLE_KEY, shown)
+
+
+def save_default_style(layer: QgsVectorLayer) -> str:
+    """Save ``layer``'s style as its default style in its GeoPackage; '' or the error text.
+
+    Without the Labeling Tool there is no active class: the saved style has no default class
+    and lets the feature form (with its class drop-down) open when a label is drawn."""
+    form = layer.editFormConfig()
+    idx = layer.fields().indexOf("class_id")
+    default = layer.defaultValueDefinition(idx)
+    plain = layer.editFormConfig()
+    plain.setSuppress(QgsEditFormConfig.SuppressDefault)
+    layer.setEditFormConfig(plain)
+    layer.setDefaultValueDefinition(idx, QgsDefaultValue())
+    try:
+        return _save_style(layer)
+    finally:
+        layer.setEditFormConfig(form)
+        layer.setDefaultValueDefinition(idx, default)
+
+
+def _save_style(layer: QgsVectorLayer) -> str:
+    table = layer.source().partition("layername=")[2].split("|")[0] or layer.name()
+    # replace, not overwrite: QGIS asks the user (a modal box) before overwriting a saved style
+    related, ids, names, _descriptions, _none = layer.listStylesInDatabase()
+    error = ""
+    for style_id, name in list(zip(ids, names))[:max(related, 0)]:
+        if name == table and not error:
+            deleted, error = layer.deleteStyleFromDatabase(style_id)
+            error = "" if deleted else error or "cannot replace the saved style"
+    if not error:
+        error = layer.saveStyleToDatabase(table, "Deep Learning Trainer: coloured by class",
+                                          True, "")
+    if error:
+        messages.log(f"Could not save the style of {layer.name()} in its GeoPackage: {error}",
+                     "warning")
+    return error
 
 
 def set_default_class(layers: dict[str, QgsVectorLayer], class_id: int | None) -> None:
