@@ -104,8 +104,16 @@ def cmd_setup(_args=None) -> None:
 
 
 # -- test / demo ---------------------------------------------------------------------------------
+def system_path() -> str:
+    """PATH without pyenv's folders: QGIS's embedded Python finds its home through PATH, and a
+    pyenv interpreter found first makes it lose Debian's packages (and the qgis module)."""
+    parts = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and ".pyenv" not in p]
+    return os.pathsep.join([str(VENV / "bin"), *parts])
+
+
 def test_env() -> dict:
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "DLTRAINER_PYTHON": str(PY),
+    env = {**os.environ, "PATH": system_path(), "QT_QPA_PLATFORM": "offscreen",
+           "DLTRAINER_PYTHON": str(PY),
            "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"}
     env.setdefault("XDG_RUNTIME_DIR", "/tmp/runtime-" + str(os.getuid()))
     Path(env["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
@@ -262,7 +270,7 @@ def cmd_qgis(args) -> int:
     if not os.environ.get("DISPLAY"):
         say("no DISPLAY: start a virtual one first, e.g. `Xvfb :99 & export DISPLAY=:99`")
         return 1
-    env = {**os.environ, "DLTRAINER_PYTHON": str(PY)}
+    env = {**os.environ, "DLTRAINER_PYTHON": str(PY), "PATH": system_path()}
     return subprocess.call([qgis_binary(), "--profile", args.profile, "--noversioncheck",
                             str(sample / "scene.tif"), str(sample / "labels.geojson")], env=env)
 
@@ -280,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name)
         p.add_argument("--profile", default="default")
         p.add_argument("--link", action="store_true", help="link instead of copying")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "test":
+        args.pytest_args = extra + args.pytest_args
+    elif extra:
+        parser.error("unrecognized arguments: " + " ".join(extra))
     handlers = {"setup": cmd_setup, "test": cmd_test, "demo": cmd_demo,
                 "package": cmd_package, "deploy": cmd_deploy, "qgis": cmd_qgis}
     return handlers[args.command](args) or 0

@@ -44,3 +44,13 @@ def make_synthetic(tmp_path: Path):
         return make_scene(tmp_path / name, **kwargs)
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+def _fresh_message_bar(request):
+    """Each test starts with an empty stub message bar (pytest-qgis keeps one per session)."""
+    if "qgis_iface" in request.fixturenames:
+        bar = request.getfixturevalue("qgis_iface").messageBar()
+        for messages in getattr(bar, "messages", {}).values():
+            messages.clear()
+    yield

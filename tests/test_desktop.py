@@ -75,7 +75,8 @@ def test_plugin_loads_in_the_real_desktop(tmp_path, monkeypatch):
     xvfb = subprocess.Popen(["Xvfb", f":{display}", "-screen", "0", "1400x900x24", "-nolisten",
                              "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}
-    env.update({"DISPLAY": f":{display}", "DLTRAINER_PYTHON": str(ROOT / ".venv/bin/python")})
+    env.update({"DISPLAY": f":{display}", "DLTRAINER_PYTHON": str(ROOT / ".venv/bin/python"),
+                "PATH": build.system_path()})
     qgis = None
     try:
         time.sleep(1.0)

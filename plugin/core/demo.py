@@ -1,4 +1,8 @@
-"""The demo: the main job of the product on the bundled (seeded synthetic) sample."""
+"""The demo: label -> train -> classify on the bundled (seeded synthetic) sample, headless.
+
+Each step is the job a dialog or Processing algorithm would build, run in a worker process as
+QGIS runs it.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +10,73 @@ import json
 import time
 from pathlib import Path
 
-from .jobs import JobContext
+from .jobs import Job, JobContext
+
+#: The sample paints trees as discs of radius 2 px and roads 3 px wide.
+SOLID_DISTANCES = {"tree": 2, "road": 1}
 
 
-def run_demo(output: str | Path, ctx: JobContext) -> dict:
-    """Run the product's main job on the sample scene into ``output``; return what was written."""
-    from .basic_jobs import EnvironmentReportJob, SelfTestJob
+def run_demo(output: str | Path, ctx: JobContext, epochs: int = 8, size: int = 256) -> dict:
+    """Run the product's main job on the sample scene into ``output``; return what was written.
+
+    A labeling project is made from the sample's labels (as `dltrainer:importlabels` does), label
+    rasters are built, a small U-Net is trained (GPU when there is one) and the sample is
+    classified into a class raster, probabilities and polygons.
+    """
+    from .basic_jobs import EnvironmentReportJob
+    from .labeling.jobs import BuildLabelRastersJob, ImportLabelsJob
+    from .labeling.project import LabelingProject
     from .runner import run_in_worker
+    from .segmentation.jobs import ClassifyPixelsJob, TrainPixelSegmentationJob
     from .synthetic import make_scene
 
-    output = Path(output)
+    def forward(event: dict) -> None:
+        if event.get("event") in ("progress", "log", "artifact"):
+            ctx.emit(event)
+
+    def run(job: Job, step: str) -> dict:
+        ctx.log(f"== {step}: {job.title}")
+        job.validate()
+        return run_in_worker(job, on_event=forward)
+
+    output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    scene = make_scene(output / "sample", size=256, bands=3, seed=0)
-    ctx.log(f"sample scene: {scene.raster} with labels {scene.labels}")
-    report = run_in_worker(EnvironmentReportJob())
+    scene = make_scene(output / "sample", size=size, bands=3, seed=0)
+    report = run(EnvironmentReportJob(), "0/4 environment")
     (output / "environment.json").write_text(json.dumps(report, indent=2))
-    ctx.log("environment: torch " + str(report["libraries"].get("torch")) + ", CUDA devices: "
+    ctx.log("torch " + str(report["libraries"].get("torch")) + "; CUDA devices: "
             + (", ".join(d["name"] for d in report["cuda_devices"]) or "none"))
-    result = run_in_worker(SelfTestJob(steps=3, delay=0.0),
-                           on_event=lambda e: ctx.emit(e) if e.get("event") == "progress" else None)
-    outputs = {"sample_raster": str(scene.raster), "sample_labels": str(scene.labels),
-               "environment_report": str(output / "environment.json"),
-               "worker_self_test": result, "seconds": round(time.monotonic() - started, 1),
-               "note": "label -> train -> classify joins the demo as those tools land"}
-    return outputs
+
+    project = output / "labeling_project.gpkg"
+    project.unlink(missing_ok=True)
+    run(ImportLabelsJob(project=str(project), rasters=[str(scene.raster)],
+                        labels=str(scene.labels), class_field="class_name"), "1/4 label")
+    opened = LabelingProject.open(project)
+    for cls in opened.classes():
+        if cls.name in SOLID_DISTANCES:
+            opened.update_class(cls.id, solid_distance=SOLID_DISTANCES[cls.name])
+    labels = run(BuildLabelRastersJob(project=str(project),
+                                      output_folder=str(output / "label_rasters")),
+                 "2/4 label rasters")
+    train = TrainPixelSegmentationJob(
+        project=str(project), architecture="unet", encoder="resnet18", patch_size=64,
+        split=75.0, epochs=epochs, batch_size=8, learning_rate=0.003, steps_per_epoch=10,
+        background_patch_ratio=1.0, output_model=str(output / "model.dltmodel.safetensors"),
+        output_last_model=str(output / "model_last.dltmodel.safetensors"))
+    trained = run(train, "3/4 train")
+    classified = run(ClassifyPixelsJob(
+        input=str(scene.raster), model=train.output_model, output=str(output / "classes.tif"),
+        output_probabilities=str(output / "probabilities.tif"),
+        output_vector=str(output / "polygons.gpkg"), min_area=1.0), "4/4 classify")
+    return {"output_folder": str(output), "sample_raster": str(scene.raster),
+            "labeling_project": str(project),
+            "label_rasters": labels["label_rasters"],
+            "model": train.output_model, "last_model": train.output_last_model,
+            "report": trained.get("report"), "learning_curves": trained.get("learning_curves"),
+            "tensorboard_logs": trained.get("tensorboard"), "metrics": trained.get("metrics"),
+            "class_raster": classified.get("output"),
+            "probabilities": classified.get("output_probabilities"),
+            "polygons": classified.get("output_vector"),
+            "environment_report": str(output / "environment.json"),
+            "seconds": round(time.monotonic() - started, 1)}

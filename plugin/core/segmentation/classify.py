@@ -1,0 +1,510 @@
+"""Classify Pixels: tiled inference over rasters of any size with bounded memory.
+
+Tiles of ``T`` px overlap by ``O`` px (stride ``T − O``); the last tile of a row or column is
+aligned with the raster's edge. Each tile's class probabilities are weighted by a smooth 2-D
+window ``w(y, x) = h(y) · h(x)``, ``h(i) = sin²(π (i + ½) / T)`` (positive everywhere, so edge
+pixels covered by one tile keep their prediction), accumulated and divided by the summed weights.
+Only a band of ``T`` rows × raster width is held: once a tile row is done, the rows no later tile
+touches are written out and the band moves down, so memory does not grow with the raster size.
+With TTA every tile is also predicted turned and flipped (the 8 symmetries of the square) and the
+probabilities are averaged.
+
+On the CPU the forward pass runs through onnxruntime when it is installed (the model is exported
+once to a cache folder); on CUDA through torch with bf16/fp16 autocast and channels-last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import JobCancelled, UserError
+from ..jobs import JobContext
+
+CLASS_NODATA = 255
+PIXEL_SIZE_TOLERANCE = 1.5     # ratio to the training pixel size that triggers a warning
+
+
+# -- tiling -------------------------------------------------------------------------------------
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Starts covering ``[0, length)`` with tiles of ``tile`` (last one flush with the end)."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def window_1d(n: int, smooth: bool) -> np.ndarray:
+    if not smooth:
+        return np.ones(n, np.float32)
+    i = np.arange(n, dtype=np.float64)
+    return (np.sin(np.pi * (i + 0.5) / n) ** 2).astype(np.float32)
+
+
+def _ceil32(n: int) -> int:
+    return max(32, -(-n // 32) * 32)
+
+
+def valid_mask(src, data: np.ndarray, window) -> np.ndarray:
+    """True where the pixel is not nodata in every band (or is set in the dataset mask)."""
+    from rasterio.enums import MaskFlags
+
+    if src.nodata is not None:
+        nd = src.nodata
+        same = np.isnan(data) if np.isnan(nd) else data == nd
+        return ~same.all(axis=0)
+    flags = src.mask_flag_enums[0] if src.count else ()
+    if MaskFlags.all_valid in flags:
+        if np.issubdtype(data.dtype, np.floating):
+            return ~np.isnan(data).all(axis=0)
+        return np.ones(data.shape[1:], bool)
+    return src.dataset_mask(window=window) > 0
+
+
+# -- forward engines ----------------------------------------------------------------------------
+class TorchEngine:
+    """Probabilities of a batch (N, bands, H, W float32) with the torch predictor."""
+
+    name = "torch"
+
+    def __init__(self, predictor, device: str) -> None:
+        import torch
+
+        self.device = device
+        self.cuda = device.startswith("cuda")
+        self.predictor = predictor.to(device).eval()
+        if self.cuda:
+            self.predictor = self.predictor.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(batch)
+            if self.cuda:
+                x = x.pin_memory().to(self.device, non_blocking=True)
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=self.dtype):
+                    y = self.predictor(x)
+            else:
+                y = self.predictor(x)
+            return y.float().cpu().numpy()
+
+
+class OrtEngine:
+    """Probabilities of a batch with onnxruntime on the CPU."""
+
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(onnx_path), opts,
+                                            providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"image": np.ascontiguousarray(batch, np.float32)})[0]
+
+
+def onnx_cache_path(model_path: str | Path) -> Path:
+    """Where the ONNX export of ``model_path`` is cached (keyed by the file's content hash)."""
+    h = hashlib.sha256()
+    with open(model_path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "dltrainer" / "onnx" / f"{h.hexdigest()[:24]}.onnx"
+
+
+def _prune_cache(folder: Path, keep: int = 6) -> None:
+    """Keep the ``keep`` most recently used ONNX exports."""
+    files = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        try:
+            old.unlink()
+        except OSError:
+            pass
+
+
+def make_engine(model_path: str | Path, predictor, device: str, choice: str = "auto",
+                ctx: JobContext | None = None):
+    """``choice`` 'auto': onnxruntime on the CPU when installed (faster there), torch
+    otherwise; 'torch' or 'onnxruntime' (CPU only) force one."""
+    if choice == "onnxruntime" and device != "cpu":
+        raise UserError("The onnxruntime engine runs on the CPU only.",
+                        "Set DEVICE to cpu or ENGINE to auto/torch.")
+    if device == "cpu" and choice in ("auto", "onnxruntime"):
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            if choice == "onnxruntime":
+                raise UserError("onnxruntime is not installed.",
+                                "Install it in the ML environment or set ENGINE to auto."
+                                ) from None
+        else:
+            from .modelfile import export_onnx
+
+            path = onnx_cache_path(model_path)
+            if not path.is_file():
+                if ctx:
+                    ctx.log("Preparing the model for fast CPU inference (once per model).")
+                export_onnx(model_path, path)
+                _prune_cache(path.parent)
+            else:
+                path.touch()
+            return OrtEngine(path)
+    return TorchEngine(predictor, device)
+
+
+def tta_predict(engine: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:
+    """Mean probabilities over the 8 rotations/flips of the tiles."""
+    total = None
+    for flip in (False, True):
+        x = batch[..., ::-1] if flip else batch
+        for k in range(4):
+            y = engine(np.ascontiguousarray(np.rot90(x, k, axes=(-2, -1))))
+            y = np.rot90(y, -k, axes=(-2, -1))
+            if flip:
+                y = y[..., ::-1]
+            total = y.copy() if total is None else total + y
+    return total / 8.0
+
+
+# -- the tiled loop -----------------------------------------------------------------------------
+def _read_tiles(src, rows: list[int], cols: list[int], th: int, tw: int,
+                fill: np.ndarray) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(row index, col, data float32 (bands, th, tw), valid (th, tw)) tile by tile."""
+    from rasterio.windows import Window
+
+    for ri, r0 in enumerate(rows):
+        for c0 in cols:
+            h, w = min(th, src.height - r0), min(tw, src.width - c0)
+            win = Window(c0, r0, w, h)
+            data = src.read(window=win)
+            valid = valid_mask(src, data, win)
+            data = data.astype(np.float32)
+            np.copyto(data, fill, where=~valid[None])
+            if data.dtype.kind == "f" and not np.isfinite(data).all():
+                np.copyto(data, np.broadcast_to(fill, data.shape), where=~np.isfinite(data))
+            if h < th or w < tw:
+                data = np.pad(data, ((0, 0), (0, th - h), (0, tw - w)), mode="symmetric")
+                valid = np.pad(valid, ((0, th - h), (0, tw - w)))
+            yield ri, c0, data, valid
+
+
+def _batches(tiles: Iterator, batch: int) -> Iterator[list]:
+    """Groups of ``batch`` tiles holding valid pixels (tiles entirely nodata pass through
+    without a forward pass); groups may span tile rows."""
+    group: list = []
+    n_work = 0
+    for item in tiles:
+        group.append(item)
+        n_work += bool(item[3].any())
+        if n_work == batch:
+            yield group
+            group, n_work = [], 0
+    if group:
+        yield group
+
+
+def _prefetch(gen: Iterator, depth: int = 2) -> Iterator:
+    """Run ``gen`` in a thread (reading overlaps the forward pass)."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in gen:
+                if stop.is_set():
+                    return
+                q.put(item)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            q.put(exc)
+        q.put(done)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(0.05)
+
+
+def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes: int,
+                   fill: list[float], tile: int, overlap: float, batch: int, tta: bool,
+                   on_rows: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None],
+                   progress: Callable[[int, int], None] = lambda d, t: None,
+                   cancelled: Callable[[], bool] = lambda: False) -> dict:
+    """Tiled, blended prediction of the open rasterio dataset ``src``.
+
+    ``on_rows(row0, probs (C, n, W), classes (n, W) uint8, valid (n, W))`` receives finished rows
+    top to bottom. Returns counts (tiles, seconds in the forward pass).
+    """
+    H, W = src.height, src.width
+    th, tw = min(tile, _ceil32(H)), min(tile, _ceil32(W))
+    ov_h, ov_w = (int(round(overlap * t / 2)) * 2 for t in (th, tw))
+    rows = tile_starts(H, th, max(th - ov_h, 1))
+    cols = tile_starts(W, tw, max(tw - ov_w, 1))
+    win2d = np.outer(window_1d(th, ov_h > 0), window_1d(tw, ov_w > 0))
+    fill_a = np.asarray(fill, np.float32)[:, None, None]
+    band_h = th
+    acc = np.zeros((num_classes, band_h, W), np.float32)
+    wsum = np.zeros((band_h, W), np.float32)
+    valid_band = np.zeros((band_h, W), bool)
+    total = len(rows) * len(cols)
+    done, forward_s = 0, 0.0
+    current = 0
+
+    def flush(ri: int) -> None:
+        """Write rows finished before tile row ``ri + 1`` and move the band down."""
+        r0 = rows[ri]
+        r_end = rows[ri + 1] if ri + 1 < len(rows) else H
+        n = min(r_end - r0, H - r0)
+        if n <= 0:
+            return
+        probs = acc[:, :n]
+        probs /= np.maximum(wsum[:n], 1e-12)   # in place: these rows leave the band now
+        classes = probs.argmax(0).astype(np.uint8)
+        valid = valid_band[:n]
+        classes[~valid] = CLASS_NODATA
+        on_rows(r0, probs, classes, valid.copy())
+        keep = band_h - n
+        if keep > 0:
+            acc[:, :keep] = acc[:, n:n + keep]
+            wsum[:keep] = wsum[n:n + keep]
+            valid_band[:keep] = valid_band[n:n + keep]
+        acc[:, keep:] = 0
+        wsum[keep:] = 0
+        valid_band[keep:] = False
+
+    tiles = _prefetch(_batches(_read_tiles(src, rows, cols, th, tw, fill_a), batch))
+    for group in tiles:
+        if cancelled():
+            raise JobCancelled()
+        work = [it for it in group if it[3].any()]   # tiles entirely nodata are not predicted
+        probs = []
+        if work:
+            x = np.stack([it[2] for it in work])
+            t0 = time.perf_counter()
+            probs = tta_predict(engine, x) if tta else engine(x)
+            forward_s += time.perf_counter() - t0
+        results = iter(probs)
+        for ri, c0, _, valid in group:
+            while current < ri:
+                flush(current)
+                current += 1
+            if not valid.any():
+                continue
+            p = next(results)
+            h, w = min(th, H - rows[ri]), min(tw, W - c0)
+            wv = win2d[:h, :w]
+            acc[:, :h, c0:c0 + w] += p[:, :h, :w] * wv   # the band starts at rows[ri]
+            wsum[:h, c0:c0 + w] += wv
+            valid_band[:h, c0:c0 + w] |= valid[:h, :w]
+        done += len(group)
+        progress(done, total)
+    while current < len(rows):
+        flush(current)
+        current += 1
+    return {"tiles": total, "tile_height": th, "tile_width": tw, "forward_seconds": forward_s}
+
+
+# -- outputs ------------------------------------------------------------------------------------
+def _rgba(color: str) -> tuple[int, int, int, int]:
+    h = (color or "#000000").lstrip("#")
+    return (int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16), 255)
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+
+
+def _profile(src, count: int, dtype: str, nodata) -> dict:
+    bs = 256
+    prof = {"driver": "GTiff", "width": src.width, "height": src.height, "count": count,
+            "dtype": dtype, "crs": src.crs, "transform": src.transform, "nodata": nodata,
+            "compress": "deflate", "BIGTIFF": "IF_SAFER"}
+    if src.width >= bs and src.height >= bs:
+        prof.update(tiled=True, blockxsize=bs, blockysize=bs)
+    return prof
+
+
+def polygonize(class_raster: Path, out_gpkg: Path, classes: list[dict], min_area: float,
+               crs_wkt: str | None) -> int:
+    """Class polygons (no background, no nodata) with class_id, class_name and area into a
+    GeoPackage, dropping polygons under ``min_area``; returns the number kept. GDAL's Polygonize
+    reads the raster block by block."""
+    from osgeo import gdal, ogr, osr
+
+    gdal.UseExceptions()
+    names = {int(c["id"]): c["name"] for c in classes}
+    src = gdal.Open(str(class_raster))
+    band = src.GetRasterBand(1)
+    drv = ogr.GetDriverByName("GPKG")
+    if out_gpkg.exists():
+        drv.DeleteDataSource(str(out_gpkg))
+    ds = drv.CreateDataSource(str(out_gpkg))
+    srs = None
+    if crs_wkt:
+        srs = osr.SpatialReference()
+        srs.ImportFromWkt(crs_wkt)
+    layer = ds.CreateLayer("classes", srs, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
+    layer.CreateField(ogr.FieldDefn("class_name", ogr.OFTString))
+    layer.CreateField(ogr.FieldDefn("area", ogr.OFTReal))
+    layer.StartTransaction()
+    gdal.Polygonize(band, band.GetMaskBand(), layer, 0, [], callback=None)
+    layer.CommitTransaction()
+    layer.StartTransaction()
+    drop, kept = [], 0
+    layer.ResetReading()
+    for feat in layer:
+        cid = feat.GetFieldAsInteger(0)
+        area = feat.GetGeometryRef().GetArea()
+        if cid == 0 or cid == CLASS_NODATA or area < min_area:
+            drop.append(feat.GetFID())
+            continue
+        feat.SetField("class_name", names.get(cid, str(cid)))
+        feat.SetField("area", area)
+        layer.SetFeature(feat)
+        kept += 1
+    for fid in drop:
+        layer.DeleteFeature(fid)
+    layer.CommitTransaction()
+    ds = None
+    src = None
+    return kept
+
+
+def classify_pixels(job, ctx: JobContext) -> dict:
+    """Run a ClassifyPixelsJob (see the module docstring)."""
+    import rasterio
+    import torch
+    from rasterio.windows import Window
+
+    from ..environment import resolve_device
+    from .modelfile import load_model
+
+    started = time.monotonic()
+    predictor, card = load_model(job.model)
+    device = resolve_device(job.device)
+    classes = card["classes"]
+    num_classes = int(card["num_outputs"])
+    out_path = Path(job.output)
+    prob_path = Path(job.output_probabilities) if job.output_probabilities else None
+    vec_path = Path(job.output_vector) if job.output_vector else None
+    try:
+        src = rasterio.open(job.input)
+    except rasterio.errors.RasterioIOError as exc:
+        raise UserError(f"Cannot read the input raster {job.input}: {exc}.",
+                        "Choose a raster file GDAL can read.") from None
+    tmps: list[Path] = []
+    try:
+        with src:
+            if src.count != int(card["bands"]):
+                raise UserError(f"The input raster has {src.count} band(s) but the model was "
+                                f"trained on {card['bands']}.",
+                                "Classify a raster with the same bands as the training rasters.")
+            px = card.get("pixel_size")
+            if px and px[0]:
+                ratio = abs(src.res[0]) / float(px[0])
+                if ratio > PIXEL_SIZE_TOLERANCE or ratio < 1 / PIXEL_SIZE_TOLERANCE:
+                    ctx.log(f"The input pixel size ({abs(src.res[0]):g}) is far from the "
+                            f"training pixel size ({float(px[0]):g}): results may be poor. "
+                            "Resample the raster to the training pixel size.", "warning")
+            tile = job.tile_size or max(int(card.get("patch_size") or 256), 256)
+            engine = make_engine(job.model, predictor, device, job.engine, ctx=ctx)
+            ctx.log(f"Classifying {src.width} × {src.height} px with {engine.name} on {device}, "
+                    f"tiles of {tile} px, overlap {job.overlap:g}" + (", TTA" if job.tta else ""))
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp_cls = _tmp(out_path)
+            tmps.append(tmp_cls)
+            dst = rasterio.open(tmp_cls, "w", **_profile(src, 1, "uint8", CLASS_NODATA))
+            dst.write_colormap(1, {int(c["id"]): _rgba(c["color"]) for c in classes})
+            pdst = None
+            if prob_path:
+                prob_path.parent.mkdir(parents=True, exist_ok=True)
+                tmp_prob = _tmp(prob_path)
+                tmps.append(tmp_prob)
+                pdst = rasterio.open(tmp_prob, "w", **_profile(src, num_classes, "uint8", None))
+                for c in classes:
+                    pdst.set_band_description(int(c["id"]) + 1, f"{c['id']} {c['name']}")
+            counts = np.zeros(256, np.int64)
+
+            def on_rows(r0, probs, cls, valid) -> None:
+                win = Window(0, r0, src.width, cls.shape[0])
+                dst.write(cls, 1, window=win)
+                counts[:] += np.bincount(cls.ravel(), minlength=256)
+                if pdst is not None:
+                    p8 = np.rint(probs * 255).astype(np.uint8)
+                    p8[:, ~valid] = 0
+                    pdst.write(p8, window=win)
+
+            try:
+                with torch.inference_mode():
+                    stats = predict_raster(
+                        src, engine, num_classes, card["mean"], tile, job.overlap,
+                        job.batch_size, job.tta, on_rows,
+                        progress=lambda d, t: ctx.progress("tile", d, t, "Classifying"),
+                        cancelled=lambda: ctx.cancelled)
+            except torch.OutOfMemoryError:
+                raise UserError("The GPU ran out of memory while classifying.",
+                                "Use fewer tiles per batch (BATCH_SIZE) or a smaller "
+                                "TILE_SIZE.") from None
+            finally:
+                dst.close()
+                if pdst is not None:
+                    pdst.close()
+            os.replace(tmp_cls, out_path)
+            ctx.artifact("class_raster", str(out_path))
+            if prob_path:
+                os.replace(tmp_prob, prob_path)
+                ctx.artifact("probabilities", str(prob_path))
+            crs_wkt = src.crs.to_wkt() if src.crs else None
+        n_polygons = None
+        if vec_path:
+            ctx.progress("polygons", 0, 1, "Vectorising")
+            vec_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp_vec = _tmp(vec_path)
+            tmps.append(tmp_vec)
+            n_polygons = polygonize(out_path, tmp_vec, classes, job.min_area, crs_wkt)
+            os.replace(tmp_vec, vec_path)
+            ctx.artifact("polygons", str(vec_path))
+            ctx.progress("polygons", 1, 1, "Done")
+    finally:
+        for t in tmps:
+            if t.exists():
+                t.unlink()
+    names = {int(c["id"]): c["name"] for c in classes}
+    pixels = {names.get(i, str(i)): int(counts[i]) for i in sorted(names) if counts[i]}
+    return {"output": str(out_path),
+            "output_probabilities": str(prob_path) if prob_path else None,
+            "output_vector": str(vec_path) if vec_path else None, "polygons": n_polygons,
+            "engine": engine.name, "device": device, "pixels_per_class": pixels,
+            "nodata_pixels": int(counts[CLASS_NODATA]), "tiles": stats["tiles"],
+            "seconds": round(time.monotonic() - started, 2)}

@@ -1,0 +1,232 @@
+"""Training data: band statistics, the patch dataset, augmentation, rare-class sampling, soft
+targets for blurred point/line labels.
+
+Blur (soft targets). For a class with blur distance ``b`` (pixels) the current blur at training
+progress ``t`` (0 at the first epoch, 1 at the last) is ``b × (1 − t)``. Background pixels
+within that distance ``d`` of the class's labelled pixels get the soft target
+``p = 1 − d / (blur + 1)`` for the class and ``1 − p`` for background (several classes: the
+strongest wins). Labelled pixels keep their hard class, ignored pixels stay ignored. The label
+rasters burn points and lines with their solid distance, so the blur margins grow outward from
+those burned shapes; a class's polygons get the same soft margin (set blur only for point/line
+classes). When every blur is zero, training uses hard targets.
+
+Rare-class sampling. Each training patch gets a rarity score ``s = Σ_c share_c / freq_c`` (its
+class pixel shares over the classes' frequencies in the training patches), normalised to mean 1.
+At class weight ``w`` the patch is drawn with probability ∝ ``s ** w``: ``w = 0`` draws
+uniformly, ``w = 1`` by inverse class frequency, larger values favour rare classes more. ``w``
+decays linearly from the class weight max (first epoch) to the min (last epoch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ..sampling import Patch, PatchReader, SampleSource
+
+IGNORE = 255
+
+
+# -- normalisation ------------------------------------------------------------------------------
+def band_statistics(sources: list[SampleSource], window: int = 512,
+                    max_windows: int = 48) -> tuple[list[float], list[float], float | None]:
+    """Per-band (mean, std) of the images of ``sources`` over valid pixels, from at most
+    ``max_windows`` evenly spread windows per raster (memory: one window), and the nodata value
+    of the first image."""
+    import rasterio
+    from rasterio.windows import Window
+
+    total = sq = None
+    count = 0.0
+    nodata = None
+    for k, src in enumerate(sources):
+        with rasterio.open(src.image) as ds:
+            if k == 0:
+                nodata = ds.nodata
+            wins = [Window(c, r, min(window, ds.width - c), min(window, ds.height - r))
+                    for r in range(0, ds.height, window) for c in range(0, ds.width, window)]
+            if len(wins) > max_windows:
+                pick = np.linspace(0, len(wins) - 1, max_windows).round().astype(int)
+                wins = [wins[i] for i in sorted(set(pick))]
+            for win in wins:
+                data = ds.read(window=win).astype(np.float64)
+                valid = np.ones(data.shape[1:], bool)
+                if ds.nodata is not None:
+                    nd = ds.nodata
+                    same = np.isnan(data) if np.isnan(nd) else data == nd
+                    valid &= ~same.all(axis=0)
+                valid &= np.isfinite(data).all(axis=0)
+                vals = data[:, valid]
+                if total is None:
+                    total, sq = np.zeros(ds.count), np.zeros(ds.count)
+                if vals.shape[0] != len(total):
+                    from ..errors import UserError
+
+                    raise UserError(f"Raster {src.display_name} has {ds.count} bands, the "
+                                    f"others {len(total)}.",
+                                    "Train on rasters with the same bands.")
+                total += vals.sum(axis=1)
+                sq += (vals ** 2).sum(axis=1)
+                count += vals.shape[1]
+    if total is None or count == 0:
+        from ..errors import UserError
+
+        raise UserError("The training rasters hold no valid pixels.", "Check their nodata.")
+    mean = total / count
+    std = np.sqrt(np.maximum(sq / count - mean ** 2, 0.0))
+    std = np.where(std < 1e-6, 1.0, std)
+    return mean.tolist(), std.tolist(), nodata
+
+
+# -- rare-class sampling ------------------------------------------------------------------------
+def rarity_scores(patches: list[Patch]) -> np.ndarray:
+    """Per-patch rarity score (mean 1), from the patches' class pixel counts."""
+    if not patches:
+        return np.zeros(0)
+    totals: dict[int, int] = {}
+    for p in patches:
+        for c, n in p.class_pixels.items():
+            totals[c] = totals.get(c, 0) + n
+    all_px = float(sum(totals.values())) or 1.0
+    freq = {c: max(n / all_px, 1e-6) for c, n in totals.items()}
+    scores = np.empty(len(patches))
+    for i, p in enumerate(patches):
+        n = float(sum(p.class_pixels.values())) or 1.0
+        scores[i] = sum((v / n) / freq[c] for c, v in p.class_pixels.items() if v)
+    scores = np.maximum(scores, 1e-6)
+    return scores / scores.mean()
+
+
+def class_weight_at(epoch: int, epochs: int, w_max: float, w_min: float) -> float:
+    """Linear decay from ``w_max`` (epoch 0) to ``w_min`` (last epoch)."""
+    t = epoch / max(epochs - 1, 1)
+    return float(w_max + (w_min - w_max) * min(max(t, 0.0), 1.0))
+
+
+def sampling_probabilities(scores: np.ndarray, weight: float) -> np.ndarray:
+    p = scores ** weight
+    return p / p.sum()
+
+
+# -- augmentation -------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Augment:
+    rotation: bool = True
+    scale: bool = True
+    flip: bool = True
+    max_angle: float = 15.0
+    scale_range: tuple[float, float] = (0.8, 1.25)
+
+    @property
+    def active(self) -> bool:
+        return self.rotation or self.scale or self.flip
+
+    def __call__(self, image, mask, rng: np.random.Generator):
+        """Same random geometric transform of ``image`` (C,H,W float tensor, normalised) and
+        ``mask`` (H,W uint8 tensor); new pixels: 0 (the mean) and 255 (ignored)."""
+        import torch
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as tvf
+
+        if self.flip:
+            if rng.random() < 0.5:
+                image, mask = image.flip(-1), mask.flip(-1)
+            if rng.random() < 0.5:
+                image, mask = image.flip(-2), mask.flip(-2)
+        if self.rotation:
+            k = int(rng.integers(4))
+            if k:
+                image, mask = torch.rot90(image, k, (-2, -1)), torch.rot90(mask, k, (-2, -1))
+        angle = float(rng.uniform(-self.max_angle, self.max_angle)) if self.rotation else 0.0
+        scale = float(math.exp(rng.uniform(*np.log(self.scale_range)))) if self.scale else 1.0
+        if abs(angle) > 0.5 or abs(scale - 1) > 0.02:
+            image = tvf.affine(image, angle=angle, translate=[0, 0], scale=scale, shear=[0.0],
+                             interpolation=InterpolationMode.BILINEAR, fill=0.0)
+            mask = tvf.affine(mask[None], angle=angle, translate=[0, 0], scale=scale,
+                            shear=[0.0], interpolation=InterpolationMode.NEAREST,
+                            fill=IGNORE)[0]
+        return image.contiguous(), mask.contiguous()
+
+
+# -- soft targets -------------------------------------------------------------------------------
+def soft_targets(mask: np.ndarray, blur: dict[int, float], classes: int) -> np.ndarray:
+    """(classes, H, W) float32 target distribution for ``mask`` with the current ``blur``
+    (class → px); ignored pixels are all zero (see the module docstring)."""
+    from scipy.ndimage import distance_transform_edt
+
+    h, w = mask.shape
+    out = np.zeros((classes, h, w), np.float32)
+    valid = mask != IGNORE
+    hard = np.where(valid, mask, 0).astype(np.int64)
+    out[hard, np.arange(h)[:, None], np.arange(w)[None, :]] = 1.0
+    out[:, ~valid] = 0.0
+    best = np.zeros((h, w), np.float32)
+    best_cls = np.zeros((h, w), np.int64)
+    background = valid & (mask == 0)
+    for c, b in blur.items():
+        if b <= 0 or c >= classes or not (mask == c).any():
+            continue
+        d = distance_transform_edt(mask != c)
+        p = np.clip(1.0 - d / (b + 1.0), 0.0, 1.0).astype(np.float32)
+        take = background & (p > best)
+        best[take], best_cls[take] = p[take], c
+    rows, cols = np.nonzero(best > 0)
+    if len(rows):
+        out[0, rows, cols] = 1.0 - best[rows, cols]
+        out[best_cls[rows, cols], rows, cols] = best[rows, cols]
+    return out
+
+
+# -- dataset ------------------------------------------------------------------------------------
+class PatchDataset:
+    """Torch map-style dataset over planned patches: normalised image, mask, soft targets.
+
+    ``blur`` (class → current px) can change between epochs (workers are not persistent);
+    ``jitter`` shifts training patches randomly by up to that share of their size.
+    """
+
+    def __init__(self, sources: list[SampleSource], patches: list[Patch], mean: list[float],
+                 std: list[float], classes: int, augment: Augment | None = None,
+                 jitter: float = 0.0, seed: int = 0) -> None:
+        self.reader = PatchReader(sources)
+        self.patches = list(patches)
+        self.mean = np.asarray(mean, np.float32)[:, None, None]
+        self.std = np.asarray(std, np.float32)[:, None, None]
+        self.classes = classes
+        self.augment = augment
+        self.jitter = jitter
+        self.seed = seed
+        self.epoch = 0
+        self.blur: dict[int, float] = {}
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def __getitem__(self, index: int):
+        import torch
+
+        patch = self.patches[index]
+        rng = self._rng(index)
+        if self.jitter > 0:
+            j = int(patch.size * self.jitter)
+            dr, dc = (int(v) for v in rng.integers(-j, j + 1, 2))
+            patch = dataclasses.replace(patch, row=patch.row + dr, col=patch.col + dc)
+        image, mask = self.reader.read(patch)
+        valid = mask != IGNORE
+        image = (image - self.mean) / self.std
+        image[:, ~valid] = 0.0
+        if not np.isfinite(image).all():   # NaN/inf in some bands of valid pixels: the mean
+            image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
+        img_t, mask_t = torch.from_numpy(image), torch.from_numpy(mask)
+        if self.augment is not None and self.augment.active:
+            img_t, mask_t = self.augment(img_t, mask_t, rng)
+        if any(b > 0 for b in self.blur.values()):
+            soft = torch.from_numpy(soft_targets(mask_t.numpy(), self.blur, self.classes))
+        else:
+            soft = torch.zeros(0)
+        return img_t, mask_t, soft

@@ -1,0 +1,261 @@
+"""Pixel segmentation jobs: Train Pixel Segmentation and Classify Pixels.
+
+Nothing heavy at import time: the engine modules (torch, rasterio, smp) are imported in ``run``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..jobs import Job, JobContext, register_job
+from ..params import spec
+
+ARCHITECTURES = ("unetplusplus", "unet", "deeplabv3plus")
+ARCHITECTURE_LABELS = {"unetplusplus": "U-Net++", "unet": "U-Net", "deeplabv3plus": "DeepLabV3+"}
+ENCODERS = ("resnet34", "resnet18", "resnet50", "efficientnet-b0", "mobilenet_v2")
+ENCODER_WEIGHTS = ("none", "imagenet")
+PATCH_MULTIPLE = 32
+_PROJECT_FILTER = "Labeling project (*.gpkg)"
+_MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
+_RASTER_FILTER = "GeoTIFF (*.tif *.tiff)"
+
+
+def nearest_patch_size(value: int) -> int:
+    """The multiple of 32 nearest to ``value`` (at least 32)."""
+    return max(PATCH_MULTIPLE, int(round(value / PATCH_MULTIPLE)) * PATCH_MULTIPLE)
+
+
+def _device_problem(device: str) -> list[str]:
+    d = (device or "auto").strip().lower()
+    if d in ("auto", "cpu", "cuda"):
+        return []
+    if d.startswith("cuda:") and d[5:].isdigit():
+        return []
+    return [f"Device (DEVICE) is {device!r}: use auto, cpu, cuda or cuda:N."]
+
+
+def _per_class_problem(value, name: str) -> list[str]:
+    if value in (None, "", [], {}):
+        return []
+    items = value.values() if isinstance(value, dict) else value
+    if not isinstance(value, (dict, list, tuple)):
+        return [f"{name} must be a list (one value per class) or a mapping class id → value."]
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            return [f"{name} holds {v!r}: use numbers of pixels, 0 or more."]
+    if isinstance(value, dict):
+        for k in value:
+            if not str(k).isdigit():
+                return [f"{name} has the key {k!r}: use class ids (1, 2, …) as keys."]
+    return []
+
+
+@register_job
+@dataclass
+class TrainPixelSegmentationJob(Job):
+    """Train a pixel segmentation model (U-Net++, U-Net, DeepLabV3+) from a labeling project."""
+
+    kind = "train_pixel_segmentation"
+    title = "Train Pixel Segmentation"
+    group = "Pixel segmentation"
+
+    project: str = spec("", "PROJECT", "Labeling project", "project_in",
+                        help="The labeling project (GeoPackage) with the training rasters and "
+                             "their labels, or a folder of chips exported in the segmentation "
+                             "format.", file_filter=_PROJECT_FILTER)
+    architecture: str = spec("unetplusplus", "ARCHITECTURE", "Model architecture", "enum",
+                             choices=ARCHITECTURES,
+                             help="U-Net++ (default), U-Net or DeepLabV3+.")
+    encoder: str = spec("resnet34", "ENCODER", "Encoder (backbone)", "enum", choices=ENCODERS,
+                        help="The network that extracts features; larger encoders learn more "
+                             "but train slower.")
+    encoder_weights: str = spec("none", "ENCODER_WEIGHTS", "Encoder weights", "enum",
+                                choices=ENCODER_WEIGHTS,
+                                help="'imagenet' starts from weights pre-trained on ImageNet "
+                                     "(downloaded once; needs internet), 'none' from random "
+                                     "weights.")
+    init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
+                           optional=True, file_filter=_MODEL_FILTER,
+                           help="An existing pixel segmentation model to fine-tune; its "
+                                "architecture, encoder and normalisation are used.")
+    patch_size: int = spec(256, "PATCH_SIZE", "Patch size (px)", "int", minimum=32,
+                           maximum=4096,
+                           help="Edge of the square patches the model learns from; a multiple "
+                                "of 32, smaller than the rasters.")
+    split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
+                        minimum=0, maximum=100)
+    shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool",
+                         help="Draw the training/validation split with the seed; off gives the "
+                              "same split every run.")
+    seed: int = spec(0, "SEED", "Random seed", "int", minimum=0, advanced=True)
+    feature_patch_percentage: float = spec(
+        1.0, "FEATURE_PATCH_PERCENTAGE", "Feature patch percentage", "float", minimum=0,
+        maximum=1, help="Share (0–1) of the patches holding labelled features that are used.")
+    background_patch_ratio: float = spec(
+        0.15, "BACKGROUND_PATCH_RATIO", "Background patch ratio", "float", minimum=0,
+        help="Background patches (no features) per feature patch.")
+    epochs: int = spec(25, "EPOCHS", "Number of epochs", "int", minimum=1, maximum=100000)
+    batch_size: int = spec(8, "BATCH_SIZE", "Patches per batch", "int", minimum=1,
+                           maximum=4096)
+    learning_rate: float = spec(0.001, "LEARNING_RATE", "Learning rate", "float",
+                                minimum=1e-7, maximum=1.0)
+    augment_rotation: bool = spec(True, "AUGMENT_ROTATION", "Augment: rotation", "bool",
+                                  help="Random 90° turns plus small rotations.")
+    augment_scale: bool = spec(True, "AUGMENT_SCALE", "Augment: scale", "bool",
+                               help="Random zoom in/out by up to 20 %.")
+    augment_flip: bool = spec(True, "AUGMENT_FLIP", "Augment: flips", "bool")
+    solid_distances: dict | list = spec({}, "SOLID_DISTANCES", "Solid distance per class (px)",
+                                        "dict", optional=True, advanced=True,
+                                 help="Pixels around point and line labels taken as the "
+                                      "feature: {class id: px} or one value per class; empty "
+                                      "uses the project's.")
+    blur_distances: dict | list = spec({}, "BLUR_DISTANCES", "Blur distance per class (px)", "dict",
+                                optional=True, advanced=True,
+                                help="Soft label margin beyond the solid distance around point "
+                                     "and line labels, shrinking to zero during training; "
+                                     "empty uses the project's.")
+    class_weight_min: float = spec(0.0, "CLASS_WEIGHT_MIN", "Class weight min", "float",
+                                   minimum=0, maximum=10,
+                                   help="Rare-class sampling weight at the end of training.")
+    class_weight_max: float = spec(1.0, "CLASS_WEIGHT_MAX", "Class weight max", "float",
+                                   minimum=0, maximum=10,
+                                   help="Rare-class sampling weight at the start of training "
+                                        "(useful range 1–6; 2–3 when features are sparse).")
+    loss_weight: float = spec(0.0, "LOSS_WEIGHT", "Loss weight", "float", minimum=0, maximum=1,
+                              help="0 treats feature and background pixels equally; higher "
+                                   "values weigh feature pixels more in the loss.")
+    patience: int = spec(0, "PATIENCE", "Early stopping patience (epochs, 0 = off)", "int",
+                         minimum=0, advanced=True)
+    steps_per_epoch: int = spec(0, "STEPS_PER_EPOCH", "Batches per epoch (0 = one pass)",
+                                "int", minimum=0, advanced=True,
+                                help="0: one pass over the training patches per epoch; more "
+                                     "batches than that draw patches again (small data sets).")
+    max_patches: int = spec(0, "MAX_PATCHES", "Max training patches per epoch (0 = all)", "int",
+                            minimum=0, advanced=True)
+    num_workers: int = spec(-1, "NUM_WORKERS", "Data loader workers (-1 = automatic)", "int",
+                            minimum=-1, maximum=64, advanced=True)
+    resume_from: str = spec("", "RESUME_FROM", "Resume from last model", "model_in",
+                            optional=True, advanced=True, file_filter=_MODEL_FILTER,
+                            help="A last model written by an earlier run: training continues "
+                                 "after its epoch.")
+    device: str = spec("auto", "DEVICE", "Device", "str",
+                       help="auto, cpu, cuda or cuda:N.")
+    output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
+                             file_filter=_MODEL_FILTER,
+                             help="The model with the lowest validation loss.")
+    output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
+                                  optional=True, file_filter=_MODEL_FILTER,
+                                  help="The model after the last epoch (to resume from).")
+    log_folder: str = spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)",
+                           "folder_out", optional=True, advanced=True,
+                           help="Empty: <output model>_logs next to the model.")
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.project and Path(self.project).is_dir():
+            if not (Path(self.project) / "manifest.json").is_file():
+                out.append(f"The folder {self.project} is not a chips export (no manifest.json):"
+                           " choose a labeling project or a segmentation chips folder.")
+        elif self.project and not Path(self.project).is_file():
+            out.append(f"The labeling project {self.project} does not exist: check PROJECT.")
+        if self.patch_size % PATCH_MULTIPLE:
+            out.append(f"Patch size {self.patch_size} is not a multiple of {PATCH_MULTIPLE}: "
+                       f"use {nearest_patch_size(self.patch_size)}.")
+        if not self.output_model:
+            out.append("Output model (OUTPUT_MODEL) is required: choose a file name.")
+        elif self.output_last_model and (Path(self.output_last_model).resolve()
+                                         == Path(self.output_model).resolve()):
+            out.append("The best and last models (OUTPUT_MODEL, OUTPUT_LAST_MODEL) must be "
+                       "different files: change one name.")
+        if self.class_weight_min > self.class_weight_max:
+            out.append(f"Class weight min ({self.class_weight_min:g}) is above max "
+                       f"({self.class_weight_max:g}): swap them.")
+        for path, name in ((self.init_model, "INIT_MODEL"), (self.resume_from, "RESUME_FROM")):
+            if path and not Path(path).is_file():
+                out.append(f"The model {path} ({name}) does not exist: check the path.")
+        if self.init_model and self.resume_from:
+            out.append("Fine-tune (INIT_MODEL) and resume (RESUME_FROM) exclude each other: "
+                       "clear one.")
+        if self.architecture == "deeplabv3plus" and self.batch_size < 2:
+            out.append("DeepLabV3+ needs at least 2 patches per batch (BATCH_SIZE): use 2 or "
+                       "more.")
+        out += _per_class_problem(self.solid_distances, "Solid distances (SOLID_DISTANCES)")
+        out += _per_class_problem(self.blur_distances, "Blur distances (BLUR_DISTANCES)")
+        out += _device_problem(self.device)
+        return out
+
+    def resolved_log_folder(self) -> str:
+        """LOG_FOLDER, or ``<output model stem>_logs`` next to the output model."""
+        if self.log_folder:
+            return self.log_folder
+        p = Path(self.output_model)
+        stem = p.name.split(".")[0] or "model"
+        return str(p.with_name(f"{stem}_logs"))
+
+    def run(self, ctx: JobContext) -> dict:
+        from .train import train_pixel_segmentation
+
+        return train_pixel_segmentation(self, ctx)
+
+
+@register_job
+@dataclass
+class ClassifyPixelsJob(Job):
+    """Classify every pixel of a raster with a trained pixel segmentation model."""
+
+    kind = "classify_pixels"
+    title = "Classify Pixels"
+    group = "Pixel segmentation"
+
+    input: str = spec("", "INPUT", "Input raster", "raster_in",
+                      help="The raster to classify (same bands as the training rasters).")
+    model: str = spec("", "MODEL", "Model", "model_in", file_filter=_MODEL_FILTER)
+    output: str = spec("", "OUTPUT", "Output class raster", "file_out",
+                       file_filter=_RASTER_FILTER,
+                       help="GeoTIFF of class ids with the model's class colours.")
+    output_probabilities: str = spec("", "OUTPUT_PROBABILITIES", "Output probabilities",
+                                     "file_out", optional=True, file_filter=_RASTER_FILTER,
+                                     help="Optional GeoTIFF with one band per class "
+                                          "(probability scaled to 0–255).")
+    output_vector: str = spec("", "OUTPUT_VECTOR", "Output polygons", "file_out",
+                              optional=True, file_filter="GeoPackage (*.gpkg)",
+                              help="Optional GeoPackage of class polygons with class id, name "
+                                   "and area.")
+    min_area: float = spec(0.0, "MIN_AREA", "Minimum polygon area (map units²)", "float",
+                           minimum=0, help="Smaller polygons are left out of OUTPUT_VECTOR.")
+    overlap: float = spec(0.25, "OVERLAP", "Tile overlap (share of the tile)", "float",
+                          minimum=0, maximum=0.75,
+                          help="Tiles overlap by this share and are blended smoothly.")
+    tta: bool = spec(False, "TTA", "Test-time augmentation (8 rotations/flips)", "bool",
+                     help="Averages 8 turned/flipped predictions: better, 8 × slower.")
+    batch_size: int = spec(4, "BATCH_SIZE", "Tiles per batch", "int", minimum=1, maximum=1024)
+    tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = model's patch size)", "int",
+                          minimum=0, maximum=8192, advanced=True)
+    engine: str = spec("auto", "ENGINE", "Inference engine", "enum",
+                       choices=("auto", "torch", "onnxruntime"), advanced=True,
+                       help="auto: onnxruntime on the CPU when installed (faster there), torch "
+                            "on CUDA.")
+    device: str = spec("auto", "DEVICE", "Device", "str", help="auto, cpu, cuda or cuda:N.")
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.input and not Path(self.input).is_file():
+            out.append(f"The input raster {self.input} does not exist: check INPUT.")
+        if self.model and not Path(self.model).is_file():
+            out.append(f"The model {self.model} does not exist: check MODEL.")
+        if not self.output:
+            out.append("Output class raster (OUTPUT) is required: choose a file name.")
+        if self.tile_size and self.tile_size % PATCH_MULTIPLE:
+            out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
+                       f"use {nearest_patch_size(self.tile_size)}.")
+        outs = [p for p in (self.output, self.output_probabilities, self.output_vector) if p]
+        if self.input and any(Path(p).resolve() == Path(self.input).resolve() for p in outs):
+            out.append("An output would overwrite the input raster: choose another file name.")
+        out += _device_problem(self.device)
+        return out
+
+    def run(self, ctx: JobContext) -> dict:
+        from .classify import classify_pixels
+
+        return classify_pixels(self, ctx)

@@ -1,0 +1,97 @@
+"""Classification outputs on the map, styled with the model's class colours.
+
+``classes`` everywhere is the model card's list of ``{"id", "name", "color"}`` (0 = background).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import (
+    QgsCategorizedSymbolRenderer,
+    QgsFillSymbol,
+    QgsLayerTreeGroup,
+    QgsPalettedRasterRenderer,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRendererCategory,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtGui import QColor
+
+CLASS_FIELD = "class_id"
+
+
+def _sorted(classes: list[dict]) -> list[dict]:
+    return sorted(classes, key=lambda c: int(c["id"]))
+
+
+def paletted_renderer(layer: QgsRasterLayer, classes: list[dict],
+                      band: int = 1) -> QgsPalettedRasterRenderer:
+    """A paletted renderer drawing each class id with its colour and name."""
+    items = [QgsPalettedRasterRenderer.Class(int(c["id"]), QColor(c["color"]),
+                                             f"{c['id']} {c['name']}") for c in _sorted(classes)]
+    return QgsPalettedRasterRenderer(layer.dataProvider(), band, items)
+
+
+def style_class_raster(layer: QgsRasterLayer, classes: list[dict]) -> QgsRasterLayer:
+    layer.setRenderer(paletted_renderer(layer, classes))
+    layer.triggerRepaint()
+    return layer
+
+
+def categorized_renderer(classes: list[dict], field: str = CLASS_FIELD,
+                         opacity: float = 0.6) -> QgsCategorizedSymbolRenderer:
+    """Polygons filled with their class colour (outline a darker shade), by ``field``."""
+    categories = []
+    for c in _sorted(classes):
+        color = QColor(c["color"])
+        symbol = QgsFillSymbol.createSimple({
+            "color": f"{color.red()},{color.green()},{color.blue()},255",
+            "outline_color": color.darker(140).name(), "outline_width": "0.3"})
+        symbol.setOpacity(opacity)
+        categories.append(QgsRendererCategory(int(c["id"]), symbol, f"{c['id']} {c['name']}"))
+    return QgsCategorizedSymbolRenderer(field, categories)
+
+
+def style_polygons(layer: QgsVectorLayer, classes: list[dict]) -> QgsVectorLayer:
+    names = layer.fields().names()
+    field = CLASS_FIELD if CLASS_FIELD in names else next(
+        (n for n in ("class", "value", "DN") if n in names), CLASS_FIELD)
+    layer.setRenderer(categorized_renderer(classes, field))
+    layer.triggerRepaint()
+    return layer
+
+
+def add_classification(result: dict, classes: list[dict], name: str = "",
+                       project: QgsProject | None = None) -> list:
+    """Add the class raster, probabilities and polygons of a Classify Pixels ``result`` to the
+    map in one group, styled with ``classes``; returns the layers added."""
+    project = project or QgsProject.instance()
+    name = name or Path(result["output"]).stem
+    root = project.layerTreeRoot()
+    group: QgsLayerTreeGroup = root.insertGroup(0, name)
+    added = []
+    vector = result.get("output_vector")
+    if vector and Path(vector).exists():
+        layer = QgsVectorLayer(str(vector), f"{name} polygons", "ogr")
+        if layer.isValid():
+            style_polygons(layer, classes)
+            project.addMapLayer(layer, False)
+            group.addLayer(layer)
+            added.append(layer)
+    raster = QgsRasterLayer(str(result["output"]), f"{name} classes")
+    if raster.isValid():
+        style_class_raster(raster, classes)
+        project.addMapLayer(raster, False)
+        group.addLayer(raster)
+        added.append(raster)
+    probs = result.get("output_probabilities")
+    if probs and Path(probs).exists():
+        layer = QgsRasterLayer(str(probs), f"{name} probabilities")
+        if layer.isValid():
+            project.addMapLayer(layer, False)
+            node = group.addLayer(layer)
+            node.setItemVisibilityChecked(False)
+            added.append(layer)
+    return added

@@ -1,0 +1,1023 @@
+"""The Train Pixel Segmentation dialog: builds a ``train_pixel_segmentation`` job and starts it.
+
+Every value maps to one field of :class:`TrainPixelSegmentationJob` (the same job the Processing
+algorithm builds from the same values). A live pre-flight summary (``sample_summary`` job, run in a
+worker: nothing heavy is imported here) shows what the sampler will draw; OK stays disabled, with
+the reason, while the setup cannot train.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+from pathlib import Path
+
+from qgis.core import QgsSettings
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtWidgets import (
+    QAbstractItemView,
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QRadioButton,
+    QScrollArea,
+    QSlider,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.basic_jobs import EnvironmentReportJob
+from ..core.errors import UserError
+from ..core.jobs import Job
+from ..core.labeling.grid import read_grid
+from ..core.labeling.project import LabelingProject
+from ..core.sampling.jobs import SampleSummaryJob
+from ..core.segmentation.jobs import (
+    ARCHITECTURE_LABELS,
+    ARCHITECTURES,
+    ENCODERS,
+    PATCH_MULTIPLE,
+    TrainPixelSegmentationJob,
+    nearest_patch_size,
+)
+from . import messages, settings
+from .task import JobManager
+
+SETTINGS_KEY = "deep_learning_trainer/train_pixel_segmentation/last_job"
+MODEL_SUFFIX = ".dltmodel.safetensors"
+MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
+JOB_FILTER = "Job file (*.json)"
+SUMMARY_DELAY_MS = 500
+_SUMMARY_FIELDS = ("project", "patch_size", "split", "shuffle", "seed",
+                   "feature_patch_percentage", "background_patch_ratio")
+_ARCH_HELP = {
+    "unetplusplus": "Nested skip connections: sharp outlines of structural objects (buildings, "
+                    "vehicles, containers).",
+    "unet": "The classic encoder-decoder: a good choice for features of irregular appearance "
+            "(clouds, debris, vegetation).",
+    "deeplabv3plus": "Atrous convolutions: fast to train, good results on large, uniform areas.",
+}
+#: CUDA devices reported by the ML environment this session (filled once, in the background).
+_known_devices: list[dict] | None = None
+
+
+def known_devices() -> list[dict]:
+    """CUDA devices the ML environment reported this session (empty until it has)."""
+    return list(_known_devices or [])
+
+
+def valid_patch_size(value: int, limit: int | None) -> int:
+    """The multiple of 32 nearest to ``value`` that fits in ``limit`` px (the smallest raster)."""
+    top = max(PATCH_MULTIPLE, (limit // PATCH_MULTIPLE) * PATCH_MULTIPLE) if limit else None
+    nearest = max(PATCH_MULTIPLE, int(round(value / PATCH_MULTIPLE)) * PATCH_MULTIPLE)
+    return min(nearest, top) if top else nearest
+
+
+def summary_blockers(summary: dict) -> list[str]:
+    """Reasons the sampled patches cannot train a model (empty when they can). No validation
+    patch is only a warning: the engine then picks the best model by training loss."""
+    patches = summary.get("patches", {})
+    train = patches.get("train", {})
+    out = []
+    if not train.get("total"):
+        out.append("No training patch was selected: label more features, raise the split or "
+                   "the feature patch percentage, or use a smaller patch size.")
+    elif not train.get("feature"):
+        out.append("The training patches hold no labelled feature: label features on the "
+                   "training rasters.")
+    return out
+
+
+def summary_html(summary: dict, classes: list | None = None) -> str:
+    """The pre-flight summary as a compact rich-text table."""
+    names = {int(k): v for k, v in (summary.get("class_names") or {}).items()}
+    colors = {}
+    for c in classes or []:
+        names.setdefault(c.id, c.name)
+        colors[c.id] = c.color
+    patches = summary.get("patches", {})
+    pixels = {s: {int(k): v for k, v in (summary.get("pixels", {}).get(s) or {}).items()}
+              for s in ("train", "validation")}
+    rows = ["<tr><th></th><th align='right'>Training</th><th align='right'>Validation</th></tr>"]
+    for key, label in (("feature", "Feature patches"), ("background", "Background patches"),
+                       ("total", "Patches")):
+        t = patches.get("train", {}).get(key, 0)
+        v = patches.get("validation", {}).get(key, 0)
+        bold = ("<b>", "</b>") if key == "total" else ("", "")
+        rows.append(f"<tr><td>{bold[0]}{label}{bold[1]}</td><td align='right'>{bold[0]}{t:,}"
+                    f"{bold[1]}</td><td align='right'>{bold[0]}{v:,}{bold[1]}</td></tr>")
+    ids = sorted(set(pixels["train"]) | set(pixels["validation"]) | set(names))
+    if ids:
+        rows.append("<tr><td colspan='3'><i>Pixels per class</i></td></tr>")
+    for cid in ids:
+        name = "background" if cid == 0 else names.get(cid, f"class {cid}")
+        swatch = (f"<span style='color:{colors[cid]}'>■</span> " if cid in colors else "")
+        t, v = pixels["train"].get(cid, 0), pixels["validation"].get(cid, 0)
+        style = " style='color:#b00020'" if cid and (not t or not v) else ""
+        rows.append(f"<tr{style}><td>{swatch}{html.escape(name)}</td>"
+                    f"<td align='right'>{t:,}</td><td align='right'>{v:,}</td></tr>")
+    text = f"<table cellspacing='0' cellpadding='2' width='100%'>{''.join(rows)}</table>"
+    text += (f"<p style='color:#555'>Patches of {summary.get('patch_size', '?')} px "
+             f"from {len(summary.get('sources', []))} raster(s).</p>")
+    warnings = summary.get("warnings") or []
+    if warnings:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        text += (f"<p style='color:#a05a00'><b>Warnings</b></p>"
+                 f"<ul style='color:#a05a00'>{items}</ul>")
+    return text
+
+
+class TrainSegmentationDialog(QDialog):
+    """Train Pixel Segmentation. ``job()`` gives the job the values describe."""
+
+    def __init__(self, parent: QWidget | None = None, plugin=None, project_path: str | None = None,
+                 remember: bool = True, live_summary: bool = True,
+                 probe_devices: bool = True) -> None:
+        super().__init__(parent)
+        self.plugin = plugin
+        self.remember = remember
+        self.live_summary = live_summary
+        self.jobs = getattr(plugin, "jobs", None) or JobManager(None, self)
+        self.setWindowTitle("Train Pixel Segmentation")
+        self.setObjectName("TrainPixelSegmentationDialog")
+        self.project: LabelingProject | None = None
+        self.classes: list = []
+        self.raster_sizes: list[tuple[str, int, int]] = []
+        self.project_error = ""
+        self.summary: dict | None = None
+        self.summary_error = ""
+        self.summary_state = "idle"   # idle | waiting | running | ready | failed
+        self._summary_cache: dict[str, tuple[str, object]] = {}
+        self._summary_key = ""
+        self._summary_task = None
+        self._loading = False
+        self.task = None
+        self.window = None
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(SUMMARY_DELAY_MS)
+        self._timer.timeout.connect(self._start_summary)
+        self._build()
+        self._fill_devices(settings.device())
+        job = self._remembered_job()
+        if project_path and str(project_path) != job.project:
+            # another project: its own classes and outputs, not the last project's
+            job = dataclasses.replace(job, project=str(project_path), output_model="",
+                                      output_last_model="", log_folder="", resume_from="",
+                                      solid_distances={}, blur_distances={})
+        self.set_job(job)
+        self.restore_ui_state()
+        if probe_devices and _known_devices is None:
+            self._probe_devices()
+
+    # -- layout --------------------------------------------------------------------------------
+    def _build(self) -> None:
+        left = QWidget()
+        col = QVBoxLayout(left)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.addWidget(self._model_group())
+        col.addWidget(self._patch_group())
+        col.addWidget(self._training_group())
+        col.addWidget(self._output_group())
+        col.addWidget(self._advanced_group())
+        col.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(left)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(left.sizeHint().width() + 24)
+
+        summary_box = QGroupBox("Pre-flight sample summary")
+        sl = QVBoxLayout(summary_box)
+        self.summary_status = QLabel("Choose a labeling project.")
+        self.summary_status.setWordWrap(True)
+        self.summary_view = QTextBrowser()
+        self.summary_view.setOpenLinks(False)
+        self.summary_view.setMinimumWidth(330)
+        sl.addWidget(self.summary_status)
+        sl.addWidget(self.summary_view, 1)
+
+        right = QVBoxLayout()
+        right.addWidget(summary_box, 3)
+        right.addWidget(self._classes_group(), 2)
+        top = QHBoxLayout()
+        top.addWidget(scroll, 3)
+        top.addLayout(right, 2)
+
+        self.reason_label = QLabel()
+        self.reason_label.setObjectName("reason_label")
+        self.reason_label.setWordWrap(True)
+        self.reason_label.setStyleSheet("color: #b00020;")
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        self.ok_button = self.buttons.button(QDialogButtonBox.Ok)
+        self.ok_button.setText("Train")
+        self.save_button = self.buttons.addButton("Save job…", QDialogButtonBox.ActionRole)
+        self.load_button = self.buttons.addButton("Load job…", QDialogButtonBox.ActionRole)
+        self.save_button.clicked.connect(self._save_job_clicked)
+        self.load_button.clicked.connect(self._load_job_clicked)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top, 1)
+        layout.addWidget(self.reason_label)
+        layout.addWidget(self.buttons)
+        self.resize(1180, 940)
+
+    def _file_row(self, edit: QLineEdit, browse) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.addWidget(edit, 1)
+        button = QPushButton("…")
+        button.setFixedWidth(32)
+        button.clicked.connect(browse)
+        row.addWidget(button)
+        return row
+
+    def _model_group(self) -> QGroupBox:
+        box = QGroupBox("Project and model")
+        form = QFormLayout(box)
+        self.project_edit = QLineEdit()
+        self.project_edit.setPlaceholderText("Labeling project (.gpkg)")
+        self.project_edit.editingFinished.connect(self._project_changed)
+        form.addRow("Labeling project", self._file_row(self.project_edit, self._browse_project))
+
+        self.arch_combo = QComboBox()
+        for a in ARCHITECTURES:
+            self.arch_combo.addItem(ARCHITECTURE_LABELS.get(a, a), a)
+            self.arch_combo.setItemData(self.arch_combo.count() - 1, _ARCH_HELP.get(a, ""),
+                                        Qt.ToolTipRole)
+        self.arch_help = QLabel()
+        self.arch_help.setWordWrap(True)
+        self.arch_help.setStyleSheet("color: #555;")
+        self.arch_combo.currentIndexChanged.connect(
+            lambda _i: self.arch_help.setText(_ARCH_HELP.get(self.arch_combo.currentData(), "")))
+        form.addRow("Model architecture", self.arch_combo)
+        form.addRow("", self.arch_help)
+        self.encoder_combo = QComboBox()
+        for e in ENCODERS:
+            self.encoder_combo.addItem(e, e)
+        self.encoder_combo.setToolTip("The backbone that extracts features; larger encoders learn "
+                                      "more but train slower.")
+        form.addRow("Encoder", self.encoder_combo)
+
+        self.weights_none = QRadioButton("Random initial weights")
+        self.weights_imagenet = QRadioButton("ImageNet pre-trained encoder weights")
+        self.weights_model = QRadioButton("Start from an existing model (fine-tune)")
+        self.weights_group = QButtonGroup(self)
+        for b in (self.weights_none, self.weights_imagenet, self.weights_model):
+            self.weights_group.addButton(b)
+            b.toggled.connect(self._changed)
+        self.weights_note = QLabel("ImageNet weights are downloaded once and need an internet "
+                                   "connection; offline, training stops with a message — then "
+                                   "choose random weights.")
+        self.weights_note.setWordWrap(True)
+        self.weights_note.setStyleSheet("color: #555;")
+        self.init_model_edit = QLineEdit()
+        self.init_model_edit.setPlaceholderText("Model to fine-tune")
+        wl = QVBoxLayout()
+        wl.setSpacing(2)
+        wl.addWidget(self.weights_none)
+        wl.addWidget(self.weights_imagenet)
+        wl.addWidget(self.weights_note)
+        wl.addWidget(self.weights_model)
+        wl.addLayout(self._file_row(self.init_model_edit, self._browse_init_model))
+        form.addRow("Initial weights", wl)
+        for w in (self.arch_combo, self.encoder_combo):
+            w.currentIndexChanged.connect(self._changed)
+        self.init_model_edit.textChanged.connect(self._init_model_edited)
+        return box
+
+    def _patch_group(self) -> QGroupBox:
+        box = QGroupBox("Patches")
+        form = QFormLayout(box)
+        self.patch_spin = QSpinBox()
+        self.patch_spin.setRange(32, 4096)
+        self.patch_spin.setSingleStep(PATCH_MULTIPLE)
+        self.patch_spin.setSuffix(" px")
+        self.patch_spin.setToolTip("Edge of the square patches: a multiple of 32, no larger "
+                                   "than the rasters. Larger patches see more context but need "
+                                   "more GPU memory.")
+        self.patch_fix_button = QPushButton()
+        self.patch_fix_button.hide()
+        self.patch_fix_button.clicked.connect(self._use_suggested_patch)
+        row = QHBoxLayout()
+        row.addWidget(self.patch_spin)
+        row.addWidget(self.patch_fix_button)
+        row.addStretch(1)
+        form.addRow("Patch size", row)
+
+        self.split_slider = QSlider(Qt.Horizontal)
+        self.split_slider.setRange(0, 100)
+        self.split_spin = QSpinBox()
+        self.split_spin.setRange(0, 100)
+        self.split_spin.setSuffix(" % training")
+        self.split_slider.valueChanged.connect(self.split_spin.setValue)
+        self.split_spin.valueChanged.connect(self.split_slider.setValue)
+        row = QHBoxLayout()
+        row.addWidget(self.split_slider, 1)
+        row.addWidget(self.split_spin)
+        form.addRow("Training/validation split", row)
+        self.shuffle_check = QCheckBox("Shuffle rasters before splitting (uses the seed)")
+        self.shuffle_check.setToolTip("Off: the same rasters validate every run (repeatable). "
+                                      "On: the split is drawn with the random seed.")
+        form.addRow("", self.shuffle_check)
+        self.feature_spin = _double(0, 1, 2, 0.05)
+        self.feature_spin.setToolTip("Share (0–1) of the patches holding labelled features that "
+                                     "are used, in each split: 0.4 of 50 patches → 20.")
+        form.addRow("Feature patch percentage", self.feature_spin)
+        self.background_spin = _double(0, 100, 2, 0.05)
+        self.background_spin.setToolTip("Background patches (no labelled feature) per feature "
+                                        "patch: 0.15 × 20 → 3. Raise it to reduce false "
+                                        "positives when features are sparse.")
+        form.addRow("Background patch ratio", self.background_spin)
+        for w in (self.patch_spin, self.split_spin, self.feature_spin, self.background_spin):
+            w.valueChanged.connect(self._changed)
+        self.shuffle_check.toggled.connect(self._changed)
+        return box
+
+    def _training_group(self) -> QGroupBox:
+        box = QGroupBox("Training")
+        grid = QGridLayout(box)
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 100000)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 4096)
+        self.batch_spin.setToolTip("Patches per optimisation step; limited by GPU memory.")
+        self.lr_spin = _double(0.000001, 1, 6, 0.0001)
+        self.rotation_check = QCheckBox("Rotation")
+        self.scale_check = QCheckBox("Scale")
+        self.flip_check = QCheckBox("Flips")
+        for c, tip in ((self.rotation_check, "Random 90° turns and small rotations."),
+                       (self.scale_check, "Random zoom in and out by up to 20 %."),
+                       (self.flip_check, "Random horizontal and vertical flips.")):
+            c.setToolTip(tip + " Applied to the image and its labels alike.")
+        self.cw_min_spin = _double(0, 10, 2, 0.5)
+        self.cw_max_spin = _double(0, 10, 2, 0.5)
+        for s in (self.cw_min_spin, self.cw_max_spin):
+            s.setToolTip("Patches with rare classes are drawn more often: with the max weight at "
+                         "the start of training, decaying to the min at the end. Useful max: "
+                         "1–6; 2 and 3 when features are sparse, else 0 and 1.")
+        self.loss_spin = _double(0, 1, 2, 0.05)
+        self.loss_spin.setToolTip("0 weighs feature and background pixels equally; higher "
+                                  "values push the loss towards feature pixels (sparse or "
+                                  "partly labelled features).")
+        self.device_combo = QComboBox()
+        self.device_combo.setToolTip("Where training runs; Automatic picks the first CUDA GPU.")
+        rows = [("Epochs", self.epochs_spin), ("Patches per batch", self.batch_spin),
+                ("Learning rate", self.lr_spin), ("Device", self.device_combo)]
+        for i, (label, w) in enumerate(rows):
+            grid.addWidget(QLabel(label), i, 0)
+            grid.addWidget(w, i, 1)
+        aug = QHBoxLayout()
+        for c in (self.rotation_check, self.scale_check, self.flip_check):
+            aug.addWidget(c)
+        grid.addWidget(QLabel("Augmentation"), 0, 2)
+        grid.addLayout(aug, 0, 3)
+        cw = QHBoxLayout()
+        cw.addWidget(QLabel("min"))
+        cw.addWidget(self.cw_min_spin)
+        cw.addWidget(QLabel("max"))
+        cw.addWidget(self.cw_max_spin)
+        grid.addWidget(QLabel("Class weight"), 1, 2)
+        grid.addLayout(cw, 1, 3)
+        grid.addWidget(QLabel("Loss weight"), 2, 2)
+        grid.addWidget(self.loss_spin, 2, 3)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
+        for w in (self.epochs_spin, self.batch_spin, self.lr_spin, self.cw_min_spin,
+                  self.cw_max_spin, self.loss_spin):
+            w.valueChanged.connect(self._changed)
+        for c in (self.rotation_check, self.scale_check, self.flip_check):
+            c.toggled.connect(self._changed)
+        self.device_combo.currentIndexChanged.connect(self._changed)
+        return box
+
+    def _classes_group(self) -> QGroupBox:
+        box = QGroupBox("Point and line labels: distances per class (px)")
+        layout = QVBoxLayout(box)
+        self.class_table = QTableWidget(0, 3)
+        self.class_table.setHorizontalHeaderLabels(["Class", "Solid distance", "Blur distance"])
+        self.class_table.verticalHeader().hide()
+        self.class_table.setSelectionMode(QAbstractItemView.NoSelection)
+        header = self.class_table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeToContents)
+        self.class_table.setMinimumHeight(110)
+        self.class_table.setToolTip("Solid: pixels around a point or line label taken as the "
+                                    "feature. Blur: a soft margin beyond it that shrinks to "
+                                    "zero during training. Polygons are not affected.")
+        layout.addWidget(self.class_table)
+        row = QHBoxLayout()
+        self.set_solid_button = QPushButton("Set all solid distances…")
+        self.set_blur_button = QPushButton("Set all blur distances…")
+        self.set_solid_button.clicked.connect(lambda: self._set_all_clicked(1))
+        self.set_blur_button.clicked.connect(lambda: self._set_all_clicked(2))
+        row.addWidget(self.set_solid_button)
+        row.addWidget(self.set_blur_button)
+        row.addStretch(1)
+        layout.addLayout(row)
+        return box
+
+    def _output_group(self) -> QGroupBox:
+        box = QGroupBox("Output")
+        form = QFormLayout(box)
+        self.output_edit = QLineEdit()
+        self.output_edit.setPlaceholderText("Best model (lowest validation loss)")
+        self.output_last_edit = QLineEdit()
+        self.output_last_edit.setPlaceholderText("Model after the last epoch (optional)")
+        form.addRow("Output model", self._file_row(
+            self.output_edit, lambda: self._browse_output(self.output_edit, "Output model")))
+        form.addRow("Output last model", self._file_row(
+            self.output_last_edit,
+            lambda: self._browse_output(self.output_last_edit, "Output last model")))
+        self.background_check = QCheckBox("Run in the background (progress in the task manager "
+                                          "only)")
+        self.tensorboard_check = QCheckBox("Open TensorBoard in the browser when training starts")
+        form.addRow("", self.background_check)
+        form.addRow("", self.tensorboard_check)
+        self.output_edit.textChanged.connect(self._changed)
+        self.output_last_edit.textChanged.connect(self._changed)
+        return box
+
+    def _advanced_group(self) -> QGroupBox:
+        box = QGroupBox("Advanced")
+        box.setCheckable(True)
+        box.setChecked(False)
+        inner = QWidget()
+        form = QFormLayout(inner)
+        form.setContentsMargins(0, 0, 0, 0)
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2**31 - 1)
+        self.patience_spin = QSpinBox()
+        self.patience_spin.setRange(0, 100000)
+        self.patience_spin.setSpecialValueText("off")
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(0, 10**7)
+        self.steps_spin.setSpecialValueText("all patches")
+        self.max_patches_spin = QSpinBox()
+        self.max_patches_spin.setRange(0, 10**8)
+        self.max_patches_spin.setSpecialValueText("all")
+        self.workers_spin = QSpinBox()
+        self.workers_spin.setRange(-1, 64)
+        self.workers_spin.setSpecialValueText("automatic")
+        self.resume_edit = QLineEdit()
+        self.resume_edit.setPlaceholderText("Last model of an earlier run")
+        self.log_edit = QLineEdit()
+        self.log_edit.setPlaceholderText("<output model>_logs")
+        form.addRow("Random seed", self.seed_spin)
+        form.addRow("Early stopping patience (epochs)", self.patience_spin)
+        form.addRow("Batches per epoch", self.steps_spin)
+        form.addRow("Max training patches per epoch", self.max_patches_spin)
+        form.addRow("Data loader workers", self.workers_spin)
+        form.addRow("Resume from last model", self._file_row(self.resume_edit,
+                                                             self._browse_resume))
+        form.addRow("Log folder (TensorBoard, CSV)", self._file_row(self.log_edit,
+                                                                    self._browse_log))
+        layout = QVBoxLayout(box)
+        layout.addWidget(inner)
+        inner.setVisible(False)
+        box.toggled.connect(inner.setVisible)
+        self.advanced_box = box
+        for w in (self.seed_spin, self.patience_spin, self.steps_spin, self.max_patches_spin,
+                  self.workers_spin):
+            w.valueChanged.connect(self._changed)
+        self.resume_edit.textChanged.connect(self._changed)
+        self.log_edit.textChanged.connect(self._changed)
+        return box
+
+    # -- values <-> job ------------------------------------------------------------------------
+    def job(self) -> TrainPixelSegmentationJob:
+        """The job these values describe."""
+        weights = "imagenet" if self.weights_imagenet.isChecked() else "none"
+        init_model = self.init_model_edit.text().strip() if self.weights_model.isChecked() else ""
+        solid, blur = self.distances()
+        return TrainPixelSegmentationJob(
+            project=self.project_edit.text().strip(),
+            architecture=str(self.arch_combo.currentData()),
+            encoder=str(self.encoder_combo.currentData()),
+            encoder_weights=weights,
+            init_model=init_model,
+            patch_size=self.patch_spin.value(),
+            split=float(self.split_spin.value()),
+            shuffle=self.shuffle_check.isChecked(),
+            seed=self.seed_spin.value(),
+            feature_patch_percentage=self.feature_spin.value(),
+            background_patch_ratio=self.background_spin.value(),
+            epochs=self.epochs_spin.value(),
+            batch_size=self.batch_spin.value(),
+            learning_rate=self.lr_spin.value(),
+            augment_rotation=self.rotation_check.isChecked(),
+            augment_scale=self.scale_check.isChecked(),
+            augment_flip=self.flip_check.isChecked(),
+            solid_distances=solid,
+            blur_distances=blur,
+            class_weight_min=self.cw_min_spin.value(),
+            class_weight_max=self.cw_max_spin.value(),
+            loss_weight=self.loss_spin.value(),
+            patience=self.patience_spin.value(),
+            steps_per_epoch=self.steps_spin.value(),
+            max_patches=self.max_patches_spin.value(),
+            num_workers=self.workers_spin.value(),
+            resume_from=self.resume_edit.text().strip(),
+            device=str(self.device_combo.currentData() or "auto"),
+            output_model=self.output_edit.text().strip(),
+            output_last_model=self.output_last_edit.text().strip(),
+            log_folder=self.log_edit.text().strip(),
+        )
+
+    def set_job(self, job: TrainPixelSegmentationJob) -> None:
+        """Show ``job``'s values (the class table follows its project)."""
+        self._loading = True
+        try:
+            self.project_edit.setText(job.project)
+            _select(self.arch_combo, job.architecture)
+            _select(self.encoder_combo, job.encoder)
+            self.init_model_edit.setText(job.init_model)
+            if job.init_model:
+                self.weights_model.setChecked(True)
+            elif job.encoder_weights == "imagenet":
+                self.weights_imagenet.setChecked(True)
+            else:
+                self.weights_none.setChecked(True)
+            self.patch_spin.setValue(int(job.patch_size))
+            self.split_spin.setValue(int(round(job.split)))
+            self.shuffle_check.setChecked(bool(job.shuffle))
+            self.seed_spin.setValue(int(job.seed))
+            self.feature_spin.setValue(float(job.feature_patch_percentage))
+            self.background_spin.setValue(float(job.background_patch_ratio))
+            self.epochs_spin.setValue(int(job.epochs))
+            self.batch_spin.setValue(int(job.batch_size))
+            self.lr_spin.setValue(float(job.learning_rate))
+            self.rotation_check.setChecked(bool(job.augment_rotation))
+            self.scale_check.setChecked(bool(job.augment_scale))
+            self.flip_check.setChecked(bool(job.augment_flip))
+            self.cw_min_spin.setValue(float(job.class_weight_min))
+            self.cw_max_spin.setValue(float(job.class_weight_max))
+            self.loss_spin.setValue(float(job.loss_weight))
+            self.patience_spin.setValue(int(job.patience))
+            self.steps_spin.setValue(int(job.steps_per_epoch))
+            self.max_patches_spin.setValue(int(job.max_patches))
+            self.workers_spin.setValue(int(job.num_workers))
+            self.resume_edit.setText(job.resume_from)
+            self._set_device(job.device)
+            self.output_edit.setText(job.output_model)
+            self.output_last_edit.setText(job.output_last_model)
+            self.log_edit.setText(job.log_folder)
+        finally:
+            self._loading = False
+        self._pending_distances = (job.solid_distances, job.blur_distances)
+        self._project_changed()
+
+    def distances(self) -> tuple[dict, dict]:
+        """Solid and blur distance per class id (as text keys, as in job files and Processing)."""
+        solid, blur = {}, {}
+        for row in range(self.class_table.rowCount()):
+            cid = self.class_table.item(row, 0).data(Qt.UserRole)
+            solid[str(cid)] = self.class_table.cellWidget(row, 1).value()
+            blur[str(cid)] = self.class_table.cellWidget(row, 2).value()
+        return solid, blur
+
+    def set_all(self, column: int, value: float) -> None:
+        """Set every class's solid (column 1) or blur (column 2) distance to ``value``."""
+        for row in range(self.class_table.rowCount()):
+            self.class_table.cellWidget(row, column).setValue(value)
+
+    # -- project -------------------------------------------------------------------------------
+    def _project_changed(self) -> None:
+        path = self.project_edit.text().strip()
+        pending = getattr(self, "_pending_distances", None)
+        self._pending_distances = None
+        if path != getattr(self, "_project_path", None) or pending is not None:
+            self._project_path = path
+            self._load_project(path)
+            if pending is not None:
+                self._apply_distances(*pending)
+            self._suggest_outputs()
+        self._changed()
+
+    def _load_project(self, path: str) -> None:
+        self.project, self.classes, self.raster_sizes, self.project_error = None, [], [], ""
+        if path:
+            try:
+                self.project = LabelingProject.open(path)
+                self.classes = sorted(self.project.classes(), key=lambda c: c.id)
+                for r in self.project.rasters():
+                    try:
+                        g = read_grid(r.path)
+                        self.raster_sizes.append((r.name, g.width, g.height))
+                    except UserError as exc:
+                        self.project_error = f"{exc.message} {exc.fix}".strip()
+            except UserError as exc:
+                self.project_error = f"{exc.message} {exc.fix}".strip()
+        self.class_table.setRowCount(len(self.classes))
+        for row, c in enumerate(self.classes):
+            item = QTableWidgetItem(f"{c.id}  {c.name}")
+            item.setData(Qt.UserRole, c.id)
+            item.setData(Qt.DecorationRole, QColor(c.color))
+            item.setFlags(Qt.ItemIsEnabled)
+            self.class_table.setItem(row, 0, item)
+            for col, value in ((1, c.solid_distance), (2, c.blur_distance)):
+                spin = _double(0, 10000, 1, 1)
+                spin.setValue(float(value))
+                spin.valueChanged.connect(self._changed)
+                self.class_table.setCellWidget(row, col, spin)
+
+    def _apply_distances(self, solid, blur) -> None:
+        for column, values in ((1, solid), (2, blur)):
+            if not values:
+                continue
+            if isinstance(values, dict):
+                by_id = {str(k): v for k, v in values.items()}
+            else:
+                by_id = {str(c.id): v for c, v in zip(self.classes, values)}
+            for row, c in enumerate(self.classes):
+                if str(c.id) in by_id:
+                    self.class_table.cellWidget(row, column).setValue(float(by_id[str(c.id)]))
+
+    def _suggest_outputs(self) -> None:
+        if not self.project or self.output_edit.text().strip():
+            return
+        folder = Path(settings.output_folder() or self.project.path.parent)
+        stem = f"{self.project.path.stem}_segmentation"
+        self.output_edit.setText(str(folder / f"{stem}{MODEL_SUFFIX}"))
+        if not self.output_last_edit.text().strip():
+            self.output_last_edit.setText(str(folder / f"{stem}_last{MODEL_SUFFIX}"))
+
+    # -- checks --------------------------------------------------------------------------------
+    def patch_limit(self) -> int | None:
+        """The smallest raster side of the project (patches must fit in it)."""
+        sides = [min(w, h) for _n, w, h in self.raster_sizes]
+        return min(sides) if sides else None
+
+    def suggested_patch_size(self) -> int:
+        return valid_patch_size(self.patch_spin.value(), self.patch_limit())
+
+    def problems(self) -> list[str]:
+        """Why the job cannot start (OK is disabled while there is any)."""
+        job = self.job()
+        out = []
+        own = job.problems()
+        if not job.project:
+            out.append("Choose a labeling project.")
+            own = [p for p in own if "(PROJECT) is required" not in p]
+        if self.project_error:
+            out.append(self.project_error)
+        elif self.project is not None:
+            if not self.classes:
+                out.append("The labeling project has no class: add classes in the Labeling "
+                           "Tool.")
+            if not self.raster_sizes:
+                out.append("The labeling project has no training raster: add rasters in the "
+                           "Labeling Tool.")
+        # the patch size message names the size that is valid for these rasters too
+        own = [p for p in own if not p.startswith(f"Patch size {job.patch_size} is not a")]
+        out += own
+        limit = self.patch_limit()
+        suggestion = self.suggested_patch_size()
+        if job.patch_size % PATCH_MULTIPLE:
+            fits = (f" (the smallest raster is {limit} px)"
+                    if limit and suggestion < nearest_patch_size(job.patch_size) else "")
+            out.append(f"Patch size {job.patch_size} is not a multiple of {PATCH_MULTIPLE}: "
+                       f"use {suggestion}{fits}.")
+        elif limit and job.patch_size > limit:
+            name, w, h = min(self.raster_sizes, key=lambda r: min(r[1], r[2]))
+            out.append(f"Patch size {job.patch_size} px is larger than the raster {name} "
+                       f"({w} × {h} px): use {suggestion}.")
+        if self.summary_state == "failed" and self.summary_error:
+            out.append(self.summary_error)
+        elif self.summary_state == "ready" and self.summary is not None:
+            out += summary_blockers(self.summary)
+        return list(dict.fromkeys(out))
+
+    def _changed(self, *_args) -> None:
+        if self._loading:
+            return
+        self.arch_help.setText(_ARCH_HELP.get(self.arch_combo.currentData(), ""))
+        self.weights_note.setEnabled(self.weights_imagenet.isChecked())
+        self.init_model_edit.setEnabled(self.weights_model.isChecked())
+        suggestion = self.suggested_patch_size()
+        bad_patch = suggestion != self.patch_spin.value()
+        self.patch_fix_button.setText(f"Use {suggestion}")
+        self.patch_fix_button.setVisible(bad_patch)
+        self._schedule_summary()
+        self._validate()
+
+    def _validate(self) -> None:
+        problems = self.problems()
+        self.ok_button.setEnabled(not problems)
+        self.ok_button.setToolTip(" ".join(problems))
+        self.reason_label.setText(" ".join(problems))
+        self.reason_label.setVisible(bool(problems))
+
+    def _use_suggested_patch(self) -> None:
+        self.patch_spin.setValue(self.suggested_patch_size())
+
+    def _init_model_edited(self, text: str) -> None:
+        if text.strip() and not self._loading:
+            self.weights_model.setChecked(True)
+        self._changed()
+
+    # -- live summary --------------------------------------------------------------------------
+    def summary_job(self) -> SampleSummaryJob:
+        """The ``sample_summary`` job for the current sampling values."""
+        job = self.job()
+        return SampleSummaryJob(project=job.project, format="segmentation",
+                                patch_size=job.patch_size, split=job.split, shuffle=job.shuffle,
+                                seed=job.seed,
+                                feature_patch_percentage=job.feature_patch_percentage,
+                                background_patch_ratio=job.background_patch_ratio)
+
+    def _summary_ready_to_run(self, job: SampleSummaryJob) -> bool:
+        return bool(job.project) and self.project is not None and not self.project_error \
+            and not job.problems() and job.patch_size % PATCH_MULTIPLE == 0 \
+            and not (self.patch_limit() and job.patch_size > self.patch_limit())
+
+    def _schedule_summary(self) -> None:
+        job = self.summary_job()
+        key = json.dumps({f: getattr(job, f) for f in _SUMMARY_FIELDS}, sort_keys=True)
+        if key == self._summary_key:
+            return
+        self._summary_key = key
+        if key in self._summary_cache:
+            self._timer.stop()
+            state, value = self._summary_cache[key]
+            self._show_summary(state, value)
+            return
+        if not self._summary_ready_to_run(job):
+            self._timer.stop()
+            self.summary, self.summary_state, self.summary_error = None, "idle", ""
+            self.summary_status.setText("The summary appears once the project and patch size "
+                                        "are valid.")
+            self.summary_view.clear()
+            return
+        self.summary_state = "waiting"
+        self.summary_status.setText("Sampling…")
+        if self.live_summary:
+            self._timer.start()
+
+    def _start_summary(self) -> None:
+        if self._summary_task is not None and not sip.isdeleted(self._summary_task):
+            self._summary_task.cancel()
+        key, job = self._summary_key, self.summary_job()
+        self.summary_state = "running"
+        task = self.jobs.start(job, "Sampling summary", notify=False)
+        task.succeeded.connect(lambda result, k=key: self._summary_done(k, "ready", result))
+        task.failed.connect(
+            lambda message, fix, k=key: self._summary_done(k, "failed", f"{message} {fix}"))
+        self._summary_task = task
+
+    def _summary_done(self, key: str, state: str, value) -> None:
+        if sip.isdeleted(self):
+            return
+        self._summary_cache[key] = (state, value)
+        if key == self._summary_key:
+            self._show_summary(state, value)
+
+    def set_summary(self, summary: dict) -> None:
+        """Show ``summary`` (a ``SamplePlan.summary()`` dict) for the current values."""
+        self._summary_cache[self._summary_key] = ("ready", summary)
+        self._show_summary("ready", summary)
+
+    def _show_summary(self, state: str, value) -> None:
+        self.summary_state = state
+        if state == "ready":
+            self.summary, self.summary_error = value, ""
+            blockers = summary_blockers(value)
+            self.summary_status.setText("Cannot train with this sampling." if blockers
+                                        else "What training will sample:")
+            self.summary_view.setHtml(summary_html(value, self.classes))
+        else:
+            self.summary, self.summary_error = None, str(value).strip()
+            self.summary_status.setText("The sampling failed:")
+            self.summary_view.setPlainText(self.summary_error)
+        self._validate()
+
+    # -- devices -------------------------------------------------------------------------------
+    def _fill_devices(self, current: str) -> None:
+        self.device_combo.blockSignals(True)
+        self.device_combo.clear()
+        self.device_combo.addItem("Automatic (GPU if available)", "auto")
+        self.device_combo.addItem("CPU", "cpu")
+        for d in _known_devices or []:
+            self.device_combo.addItem(f"CUDA {d['index']}: {d.get('name', 'GPU')}",
+                                      f"cuda:{d['index']}")
+        self.device_combo.blockSignals(False)
+        self._set_device(current)
+
+    def _set_device(self, value: str) -> None:
+        value = (value or "auto").strip().lower()
+        if value == "cuda":
+            value = "cuda:0"
+        if self.device_combo.findData(value) < 0:
+            label = f"CUDA {value[5:]}" if value.startswith("cuda:") else value
+            self.device_combo.addItem(label, value)
+        self.device_combo.setCurrentIndex(self.device_combo.findData(value))
+
+    def _probe_devices(self) -> None:
+        task = self.jobs.start(EnvironmentReportJob(), "Listing CUDA devices", notify=False)
+        task.succeeded.connect(self._devices_known)
+
+    def _devices_known(self, report: dict) -> None:
+        global _known_devices
+        _known_devices = list(report.get("cuda_devices") or [])
+        if not sip.isdeleted(self):
+            self._fill_devices(str(self.device_combo.currentData() or "auto"))
+
+    # -- remembering, job files ----------------------------------------------------------------
+    def _remembered_job(self) -> TrainPixelSegmentationJob:
+        default = TrainPixelSegmentationJob(device=settings.device())
+        if not self.remember:
+            return default
+        text = QgsSettings().value(SETTINGS_KEY, "", type=str)
+        if not text:
+            return default
+        try:
+            job = Job.from_dict(json.loads(text))
+        except (UserError, ValueError, TypeError):
+            return default
+        return job if isinstance(job, TrainPixelSegmentationJob) else default
+
+    def remember_values(self) -> None:
+        """Keep the values for the next time the dialog opens (QgsSettings)."""
+        QgsSettings().setValue(SETTINGS_KEY, json.dumps(self.job().to_dict()))
+        QgsSettings().setValue(SETTINGS_KEY + "_ui", json.dumps(
+            {"background": self.background_check.isChecked(),
+             "tensorboard": self.tensorboard_check.isChecked()}))
+
+    def save_job(self, path: str | Path) -> None:
+        self.job().save(path)
+
+    def load_job(self, path: str | Path) -> None:
+        job = Job.load(path)
+        if not isinstance(job, TrainPixelSegmentationJob):
+            raise UserError(f"{Path(path).name} holds a {job.kind!r} job, not a "
+                            "train_pixel_segmentation job.",
+                            "Load a job saved from Train Pixel Segmentation.")
+        self._project_path = None
+        self.set_job(job)
+
+    def _save_job_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save job", self._job_folder(), JOB_FILTER)
+        if path:
+            if not path.lower().endswith(".json"):
+                path += ".json"
+            self.save_job(path)
+
+    def _load_job_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load job", self._job_folder(), JOB_FILTER)
+        if not path:
+            return
+        try:
+            self.load_job(path)
+        except UserError as exc:
+            QMessageBox.warning(self, "Load job", f"{exc.message} {exc.fix}".strip())
+
+    def _job_folder(self) -> str:
+        out = self.output_edit.text().strip()
+        return str(Path(out).parent) if out else settings.output_folder()
+
+    # -- browsing ------------------------------------------------------------------------------
+    def _browse_project(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Labeling project",
+                                              self.project_edit.text().strip(),
+                                              "Labeling project (*.gpkg)")
+        if path:
+            self.project_edit.setText(path)
+            self._project_changed()
+
+    def _browse_init_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model to fine-tune",
+                                              self.init_model_edit.text().strip(), MODEL_FILTER)
+        if path:
+            self.init_model_edit.setText(path)
+
+    def _browse_resume(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Last model to resume from",
+                                              self.resume_edit.text().strip(), MODEL_FILTER)
+        if path:
+            self.resume_edit.setText(path)
+
+    def _browse_log(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Log folder", self.log_edit.text().strip())
+        if path:
+            self.log_edit.setText(path)
+
+    def _browse_output(self, edit: QLineEdit, title: str) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, title, edit.text().strip(), MODEL_FILTER)
+        if path:
+            if not path.lower().endswith(".safetensors"):
+                path += MODEL_SUFFIX
+            edit.setText(path)
+
+    def _set_all_clicked(self, column: int) -> None:
+        what = "solid" if column == 1 else "blur"
+        value, ok = QInputDialog.getDouble(self, "Set all to the same value",
+                                           f"{what.capitalize()} distance for every class (px)",
+                                           0.0, 0.0, 10000.0, 1)
+        if ok:
+            self.set_all(column, value)
+
+    # -- running -------------------------------------------------------------------------------
+    def accept(self) -> None:
+        problems = self.problems()
+        if problems:
+            self._validate()
+            return
+        job = self.job()
+        existing = [p for p in (job.output_model, job.output_last_model) if p and Path(p).exists()]
+        if existing:
+            answer = QMessageBox.question(
+                self, "Replace models?", "These files exist and will be replaced as training "
+                "writes new models:\n" + "\n".join(existing))
+            if answer != QMessageBox.Yes:
+                return
+        if self.remember:
+            self.remember_values()
+        self.start(job)
+        super().accept()
+
+    def start(self, job: TrainPixelSegmentationJob):
+        """Start training in the background; show the Training Model window and TensorBoard."""
+        from .training_window import TrainingWindow
+
+        if self.plugin is None:
+            raise UserError("Training needs the plugin's job manager.", "Open the dialog from "
+                            "the Deep Learning menu.")
+        self.task = self.plugin.jobs.start(job, f"Training {Path(job.output_model).name}")
+        parent = self.plugin.iface.mainWindow() if getattr(self.plugin, "iface", None) else None
+        logdir = job.resolved_log_folder()
+        if self.tensorboard_check.isChecked():
+            try:
+                from .tensorboard import manager
+
+                manager(self.plugin).open(logdir)
+            except UserError as exc:
+                messages.show_error(getattr(self.plugin, "iface", None), exc.message, exc.fix)
+        if not self.background_check.isChecked():
+            self.window = TrainingWindow(self.task, job, parent=parent, plugin=self.plugin)
+            windows = getattr(self.plugin, "windows", None)
+            if isinstance(windows, dict):  # closed by plugin unload
+                windows[f"training_window_{id(self.window)}"] = self.window
+            self.window.show()
+        return self.task
+
+    def restore_ui_state(self) -> None:
+        text = QgsSettings().value(SETTINGS_KEY + "_ui", "", type=str) if self.remember else ""
+        try:
+            state = json.loads(text) if text else {}
+        except ValueError:
+            state = {}
+        self.background_check.setChecked(bool(state.get("background", False)))
+        self.tensorboard_check.setChecked(bool(state.get("tensorboard", True)))
+
+
+def _double(lo: float, hi: float, decimals: int, step: float) -> QDoubleSpinBox:
+    spin = QDoubleSpinBox()
+    spin.setDecimals(decimals)
+    spin.setRange(lo, hi)
+    spin.setSingleStep(step)
+    return spin
+
+
+def _select(combo: QComboBox, value) -> None:
+    index = combo.findData(value)
+    if index < 0:
+        combo.addItem(str(value), value)
+        index = combo.count() - 1
+    combo.setCurrentIndex(index)
+
+
+def open_train_segmentation(plugin, project_path: str | None = None) -> TrainSegmentationDialog:
+    """Menu and Labeling Tool opener: the dialog, pre-filled with ``project_path`` (or the
+    project the Labeling Tool passed in ``plugin.labeling_project``)."""
+    project_path = project_path or getattr(plugin, "labeling_project", None) or None
+    if hasattr(plugin, "labeling_project"):
+        plugin.labeling_project = None
+    parent = plugin.iface.mainWindow() if getattr(plugin, "iface", None) else None
+    dialog = TrainSegmentationDialog(parent, plugin=plugin, project_path=project_path)
+    dialog.setAttribute(Qt.WA_DeleteOnClose)
+    dialog.show()
+    return dialog
