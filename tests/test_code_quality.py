@@ -28,3 +28,27 @@ def test_plugin_entry_imports_nothing_heavy():
             "print(heavy)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_qgis_side_never_loads_the_ml_stack():
+    """Every dialog, dock and algorithm module imports without torch, rasterio & co (they run in
+    the worker process, never inside QGIS)."""
+    code = """
+import importlib, pkgutil, sys
+from qgis.core import QgsApplication
+app = QgsApplication([], False)
+app.initQgis()
+import plugin.gui, plugin.processing
+for package in (plugin.gui, plugin.processing):
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
+from plugin.processing.provider import DeepLearningTrainerProvider
+DeepLearningTrainerProvider().loadAlgorithms()
+heavy = ("torch", "rasterio", "safetensors", "scipy", "tensorboard", "onnxruntime",
+         "segmentation_models_pytorch", "matplotlib")
+print([m for m in heavy if m in sys.modules])
+"""
+    env = {**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.stdout.strip().splitlines()[-1:] == ["[]"], done.stdout + done.stderr
