@@ -92,7 +92,7 @@ def test_onnx_export_matches_torch_and_carries_the_card(tmp_path):
     out = modelfile.export_onnx(path, tmp_path / "m.onnx")
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     card = json.loads(props["dltrainer_card"])
-    assert card["task"] == "pixel_segmentation" and props["model_type"] == "Segmentor"
+    assert card["task"] == "pixel_segmentation" and json.loads(props["model_type"]) == "Segmentor"
     assert json.loads(props["class_names"])["2"] == "water"
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = (np.random.default_rng(0).random((2, 4, 96, 128)) * 20).astype(np.float32)

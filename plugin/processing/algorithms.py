@@ -16,6 +16,7 @@ ALGORITHM_JOB_KINDS: list[str] = [
     "import_label_raster",
     "train_pixel_segmentation",
     "classify_pixels",
+    "export_onnx",
     "export_chips",
 ]
 

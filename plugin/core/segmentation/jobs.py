@@ -1,4 +1,4 @@
-"""Pixel segmentation jobs: Train Pixel Segmentation and Classify Pixels.
+"""Pixel segmentation jobs: Train Pixel Segmentation, Classify Pixels and Export Model to ONNX.
 
 Nothing heavy at import time: the engine modules (torch, rasterio, smp) are imported in ``run``.
 """
@@ -259,3 +259,64 @@ class ClassifyPixelsJob(Job):
         from .classify import classify_pixels
 
         return classify_pixels(self, ctx)
+
+
+INPUT_SCALES = ("unit", "raw")
+
+
+@register_job
+@dataclass
+class ExportOnnxJob(Job):
+    """Export a pixel segmentation model to ONNX for Deepness, GeoDeep or any onnxruntime
+    user: normalisation and softmax are inside the graph, and the classes, resolution, tile
+    size and the full model card are in its metadata."""
+
+    kind = "export_onnx"
+    title = "Export Model to ONNX"
+    group = "Pixel segmentation"
+
+    model: str = spec("", "MODEL", "Model", "model_in", file_filter=_MODEL_FILTER)
+    output: str = spec("", "OUTPUT", "Output ONNX file", "file_out",
+                       file_filter="ONNX model (*.onnx)")
+    input_scale: str = spec("unit", "INPUT_SCALE", "Input values", "enum",
+                            choices=INPUT_SCALES,
+                            help="unit: the network takes pixel values divided by SCALE (0–1 "
+                                 "for 8-bit imagery, as Deepness and GeoDeep feed it); raw: "
+                                 "it takes raw pixel values, like Classify Pixels.")
+    scale: float = spec(255.0, "SCALE", "Scale (pixel value of 1.0, for unit)", "float",
+                        minimum=1e-6,
+                        help="255 for 8-bit imagery; for other data the value that stands for "
+                             "1.0 (e.g. 65535, or 10000 for reflectance ×10000).")
+    tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = model's patch size)", "int",
+                          minimum=0, maximum=8192, advanced=True,
+                          help="The fixed input size of the exported network (Deepness and "
+                               "GeoDeep read the tile size from it); a multiple of 32.")
+    tiles_overlap: int = spec(25, "TILES_OVERLAP", "Suggested tile overlap (%)", "int",
+                              minimum=0, maximum=75, advanced=True)
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.model and not Path(self.model).is_file():
+            out.append(f"The model {self.model} does not exist: check MODEL.")
+        if not self.output:
+            out.append("Output ONNX file (OUTPUT) is required: choose a file name.")
+        elif self.model and Path(self.output).resolve() == Path(self.model).resolve():
+            out.append("The ONNX file (OUTPUT) would overwrite the model: choose another name.")
+        if self.tile_size and self.tile_size % PATCH_MULTIPLE:
+            out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
+                       f"use {nearest_patch_size(self.tile_size)}.")
+        if self.model and Path(self.model).is_file():
+            from ..errors import UserError
+            from .modelfile import read_model_card
+            from .onnx_export import check_input_scale
+
+            try:   # the card is read from the file header with the standard library only
+                check_input_scale(read_model_card(self.model), self.input_scale, self.scale)
+            except UserError as exc:
+                out.append(str(exc))
+        return out
+
+    def run(self, ctx: JobContext) -> dict:
+        from .onnx_export import export_onnx_model
+
+        return export_onnx_model(self, ctx)

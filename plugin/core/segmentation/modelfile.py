@@ -4,19 +4,36 @@ Layout (format version 1):
 
 - tensors: the network's ``state_dict`` (smp key names, float32);
 - metadata ``"format"``: ``"dltrainer-model"``, ``"format_version"``: ``"1"``,
-  ``"card"``: the model card as JSON (see :func:`make_card`).
+  ``"card"``: the model card as JSON (see :func:`make_card`; ``dtype``, the training rasters'
+  data type, is optional: older cards lack it).
 
 Loading reads the JSON card and the raw tensors only; it never unpickles or executes anything from
 the file. The optimizer state of a *last* model (for resuming) lives beside it in
 ``<model>.optim.safetensors``: flattened AdamW moment tensors, the rest as JSON metadata.
 
 ONNX export (:func:`export_onnx`): the graph contains the normalisation and a softmax. Input
-``image``: float32 (N, bands, H, W) raw pixel values in the training rasters' band order and scale
-(nodata pixels should be set to the band means); H and W are dynamic, multiples of 32. Output
-``probabilities``: float32 (N, classes, H, W), channel k = class id k (0 = background). The model
-card is in the ONNX ``metadata_props`` (key ``dltrainer_card``) together with Deepness-style keys
-(``model_type`` = ``Segmentor``, ``class_names``, ``resolution`` in cm/px, ``tiles_size``,
-``tiles_overlap``).
+``image``: float32 (N, bands, H, W) in the training rasters' band order; output
+``probabilities``: float32 (N, classes, H, W), channel k = class id k (0 = background; ids the
+model never learnt get a channel too). With ``input_scale`` s the graph takes ``pixel / s``
+(``s`` = 255: 8-bit imagery scaled to 0–1, as Deepness and GeoDeep feed it); the factor is
+folded into the normalisation constants, ``(s·x − mean) / std = (x − mean/s) / (std/s)``, so
+it costs nothing. s = 1 (raw pixel values) is what Classify Pixels uses. ``tile_size`` fixes
+H = W (Deepness and GeoDeep read the tile size from the input shape); None leaves them dynamic
+(multiples of 32). Nodata pixels should be set to the band means (× 1/s).
+
+ONNX ``metadata_props``: every value is JSON text (Deepness ``json.loads`` each one):
+
+- ``model_type`` ``"Segmentor"``; ``class_names`` ``{"0": "background", "1": …}`` with
+  consecutive ids 0…classes−1 (Deepness refuses gaps; unlearnt ids are named ``unused_k``);
+- ``resolution``: training pixel size in cm/px (left out when unknown); ``tiles_size`` and
+  ``tile_size`` (both spellings are read by Deepness versions): the patch size in px;
+  ``tiles_overlap``: percent; ``seg_thresh`` 0.0 (plain argmax, as Classify Pixels);
+  ``seg_small_segment`` 0 (no sieve);
+- ``standardization_mean`` / ``standardization_std``: what Deepness applies after dividing by
+  255 — 0 / 1 (nothing) for scale 255, 0 / (1/255) for raw exports (undoes its division);
+- ``dltrainer_input_scale`` (s), ``input_convention`` (a sentence) and ``dltrainer_card``
+  (the full model card).
+See ``docs/model_file.md``.
 """
 
 from __future__ import annotations
@@ -50,10 +67,11 @@ def make_card(*, architecture: str, encoder: str, classes: list[dict], bands: in
               mean: list[float], std: list[float], nodata: float | None, patch_size: int,
               pixel_size: tuple[float, float] | None, crs: str | None,
               training: dict | None = None, metrics: dict | None = None,
-              state: dict | None = None) -> dict:
+              state: dict | None = None, dtype: str | None = None) -> dict:
     """A model card (JSON-serialisable). ``classes``: [{id, name, color}] incl. 0 background;
-    ``state``: resume state (epoch, global step, best loss, history)."""
-    return {
+    ``state``: resume state (epoch, global step, best loss, history); ``dtype``: the training
+    rasters' data type (``uint8`` …), used by the ONNX export to check the input scale."""
+    card = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "task": TASK,
         "architecture": architecture, "encoder": encoder,
         "classes": classes, "num_outputs": max(int(c["id"]) for c in classes) + 1,
@@ -63,6 +81,9 @@ def make_card(*, architecture: str, encoder: str, classes: list[dict], bands: in
         "training": training or {}, "metrics": metrics or {}, "state": state or {},
         "plugin_version": plugin_version(),
     }
+    if dtype:
+        card["dtype"] = str(dtype)
+    return card
 
 
 def _atomic_target(path: str | Path) -> tuple[Path, Path]:
@@ -231,24 +252,45 @@ def load_optimizer(model_path: str | Path, optimizer) -> bool:
 
 
 # -- ONNX ---------------------------------------------------------------------------------------
-def export_onnx(model_path: str | Path, onnx_path: str | Path, opset: int = 17) -> Path:
-    """Export the model (normalisation + network + softmax) to ONNX with the card in its
-    metadata (see the module docstring for the input convention)."""
+ONNX_TILES_OVERLAP = 25      # percent, the default overlap written for ONNX consumers
+
+
+def export_onnx(model_path: str | Path, onnx_path: str | Path, opset: int = 17, *,
+                input_scale: float = 1.0, tile_size: int | None = None,
+                tiles_overlap: int = ONNX_TILES_OVERLAP) -> Path:
+    """Export the model (normalisation + network + softmax) to ONNX with the card and the
+    Deepness/GeoDeep keys in its metadata (see the module docstring for the conventions).
+
+    ``input_scale``: the graph takes ``pixel / input_scale``; ``tile_size``: fixed square
+    input size (None: dynamic height and width)."""
     import torch
 
-    predictor, card = load_model(model_path)
+    from .models import Predictor
+
+    if not input_scale > 0:
+        raise UserError(f"The input scale {input_scale:g} is not positive.",
+                        "Use the value that stands for 1.0 in the data, e.g. 255.")
+    network, card = load_network(model_path)
+    scale = float(input_scale)
+    predictor = Predictor(network, [m / scale for m in card["mean"]],
+                          [s / scale for s in card["std"]]).eval()
     onnx_path, tmp = _atomic_target(onnx_path)
-    size = int(card.get("patch_size") or 256)
+    size = int(tile_size or card.get("patch_size") or 256)
     dummy = torch.zeros(1, int(card["bands"]), size, size)
+    if tile_size:
+        axes = {"image": {0: "batch"}, "probabilities": {0: "batch"}}
+    else:
+        axes = {"image": {0: "batch", 2: "height", 3: "width"},
+                "probabilities": {0: "batch", 2: "height", 3: "width"}}
     try:
         with torch.no_grad():
             torch.onnx.export(predictor, (dummy,), str(tmp), input_names=["image"],
                               output_names=["probabilities"], opset_version=opset,
-                              dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                                            "probabilities": {0: "batch", 2: "height",
-                                                              3: "width"}},
-                              dynamo=False)
-        _add_onnx_metadata(tmp, card)
+                              dynamic_axes=axes, dynamo=False)
+        out_dims = ["batch", int(card["num_outputs"])] + (
+            [size, size] if tile_size else ["height", "width"])
+        _finish_onnx(tmp, onnx_metadata(card, input_scale=scale, tile_size=size,
+                                        tiles_overlap=tiles_overlap), out_dims)
         os.replace(tmp, onnx_path)
     finally:
         if tmp.exists():
@@ -256,65 +298,84 @@ def export_onnx(model_path: str | Path, onnx_path: str | Path, opset: int = 17) 
     return onnx_path
 
 
-def _add_onnx_metadata(path: Path, card: dict) -> None:
+def onnx_class_names(card: dict) -> dict[str, str]:
+    """``{"0": name, …}`` for every output channel (consecutive ids; gaps named ``unused_k``)."""
+    names = {int(c["id"]): str(c["name"]) for c in card["classes"]}
+    n = int(card.get("num_outputs") or max(names) + 1)
+    return {str(k): names.get(k, f"unused_{k}") for k in range(n)}
+
+
+def resolution_cm(card: dict) -> float | None:
+    """The training pixel size in cm/px (CRS units converted to metres; degrees at the
+    equator), or None when the card has none."""
+    px = card.get("pixel_size") or [None]
+    if not px[0]:
+        return None
+    metres = 1.0
+    crs = card.get("crs")
+    if crs:
+        try:
+            from rasterio.crs import CRS
+
+            parsed = CRS.from_user_input(crs)
+            if parsed.is_geographic:
+                metres = 111_320.0
+            else:
+                metres = float(parsed.linear_units_factor[1])
+        except Exception:  # noqa: BLE001 - an unreadable CRS keeps map units as metres
+            metres = 1.0
+    return round(float(px[0]) * metres * 100.0, 6)
+
+
+def onnx_metadata(card: dict, *, input_scale: float = 1.0, tile_size: int | None = None,
+                  tiles_overlap: int = ONNX_TILES_OVERLAP) -> dict[str, str]:
+    """The ONNX ``metadata_props`` for ``card`` (every value JSON text)."""
+    bands = int(card["bands"])
+    size = int(tile_size or card.get("patch_size") or 256)
+    # Deepness computes (x / 255 - mean) / std; our graph normalises itself
+    deepness_std = 1.0 if input_scale != 1.0 else 1.0 / 255.0
+    props: dict[str, Any] = {
+        "model_type": "Segmentor",
+        "class_names": onnx_class_names(card),
+        "tiles_size": size,
+        "tile_size": size,
+        "tiles_overlap": int(tiles_overlap),
+        "seg_thresh": 0.0,
+        "seg_small_segment": 0,
+        "standardization_mean": [0.0] * bands,
+        "standardization_std": [deepness_std] * bands,
+        "dltrainer_input_scale": float(input_scale),
+        "input_convention": (
+            f"float32 (N, {bands}, H, W) = pixel values / {input_scale:g} in the training "
+            "band order; normalisation and softmax inside; output (N, classes, H, W) "
+            "probabilities, channel k = class id k"),
+    }
+    res = resolution_cm(card)
+    if res is not None:
+        props["resolution"] = res
+    out = {key: json.dumps(value) for key, value in props.items()}
+    out["dltrainer_card"] = json.dumps(card, default=_json_default)
+    return out
+
+
+def _finish_onnx(path: Path, props: dict[str, str], out_dims: list) -> None:
+    """Write ``props`` as metadata and declare the output shape (the exporter loses it
+    through the decoder's upsampling; Deepness checks that height equals width)."""
     import onnx
 
     model = onnx.load(str(path))
-    px = card.get("pixel_size") or [None]
-    props = {
-        "dltrainer_card": json.dumps(card, default=_json_default),
-        "model_type": "Segmentor",
-        "class_names": json.dumps({str(c["id"]): c["name"] for c in card["classes"]}),
-        "tiles_size": str(card.get("patch_size")),
-        "tiles_overlap": "25",
-        "input_convention": "raw pixel values, float32 (N, bands, H, W); normalisation inside",
-    }
-    if px[0]:
-        props["resolution"] = str(float(px[0]) * 100.0)
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    del dims[:]
+    for value in out_dims:
+        dim = dims.add()
+        if isinstance(value, int):
+            dim.dim_value = value
+        else:
+            dim.dim_param = value
     del model.metadata_props[:]
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
+    model.producer_name = "Deep Learning Trainer"
+    model.producer_version = plugin_version()
     onnx.save(model, str(path))
-
-
-# -- card without any third-party library (for the QGIS process) -------------------------------
-_MAX_HEADER = 100 * 2**20
-
-
-def read_model_card(path: str | Path, task: str | None = TASK) -> dict:
-    """The model card read from the safetensors header with the standard library only (8-byte
-    little-endian length, then JSON): usable in QGIS without torch, numpy or safetensors. Same
-    checks and messages as :func:`read_card`."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"The model file {p} does not exist.", "Check the path.")
-    not_model = UserError(f"{p.name} is not a Deep Learning Trainer model file.",
-                          "Choose a model written by Train Pixel Segmentation.")
-    try:
-        with open(p, "rb") as f:
-            head = f.read(8)
-            size = int.from_bytes(head, "little") if len(head) == 8 else -1
-            if not 2 <= size <= min(_MAX_HEADER, p.stat().st_size - 8):
-                raise not_model
-            header = json.loads(f.read(size).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise not_model from None
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    if not isinstance(meta, dict):
-        meta = {}
-    if meta.get("format") != FORMAT or "card" not in meta:
-        raise UserError(f"{p.name} is a safetensors file but not a Deep Learning Trainer model.",
-                        "Choose a model written by Train Pixel Segmentation.")
-    try:
-        card = json.loads(meta["card"])
-    except (TypeError, json.JSONDecodeError):
-        raise UserError(f"The model card of {p.name} is damaged.",
-                        "Train the model again or use another copy.") from None
-    if int(card.get("format_version", 0)) > FORMAT_VERSION:
-        raise UserError(f"{p.name} was written by a newer plugin (model format "
-                        f"{card.get('format_version')}).", "Update Deep Learning Trainer.")
-    if task and card.get("task") != task:
-        raise UserError(f"{p.name} is a {card.get('task', 'unknown')!r} model, not a "
-                        f"{task!r} model.", "Choose a model trained for this tool.")
-    return card

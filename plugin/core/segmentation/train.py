@@ -300,6 +300,7 @@ def _train(job, ctx: JobContext) -> dict:
 
     with rasterio.open(setup.sources[0].image) as ds:
         bands, res, crs = ds.count, ds.res, (ds.crs.to_string() if ds.crs else None)
+        dtype = ds.dtypes[0]
     architecture, encoder = job.architecture, job.encoder
     if base_card is not None:
         if int(base_card["bands"]) != bands:
@@ -386,7 +387,7 @@ def _train(job, ctx: JobContext) -> dict:
             architecture=architecture, encoder=encoder, classes=setup.classes, bands=bands,
             mean=mean, std=std, nodata=nodata, patch_size=job.patch_size,
             pixel_size=(abs(res[0]), abs(res[1])), crs=crs, training=training_params,
-            metrics=metrics,
+            metrics=metrics, dtype=dtype,
             state={"epoch": epoch, "global_step": global_step, "best_loss": best_loss,
                    "best_epoch": best_epoch, "history": history, "best_metrics": best_metrics})
 
