@@ -260,19 +260,35 @@ def qgis_binary() -> str:
     return shutil.which("qgis") or "/usr/bin/qgis"
 
 
+OPEN_SAMPLE = """
+from qgis.utils import plugins
+plugin = plugins.get("deep_learning_trainer")
+if plugin is not None:
+    from deep_learning_trainer.gui.labeling.dock import open_labeling_tool
+    open_labeling_tool(plugin).open_project({project!r})
+"""
+
+
 def cmd_qgis(args) -> int:
     cmd_setup()
     args.link = True
     cmd_deploy(args)
     sample = ROOT / ".cache" / "sample"
-    subprocess.run([str(PY), "-c", "from plugin.core.synthetic import make_scene; "
-                    f"make_scene({str(sample)!r}, size=512, seed=0)"], cwd=ROOT, check=True)
+    project = sample / "labeling_project.gpkg"
+    if not project.exists():  # the sample scene as a labeling project, as the demo makes it
+        code = ("from plugin.core.demo import make_sample_project; "
+                f"make_sample_project({str(sample)!r}, size=512)")
+        subprocess.run([str(PY), "-c", code], cwd=ROOT, check=True)
     if not os.environ.get("DISPLAY"):
         say("no DISPLAY: start a virtual one first, e.g. `Xvfb :99 & export DISPLAY=:99`")
         return 1
+    startup = sample / "open_sample.py"
+    startup.write_text(OPEN_SAMPLE.format(project=str(project)))
     env = {**os.environ, "DLTRAINER_PYTHON": str(PY), "PATH": system_path()}
-    return subprocess.call([qgis_binary(), "--profile", args.profile, "--noversioncheck",
-                            str(sample / "scene.tif"), str(sample / "labels.geojson")], env=env)
+    cmd = [qgis_binary(), "--profile", args.profile, "--noversioncheck", "--code", str(startup)]
+    if os.environ.get("QGIS_PROFILES_DIR"):  # QGIS wants the folder that holds 'profiles'
+        cmd += ["--profiles-path", str(profile_dir(args.profile).parent.parent)]
+    return subprocess.call(cmd, env=env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,33 @@ from .jobs import Job, JobContext
 SOLID_DISTANCES = {"tree": 2, "road": 1}
 
 
+def make_sample_project(folder: str | Path, size: int = 256, run=None) -> tuple:
+    """The sample scene and its labeling project (made by `dltrainer:importlabels`'s job, with
+    the solid distances the sample's points and lines need); returns (scene, project path)."""
+    from .labeling.jobs import ImportLabelsJob
+    from .labeling.project import LabelingProject
+    from .synthetic import make_scene
+
+    folder = Path(folder).resolve()
+    scene = make_scene(folder / "sample", size=size, bands=3, seed=0)
+    project = folder / "labeling_project.gpkg"
+    project.unlink(missing_ok=True)
+    job = ImportLabelsJob(project=str(project), rasters=[str(scene.raster)],
+                          labels=str(scene.labels), class_field="class_name")
+    if run is None:
+        from .jobs import RecordingContext
+
+        job.validate()
+        job.run(RecordingContext())
+    else:
+        run(job, "1/4 label")
+    opened = LabelingProject.open(project)
+    for cls in opened.classes():
+        if cls.name in SOLID_DISTANCES:
+            opened.update_class(cls.id, solid_distance=SOLID_DISTANCES[cls.name])
+    return scene, project
+
+
 def run_demo(output: str | Path, ctx: JobContext, epochs: int = 8, size: int = 256) -> dict:
     """Run the product's main job on the sample scene into ``output``; return what was written.
 
@@ -24,11 +51,9 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 8, size: int = 2
     classified into a class raster, probabilities and polygons.
     """
     from .basic_jobs import EnvironmentReportJob
-    from .labeling.jobs import BuildLabelRastersJob, ImportLabelsJob
-    from .labeling.project import LabelingProject
+    from .labeling.jobs import BuildLabelRastersJob
     from .runner import run_in_worker
     from .segmentation.jobs import ClassifyPixelsJob, TrainPixelSegmentationJob
-    from .synthetic import make_scene
 
     def forward(event: dict) -> None:
         if event.get("event") in ("progress", "log", "artifact"):
@@ -42,20 +67,11 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 8, size: int = 2
     output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    scene = make_scene(output / "sample", size=size, bands=3, seed=0)
     report = run(EnvironmentReportJob(), "0/4 environment")
     (output / "environment.json").write_text(json.dumps(report, indent=2))
     ctx.log("torch " + str(report["libraries"].get("torch")) + "; CUDA devices: "
             + (", ".join(d["name"] for d in report["cuda_devices"]) or "none"))
-
-    project = output / "labeling_project.gpkg"
-    project.unlink(missing_ok=True)
-    run(ImportLabelsJob(project=str(project), rasters=[str(scene.raster)],
-                        labels=str(scene.labels), class_field="class_name"), "1/4 label")
-    opened = LabelingProject.open(project)
-    for cls in opened.classes():
-        if cls.name in SOLID_DISTANCES:
-            opened.update_class(cls.id, solid_distance=SOLID_DISTANCES[cls.name])
+    scene, project = make_sample_project(output, size, run)
     labels = run(BuildLabelRastersJob(project=str(project),
                                       output_folder=str(output / "label_rasters")),
                  "2/4 label rasters")
