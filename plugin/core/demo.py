@@ -43,7 +43,7 @@ def make_sample_project(folder: str | Path, size: int = 256, run=None) -> tuple:
     return scene, project
 
 
-def run_demo(output: str | Path, ctx: JobContext, epochs: int = 8, size: int = 256) -> dict:
+def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 256) -> dict:
     """Run the product's main job on the sample scene into ``output``; return what was written.
 
     A labeling project is made from the sample's labels (as `dltrainer:importlabels` does), label
