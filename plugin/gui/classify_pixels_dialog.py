@@ -8,11 +8,10 @@ raster's bands and pixel size are read with GDAL. The job runs in a worker
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 from osgeo import gdal
-from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsSettings
+from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
 from qgis.gui import QgsMapLayerComboBox
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
@@ -28,7 +27,6 @@ from qgis.PyQt.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPushButton,
     QSpinBox,
     QTextBrowser,
     QVBoxLayout,
@@ -36,10 +34,21 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.errors import UserError
-from ..core.jobs import Job
 from ..core.segmentation.jobs import ARCHITECTURE_LABELS, ClassifyPixelsJob
 from ..core.segmentation.modelfile import read_model_card
 from . import messages, settings
+from .job_dialog_support import (
+    browse_file,
+    browse_save_file,
+    file_row,
+    fill_devices,
+    problem_label,
+    remember_job,
+    remembered_job,
+    select_device,
+    show_messages,
+    show_problems,
+)
 from .output_layers import add_classification
 from .task import JobManager
 
@@ -113,15 +122,6 @@ class ClassifyPixelsDialog(QDialog):
         self.set_job(self._remembered_job())
 
     # -- layout --------------------------------------------------------------------------------
-    def _row(self, edit: QLineEdit, browse) -> QHBoxLayout:
-        row = QHBoxLayout()
-        row.addWidget(edit, 1)
-        button = QPushButton("…")
-        button.setFixedWidth(32)
-        button.clicked.connect(browse)
-        row.addWidget(button)
-        return row
-
     def _build(self) -> None:
         inputs = QGroupBox("Input")
         form = QFormLayout(inputs)
@@ -130,20 +130,14 @@ class ClassifyPixelsDialog(QDialog):
         self.input_combo.setAllowEmptyLayer(True)
         if hasattr(self.input_combo, "setProject"):  # QGIS ≥ 3.24; before: the main project
             self.input_combo.setProject(self.project)
-        browse_input = QPushButton("…")
-        browse_input.setFixedWidth(32)
-        browse_input.setToolTip("Choose a raster file")
-        browse_input.clicked.connect(self._browse_input)
-        row = QHBoxLayout()
-        row.addWidget(self.input_combo, 1)
-        row.addWidget(browse_input)
-        form.addRow("Input raster", row)
+        form.addRow("Input raster", file_row(self.input_combo, self._browse_input,
+                                             tooltip="Choose a raster file"))
         self.input_label = QLabel()
         self.input_label.setStyleSheet("color: #555;")
         form.addRow("", self.input_label)
         self.model_edit = QLineEdit()
         self.model_edit.setPlaceholderText("A model trained with Train Pixel Segmentation")
-        form.addRow("Model", self._row(self.model_edit, self._browse_model))
+        form.addRow("Model", file_row(self.model_edit, self._browse_model))
         self.card_view = QTextBrowser()
         self.card_view.setMinimumHeight(150)
         form.addRow("Model card", self.card_view)
@@ -152,18 +146,18 @@ class ClassifyPixelsDialog(QDialog):
         out = QFormLayout(outputs)
         self.output_edit = QLineEdit()
         self.output_edit.setPlaceholderText("Class raster (GeoTIFF)")
-        out.addRow("Class raster", self._row(self.output_edit, lambda: self._browse_out(
-            self.output_edit, "Class raster", "GeoTIFF (*.tif)", ".tif")))
+        out.addRow("Class raster", file_row(self.output_edit, lambda: browse_save_file(
+            self, self.output_edit, "Class raster", "GeoTIFF (*.tif)", ".tif")))
         self.prob_check = QCheckBox("Probabilities")
         self.prob_edit = QLineEdit()
         self.prob_edit.setPlaceholderText("One band per class (GeoTIFF)")
-        out.addRow(self.prob_check, self._row(self.prob_edit, lambda: self._browse_out(
-            self.prob_edit, "Probabilities", "GeoTIFF (*.tif)", ".tif")))
+        out.addRow(self.prob_check, file_row(self.prob_edit, lambda: browse_save_file(
+            self, self.prob_edit, "Probabilities", "GeoTIFF (*.tif)", ".tif")))
         self.vector_check = QCheckBox("Polygons")
         self.vector_edit = QLineEdit()
         self.vector_edit.setPlaceholderText("Class polygons (GeoPackage)")
-        out.addRow(self.vector_check, self._row(self.vector_edit, lambda: self._browse_out(
-            self.vector_edit, "Polygons", "GeoPackage (*.gpkg)", ".gpkg")))
+        out.addRow(self.vector_check, file_row(self.vector_edit, lambda: browse_save_file(
+            self, self.vector_edit, "Polygons", "GeoPackage (*.gpkg)", ".gpkg")))
         self.min_area_spin = QDoubleSpinBox()
         self.min_area_spin.setRange(0, 1e12)
         self.min_area_spin.setDecimals(2)
@@ -190,21 +184,13 @@ class ClassifyPixelsDialog(QDialog):
         self.tile_spin.setSpecialValueText("model's patch size")
         rf.addRow("Tile size", self.tile_spin)
         self.device_combo = QComboBox()
-        self.device_combo.addItem("Automatic (GPU if available)", "auto")
-        self.device_combo.addItem("CPU", "cpu")
         from . import train_segmentation_dialog as train_dialog
 
-        for d in train_dialog.known_devices():
-            self.device_combo.addItem(f"CUDA {d['index']}: {d.get('name', 'GPU')}",
-                                      f"cuda:{d['index']}")
+        fill_devices(self.device_combo, train_dialog.known_devices(), "auto")
         rf.addRow("Device", self.device_combo)
 
-        self.warning_label = QLabel()
-        self.warning_label.setWordWrap(True)
-        self.warning_label.setStyleSheet("color: #a05a00;")
-        self.reason_label = QLabel()
-        self.reason_label.setWordWrap(True)
-        self.reason_label.setStyleSheet("color: #b00020;")
+        self.warning_label = problem_label("#a05a00")
+        self.reason_label = problem_label()
         self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         self.ok_button = self.buttons.button(QDialogButtonBox.Ok)
         self.ok_button.setText("Classify")
@@ -285,10 +271,7 @@ class ClassifyPixelsDialog(QDialog):
         self.tta_check.setChecked(job.tta)
         self.batch_spin.setValue(job.batch_size)
         self.tile_spin.setValue(job.tile_size)
-        value = (job.device or "auto").lower()
-        if self.device_combo.findData(value) < 0:
-            self.device_combo.addItem(value.replace("cuda:", "CUDA "), value)
-        self.device_combo.setCurrentIndex(self.device_combo.findData(value))
+        select_device(self.device_combo, job.device)
         self._model_changed()
 
     # -- reactions -----------------------------------------------------------------------------
@@ -369,14 +352,8 @@ class ClassifyPixelsDialog(QDialog):
         self.prob_edit.setEnabled(self.prob_check.isChecked())
         self.vector_edit.setEnabled(self.vector_check.isChecked())
         self.min_area_spin.setEnabled(self.vector_check.isChecked())
-        problems = self.problems()
-        warnings = self.warnings()
-        self.ok_button.setEnabled(not problems)
-        self.ok_button.setToolTip(" ".join(problems))
-        self.reason_label.setText(" ".join(problems))
-        self.reason_label.setVisible(bool(problems))
-        self.warning_label.setText(" ".join(warnings))
-        self.warning_label.setVisible(bool(warnings))
+        show_problems(self.reason_label, self.ok_button, self.problems())
+        show_messages(self.warning_label, self.warnings())
 
     # -- browsing ------------------------------------------------------------------------------
     def _browse_input(self) -> None:
@@ -385,26 +362,13 @@ class ClassifyPixelsDialog(QDialog):
             self.set_input(path)
 
     def _browse_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Model", self.model_edit.text().strip(),
-                                              MODEL_FILTER)
-        if path:
-            self.model_edit.setText(path)
-
-    def _browse_out(self, edit: QLineEdit, title: str, filter_: str, suffix: str) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, title, edit.text().strip(), filter_)
-        if path:
-            edit.setText(path if path.lower().endswith(suffix) else path + suffix)
+        browse_file(self, self.model_edit, "Model", MODEL_FILTER)
 
     # -- remembering ---------------------------------------------------------------------------
     def _remembered_job(self) -> ClassifyPixelsJob:
-        default = ClassifyPixelsJob(device=settings.device())
-        text = QgsSettings().value(SETTINGS_KEY, "", type=str) if self.remember else ""
-        try:
-            job = Job.from_dict(json.loads(text)) if text else default
-        except (UserError, ValueError, TypeError):
-            job = default
-        if not isinstance(job, ClassifyPixelsJob):
-            return default
+        job = ClassifyPixelsJob(device=settings.device())
+        if self.remember:
+            job = remembered_job(SETTINGS_KEY, job)
         job.output = job.output_probabilities = job.output_vector = ""  # never reuse outputs
         return job
 
@@ -415,7 +379,7 @@ class ClassifyPixelsDialog(QDialog):
             return
         job = self.job()
         if self.remember:
-            QgsSettings().setValue(SETTINGS_KEY, json.dumps(job.to_dict()))
+            remember_job(SETTINGS_KEY, job)
         self.start(job)
         super().accept()
 

@@ -8,7 +8,6 @@ import html
 import json
 from pathlib import Path
 
-from qgis.core import QgsSettings
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import (
@@ -16,24 +15,31 @@ from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
-    QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPushButton,
     QSlider,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from ..core.errors import UserError
-from ..core.jobs import Job
 from ..core.sampling.jobs import FORMAT_LABELS, ExportChipsJob, SampleSummaryJob
 from . import messages
+from .job_dialog_support import (
+    ask_load_job,
+    ask_save_job,
+    browse_file,
+    browse_folder,
+    double_spin,
+    file_row,
+    problem_label,
+    remember_job,
+    remembered_job,
+    show_problems,
+)
 from .task import JobManager
 
 SETTINGS_KEY = "deep_learning_trainer/export_chips/job"
@@ -42,15 +48,6 @@ SUMMARY_DELAY_MS = 500
 _SUMMARY_FIELDS = ("project", "format", "patch_size", "stride", "split", "shuffle", "seed",
                    "feature_patch_percentage", "background_patch_ratio", "pad_small_features",
                    "box_size", "max_nodata", "blocked_split", "block_size", "buffer_patches")
-
-
-def _path_row(edit: QLineEdit, button: QPushButton) -> QWidget:
-    row = QWidget()
-    lay = QHBoxLayout(row)
-    lay.setContentsMargins(0, 0, 0, 0)
-    lay.addWidget(edit, 1)
-    lay.addWidget(button)
-    return row
 
 
 class ExportChipsDialog(QDialog):
@@ -83,8 +80,6 @@ class ExportChipsDialog(QDialog):
                                     if "param" in f.metadata)}
         self.project_edit = QLineEdit()
         self.project_edit.setPlaceholderText("labeling project (.gpkg)")
-        browse_project = QPushButton("Browse…")
-        browse_project.clicked.connect(self._browse_project)
         self.format_combo = QComboBox()
         for key, label in FORMAT_LABELS.items():
             self.format_combo.addItem(label, key)
@@ -111,22 +106,15 @@ class ExportChipsDialog(QDialog):
         self.shuffle_check = QCheckBox("Shuffle rasters")
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
-        self.fpp_spin = QDoubleSpinBox()
-        self.fpp_spin.setRange(0, 1)
-        self.fpp_spin.setDecimals(2)
-        self.fpp_spin.setSingleStep(0.05)
-        self.bpr_spin = QDoubleSpinBox()
-        self.bpr_spin.setRange(0, 100)
-        self.bpr_spin.setDecimals(2)
-        self.bpr_spin.setSingleStep(0.05)
+        self.fpp_spin = double_spin(0, 1, step=0.05)
+        self.bpr_spin = double_spin(0, 100, step=0.05)
         self.pad_check = QCheckBox("Pad small features")
         self.output_edit = QLineEdit()
         self.output_edit.setPlaceholderText("a new or empty folder")
-        browse_output = QPushButton("Browse…")
-        browse_output.clicked.connect(self._browse_output)
 
         form = QFormLayout()
-        form.addRow("Labeling project", _path_row(self.project_edit, browse_project))
+        form.addRow("Labeling project",
+                    file_row(self.project_edit, self._browse_project, "Browse…"))
         form.addRow("Format", self.format_combo)
         form.addRow("Patch size", self.patch_spin)
         form.addRow("Stride", self.stride_spin)
@@ -136,13 +124,13 @@ class ExportChipsDialog(QDialog):
         form.addRow("Feature patch percentage", self.fpp_spin)
         form.addRow("Background patch ratio", self.bpr_spin)
         form.addRow("", self.pad_check)
-        form.addRow("Output folder", _path_row(self.output_edit, browse_output))
+        form.addRow("Output folder", file_row(self.output_edit, self._browse_output, "Browse…"))
 
         self.advanced_check = QCheckBox("Show advanced settings")
         self.advanced = QGroupBox("Advanced")
         adv = QFormLayout(self.advanced)
-        self.box_spin = self._dspin(1, 4096, 1, " px")
-        self.nodata_spin = self._dspin(0, 1, 0.05)
+        self.box_spin = double_spin(1, 4096, step=1, suffix=" px")
+        self.nodata_spin = double_spin(0, 1, step=0.05)
         self.blocked_check = QCheckBox("Spatially blocked split within each raster")
         self.block_spin = self._ispin(1, 1000, " patches")
         self.buffer_spin = self._ispin(0, 100, " patches")
@@ -150,7 +138,7 @@ class ExportChipsDialog(QDialog):
         self.max_side_spin = self._ispin(1, 8192, " px")
         self.resize_spin = self._ispin(0, 8192, " px")
         self.resize_spin.setSpecialValueText("no resize")
-        self.fraction_spin = self._dspin(0, 1, 0.01)
+        self.fraction_spin = double_spin(0, 1, step=0.01)
         self.overwrite_check = QCheckBox("Replace a previous export in the output folder")
         for label, widget in (("Box size for points", self.box_spin),
                               ("Skip patches with nodata over", self.nodata_spin),
@@ -184,9 +172,7 @@ class ExportChipsDialog(QDialog):
         summary_box = QGroupBox("Pre-flight summary")
         QVBoxLayout(summary_box).addWidget(self.summary_label)
 
-        self.problem_label = QLabel()
-        self.problem_label.setWordWrap(True)
-        self.problem_label.setStyleSheet("color: #b00020;")
+        self.problem_label = problem_label()
         self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         self.buttons.button(QDialogButtonBox.Ok).setText("Export")
         save = self.buttons.addButton("Save job…", QDialogButtonBox.ActionRole)
@@ -226,15 +212,6 @@ class ExportChipsDialog(QDialog):
     def _ispin(lo: int, hi: int, suffix: str = "") -> QSpinBox:
         s = QSpinBox()
         s.setRange(lo, hi)
-        s.setSuffix(suffix)
-        return s
-
-    @staticmethod
-    def _dspin(lo: float, hi: float, step: float, suffix: str = "") -> QDoubleSpinBox:
-        s = QDoubleSpinBox()
-        s.setRange(lo, hi)
-        s.setSingleStep(step)
-        s.setDecimals(2)
         s.setSuffix(suffix)
         return s
 
@@ -287,18 +264,10 @@ class ExportChipsDialog(QDialog):
         self.overwrite_check.setChecked(job.overwrite)
 
     def _remembered(self) -> ExportChipsJob:
-        text = QgsSettings().value(SETTINGS_KEY, "", type=str)
-        if text:
-            try:
-                job = Job.from_dict(json.loads(text))
-                if isinstance(job, ExportChipsJob):
-                    return job
-            except (UserError, ValueError, TypeError):
-                pass
-        return ExportChipsJob()
+        return remembered_job(SETTINGS_KEY, ExportChipsJob())
 
     def remember(self) -> None:
-        QgsSettings().setValue(SETTINGS_KEY, json.dumps(self.job().to_dict()))
+        remember_job(SETTINGS_KEY, self.job())
 
     # -- validation ----------------------------------------------------------------------------
     def problems(self) -> list[str]:
@@ -317,10 +286,8 @@ class ExportChipsDialog(QDialog):
     def _changed(self, *_args) -> None:
         split = self.split_slider.value()
         self.split_label.setText(f"{split} % training / {100 - split} % validation")
-        problems = self.problems()
-        self.buttons.button(QDialogButtonBox.Ok).setEnabled(not problems)
-        self.problem_label.setText(" ".join(problems[:2]))
-        self.problem_label.setVisible(bool(problems))
+        show_problems(self.problem_label, self.buttons.button(QDialogButtonBox.Ok),
+                      self.problems(), limit=2)
         key = json.dumps({k: getattr(self.job(), k) for k in _SUMMARY_FIELDS})
         if key != self._summary_key:
             self._summary_key = key
@@ -398,41 +365,22 @@ class ExportChipsDialog(QDialog):
 
 
     def _save_job_file(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save job", "export_chips.json",
-                                              "Job file (*.json)")
-        if path:
-            self.job().save(path)
-
+        ask_save_job(self, self.job(), f"{ExportChipsJob.kind}.json")
 
     def _load_job_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load job", "", "Job file (*.json)")
-        if not path:
-            return
-        try:
-            job = Job.load(path)
-        except UserError as exc:
-            self.problem_label.setText(f"{exc.message} {exc.fix}")
-            self.problem_label.show()
-            return
-        if not isinstance(job, ExportChipsJob):
-            self.problem_label.setText(f"{Path(path).name} holds a {job.kind} job, not an "
-                                       "export_chips job: choose another file.")
-            self.problem_label.show()
-            return
-        self.set_job(job)
+        job = ask_load_job(self, ExportChipsJob, show_error=self._show_load_error)
+        if job is not None:
+            self.set_job(job)
 
+    def _show_load_error(self, text: str) -> None:
+        self.problem_label.setText(text)
+        self.problem_label.show()
 
     def _browse_project(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Labeling project", self.project_edit.text(),
-                                              "Labeling project (*.gpkg)")
-        if path:
-            self.project_edit.setText(path)
-
+        browse_file(self, self.project_edit, "Labeling project", "Labeling project (*.gpkg)")
 
     def _browse_output(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Output folder", self.output_edit.text())
-        if path:
-            self.output_edit.setText(path)
+        browse_folder(self, self.output_edit, "Output folder")
 
 
 def summary_html(summary: dict) -> str:

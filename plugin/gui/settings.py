@@ -18,7 +18,6 @@ from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -35,6 +34,7 @@ from qgis.PyQt.QtWidgets import (
 from ..core import envsetup
 from ..core.basic_jobs import EnvironmentReportJob
 from ..core.pythonenv import DEDICATED_ENV, ml_python, set_configured_python
+from .job_dialog_support import browse_file, browse_folder, file_row, problem_label
 from .task import CommandsTask, JobManager
 
 PREFIX = "deep_learning_trainer/"
@@ -150,18 +150,11 @@ class SettingsDialog(QDialog):
         self.python_edit.setPlaceholderText(f"Automatic ({ml_python()})")
         self.python_edit.setToolTip("The python program of the environment that has torch; "
                                     "empty: automatic.")
-        browse_python = QPushButton("Browse…")
-        browse_python.clicked.connect(self._browse_python)
-        row = QHBoxLayout()
-        row.addWidget(self.python_edit, 1)
-        row.addWidget(browse_python)
-        self.python_problem_label = QLabel()
-        self.python_problem_label.setWordWrap(True)
-        self.python_problem_label.setStyleSheet("color: #b00020;")
+        self.python_problem_label = problem_label()
         self.python_problem_label.hide()
         column = QVBoxLayout()
         column.setSpacing(2)
-        column.addLayout(row)
+        column.addLayout(file_row(self.python_edit, self._browse_python, "Browse…"))
         column.addWidget(self.python_problem_label)
         form.addRow("Python environment", column)
 
@@ -172,12 +165,8 @@ class SettingsDialog(QDialog):
 
         self.output_edit = QLineEdit()
         self.output_edit.setPlaceholderText("Next to the input data")
-        browse_out = QPushButton("Browse…")
-        browse_out.clicked.connect(self._browse_output)
-        row = QHBoxLayout()
-        row.addWidget(self.output_edit, 1)
-        row.addWidget(browse_out)
-        form.addRow("Default output folder", row)
+        form.addRow("Default output folder",
+                    file_row(self.output_edit, self._browse_output, "Browse…"))
 
         env = QGroupBox("Environment")
         env_layout = QVBoxLayout(env)
@@ -211,9 +200,7 @@ class SettingsDialog(QDialog):
         self.setup_progress.hide()
         env_layout.addWidget(self.setup_progress)
 
-        self.reason_label = QLabel()
-        self.reason_label.setWordWrap(True)
-        self.reason_label.setStyleSheet("color: #b00020;")
+        self.reason_label = problem_label()
         self.button_box = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         self.button_box.accepted.connect(self.accept)
         self.button_box.rejected.connect(self.reject)
@@ -404,17 +391,12 @@ class SettingsDialog(QDialog):
     # -- browsing ------------------------------------------------------------------------------
     def _browse_python(self) -> None:
         start = self.python_edit.text().strip() or str(Path(ml_python()).parent)
-        path, _ = QFileDialog.getOpenFileName(self, "Python of the machine-learning environment",
-                                              start)
-        if path:
-            self.python_edit.setText(path)
+        if browse_file(self, self.python_edit, "Python of the machine-learning environment",
+                       start=start):
             self._python_edited()
 
     def _browse_output(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Default output folder",
-                                                self.output_edit.text().strip())
-        if path:
-            self.output_edit.setText(path)
+        browse_folder(self, self.output_edit, "Default output folder")
 
 
 def report_rows(report: dict) -> list[tuple[str, str]]:

@@ -13,7 +13,6 @@ import html
 import json
 from pathlib import Path
 
-from qgis.core import QgsSettings
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtGui import QColor
@@ -24,8 +23,6 @@ from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
-    QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -49,7 +46,6 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core.basic_jobs import EnvironmentReportJob
 from ..core.errors import UserError
-from ..core.jobs import Job
 from ..core.labeling.grid import read_grid
 from ..core.labeling.project import LabelingProject
 from ..core.sampling.jobs import SampleSummaryJob
@@ -62,12 +58,29 @@ from ..core.segmentation.jobs import (
     nearest_patch_size,
 )
 from . import messages, settings
+from .job_dialog_support import (
+    ask_load_job,
+    ask_save_job,
+    browse_file,
+    browse_folder,
+    browse_save_file,
+    double_spin,
+    file_row,
+    fill_devices,
+    load_job_file,
+    problem_label,
+    remember_job,
+    remember_value,
+    remembered_job,
+    remembered_value,
+    select_device,
+    show_problems,
+)
 from .task import JobManager
 
 SETTINGS_KEY = "deep_learning_trainer/train_pixel_segmentation/last_job"
 MODEL_SUFFIX = ".dltmodel.safetensors"
 MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
-JOB_FILTER = "Job file (*.json)"
 SUMMARY_DELAY_MS = 500
 _SUMMARY_FIELDS = ("project", "patch_size", "split", "shuffle", "seed",
                    "feature_patch_percentage", "background_patch_ratio")
@@ -226,10 +239,8 @@ class TrainSegmentationDialog(QDialog):
         top.addWidget(scroll, 3)
         top.addLayout(right, 2)
 
-        self.reason_label = QLabel()
+        self.reason_label = problem_label()
         self.reason_label.setObjectName("reason_label")
-        self.reason_label.setWordWrap(True)
-        self.reason_label.setStyleSheet("color: #b00020;")
         self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         self.ok_button = self.buttons.button(QDialogButtonBox.Ok)
         self.ok_button.setText("Train")
@@ -246,22 +257,13 @@ class TrainSegmentationDialog(QDialog):
         layout.addWidget(self.buttons)
         self.resize(1180, 940)
 
-    def _file_row(self, edit: QLineEdit, browse) -> QHBoxLayout:
-        row = QHBoxLayout()
-        row.addWidget(edit, 1)
-        button = QPushButton("…")
-        button.setFixedWidth(32)
-        button.clicked.connect(browse)
-        row.addWidget(button)
-        return row
-
     def _model_group(self) -> QGroupBox:
         box = QGroupBox("Project and model")
         form = QFormLayout(box)
         self.project_edit = QLineEdit()
         self.project_edit.setPlaceholderText("Labeling project (.gpkg)")
         self.project_edit.editingFinished.connect(self._project_changed)
-        form.addRow("Labeling project", self._file_row(self.project_edit, self._browse_project))
+        form.addRow("Labeling project", file_row(self.project_edit, self._browse_project))
 
         self.arch_combo = QComboBox()
         for a in ARCHITECTURES:
@@ -302,7 +304,7 @@ class TrainSegmentationDialog(QDialog):
         wl.addWidget(self.weights_imagenet)
         wl.addWidget(self.weights_note)
         wl.addWidget(self.weights_model)
-        wl.addLayout(self._file_row(self.init_model_edit, self._browse_init_model))
+        wl.addLayout(file_row(self.init_model_edit, self._browse_init_model))
         form.addRow("Initial weights", wl)
         for w in (self.arch_combo, self.encoder_combo):
             w.currentIndexChanged.connect(self._changed)
@@ -343,11 +345,11 @@ class TrainSegmentationDialog(QDialog):
         self.shuffle_check.setToolTip("Off: the same rasters validate every run (repeatable). "
                                       "On: the split is drawn with the random seed.")
         form.addRow("", self.shuffle_check)
-        self.feature_spin = _double(0, 1, 2, 0.05)
+        self.feature_spin = double_spin(0, 1, 2, 0.05)
         self.feature_spin.setToolTip("Share (0–1) of the patches holding labelled features that "
                                      "are used, in each split: 0.4 of 50 patches → 20.")
         form.addRow("Feature patch percentage", self.feature_spin)
-        self.background_spin = _double(0, 100, 2, 0.05)
+        self.background_spin = double_spin(0, 100, 2, 0.05)
         self.background_spin.setToolTip("Background patches (no labelled feature) per feature "
                                         "patch: 0.15 × 20 → 3. Raise it to reduce false "
                                         "positives when features are sparse.")
@@ -365,7 +367,7 @@ class TrainSegmentationDialog(QDialog):
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 4096)
         self.batch_spin.setToolTip("Patches per optimisation step; limited by GPU memory.")
-        self.lr_spin = _double(0.000001, 1, 6, 0.0001)
+        self.lr_spin = double_spin(0.000001, 1, 6, 0.0001)
         self.rotation_check = QCheckBox("Rotation")
         self.scale_check = QCheckBox("Scale")
         self.flip_check = QCheckBox("Flips")
@@ -373,13 +375,13 @@ class TrainSegmentationDialog(QDialog):
                        (self.scale_check, "Random zoom in and out by up to 20 %."),
                        (self.flip_check, "Random horizontal and vertical flips.")):
             c.setToolTip(tip + " Applied to the image and its labels alike.")
-        self.cw_min_spin = _double(0, 10, 2, 0.5)
-        self.cw_max_spin = _double(0, 10, 2, 0.5)
+        self.cw_min_spin = double_spin(0, 10, 2, 0.5)
+        self.cw_max_spin = double_spin(0, 10, 2, 0.5)
         for s in (self.cw_min_spin, self.cw_max_spin):
             s.setToolTip("Patches with rare classes are drawn more often: with the max weight at "
                          "the start of training, decaying to the min at the end. Useful max: "
                          "1–6; 2 and 3 when features are sparse, else 0 and 1.")
-        self.loss_spin = _double(0, 1, 2, 0.05)
+        self.loss_spin = double_spin(0, 1, 2, 0.05)
         self.loss_spin.setToolTip("0 weighs feature and background pixels equally; higher "
                                   "values push the loss towards feature pixels (sparse or "
                                   "partly labelled features).")
@@ -448,9 +450,9 @@ class TrainSegmentationDialog(QDialog):
         self.output_edit.setPlaceholderText("Best model (lowest validation loss)")
         self.output_last_edit = QLineEdit()
         self.output_last_edit.setPlaceholderText("Model after the last epoch (optional)")
-        form.addRow("Output model", self._file_row(
+        form.addRow("Output model", file_row(
             self.output_edit, lambda: self._browse_output(self.output_edit, "Output model")))
-        form.addRow("Output last model", self._file_row(
+        form.addRow("Output last model", file_row(
             self.output_last_edit,
             lambda: self._browse_output(self.output_last_edit, "Output last model")))
         self.background_check = QCheckBox("Run in the background (progress in the task manager "
@@ -492,10 +494,8 @@ class TrainSegmentationDialog(QDialog):
         form.addRow("Batches per epoch", self.steps_spin)
         form.addRow("Max training patches per epoch", self.max_patches_spin)
         form.addRow("Data loader workers", self.workers_spin)
-        form.addRow("Resume from last model", self._file_row(self.resume_edit,
-                                                             self._browse_resume))
-        form.addRow("Log folder (TensorBoard, CSV)", self._file_row(self.log_edit,
-                                                                    self._browse_log))
+        form.addRow("Resume from last model", file_row(self.resume_edit, self._browse_resume))
+        form.addRow("Log folder (TensorBoard, CSV)", file_row(self.log_edit, self._browse_log))
         layout = QVBoxLayout(box)
         layout.addWidget(inner)
         inner.setVisible(False)
@@ -582,7 +582,7 @@ class TrainSegmentationDialog(QDialog):
             self.max_patches_spin.setValue(int(job.max_patches))
             self.workers_spin.setValue(int(job.num_workers))
             self.resume_edit.setText(job.resume_from)
-            self._set_device(job.device)
+            select_device(self.device_combo, job.device)
             self.output_edit.setText(job.output_model)
             self.output_last_edit.setText(job.output_last_model)
             self.log_edit.setText(job.log_folder)
@@ -640,7 +640,7 @@ class TrainSegmentationDialog(QDialog):
             item.setFlags(Qt.ItemIsEnabled)
             self.class_table.setItem(row, 0, item)
             for col, value in ((1, c.solid_distance), (2, c.blur_distance)):
-                spin = _double(0, 10000, 1, 1)
+                spin = double_spin(0, 10000, 1, 1)
                 spin.setValue(float(value))
                 spin.valueChanged.connect(self._changed)
                 self.class_table.setCellWidget(row, col, spin)
@@ -726,11 +726,7 @@ class TrainSegmentationDialog(QDialog):
         self._validate()
 
     def _validate(self) -> None:
-        problems = self.problems()
-        self.ok_button.setEnabled(not problems)
-        self.ok_button.setToolTip(" ".join(problems))
-        self.reason_label.setText(" ".join(problems))
-        self.reason_label.setVisible(bool(problems))
+        show_problems(self.reason_label, self.ok_button, self.problems())
 
     def _use_suggested_patch(self) -> None:
         self.patch_spin.setValue(self.suggested_patch_size())
@@ -817,24 +813,7 @@ class TrainSegmentationDialog(QDialog):
 
     # -- devices -------------------------------------------------------------------------------
     def _fill_devices(self, current: str) -> None:
-        self.device_combo.blockSignals(True)
-        self.device_combo.clear()
-        self.device_combo.addItem("Automatic (GPU if available)", "auto")
-        self.device_combo.addItem("CPU", "cpu")
-        for d in _known_devices or []:
-            self.device_combo.addItem(f"CUDA {d['index']}: {d.get('name', 'GPU')}",
-                                      f"cuda:{d['index']}")
-        self.device_combo.blockSignals(False)
-        self._set_device(current)
-
-    def _set_device(self, value: str) -> None:
-        value = (value or "auto").strip().lower()
-        if value == "cuda":
-            value = "cuda:0"
-        if self.device_combo.findData(value) < 0:
-            label = f"CUDA {value[5:]}" if value.startswith("cuda:") else value
-            self.device_combo.addItem(label, value)
-        self.device_combo.setCurrentIndex(self.device_combo.findData(value))
+        fill_devices(self.device_combo, known_devices(), current)
 
     def _probe_devices(self) -> None:
         task = self.jobs.start(EnvironmentReportJob(), "Listing CUDA devices", notify=False)
@@ -849,51 +828,31 @@ class TrainSegmentationDialog(QDialog):
     # -- remembering, job files ----------------------------------------------------------------
     def _remembered_job(self) -> TrainPixelSegmentationJob:
         default = TrainPixelSegmentationJob(device=settings.device())
-        if not self.remember:
-            return default
-        text = QgsSettings().value(SETTINGS_KEY, "", type=str)
-        if not text:
-            return default
-        try:
-            job = Job.from_dict(json.loads(text))
-        except (UserError, ValueError, TypeError):
-            return default
-        return job if isinstance(job, TrainPixelSegmentationJob) else default
+        return remembered_job(SETTINGS_KEY, default) if self.remember else default
 
     def remember_values(self) -> None:
         """Keep the values for the next time the dialog opens (QgsSettings)."""
-        QgsSettings().setValue(SETTINGS_KEY, json.dumps(self.job().to_dict()))
-        QgsSettings().setValue(SETTINGS_KEY + "_ui", json.dumps(
-            {"background": self.background_check.isChecked(),
-             "tensorboard": self.tensorboard_check.isChecked()}))
+        remember_job(SETTINGS_KEY, self.job())
+        remember_value(SETTINGS_KEY + "_ui", {"background": self.background_check.isChecked(),
+                                              "tensorboard": self.tensorboard_check.isChecked()})
 
     def save_job(self, path: str | Path) -> None:
         self.job().save(path)
 
     def load_job(self, path: str | Path) -> None:
-        job = Job.load(path)
-        if not isinstance(job, TrainPixelSegmentationJob):
-            raise UserError(f"{Path(path).name} holds a {job.kind!r} job, not a "
-                            "train_pixel_segmentation job.",
-                            "Load a job saved from Train Pixel Segmentation.")
+        self._show_loaded_job(load_job_file(path, TrainPixelSegmentationJob))
+
+    def _show_loaded_job(self, job: TrainPixelSegmentationJob) -> None:
         self._project_path = None
         self.set_job(job)
 
     def _save_job_clicked(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save job", self._job_folder(), JOB_FILTER)
-        if path:
-            if not path.lower().endswith(".json"):
-                path += ".json"
-            self.save_job(path)
+        ask_save_job(self, self.job(), self._job_folder())
 
     def _load_job_clicked(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load job", self._job_folder(), JOB_FILTER)
-        if not path:
-            return
-        try:
-            self.load_job(path)
-        except UserError as exc:
-            QMessageBox.warning(self, "Load job", f"{exc.message} {exc.fix}".strip())
+        job = ask_load_job(self, TrainPixelSegmentationJob, self._job_folder())
+        if job is not None:
+            self._show_loaded_job(job)
 
     def _job_folder(self) -> str:
         out = self.output_edit.text().strip()
@@ -901,36 +860,20 @@ class TrainSegmentationDialog(QDialog):
 
     # -- browsing ------------------------------------------------------------------------------
     def _browse_project(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Labeling project",
-                                              self.project_edit.text().strip(),
-                                              "Labeling project (*.gpkg)")
-        if path:
-            self.project_edit.setText(path)
+        if browse_file(self, self.project_edit, "Labeling project", "Labeling project (*.gpkg)"):
             self._project_changed()
 
     def _browse_init_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Model to fine-tune",
-                                              self.init_model_edit.text().strip(), MODEL_FILTER)
-        if path:
-            self.init_model_edit.setText(path)
+        browse_file(self, self.init_model_edit, "Model to fine-tune", MODEL_FILTER)
 
     def _browse_resume(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Last model to resume from",
-                                              self.resume_edit.text().strip(), MODEL_FILTER)
-        if path:
-            self.resume_edit.setText(path)
+        browse_file(self, self.resume_edit, "Last model to resume from", MODEL_FILTER)
 
     def _browse_log(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Log folder", self.log_edit.text().strip())
-        if path:
-            self.log_edit.setText(path)
+        browse_folder(self, self.log_edit, "Log folder")
 
     def _browse_output(self, edit: QLineEdit, title: str) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, title, edit.text().strip(), MODEL_FILTER)
-        if path:
-            if not path.lower().endswith(".safetensors"):
-                path += MODEL_SUFFIX
-            edit.setText(path)
+        browse_save_file(self, edit, title, MODEL_FILTER, MODEL_SUFFIX, ".safetensors")
 
     def _set_all_clicked(self, column: int) -> None:
         what = "solid" if column == 1 else "blur"
@@ -985,21 +928,11 @@ class TrainSegmentationDialog(QDialog):
         return self.task
 
     def restore_ui_state(self) -> None:
-        text = QgsSettings().value(SETTINGS_KEY + "_ui", "", type=str) if self.remember else ""
-        try:
-            state = json.loads(text) if text else {}
-        except ValueError:
+        state = remembered_value(SETTINGS_KEY + "_ui") if self.remember else None
+        if not isinstance(state, dict):
             state = {}
         self.background_check.setChecked(bool(state.get("background", False)))
         self.tensorboard_check.setChecked(bool(state.get("tensorboard", True)))
-
-
-def _double(lo: float, hi: float, decimals: int, step: float) -> QDoubleSpinBox:
-    spin = QDoubleSpinBox()
-    spin.setDecimals(decimals)
-    spin.setRange(lo, hi)
-    spin.setSingleStep(step)
-    return spin
 
 
 def _select(combo: QComboBox, value) -> None:

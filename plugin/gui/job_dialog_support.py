@@ -1,0 +1,209 @@
+"""What the job dialogs share: file rows and browsing, the reason label that keeps OK disabled,
+the device drop-down, the last job remembered in QgsSettings, and job files (Save/Load job…)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from qgis.core import QgsSettings
+from qgis.PyQt.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QWidget,
+)
+
+from ..core.errors import UserError
+from ..core.jobs import Job
+
+J = TypeVar("J", bound=Job)
+JOB_FILTER = "Job file (*.json)"
+PROBLEM_COLOR = "#b00020"
+
+
+# -- widgets -----------------------------------------------------------------------------------
+def file_row(field: QWidget, browse: Callable[[], None], text: str = "…",
+             tooltip: str = "") -> QHBoxLayout:
+    """``field`` stretched beside a button that calls ``browse`` (a compact 32 px "…" button
+    unless ``text`` says otherwise)."""
+    row = QHBoxLayout()
+    row.addWidget(field, 1)
+    button = QPushButton(text)
+    if text == "…":
+        button.setFixedWidth(32)
+    if tooltip:
+        button.setToolTip(tooltip)
+    button.clicked.connect(browse)
+    row.addWidget(button)
+    return row
+
+
+def problem_label(color: str = PROBLEM_COLOR) -> QLabel:
+    """A word-wrapped coloured label for the reasons OK is disabled (or for warnings)."""
+    label = QLabel()
+    label.setWordWrap(True)
+    label.setStyleSheet(f"color: {color};")
+    return label
+
+
+def show_messages(label: QLabel, messages: list[str], limit: int | None = None) -> None:
+    """Show the first ``limit`` (all when None) messages in ``label``, hidden when none."""
+    label.setText(" ".join(messages[:limit]))
+    label.setVisible(bool(messages))
+
+
+def show_problems(label: QLabel, ok_button: QPushButton, problems: list[str],
+                  limit: int | None = None) -> None:
+    """OK enabled only without problems; all of them in its tooltip, the first ``limit`` in
+    ``label``."""
+    ok_button.setEnabled(not problems)
+    ok_button.setToolTip(" ".join(problems))
+    show_messages(label, problems, limit)
+
+
+def double_spin(lo: float, hi: float, decimals: int = 2, step: float = 1.0,
+                suffix: str = "") -> QDoubleSpinBox:
+    """A QDoubleSpinBox (decimals set before the range, so small bounds are kept)."""
+    spin = QDoubleSpinBox()
+    spin.setDecimals(decimals)
+    spin.setRange(lo, hi)
+    spin.setSingleStep(step)
+    spin.setSuffix(suffix)
+    return spin
+
+
+def fill_devices(combo: QComboBox, devices: list[dict], current: str) -> None:
+    """Automatic, CPU and each CUDA device in ``devices``; ``current`` is selected."""
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItem("Automatic (GPU if available)", "auto")
+    combo.addItem("CPU", "cpu")
+    for d in devices:
+        combo.addItem(f"CUDA {d['index']}: {d.get('name', 'GPU')}", f"cuda:{d['index']}")
+    combo.blockSignals(False)
+    select_device(combo, current)
+
+
+def select_device(combo: QComboBox, value: str) -> None:
+    """Select device ``value`` ("auto", "cpu", "cuda:N"), adding it when not listed."""
+    value = (value or "auto").strip().lower()
+    if value == "cuda":
+        value = "cuda:0"
+    if combo.findData(value) < 0:
+        combo.addItem(f"CUDA {value[5:]}" if value.startswith("cuda:") else value, value)
+    combo.setCurrentIndex(combo.findData(value))
+
+
+# -- browsing ----------------------------------------------------------------------------------
+def browse_file(parent: QWidget, edit: QLineEdit, title: str, filter_: str = "",
+                start: str | None = None) -> str:
+    """Ask for an existing file (from ``start``, else the edit's path) into ``edit``; the path,
+    "" when cancelled."""
+    start = edit.text().strip() if start is None else start
+    path, _ = QFileDialog.getOpenFileName(parent, title, start, filter_)
+    if path:
+        edit.setText(path)
+    return path
+
+
+def browse_folder(parent: QWidget, edit: QLineEdit, title: str) -> str:
+    """Ask for a folder (from the edit's path) into ``edit``; the path, "" when cancelled."""
+    path = QFileDialog.getExistingDirectory(parent, title, edit.text().strip())
+    if path:
+        edit.setText(path)
+    return path
+
+
+def browse_save_file(parent: QWidget, edit: QLineEdit, title: str, filter_: str, suffix: str,
+                     ending: str | None = None) -> str:
+    """Ask for a file to write into ``edit``, adding ``suffix`` unless the name ends with
+    ``ending`` (default: the suffix); the path, "" when cancelled."""
+    path, _ = QFileDialog.getSaveFileName(parent, title, edit.text().strip(), filter_)
+    if path:
+        path = _with_suffix(path, suffix, ending)
+        edit.setText(path)
+    return path
+
+
+def _with_suffix(path: str, suffix: str, ending: str | None = None) -> str:
+    return path if path.lower().endswith(ending or suffix) else path + suffix
+
+
+# -- remembering -------------------------------------------------------------------------------
+def remembered_value(key: str):
+    """The JSON value stored under ``key`` in QgsSettings; None when absent or unreadable."""
+    text = QgsSettings().value(key, "", type=str)
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def remember_value(key: str, value) -> None:
+    """Store a JSON-serialisable ``value`` under ``key`` in QgsSettings."""
+    QgsSettings().setValue(key, json.dumps(value))
+
+
+def remembered_job(key: str, default: J) -> J:
+    """The job stored under ``key``; ``default`` when there is none, it is unreadable or of
+    another kind than ``default``'s."""
+    data = remembered_value(key)
+    if data is None:
+        return default
+    try:
+        job = Job.from_dict(data)
+    except (UserError, ValueError, TypeError):
+        return default
+    return job if isinstance(job, type(default)) else default
+
+
+def remember_job(key: str, job: Job) -> None:
+    """Store ``job`` under ``key`` (see :func:`remembered_job`)."""
+    remember_value(key, job.to_dict())
+
+
+# -- job files ---------------------------------------------------------------------------------
+def load_job_file(path: str | Path, job_cls: type[J]) -> J:
+    """:meth:`Job.load`, with a clear :class:`UserError` when the file holds another kind."""
+    job = Job.load(path)
+    if not isinstance(job, job_cls):
+        raise UserError(f"{Path(path).name} holds a {job.kind!r} job, not a {job_cls.kind} job.",
+                        f"Load a job saved from {job_cls.title}.")
+    return job
+
+
+def ask_save_job(parent: QWidget, job: Job, start: str = "") -> str:
+    """Ask where to save ``job`` (a .json file) and save it; the path, "" when cancelled."""
+    path, _ = QFileDialog.getSaveFileName(parent, "Save job", start, JOB_FILTER)
+    if path:
+        path = _with_suffix(path, ".json")
+        job.save(path)
+    return path
+
+
+def ask_load_job(parent: QWidget, job_cls: type[J], start: str = "",
+                 show_error: Callable[[str], None] | None = None) -> J | None:
+    """Ask for a job file of ``job_cls``'s kind and load it; None when cancelled or unusable
+    (the reason goes to ``show_error``, by default a warning box)."""
+    path, _ = QFileDialog.getOpenFileName(parent, "Load job", start, JOB_FILTER)
+    if not path:
+        return None
+    try:
+        return load_job_file(path, job_cls)
+    except UserError as exc:
+        text = f"{exc.message} {exc.fix}".strip()
+        if show_error is not None:
+            show_error(text)
+        else:
+            QMessageBox.warning(parent, "Load job", text)
+        return None
