@@ -92,23 +92,28 @@ def _atomic_target(path: str | Path) -> tuple[Path, Path]:
     return path, path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def save_model(path: str | Path, network, card: dict) -> Path:
-    """Write ``network``'s weights and ``card`` to ``path`` atomically (tmp file + replace)."""
+def _write_safetensors(tensors: dict, target: str | Path, meta: dict) -> Path:
+    """Write ``tensors`` with string ``meta`` to ``target`` atomically (tmp file + replace)."""
     from safetensors.torch import save_file
 
-    path, tmp = _atomic_target(path)
-    state = {k: v.detach().to("cpu", copy=True).contiguous().float()
-             if v.is_floating_point() else v.detach().to("cpu", copy=True).contiguous()
-             for k, v in network.state_dict().items()}
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-            "card": json.dumps(card, default=_json_default)}
+    path, tmp = _atomic_target(target)
     try:
-        save_file(state, str(tmp), metadata=meta)
+        save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def save_model(path: str | Path, network, card: dict) -> Path:
+    """Write ``network``'s weights and ``card`` to ``path`` atomically (tmp file + replace)."""
+    state = {k: v.detach().to("cpu", copy=True).contiguous().float()
+             if v.is_floating_point() else v.detach().to("cpu", copy=True).contiguous()
+             for k, v in network.state_dict().items()}
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+            "card": json.dumps(card, default=_json_default)}
+    return _write_safetensors(state, path, meta)
 
 
 def _json_default(value: Any) -> Any:
@@ -208,7 +213,6 @@ def optimizer_path(model_path: str | Path) -> Path:
 def save_optimizer(model_path: str | Path, optimizer) -> Path:
     """The optimizer state as tensors + JSON (no pickle), written atomically."""
     import torch
-    from safetensors.torch import save_file
 
     sd = optimizer.state_dict()
     tensors, scalars = {}, {}
@@ -218,16 +222,9 @@ def save_optimizer(model_path: str | Path, optimizer) -> Path:
                 tensors[f"{idx}.{key}"] = val.detach().to("cpu", copy=True).contiguous()
             else:
                 scalars[f"{idx}.{key}"] = val
-    path, tmp = _atomic_target(optimizer_path(model_path))
     meta = {"param_groups": json.dumps(sd["param_groups"], default=_json_default),
             "scalars": json.dumps(scalars, default=_json_default)}
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return _write_safetensors(tensors, optimizer_path(model_path), meta)
 
 
 def load_optimizer(model_path: str | Path, optimizer) -> bool:
