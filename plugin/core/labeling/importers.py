@@ -21,7 +21,13 @@ from ..errors import UserError
 from ..jobs import JobContext
 from . import geom as gm
 from .grid import read_grid
-from .labelraster import IGNORE, label_raster_path, pixel_report, write_label_raster, write_manifest
+from .labelraster import (
+    IGNORE,
+    label_raster_path,
+    pixel_report,
+    record_label_raster,
+    write_label_raster,
+)
 from .project import LabelingProject
 
 
@@ -252,10 +258,6 @@ def import_label_raster(project: LabelingProject, classified: str | Path,
             if ignore == grid.width * grid.height:
                 rep["warnings"].append(f"{Path(classified).name} does not cover "
                                        f"{Path(r.path).name}: its label raster is all ignore.")
-            for w in rep["warnings"]:
-                ctx.log(w, "warning")
-            ctx.artifact("label_raster", str(out))
-            reports.append(rep)
-            write_manifest(project, folder, reports)
+            record_label_raster(project, folder, reports, rep, out, ctx)
     ctx.progress("raster", len(rasters), len(rasters), "Label rasters written")
     return reports

@@ -371,13 +371,18 @@ def build_label_rasters(project: LabelingProject, folder: str | Path,
         out = label_raster_path(folder, r)
         rep = build_label_raster(project, r, out, grid, ctx=ctx)
         rep["role"] = r.role
-        for w in rep["warnings"]:
-            ctx.log(w, "warning")
-        ctx.artifact("label_raster", str(out))
-        reports.append(rep)
-        write_manifest(project, folder, reports)
+        record_label_raster(project, folder, reports, rep, out, ctx)
     ctx.progress("raster", len(rasters), len(rasters), "Label rasters written")
     return reports
+
+
+def record_label_raster(project, folder, reports: list[dict], rep: dict, out, ctx) -> None:
+    """Report one finished label raster: its warnings, the artifact, and the manifest so far."""
+    for w in rep["warnings"]:
+        ctx.log(w, "warning")
+    ctx.artifact("label_raster", str(out))
+    reports.append(rep)
+    write_manifest(project, folder, reports)
 
 
 def write_manifest(project: LabelingProject, folder: Path, reports: list[dict]) -> Path:
