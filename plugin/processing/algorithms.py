@@ -17,6 +17,8 @@ ALGORITHM_JOB_KINDS: list[str] = [
     "train_pixel_segmentation",
     "classify_pixels",
     "export_onnx",
+    "train_object_detection",
+    "detect_objects",
     "export_chips",
 ]
 
