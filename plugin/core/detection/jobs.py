@@ -142,9 +142,9 @@ class TrainObjectDetectionJob(Job):
         return str(p.with_name(f"{stem}_logs"))
 
     def run(self, ctx: JobContext) -> dict:
-        from .train import train_object_detection
+        from ..families import train
 
-        return train_object_detection(self, ctx)
+        return train(self, ctx)
 
 
 @register_job
