@@ -51,7 +51,11 @@ FAMILIES: list[Family] = [
            classify_tools=(Tool("classify_pixels", "Classify Pixels…",
                                 "classify_pixels_dialog:open_classify_pixels"),)),
     Family("object_detection", "Object Detection", "train_object_detection",
-           ("detect_objects",), "detection.task:ObjectDetectionTask", "detection.jobs"),
+           ("detect_objects",), "detection.task:ObjectDetectionTask", "detection.jobs",
+           train_tool=Tool("train_object_detection", "Object Detection…",
+                           "train_detection_dialog:open_train_detection"),
+           classify_tools=(Tool("detect_objects", "Detect Objects…",
+                                "detect_objects_dialog:open_detect_objects"),)),
 ]
 
 

@@ -14,11 +14,11 @@ from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..segmentation.jobs import PATCH_MULTIPLE, _device_problem, nearest_patch_size
 
-ARCHITECTURES = ("retinanet", "fasterrcnn", "fcos", "retinanet_resnet18")
+ARCHITECTURES = ("retinanet", "fasterrcnn", "fcos", "fcos_resnet18")
 ARCHITECTURE_LABELS = {"retinanet": "RetinaNet (ResNet-50 FPN)",
                        "fasterrcnn": "Faster R-CNN (ResNet-50 FPN)",
                        "fcos": "FCOS (ResNet-50 FPN)",
-                       "retinanet_resnet18": "RetinaNet (ResNet-18 FPN, light: trains on a CPU)"}
+                       "fcos_resnet18": "FCOS (ResNet-18 FPN, light: trains on a CPU)"}
 TASK = "object_detection"
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
@@ -43,7 +43,7 @@ class TrainObjectDetectionJob(Job):
     architecture: str = spec("retinanet", "ARCHITECTURE", "Model architecture", "enum",
                              choices=ARCHITECTURES,
                              help="RetinaNet (default), Faster R-CNN or FCOS on a ResNet-50 FPN "
-                                  "backbone, or RetinaNet on a light ResNet-18 FPN that trains "
+                                  "backbone, or FCOS on a light ResNet-18 FPN that trains "
                                   "usefully on a CPU.")
     init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
                            optional=True, file_filter=_MODEL_FILTER,
@@ -222,3 +222,44 @@ class DetectObjectsJob(Job):
         from .detect import detect_objects
 
         return detect_objects(self, ctx)
+
+
+@register_job
+@dataclass
+class DetectionSummaryJob(Job):
+    """What Train Object Detection would sample: patches per split and boxes per class (the
+    dialog's live pre-flight summary)."""
+
+    kind = "detection_summary"
+    title = "Object detection sampling summary"
+    group = "Object detection"
+
+    project: str = spec("", "PROJECT", "Labeling project or chips folder", "project_in")
+    patch_size: int = spec(512, "PATCH_SIZE", "Patch size (px)", "int", minimum=64,
+                           maximum=4096)
+    split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
+                        minimum=0, maximum=100)
+    shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool")
+    seed: int = spec(0, "SEED", "Random seed", "int", minimum=0)
+    pad_small_features: bool = spec(True, "PAD_SMALL_FEATURES", "Pad small features", "bool")
+    feature_patch_percentage: float = spec(1.0, "FEATURE_PATCH_PERCENTAGE",
+                                           "Feature patch percentage", "float", minimum=0,
+                                           maximum=1)
+    background_patch_ratio: float = spec(0.15, "BACKGROUND_PATCH_RATIO",
+                                         "Background patch ratio", "float", minimum=0)
+
+    def run(self, ctx: JobContext) -> dict:
+        import tempfile
+
+        from .data import prepare_detection_data
+
+        with tempfile.TemporaryDirectory(prefix="dltrainer-detsummary-") as work:
+            data = prepare_detection_data(self, ctx, Path(work))
+            summary = data.plan.summary()
+            names = {c["id"]: c["name"] for c in data.classes}
+            summary["boxes"] = {s: {names.get(k, str(k)): n
+                                    for k, n in data.box_counts(s).items()}
+                                for s in ("train", "validation")}
+            summary["largest_box_px"] = round(data.largest_box(), 1)
+            summary["classes"] = data.classes
+        return summary

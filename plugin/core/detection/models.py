@@ -1,8 +1,8 @@
 """Detection networks: torchvision's RetinaNet, Faster R-CNN and FCOS, for any band count.
 
 - Backbones: ResNet-50 FPN (torchvision's reference configuration: P3–P7 for RetinaNet/FCOS,
-  P2–P5 + pool for Faster R-CNN) or a light ResNet-18 FPN with 128 channels (RetinaNet) that
-  trains on a CPU.
+  P2–P5 + pool for Faster R-CNN) or a light ResNet-18 FPN with 128 channels (FCOS: anchor-free,
+  it learns from random weights in far fewer steps than RetinaNet, so it trains on a CPU).
   Weights start random (``weights=None``); batch norm is trainable (``nn.BatchNorm2d``), not
   torchvision's frozen default, because frozen statistics only make sense for pretrained weights.
 - Any band count: the first convolution is rebuilt with ``bands`` input channels.
@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import UserError
 
-ARCHITECTURES = ("retinanet", "fasterrcnn", "fcos", "retinanet_resnet18")
+ARCHITECTURES = ("retinanet", "fasterrcnn", "fcos", "fcos_resnet18")
 LIGHT_CHANNELS = 128   # FPN and head width of the light model (256 in the reference models)
 
 
@@ -80,19 +80,18 @@ def build_detector(architecture: str, bands: int, num_classes: int, patch_size: 
         net = FasterRCNN(_backbone("resnet50", bands, [1, 2, 3, 4], LastLevelMaxPool()),
                          num_classes=num_classes, box_score_thresh=score_threshold,
                          box_nms_thresh=nms_iou, box_detections_per_img=max_detections, **kw)
-    elif architecture == "fcos":
+    elif architecture in ("fcos", "fcos_resnet18"):
         from torchvision.models.detection import FCOS
 
-        net = FCOS(_backbone("resnet50", bands, [2, 3, 4], LastLevelP6P7(256, 256)),
+        light = architecture == "fcos_resnet18"
+        depth, width = ("resnet18", LIGHT_CHANNELS) if light else ("resnet50", 256)
+        net = FCOS(_backbone(depth, bands, [2, 3, 4], LastLevelP6P7(width, width), width),
                    num_classes=num_classes, score_thresh=score_threshold, nms_thresh=nms_iou,
                    detections_per_img=max_detections, topk_candidates=1000, **kw)
     else:
         from torchvision.models.detection import RetinaNet
 
-        light = architecture == "retinanet_resnet18"
-        depth, width = ("resnet18", LIGHT_CHANNELS) if light else ("resnet50", 256)
-        p6 = 512 if light else 2048           # P6 from C5, as in the RetinaNet paper
-        net = RetinaNet(_backbone(depth, bands, [2, 3, 4], LastLevelP6P7(p6, width), width),
+        net = RetinaNet(_backbone("resnet50", bands, [2, 3, 4], LastLevelP6P7(2048, 256)),
                         num_classes=num_classes, score_thresh=score_threshold,
                         nms_thresh=nms_iou, detections_per_img=max_detections, **kw)
     old = net.transform

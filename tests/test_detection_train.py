@@ -1,0 +1,144 @@
+"""Object detection end to end through the one training engine: a synthetic scene with exact boxes
+is learned (validation mAP50 ≥ 0.9), Detect Objects finds the objects of an unseen raster at their
+true map coordinates (within a pixel) and once each, the ONNX export gives the same boxes, and a
+detector given to Classify Pixels is refused naming both tasks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from plugin.core.detection.jobs import DetectObjectsJob, TrainObjectDetectionJob
+from plugin.core.detection.synthetic import make_object_scene, scene_project
+from plugin.core.errors import UserError
+from plugin.core.jobs import RecordingContext
+
+PATCH = 64
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A light detector trained on one synthetic raster, validated on another (≈ 120 steps)."""
+    folder = tmp_path_factory.mktemp("det")
+    train = make_object_scene(folder / "train", size=192, n_objects=16, seed=11,
+                              sizes=(25, 34))
+    val = make_object_scene(folder / "val", size=128, n_objects=7, seed=12, sizes=(25, 34))
+    scene_project(train, folder / "p.gpkg", role="train")
+    scene_project(val, folder / "p.gpkg", role="validation")
+    job = TrainObjectDetectionJob(
+        project=str(folder / "p.gpkg"), architecture="fcos_resnet18", patch_size=PATCH,
+        epochs=12, steps_per_epoch=10, batch_size=4, learning_rate=0.001,
+        augment_scale=False, background_patch_ratio=0.0, device="cpu", num_workers=0,
+        output_model=str(folder / "det.safetensors"),
+        output_last_model=str(folder / "det_last.safetensors"))
+    assert job.problems() == []
+    ctx = RecordingContext()
+    result = job.run(ctx)
+    return {"folder": folder, "result": result, "job": job, "ctx": ctx}
+
+
+def test_synthetic_scene_learned_map50(trained):
+    r = trained["result"]
+    print("validation metrics of the best epoch:", {k: round(v, 3) for k, v in
+                                                     r["metrics"].items() if "val" in k})
+    assert r["task"] == "object_detection" and r["best_metric"] == "val_map50"
+    assert r["metrics"]["val_map50"] >= 0.9
+    card = json.loads(Path(r["report_json"]).read_text())
+    assert card is not None
+    from plugin.core.detection.modelfile import read_card
+
+    c = read_card(r["output_model"])
+    assert c["task"] == "object_detection" and c["architecture"] == "fcos_resnet18"
+    assert c["patch_size"] == PATCH and c["score_threshold"] == 0.3 and c["nms_iou"] == 0.5
+    assert 25 <= c["max_box_px"] <= 34 and [k["name"] for k in c["classes"]] == ["background",
+                                                                                   "car"]
+    rows = Path(r["csv"]).read_text().splitlines()
+    assert "val_map50" in rows[0] and "ap50_car" in rows[0] and "val_f1" in rows[0]
+    assert (Path(r["log_folder"]) / "precision_recall.png").is_file()
+
+
+def test_detect_objects_on_an_unseen_georeferenced_raster(trained, tmp_path):
+    """Boxes on a raster the model never saw (tiles of 64 px: objects straddle tile borders)
+    come out once each and within a pixel of the truth, in the raster's CRS with m² areas."""
+    from osgeo import ogr
+
+    scene = make_object_scene(tmp_path, size=160, n_objects=9, seed=21, sizes=(25, 34),
+                              fixed=[(1, 50, 50, 80, 80)])
+    out = tmp_path / "found.gpkg"
+    job = DetectObjectsJob(input=str(scene.raster), model=trained["result"]["output_model"],
+                           output=str(out), output_points=str(tmp_path / "centres.gpkg"),
+                           device="cpu")
+    assert job.problems() == []
+    res = job.run(RecordingContext())
+    assert res["tiles"] > 4 and res["area_field"] == "area_m2"
+    ds = ogr.Open(str(out))
+    layer = ds.GetLayer(0)
+    assert "32631" in layer.GetSpatialRef().ExportToWkt() or layer.GetSpatialRef().GetAuthorityCode(
+        None) == "32631"
+    found = []
+    for f in layer:
+        x0, x1, y0, y1 = f.GetGeometryRef().GetEnvelope()
+        found.append((x0, y0, x1, y1, f.GetField("score"), f.GetField("area_m2")))
+    found = np.array(found)
+    truth = np.array([scene.map_box(b) for b in scene.boxes])
+    matched = 0
+    for t in truth:
+        d = np.abs(found[:, :4] - t).max(1)
+        near = d <= 0.5 * 1.5          # 1.5 px of 0.5 m: box edges of a learned detector
+        assert near.sum() <= 1         # never reported twice
+        matched += int(near.any())
+    assert matched >= len(truth) - 1
+    assert len(found) <= len(truth) + 1
+    k = int(np.argmin(np.abs(found[:, :4] - truth[0]).max(1)))
+    assert found[k, 5] == pytest.approx((found[k, 2] - found[k, 0]) * (found[k, 3] - found[k, 1]))
+    pds = ogr.Open(str(tmp_path / "centres.gpkg"))
+    assert pds.GetLayer(0).GetFeatureCount() == len(found)
+
+
+def test_onnx_export_gives_the_same_boxes(trained, tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from plugin.core.detection.modelfile import load_detector
+    from plugin.core.segmentation.jobs import ExportOnnxJob
+
+    model = trained["result"]["output_model"]
+    onnx_path = tmp_path / "det.onnx"
+    job = ExportOnnxJob(model=model, output=str(onnx_path), input_scale="unit", scale=255.0)
+    assert job.problems() == []
+    res = job.run(RecordingContext())
+    assert res["task"] == "object_detection"
+    scene = make_object_scene(tmp_path, size=PATCH, n_objects=1, seed=4)
+    import rasterio
+
+    with rasterio.open(scene.raster) as ds:
+        x = ds.read().astype(np.float32)[None]
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    boxes, scores, labels = sess.run(None, {"image": x / 255.0})
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["det_type"]) == "retinanet" and json.loads(meta["model_type"]) == (
+        "Detector")
+    net, card = load_detector(model)
+    with torch.no_grad():
+        ref = net([torch.from_numpy(x[0])])[0]
+    keep = ref["scores"] >= 0.05
+    assert len(boxes) == int(keep.sum())
+    if len(boxes):
+        np.testing.assert_allclose(boxes, ref["boxes"][keep].numpy(), atol=0.05)
+        np.testing.assert_allclose(scores, ref["scores"][keep].numpy(), atol=1e-3)
+
+
+def test_detector_refused_by_classify_pixels(trained, tmp_path):
+    from plugin.core.segmentation.jobs import ClassifyPixelsJob
+    from plugin.core.segmentation.modelfile import read_model_card
+
+    with pytest.raises(UserError, match="'object_detection' model, not a 'pixel_segmentation'"):
+        read_model_card(trained["result"]["output_model"])
+    scene = make_object_scene(tmp_path, size=64, n_objects=0)
+    job = ClassifyPixelsJob(input=str(scene.raster), model=trained["result"]["output_model"],
+                            output=str(tmp_path / "c.tif"))
+    with pytest.raises(UserError, match="Object Detection"):
+        job.run(RecordingContext())
