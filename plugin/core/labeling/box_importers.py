@@ -245,7 +245,9 @@ def import_box_annotations(project_path: str | Path, annotations: str | Path,
         corners = [transform * (x, y) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))]
         ring = [list(c) for c in corners] + [list(corners[0])]
         items.append((ids[name], {"type": "Polygon", "coordinates": [ring]}))
-    project.add_features(items)
+    rid = next((r.id for r in project.rasters()
+                if Path(r.path).resolve() == Path(target).resolve()), None)
+    project.add_features(items, raster_id=rid)   # these boxes belong to this image only
     for w in warnings:
         ctx.log(w, "warning")
     counts: dict[str, int] = {}
