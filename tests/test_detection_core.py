@@ -361,3 +361,24 @@ def test_segmentation_model_given_to_detect_objects(tmp_path):
 
 def test_module_paths_exist():
     assert Path("plugin/core/detection/jobs.py").is_file()
+
+
+@pytest.mark.parametrize("fmt", ["coco", "yolo"])
+def test_train_data_from_an_exported_chips_folder(tmp_path, fmt):
+    """A COCO / YOLO chips folder from Export Training Chips gives the same boxes, with each
+    chip in the split it was exported in."""
+    from plugin.core.detection.data import prepare_detection_data
+    from plugin.core.jobs import RecordingContext
+    from plugin.core.sampling.jobs import ExportChipsJob
+
+    scene = make_object_scene(tmp_path / "s", size=128, n_objects=6, seed=8)
+    scene_project(scene, tmp_path / "p.gpkg")
+    ExportChipsJob(project=str(tmp_path / "p.gpkg"), format=fmt, patch_size=64,
+                   background_patch_ratio=1.0, output_folder=str(tmp_path / "chips")
+                   ).run(RecordingContext())
+    data = prepare_detection_data(_train_job(tmp_path, tmp_path / "chips", patch_size=64),
+                                  RecordingContext(), tmp_path / "w")
+    assert [c["name"] for c in data.classes] == ["car"]
+    assert {s.role for s in data.sources} <= {"train", "validation"}
+    assert sum(len(b) for b in data.boxes) >= 6          # objects cut by chips count twice
+    assert data.plan.split("train")

@@ -142,3 +142,20 @@ def test_detector_refused_by_classify_pixels(trained, tmp_path):
                             output=str(tmp_path / "c.tif"))
     with pytest.raises(UserError, match="Object Detection"):
         job.run(RecordingContext())
+
+
+def test_dltrain_runs_detect_objects_from_a_job_file(trained, tmp_path):
+    """The same job through the CLI (`dltrain run job.json`), as scripts and servers use it."""
+    import subprocess
+    import sys
+
+    scene = make_object_scene(tmp_path, size=96, n_objects=2, seed=5)
+    job = DetectObjectsJob(input=str(scene.raster), model=trained["result"]["output_model"],
+                           output=str(tmp_path / "cli.gpkg"), device="cpu")
+    job.save(tmp_path / "job.json")
+    done = subprocess.run([sys.executable, "-m", "plugin.cli", "run", str(tmp_path / "job.json")],
+                          capture_output=True, text=True,
+                          cwd=str(Path(__file__).resolve().parent.parent))
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)["result"]
+    assert result["output"] == job.output and (tmp_path / "cli.gpkg").is_file()
