@@ -382,3 +382,23 @@ def test_train_data_from_an_exported_chips_folder(tmp_path, fmt):
     assert {s.role for s in data.sources} <= {"train", "validation"}
     assert sum(len(b) for b in data.boxes) >= 6          # objects cut by chips count twice
     assert data.plan.split("train")
+
+
+def test_validation_ignores_objects_cut_by_the_patch_edge():
+    """Validation follows Detect Objects: predictions touching the patch edge are dropped and
+    truths cut by it are ignored (iscrowd), so neither counts."""
+    import torch
+
+    from plugin.core.detection.task import patch_edge_rule
+
+    img = torch.zeros(3, 64, 64)
+    pred = {"boxes": torch.tensor([[10.0, 10, 30, 30], [50, 0, 64, 20]]),
+            "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([1, 1])}
+    truth = {"boxes": torch.tensor([[10.0, 10, 30, 30], [50, 0, 64, 20], [0, 40, 12, 60]]),
+             "labels": torch.tensor([1, 1, 1])}
+    p, t = patch_edge_rule([img], [pred], [truth])
+    assert len(p[0]["boxes"]) == 1 and t[0]["iscrowd"].tolist() == [0, 1, 1]
+    m = DetectionMetrics([1], 0.3)
+    m.update(p, t)
+    r = m.compute()
+    assert r["map50"] == pytest.approx(1.0) and r["recall"] == 1.0 and r["precision"] == 1.0

@@ -7,6 +7,9 @@ at the model's score threshold.
   matched greedily, best score first, to the unmatched true box of the same class with the
   highest IoU ``≥ 0.5`` (the PASCAL VOC rule); matched = true positive, unmatched detection =
   false positive, unmatched truth = false negative. Counts are summed over images and classes.
+- Targets may carry ``iscrowd`` (COCO's ignore flag, 1 = ignored): such truths are neither found
+  nor missed, and detections matching them (IoU ≥ 0.5) are not counted (pycocotools does the
+  same for the mAP).
 """
 
 from __future__ import annotations
@@ -110,7 +113,14 @@ def match_counts(pred: dict, target: dict, class_id: int, threshold: float
 
     keep = (pred["labels"] == class_id) & (pred["scores"] >= threshold)
     pb, ps = pred["boxes"][keep], pred["scores"][keep]
-    tb = target["boxes"][target["labels"] == class_id]
+    sel = target["labels"] == class_id
+    if "iscrowd" in target:                    # ignored truths: neither TP nor FN
+        crowd = target["iscrowd"].bool() & sel
+        sel = sel & ~crowd
+        if crowd.any() and len(pb):
+            near = box_iou(pb, target["boxes"][crowd]).max(1).values >= MATCH_IOU
+            pb, ps = pb[~near], ps[~near]
+    tb = target["boxes"][sel]
     if len(pb) == 0 or len(tb) == 0:
         return 0, int(len(pb)), int(len(tb))
     iou = box_iou(pb[torch.argsort(ps, descending=True)], tb)

@@ -142,7 +142,7 @@ class ObjectDetectionTask(TrainingTask):
         for images, targets in loader:
             images, targets = _to_device((images, targets), device)
             preds = network(images)
-            metric.update(preds, targets)
+            metric.update(*patch_edge_rule(images, preds, targets))
             for img, t, p in zip(images, targets, preds):
                 if len(previews) < N_PREVIEW:
                     previews.append(self._preview(img, t, p))
@@ -204,6 +204,27 @@ class ObjectDetectionTask(TrainingTask):
         if plot:
             lines += ["", f"![Precision-recall at IoU 0.5]({plot.name})"]
         return "\n".join(lines) + "\n"
+
+
+def patch_edge_rule(images, preds: list[dict], targets: list[dict]):
+    """Validation as Detect Objects sees objects: a prediction touching the patch edge (within
+    EDGE_PX) is dropped — Detect Objects leaves those to the neighbouring tile — and a true box
+    cut by the patch edge is marked ``iscrowd`` (COCO's ignore flag: matching it neither counts
+    nor costs)."""
+    from .detect import EDGE_PX
+
+    out_p, out_t = [], []
+    for img, p, t in zip(images, preds, targets):
+        h, w = img.shape[-2:]
+        keep = ~_touches_edge(p["boxes"], h, w, EDGE_PX)
+        out_p.append({k: v[keep] for k, v in p.items()})
+        out_t.append({**t, "iscrowd": _touches_edge(t["boxes"], h, w, 0.5).to(int)})
+    return out_p, out_t
+
+
+def _touches_edge(boxes, h: int, w: int, margin: float):
+    return ((boxes[:, 0] <= margin) | (boxes[:, 1] <= margin) | (boxes[:, 2] >= w - margin)
+            | (boxes[:, 3] >= h - margin))
 
 
 def _to_device(batch, device: str):
