@@ -243,14 +243,17 @@ class _LabelRasterWriter:
 
     def write(self, labels: Any, window: Any) -> None:
         """Write ``labels`` (uint8, the window's shape) at ``window``, after setting ``IGNORE``
-        where the raster is nodata there (``labels`` is changed in place)."""
+        where the raster's pixels are not valid (``validpixels``; ``labels`` is changed in
+        place)."""
         from rasterio.windows import Window
+
+        from ..validpixels import valid_mask
 
         for r in range(0, window.height, BAND_ROWS):  # in bands: small temporaries
             rows = Window(window.col_off, window.row_off + r, window.width,
                           min(BAND_ROWS, window.height - r))
             band = labels[r:r + rows.height]
-            band[self.src.dataset_mask(window=rows) == 0] = IGNORE
+            band[~valid_mask(self.src, window=rows)] = IGNORE
             self.dst.write(band, 1, window=rows)
 
     def __exit__(self, exc_type, exc, tb) -> None:

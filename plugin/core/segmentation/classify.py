@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import JobCancelled, UserError
 from ..jobs import JobContext
+from ..validpixels import data_band_count, read_data, valid_mask
 
 CLASS_NODATA = 255
 PIXEL_SIZE_TOLERANCE = 1.5     # ratio to the training pixel size that triggers a warning
@@ -51,22 +52,6 @@ def window_1d(n: int, smooth: bool) -> np.ndarray:
 
 def _ceil32(n: int) -> int:
     return max(32, -(-n // 32) * 32)
-
-
-def valid_mask(src, data: np.ndarray, window) -> np.ndarray:
-    """True where the pixel is not nodata in every band (or is set in the dataset mask)."""
-    from rasterio.enums import MaskFlags
-
-    if src.nodata is not None:
-        nd = src.nodata
-        same = np.isnan(data) if np.isnan(nd) else data == nd
-        return ~same.all(axis=0)
-    flags = src.mask_flag_enums[0] if src.count else ()
-    if MaskFlags.all_valid in flags:
-        if np.issubdtype(data.dtype, np.floating):
-            return ~np.isnan(data).all(axis=0)
-        return np.ones(data.shape[1:], bool)
-    return src.dataset_mask(window=window) > 0
 
 
 # -- forward engines ----------------------------------------------------------------------------
@@ -193,7 +178,7 @@ def _read_tiles(src, rows: list[int], cols: list[int], th: int, tw: int,
         for c0 in cols:
             h, w = min(th, src.height - r0), min(tw, src.width - c0)
             win = Window(c0, r0, w, h)
-            data = src.read(window=win)
+            data = read_data(src, window=win)
             valid = valid_mask(src, data, win)
             data = data.astype(np.float32)
             np.copyto(data, fill, where=~valid[None])
@@ -426,8 +411,9 @@ def classify_pixels(job, ctx: JobContext) -> dict:
     tmps: list[Path] = []
     try:
         with src:
-            if src.count != int(card["bands"]):
-                raise UserError(f"The input raster has {src.count} band(s) but the model was "
+            if data_band_count(src) != int(card["bands"]):
+                raise UserError(f"The input raster has {data_band_count(src)} band(s) of "
+                                "data (an alpha band is a mask, not data) but the model was "
                                 f"trained on {card['bands']}.",
                                 "Classify a raster with the same bands as the training rasters.")
             px = card.get("pixel_size")

@@ -164,10 +164,6 @@ class TrainPixelSegmentationJob(Job):
                        f"use {nearest_patch_size(self.patch_size)}.")
         if not self.output_model:
             out.append("Output model (OUTPUT_MODEL) is required: choose a file name.")
-        elif self.output_last_model and (Path(self.output_last_model).resolve()
-                                         == Path(self.output_model).resolve()):
-            out.append("The best and last models (OUTPUT_MODEL, OUTPUT_LAST_MODEL) must be "
-                       "different files: change one name.")
         if self.class_weight_min > self.class_weight_max:
             out.append(f"Class weight min ({self.class_weight_min:g}) is above max "
                        f"({self.class_weight_max:g}): swap them.")
@@ -249,9 +245,6 @@ class ClassifyPixelsJob(Job):
         if self.tile_size and self.tile_size % PATCH_MULTIPLE:
             out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.tile_size)}.")
-        outs = [p for p in (self.output, self.output_probabilities, self.output_vector) if p]
-        if self.input and any(Path(p).resolve() == Path(self.input).resolve() for p in outs):
-            out.append("An output would overwrite the input raster: choose another file name.")
         out += _device_problem(self.device)
         return out
 
@@ -300,8 +293,6 @@ class ExportOnnxJob(Job):
             out.append(f"The model {self.model} does not exist: check MODEL.")
         if not self.output:
             out.append("Output ONNX file (OUTPUT) is required: choose a file name.")
-        elif self.model and Path(self.output).resolve() == Path(self.model).resolve():
-            out.append("The ONNX file (OUTPUT) would overwrite the model: choose another name.")
         if self.tile_size and self.tile_size % PATCH_MULTIPLE:
             out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.tile_size)}.")

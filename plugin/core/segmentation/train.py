@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..jobs import JobContext
+from ..validpixels import data_band_count
 from . import modelfile, report
 from .data import (
     Augment,
@@ -299,7 +300,7 @@ def _train(job, ctx: JobContext) -> dict:
     import rasterio
 
     with rasterio.open(setup.sources[0].image) as ds:
-        bands, res, crs = ds.count, ds.res, (ds.crs.to_string() if ds.crs else None)
+        bands, res, crs = data_band_count(ds), ds.res, (ds.crs.to_string() if ds.crs else None)
         dtype = ds.dtypes[0]
     architecture, encoder = job.architecture, job.encoder
     if base_card is not None:
