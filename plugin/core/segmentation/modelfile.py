@@ -233,11 +233,12 @@ def read_model_card(path: str | Path, task: str | None = TASK) -> dict:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"The model file {p} does not exist.", "Check the path.")
-    fix = "Choose a model written by Deep Learning Trainer (train it again if it was damaged)."
+    fix = ("Choose a model written by Train Pixel Segmentation (train it again if this one was "
+           "damaged).")
     meta = _safetensors_metadata(p)
     if meta is None:
-        raise UserError(f"{p} is not a valid model file: not a complete safetensors file "
-                        "(truncated, damaged, or another kind of file).", fix)
+        raise UserError(f"{p} is not a valid model file: it is not a Deep Learning Trainer "
+                        "model file (truncated, damaged, or another kind of file).", fix)
     if meta.get("format") != FORMAT or "card" not in meta:
         raise UserError(f"{p} is not a valid model file: a safetensors file but not a Deep "
                         "Learning Trainer model.", fix)
