@@ -185,12 +185,28 @@ def output_problems(job: Job) -> list[str]:
             if _same(path, other):
                 problems.append(f"{label} and {other_label} are the same file {path}: one would "
                                 "overwrite the other. Give them different names.")
+    problems += model_problems(job)
     if not problems:
         for label, path, is_folder in outputs:
             problem = writable_problem(label, path, is_folder)
             if problem:
                 problems.append(problem)
     return problems
+
+
+def model_problems(job: Job) -> list[str]:
+    """Model inputs that are not valid model files (read by content, whatever their name)."""
+    from .segmentation.modelfile import read_model_card
+
+    out = []
+    for f, ps in param_fields(type(job)):
+        value = getattr(job, f.name)
+        if ps.kind == "model_in" and isinstance(value, str) and value and Path(value).is_file():
+            try:
+                read_model_card(value, task=None)
+            except UserError as exc:
+                out.append(f"{ps.label} ({ps.name}): {exc}")
+    return out
 
 
 # -- locks ------------------------------------------------------------------------------------

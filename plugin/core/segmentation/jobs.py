@@ -19,6 +19,18 @@ PATCH_MULTIPLE = 32
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
 _RASTER_FILTER = "GeoTIFF (*.tif *.tiff)"
+MODEL_SUFFIX = ".dltmodel.safetensors"
+_OTHER_MODEL_SUFFIXES = (".model", ".pt", ".pth", ".ckpt", ".bin", ".onnx")
+
+
+def model_file_name(path: str) -> str:
+    """``path`` ending in ``.dltmodel.safetensors`` (``best.model`` → ``best.dltmodel.
+    safetensors``; names already ending in ``.safetensors`` are kept)."""
+    if not path or path.lower().endswith(".safetensors"):
+        return path
+    p = Path(path)
+    stem = p.name[:-len(p.suffix)] if p.suffix.lower() in _OTHER_MODEL_SUFFIXES else p.name
+    return str(p.with_name(stem + MODEL_SUFFIX)) if stem else path
 
 
 def nearest_patch_size(value: int) -> int:
@@ -147,9 +159,29 @@ class TrainPixelSegmentationJob(Job):
     output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
                                   optional=True, file_filter=_MODEL_FILTER,
                                   help="The model after the last epoch (to resume from).")
+    save_optimizer: bool = spec(True, "SAVE_OPTIMIZER", "Save optimizer state beside the last "
+                                "model", "bool", advanced=True,
+                                help="Writes <last model>.optim.safetensors (the AdamW moments, "
+                                     "about twice the model's size) so RESUME_FROM continues "
+                                     "exactly; without it a resumed run restarts the optimizer.")
     log_folder: str = spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)",
                            "folder_out", optional=True, advanced=True,
                            help="Empty: <output model>_logs next to the model.")
+
+    def __post_init__(self) -> None:
+        self.output_model = model_file_name(self.output_model)
+        self.output_last_model = model_file_name(self.output_last_model)
+
+    def extra_outputs(self) -> list[tuple[str, str, bool]]:
+        from .modelfile import optimizer_path
+
+        out = []
+        if self.output_last_model and self.save_optimizer:
+            out.append(("Optimizer state beside the last model",
+                        str(optimizer_path(self.output_last_model)), False))
+        if self.output_model:
+            out.append(("Log folder (LOG_FOLDER)", self.resolved_log_folder(), True))
+        return out
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -218,8 +250,10 @@ class ClassifyPixelsJob(Job):
                               optional=True, file_filter="GeoPackage (*.gpkg)",
                               help="Optional GeoPackage of class polygons with class id, name "
                                    "and area.")
-    min_area: float = spec(0.0, "MIN_AREA", "Minimum polygon area (map units²)", "float",
-                           minimum=0, help="Smaller polygons are left out of OUTPUT_VECTOR.")
+    min_area: float = spec(0.0, "MIN_AREA", "Minimum polygon area (m²)", "float",
+                           minimum=0, help="Smaller polygons are left out of OUTPUT_VECTOR. "
+                                           "Areas are in m² (on the ellipsoid for a "
+                                           "geographic CRS such as EPSG:4326).")
     overlap: float = spec(0.25, "OVERLAP", "Tile overlap (share of the tile)", "float",
                           minimum=0, maximum=0.75,
                           help="Tiles overlap by this share and are blended smoothly.")
@@ -232,6 +266,12 @@ class ClassifyPixelsJob(Job):
                        choices=("auto", "torch", "onnxruntime"), advanced=True,
                        help="auto: onnxruntime on the CPU when installed (faster there), torch "
                             "on CUDA.")
+    rescale: str = spec("none", "RESCALE", "Rescale input values", "enum",
+                        choices=("none", "dtype"), advanced=True,
+                        help="none: the input must hold values like the training rasters (a "
+                             "raster of another data type whose values do not fit is refused). "
+                             "dtype: map the input data type's range onto the training data "
+                             "type's (uint16 0–65535 or float 0–1 → uint8 0–255).")
     device: str = spec("auto", "DEVICE", "Device", "str", help="auto, cpu, cuda or cuda:N.")
 
     def problems(self) -> list[str]:

@@ -99,6 +99,7 @@ def _write_safetensors(tensors: dict, target: str | Path, meta: dict) -> Path:
     path, tmp = _atomic_target(target)
     try:
         save_file(tensors, str(tmp), metadata=meta)
+        os.chmod(tmp, 0o644)   # like every other output (the temporary file may be 0600)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -522,7 +522,8 @@ def _train(job, ctx: JobContext) -> dict:
             modelfile.save_model(job.output_last_model, network,
                                  card(dict(val_m or train_m, loss=crit, epoch=epoch + 1),
                                       epoch + 1))
-            modelfile.save_optimizer(job.output_last_model, optimizer)
+            if job.save_optimizer:
+                modelfile.save_optimizer(job.output_last_model, optimizer)
             ctx.artifact("last_model", job.output_last_model)
         metrics_msg = {k: v for k, v in row.items()
                        if k in ("train_loss", "val_loss", "val_miou", "val_accuracy",
