@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -165,26 +164,12 @@ def import_vector_labels(project_path: str | Path, labels: str | Path, class_fie
 
 
 def parse_value_classes(table: dict | str) -> dict[float, str]:
-    """A value → class name table from a dict or text: JSON ('{"1": "water"}') or
-    '1=water, 2=forest' (',' ';' or newlines between pairs, '=' or ':' inside)."""
-    if isinstance(table, str):
-        text = table.strip()
-        if text.startswith("{"):
-            try:
-                table = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"The value → class table is not valid JSON ({exc}).",
-                                'Write it as {"1": "water", "2": "forest"}.') from None
-        else:
-            pairs = [p for p in re.split(r"[,;\n]", text) if p.strip()]
-            table = {}
-            for pair in pairs:
-                match = re.match(r"\s*([^=:]+?)\s*[=:]\s*(.*?)\s*$", pair)
-                if not match:
-                    raise UserError(f"{pair.strip()!r} in the value → class table has no '='.",
-                                    "Write pairs like 1=water, 2=forest.")
-                table[match.group(1)] = match.group(2)
-    if not isinstance(table, dict) or not table:
+    """A value → class name table from a dict or text (:func:`..perclass.parse_per_class`:
+    '1=water, 2=forest' or '{"1": "water"}')."""
+    from ..perclass import parse_per_class
+
+    table = parse_per_class(table, "The value → class table (VALUE_CLASSES)", numbers=False)
+    if not table:
         raise UserError("The value → class table is empty.", "Write pairs like 1=water, 2=forest.")
     out: dict[float, str] = {}
     for key, name in table.items():

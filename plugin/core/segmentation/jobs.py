@@ -48,18 +48,13 @@ def _device_problem(device: str) -> list[str]:
 
 
 def _per_class_problem(value, name: str) -> list[str]:
-    if value in (None, "", [], {}):
-        return []
-    items = value.values() if isinstance(value, dict) else value
-    if not isinstance(value, (dict, list, tuple)):
-        return [f"{name} must be a list (one value per class) or a mapping class id → value."]
-    for v in items:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            return [f"{name} holds {v!r}: use numbers of pixels, 0 or more."]
-    if isinstance(value, dict):
-        for k in value:
-            if not str(k).isdigit():
-                return [f"{name} has the key {k!r}: use class ids (1, 2, …) as keys."]
+    from ..errors import UserError
+    from ..perclass import parse_per_class
+
+    try:
+        parse_per_class(value, name)
+    except UserError as exc:
+        return [str(exc)]
     return []
 
 
@@ -120,13 +115,14 @@ class TrainPixelSegmentationJob(Job):
     solid_distances: dict | list = spec({}, "SOLID_DISTANCES", "Solid distance per class (px)",
                                         "dict", optional=True, advanced=True,
                                  help="Pixels around point and line labels taken as the "
-                                      "feature: {class id: px} or one value per class; empty "
-                                      "uses the project's.")
+                                      "feature: 1=2, 3=0.5 (class id = px), one value for all "
+                                      "(2), or a list by class id (2, 0, 1); empty uses the "
+                                      "project's.")
     blur_distances: dict | list = spec({}, "BLUR_DISTANCES", "Blur distance per class (px)", "dict",
                                 optional=True, advanced=True,
                                 help="Soft label margin beyond the solid distance around point "
                                      "and line labels, shrinking to zero during training; "
-                                     "empty uses the project's.")
+                                     "same forms as SOLID_DISTANCES; empty uses the project's.")
     class_weight_min: float = spec(0.0, "CLASS_WEIGHT_MIN", "Class weight min", "float",
                                    minimum=0, maximum=10,
                                    help="Rare-class sampling weight at the end of training.")
