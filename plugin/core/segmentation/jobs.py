@@ -10,12 +10,12 @@ from pathlib import Path
 
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
+from ..patchsize import PATCH_MULTIPLE, nearest_patch_size, patch_size_problem  # noqa: F401
 
 ARCHITECTURES = ("unetplusplus", "unet", "deeplabv3plus")
 ARCHITECTURE_LABELS = {"unetplusplus": "U-Net++", "unet": "U-Net", "deeplabv3plus": "DeepLabV3+"}
 ENCODERS = ("resnet34", "resnet18", "resnet50", "efficientnet-b0", "mobilenet_v2")
 ENCODER_WEIGHTS = ("none", "imagenet")
-PATCH_MULTIPLE = 32
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
 _RASTER_FILTER = "GeoTIFF (*.tif *.tiff)"
@@ -31,11 +31,6 @@ def model_file_name(path: str) -> str:
     p = Path(path)
     stem = p.name[:-len(p.suffix)] if p.suffix.lower() in _OTHER_MODEL_SUFFIXES else p.name
     return str(p.with_name(stem + MODEL_SUFFIX)) if stem else path
-
-
-def nearest_patch_size(value: int) -> int:
-    """The multiple of 32 nearest to ``value`` (at least 32)."""
-    return max(PATCH_MULTIPLE, int(round(value / PATCH_MULTIPLE)) * PATCH_MULTIPLE)
 
 
 def _device_problem(device: str) -> list[str]:
@@ -187,9 +182,7 @@ class TrainPixelSegmentationJob(Job):
                            " choose a labeling project or a segmentation chips folder.")
         elif self.project and not Path(self.project).is_file():
             out.append(f"The labeling project {self.project} does not exist: check PROJECT.")
-        if self.patch_size % PATCH_MULTIPLE:
-            out.append(f"Patch size {self.patch_size} is not a multiple of {PATCH_MULTIPLE}: "
-                       f"use {nearest_patch_size(self.patch_size)}.")
+        out += patch_size_problem(self.patch_size)
         if not self.output_model:
             out.append("Output model (OUTPUT_MODEL) is required: choose a file name.")
         if self.class_weight_min > self.class_weight_max:
@@ -278,9 +271,7 @@ class ClassifyPixelsJob(Job):
             out.append(f"The model {self.model} does not exist: check MODEL.")
         if not self.output:
             out.append("Output class raster (OUTPUT) is required: choose a file name.")
-        if self.tile_size and self.tile_size % PATCH_MULTIPLE:
-            out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
-                       f"use {nearest_patch_size(self.tile_size)}.")
+        out += patch_size_problem(self.tile_size, "Tile size", "TILE_SIZE")
         out += _device_problem(self.device)
         return out
 
@@ -329,9 +320,7 @@ class ExportOnnxJob(Job):
             out.append(f"The model {self.model} does not exist: check MODEL.")
         if not self.output:
             out.append("Output ONNX file (OUTPUT) is required: choose a file name.")
-        if self.tile_size and self.tile_size % PATCH_MULTIPLE:
-            out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
-                       f"use {nearest_patch_size(self.tile_size)}.")
+        out += patch_size_problem(self.tile_size, "Tile size", "TILE_SIZE")
         if self.model and Path(self.model).is_file():
             from ..errors import UserError
             from .modelfile import read_model_card
