@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
+from ..patchsize import patch_size_problem
 
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 FORMAT_CHOICES = ("segmentation", "coco", "voc", "yolo", "imagefolder", "multilabel_csv", "gbdx")
@@ -32,8 +33,9 @@ class _SamplingFields(Job):
                         file_filter=_PROJECT_FILTER)
     format: str = spec("segmentation", "FORMAT", "Format", "enum", choices=FORMAT_CHOICES,
                        help="; ".join(f"{k}: {v}" for k, v in FORMAT_LABELS.items()))
-    patch_size: int = spec(256, "PATCH_SIZE", "Patch size (px)", "int", minimum=8,
-                           maximum=8192, help="Side of the square patches.")
+    patch_size: int = spec(256, "PATCH_SIZE", "Patch size (px)", "int", minimum=32,
+                           maximum=8192, help="Side of the square patches: a multiple of 32, "
+                                              "as training requires.")
     stride: int = spec(0, "STRIDE", "Stride (px, 0 = patch size)", "int", minimum=0,
                        maximum=8192, help="Step between patches; smaller than the patch size "
                                           "makes overlapping patches.")
@@ -81,6 +83,7 @@ class _SamplingFields(Job):
         if self.project and not Path(self.project).is_file():
             out.append(f"The labeling project {self.project} does not exist: choose an existing "
                        ".gpkg (PROJECT).")
+        out += patch_size_problem(self.patch_size)
         if self.stride and self.stride > self.patch_size:
             out.append(f"Stride {self.stride} is larger than the patch size {self.patch_size}: "
                        "patches would leave gaps. Use a stride up to the patch size.")

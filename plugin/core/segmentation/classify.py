@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import JobCancelled, UserError
 from ..jobs import JobContext
+from ..validpixels import data_band_count, read_data, valid_mask
 
 CLASS_NODATA = 255
 PIXEL_SIZE_TOLERANCE = 1.5     # ratio to the training pixel size that triggers a warning
@@ -51,22 +52,6 @@ def window_1d(n: int, smooth: bool) -> np.ndarray:
 
 def _ceil32(n: int) -> int:
     return max(32, -(-n // 32) * 32)
-
-
-def valid_mask(src, data: np.ndarray, window) -> np.ndarray:
-    """True where the pixel is not nodata in every band (or is set in the dataset mask)."""
-    from rasterio.enums import MaskFlags
-
-    if src.nodata is not None:
-        nd = src.nodata
-        same = np.isnan(data) if np.isnan(nd) else data == nd
-        return ~same.all(axis=0)
-    flags = src.mask_flag_enums[0] if src.count else ()
-    if MaskFlags.all_valid in flags:
-        if np.issubdtype(data.dtype, np.floating):
-            return ~np.isnan(data).all(axis=0)
-        return np.ones(data.shape[1:], bool)
-    return src.dataset_mask(window=window) > 0
 
 
 # -- forward engines ----------------------------------------------------------------------------
@@ -185,17 +170,21 @@ def tta_predict(engine: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -
 
 # -- the tiled loop -----------------------------------------------------------------------------
 def _read_tiles(src, rows: list[int], cols: list[int], th: int, tw: int,
-                fill: np.ndarray) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """(row index, col, data float32 (bands, th, tw), valid (th, tw)) tile by tile."""
+                fill: np.ndarray, scale: tuple[float, float] = (1.0, 0.0)
+                ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(row index, col, data float32 (bands, th, tw), valid (th, tw)) tile by tile; the data
+    is ``a·x + b`` for ``scale`` (a, b)."""
     from rasterio.windows import Window
 
     for ri, r0 in enumerate(rows):
         for c0 in cols:
             h, w = min(th, src.height - r0), min(tw, src.width - c0)
             win = Window(c0, r0, w, h)
-            data = src.read(window=win)
+            data = read_data(src, window=win)
             valid = valid_mask(src, data, win)
             data = data.astype(np.float32)
+            if scale != (1.0, 0.0):
+                data = data * np.float32(scale[0]) + np.float32(scale[1])
             np.copyto(data, fill, where=~valid[None])
             if data.dtype.kind == "f" and not np.isfinite(data).all():
                 np.copyto(data, np.broadcast_to(fill, data.shape), where=~np.isfinite(data))
@@ -259,8 +248,10 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
                    fill: list[float], tile: int, overlap: float, batch: int, tta: bool,
                    on_rows: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None],
                    progress: Callable[[int, int], None] = lambda d, t: None,
-                   cancelled: Callable[[], bool] = lambda: False) -> dict:
-    """Tiled, blended prediction of the open rasterio dataset ``src``.
+                   cancelled: Callable[[], bool] = lambda: False,
+                   scale: tuple[float, float] = (1.0, 0.0)) -> dict:
+    """Tiled, blended prediction of the open rasterio dataset ``src`` (its values mapped to
+    ``a·x + b`` for ``scale`` (a, b) before the network).
 
     ``on_rows(row0, probs (C, n, W), classes (n, W) uint8, valid (n, W))`` receives finished rows
     top to bottom. Returns counts (tiles, seconds in the forward pass).
@@ -302,7 +293,7 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
         wsum[keep:] = 0
         valid_band[keep:] = False
 
-    tiles = _prefetch(_batches(_read_tiles(src, rows, cols, th, tw, fill_a), batch))
+    tiles = _prefetch(_batches(_read_tiles(src, rows, cols, th, tw, fill_a, scale), batch))
     for group in tiles:
         if cancelled():
             raise JobCancelled()
@@ -354,10 +345,30 @@ def _profile(src, count: int, dtype: str, nodata) -> dict:
     return prof
 
 
+def area_and_length(srs):
+    """A function ``geometry (OGR) → (area m², perimeter m)`` for the spatial reference
+    ``srs``: on the ellipsoid (``pyproj.Geod``, Karney's algorithm) for a geographic CRS, planar
+    area × (metres per map unit)² for a projected one; map units when there is no CRS."""
+    if srs is not None and srs.IsGeographic():
+        import shapely.wkb
+        from pyproj import Geod
+
+        geod = Geod(a=srs.GetSemiMajor(), rf=srs.GetInvFlattening() or 0.0)
+
+        def geodesic(geom):
+            shape = shapely.wkb.loads(bytes(geom.ExportToWkb()))
+            area, perimeter = geod.geometry_area_perimeter(shape)
+            return abs(area), perimeter
+        return geodesic
+    metres = srs.GetLinearUnits() if srs is not None else 1.0
+    return lambda geom: (geom.GetArea() * metres ** 2, geom.Boundary().Length() * metres)
+
+
 def polygonize(class_raster: Path, out_gpkg: Path, classes: list[dict], min_area: float,
                crs_wkt: str | None) -> int:
-    """Class polygons (no background, no nodata) with class_id, class_name and area into a
-    GeoPackage, dropping polygons under ``min_area``; returns the number kept. GDAL's Polygonize
+    """Class polygons (no background, no nodata) with class_id, class_name, area (m²) and
+    perimeter (m) into a GeoPackage, dropping polygons under ``min_area`` m² (on the ellipsoid
+    for geographic CRSs, :func:`area_and_length`); returns the number kept. GDAL's Polygonize
     reads the raster block by block."""
     from osgeo import gdal, ogr, osr
 
@@ -377,6 +388,8 @@ def polygonize(class_raster: Path, out_gpkg: Path, classes: list[dict], min_area
     layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
     layer.CreateField(ogr.FieldDefn("class_name", ogr.OFTString))
     layer.CreateField(ogr.FieldDefn("area", ogr.OFTReal))
+    layer.CreateField(ogr.FieldDefn("perimeter", ogr.OFTReal))
+    measure = area_and_length(srs)
     layer.StartTransaction()
     gdal.Polygonize(band, band.GetMaskBand(), layer, 0, [], callback=None)
     layer.CommitTransaction()
@@ -385,12 +398,16 @@ def polygonize(class_raster: Path, out_gpkg: Path, classes: list[dict], min_area
     layer.ResetReading()
     for feat in layer:
         cid = feat.GetFieldAsInteger(0)
-        area = feat.GetGeometryRef().GetArea()
-        if cid == 0 or cid == CLASS_NODATA or area < min_area:
+        if cid == 0 or cid == CLASS_NODATA:
+            drop.append(feat.GetFID())
+            continue
+        area, perimeter = measure(feat.GetGeometryRef())
+        if area < min_area:
             drop.append(feat.GetFID())
             continue
         feat.SetField("class_name", names.get(cid, str(cid)))
         feat.SetField("area", area)
+        feat.SetField("perimeter", perimeter)
         layer.SetFeature(feat)
         kept += 1
     for fid in drop:
@@ -408,6 +425,7 @@ def classify_pixels(job, ctx: JobContext) -> dict:
     from rasterio.windows import Window
 
     from ..environment import resolve_device
+    from .input_range import input_scaling
     from .modelfile import load_model
 
     started = time.monotonic()
@@ -426,8 +444,9 @@ def classify_pixels(job, ctx: JobContext) -> dict:
     tmps: list[Path] = []
     try:
         with src:
-            if src.count != int(card["bands"]):
-                raise UserError(f"The input raster has {src.count} band(s) but the model was "
+            if data_band_count(src) != int(card["bands"]):
+                raise UserError(f"The input raster has {data_band_count(src)} band(s) of "
+                                "data (an alpha band is a mask, not data) but the model was "
                                 f"trained on {card['bands']}.",
                                 "Classify a raster with the same bands as the training rasters.")
             px = card.get("pixel_size")
@@ -437,6 +456,9 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                     ctx.log(f"The input pixel size ({abs(src.res[0]):g}) is far from the "
                             f"training pixel size ({float(px[0]):g}): results may be poor. "
                             "Resample the raster to the training pixel size.", "warning")
+            scale_a, scale_b, note = input_scaling(src, card, job.rescale)
+            if note:
+                ctx.log(note)
             tile = job.tile_size or max(int(card.get("patch_size") or 256), 256)
             engine = make_engine(job.model, predictor, device, job.engine, ctx=ctx)
             ctx.log(f"Classifying {src.width} × {src.height} px with {engine.name} on {device}, "
@@ -471,7 +493,7 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                         src, engine, num_classes, card["mean"], tile, job.overlap,
                         job.batch_size, job.tta, on_rows,
                         progress=lambda d, t: ctx.progress("tile", d, t, "Classifying"),
-                        cancelled=lambda: ctx.cancelled)
+                        cancelled=lambda: ctx.cancelled, scale=(scale_a, scale_b))
             except torch.OutOfMemoryError:
                 raise UserError("The GPU ran out of memory while classifying.",
                                 "Use fewer tiles per batch (BATCH_SIZE) or a smaller "
