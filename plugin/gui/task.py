@@ -25,6 +25,7 @@ from qgis.PyQt.QtCore import QCoreApplication, QObject, pyqtSignal
 from ..core.envsetup import run_commands
 from ..core.errors import JobCancelled, UserError, WorkerError
 from ..core.jobs import Job
+from ..core.progress import for_job as progress_for_job
 from ..core.pythonenv import ml_python
 from ..core.runner import WorkerRun
 from . import messages
@@ -119,6 +120,7 @@ class JobTask(_OutcomeTask):
         self.python = python or ml_python()  # the setting as it is now
         self._run: WorkerRun | None = None
         self._kill = threading.Event()
+        self.overall = progress_for_job(self.job)
 
     @property
     def event(self) -> _EventSignal:  # type: ignore[override]
@@ -136,9 +138,11 @@ class JobTask(_OutcomeTask):
             self._status = "succeeded"
             return True
         except JobCancelled as exc:
+            # a cancel the job honoured is an ending, not a failure: True keeps QGIS from
+            # reporting "Task failed" (the outcome signal still says cancelled)
             self._status = "cancelled"
             self.partial_result = getattr(exc, "result", None)
-            return False
+            return True
         except UserError as exc:
             return self._fail(exc.message, exc.fix)
         except WorkerError as exc:
@@ -150,8 +154,10 @@ class JobTask(_OutcomeTask):
             self.run_ended.set()
 
     def _on_event(self, event: dict) -> None:  # worker thread
-        if event.get("event") == "progress" and event.get("total"):
-            self.setProgress(100.0 * min(1.0, event["step"] / event["total"]))
+        if event.get("event") == "progress":
+            before = self.overall.value
+            if self.overall.update(event) != before or before == 0:
+                self.setProgress(self.overall.value)
         self.jobEvent.emit(event)
 
     def kill_worker(self) -> None:

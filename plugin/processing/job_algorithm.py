@@ -37,6 +37,7 @@ from qgis.core import (
 from ..core.errors import JobCancelled, UserError, WorkerError
 from ..core.jobs import Job, job_class
 from ..core.params import ParamSpec, param_fields
+from ..core.progress import for_job as progress_for_job
 from ..core.runner import WorkerRun
 from ..gui.icons import icon
 from . import algorithms
@@ -287,13 +288,13 @@ class JobAlgorithm(QgsProcessingAlgorithm):
         if problems:
             raise QgsProcessingException(" ".join(problems))
         last_info = [0.0]
+        overall = progress_for_job(job)
 
         def on_event(event: dict) -> None:
             kind = event.get("event")
             if kind == "progress":
                 step, total = event.get("step", 0), event.get("total", 0)
-                if total:
-                    feedback.setProgress(100.0 * min(1.0, step / total))
+                feedback.setProgress(overall.update(event) or 0.0)
                 metrics = event.get("metrics") or {}
                 now = time.monotonic()
                 if metrics or step >= total or now - last_info[0] > 2:

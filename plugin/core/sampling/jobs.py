@@ -117,6 +117,7 @@ class ExportChipsJob(_SamplingFields):
     """Cut training chips from a labeling project and write them in a common format."""
 
     kind = "export_chips"
+    progress_phases = (("plan", 0.15), ("chips", 0.85))
     title = "Export training chips"
     group = "Training data"
 

@@ -59,6 +59,7 @@ class TrainPixelSegmentationJob(Job):
     kind = "train_pixel_segmentation"
     title = "Train Pixel Segmentation"
     group = "Pixel segmentation"
+    progress_phases = (("prepare", 0.05), ("epoch", 0.95))
 
     project: str = spec("", "PROJECT", "Labeling project", "project_in",
                         help="The labeling project (GeoPackage) with the training rasters and "
@@ -207,6 +208,7 @@ class ClassifyPixelsJob(Job):
     kind = "classify_pixels"
     title = "Classify Pixels"
     group = "Pixel segmentation"
+    progress_phases = (("tile", 0.9), ("polygons", 0.1))
 
     input: str = spec("", "INPUT", "Input raster", "raster_in",
                       help="The raster to classify (same bands as the training rasters).")
