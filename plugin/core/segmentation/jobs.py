@@ -225,7 +225,13 @@ class ClassifyPixelsJob(Job):
                               help="Optional GeoPackage of class polygons with class id, name "
                                    "and area.")
     min_area: float = spec(0.0, "MIN_AREA", "Minimum polygon area (map units²)", "float",
-                           minimum=0, help="Smaller polygons are left out of OUTPUT_VECTOR.")
+                           minimum=0, help="Smaller polygons are left out of the polygons "
+                                           "(0: no area limit, only the minimum size in "
+                                           "pixels).")
+    min_pixels: int = spec(4, "MIN_PIXELS", "Minimum polygon size (pixels)", "int", minimum=0,
+                           maximum=10**9,
+                           help="Polygons of fewer pixels are left out of the polygons (ENVI's "
+                                "aggregate minimum size); 0 keeps single pixels.")
     overlap: float = spec(0.25, "OVERLAP", "Tile overlap (share of the tile)", "float",
                           minimum=0, maximum=0.75,
                           help="Tiles overlap by this share and are blended smoothly.")
