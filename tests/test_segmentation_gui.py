@@ -431,13 +431,54 @@ def test_classify_dialog_shows_the_card_and_checks_bands_and_pixel_size(qgis_app
         tta=True, batch_size=4, device=dialog.job().device)
     dialog.set_input(str(write_raster(tmp_path / "two.tif", bands=2, pixel=2.0)))
     assert not dialog.ok_button.isEnabled()
-    assert "has 2 band(s) but the model was trained on 3" in dialog.reason_label.text()
+    assert "has 2 bands but the model was trained on 3" in dialog.reason_label.text()
     assert "far from the training pixel size (0.5)" in dialog.warnings()[0]
     dialog.set_input(str(write_raster(tmp_path / "coarse.tif", bands=3, pixel=2.0)))
     assert dialog.ok_button.isEnabled() and dialog.warning_label.text()
     dialog.model_edit.setText(str(image))
     assert not dialog.ok_button.isEnabled()
     assert "not a Deep Learning Trainer model file" in dialog.reason_label.text()
+
+
+def test_classify_reopened_on_the_raster_it_classified_last(qgis_app, tmp_path, monkeypatch):
+    """The remembered input is the layer the combo shows already (no layerChanged): it is read
+    all the same, Classify is enabled, and output names follow a newly chosen raster."""
+    from qgis.core import QgsRasterLayer
+
+    from plugin.gui import classify_pixels_dialog as cpd
+
+    model = write_fake_model(tmp_path / "m.dltmodel.safetensors", card())
+    image = write_raster(tmp_path / "image.tif")
+    project = QgsProject.instance()  # the layer combo lists this one's layers before QGIS 3.24
+    layer = QgsRasterLayer(str(image), "image")
+    project.addMapLayer(layer)
+    monkeypatch.setattr(cpd, "remembered_job", lambda key, default: ClassifyPixelsJob(
+        input=str(image), model=str(model), output=str(tmp_path / "old.tif")))
+    dialog = ClassifyPixelsDialog(None, remember=True, project=project)
+    assert dialog.input_combo.currentLayer() is layer
+    assert dialog.input_info is not None and "GDAL cannot" not in dialog.input_label.text()
+    assert dialog.output_edit.text() == str(tmp_path / "image_classes.tif")
+    assert dialog.ok_button.isEnabled(), dialog.problems()
+    dialog.set_input(str(layer.source()))  # chosen again: still readable
+    assert dialog.ok_button.isEnabled(), dialog.problems()
+    other = write_raster(tmp_path / "other.tif")
+    dialog.set_input(str(other))
+    assert dialog.output_edit.text() == str(tmp_path / "other_classes.tif")
+    assert dialog.vector_edit.text() == str(tmp_path / "other_classes.gpkg")
+    dialog.output_edit.setText(str(tmp_path / "mine.tif"))  # typed by the user: kept
+    dialog.set_input(str(image))
+    assert dialog.output_edit.text() == str(tmp_path / "mine.tif")
+    assert dialog.min_area_spin.suffix() == " m²"
+    project.removeMapLayer(layer.id())
+
+
+def test_dialog_messages_use_field_labels(qgis_app, tmp_path):
+    dialog = ClassifyPixelsDialog(None, remember=False, project=QgsProject())
+    dialog.set_input(str(write_raster(tmp_path / "image.tif")))
+    dialog.output_edit.setText("")
+    text = " ".join(dialog.problems())
+    assert "Output class raster is required" in text
+    assert "(OUTPUT)" not in text and "OUTPUT" not in text.replace("Output", "")
 
 
 def test_outputs_are_added_in_the_model_colours(qgis_app, tmp_path):

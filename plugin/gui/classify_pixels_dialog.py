@@ -291,13 +291,13 @@ class ClassifyPixelsDialog(QDialog):
             device=str(self.device_combo.currentData() or "auto"))
 
     def set_job(self, job: ClassifyPixelsJob) -> None:
-        self.set_input(job.input)
-        self.model_edit.setText(job.model)
         self.output_edit.setText(job.output)
         self.prob_check.setChecked(bool(job.output_probabilities))
         self.prob_edit.setText(job.output_probabilities)
         self.vector_check.setChecked(bool(job.output_vector))
         self.vector_edit.setText(job.output_vector)
+        self.set_input(job.input)  # fills the empty output names after the input
+        self.model_edit.setText(job.model)
         self.min_area_spin.setValue(job.min_area)
         self.min_pixels_spin.setValue(job.min_pixels)
         self.overlap_spin.setValue(int(round(job.overlap * 100)))
