@@ -272,7 +272,7 @@ def test_ok_starts_training_and_opens_the_training_window(qgis_app, labeled, tmp
     dialog2.patch_spin.setValue(64)
     dialog2.output_edit.setText(str(tmp_path / "n.dltmodel.safetensors"))
     dialog2.accept()
-    assert len(plugin.started) == 2 and dialog2.window is None
+    assert len(plugin.started) == 2 and not dialog2.window.isVisible()  # kept for the menu
 
 
 # -- Training Model window -------------------------------------------------------------------------
@@ -343,10 +343,54 @@ def test_training_window_follows_the_events(qgis_app, tmp_path):
     window.cancel_button.click()
     assert task.cancel_calls == 1 and not window.cancel_button.isEnabled()
     task.cancelled.emit(None)
-    assert window.state == "cancelled" and "2 finished epoch(s)" in window.status_label.text()
+    assert window.state == "cancelled" and "2 finished epochs" in window.status_label.text()
     assert job.output_model in window.status_label.text()
     window.close()
     assert format_duration(3725) == "1:02:05" and format_duration(None) == "—"
+
+
+def test_loss_chart_uses_a_log_axis(qgis_app):
+    from plugin.gui.training_window import LossChart, log_ticks
+
+    assert log_ticks(0.03, 4.2) == [0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5]
+    assert log_ticks(0.31, 0.35) == [0.3, 0.4]  # within one mantissa step: 1–9 mantissas
+    assert log_ticks(1e-4, 1e3) == [1e-4, 1e-3, 0.01, 0.1, 1, 10, 100, 1000]
+    chart = LossChart()
+    chart.resize(400, 240)
+    chart.epochs = 10
+    for epoch, loss in enumerate([40.0, 0.5, 0.4, 0.35, 0.3], start=1):
+        chart.add(epoch, loss, loss * 1.1)
+    image = chart.grab().toImage()
+    assert chart.log_scale
+    # on a log axis epochs 2–5 (0.5 → 0.3) span a visible height: > 10 % of the plot
+    rows = [y for y in range(image.height()) for x in range(60, image.width(), 3)
+            if image.pixelColor(x, y).name() == "#1f77b4"]
+    assert max(rows) - min(rows) > 0.5 * image.height()
+    chart.add(6, 0.0, None)  # a zero loss: linear axis
+    chart.grab()
+    assert not chart.log_scale
+
+
+def test_training_window_offers_classify_after_cancel_and_reopens_from_the_menu(qgis_app,
+                                                                               tmp_path):
+    from plugin.gui.training_window import open_training_window
+
+    class Plugin:
+        iface, windows = None, {}
+
+    task = FakeTask()
+    model = tmp_path / "best.dltmodel.safetensors"
+    model.write_bytes(b"x")
+    window = TrainingWindow(task, TrainPixelSegmentationJob(epochs=5, output_model=str(model)),
+                            plugin=Plugin)
+    task.cancelled.emit({"output_model": str(model), "cancelled": True})
+    assert window.state == "cancelled"
+    assert window.classify_button.isVisibleTo(window) and window.best_model == str(model)
+    with pytest.raises(UserError, match="No training has run"):
+        open_training_window(Plugin)
+    Plugin.windows["training_window_1"] = window
+    assert open_training_window(Plugin) is window and window.isVisible()
+    window.close()
 
 
 def test_training_window_shows_failure_and_success(qgis_app):

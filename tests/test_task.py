@@ -142,3 +142,42 @@ def test_cancelled_task_is_not_reported_as_failed_by_qgis(qgis_app):
     assert wait_for(task, 30) == "cancelled"
     assert pump_until(lambda: QgsTask.Complete in statuses, 5)
     assert QgsTask.Terminated not in statuses
+
+
+def test_finished_message_names_the_files_with_an_open_folder_button(qgis_app, tmp_path,
+                                                                     monkeypatch):
+    from qgis.gui import QgsMessageBar
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    from plugin.gui import messages
+
+    class Iface:
+        def __init__(self, bar) -> None:
+            self.bar = bar
+
+        def messageBar(self):  # noqa: N802
+            return self.bar
+
+    out = tmp_path / "out"
+    out.mkdir()
+    files = [out / "scene_classes.tif", out / "scene_classes.gpkg"]
+    for f in files:
+        f.write_bytes(b"x")
+    paths = messages.output_paths({"output": str(files[0]), "output_vector": str(files[1]),
+                                   "output_probabilities": "", "pixels": 4})
+    assert paths == [str(f) for f in files]
+    assert messages.output_paths({}, [("best_model", "/a/m"), ("best_model", "/a/m"),
+                                      ("report", "/a/r.md")]) == ["/a/m", "/a/r.md"]
+    iface = Iface(QgsMessageBar())
+    messages.show_outputs(iface, "Classifying scene.tif: finished.", paths)
+    item = iface.bar.currentItem()
+    assert "scene_classes.tif, scene_classes.gpkg" in item.text() and str(out) in item.text()
+    opened = []
+    monkeypatch.setattr("qgis.PyQt.QtGui.QDesktopServices.openUrl",
+                        lambda url: opened.append(url.toLocalFile()))
+    button = item.findChild(QPushButton, "open_folder_button")
+    assert button.text() == "Open folder"
+    button.click()
+    assert opened == [str(out)]
+    iface.bar.clearWidgets()
+    iface.bar.deleteLater()

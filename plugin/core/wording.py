@@ -16,7 +16,7 @@ from .params import param_fields
 def plural(count: int | float, word: str, many: str | None = None) -> str:
     """``1 patch``, ``2 patches``, ``0 bands``: the count with the right form of ``word``."""
     if many is None:
-        many = word + ("es" if word.endswith(("s", "sh", "ch", "x")) else "s")
+        many = word + ("es" if word.endswith(("s", "sh", "tch", "x", "z")) else "s")
     n = int(count) if float(count).is_integer() else count
     return f"{n:,} {word if n == 1 else many}"
 

@@ -121,6 +121,7 @@ class JobTask(_OutcomeTask):
         self._run: WorkerRun | None = None
         self._kill = threading.Event()
         self.overall = progress_for_job(self.job)
+        self.artifacts: list[tuple[str, str]] = []  # (name, path) of each file announced
 
     @property
     def event(self) -> _EventSignal:  # type: ignore[override]
@@ -154,6 +155,8 @@ class JobTask(_OutcomeTask):
             self.run_ended.set()
 
     def _on_event(self, event: dict) -> None:  # worker thread
+        if event.get("event") == "artifact":
+            self.artifacts.append((str(event.get("name", "")), str(event.get("path", ""))))
         if event.get("event") == "progress":
             before = self.overall.value
             if self.overall.update(event) != before or before == 0:
@@ -280,7 +283,8 @@ class JobManager(QObject):
         if outcome == "succeeded":
             messages.log(f"Finished: {description}", "success")
             if iface is not None:
-                messages.show_success(iface, f"{description}: finished.")
+                paths = messages.output_paths(task.result, getattr(task, "artifacts", []))
+                messages.show_outputs(iface, f"{description}: finished.", paths)
         elif outcome == "failed":
             if task.error_details:
                 messages.log(f"{description}: details\n{task.error_details}", "warning")
@@ -291,7 +295,10 @@ class JobManager(QObject):
                 messages.log(f"{text} {task.error_fix}".strip(), "error")
         else:
             text = f"{description}: cancelled; finished work was kept."
-            if iface is not None:
+            paths = messages.output_paths(task.partial_result, getattr(task, "artifacts", []))
+            if iface is not None and paths:
+                messages.show_outputs(iface, text, paths)
+            elif iface is not None:
                 messages.show_info(iface, text)
             else:
                 messages.log(text)

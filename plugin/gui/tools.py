@@ -31,6 +31,8 @@ TOOLS: list[Tool] = [
          "export_chips_dialog:open_export_chips"),
     Tool("train_pixel_segmentation", "Train", "Pixel Segmentation…", "train.svg",
          "train_segmentation_dialog:open_train_segmentation", section=2),
+    Tool("training_window", "", "Training Model Window", "train.svg",
+         "training_window:open_training_window", section=2),
     Tool("classify_pixels", "Classify", "Classify Pixels…", "classify.svg",
          "classify_pixels_dialog:open_classify_pixels", section=3),
     Tool("tensorboard", "", "TensorBoard…", "tensorboard.svg", "tensorboard:open_tensorboard",

@@ -931,7 +931,7 @@ class TrainSegmentationDialog(QDialog):
 
     def start(self, job: TrainPixelSegmentationJob):
         """Start training in the background; show the Training Model window and TensorBoard."""
-        from .training_window import TrainingWindow
+        from .training_window import WINDOW_PREFIX, TrainingWindow
 
         if self.plugin is None:
             raise UserError("Training needs the plugin's job manager.", "Open the dialog from "
@@ -946,11 +946,12 @@ class TrainSegmentationDialog(QDialog):
                 manager(self.plugin).open(logdir)
             except UserError as exc:
                 messages.show_error(getattr(self.plugin, "iface", None), exc.message, exc.fix)
+        # the window follows the task even in the background: the menu can show it later
+        self.window = TrainingWindow(self.task, job, parent=parent, plugin=self.plugin)
+        windows = getattr(self.plugin, "windows", None)
+        if isinstance(windows, dict):  # closed by plugin unload; reopened from the menu
+            windows[f"{WINDOW_PREFIX}{id(self.window)}"] = self.window
         if not self.background_check.isChecked():
-            self.window = TrainingWindow(self.task, job, parent=parent, plugin=self.plugin)
-            windows = getattr(self.plugin, "windows", None)
-            if isinstance(windows, dict):  # closed by plugin unload
-                windows[f"training_window_{id(self.window)}"] = self.window
             self.window.show()
         return self.task
 
