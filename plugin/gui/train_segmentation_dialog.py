@@ -939,6 +939,9 @@ class TrainSegmentationDialog(QDialog):
         self.task = self.plugin.jobs.start(job, f"Training {Path(job.output_model).name}")
         parent = self.plugin.iface.mainWindow() if getattr(self.plugin, "iface", None) else None
         logdir = job.resolved_log_folder()
+        from .tensorboard import remember_log_folder
+
+        remember_log_folder(logdir)  # the TensorBoard… picker starts there
         if self.tensorboard_check.isChecked():
             try:
                 from .tensorboard import manager

@@ -222,6 +222,10 @@ class TrainingWindow(QWidget):
         self._timer.setInterval(1000)
         self._timer.timeout.connect(self._refresh_times)
         self._timer.start()
+        if plugin is not None and job is not None:
+            from .tensorboard import manager
+
+            self._watch(manager(plugin))
         if task is not None:
             task.event.connect(self.handle_event)
             task.succeeded.connect(self._succeeded)
@@ -265,6 +269,12 @@ class TrainingWindow(QWidget):
         self.model_label.setWordWrap(True)
         self.model_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.model_label.setStyleSheet("color: #555;")
+        self.tensorboard_label = QLabel()
+        self.tensorboard_label.setTextFormat(Qt.RichText)
+        self.tensorboard_label.setTextInteractionFlags(Qt.TextBrowserInteraction)
+        self.tensorboard_label.setOpenExternalLinks(True)
+        self.tensorboard_label.setWordWrap(True)
+        self.tensorboard_label.hide()
         self.tensorboard_button = QPushButton("TensorBoard")
         self.tensorboard_button.setToolTip("Open the training metrics in the browser.")
         self.tensorboard_button.clicked.connect(self.open_tensorboard)
@@ -293,6 +303,7 @@ class TrainingWindow(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.chart, 1)
         layout.addWidget(self.model_label)
+        layout.addWidget(self.tensorboard_label)
         layout.addLayout(buttons)
         self.resize(560, 480)
 
@@ -438,7 +449,38 @@ class TrainingWindow(QWidget):
             return
         from .tensorboard import manager
 
-        manager(self.plugin).open(self.job.resolved_log_folder())
+        tb = manager(self.plugin)
+        self._watch(tb)
+        tb.open(self.job.resolved_log_folder())
+
+    def set_tensorboard_url(self, url: str, browser_opened: bool = True) -> None:
+        """Show TensorBoard's address (clickable, selectable to copy)."""
+        if not _alive(self):
+            return
+        from .tensorboard import url_message
+
+        self.tensorboard_label.setText(url_message(
+            self.job.resolved_log_folder() if self.job is not None else "", url,
+            None if browser_opened else False))
+        self.tensorboard_label.show()
+
+    def _watch(self, tb) -> None:
+        """Follow the TensorBoard manager: show the address of this run's server."""
+        if getattr(self, "_watched", None) is tb or self.job is None:
+            return
+        self._watched = tb
+        from ..core.tensorboard_process import same_folder
+
+        logdir = self.job.resolved_log_folder()
+
+        def shown(key: str, url: str, opened: bool) -> None:
+            if same_folder(key, logdir) or Path(logdir).resolve().is_relative_to(
+                    Path(key).resolve()):
+                self.set_tensorboard_url(url, opened)
+
+        tb.shown.connect(shown)
+        for key, url in tb.urls.items():
+            shown(key, url, True)
 
     def open_classify(self) -> None:
         """Open Classify Pixels with the best model."""
