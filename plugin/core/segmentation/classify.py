@@ -365,17 +365,20 @@ def area_and_length(srs):
 
 
 def polygonize(class_raster: Path, out_gpkg: Path, classes: list[dict], min_area: float,
-               crs_wkt: str | None) -> int:
+               crs_wkt: str | None, min_pixels: int = 0) -> int:
     """Class polygons (no background, no nodata) with class_id, class_name, area (m²) and
     perimeter (m) into a GeoPackage, dropping polygons under ``min_area`` m² (on the ellipsoid
-    for geographic CRSs, :func:`area_and_length`); returns the number kept. GDAL's Polygonize
-    reads the raster block by block."""
+    for geographic CRSs, :func:`area_and_length`) or of fewer than ``min_pixels`` pixels (ENVI's
+    aggregate minimum size); returns the number kept. GDAL's Polygonize reads the raster block
+    by block."""
     from osgeo import gdal, ogr, osr
 
     gdal.UseExceptions()
     names = {int(c["id"]): c["name"] for c in classes}
     src = gdal.Open(str(class_raster))
     band = src.GetRasterBand(1)
+    gt = src.GetGeoTransform()
+    min_planar = min_pixels * abs(gt[1] * gt[5] - gt[2] * gt[4]) * (1 - 1e-9)
     drv = ogr.GetDriverByName("GPKG")
     if out_gpkg.exists():
         drv.DeleteDataSource(str(out_gpkg))
@@ -398,7 +401,7 @@ def polygonize(class_raster: Path, out_gpkg: Path, classes: list[dict], min_area
     layer.ResetReading()
     for feat in layer:
         cid = feat.GetFieldAsInteger(0)
-        if cid == 0 or cid == CLASS_NODATA:
+        if cid == 0 or cid == CLASS_NODATA or feat.GetGeometryRef().GetArea() < min_planar:
             drop.append(feat.GetFID())
             continue
         area, perimeter = measure(feat.GetGeometryRef())
@@ -514,7 +517,8 @@ def classify_pixels(job, ctx: JobContext) -> dict:
             vec_path.parent.mkdir(parents=True, exist_ok=True)
             tmp_vec = _tmp(vec_path)
             tmps.append(tmp_vec)
-            n_polygons = polygonize(out_path, tmp_vec, classes, job.min_area, crs_wkt)
+            n_polygons = polygonize(out_path, tmp_vec, classes, job.min_area, crs_wkt,
+                                    job.min_pixels)
             os.replace(tmp_vec, vec_path)
             ctx.artifact("polygons", str(vec_path))
             ctx.progress("polygons", 1, 1, "Done")

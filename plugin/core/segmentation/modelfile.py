@@ -96,6 +96,14 @@ def _atomic_target(path: str | Path) -> tuple[Path, Path]:
     return path, path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def _usual_mode(path: Path) -> None:
+    """Give ``path`` the mode a new file of the user gets (0644 under the usual umask 022);
+    the safetensors writer creates files 0600, unlike every other output."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def _write_safetensors(tensors: dict, target: str | Path, meta: dict) -> Path:
     """Write ``tensors`` with string ``meta`` to ``target`` atomically (tmp file + replace)."""
     from safetensors.torch import save_file
@@ -103,7 +111,7 @@ def _write_safetensors(tensors: dict, target: str | Path, meta: dict) -> Path:
     path, tmp = _atomic_target(target)
     try:
         save_file(tensors, str(tmp), metadata=meta)
-        os.chmod(tmp, 0o644)   # like every other output (the temporary file may be 0600)
+        _usual_mode(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
