@@ -198,11 +198,14 @@ def tta_predict(engine: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -
 
 # -- the tiled loop -----------------------------------------------------------------------------
 def _read_tiles(src, rows: list[int], cols: list[int], th: int, tw: int,
-                fill: np.ndarray) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """(row index, col, data float32 (bands, th, tw), valid (th, tw)) tile by tile."""
+                fill: np.ndarray, tile_rows: range | None = None
+                ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(row index, col, data float32 (bands, th, tw), valid (th, tw)) tile by tile, for the tile
+    rows ``tile_rows`` (all by default)."""
     from rasterio.windows import Window
 
-    for ri, r0 in enumerate(rows):
+    for ri in tile_rows if tile_rows is not None else range(len(rows)):
+        r0 = rows[ri]
         for c0 in cols:
             h, w = min(th, src.height - r0), min(tw, src.width - c0)
             win = Window(c0, r0, w, h)
@@ -268,30 +271,58 @@ def _prefetch(gen: Iterator, depth: int = 2) -> Iterator:
                 t.join(0.05)
 
 
+def tile_grid(height: int, width: int, tile: int, overlap: float
+              ) -> tuple[int, int, int, int, list[int], list[int]]:
+    """(tile height, tile width, overlap rows, overlap cols, tile row starts, tile col starts)
+    of a ``height`` × ``width`` raster (pixels)."""
+    th, tw = min(tile, _ceil32(height)), min(tile, _ceil32(width))
+    ov_h, ov_w = (int(round(overlap * t / 2)) * 2 for t in (th, tw))
+    rows = tile_starts(height, th, max(th - ov_h, 1))
+    cols = tile_starts(width, tw, max(tw - ov_w, 1))
+    return th, tw, ov_h, ov_w, rows, cols
+
+
+def rank_rows(height: int, width: int, tile: int, overlap: float, rank: int,
+              world: int) -> tuple[range, int, int]:
+    """The share of rank ``rank`` of ``world`` processes: (tile rows whose finished rows it
+    writes, first raster row, end raster row). Shares are contiguous, in rank order, and cover
+    the raster exactly once; a rank may get none (range empty, first == end)."""
+    rows = tile_grid(height, width, tile, overlap)[4]
+    a, b = len(rows) * rank // world, len(rows) * (rank + 1) // world
+    y0 = rows[a] if a < len(rows) else height
+    y1 = rows[b] if b < len(rows) else height
+    return range(a, b), y0, y1
+
+
 def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes: int,
                    fill: list[float], tile: int, overlap: float, batch: int, tta: bool,
                    on_rows: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None],
                    progress: Callable[[int, int], None] = lambda d, t: None,
-                   cancelled: Callable[[], bool] = lambda: False) -> dict:
+                   cancelled: Callable[[], bool] = lambda: False,
+                   part: range | None = None) -> dict:
     """Tiled, blended prediction of the open rasterio dataset ``src``.
 
     ``on_rows(row0, probs (C, n, W), classes (n, W) uint8, valid (n, W))`` receives finished rows
-    top to bottom. Returns counts (tiles, seconds in the forward pass).
+    top to bottom. ``part``: only the rows finished by these tile rows (:func:`rank_rows`), from
+    every tile that overlaps them, so they equal those of a whole run. Returns counts (tiles,
+    seconds in the forward pass).
     """
     H, W = src.height, src.width
-    th, tw = min(tile, _ceil32(H)), min(tile, _ceil32(W))
-    ov_h, ov_w = (int(round(overlap * t / 2)) * 2 for t in (th, tw))
-    rows = tile_starts(H, th, max(th - ov_h, 1))
-    cols = tile_starts(W, tw, max(tw - ov_w, 1))
+    th, tw, ov_h, ov_w, rows, cols = tile_grid(H, W, tile, overlap)
+    part = part if part is not None else range(len(rows))
+    if not part:
+        return {"tiles": 0, "tile_height": th, "tile_width": tw, "forward_seconds": 0.0}
+    # the band starts at the first tile row that reaches into the part's first row
+    first = next(ri for ri in range(len(rows)) if rows[ri] + th > rows[part.start])
     win2d = np.outer(window_1d(th, ov_h > 0), window_1d(tw, ov_w > 0))
     fill_a = np.asarray(fill, np.float32)[:, None, None]
     band_h = th
     acc = np.zeros((num_classes, band_h, W), np.float32)
     wsum = np.zeros((band_h, W), np.float32)
     valid_band = np.zeros((band_h, W), bool)
-    total = len(rows) * len(cols)
+    total = (part.stop - first) * len(cols)
     done, forward_s = 0, 0.0
-    current = 0
+    current = first
 
     def flush(ri: int) -> None:
         """Write rows finished before tile row ``ri + 1`` and move the band down."""
@@ -300,12 +331,8 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
         n = min(r_end - r0, H - r0)
         if n <= 0:
             return
-        probs = acc[:, :n]
-        probs /= np.maximum(wsum[:n], 1e-12)   # in place: these rows leave the band now
-        classes = probs.argmax(0).astype(np.uint8)
-        valid = valid_band[:n]
-        classes[~valid] = CLASS_NODATA
-        on_rows(r0, probs, classes, valid.copy())
+        if ri in part:
+            emit(r0, n)
         keep = band_h - n
         if keep > 0:
             acc[:, :keep] = acc[:, n:n + keep]
@@ -315,7 +342,16 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
         wsum[keep:] = 0
         valid_band[keep:] = False
 
-    tiles = _prefetch(_batches(_read_tiles(src, rows, cols, th, tw, fill_a), batch))
+    def emit(r0: int, n: int) -> None:
+        probs = acc[:, :n]
+        probs /= np.maximum(wsum[:n], 1e-12)   # in place: these rows leave the band now
+        classes = probs.argmax(0).astype(np.uint8)
+        valid = valid_band[:n]
+        classes[~valid] = CLASS_NODATA
+        on_rows(r0, probs, classes, valid.copy())
+
+    tiles = _prefetch(_batches(_read_tiles(src, rows, cols, th, tw, fill_a,
+                                           range(first, part.stop)), batch))
     for group in tiles:
         if cancelled():
             raise JobCancelled()
@@ -341,7 +377,7 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
             valid_band[:h, c0:c0 + w] |= valid[:h, :w]
         done += len(group)
         progress(done, total)
-    while current < len(rows):
+    while current < part.stop:
         flush(current)
         current += 1
     return {"tiles": total, "tile_height": th, "tile_width": tw, "forward_seconds": forward_s}
@@ -357,11 +393,15 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
 
 
-def _profile(src, count: int, dtype: str, nodata) -> dict:
+def _profile(src, count: int, dtype: str, nodata, rows: tuple[int, int] | None = None) -> dict:
+    """GeoTIFF profile on ``src``'s grid, or on its raster rows ``rows`` = (first, end)."""
+    from rasterio.transform import Affine
+
     bs = 256
-    prof = {"driver": "GTiff", "width": src.width, "height": src.height, "count": count,
-            "dtype": dtype, "crs": src.crs, "transform": src.transform, "nodata": nodata,
-            "compress": "deflate", "BIGTIFF": "IF_SAFER"}
+    y0, y1 = rows or (0, src.height)
+    prof = {"driver": "GTiff", "width": src.width, "height": max(y1 - y0, 1), "count": count,
+            "dtype": dtype, "crs": src.crs, "transform": src.transform * Affine.translation(0, y0),
+            "nodata": nodata, "compress": "deflate", "BIGTIFF": "IF_SAFER"}
     if src.width >= bs and src.height >= bs:
         prof.update(tiled=True, blockxsize=bs, blockysize=bs)
     return prof
@@ -406,12 +446,15 @@ def classify_pixels(job, ctx: JobContext) -> dict:
     import rasterio
     from rasterio.windows import Window
 
+    from .. import distributed
     from ..environment import resolve_device
+    from .classify_parts import assemble, part_path
     from .modelfile import load_model, read_model_card
 
     started = time.monotonic()
     card = read_model_card(job.model)
-    device = resolve_device(job.device)
+    device = distributed.device_for(resolve_device(job.device))
+    distributed.setup(device)   # several processes (torchrun): each classifies a share of rows
     classes = card["classes"]
     num_classes = int(card["num_outputs"])
     out_path = Path(job.output)
@@ -437,27 +480,31 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                             f"training pixel size ({float(px[0]):g}): results may be poor. "
                             "Resample the raster to the training pixel size.", "warning")
             tile = job.tile_size or max(int(card.get("patch_size") or 256), 256)
-            engine = make_engine(job.model, lambda: load_model(job.model)[0], device,
-                                 job.engine, ctx=ctx)
+            with distributed.main_first():   # one ONNX export into the shared cache
+                engine = make_engine(job.model, lambda: load_model(job.model)[0], device,
+                                     job.engine, ctx=ctx)
+            rank, world = distributed.rank(), distributed.world_size()
+            part, y0, y1 = rank_rows(src.height, src.width, tile, job.overlap, rank, world)
             ctx.log(f"Classifying {src.width} × {src.height} px with {engine.name} on {device}, "
                     f"tiles of {tile} px, overlap {job.overlap:g}" + (", TTA" if job.tta else ""))
             out_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp_cls = _tmp(out_path)
+            tmp_cls = part_path(out_path, rank) if world > 1 else _tmp(out_path)
             tmps.append(tmp_cls)
-            dst = rasterio.open(tmp_cls, "w", **_profile(src, 1, "uint8", CLASS_NODATA))
+            dst = rasterio.open(tmp_cls, "w", **_profile(src, 1, "uint8", CLASS_NODATA, (y0, y1)))
             dst.write_colormap(1, {int(c["id"]): _rgba(c["color"]) for c in classes})
             pdst = None
             if prob_path:
                 prob_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp_prob = _tmp(prob_path)
+                tmp_prob = part_path(prob_path, rank) if world > 1 else _tmp(prob_path)
                 tmps.append(tmp_prob)
-                pdst = rasterio.open(tmp_prob, "w", **_profile(src, num_classes, "uint8", None))
+                pdst = rasterio.open(tmp_prob, "w",
+                                     **_profile(src, num_classes, "uint8", None, (y0, y1)))
                 for c in classes:
                     pdst.set_band_description(int(c["id"]) + 1, f"{c['id']} {c['name']}")
             counts = np.zeros(256, np.int64)
 
             def on_rows(r0, probs, cls, valid) -> None:
-                win = Window(0, r0, src.width, cls.shape[0])
+                win = Window(0, r0 - y0, src.width, cls.shape[0])
                 dst.write(cls, 1, window=win)
                 counts[:] += np.bincount(cls.ravel(), minlength=256)
                 if pdst is not None:
@@ -470,11 +517,36 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                     src, engine, num_classes, card["mean"], tile, job.overlap,
                     job.batch_size, job.tta, on_rows,
                     progress=lambda d, t: ctx.progress("tile", d, t, "Classifying"),
-                    cancelled=lambda: ctx.cancelled)
+                    cancelled=lambda: ctx.cancelled, part=part)
             finally:
                 dst.close()
                 if pdst is not None:
                     pdst.close()
+            if world > 1:   # rank 0 puts the ranks' parts together; the others are done
+                counts[:] = np.sum(distributed.gather(counts), axis=0)
+                stats["tiles"] = sum(distributed.gather(stats["tiles"]))
+                tmps.remove(tmp_cls)   # rank 0 reads, then deletes every part
+                if prob_path:
+                    tmps.remove(tmp_prob)
+                distributed.barrier()
+                if not distributed.is_main():
+                    distributed.barrier()   # until rank 0 has read the parts
+                    return {"rank": rank, "rows": [y0, y1], "tiles": stats["tiles"]}
+                spans = [rank_rows(src.height, src.width, tile, job.overlap, r, world)[1:]
+                         for r in range(world)]
+                try:
+                    for final, count, nodata in ((out_path, 1, CLASS_NODATA),
+                                                 (prob_path, num_classes, None)):
+                        if final is None:
+                            continue
+                        parts = [part_path(final, r) for r in range(world)]
+                        tmps += [*parts, _tmp(final)]
+                        assemble(parts, spans, _tmp(final),
+                                 _profile(src, count, "uint8", nodata))
+                finally:
+                    distributed.barrier()
+                tmp_cls = _tmp(out_path)
+                tmp_prob = _tmp(prob_path) if prob_path else None
             os.replace(tmp_cls, out_path)
             ctx.artifact("class_raster", str(out_path))
             if prob_path:
