@@ -345,13 +345,20 @@ def test_jobs_validate_names_and_defaults(tmp_path):
 
 def test_segmentation_model_given_to_detect_objects(tmp_path):
     """A pixel segmentation model given to Detect Objects names both tasks before any work."""
-    from plugin.core.detection.jobs import DetectObjectsJob
-    from plugin.core.segmentation.modelfile import FORMAT
+    from safetensors.numpy import save_file
 
+    from plugin.core.detection.jobs import DetectObjectsJob
+    from plugin.core.segmentation import modelfile
+
+    card = modelfile.make_card(classes=[{"id": 0, "name": "background", "color": "#000000"},
+                                        {"id": 1, "name": "car", "color": "#e31a1c"}],
+                               bands=3, mean=[1.0] * 3, std=[1.0] * 3, nodata=None,
+                               pixel_size=(0.5, 0.5), crs="EPSG:32631", architecture="unet",
+                               encoder="resnet18", patch_size=64)
     fake = tmp_path / "seg.safetensors"
-    card = {"format": FORMAT, "format_version": 1, "task": "pixel_segmentation"}
-    header = json.dumps({"__metadata__": {"format": FORMAT, "card": json.dumps(card)}}).encode()
-    fake.write_bytes(len(header).to_bytes(8, "little") + header)
+    save_file({"w": np.zeros(1, np.float32)}, str(fake),
+              metadata={"format": modelfile.FORMAT, "format_version": "1",
+                        "card": json.dumps(card)})
     scene = make_object_scene(tmp_path / "s", size=64, n_objects=0)
     job = DetectObjectsJob(input=str(scene.raster), model=str(fake),
                            output=str(tmp_path / "o.gpkg"))
