@@ -12,7 +12,13 @@ from pathlib import Path
 
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
-from ..segmentation.jobs import PATCH_MULTIPLE, _device_problem, nearest_patch_size
+from ..segmentation.jobs import (
+    DEVICE_LABELS,
+    DEVICES,
+    PATCH_MULTIPLE,
+    _device_problem,
+    nearest_patch_size,
+)
 
 ARCHITECTURES = ("retinanet", "fasterrcnn", "fcos", "fcos_resnet18")
 ARCHITECTURE_LABELS = {"retinanet": "RetinaNet (ResNet-50 FPN)",
@@ -41,7 +47,7 @@ class TrainObjectDetectionJob(Job):
                              "their extent. Or a folder written by Export Training Chips in the "
                              "COCO, VOC or YOLO format.", file_filter=_PROJECT_FILTER)
     architecture: str = spec("retinanet", "ARCHITECTURE", "Model architecture", "enum",
-                             choices=ARCHITECTURES,
+                             choices=ARCHITECTURES, choice_labels=ARCHITECTURE_LABELS,
                              help="RetinaNet (default), Faster R-CNN or FCOS on a ResNet-50 FPN "
                                   "backbone, or FCOS on a light ResNet-18 FPN that trains "
                                   "usefully on a CPU.")
@@ -96,7 +102,9 @@ class TrainObjectDetectionJob(Job):
                             minimum=-1, maximum=64, advanced=True)
     resume_from: str = spec("", "RESUME_FROM", "Resume from last model", "model_in",
                             optional=True, advanced=True, file_filter=_MODEL_FILTER)
-    device: str = spec("auto", "DEVICE", "Device", "str", help="auto, cpu, cuda or cuda:N.")
+    device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
+                       choice_labels=DEVICE_LABELS,
+                       help="automatic takes the first CUDA GPU when there is one.")
     output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
                              file_filter=_MODEL_FILTER,
                              help="The model with the highest validation mAP50.")
@@ -187,7 +195,9 @@ class DetectObjectsJob(Job):
                      help="Also detects on the flipped tiles and merges the boxes: better "
                           "recall, 3 × slower.")
     batch_size: int = spec(2, "BATCH_SIZE", "Tiles per batch", "int", minimum=1, maximum=256)
-    device: str = spec("auto", "DEVICE", "Device", "str", help="auto, cpu, cuda or cuda:N.")
+    device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
+                       choice_labels=DEVICE_LABELS,
+                       help="automatic takes the first CUDA GPU when there is one.")
 
     def problems(self) -> list[str]:
         out = super().problems()
