@@ -140,7 +140,8 @@ def _oracle_run(scene, tile, overlap):
         found = detect_raster(src, oracle, [0, 0, 0], tile, overlap, batch=3)
         transform = src.transform
     boxes_map = to_map(found["boxes"], transform)
-    keep = merge_across_tiles(boxes_map, found["scores"], found["labels"], 0.5)
+    keep = merge_across_tiles(boxes_map, found["scores"], found["labels"], 0.5,
+                              found["tile_ids"])
     return boxes_map[keep], found
 
 
@@ -409,3 +410,13 @@ def test_validation_ignores_objects_cut_by_the_patch_edge():
     m.update(p, t)
     r = m.compute()
     assert r["map50"] == pytest.approx(1.0) and r["recall"] == 1.0 and r["precision"] == 1.0
+
+
+def test_boxes_of_one_object_from_two_tiles_merge_but_neighbours_in_a_tile_do_not():
+    from plugin.core.detection.detect import merge_seen_twice
+
+    boxes = np.array([[0.0, 0, 30, 30], [2, 2, 40, 36], [50, 0, 80, 30], [52, 0, 70, 30]])
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    labels = np.array([1, 1, 1, 1])
+    tiles = np.array([0, 1, 0, 0])           # boxes 0/1: two tiles; boxes 2/3: one tile
+    assert sorted(merge_seen_twice(boxes, scores, labels, tiles).tolist()) == [0, 2, 3]

@@ -12,7 +12,10 @@ raster.
 Merging. In each tile, boxes touching an inner tile edge (within :data:`EDGE_PX`) are dropped:
 the object is cut there and lies whole in a neighbouring tile. Then boxes of the same class from
 all tiles are merged by non-maximum suppression in map coordinates (torchvision's
-``batched_nms``, float64) at the NMS IoU, so an object seen by two tiles is reported once.
+``batched_nms``, float64) at the NMS IoU, so an object seen by two tiles is reported once; a
+detector may box an object a little differently in two tiles, so two boxes of a class from
+different tiles whose intersection covers 60 % of the smaller one are merged too (the better
+kept).
 Boxes whose centre pixel is nodata, and tiles that are entirely nodata, are skipped.
 
 TTA (flips): every tile is also detected flipped left-right and up-down; the boxes are flipped
@@ -38,6 +41,7 @@ from ..jobs import JobContext
 
 EDGE_PX = 2.0            # px: a box this close to an inner tile edge is left to the neighbour
 AUTO_OVERLAP_MIN = 32    # px
+SEEN_TWICE_COVER = 0.6   # share of the smaller box two boxes from different tiles must share
 
 
 def overlap_for(card: dict, tile: int, requested: int, ctx: JobContext | None = None) -> int:
@@ -131,7 +135,7 @@ def detect_raster(src, detector, fill: list[float], tile: int, overlap: int, bat
     rows = tile_starts(H, th, max(th - overlap, 1))
     cols = tile_starts(W, tw, max(tw - overlap, 1))
     fill_a = np.asarray(fill, np.float32)[:, None, None]
-    boxes, scores, labels = [], [], []
+    boxes, scores, labels, tiles = [], [], [], []
     total, done, forward_s = len(rows) * len(cols), 0, 0.0
     for group in _prefetch(_batches(_read_tiles(src, rows, cols, th, tw, fill_a), batch)):
         if cancelled():
@@ -150,10 +154,12 @@ def detect_raster(src, detector, fill: list[float], tile: int, overlap: int, bat
                 boxes.append(b)
                 scores.append(s[keep])
                 labels.append(lab[keep])
+                tiles.append(np.full(len(b), ri * len(cols) + cols.index(c0), np.int64))
         done += len(group)
         progress(done, total)
     return {"boxes": _cat(boxes, (0, 4), np.float64), "scores": _cat(scores, (0,), np.float32),
-            "labels": _cat(labels, (0,), np.int64), "tiles": total,
+            "labels": _cat(labels, (0,), np.int64), "tile_ids": _cat(tiles, (0,), np.int64),
+            "tiles": total,
             "tile_height": th, "tile_width": tw, "forward_seconds": forward_s}
 
 
@@ -195,8 +201,9 @@ def to_map(boxes_px: np.ndarray, transform) -> np.ndarray:
 
 
 def merge_across_tiles(boxes_map: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                       nms_iou: float) -> np.ndarray:
-    """Indices kept by per-class NMS in map coordinates (float64), best score first."""
+                       nms_iou: float, tile_ids: np.ndarray | None = None) -> np.ndarray:
+    """Indices kept by per-class NMS in map coordinates (float64), best score first; with
+    ``tile_ids``, then :func:`merge_seen_twice`."""
     import torch
     from torchvision.ops import batched_nms
 
@@ -205,8 +212,41 @@ def merge_across_tiles(boxes_map: np.ndarray, scores: np.ndarray, labels: np.nda
     origin = boxes_map[:, :2].min(0)
     local = boxes_map - np.concatenate([origin, origin])   # keeps float64 exact and small
     keep = batched_nms(torch.from_numpy(local), torch.from_numpy(scores.astype(np.float64)),
-                       torch.from_numpy(labels), float(nms_iou))
-    return keep.numpy()
+                       torch.from_numpy(labels), float(nms_iou)).numpy()
+    if tile_ids is not None:
+        keep = keep[merge_seen_twice(local[keep], scores[keep], labels[keep], tile_ids[keep])]
+    return keep
+
+
+def merge_seen_twice(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                     tile_ids: np.ndarray, cover: float = SEEN_TWICE_COVER) -> np.ndarray:
+    """Indices (into the inputs, best score first) left after dropping a box of the same class
+    as a better box *from another tile* when their intersection covers ``cover`` of the smaller
+    one: one object seen by two tiles, boxed a little differently in each (their IoU can stay
+    under the NMS IoU). Boxes of one tile are never merged here. Neighbours are found through
+    the boxes sorted by x, so the cost grows with n log n, not n²."""
+    n = len(boxes)
+    order = np.argsort(-scores, kind="stable")
+    by_x = np.argsort(boxes[:, 0], kind="stable")
+    x0_sorted = boxes[by_x, 0]
+    widest = float((boxes[:, 2] - boxes[:, 0]).max()) if n else 0.0
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    alive = np.ones(n, bool)
+    for i in order:
+        if not alive[i]:
+            continue
+        lo = np.searchsorted(x0_sorted, boxes[i, 0] - widest, "left")
+        hi = np.searchsorted(x0_sorted, boxes[i, 2], "right")
+        c = by_x[lo:hi]
+        c = c[alive[c] & (labels[c] == labels[i]) & (tile_ids[c] != tile_ids[i])
+              & (scores[c] <= scores[i]) & (c != i)]
+        if not len(c):
+            continue
+        ix = np.minimum(boxes[c, 2], boxes[i, 2]) - np.maximum(boxes[c, 0], boxes[i, 0])
+        iy = np.minimum(boxes[c, 3], boxes[i, 3]) - np.maximum(boxes[c, 1], boxes[i, 1])
+        inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
+        alive[c[inter >= cover * np.minimum(area[c], area[i])]] = False
+    return order[alive[order]]
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -301,7 +341,7 @@ def detect_objects(job, ctx: JobContext) -> dict:
     sel = found["scores"] >= score
     boxes_map = to_map(found["boxes"][sel], transform)
     scores, labels = found["scores"][sel], found["labels"][sel]
-    keep = merge_across_tiles(boxes_map, scores, labels, nms_iou)
+    keep = merge_across_tiles(boxes_map, scores, labels, nms_iou, found["tile_ids"][sel])
     boxes_map, scores, labels = boxes_map[keep], scores[keep], labels[keep]
     names = {int(c["id"]): c["name"] for c in object_classes(card)}
     area = area_field(crs)
