@@ -94,12 +94,13 @@ def test_detect_objects_on_an_unseen_georeferenced_raster(trained, tmp_path):
         union = (found[:, 2] - found[:, 0]) * (found[:, 3] - found[:, 1]) + (
             t[2] - t[0]) * (t[3] - t[1]) - inter
         near = inter / union >= 0.5
-        twice += int(near.sum() > 1)
+        twice += int((near & (found[:, 4] >= 0.5)).sum() > 1)
         matched += int(near.any())
-    # tiles of 64 px: most objects cross a tile border. The merging is exact with a perfect
-    # detector (test_detection_core.py); this weakly trained one may still give two boxes that
-    # overlap each other less than the NMS IoU for one object (seen once in the runs measured)
-    assert twice <= 1
+    # tiles of 64 px: most objects cross a tile border, yet no object has two confident boxes.
+    # The merging is exact with a perfect detector (test_detection_core.py); this weakly trained
+    # one also gives a few second, partial boxes scoring 0.3–0.4 inside one tile (its own NMS
+    # keeps them: their IoU with the first box is under 0.5)
+    assert twice == 0
     # a 120-step detector: 4–7 of the 10 objects found at IoU ≥ 0.5 in the runs measured; the
     # exact georeferencing (within a pixel) is tested with a perfect detector in
     # test_detection_core.py::test_object_on_tile_borders_detected_once_at_its_true_place
