@@ -80,15 +80,23 @@ def _without_processes(argv: list[str]) -> list[str]:
 
 
 def run_job(job: Job, as_json: bool = False) -> dict:
-    """Validate and run ``job`` in this process, Ctrl+C cancelling it at a safe point."""
-    job.validate()
+    """Validate and run ``job`` in this process, Ctrl+C cancelling it at a safe point.
+
+    Raises :class:`JobCancelled` (its ``result``: what the job kept) when it was cancelled, even
+    if the job itself returned normally after stopping early."""
+    job = job.with_absolute_paths()
     ctx = ConsoleContext(as_json)
     previous = signal.signal(signal.SIGINT, lambda *_: ctx.cancel())
     try:
-        return job.run(ctx)
+        result = job.execute(ctx)
     finally:
         signal.signal(signal.SIGINT, previous)
         distributed.teardown()
+    if ctx.cancelled:
+        err = JobCancelled()
+        err.result = result  # type: ignore[attr-defined]
+        raise err
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc.message}" + (f"\nfix: {exc.fix}" if exc.fix else ""), file=sys.stderr)
         return 2
-    except JobCancelled:
-        print("cancelled: finished work was kept", file=sys.stderr)
+    except JobCancelled as exc:
+        kept = getattr(exc, "result", None)
+        if kept:
+            print(json.dumps({"event": "cancelled", "result": kept}, default=str))
+        print("cancelled: stopped at your request; finished work was kept", file=sys.stderr)
         return 130
 
 

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -99,6 +98,53 @@ def _open_vector(source: str | Path) -> tuple[str, str | int, dict]:
     return path, layer, info
 
 
+def _fmt_box(box) -> str:
+    x0, y0, x1, y1 = box
+    return f"{x0:.6g}, {y0:.6g} – {x1:.6g}, {y1:.6g}"
+
+
+def _check_overlap(project, rows: list[tuple[str, Any]], name: str, label_crs: str | None,
+                   ctx: JobContext) -> None:
+    """Refuse labels of which none overlaps a training raster of the project (a wrong CRS, the
+    usual cause), naming both extents; warn when only some lie outside every raster."""
+    from .grid import read_grid
+
+    boxes = []
+    for raster in project.rasters():
+        try:
+            box = project._bbox_of(read_grid(raster.path))
+        except UserError:
+            continue
+        if box is not None:
+            boxes.append(box)
+    if not boxes:
+        return
+    outside = 0
+    lx0 = ly0 = math.inf
+    lx1 = ly1 = -math.inf
+    for _, g in rows:
+        minx, miny, maxx, maxy = g.bounds
+        lx0, ly0, lx1, ly1 = min(lx0, minx), min(ly0, miny), max(lx1, maxx), max(ly1, maxy)
+        if not any(minx <= b[2] and maxx >= b[0] and miny <= b[3] and maxy >= b[1]
+                   for b in boxes):
+            outside += 1
+    rx0, ry0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    rx1, ry1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    extents = (f"the labels span {_fmt_box((lx0, ly0, lx1, ly1))}, the rasters "
+               f"{_fmt_box((rx0, ry0, rx1, ry1))} (in the project CRS {project.crs})")
+    declared = f"the label file declares {label_crs}" if label_crs else "the label file has no CRS"
+    if outside == len(rows):
+        raise UserError(f"None of the {len(rows)} label(s) in {name} overlaps a training raster: "
+                        f"{extents}; {declared}.",
+                        "Check the CRS of the label file (a wrong or missing CRS is the usual "
+                        "cause: set the right one and import again), or add the rasters the "
+                        "labels were drawn on.")
+    if outside:
+        ctx.log(f"{outside} of {len(rows)} label(s) in {name} lie outside every training raster "
+                f"({extents}); they are kept but not used until a raster covers them.",
+                "warning")
+
+
 def import_vector_labels(project_path: str | Path, labels: str | Path, class_field: str,
                          rasters: list[str] | tuple[str, ...] = (),
                          ctx: JobContext | None = None) -> dict:
@@ -109,6 +155,10 @@ def import_vector_labels(project_path: str | Path, labels: str | Path, class_fie
     from pyogrio.raw import read
 
     path, layer, info = _open_vector(labels)
+    if not info.get("features"):
+        which = f"layer {layer!r} of " if isinstance(layer, str) else ""
+        raise UserError(f"The label {which}{Path(path).name} is empty: it holds no features.",
+                        "Choose a layer with labels, or draw labels in the Labeling Tool.")
     fields = [str(f) for f in info["fields"]]
     if class_field not in fields:
         close = [f for f in fields if f.lower() == (class_field or "").lower()]
@@ -148,6 +198,8 @@ def import_vector_labels(project_path: str | Path, labels: str | Path, class_fie
         raise UserError(f"No label in {Path(str(labels).split('|')[0]).name} has both a geometry "
                         f"and a value in {class_field!r}.", "Check the file and the class field.")
 
+    _check_overlap(project, rows, Path(str(labels).split("|")[0]).name,
+                   gm.crs_text(srs) if srs is not None else None, ctx)
     ids: dict[str, int] = {c.name: c.id for c in project.classes()}
     for name in sorted({n for n, _ in rows}, key=_sort_key):
         if name not in ids:
@@ -169,26 +221,12 @@ def import_vector_labels(project_path: str | Path, labels: str | Path, class_fie
 
 
 def parse_value_classes(table: dict | str) -> dict[float, str]:
-    """A value → class name table from a dict or text: JSON ('{"1": "water"}') or
-    '1=water, 2=forest' (',' ';' or newlines between pairs, '=' or ':' inside)."""
-    if isinstance(table, str):
-        text = table.strip()
-        if text.startswith("{"):
-            try:
-                table = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"The value → class table is not valid JSON ({exc}).",
-                                'Write it as {"1": "water", "2": "forest"}.') from None
-        else:
-            pairs = [p for p in re.split(r"[,;\n]", text) if p.strip()]
-            table = {}
-            for pair in pairs:
-                match = re.match(r"\s*([^=:]+?)\s*[=:]\s*(.*?)\s*$", pair)
-                if not match:
-                    raise UserError(f"{pair.strip()!r} in the value → class table has no '='.",
-                                    "Write pairs like 1=water, 2=forest.")
-                table[match.group(1)] = match.group(2)
-    if not isinstance(table, dict) or not table:
+    """A value → class name table from a dict or text (:func:`..perclass.parse_per_class`:
+    '1=water, 2=forest' or '{"1": "water"}')."""
+    from ..perclass import parse_per_class
+
+    table = parse_per_class(table, "The value → class table (VALUE_CLASSES)", numbers=False)
+    if not table:
         raise UserError("The value → class table is empty.", "Write pairs like 1=water, 2=forest.")
     out: dict[float, str] = {}
     for key, name in table.items():

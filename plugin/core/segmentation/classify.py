@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import JobCancelled, UserError
 from ..jobs import JobContext
+from ..validpixels import data_band_count, read_data, valid_mask
 
 CLASS_NODATA = 255
 PIXEL_SIZE_TOLERANCE = 1.5     # ratio to the training pixel size that triggers a warning
@@ -51,22 +52,6 @@ def window_1d(n: int, smooth: bool) -> np.ndarray:
 
 def _ceil32(n: int) -> int:
     return max(32, -(-n // 32) * 32)
-
-
-def valid_mask(src, data: np.ndarray, window) -> np.ndarray:
-    """True where the pixel is not nodata in every band (or is set in the dataset mask)."""
-    from rasterio.enums import MaskFlags
-
-    if src.nodata is not None:
-        nd = src.nodata
-        same = np.isnan(data) if np.isnan(nd) else data == nd
-        return ~same.all(axis=0)
-    flags = src.mask_flag_enums[0] if src.count else ()
-    if MaskFlags.all_valid in flags:
-        if np.issubdtype(data.dtype, np.floating):
-            return ~np.isnan(data).all(axis=0)
-        return np.ones(data.shape[1:], bool)
-    return src.dataset_mask(window=window) > 0
 
 
 # -- forward engines ----------------------------------------------------------------------------
@@ -198,10 +183,11 @@ def tta_predict(engine: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -
 
 # -- the tiled loop -----------------------------------------------------------------------------
 def _read_tiles(src, rows: list[int], cols: list[int], th: int, tw: int,
-                fill: np.ndarray, tile_rows: range | None = None
+                fill: np.ndarray, tile_rows: range | None = None,
+                scale: tuple[float, float] = (1.0, 0.0)
                 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """(row index, col, data float32 (bands, th, tw), valid (th, tw)) tile by tile, for the tile
-    rows ``tile_rows`` (all by default)."""
+    rows ``tile_rows`` (all by default); the data is ``a·x + b`` for ``scale`` (a, b)."""
     from rasterio.windows import Window
 
     for ri in tile_rows if tile_rows is not None else range(len(rows)):
@@ -209,9 +195,11 @@ def _read_tiles(src, rows: list[int], cols: list[int], th: int, tw: int,
         for c0 in cols:
             h, w = min(th, src.height - r0), min(tw, src.width - c0)
             win = Window(c0, r0, w, h)
-            data = src.read(window=win)
+            data = read_data(src, window=win)
             valid = valid_mask(src, data, win)
             data = data.astype(np.float32)
+            if scale != (1.0, 0.0):
+                data = data * np.float32(scale[0]) + np.float32(scale[1])
             np.copyto(data, fill, where=~valid[None])
             if data.dtype.kind == "f" and not np.isfinite(data).all():
                 np.copyto(data, np.broadcast_to(fill, data.shape), where=~np.isfinite(data))
@@ -299,8 +287,10 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
                    on_rows: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None],
                    progress: Callable[[int, int], None] = lambda d, t: None,
                    cancelled: Callable[[], bool] = lambda: False,
-                   part: range | None = None) -> dict:
-    """Tiled, blended prediction of the open rasterio dataset ``src``.
+                   part: range | None = None,
+                   scale: tuple[float, float] = (1.0, 0.0)) -> dict:
+    """Tiled, blended prediction of the open rasterio dataset ``src`` (its values mapped to
+    ``a·x + b`` for ``scale`` (a, b) before the network).
 
     ``on_rows(row0, probs (C, n, W), classes (n, W) uint8, valid (n, W))`` receives finished rows
     top to bottom. ``part``: only the rows finished by these tile rows (:func:`rank_rows`), from
@@ -351,7 +341,7 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
         on_rows(r0, probs, classes, valid.copy())
 
     tiles = _prefetch(_batches(_read_tiles(src, rows, cols, th, tw, fill_a,
-                                           range(first, part.stop)), batch))
+                                           range(first, part.stop), scale), batch))
     for group in tiles:
         if cancelled():
             raise JobCancelled()
@@ -407,11 +397,33 @@ def _profile(src, count: int, dtype: str, nodata, rows: tuple[int, int] | None =
     return prof
 
 
+def area_and_length(crs_wkt: str | None):
+    """A function ``shapely geometry → (area m², perimeter m)`` for the CRS ``crs_wkt``: on the
+    ellipsoid (``pyproj.Geod``, Karney's algorithm) for a geographic CRS, planar area × (metres
+    per map unit)² for a projected one; map units when there is no CRS."""
+    from pyproj import CRS
+
+    crs = CRS.from_user_input(crs_wkt) if crs_wkt else None
+    if crs is not None and crs.is_geographic:
+        geod = crs.get_geod()
+
+        def geodesic(geom):
+            area, perimeter = geod.geometry_area_perimeter(geom)
+            return abs(area), perimeter
+        return geodesic
+    metres = 1.0
+    if crs is not None and crs.axis_info:
+        metres = crs.axis_info[0].unit_conversion_factor or 1.0
+    return lambda geom: (geom.area * metres ** 2, geom.length * metres)
+
+
 def polygonize(class_raster: Path, out_gpkg: Path, classes: list[dict], min_area: float,
-               crs_wkt: str | None) -> int:
-    """Class polygons (no background, no nodata) with class_id, class_name and area (map units²)
-    into a GeoPackage layer 'classes', dropping polygons under ``min_area``; returns the number
-    kept. GDAL's polygonize (4-connected, through rasterio) works on the band, not on a copy."""
+               crs_wkt: str | None, min_pixels: int = 0) -> int:
+    """Class polygons (no background, no nodata) with class_id, class_name, area (m²) and
+    perimeter (m) into a GeoPackage layer 'classes', dropping polygons under ``min_area`` m² (on
+    the ellipsoid for geographic CRSs, :func:`area_and_length`) or of fewer than ``min_pixels``
+    pixels (ENVI's aggregate minimum size); returns the number kept. GDAL's polygonize
+    (4-connected, through rasterio) works on the band, not on a copy."""
     import numpy as np
     import rasterio
     import shapely
@@ -420,23 +432,31 @@ def polygonize(class_raster: Path, out_gpkg: Path, classes: list[dict], min_area
     from shapely.geometry import shape
 
     names = {int(c["id"]): c["name"] for c in classes}
-    ids, geoms, areas = [], [], []
+    measure = area_and_length(crs_wkt)
+    ids, geoms, areas, perimeters = [], [], [], []
     with rasterio.open(class_raster) as src:
-        for geojson, value in shapes(rasterio.band(src, 1), transform=src.transform):
+        t = src.transform
+        min_planar = min_pixels * abs(t.a * t.e - t.b * t.d) * (1 - 1e-9)
+        for geojson, value in shapes(rasterio.band(src, 1), transform=t):
             cid = int(value)
             if cid == 0 or cid == CLASS_NODATA:
                 continue
             geom = shape(geojson)
-            if geom.area < min_area:
+            if geom.area < min_planar:
+                continue
+            area, perimeter = measure(geom)
+            if area < min_area:
                 continue
             ids.append(cid)
             geoms.append(geom)
-            areas.append(geom.area)
+            areas.append(area)
+            perimeters.append(perimeter)
     if out_gpkg.exists():
         out_gpkg.unlink()
     write(str(out_gpkg), shapely.to_wkb(np.array(geoms, dtype=object)),
           [np.array(ids, np.int32), np.array([names.get(i, str(i)) for i in ids], dtype=object),
-           np.array(areas, np.float64)], ["class_id", "class_name", "area"],
+           np.array(areas, np.float64), np.array(perimeters, np.float64)],
+          ["class_id", "class_name", "area", "perimeter"],
           layer="classes", driver="GPKG", geometry_type="Polygon", crs=crs_wkt or None)
     return len(ids)
 
@@ -449,6 +469,7 @@ def classify_pixels(job, ctx: JobContext) -> dict:
     from .. import distributed
     from ..environment import resolve_device
     from .classify_parts import assemble, part_path
+    from .input_range import input_scaling
     from .modelfile import load_model, read_model_card
 
     started = time.monotonic()
@@ -468,8 +489,9 @@ def classify_pixels(job, ctx: JobContext) -> dict:
     tmps: list[Path] = []
     try:
         with src:
-            if src.count != int(card["bands"]):
-                raise UserError(f"The input raster has {src.count} band(s) but the model was "
+            if data_band_count(src) != int(card["bands"]):
+                raise UserError(f"The input raster has {data_band_count(src)} band(s) of "
+                                "data (an alpha band is a mask, not data) but the model was "
                                 f"trained on {card['bands']}.",
                                 "Classify a raster with the same bands as the training rasters.")
             px = card.get("pixel_size")
@@ -479,6 +501,9 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                     ctx.log(f"The input pixel size ({abs(src.res[0]):g}) is far from the "
                             f"training pixel size ({float(px[0]):g}): results may be poor. "
                             "Resample the raster to the training pixel size.", "warning")
+            scale_a, scale_b, note = input_scaling(src, card, job.rescale)
+            if note:
+                ctx.log(note)
             tile = job.tile_size or max(int(card.get("patch_size") or 256), 256)
             with distributed.main_first():   # one ONNX export into the shared cache
                 engine = make_engine(job.model, lambda: load_model(job.model)[0], device,
@@ -517,7 +542,13 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                     src, engine, num_classes, card["mean"], tile, job.overlap,
                     job.batch_size, job.tta, on_rows,
                     progress=lambda d, t: ctx.progress("tile", d, t, "Classifying"),
-                    cancelled=lambda: ctx.cancelled, part=part)
+                    cancelled=lambda: ctx.cancelled, part=part, scale=(scale_a, scale_b))
+            except Exception as exc:
+                if type(exc).__name__ != "OutOfMemoryError":   # torch's, without importing it
+                    raise
+                raise UserError("The GPU ran out of memory while classifying.",
+                                "Use fewer tiles per batch (BATCH_SIZE) or a smaller "
+                                "TILE_SIZE.") from None
             finally:
                 dst.close()
                 if pdst is not None:
@@ -559,7 +590,8 @@ def classify_pixels(job, ctx: JobContext) -> dict:
             vec_path.parent.mkdir(parents=True, exist_ok=True)
             tmp_vec = _tmp(vec_path)
             tmps.append(tmp_vec)
-            n_polygons = polygonize(out_path, tmp_vec, classes, job.min_area, crs_wkt)
+            n_polygons = polygonize(out_path, tmp_vec, classes, job.min_area, crs_wkt,
+                                    job.min_pixels)
             os.replace(tmp_vec, vec_path)
             ctx.artifact("polygons", str(vec_path))
             ctx.progress("polygons", 1, 1, "Done")
