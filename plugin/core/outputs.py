@@ -314,19 +314,27 @@ _WHY = {
 }
 
 
-def io_user_error(exc: BaseException, candidates: list[str] | None = None) -> UserError | None:
+def io_user_error(exc: BaseException, outputs: list[str] | None = None,
+                  inputs: list[str] | None = None) -> UserError | None:
     """A :class:`UserError` naming the file and why for an ``OSError`` (or a rasterio / GDAL
-    I/O error) raised while a job ran; None when ``exc`` is not about a file. ``candidates``:
-    the job's paths, used to name the file when the error itself does not."""
+    I/O error) raised while a job ran; None when ``exc`` is not about a file. ``outputs`` and
+    ``inputs``: the job's paths, used to name the file when the error itself does not (a
+    failed write names the outputs, a failed read the inputs)."""
+    candidates = list(outputs or []) + list(inputs or [])
     if isinstance(exc, UserError):
         return exc
-    text = str(exc)
-    code = getattr(exc, "errno", None)
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 5:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join(str(e) for e in chain)
+    code = next((e.errno for e in chain if isinstance(getattr(e, "errno", None), int)
+                 and e.errno in _WHY), None)
     if code is None:
         low = text.lower()
         code = (errno.ENOSPC if "no space left" in low else errno.EFBIG if "too large" in low
                 else errno.EACCES if "permission denied" in low else None)
-    name = getattr(exc, "filename", None)
+    name = next((e.filename for e in chain if getattr(e, "filename", None)), None)
     if not name:
         for path in candidates or []:
             if path and (path in text or Path(path).name in text):
@@ -335,15 +343,60 @@ def io_user_error(exc: BaseException, candidates: list[str] | None = None) -> Us
     module = type(exc).__module__ or ""
     is_io = isinstance(exc, OSError) or module.startswith(("rasterio", "osgeo", "pyogrio",
                                                            "safetensors"))
+    if not name and code is None and is_io:
+        low = text.lower()
+        guess = (outputs if "write" in low else inputs if "read" in low else None) or []
+        if len(guess) == 1:
+            name = guess[0]
+        elif guess:
+            name = "one of " + ", ".join(guess)
     if not is_io or (not name and code is None):
         return None
     why, fix = _WHY.get(code, (getattr(exc, "strerror", None) or text.strip() or
-                               type(exc).__name__, "Check the file and try again."))
+                               type(exc).__name__, "Check that the file is complete and "
+                               "readable (open it in QGIS), or write to another disk."))
     where = f"{name}" if name else "an output file"
-    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and not name and candidates:
-        where = "the outputs (" + ", ".join(candidates) + ")"
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and not name and outputs:
+        where = "the outputs (" + ", ".join(outputs) + ")"
     return UserError(f"Reading or writing {where} failed: {why}. Nothing was overwritten; "
                      "partial outputs were removed.", fix)
+
+
+@contextlib.contextmanager
+def gdal_write_guard(path: str | Path) -> Iterator[None]:
+    """Turn errors GDAL only signals (never raises), such as a block flushed to a full disk when
+    a raster is closed, into a :class:`UserError` naming ``path``; wrap the writing and closing
+    of a raster in it."""
+    import logging
+
+    errors: list[str] = []
+
+    class _Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            msg = record.getMessage()
+            if "signalled an error" in msg or record.levelno >= logging.ERROR:
+                errors.append(msg)
+
+    logger = logging.getLogger("rasterio")
+    handler, level = _Catch(logging.INFO), logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    if errors:
+        low = " ".join(errors).lower()
+        code = (errno.ENOSPC if "no space" in low else errno.EFBIG if "too large" in low
+                else errno.EIO)
+        why, fix = _WHY[code]
+        if code == errno.EIO and "io error" in low:
+            why, fix = ("the disk refused the data (full, too small for the file, or failing)",
+                        "Free disk space or choose a folder on another disk.")
+        raise UserError(f"Writing {path} failed: {why}. Nothing was overwritten; partial "
+                        "outputs were removed.", fix)
 
 
 @contextlib.contextmanager

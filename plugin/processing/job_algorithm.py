@@ -86,8 +86,11 @@ def make_parameter(ps: ParamSpec, default: Any) -> QgsProcessingParameterDefinit
     elif kind in FILE_IN or kind == "folder_in":
         behavior = (QgsProcessingParameterFile.Folder if kind == "folder_in"
                     else QgsProcessingParameterFile.File)
+        # model files are recognised by content (any name), so any file name is accepted
+        flt = (f"{ps.file_filter};;All files (*)" if kind == "model_in" and ps.file_filter
+               else ps.file_filter)
         param = QgsProcessingParameterFile(name, label, behavior, "", default or None,
-                                           ps.optional, ps.file_filter)
+                                           ps.optional, flt)
     elif kind in FILE_OUT:
         param = QgsProcessingParameterFileDestination(
             name, label, ps.file_filter or "All files (*.*)", default or None, ps.optional)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import queue
 import threading
 import time
@@ -27,6 +28,7 @@ import numpy as np
 
 from ..errors import JobCancelled, UserError
 from ..jobs import JobContext
+from ..outputs import gdal_write_guard
 from ..validpixels import data_band_count, read_data, valid_mask
 
 CLASS_NODATA = 255
@@ -350,15 +352,26 @@ def area_and_length(srs):
     ``srs``: on the ellipsoid (``pyproj.Geod``, Karney's algorithm) for a geographic CRS, planar
     area × (metres per map unit)² for a projected one; map units when there is no CRS."""
     if srs is not None and srs.IsGeographic():
-        import shapely.wkb
         from pyproj import Geod
 
         geod = Geod(a=srs.GetSemiMajor(), rf=srs.GetInvFlattening() or 0.0)
 
-        def geodesic(geom):
-            shape = shapely.wkb.loads(bytes(geom.ExportToWkb()))
-            area, perimeter = geod.geometry_area_perimeter(shape)
+        def ring(r) -> tuple[float, float]:   # x = longitude, y = latitude (raster grid order)
+            pts = np.asarray(r.GetPoints(), float)[:, :2]
+            area, perimeter = geod.polygon_area_perimeter(pts[:, 0], pts[:, 1])
             return abs(area), perimeter
+
+        def geodesic(geom):
+            polys = ([geom.GetGeometryRef(i) for i in range(geom.GetGeometryCount())]
+                     if geom.GetGeometryCount() and geom.GetGeometryRef(0).GetGeometryCount()
+                     else [geom])
+            area = perimeter = 0.0
+            for poly in polys:
+                for k in range(poly.GetGeometryCount()):
+                    a, p = ring(poly.GetGeometryRef(k))
+                    area += a if k == 0 else -a      # holes are subtracted
+                    perimeter += p
+            return area, perimeter
         return geodesic
     metres = srs.GetLinearUnits() if srs is not None else 1.0
     return lambda geom: (geom.GetArea() * metres ** 2, geom.Boundary().Length() * metres)
@@ -466,6 +479,9 @@ def classify_pixels(job, ctx: JobContext) -> dict:
             out_path.parent.mkdir(parents=True, exist_ok=True)
             tmp_cls = _tmp(out_path)
             tmps.append(tmp_cls)
+            written = " and ".join(str(p) for p in (out_path, prob_path) if p)
+            guard = gdal_write_guard(written)   # errors GDAL signals when blocks are flushed
+            guard.__enter__()
             dst = rasterio.open(tmp_cls, "w", **_profile(src, 1, "uint8", CLASS_NODATA))
             dst.write_colormap(1, {int(c["id"]): _rgba(c["color"]) for c in classes})
             pdst = None
@@ -502,6 +518,7 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                 dst.close()
                 if pdst is not None:
                     pdst.close()
+                guard.__exit__(*sys.exc_info())   # raises only when nothing else did
             os.replace(tmp_cls, out_path)
             ctx.artifact("class_raster", str(out_path))
             if prob_path:

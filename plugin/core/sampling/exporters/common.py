@@ -87,10 +87,16 @@ def write_geotiff(path: Path, array: np.ndarray, crs: Any, transform: Any,
                "transform": transform, "nodata": nodata}
     if compress:
         profile["compress"] = compress
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(array)
-        if colormap:
-            dst.write_colormap(1, colormap)
+    from ...outputs import gdal_write_guard
+
+    try:
+        with gdal_write_guard(path), rasterio.open(path, "w", **profile) as dst:
+            dst.write(array)
+            if colormap:
+                dst.write_colormap(1, colormap)
+    except BaseException:
+        path.unlink(missing_ok=True)    # no partial chip is left behind
+        raise
 
 
 def class_colormap(classes: list[tuple[int, str, str]]) -> dict[int, tuple[int, int, int, int]]:
