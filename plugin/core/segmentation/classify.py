@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
