@@ -362,6 +362,10 @@ def io_user_error(exc: BaseException, outputs: list[str] | None = None,
                      "partial outputs were removed.", fix)
 
 
+_IO_FAILURE = ("too large", "no space", "io error", "i/o error", "writeproc", "seekproc",
+               "write error", "short write", "disk full", "failed to write", "write failed")
+
+
 @contextlib.contextmanager
 def gdal_write_guard(path: str | Path) -> Iterator[None]:
     """Turn errors GDAL only signals (never raises), such as a block flushed to a full disk when
@@ -374,7 +378,7 @@ def gdal_write_guard(path: str | Path) -> Iterator[None]:
     class _Catch(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             msg = record.getMessage()
-            if "signalled an error" in msg or record.levelno >= logging.ERROR:
+            if any(k in msg.lower() for k in _IO_FAILURE):
                 errors.append(msg)
 
     logger = logging.getLogger("rasterio")
@@ -395,7 +399,7 @@ def gdal_write_guard(path: str | Path) -> Iterator[None]:
         if code == errno.EIO and "io error" in low:
             why, fix = ("the disk refused the data (full, too small for the file, or failing)",
                         "Free disk space or choose a folder on another disk.")
-        raise UserError(f"Writing {path} failed: {why}. Nothing was overwritten; partial "
+        raise UserError(f"Writing {path} failed: {why} ({errors[0]}). Nothing was overwritten; partial "
                         "outputs were removed.", fix)
 
 
