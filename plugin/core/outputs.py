@@ -328,10 +328,11 @@ def io_user_error(exc: BaseException, outputs: list[str] | None = None,
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
     text = " ".join(str(e) for e in chain)
-    code = next((e.errno for e in chain if isinstance(getattr(e, "errno", None), int)
-                 and e.errno in _WHY), None)
+    code = next((e.errno for e in chain if isinstance(e, OSError)    # not GDAL's error numbers
+                 and not type(e).__module__.startswith("rasterio")
+                 and isinstance(e.errno, int) and e.errno in _WHY), None)
+    low = text.lower()
     if code is None:
-        low = text.lower()
         code = (errno.ENOSPC if "no space left" in low else errno.EFBIG if "too large" in low
                 else errno.EACCES if "permission denied" in low else None)
     name = next((e.filename for e in chain if getattr(e, "filename", None)), None)
@@ -352,9 +353,13 @@ def io_user_error(exc: BaseException, outputs: list[str] | None = None,
             name = "one of " + ", ".join(guess)
     if not is_io or (not name and code is None):
         return None
-    why, fix = _WHY.get(code, (getattr(exc, "strerror", None) or text.strip() or
-                               type(exc).__name__, "Check that the file is complete and "
-                               "readable (open it in QGIS), or write to another disk."))
+    if code is None and any(k in low for k in _IO_FAILURE + ("write",)):
+        why, fix = _DISK_REFUSED
+    else:
+        why, fix = _WHY.get(code, (getattr(exc, "strerror", None) or text.strip() or
+                                   type(exc).__name__, "Check that the file is complete "
+                                   "and readable (open it in QGIS), or write to another "
+                                   "disk."))
     where = f"{name}" if name else "an output file"
     if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and not name and outputs:
         where = "the outputs (" + ", ".join(outputs) + ")"
@@ -362,6 +367,8 @@ def io_user_error(exc: BaseException, outputs: list[str] | None = None,
                      "partial outputs were removed.", fix)
 
 
+_DISK_REFUSED = ("the disk refused the data (full, too small for the file, or failing)",
+                 "Free disk space or choose a folder on another disk.")
 _IO_FAILURE = ("too large", "no space", "io error", "i/o error", "writeproc", "seekproc",
                "write error", "short write", "disk full", "failed to write", "write failed")
 
@@ -396,10 +403,9 @@ def gdal_write_guard(path: str | Path) -> Iterator[None]:
         code = (errno.ENOSPC if "no space" in low else errno.EFBIG if "too large" in low
                 else errno.EIO)
         why, fix = _WHY[code]
-        if code == errno.EIO and "io error" in low:
-            why, fix = ("the disk refused the data (full, too small for the file, or failing)",
-                        "Free disk space or choose a folder on another disk.")
-        raise UserError(f"Writing {path} failed: {why} ({errors[0]}). Nothing was overwritten; partial "
+        if code == errno.EIO:
+            why, fix = _DISK_REFUSED
+        raise UserError(f"Writing {path} failed: {why}. Nothing was overwritten; partial "
                         "outputs were removed.", fix)
 
 

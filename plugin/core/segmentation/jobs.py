@@ -20,16 +20,17 @@ _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
 _RASTER_FILTER = "GeoTIFF (*.tif *.tiff)"
 MODEL_SUFFIX = ".dltmodel.safetensors"
-_OTHER_MODEL_SUFFIXES = (".model", ".pt", ".pth", ".ckpt", ".bin", ".onnx")
 
 
 def model_file_name(path: str) -> str:
-    """``path`` ending in ``.dltmodel.safetensors`` (``best.model`` → ``best.dltmodel.
-    safetensors``; names already ending in ``.safetensors`` are kept)."""
+    """``path`` ending in ``.dltmodel.safetensors``: a word suffix is replaced (``best.model``
+    → ``best.dltmodel.safetensors``), other names get it appended (``run.v2`` → ``run.v2.
+    dltmodel.safetensors``); names already ending in ``.safetensors`` are kept."""
     if not path or path.lower().endswith(".safetensors"):
         return path
     p = Path(path)
-    stem = p.name[:-len(p.suffix)] if p.suffix.lower() in _OTHER_MODEL_SUFFIXES else p.name
+    replace = p.suffix[1:].isalpha() and len(p.suffix) <= 9    # best.model, scene.tif → best, scene
+    stem = p.name[:-len(p.suffix)] if replace else p.name
     return str(p.with_name(stem + MODEL_SUFFIX)) if stem else path
 
 
