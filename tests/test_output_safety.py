@@ -493,3 +493,31 @@ def test_model_files_are_0644_and_the_optimizer_file_is_optional(model, tmp_path
                                         output_last_model=str(path), save_optimizer=False)
     assert str(opt) in [p for _, p, _ in with_opt.extra_outputs()]
     assert str(opt) not in [p for _, p, _ in without.extra_outputs()]
+
+
+def test_processing_takes_models_by_content_and_per_class_text(qgis_processing, model,
+                                                               tmp_path):
+    from qgis.core import QgsProcessingContext
+
+    from plugin.processing.job_algorithm import JobAlgorithm
+
+    renamed = tmp_path / "best.model"
+    renamed.write_bytes(model.read_bytes())
+    classify = JobAlgorithm.for_kind("classify_pixels")
+    classify.initAlgorithm({})
+    assert classify.parameterDefinition("MODEL").checkValueIsAcceptable(str(renamed))
+    context = QgsProcessingContext()
+    imp = JobAlgorithm.for_kind("import_label_raster")
+    imp.initAlgorithm({})
+    job = imp.job_from_parameters({"PROJECT": str(tmp_path / "p.gpkg"),
+                                   "CLASSIFIED_RASTER": str(tmp_path / "lc.tif"),
+                                   "VALUE_CLASSES": "1=water, 2=forest",
+                                   "OUTPUT_FOLDER": str(tmp_path / "out")}, context)
+    assert job.value_classes == {"1": "water", "2": "forest"}
+    train = JobAlgorithm.for_kind("train_pixel_segmentation")
+    train.initAlgorithm({})
+    job = train.job_from_parameters({"PROJECT": str(tmp_path / "p.gpkg"),
+                                     "SOLID_DISTANCES": "1=2, 3=0.5", "BLUR_DISTANCES": "1",
+                                     "OUTPUT_MODEL": str(tmp_path / "best.model")}, context)
+    assert job.solid_distances == {"1": 2.0, "3": 0.5} and job.blur_distances == [1.0]
+    assert job.output_model == str(tmp_path / "best.dltmodel.safetensors")

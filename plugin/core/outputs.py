@@ -363,8 +363,10 @@ def io_user_error(exc: BaseException, outputs: list[str] | None = None,
     where = f"{name}" if name else "an output file"
     if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and not name and outputs:
         where = "the outputs (" + ", ".join(outputs) + ")"
-    return UserError(f"Reading or writing {where} failed: {why}. Nothing was overwritten; "
-                     "partial outputs were removed.", fix)
+    verb = ("Reading" if name in (inputs or []) else "Writing" if name in (outputs or [])
+            or code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "Reading or writing")
+    return UserError(f"{verb} {where} failed: {why}. Nothing was overwritten; partial "
+                     "outputs were removed.", fix)
 
 
 _DISK_REFUSED = ("the disk refused the data (full, too small for the file, or failing)",

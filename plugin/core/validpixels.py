@@ -19,8 +19,8 @@ import numpy as np
 
 def alpha_bands(ds) -> list[int]:
     """1-based indexes of the alpha bands of the open rasterio dataset ``ds``."""
-    from rasterio.enums import ColorInterp
     from rasterio._err import CPLE_BaseError
+    from rasterio.enums import ColorInterp
 
     try:
         interp = ds.colorinterp
