@@ -285,7 +285,7 @@ class JobAlgorithm(QgsProcessingAlgorithm):
 
     # -- running -------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        job = self.job_from_parameters(parameters, context)
+        job = self.job_from_parameters(parameters, context).with_absolute_paths()
         problems = job.problems()
         if problems:
             raise QgsProcessingException(" ".join(problems))
