@@ -527,6 +527,8 @@ def _train(job, ctx: JobContext) -> dict:
                                       epoch + 1))
             if job.save_optimizer:
                 modelfile.save_optimizer(job.output_last_model, optimizer)
+            else:   # an older run's state would not belong to this last model
+                modelfile.optimizer_path(job.output_last_model).unlink(missing_ok=True)
             ctx.artifact("last_model", job.output_last_model)
         metrics_msg = {k: v for k, v in row.items()
                        if k in ("train_loss", "val_loss", "val_miou", "val_accuracy",
