@@ -521,3 +521,21 @@ def test_processing_takes_models_by_content_and_per_class_text(qgis_processing, 
                                      "OUTPUT_MODEL": str(tmp_path / "best.model")}, context)
     assert job.solid_distances == {"1": 2.0, "3": 0.5} and job.blur_distances == [1.0]
     assert job.output_model == str(tmp_path / "best.dltmodel.safetensors")
+
+
+def test_a_chip_export_that_fails_mid_way_leaves_no_partial_folder(project, tmp_path):
+    _, gpkg = project
+    out = tmp_path / "chips"
+    job = ExportChipsJob(project=str(gpkg), output_folder=str(out), patch_size=64,
+                         background_patch_ratio=1)
+
+    def limit() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8_000, 8_000))    # a 64² chip is 12 kB
+
+    done = dltrain(job, tmp_path, preexec_fn=limit)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "chips" in done.stderr and "disk" in done.stderr
+    assert not out.exists()

@@ -87,15 +87,20 @@ def write_geotiff(path: Path, array: np.ndarray, crs: Any, transform: Any,
                "transform": transform, "nodata": nodata}
     if compress:
         profile["compress"] = compress
-    from ...outputs import gdal_write_guard
+    from rasterio.io import MemoryFile
 
-    try:
-        with gdal_write_guard(path), rasterio.open(path, "w", **profile) as dst:
+    # encoded in memory, then written by Python: a full disk raises OSError here (GDAL would only
+    # print it when the file is closed), and no partial chip is left behind
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
             dst.write(array)
             if colormap:
                 dst.write_colormap(1, colormap)
+        encoded = mem.read()
+    try:
+        path.write_bytes(encoded)
     except BaseException:
-        path.unlink(missing_ok=True)    # no partial chip is left behind
+        path.unlink(missing_ok=True)
         raise
 
 
