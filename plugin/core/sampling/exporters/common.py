@@ -76,7 +76,6 @@ def write_geotiff(path: Path, array: np.ndarray, crs: Any, transform: Any,
                   nodata: float | None = None, compress: str = "",
                   colormap: dict | None = None) -> None:
     """Write a (bands, h, w) or (h, w) array as a georeferenced GeoTIFF, in its data type."""
-    import rasterio
 
     if array.ndim == 2:
         array = array[None]
