@@ -362,7 +362,8 @@ def test_dialog_validates_builds_the_job_and_shows_the_summary(qgis_app, tmp_pat
     ok = dlg.buttons.button(QDialogButtonBox.Ok)
     dlg.project_edit.setText(str(project))
     dlg.output_edit.setText("")
-    assert not ok.isEnabled() and "OUTPUT_FOLDER" in dlg.problem_label.text()
+    assert not ok.isEnabled() and "Output folder is required" in dlg.problem_label.text()
+    assert "OUTPUT_FOLDER" not in dlg.problem_label.text()  # the label, not the Processing name
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "x.txt").write_text("x")

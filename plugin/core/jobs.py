@@ -49,6 +49,9 @@ class Job:
 
     kind: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    #: ``(phase, weight)`` in run order: how phase events add up to one overall progress
+    #: (:mod:`.progress`); empty: each phase's own share.
+    progress_phases: ClassVar[tuple[tuple[str, float], ...]] = ()
 
     # -- behaviour -----------------------------------------------------------------------------
     def problems(self) -> list[str]:

@@ -1,6 +1,7 @@
 """Importing labels the user already has: a vector layer with a class field, or a classified raster.
 
-- :func:`import_vector_labels`: every OGR vector (GeoPackage, Shapefile, GeoJSON, …); each distinct
+- :func:`import_vector_labels`: every vector GDAL reads through pyogrio (GeoPackage, Shapefile,
+  GeoJSON, …); each distinct
   value of the class field becomes a class (reused when a class of that name exists); polygons,
   points, lines and their multi-geometries import, reprojected into the project CRS.
 - :func:`import_label_raster`: a classified raster (land-cover map) straight into label rasters,
@@ -13,8 +14,6 @@ import math
 import re
 from pathlib import Path
 from typing import Any
-
-from osgeo import ogr, osr
 
 from ..errors import UserError
 from ..jobs import JobContext
@@ -73,23 +72,30 @@ def _sort_key(name: str) -> tuple:
         return (1, 0.0, name.lower())
 
 
-def _open_vector(source: str | Path) -> tuple[Any, Any]:
-    """(data source, layer) for 'path' or QGIS-style 'path|layername=name'."""
+def _open_vector(source: str | Path) -> tuple[str, str | int, dict]:
+    """(path, layer, pyogrio layer info) for 'path' or QGIS-style 'path|layername=name'."""
+    import pyogrio
+    from pyogrio.errors import DataLayerError, DataSourceError
+
     text = str(source)
     path, _, opts = text.partition("|")
     match = re.search(r"layername=([^|]+)", opts)
     if not Path(path).exists():
         raise UserError(f"The label file {path} does not exist.", "Check the path.")
-    with gm.quiet_gdal():
-        ds = ogr.Open(path)
-    if ds is None or ds.GetLayerCount() == 0:
+    try:
+        layers = pyogrio.list_layers(path)
+    except DataSourceError:
+        layers = []
+    if len(layers) == 0:
         raise UserError(f"{Path(path).name} is not a vector file OGR can read.",
                         "Give a GeoPackage, Shapefile, GeoJSON or other vector file.")
-    layer = ds.GetLayerByName(match.group(1)) if match else ds.GetLayer(0)
-    if layer is None:
-        raise UserError(f"{Path(path).name} has no layer {match.group(1)!r}.",
-                        "Check the layer name.")
-    return ds, layer
+    layer: str | int = match.group(1) if match else 0
+    try:
+        info = pyogrio.read_info(path, layer=layer)
+    except (DataLayerError, DataSourceError):
+        raise UserError(f"{Path(path).name} has no layer {layer!r}.",
+                        "Check the layer name.") from None
+    return path, layer, info
 
 
 def _fmt_box(box) -> str:
@@ -117,7 +123,7 @@ def _check_overlap(project, rows: list[tuple[str, Any]], name: str, label_crs: s
     lx0 = ly0 = math.inf
     lx1 = ly1 = -math.inf
     for _, g in rows:
-        minx, maxx, miny, maxy = g.GetEnvelope()
+        minx, miny, maxx, maxy = g.bounds
         lx0, ly0, lx1, ly1 = min(lx0, minx), min(ly0, miny), max(lx1, maxx), max(ly1, maxy)
         if not any(minx <= b[2] and maxx >= b[0] and miny <= b[3] and maxy >= b[1]
                    for b in boxes):
@@ -145,23 +151,22 @@ def import_vector_labels(project_path: str | Path, labels: str | Path, class_fie
     """Import ``labels`` into the project at ``project_path`` (created if missing); return a
     report: classes (name → id), counts imported per layer, and what was skipped."""
     ctx = ctx or JobContext()
-    ds, layer = _open_vector(labels)
-    if layer.GetFeatureCount() == 0:
-        raise UserError(f"The label layer {layer.GetName()!r} in "
-                        f"{Path(str(labels).split('|')[0]).name} is empty: it holds no features.",
+    import shapely
+    from pyogrio.raw import read
+
+    path, layer, info = _open_vector(labels)
+    if not info.get("features"):
+        which = f"layer {layer!r} of " if isinstance(layer, str) else ""
+        raise UserError(f"The label {which}{Path(path).name} is empty: it holds no features.",
                         "Choose a layer with labels, or draw labels in the Labeling Tool.")
-    defn = layer.GetLayerDefn()
-    fields = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+    fields = [str(f) for f in info["fields"]]
     if class_field not in fields:
         close = [f for f in fields if f.lower() == (class_field or "").lower()]
         if len(close) != 1:
             raise UserError(f"{Path(str(labels).split('|')[0]).name} has no field "
                             f"{class_field!r}.", f"Choose one of: {', '.join(fields) or 'none'}.")
         class_field = close[0]
-    srs = layer.GetSpatialRef()
-    if srs is not None:
-        srs = srs.Clone()
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    srs = gm.make_srs(info["crs"]) if info.get("crs") else None
     project, created = open_or_create(project_path, rasters,
                                       gm.crs_text(srs) if srs is not None else None)
     if srs is None:
@@ -170,14 +175,14 @@ def import_vector_labels(project_path: str | Path, labels: str | Path, class_fie
 
     rows: list[tuple[str, Any]] = []
     no_class = no_geometry = failed = 0
-    layer.ResetReading()
-    for feat in layer:
-        name = class_key(feat.GetField(class_field))
-        g = feat.GetGeometryRef()
+    _, _, wkb, (values,) = read(path, layer=layer, columns=[class_field])
+    geoms = shapely.from_wkb(wkb, on_invalid="ignore") if len(wkb) else []
+    for value, g in zip(values, geoms):
+        name = class_key(value.item() if hasattr(value, "item") else value)
         if name is None:
             no_class += 1
             continue
-        if g is None or g.IsEmpty() or not gm.split_by_family(g):
+        if g is None or g.is_empty or not gm.split_by_family(g):
             no_geometry += 1
             continue
         moved = gm.reproject(g, ct)
@@ -185,7 +190,6 @@ def import_vector_labels(project_path: str | Path, labels: str | Path, class_fie
             failed += 1
             continue
         rows.append((name, moved))
-    del layer, ds  # close the file (the geometries kept are copies)
     if not rows and failed:
         raise UserError(f"None of the {failed} label(s) in {Path(str(labels).split('|')[0]).name} "
                         "could be reprojected into the project's CRS.",

@@ -80,7 +80,7 @@ class _Burns:
     def add(self, class_id: int, all_touched: bool, geometry: Any) -> None:
         self.keys.append((class_id, all_touched))
         self.shapes.append(gm.to_geojson(geometry))
-        self.envelopes.append(geometry.GetEnvelope())
+        self.envelopes.append(gm.envelope(geometry))
 
     def ordered(self) -> _Burns:
         order = sorted(range(len(self.keys)), key=lambda i: self.keys[i])
@@ -101,7 +101,7 @@ def _burns(feats: list, classes: dict[int, LabelClass],
         if not f.geometry:
             report["invalid"].append(f.ref)
             continue
-        gpx = gm.to_ogr({"type": f.geometry["type"],
+        gpx = gm.to_shape({"type": f.geometry["type"],
                         "coordinates": _to_pixels(f.geometry["coordinates"], grid.geotransform)})
         gpx, repaired = gm.repair(gpx)
         if gpx is None:
@@ -116,7 +116,8 @@ def _burns(feats: list, classes: dict[int, LabelClass],
                 continue
             burns.add(cls.id, True, part)
             if cls.solid_distance > 0:
-                disc = part.Buffer(cls.solid_distance + DISTANCE_TOLERANCE_PX, BUFFER_SEGMENTS)
+                disc = part.buffer(cls.solid_distance + DISTANCE_TOLERANCE_PX,
+                                   quad_segs=BUFFER_SEGMENTS)
                 burns.add(cls.id, False, disc)
     return burns.ordered()
 

@@ -33,6 +33,7 @@ class _SamplingFields(Job):
                         help="The labeling project (.gpkg) with rasters, classes and labels.",
                         file_filter=_PROJECT_FILTER)
     format: str = spec("segmentation", "FORMAT", "Format", "enum", choices=FORMAT_CHOICES,
+                       choice_labels=FORMAT_LABELS,
                        help="; ".join(f"{k}: {v}" for k, v in FORMAT_LABELS.items()))
     patch_size: int = spec(256, "PATCH_SIZE", "Patch size (px)", "int", minimum=32,
                            maximum=8192, help="Side of the square patches: a multiple of 32, "
@@ -41,6 +42,7 @@ class _SamplingFields(Job):
                        maximum=8192, help="Step between patches; smaller than the patch size "
                                           "makes overlapping patches.")
     split: float = spec(80.0, "SPLIT", "Training share (%)", "float", minimum=0, maximum=100,
+                        decimals=0,
                         help="Percent of the data used for training; the rest validates.")
     shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool",
                          help="Off: the same split every run. On: the split is drawn with the "
@@ -121,7 +123,8 @@ class ExportChipsJob(_SamplingFields):
     """Cut training chips from a labeling project and write them in a common format."""
 
     kind = "export_chips"
-    title = "Export training chips"
+    progress_phases = (("plan", 0.15), ("chips", 0.85))
+    title = "Export Training Chips"
     group = "Training data"
 
     output_folder: str = spec("", "OUTPUT_FOLDER", "Output folder", "folder_out",
@@ -169,7 +172,7 @@ class SampleSummaryJob(_SamplingFields):
     user keeps)."""
 
     kind = "sample_summary"
-    title = "Sampling summary"
+    title = "Sampling Summary"
     group = "Training data"
 
     def run(self, ctx: JobContext) -> dict:

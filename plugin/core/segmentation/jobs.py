@@ -20,6 +20,13 @@ _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
 _RASTER_FILTER = "GeoTIFF (*.tif *.tiff)"
 MODEL_SUFFIX = ".dltmodel.safetensors"
+_TRAINING_DATA_FILTER = ("Labeling project (*.gpkg);;Segmentation chips folder (its manifest.json) "
+                         "(manifest.json)")
+#: Devices a job can run on (Processing shows them as a drop-down; the dialogs list the GPUs).
+DEVICES = ("auto", "cpu", "cuda") + tuple(f"cuda:{i}" for i in range(8))
+DEVICE_LABELS = {"auto": "Automatic (first GPU if available)", "cpu": "CPU",
+                 "cuda": "CUDA (first GPU)", **{f"cuda:{i}": f"CUDA GPU {i}" for i in range(8)}}
+TILE_SIZE_LABEL = "Tile size (px, 0 = automatic: the model's patch size, at least 256)"
 
 
 def model_file_name(path: str) -> str:
@@ -62,19 +69,22 @@ class TrainPixelSegmentationJob(Job):
     kind = "train_pixel_segmentation"
     title = "Train Pixel Segmentation"
     group = "Pixel segmentation"
+    progress_phases = (("prepare", 0.05), ("epoch", 0.95))
 
     project: str = spec("", "PROJECT", "Labeling project", "project_in",
                         help="The labeling project (GeoPackage) with the training rasters and "
                              "their labels, or a folder of chips exported in the segmentation "
-                             "format.", file_filter=_PROJECT_FILTER)
+                             "format (choose its manifest.json).",
+                        file_filter=_TRAINING_DATA_FILTER)
     architecture: str = spec("unetplusplus", "ARCHITECTURE", "Model architecture", "enum",
-                             choices=ARCHITECTURES,
+                             choices=ARCHITECTURES, choice_labels=ARCHITECTURE_LABELS,
                              help="U-Net++ (default), U-Net or DeepLabV3+.")
     encoder: str = spec("resnet34", "ENCODER", "Encoder (backbone)", "enum", choices=ENCODERS,
                         help="The network that extracts features; larger encoders learn more "
                              "but train slower.")
     encoder_weights: str = spec("none", "ENCODER_WEIGHTS", "Encoder weights", "enum",
                                 choices=ENCODER_WEIGHTS,
+                                choice_labels=("None (random weights)", "ImageNet"),
                                 help="'imagenet' starts from weights pre-trained on ImageNet "
                                      "(downloaded once; needs internet), 'none' from random "
                                      "weights.")
@@ -87,7 +97,9 @@ class TrainPixelSegmentationJob(Job):
                            help="Edge of the square patches the model learns from; a multiple "
                                 "of 32, smaller than the rasters.")
     split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
-                        minimum=0, maximum=100)
+                        minimum=0, maximum=100, decimals=0,
+                        help="Percent of the rasters (or patches) used for training; the rest "
+                             "validates.")
     shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool",
                          help="Draw the training/validation split with the seed; off gives the "
                               "same split every run.")
@@ -98,11 +110,16 @@ class TrainPixelSegmentationJob(Job):
     background_patch_ratio: float = spec(
         0.15, "BACKGROUND_PATCH_RATIO", "Background patch ratio", "float", minimum=0,
         help="Background patches (no features) per feature patch.")
-    epochs: int = spec(25, "EPOCHS", "Number of epochs", "int", minimum=1, maximum=100000)
+    epochs: int = spec(25, "EPOCHS", "Number of epochs", "int", minimum=1, maximum=100000,
+                       help="Passes over the training patches; the best model is kept "
+                            "whatever the number.")
     batch_size: int = spec(8, "BATCH_SIZE", "Patches per batch", "int", minimum=1,
-                           maximum=4096)
+                           maximum=4096, help="Patches per optimisation step; limited by GPU "
+                                              "memory.")
     learning_rate: float = spec(0.001, "LEARNING_RATE", "Learning rate", "float",
-                                minimum=1e-7, maximum=1.0)
+                                minimum=1e-7, maximum=1.0,
+                                help="Initial step size of the optimiser (it decays over "
+                                     "training); lower it when fine-tuning.")
     augment_rotation: bool = spec(True, "AUGMENT_ROTATION", "Augment: rotation", "bool",
                                   help="Random 90° turns plus small rotations.")
     augment_scale: bool = spec(True, "AUGMENT_SCALE", "Augment: scale", "bool",
@@ -143,8 +160,10 @@ class TrainPixelSegmentationJob(Job):
                             optional=True, advanced=True, file_filter=_MODEL_FILTER,
                             help="A last model written by an earlier run: training continues "
                                  "after its epoch.")
-    device: str = spec("auto", "DEVICE", "Device", "str",
-                       help="auto, cpu, cuda or cuda:N.")
+    device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
+                       choice_labels=DEVICE_LABELS,
+                       help="Where training runs: automatic takes the first CUDA GPU when there "
+                            "is one.")
     output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
                              file_filter=_MODEL_FILTER,
                              help="The model with the lowest validation loss.")
@@ -212,9 +231,9 @@ class TrainPixelSegmentationJob(Job):
         return str(p.with_name(f"{stem}_logs"))
 
     def run(self, ctx: JobContext) -> dict:
-        from .train import train_pixel_segmentation
+        from ..families import train
 
-        return train_pixel_segmentation(self, ctx)
+        return train(self, ctx)
 
 
 @register_job
@@ -225,18 +244,19 @@ class ClassifyPixelsJob(Job):
     kind = "classify_pixels"
     title = "Classify Pixels"
     group = "Pixel segmentation"
+    progress_phases = (("tile", 0.9), ("polygons", 0.1))
 
     input: str = spec("", "INPUT", "Input raster", "raster_in",
                       help="The raster to classify (same bands as the training rasters).")
     model: str = spec("", "MODEL", "Model", "model_in", file_filter=_MODEL_FILTER)
-    output: str = spec("", "OUTPUT", "Output class raster", "file_out",
+    output: str = spec("", "OUTPUT", "Output class raster", "raster_out",
                        file_filter=_RASTER_FILTER,
                        help="GeoTIFF of class ids with the model's class colours.")
     output_probabilities: str = spec("", "OUTPUT_PROBABILITIES", "Output probabilities",
-                                     "file_out", optional=True, file_filter=_RASTER_FILTER,
+                                     "raster_out", optional=True, file_filter=_RASTER_FILTER,
                                      help="Optional GeoTIFF with one band per class "
                                           "(probability scaled to 0–255).")
-    output_vector: str = spec("", "OUTPUT_VECTOR", "Output polygons", "file_out",
+    output_vector: str = spec("", "OUTPUT_VECTOR", "Output polygons", "vector_out",
                               optional=True, file_filter="GeoPackage (*.gpkg)",
                               help="Optional GeoPackage of class polygons with class id, name "
                                    "and area.")
@@ -244,16 +264,25 @@ class ClassifyPixelsJob(Job):
                            minimum=0, help="Smaller polygons are left out of OUTPUT_VECTOR. "
                                            "Areas are in m² (on the ellipsoid for a "
                                            "geographic CRS such as EPSG:4326).")
+    min_pixels: int = spec(4, "MIN_PIXELS", "Minimum polygon size (pixels)", "int", minimum=0,
+                           maximum=10**9,
+                           help="Polygons of fewer pixels are left out of the polygons (ENVI's "
+                                "aggregate minimum size); 0 keeps single pixels.")
     overlap: float = spec(0.25, "OVERLAP", "Tile overlap (share of the tile)", "float",
                           minimum=0, maximum=0.75,
                           help="Tiles overlap by this share and are blended smoothly.")
     tta: bool = spec(False, "TTA", "Test-time augmentation (8 rotations/flips)", "bool",
                      help="Averages 8 turned/flipped predictions: better, 8 × slower.")
-    batch_size: int = spec(4, "BATCH_SIZE", "Tiles per batch", "int", minimum=1, maximum=1024)
-    tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = model's patch size)", "int",
-                          minimum=0, maximum=8192, advanced=True)
+    batch_size: int = spec(4, "BATCH_SIZE", "Tiles per batch", "int", minimum=1, maximum=1024,
+                           help="Tiles classified at once; more is faster on a GPU and needs "
+                                "more memory.")
+    tile_size: int = spec(0, "TILE_SIZE", TILE_SIZE_LABEL, "int",
+                          minimum=0, maximum=8192, advanced=True,
+                          help="Edge of the square tiles the raster is cut into; a multiple of "
+                               "32.")
     engine: str = spec("auto", "ENGINE", "Inference engine", "enum",
                        choices=("auto", "torch", "onnxruntime"), advanced=True,
+                       choice_labels=("Automatic", "PyTorch", "ONNX Runtime"),
                        help="auto: onnxruntime on the CPU when installed (faster there), torch "
                             "on CUDA.")
     rescale: str = spec("none", "RESCALE", "Rescale input values", "enum",
@@ -262,7 +291,10 @@ class ClassifyPixelsJob(Job):
                              "raster of another data type whose values do not fit is refused). "
                              "dtype: map the input data type's range onto the training data "
                              "type's (uint16 0–65535 or float 0–1 → uint8 0–255).")
-    device: str = spec("auto", "DEVICE", "Device", "str", help="auto, cpu, cuda or cuda:N.")
+    device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
+                       choice_labels=DEVICE_LABELS,
+                       help="Where the model runs: automatic takes the first CUDA GPU when "
+                            "there is one.")
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -301,6 +333,7 @@ class ExportOnnxJob(Job):
                        file_filter="ONNX model (*.onnx)")
     input_scale: str = spec("unit", "INPUT_SCALE", "Input values", "enum",
                             choices=INPUT_SCALES,
+                            choice_labels=("Divided by the scale (0–1)", "Raw pixel values"),
                             help="unit: the network takes pixel values divided by SCALE (0–1 "
                                  "for 8-bit imagery, as Deepness and GeoDeep feed it); raw: "
                                  "it takes raw pixel values, like Classify Pixels.")
@@ -308,7 +341,7 @@ class ExportOnnxJob(Job):
                         minimum=1e-6,
                         help="255 for 8-bit imagery; for other data the value that stands for "
                              "1.0 (e.g. 65535, or 10000 for reflectance ×10000).")
-    tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = model's patch size)", "int",
+    tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = the model's patch size)", "int",
                           minimum=0, maximum=8192, advanced=True,
                           help="The fixed input size of the exported network (Deepness and "
                                "GeoDeep read the tile size from it); a multiple of 32.")

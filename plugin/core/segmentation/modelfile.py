@@ -63,24 +63,28 @@ def plugin_version() -> str:
     return "unknown"
 
 
-def make_card(*, architecture: str, encoder: str, classes: list[dict], bands: int,
-              mean: list[float], std: list[float], nodata: float | None, patch_size: int,
-              pixel_size: tuple[float, float] | None, crs: str | None,
+def make_card(*, classes: list[dict], bands: int, mean: list[float], std: list[float],
+              nodata: float | None, pixel_size: tuple[float, float] | None, crs: str | None,
               training: dict | None = None, metrics: dict | None = None,
-              state: dict | None = None, dtype: str | None = None) -> dict:
+              state: dict | None = None, dtype: str | None = None, task: str = TASK,
+              **fields: Any) -> dict:
     """A model card (JSON-serialisable). ``classes``: [{id, name, color}] incl. 0 background;
-    ``state``: resume state (epoch, global step, best loss, history); ``dtype``: the training
-    rasters' data type (``uint8`` …), used by the ONNX export to check the input scale."""
+    ``state``: resume state (epoch, global step, best score, history); ``dtype``: the training
+    rasters' data type (``uint8`` …), used by the ONNX export to check the input scale;
+    ``task``: the model family (see ``plugin/core/families.py``); ``fields``: the family's own
+    entries (pixel segmentation: ``architecture``, ``encoder``, ``patch_size``)."""
     card = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "task": TASK,
-        "architecture": architecture, "encoder": encoder,
+        "format": FORMAT, "format_version": FORMAT_VERSION, "task": task,
+        **fields,
         "classes": classes, "num_outputs": max(int(c["id"]) for c in classes) + 1,
         "bands": int(bands), "mean": [float(v) for v in mean], "std": [float(v) for v in std],
-        "nodata": nodata, "patch_size": int(patch_size),
+        "nodata": nodata,
         "pixel_size": list(pixel_size) if pixel_size else None, "crs": crs,
         "training": training or {}, "metrics": metrics or {}, "state": state or {},
         "plugin_version": plugin_version(),
     }
+    if "patch_size" in card:
+        card["patch_size"] = int(card["patch_size"])
     if dtype:
         card["dtype"] = str(dtype)
     return card
@@ -92,6 +96,14 @@ def _atomic_target(path: str | Path) -> tuple[Path, Path]:
     return path, path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def _usual_mode(path: Path) -> None:
+    """Give ``path`` the mode a new file of the user gets (0644 under the usual umask 022);
+    the safetensors writer creates files 0600, unlike every other output."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def _write_safetensors(tensors: dict, target: str | Path, meta: dict) -> Path:
     """Write ``tensors`` with string ``meta`` to ``target`` atomically (tmp file + replace)."""
     from safetensors.torch import save_file
@@ -99,7 +111,7 @@ def _write_safetensors(tensors: dict, target: str | Path, meta: dict) -> Path:
     path, tmp = _atomic_target(target)
     try:
         save_file(tensors, str(tmp), metadata=meta)
-        os.chmod(tmp, 0o644)   # like every other output (the temporary file may be 0600)
+        _usual_mode(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -256,8 +268,12 @@ def read_model_card(path: str | Path, task: str | None = TASK) -> dict:
     if problem:
         raise UserError(f"{p} is not a valid model file: {problem}.", fix)
     if task and card.get("task") != task:
+        from ..families import task_title
+
         raise UserError(f"{p.name} is a {card.get('task', 'unknown')!r} model, not a "
-                        f"{task!r} model.", "Choose a model trained for this tool.")
+                        f"{task!r} model: it was trained for {task_title(card.get('task'))}, "
+                        f"this tool needs {task_title(task)}.",
+                        "Choose a model trained for this tool.")
     return card
 
 
