@@ -409,24 +409,9 @@ def area_and_length(crs_wkt: str | None):
     if crs is not None and crs.is_geographic:
         geod = crs.get_geod()
 
-            written = " and ".join(str(p) for p in (out_path, prob_path) if p)
-            guard = gdal_write_guard(written)   # errors GDAL signals when blocks are flushed
-            guard.__enter__()
         def geodesic(geom):
             area, perimeter = geod.geometry_area_perimeter(geom)
             return abs(area), perimeter
-
-        def geodesic(geom):
-            polys = ([geom.GetGeometryRef(i) for i in range(geom.GetGeometryCount())]
-                     if geom.GetGeometryCount() and geom.GetGeometryRef(0).GetGeometryCount()
-                     else [geom])
-            area = perimeter = 0.0
-            for poly in polys:
-                for k in range(poly.GetGeometryCount()):
-                    a, p = ring(poly.GetGeometryRef(k))
-                    area += a if k == 0 else -a      # holes are subtracted
-                    perimeter += p
-            return area, perimeter
         return geodesic
     metres = 1.0
     if crs is not None and crs.axis_info:
@@ -532,6 +517,9 @@ def classify_pixels(job, ctx: JobContext) -> dict:
             out_path.parent.mkdir(parents=True, exist_ok=True)
             tmp_cls = part_path(out_path, rank) if world > 1 else _tmp(out_path)
             tmps.append(tmp_cls)
+            written = " and ".join(str(p) for p in (out_path, prob_path) if p)
+            guard = gdal_write_guard(written)   # errors GDAL signals when blocks are flushed
+            guard.__enter__()
             dst = rasterio.open(tmp_cls, "w", **_profile(src, 1, "uint8", CLASS_NODATA, (y0, y1)))
             dst.write_colormap(1, {int(c["id"]): _rgba(c["color"]) for c in classes})
             pdst = None
