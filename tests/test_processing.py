@@ -173,7 +173,7 @@ def test_parameters_follow_the_specs(qgis_processing):
     assert p["MODE"].defaultValue() == 1
     assert p["SOURCE_FOLDER"].behavior() == QgsProcessingParameterFile.Folder
     assert p["MODEL"].behavior() == QgsProcessingParameterFile.File
-    assert p["MODEL"].fileFilter() == "Models (*.safetensors)"
+    assert p["MODEL"].fileFilter() == "Models (*.safetensors);;All files (*)"  # by content
     assert p["IMAGES"].layerType() == 3  # QgsProcessing.TypeRaster
     assert p["NAMES"].defaultValue() == "a, b" and p["EXTRA"].defaultValue() == '{"k": 1}'
     assert alg.name() == "allkinds" and alg.displayName() == "All kinds"

@@ -439,6 +439,15 @@ def _parse_dict(ps: ParamSpec, text: str) -> dict | list:
     """A per-class table in any form the help shows (:func:`core.perclass.parse_per_class`)."""
     from ..core.perclass import parse_per_class
 
+    if not text:
+        return {}
+    if text[0] in "{[":     # JSON: any mapping; the job checks what its keys must be
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise QgsProcessingException(
+                f"{ps.label} ({ps.name}) is not valid JSON ({exc.msg}): write an object such "
+                'as {"1": 2} or the id=value form, e.g. 1=2, 3=0.5.') from None
     names = ps.name == "VALUE_CLASSES"
     try:
         return parse_per_class(text, f"{ps.label} ({ps.name})", numbers=not names)
