@@ -539,3 +539,13 @@ def test_a_chip_export_that_fails_mid_way_leaves_no_partial_folder(project, tmp_
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "chips" in done.stderr and "disk" in done.stderr
     assert not out.exists()
+
+
+def test_every_output_kind_is_checked():
+    """A new output kind in params.KINDS must be known to the safety checks."""
+    from plugin.core.outputs import IN_KINDS, LIST_IN_KINDS, OUT_KINDS
+    from plugin.core.params import KINDS
+
+    paths = [k for k in KINDS if k.endswith(("_in", "_out", "_list")) and "str" not in k
+             and "int" not in k and "float" not in k]
+    assert set(paths) <= set(IN_KINDS + OUT_KINDS + LIST_IN_KINDS)
