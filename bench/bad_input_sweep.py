@@ -235,7 +235,7 @@ def main() -> int:
     done = dltrain(job("export_chips", project=gpkg, output_folder=str(work / "fullchips"),
                        patch_size=64), work, "fullchips", preexec_fn=lambda: (
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN),
-        __import__("resource").setrlimit(__import__("resource").RLIMIT_FSIZE, (20000, 20000))))
+        __import__("resource").setrlimit(__import__("resource").RLIMIT_FSIZE, (8000, 8000))))
     record("dltrain export chips, disk full while writing", *classify_output(done, "failed"))
     # model files
     data = model.read_bytes()
