@@ -477,7 +477,7 @@ def test_model_files_are_0644_and_the_optimizer_file_is_optional(model, tmp_path
 
     from plugin.core.segmentation.models import build_network
 
-    old = os.umask(0o077)
+    old = os.umask(0o022)    # the usual umask: other outputs are 0644
     try:
         net = build_network("unet", "resnet18", 3, 3)
         path = modelfile.save_model(tmp_path / "m.dltmodel.safetensors", net,

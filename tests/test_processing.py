@@ -303,7 +303,8 @@ def test_relative_paths_are_made_absolute_before_the_job_leaves(qgis_processing,
     train = JobAlgorithm.for_kind("train_pixel_segmentation")
     job = train.job_from_parameters({"PROJECT": "chips/manifest.json", "OUTPUT_MODEL": "m2",
                                      "DEVICE": "cpu"}, QgsProcessingContext())
-    assert job.project == str(chips) and job.output_model == str(tmp_path / "m2")
+    assert job.project == str(chips)
+    assert job.output_model == str(tmp_path / "m2.dltmodel.safetensors")   # Train names models
     assert job.device == "cpu"
 
 

@@ -353,7 +353,10 @@ def io_user_error(exc: BaseException, outputs: list[str] | None = None,
             name = "one of " + ", ".join(guess)
     if not is_io or (not name and code is None):
         return None
-    if code is None and any(k in low for k in _IO_FAILURE + ("write",)):
+    if code is None and "read failed" in low:
+        why, fix = ("the file is damaged or incomplete (its data cannot be read)",
+                    "Check the file (open it in QGIS) or copy it again.")
+    elif code is None and any(k in low for k in _IO_FAILURE + ("write",)):
         why, fix = _DISK_REFUSED
     else:
         why, fix = _WHY.get(code, (getattr(exc, "strerror", None) or text.strip() or
