@@ -745,6 +745,17 @@ class TrainSegmentationDialog(QDialog):
         self.arch_help.setText(_ARCH_HELP.get(self.arch_combo.currentData(), ""))
         self.weights_note.setEnabled(self.weights_imagenet.isChecked())
         self.init_model_edit.setEnabled(self.weights_model.isChecked())
+        # options that do not apply are disabled: a fine-tuned or resumed model brings its own
+        # architecture and encoder; patience needs validation patches
+        from_model = self.weights_model.isChecked() or bool(self.resume_edit.text().strip())
+        for w, tip in ((self.arch_combo, "The network design; the line below says what each "
+                                         "suits."),
+                       (self.encoder_combo, "The backbone that extracts features; larger "
+                                            "encoders learn more but train slower.")):
+            w.setEnabled(not from_model)
+            w.setToolTip("Taken from the model you start from or resume." if from_model
+                         else tip)
+        self.patience_spin.setEnabled(self.split_spin.value() < 100)
         suggestion = self.suggested_patch_size()
         bad_patch = suggestion != self.patch_spin.value()
         self.patch_fix_button.setText(f"Use {suggestion}")

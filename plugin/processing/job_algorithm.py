@@ -353,9 +353,14 @@ class JobAlgorithm(QgsProcessingAlgorithm):
         try:
             result = dict(run.start().wait(feedback.isCanceled))
         except JobCancelled as exc:
-            feedback.pushInfo("Cancelled: finished work was kept.")
             result = dict(getattr(exc, "result", None) or {})
             result["CANCELLED"] = True
+            kept = [getattr(job, f.name) for f, ps in param_fields(self.job_cls)
+                    if ps.kind in DESTINATIONS and getattr(job, f.name)
+                    and Path(getattr(job, f.name)).exists()]
+            # QGIS reports any cancelled algorithm as failed; this line says what happened
+            feedback.pushWarning("Cancelled by the user; nothing failed. Finished work was kept"
+                                 + (": " + ", ".join(kept) if kept else "") + ".")
         except UserError as exc:
             raise QgsProcessingException(str(exc)) from None
         except WorkerError as exc:
