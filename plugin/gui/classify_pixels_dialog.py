@@ -41,6 +41,7 @@ from . import messages, settings
 from .job_dialog_support import (
     browse_file,
     browse_save_file,
+    counted,
     file_row,
     fill_devices,
     problem_label,
@@ -196,7 +197,7 @@ class ClassifyPixelsDialog(QDialog):
         rf.addRow("", self.tta_check)
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 1024)
-        self.batch_spin.setSuffix(" tiles")
+        counted(self.batch_spin, "tile")
         self.batch_spin.setToolTip("Tiles the model classifies at once; more is faster on a GPU "
                                    "and needs more memory.")
         rf.addRow("Tiles per batch", self.batch_spin)

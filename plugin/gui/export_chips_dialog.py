@@ -34,6 +34,7 @@ from .job_dialog_support import (
     ask_save_job,
     browse_file,
     browse_folder,
+    counted,
     double_spin,
     file_row,
     fit_to_screen,
@@ -136,8 +137,8 @@ class ExportChipsDialog(QDialog):
         self.box_spin = double_spin(1, 4096, step=1, suffix=" px")
         self.nodata_spin = double_spin(0, 100, decimals=0, step=5, suffix=" %")
         self.blocked_check = QCheckBox("Spatially blocked split within each raster")
-        self.block_spin = self._ispin(1, 1000, " patches")
-        self.buffer_spin = self._ispin(0, 100, " patches")
+        self.block_spin = counted(self._ispin(1, 1000), "patch")
+        self.buffer_spin = counted(self._ispin(0, 100), "patch")
         self.min_side_spin = self._ispin(0, 8192, " px")
         self.max_side_spin = self._ispin(1, 8192, " px")
         self.resize_spin = self._ispin(0, 8192, " px")

@@ -65,6 +65,7 @@ from .job_dialog_support import (
     browse_file,
     browse_folder,
     browse_save_file,
+    counted,
     double_spin,
     file_row,
     fill_devices,
@@ -367,12 +368,12 @@ class TrainSegmentationDialog(QDialog):
         grid = QGridLayout(box)
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 100000)
-        self.epochs_spin.setSuffix(" epochs")
+        counted(self.epochs_spin, "epoch")
         self.epochs_spin.setToolTip("Passes over the training patches. The best model (lowest "
                                     "validation loss) is kept whatever the number.")
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 4096)
-        self.batch_spin.setSuffix(" patches")
+        counted(self.batch_spin, "patch")
         self.batch_spin.setToolTip("Patches per optimisation step; limited by GPU memory.")
         self.lr_spin = double_spin(0.000001, 1, 6, 0.0001)
         self.lr_spin.setToolTip("Step size of the AdamW optimiser at the start (it decays "
@@ -487,19 +488,19 @@ class TrainSegmentationDialog(QDialog):
                                   "initial weights: the same seed repeats a run.")
         self.patience_spin = QSpinBox()
         self.patience_spin.setRange(0, 100000)
-        self.patience_spin.setSuffix(" epochs")
+        counted(self.patience_spin, "epoch")
         self.patience_spin.setSpecialValueText("off")
         self.patience_spin.setToolTip("Stop when the validation loss has not improved for this "
                                       "many epochs (off: run every epoch).")
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(0, 10**7)
-        self.steps_spin.setSuffix(" batches")
+        counted(self.steps_spin, "batch")
         self.steps_spin.setSpecialValueText("one pass over the patches")
         self.steps_spin.setToolTip("Batches per epoch; more than one pass draws patches again "
                                    "(small data sets).")
         self.max_patches_spin = QSpinBox()
         self.max_patches_spin.setRange(0, 10**8)
-        self.max_patches_spin.setSuffix(" patches")
+        counted(self.max_patches_spin, "patch")
         self.max_patches_spin.setSpecialValueText("all")
         self.max_patches_spin.setToolTip("Use at most this many training patches per epoch "
                                          "(a random subset each epoch).")

@@ -130,8 +130,8 @@ def make_parameter(ps: ParamSpec, default: Any) -> QgsProcessingParameterDefinit
         param = QgsProcessingParameterString(name, label, text, False, ps.optional or empty)
     else:  # pragma: no cover - params.KINDS guards this
         raise ValueError(f"unknown parameter kind {kind!r}")
-    if kind == "float" and ps.decimals is not None:
-        param.setMetadata({"widget_wrapper": {"decimals": ps.decimals}})
+    if kind == "float":  # "0.25", not "0.250000" (QGIS shows 6 decimals by default)
+        param.setMetadata({"widget_wrapper": {"decimals": float_decimals(ps, default)}})
     if ps.advanced:
         param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
     if ps.help and hasattr(param, "setHelp"):
@@ -404,6 +404,21 @@ class _Styler(QgsProcessingLayerPostProcessorInterface):
             self.style(layer)
         except Exception as exc:  # noqa: BLE001 - an unstyled layer is no reason to fail
             feedback.pushInfo(f"The layer {layer.name()} keeps the default style: {exc}")
+
+
+def float_decimals(ps: ParamSpec, default: Any) -> int:
+    """Decimals shown for a float parameter: the spec's, else enough for its default and
+    minimum (at least 2, at most 6)."""
+    if ps.decimals is not None:
+        return ps.decimals
+
+    def needed(value) -> int:
+        if not isinstance(value, (int, float)) or value == 0:
+            return 0
+        text = f"{abs(value):.7f}".rstrip("0")
+        return len(text.split(".")[1]) if "." in text else 0
+
+    return max(2, min(6, max(needed(default), needed(ps.minimum))))
 
 
 def absolute_path(path: str) -> str:

@@ -82,8 +82,8 @@ class TrainPixelSegmentationJob(Job):
     encoder_weights: str = spec("none", "ENCODER_WEIGHTS", "Encoder weights", "enum",
                                 choices=ENCODER_WEIGHTS,
                                 choice_labels=("None (random weights)", "ImageNet"),
-                                help="'imagenet' starts from weights pre-trained on ImageNet "
-                                     "(downloaded once; needs internet), 'none' from random "
+                                help="ImageNet starts from weights pre-trained on ImageNet "
+                                     "(downloaded once; needs internet), None from random "
                                      "weights.")
     init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
                            optional=True, file_filter=_MODEL_FILTER,
