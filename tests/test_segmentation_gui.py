@@ -553,13 +553,31 @@ def test_outputs_are_added_in_the_model_colours(qgis_app, tmp_path):
     assert isinstance(renderer, QgsPalettedRasterRenderer)
     assert [(c.value, c.color.name(), c.label) for c in renderer.classes()] == [
         (c["id"], c["color"], f"{c['id']} {c['name']}") for c in CLASSES]
+    # the background draws transparent over the imagery; the classes opaque
+    assert [c.color.alpha() for c in renderer.classes()] == [0, 255, 255, 255]
     vector = next(lyr for lyr in added if lyr.type() == 0)
     cat = vector.renderer()
     assert isinstance(cat, QgsCategorizedSymbolRenderer) and cat.classAttribute() == "class_id"
     assert {c.value(): c.symbol().color().name() for c in cat.categories()} == {
-        c["id"]: c["color"] for c in CLASSES}
+        c["id"]: c["color"] for c in CLASSES if c["id"]}
     group = project.layerTreeRoot().findGroup("run1")
     assert group is not None and len(group.findLayers()) == 2
+
+
+def test_probabilities_layer_is_styled_in_the_class_colour(qgis_app, tmp_path):
+    from qgis.core import QgsSingleBandPseudoColorRenderer
+
+    classes_tif = write_raster(tmp_path / "classes.tif", bands=1)
+    probs = write_raster(tmp_path / "probabilities.tif", bands=4)
+    project = QgsProject()
+    added = add_classification({"output": str(classes_tif), "output_probabilities": str(probs)},
+                               CLASSES, "run2", project)
+    layer = next(lyr for lyr in added if lyr.name() == "run2 probabilities")
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsSingleBandPseudoColorRenderer) and renderer.band() == 2
+    items = renderer.shader().rasterShaderFunction().colorRampItemList()
+    assert [(i.value, i.color.name(), i.color.alpha()) for i in items] == [
+        (0, CLASSES[1]["color"], 0), (255, CLASSES[1]["color"], 255)]
 
 
 class WorkerPlugin:
