@@ -416,7 +416,7 @@ def test_processing_algorithm_exports(qgis_processing, tmp_path: Path, scene_pro
         _, project = scene_project
         out = tmp_path / "proc"
         result = processing.run("dltrainer:exportchips", {
-            "PROJECT": str(project), "FORMAT": "coco", "PATCH_SIZE": 80,
+            "PROJECT": str(project), "FORMAT": "coco", "PATCH_SIZE": 96,
             "OUTPUT_FOLDER": str(out)})
         assert (out / "annotations" / "instances_train.json").is_file()
         assert result  # the algorithm returns the job's outputs

@@ -167,7 +167,7 @@ def test_job_specs_and_problems(tmp_path):
     assert again == job
     assert again.resolved_log_folder() == str(tmp_path / "m_logs")
     c = ClassifyPixelsJob(input=str(project), model=str(project), output=str(project))
-    assert any("overwrite the input" in p for p in c.problems())
+    assert any("would be overwritten" in p for p in c.problems())
 
 
 def test_imagenet_weights_offline_is_a_user_error(monkeypatch):

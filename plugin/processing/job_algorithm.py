@@ -452,16 +452,12 @@ def _parse_list(ps: ParamSpec, text: str) -> list:
             f"e.g. {'1, 2, 3' if ps.kind == 'int_list' else '0.5, 1.5'}.") from None
 
 
-def _parse_dict(ps: ParamSpec, text: str) -> dict:
-    if not text:
-        return {}
+def _parse_dict(ps: ParamSpec, text: str) -> dict | list:
+    """A per-class table in any form the help shows (:func:`core.perclass.parse_per_class`)."""
+    from ..core.perclass import parse_per_class
+
+    names = ps.name == "VALUE_CLASSES"
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise QgsProcessingException(
-            f"{ps.label} ({ps.name}) is not valid JSON ({exc.msg}): write an object such as "
-            '{"1": "water"}.') from None
-    if not isinstance(value, dict):
-        raise QgsProcessingException(f"{ps.label} ({ps.name}) must be a JSON object such as "
-                                     '{"1": "water"}.')
-    return value
+        return parse_per_class(text, f"{ps.label} ({ps.name})", numbers=not names)
+    except UserError as exc:
+        raise QgsProcessingException(str(exc)) from None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
-from ..segmentation.jobs import PATCH_MULTIPLE, nearest_patch_size
+from ..patchsize import patch_size_problem
 
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 FORMAT_CHOICES = ("segmentation", "coco", "voc", "yolo", "imagefolder", "multilabel_csv", "gbdx")
@@ -34,10 +34,9 @@ class _SamplingFields(Job):
     format: str = spec("segmentation", "FORMAT", "Format", "enum", choices=FORMAT_CHOICES,
                        choice_labels=FORMAT_LABELS,
                        help="; ".join(f"{k}: {v}" for k, v in FORMAT_LABELS.items()))
-    patch_size: int = spec(256, "PATCH_SIZE", "Patch size (px)", "int", minimum=8,
-                           maximum=8192, help="Side of the square patches (a multiple of 32 "
-                                              "for the segmentation format, as training "
-                                              "needs).")
+    patch_size: int = spec(256, "PATCH_SIZE", "Patch size (px)", "int", minimum=32,
+                           maximum=8192, help="Side of the square patches: a multiple of 32, "
+                                              "as training requires.")
     stride: int = spec(0, "STRIDE", "Stride (px, 0 = patch size)", "int", minimum=0,
                        maximum=8192, help="Step between patches; smaller than the patch size "
                                           "makes overlapping patches.")
@@ -86,10 +85,7 @@ class _SamplingFields(Job):
         if self.project and not Path(self.project).is_file():
             out.append(f"The labeling project {self.project} does not exist: choose an existing "
                        ".gpkg (PROJECT).")
-        if self.format == "segmentation" and self.patch_size % PATCH_MULTIPLE:
-            # the rule Train Pixel Segmentation applies to these chips, with the same fix
-            out.append(f"Patch size {self.patch_size} is not a multiple of {PATCH_MULTIPLE}: "
-                       f"use {nearest_patch_size(self.patch_size)}.")
+        out += patch_size_problem(self.patch_size)
         if self.stride and self.stride > self.patch_size:
             out.append(f"Stride {self.stride} is larger than the patch size {self.patch_size}: "
                        "patches would leave gaps. Use a stride up to the patch size.")

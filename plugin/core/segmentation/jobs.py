@@ -10,15 +10,17 @@ from pathlib import Path
 
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
+from ..patchsize import PATCH_MULTIPLE, nearest_patch_size, patch_size_problem  # noqa: F401
 
 ARCHITECTURES = ("unetplusplus", "unet", "deeplabv3plus")
 ARCHITECTURE_LABELS = {"unetplusplus": "U-Net++", "unet": "U-Net", "deeplabv3plus": "DeepLabV3+"}
 ENCODERS = ("resnet34", "resnet18", "resnet50", "efficientnet-b0", "mobilenet_v2")
 ENCODER_WEIGHTS = ("none", "imagenet")
-PATCH_MULTIPLE = 32
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
 _RASTER_FILTER = "GeoTIFF (*.tif *.tiff)"
+MODEL_SUFFIX = ".dltmodel.safetensors"
+_OTHER_MODEL_SUFFIXES = (".model", ".pt", ".pth", ".ckpt", ".bin", ".onnx")
 _TRAINING_DATA_FILTER = ("Labeling project (*.gpkg);;Segmentation chips folder (its manifest.json) "
                          "(manifest.json)")
 #: Devices a job can run on (Processing shows them as a drop-down; the dialogs list the GPUs).
@@ -28,9 +30,14 @@ DEVICE_LABELS = {"auto": "Automatic (first GPU if available)", "cpu": "CPU",
 TILE_SIZE_LABEL = "Tile size (px, 0 = automatic: the model's patch size, at least 256)"
 
 
-def nearest_patch_size(value: int) -> int:
-    """The multiple of 32 nearest to ``value`` (at least 32)."""
-    return max(PATCH_MULTIPLE, int(round(value / PATCH_MULTIPLE)) * PATCH_MULTIPLE)
+def model_file_name(path: str) -> str:
+    """``path`` ending in ``.dltmodel.safetensors`` (``best.model`` → ``best.dltmodel.
+    safetensors``; names already ending in ``.safetensors`` are kept)."""
+    if not path or path.lower().endswith(".safetensors"):
+        return path
+    p = Path(path)
+    stem = p.name[:-len(p.suffix)] if p.suffix.lower() in _OTHER_MODEL_SUFFIXES else p.name
+    return str(p.with_name(stem + MODEL_SUFFIX)) if stem else path
 
 
 def _device_problem(device: str) -> list[str]:
@@ -43,18 +50,13 @@ def _device_problem(device: str) -> list[str]:
 
 
 def _per_class_problem(value, name: str) -> list[str]:
-    if value in (None, "", [], {}):
-        return []
-    items = value.values() if isinstance(value, dict) else value
-    if not isinstance(value, (dict, list, tuple)):
-        return [f"{name} must be a list (one value per class) or a mapping class id → value."]
-    for v in items:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            return [f"{name} holds {v!r}: use numbers of pixels, 0 or more."]
-    if isinstance(value, dict):
-        for k in value:
-            if not str(k).isdigit():
-                return [f"{name} has the key {k!r}: use class ids (1, 2, …) as keys."]
+    from ..errors import UserError
+    from ..perclass import parse_per_class
+
+    try:
+        parse_per_class(value, name)
+    except UserError as exc:
+        return [str(exc)]
     return []
 
 
@@ -125,13 +127,14 @@ class TrainPixelSegmentationJob(Job):
     solid_distances: dict | list = spec({}, "SOLID_DISTANCES", "Solid distance per class (px)",
                                         "dict", optional=True, advanced=True,
                                  help="Pixels around point and line labels taken as the "
-                                      "feature: {class id: px} or one value per class; empty "
-                                      "uses the project's.")
+                                      "feature: 1=2, 3=0.5 (class id = px), one value for all "
+                                      "(2), or a list by class id (2, 0, 1); empty uses the "
+                                      "project's.")
     blur_distances: dict | list = spec({}, "BLUR_DISTANCES", "Blur distance per class (px)", "dict",
                                 optional=True, advanced=True,
                                 help="Soft label margin beyond the solid distance around point "
                                      "and line labels, shrinking to zero during training; "
-                                     "empty uses the project's.")
+                                     "same forms as SOLID_DISTANCES; empty uses the project's.")
     class_weight_min: float = spec(0.0, "CLASS_WEIGHT_MIN", "Class weight min", "float",
                                    minimum=0, maximum=10,
                                    help="Rare-class sampling weight at the end of training.")
@@ -166,9 +169,29 @@ class TrainPixelSegmentationJob(Job):
     output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
                                   optional=True, file_filter=_MODEL_FILTER,
                                   help="The model after the last epoch (to resume from).")
+    save_optimizer: bool = spec(True, "SAVE_OPTIMIZER", "Save optimizer state beside the last "
+                                "model", "bool", advanced=True,
+                                help="Writes <last model>.optim.safetensors (the AdamW moments, "
+                                     "about twice the model's size) so RESUME_FROM continues "
+                                     "exactly; without it a resumed run restarts the optimizer.")
     log_folder: str = spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)",
                            "folder_out", optional=True, advanced=True,
                            help="Empty: <output model>_logs next to the model.")
+
+    def __post_init__(self) -> None:
+        self.output_model = model_file_name(self.output_model)
+        self.output_last_model = model_file_name(self.output_last_model)
+
+    def extra_outputs(self) -> list[tuple[str, str, bool]]:
+        from .modelfile import optimizer_path
+
+        out = []
+        if self.output_last_model and self.save_optimizer:
+            out.append(("Optimizer state beside the last model",
+                        str(optimizer_path(self.output_last_model)), False))
+        if self.output_model:
+            out.append(("Log folder (LOG_FOLDER)", self.resolved_log_folder(), True))
+        return out
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -178,15 +201,9 @@ class TrainPixelSegmentationJob(Job):
                            " choose a labeling project or a segmentation chips folder.")
         elif self.project and not Path(self.project).is_file():
             out.append(f"The labeling project {self.project} does not exist: check PROJECT.")
-        if self.patch_size % PATCH_MULTIPLE:
-            out.append(f"Patch size {self.patch_size} is not a multiple of {PATCH_MULTIPLE}: "
-                       f"use {nearest_patch_size(self.patch_size)}.")
+        out += patch_size_problem(self.patch_size)
         if not self.output_model:
             out.append("Output model (OUTPUT_MODEL) is required: choose a file name.")
-        elif self.output_last_model and (Path(self.output_last_model).resolve()
-                                         == Path(self.output_model).resolve()):
-            out.append("The best and last models (OUTPUT_MODEL, OUTPUT_LAST_MODEL) must be "
-                       "different files: change one name.")
         if self.class_weight_min > self.class_weight_max:
             out.append(f"Class weight min ({self.class_weight_min:g}) is above max "
                        f"({self.class_weight_max:g}): swap them.")
@@ -213,9 +230,9 @@ class TrainPixelSegmentationJob(Job):
         return str(p.with_name(f"{stem}_logs"))
 
     def run(self, ctx: JobContext) -> dict:
-        from .train import train_pixel_segmentation
+        from ..families import train
 
-        return train_pixel_segmentation(self, ctx)
+        return train(self, ctx)
 
 
 @register_job
@@ -242,10 +259,10 @@ class ClassifyPixelsJob(Job):
                               optional=True, file_filter="GeoPackage (*.gpkg)",
                               help="Optional GeoPackage of class polygons with class id, name "
                                    "and area.")
-    min_area: float = spec(0.0, "MIN_AREA", "Minimum polygon area (map units²)", "float",
-                           minimum=0, help="Smaller polygons are left out of the polygons "
-                                           "(0: no area limit, only the minimum size in "
-                                           "pixels).")
+    min_area: float = spec(0.0, "MIN_AREA", "Minimum polygon area (m²)", "float",
+                           minimum=0, help="Smaller polygons are left out of OUTPUT_VECTOR. "
+                                           "Areas are in m² (on the ellipsoid for a "
+                                           "geographic CRS such as EPSG:4326).")
     min_pixels: int = spec(4, "MIN_PIXELS", "Minimum polygon size (pixels)", "int", minimum=0,
                            maximum=10**9,
                            help="Polygons of fewer pixels are left out of the polygons (ENVI's "
@@ -267,6 +284,12 @@ class ClassifyPixelsJob(Job):
                        choice_labels=("Automatic", "PyTorch", "ONNX Runtime"),
                        help="auto: onnxruntime on the CPU when installed (faster there), torch "
                             "on CUDA.")
+    rescale: str = spec("none", "RESCALE", "Rescale input values", "enum",
+                        choices=("none", "dtype"), advanced=True,
+                        help="none: the input must hold values like the training rasters (a "
+                             "raster of another data type whose values do not fit is refused). "
+                             "dtype: map the input data type's range onto the training data "
+                             "type's (uint16 0–65535 or float 0–1 → uint8 0–255).")
     device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
                        choice_labels=DEVICE_LABELS,
                        help="Where the model runs: automatic takes the first CUDA GPU when "
@@ -280,12 +303,7 @@ class ClassifyPixelsJob(Job):
             out.append(f"The model {self.model} does not exist: check MODEL.")
         if not self.output:
             out.append("Output class raster (OUTPUT) is required: choose a file name.")
-        if self.tile_size and self.tile_size % PATCH_MULTIPLE:
-            out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
-                       f"use {nearest_patch_size(self.tile_size)}.")
-        outs = [p for p in (self.output, self.output_probabilities, self.output_vector) if p]
-        if self.input and any(Path(p).resolve() == Path(self.input).resolve() for p in outs):
-            out.append("An output would overwrite the input raster: choose another file name.")
+        out += patch_size_problem(self.tile_size, "Tile size", "TILE_SIZE")
         out += _device_problem(self.device)
         return out
 
@@ -335,11 +353,7 @@ class ExportOnnxJob(Job):
             out.append(f"The model {self.model} does not exist: check MODEL.")
         if not self.output:
             out.append("Output ONNX file (OUTPUT) is required: choose a file name.")
-        elif self.model and Path(self.output).resolve() == Path(self.model).resolve():
-            out.append("The ONNX file (OUTPUT) would overwrite the model: choose another name.")
-        if self.tile_size and self.tile_size % PATCH_MULTIPLE:
-            out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
-                       f"use {nearest_patch_size(self.tile_size)}.")
+        out += patch_size_problem(self.tile_size, "Tile size", "TILE_SIZE")
         if self.model and Path(self.model).is_file():
             from ..errors import UserError
             from .modelfile import read_model_card
