@@ -484,7 +484,7 @@ def test_classify_dialog_shows_the_card_and_checks_bands_and_pixel_size(qgis_app
     assert "not a Deep Learning Trainer model file" in dialog.reason_label.text()
 
 
-def test_classify_reopened_on_the_raster_it_classified_last(qgis_app, tmp_path, monkeypatch):
+def test_classify_reopened_on_the_raster_it_classified_last(qgis_iface, tmp_path, monkeypatch):
     """The remembered input is the layer the combo shows already (no layerChanged): it is read
     all the same, Classify is enabled, and output names follow a newly chosen raster."""
     from qgis.core import QgsRasterLayer
@@ -679,3 +679,36 @@ def test_menu_entries_open_the_tools_and_unload_stops_tensorboard(qgis_iface, la
     finally:
         plugin.unload()
     assert not server.running
+
+
+def test_every_field_of_the_dialogs_has_a_tooltip(qgis_app):
+    from qgis.PyQt.QtWidgets import (
+        QAbstractSpinBox,
+        QCheckBox,
+        QComboBox,
+        QLineEdit,
+        QRadioButton,
+        QSlider,
+        QTableWidget,
+    )
+
+    from plugin.gui.export_chips_dialog import ExportChipsDialog
+
+    def in_table(w) -> bool:
+        while w is not None:
+            if isinstance(w, QTableWidget):  # the table itself explains its columns
+                return True
+            w = w.parent()
+        return False
+
+    for dialog in (train_dialog(), ExportChipsDialog(live_summary=False),
+                   ClassifyPixelsDialog(None, remember=False, project=QgsProject())):
+        fields = dialog.findChildren((QLineEdit, QAbstractSpinBox, QComboBox, QCheckBox,
+                                      QRadioButton, QSlider))
+        fields = [w for w in fields if not isinstance(w.parent(), (QAbstractSpinBox, QComboBox))
+                  and not in_table(w)]
+        assert len(fields) > 8
+        bare = [(type(w).__name__, getattr(w, "text", lambda: "")()) for w in fields
+                if not w.toolTip()]
+        assert bare == [], type(dialog).__name__
+        dialog.close()

@@ -138,6 +138,8 @@ class ClassifyPixelsDialog(QDialog):
         self.input_combo = QgsMapLayerComboBox()
         self.input_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.input_combo.setAllowEmptyLayer(True)
+        self.input_combo.setToolTip("A raster layer, or a file (…): the same bands as the "
+                                    "training rasters.")
         if hasattr(self.input_combo, "setProject"):  # QGIS ≥ 3.24; before: the main project
             self.input_combo.setProject(self.project)
         form.addRow("Input raster", file_row(self.input_combo, self._browse_input,
@@ -147,6 +149,8 @@ class ClassifyPixelsDialog(QDialog):
         form.addRow("", self.input_label)
         self.model_edit = QLineEdit()
         self.model_edit.setPlaceholderText("A model trained with Train Pixel Segmentation")
+        self.model_edit.setToolTip("A model file (.dltmodel.safetensors); its card below shows "
+                                   "its classes, bands and patch size.")
         form.addRow("Model", file_row(self.model_edit, self._browse_model))
         self.card_view = QTextBrowser()
         self.card_view.setMinimumHeight(150)
@@ -156,16 +160,24 @@ class ClassifyPixelsDialog(QDialog):
         out = QFormLayout(outputs)
         self.output_edit = QLineEdit()
         self.output_edit.setPlaceholderText("Class raster (GeoTIFF)")
+        self.output_edit.setToolTip("GeoTIFF of class ids on the input's grid, with the "
+                                    "model's colours (background transparent on the map).")
         out.addRow("Class raster", file_row(self.output_edit, lambda: browse_save_file(
             self, self.output_edit, "Class raster", "GeoTIFF (*.tif)", ".tif")))
         self.prob_check = QCheckBox("Probabilities")
         self.prob_edit = QLineEdit()
         self.prob_edit.setPlaceholderText("One band per class (GeoTIFF)")
+        for w in (self.prob_check, self.prob_edit):
+            w.setToolTip("Optional GeoTIFF with one band per class: the probability scaled to "
+                         "0–255.")
         out.addRow(self.prob_check, file_row(self.prob_edit, lambda: browse_save_file(
             self, self.prob_edit, "Probabilities", "GeoTIFF (*.tif)", ".tif")))
         self.vector_check = QCheckBox("Polygons")
         self.vector_edit = QLineEdit()
         self.vector_edit.setPlaceholderText("Class polygons (GeoPackage)")
+        for w in (self.vector_check, self.vector_edit):
+            w.setToolTip("Optional GeoPackage of class polygons with class id, name, area (m²) "
+                         "and perimeter (m).")
         out.addRow(self.vector_check, file_row(self.vector_edit, lambda: browse_save_file(
             self, self.vector_edit, "Polygons", "GeoPackage (*.gpkg)", ".gpkg")))
         self.min_pixels_spin = QSpinBox()
@@ -194,6 +206,8 @@ class ClassifyPixelsDialog(QDialog):
         rf.addRow("Tile overlap", self.overlap_spin)
         self.tta_check = QCheckBox("Test-time augmentation (8 rotations and flips: better, "
                                    "8 × slower)")
+        self.tta_check.setToolTip("Averages the predictions of 8 turned and flipped copies of "
+                                  "each tile: smoother results, 8 × the time.")
         rf.addRow("", self.tta_check)
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 1024)

@@ -132,6 +132,8 @@ class ExportChipsDialog(QDialog):
         form.addRow("Output folder", file_row(self.output_edit, self._browse_output, "Browse…"))
 
         self.advanced_check = QCheckBox("Show advanced settings")
+        self.advanced_check.setToolTip("Point box size, nodata limit, blocked split and the "
+                                       "settings of feature chips and multi-label tags.")
         self.advanced = QGroupBox("Advanced")
         adv = QFormLayout(self.advanced)
         self.box_spin = double_spin(1, 4096, step=1, suffix=" px")
@@ -187,6 +189,8 @@ class ExportChipsDialog(QDialog):
                              ("max_side", self.max_side_spin), ("resize", self.resize_spin)):
             if name in spec and spec[name].help:
                 widget.setToolTip(spec[name].help)
+        self.resize_spin.setToolTip("Feature chips are resized to this side (0: kept at their "
+                                    "size; feature chips only).")
         self.box_spin.setToolTip("Side of the square box around each point label (object "
                                  "detection and feature chips).")
         self.format_combo.setToolTip("How the chips and their labels are written; "

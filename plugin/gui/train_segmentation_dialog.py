@@ -266,6 +266,8 @@ class TrainSegmentationDialog(QDialog):
         form = QFormLayout(box)
         self.project_edit = QLineEdit()
         self.project_edit.setPlaceholderText("Labeling project (.gpkg)")
+        self.project_edit.setToolTip("The labeling project with the training rasters, classes "
+                                     "and labels (or a folder of exported segmentation chips).")
         self.project_edit.editingFinished.connect(self._project_changed)
         form.addRow("Labeling project", file_row(self.project_edit, self._browse_project))
 
@@ -292,7 +294,13 @@ class TrainSegmentationDialog(QDialog):
         self.weights_imagenet = QRadioButton("ImageNet pre-trained encoder weights")
         self.weights_model = QRadioButton("Start from an existing model (fine-tune)")
         self.weights_group = QButtonGroup(self)
-        for b in (self.weights_none, self.weights_imagenet, self.weights_model):
+        for b, tip in ((self.weights_none, "Start from random weights: works offline; needs "
+                                           "more epochs."),
+                       (self.weights_imagenet, "Start the encoder from ImageNet weights: "
+                                               "usually learns faster from fewer labels."),
+                       (self.weights_model, "Fine-tune a model trained before; its "
+                                            "architecture, encoder and normalisation are used.")):
+            b.setToolTip(tip)
             self.weights_group.addButton(b)
             b.toggled.connect(self._changed)
         self.weights_note = QLabel("ImageNet weights are downloaded once and need an internet "
@@ -302,6 +310,8 @@ class TrainSegmentationDialog(QDialog):
         self.weights_note.setStyleSheet("color: #555;")
         self.init_model_edit = QLineEdit()
         self.init_model_edit.setPlaceholderText("Model to fine-tune")
+        self.init_model_edit.setToolTip("A pixel segmentation model (.dltmodel.safetensors) to "
+                                        "start from.")
         wl = QVBoxLayout()
         wl.setSpacing(2)
         wl.addWidget(self.weights_none)
@@ -339,6 +349,9 @@ class TrainSegmentationDialog(QDialog):
         self.split_spin = QSpinBox()
         self.split_spin.setRange(0, 100)
         self.split_spin.setSuffix(" % training")
+        for w in (self.split_slider, self.split_spin):
+            w.setToolTip("Percent of the rasters used for training; the rest validate (with a "
+                         "single raster: of its patches).")
         self.split_slider.valueChanged.connect(self.split_spin.setValue)
         self.split_spin.valueChanged.connect(self.split_slider.setValue)
         row = QHBoxLayout()
@@ -461,6 +474,10 @@ class TrainSegmentationDialog(QDialog):
         self.output_edit.setPlaceholderText("Best model (lowest validation loss)")
         self.output_last_edit = QLineEdit()
         self.output_last_edit.setPlaceholderText("Model after the last epoch (optional)")
+        self.output_edit.setToolTip("The model with the lowest validation loss; "
+                                    ".dltmodel.safetensors is added to a name without it.")
+        self.output_last_edit.setToolTip("The model after the last epoch, to resume training "
+                                         "from (its optimizer state is saved beside it).")
         form.addRow("Output model", file_row(
             self.output_edit, lambda: self._browse_output(self.output_edit, "Output model")))
         form.addRow("Output last model", file_row(
@@ -469,6 +486,12 @@ class TrainSegmentationDialog(QDialog):
         self.background_check = QCheckBox("Run in the background (progress in the task manager "
                                           "only)")
         self.tensorboard_check = QCheckBox("Open TensorBoard in the browser when training starts")
+        self.background_check.setToolTip("Off: the Training Model window shows the progress. "
+                                         "Either way it can be opened from Deep Learning ▸ "
+                                         "Training Model Window.")
+        self.tensorboard_check.setToolTip("A local TensorBoard (127.0.0.1) shows the metrics of "
+                                          "this run; its address also appears in the message "
+                                          "bar.")
         form.addRow("", self.background_check)
         form.addRow("", self.tensorboard_check)
         self.output_edit.textChanged.connect(self._changed)
