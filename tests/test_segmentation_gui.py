@@ -712,3 +712,25 @@ def test_every_field_of_the_dialogs_has_a_tooltip(qgis_app):
                 if not w.toolTip()]
         assert bare == [], type(dialog).__name__
         dialog.close()
+
+
+def test_processing_outputs_loaded_by_qgis_get_the_class_colours(qgis_processing, tmp_path):
+    """Classify Pixels run from the Processing toolbox: the layers QGIS loads on completion get a
+    post-processor that styles them like the dialog's outputs."""
+    from qgis.core import QgsProcessingFeedback, QgsRasterLayer
+
+    model = write_fake_model(tmp_path / "m.dltmodel.safetensors", card())
+    classes_tif = write_raster(tmp_path / "classes.tif", bands=1)
+    job = ClassifyPixelsJob(input=str(classes_tif), model=str(model), output=str(classes_tif))
+    context = QgsProcessingContext()
+    context.addLayerToLoadOnCompletion(str(classes_tif), QgsProcessingContext.LayerDetails(
+        "classes", QgsProject.instance(), "OUTPUT"))
+    alg = JobAlgorithm.for_kind("classify_pixels")
+    alg._style_loaded_outputs(job, context)
+    post = context.layerToLoadOnCompletionDetails(str(classes_tif)).postProcessor()
+    assert post is not None
+    layer = QgsRasterLayer(str(classes_tif), "classes")
+    post.postProcessLayer(layer, context, QgsProcessingFeedback())
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    assert [c.label for c in renderer.classes()] == [f"{c['id']} {c['name']}" for c in CLASSES]
