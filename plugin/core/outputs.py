@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .jobs import Job
 
 IN_KINDS = ("file_in", "folder_in", "raster_in", "vector_in", "project_in", "model_in")
-OUT_KINDS = ("file_out", "folder_out", "model_out", "project_out")
+OUT_KINDS = ("file_out", "folder_out", "model_out", "project_out", "raster_out", "vector_out")
 LIST_IN_KINDS = ("raster_list", "vector_list")
 FOLDER_KINDS = ("folder_in", "folder_out")
 LOCK_SUFFIX = ".dltrainer.lock"

@@ -41,6 +41,7 @@ from qgis.core import (
 
 from ..core.errors import JobCancelled, UserError, WorkerError
 from ..core.jobs import Job, job_class
+from ..core.outputs import absolute_path  # made absolute before the job leaves this process
 from ..core.params import ParamSpec, param_fields
 from ..core.progress import for_job as progress_for_job
 from ..core.runner import WorkerRun
@@ -421,21 +422,11 @@ def float_decimals(ps: ParamSpec, default: Any) -> int:
     return max(2, min(6, max(needed(default), needed(ps.minimum))))
 
 
-def absolute_path(path: str) -> str:
-    """``path`` made absolute against the working directory of this process (the caller's:
-    qgis_process, QGIS), before the job leaves it for a worker running elsewhere; '' stays ''.
-    """
-    if not path or "://" in path or os.path.isabs(path):
-        return path
-    return os.path.abspath(os.path.expanduser(path))
-
-
 def absolute_source(source: str) -> str:
-    """A layer source with a relative file path (``rel.gpkg|layername=x``) made absolute."""
-    head, sep, tail = source.partition("|")
-    if head and not os.path.isabs(head) and os.path.exists(head):
-        head = os.path.abspath(head)
-    return head + sep + tail
+    """A layer source with a relative file path (``rel.gpkg|layername=x``) made absolute against
+    the caller's folder; database and web sources unchanged."""
+    head = source.partition("|")[0]
+    return absolute_path(source) if head and os.path.exists(head) else source
 
 
 def _parse_list(ps: ParamSpec, text: str) -> list:
