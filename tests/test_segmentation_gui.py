@@ -512,6 +512,10 @@ def test_classify_reopened_on_the_raster_it_classified_last(qgis_iface, tmp_path
     dialog.output_edit.setText(str(tmp_path / "mine.tif"))  # typed by the user: kept
     dialog.set_input(str(image))
     assert dialog.output_edit.text() == str(tmp_path / "mine.tif")
+    (tmp_path / "other_classes.tif").write_bytes(b"")  # an earlier run's output: not reused
+    dialog.output_edit.setText("")
+    dialog.set_input(str(other))
+    assert dialog.output_edit.text() == str(tmp_path / "other_classes_2.tif")
     assert dialog.min_area_spin.suffix() == " m²"
     project.removeMapLayer(layer.id())
 

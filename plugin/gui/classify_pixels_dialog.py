@@ -340,12 +340,18 @@ class ClassifyPixelsDialog(QDialog):
         self._changed()
 
     def _suggest_outputs(self, path: str) -> None:
-        """Output names after the input raster; names suggested for an earlier input (not
-        typed by the user) follow the new one."""
+        """Output names after the input raster, numbered past the outputs of earlier runs (so a
+        second run does not replace the first); names suggested for an earlier input (not typed
+        by the user) follow the new one."""
         stem = Path(path).with_suffix("")
         folder = Path(settings.output_folder()) if settings.output_folder() else None
         base = (folder / stem.name) if folder else stem
-        new = (f"{base}_classes.tif", f"{base}_probabilities.tif", f"{base}_classes.gpkg")
+        for n in range(1, 1000):
+            tag = "" if n == 1 else f"_{n}"
+            new = (f"{base}_classes{tag}.tif", f"{base}_probabilities{tag}.tif",
+                   f"{base}_classes{tag}.gpkg")
+            if not any(Path(p).exists() for p in new):
+                break
         old = getattr(self, "_suggested", ("", "", ""))
         for edit, before, after in zip((self.output_edit, self.prob_edit, self.vector_edit),
                                        old, new):
