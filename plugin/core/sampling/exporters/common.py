@@ -88,9 +88,9 @@ def write_geotiff(path: Path, array: np.ndarray, crs: Any, transform: Any,
     if compress:
         profile["compress"] = compress
     with rasterio.open(path, "w", **profile) as dst:
-        dst.write(array)
-        if colormap:
+        if colormap:  # before the pixels: GDAL ≥ 3.10 cannot change the photometric tag after
             dst.write_colormap(1, colormap)
+        dst.write(array)
 
 
 def class_colormap(classes: list[tuple[int, str, str]]) -> dict[int, tuple[int, int, int, int]]:
