@@ -139,7 +139,7 @@ class AllKindsJob(Job):
     names: list = spec(["a", "b"], "NAMES", "Names", "str_list")
     ids: list = spec([1, 2], "IDS", "Ids", "int_list")
     weights: list = spec([], "WEIGHTS", "Weights", "float_list", optional=True)
-    extra: dict = spec({"k": 1}, "EXTRA", "Extra", "dict", advanced=True)
+    extra: dict = spec({"1": 1.0}, "EXTRA", "Extra", "dict", advanced=True)
 
 
 def test_parameters_follow_the_specs(qgis_processing):
@@ -175,7 +175,7 @@ def test_parameters_follow_the_specs(qgis_processing):
     assert p["MODEL"].behavior() == QgsProcessingParameterFile.File
     assert p["MODEL"].fileFilter() == "Models (*.safetensors);;All files (*)"  # by content
     assert p["IMAGES"].layerType() == 3  # QgsProcessing.TypeRaster
-    assert p["NAMES"].defaultValue() == "a, b" and p["EXTRA"].defaultValue() == '{"k": 1}'
+    assert p["NAMES"].defaultValue() == "a, b" and p["EXTRA"].defaultValue() == '{"1": 1.0}'
     assert alg.name() == "allkinds" and alg.displayName() == "All kinds"
     assert (alg.group(), alg.groupId()) == ("Test jobs", "testjobs")
     help_text = alg.shortHelpString()
@@ -191,13 +191,13 @@ def test_job_from_parameters_maps_values_back(qgis_processing, synthetic_scene, 
         "COUNT": 5, "RATE": 0.25, "FLAG": False, "MODE": 0, "NOTE": "hello",
         "IMAGE": str(synthetic_scene.raster), "LABELS": str(synthetic_scene.labels),
         "IMAGES": [str(synthetic_scene.raster)], "OUT_FILE": out,
-        "NAMES": "water, trees", "IDS": "3,4", "WEIGHTS": "0.5, 2", "EXTRA": '{"a": [1]}',
+        "NAMES": "water, trees", "IDS": "3,4", "WEIGHTS": "0.5, 2", "EXTRA": '{"2": 0.5}',
     }, context)
     assert job == AllKindsJob(
         count=5, rate=0.25, flag=False, mode="slow", note="hello",
         image=str(synthetic_scene.raster), labels=job.labels, images=[str(synthetic_scene.raster)],
         out_file=out, names=["water", "trees"], ids=[3, 4], weights=[0.5, 2.0],
-        extra={"a": [1]})
+        extra={"2": 0.5})
     assert job.labels.split("|")[0] == str(synthetic_scene.labels)
     assert alg.job_from_parameters(alg.parameters_from_job(job), context) == job
     assert alg.job_from_parameters({"MODE": "slow and careful", "OUT_FILE": out},
@@ -205,7 +205,7 @@ def test_job_from_parameters_maps_values_back(qgis_processing, synthetic_scene, 
     # the choice itself is accepted for an enum; defaults fill what is not given
     job = alg.job_from_parameters({"MODE": "slow", "IMAGE": str(synthetic_scene.raster)},
                                   context)
-    assert (job.mode, job.count, job.names, job.extra) == ("slow", 3, ["a", "b"], {"k": 1})
+    assert (job.mode, job.count, job.names, job.extra) == ("slow", 3, ["a", "b"], {"1": 1.0})
     with pytest.raises(QgsProcessingException, match=r"Ids \(IDS\) is '1, x'.*whole numbers"):
         alg.job_from_parameters({"IDS": "1, x"}, context)
     with pytest.raises(QgsProcessingException, match=r"Extra \(EXTRA\) is not valid JSON"):

@@ -91,6 +91,8 @@ def categorized_renderer(classes: list[dict], field: str = CLASS_FIELD,
     """Polygons filled with their class colour (outline a darker shade), by ``field``."""
     categories = []
     for c in _sorted(classes):
+        if int(c["id"]) == 0:  # polygons are never background: no legend entry for it
+            continue
         color = QColor(c["color"])
         symbol = QgsFillSymbol.createSimple({
             "color": f"{color.red()},{color.green()},{color.blue()},255",

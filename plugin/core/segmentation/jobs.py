@@ -41,15 +41,6 @@ def model_file_name(path: str) -> str:
     return str(p.with_name(stem + MODEL_SUFFIX)) if stem else path
 
 
-def _device_problem(device: str) -> list[str]:
-    d = (device or "auto").strip().lower()
-    if d in ("auto", "cpu", "cuda"):
-        return []
-    if d.startswith("cuda:") and d[5:].isdigit():
-        return []
-    return [f"Device (DEVICE) is {device!r}: use auto, cpu, cuda or cuda:N."]
-
-
 def _per_class_problem(value, name: str) -> list[str]:
     from ..errors import UserError
     from ..perclass import parse_per_class
@@ -85,8 +76,8 @@ class TrainPixelSegmentationJob(Job):
     encoder_weights: str = spec("none", "ENCODER_WEIGHTS", "Encoder weights", "enum",
                                 choices=ENCODER_WEIGHTS,
                                 choice_labels=("None (random weights)", "ImageNet"),
-                                help="'imagenet' starts from weights pre-trained on ImageNet "
-                                     "(downloaded once; needs internet), 'none' from random "
+                                help="ImageNet starts from weights pre-trained on ImageNet "
+                                     "(downloaded once; needs internet), None from random "
                                      "weights.")
     init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
                            optional=True, file_filter=_MODEL_FILTER,
@@ -219,7 +210,6 @@ class TrainPixelSegmentationJob(Job):
                        "more.")
         out += _per_class_problem(self.solid_distances, "Solid distances (SOLID_DISTANCES)")
         out += _per_class_problem(self.blur_distances, "Blur distances (BLUR_DISTANCES)")
-        out += _device_problem(self.device)
         return out
 
     def resolved_log_folder(self) -> str:
@@ -305,7 +295,6 @@ class ClassifyPixelsJob(Job):
         if not self.output:
             out.append("Output class raster (OUTPUT) is required: choose a file name.")
         out += patch_size_problem(self.tile_size, "Tile size", "TILE_SIZE")
-        out += _device_problem(self.device)
         return out
 
     def run(self, ctx: JobContext) -> dict:

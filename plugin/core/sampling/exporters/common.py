@@ -92,9 +92,9 @@ def write_geotiff(path: Path, array: np.ndarray, crs: Any, transform: Any,
     # print it when the file is closed), and no partial chip is left behind
     with MemoryFile() as mem:
         with mem.open(**profile) as dst:
-            dst.write(array)
-            if colormap:
+            if colormap:  # before the pixels: GDAL ≥ 3.10 cannot change the photometric tag after
                 dst.write_colormap(1, colormap)
+            dst.write(array)
         encoded = mem.read()
     try:
         path.write_bytes(encoded)
