@@ -128,7 +128,7 @@ def make_chip_folder(folder: str | Path, layout: str = "imagefolder", per_class:
         img = _chip(rng, side, bands, tags, strength)
         names = [CHIP_CLASSES[t] for t in tags]
         labels.append(names)
-        transform = Affine(1, 0, 1000 * i, 0, -1, 0)
+        transform = Affine(1, 0, 1000 * (i + 1), 0, -1, 0)
         name = f"chip_{i:04d}"
         if layout == "imagefolder":
             _write_tif(folder / names[0] / f"{name}.tif", img, transform)
