@@ -85,7 +85,10 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 
         input=str(scene.raster), model=train.output_model, output=str(output / "classes.tif"),
         output_probabilities=str(output / "probabilities.tif"),
         output_vector=str(output / "polygons.gpkg"), min_area=1.0), "4/4 classify")
-    return {"output_folder": str(output), "sample_raster": str(scene.raster),
+    from .classification.demo import run_classifier_demo
+
+    classifiers = run_classifier_demo(output, project, scene.raster, run)
+    return {**classifiers, "output_folder": str(output), "sample_raster": str(scene.raster),
             "labeling_project": str(project),
             "label_rasters": labels["label_rasters"],
             "model": train.output_model, "last_model": train.output_last_model,

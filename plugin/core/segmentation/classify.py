@@ -206,13 +206,14 @@ def _read_tiles(src, rows: list[int], cols: list[int], th: int, tw: int,
 
 
 def _batches(tiles: Iterator, batch: int) -> Iterator[list]:
-    """Groups of ``batch`` tiles holding valid pixels (tiles entirely nodata pass through
-    without a forward pass); groups may span tile rows."""
+    """Groups of ``batch`` tiles to predict (item[4]; tiles entirely nodata or outside the
+    cells a grid model flagged pass through without a forward pass); groups may span tile
+    rows."""
     group: list = []
     n_work = 0
     for item in tiles:
         group.append(item)
-        n_work += bool(item[3].any())
+        n_work += bool(item[4])
         if n_work == batch:
             yield group
             group, n_work = [], 0
@@ -259,11 +260,15 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
                    fill: list[float], tile: int, overlap: float, batch: int, tta: bool,
                    on_rows: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None],
                    progress: Callable[[int, int], None] = lambda d, t: None,
-                   cancelled: Callable[[], bool] = lambda: False) -> dict:
+                   cancelled: Callable[[], bool] = lambda: False,
+                   cell_mask: Callable[[int, int, int, int], np.ndarray] | None = None) -> dict:
     """Tiled, blended prediction of the open rasterio dataset ``src``.
 
     ``on_rows(row0, probs (C, n, W), classes (n, W) uint8, valid (n, W))`` receives finished rows
-    top to bottom. Returns counts (tiles, seconds in the forward pass).
+    top to bottom. ``cell_mask(row0, col0, h, w)``: (h, w) bool of the pixels to predict (a grid
+    model's flagged cells); the other valid pixels come out as background (class 0, its
+    probability 1) and tiles without any are not run. Returns counts (tiles, tiles run, seconds
+    in the forward pass).
     """
     H, W = src.height, src.width
     th, tw = min(tile, _ceil32(H)), min(tile, _ceil32(W))
@@ -289,6 +294,10 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
             return
         probs = acc[:, :n]
         probs /= np.maximum(wsum[:n], 1e-12)   # in place: these rows leave the band now
+        if cell_mask is not None:
+            off = ~cell_mask(r0, 0, n, W)
+            probs[:, off] = 0.0
+            probs[0, off] = 1.0
         classes = probs.argmax(0).astype(np.uint8)
         valid = valid_band[:n]
         classes[~valid] = CLASS_NODATA
@@ -302,11 +311,21 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
         wsum[keep:] = 0
         valid_band[keep:] = False
 
-    tiles = _prefetch(_batches(_read_tiles(src, rows, cols, th, tw, fill_a), batch))
+    def with_work(items):
+        for ri, c0, data, valid in items:
+            work = valid.any() and (cell_mask is None or bool(
+                (valid & cell_mask(rows[ri], c0, th, tw)).any()))
+            yield ri, c0, data, valid, work
+
+    background = np.zeros((num_classes, th, tw), np.float32)
+    background[0] = 1.0
+    tiles = _prefetch(_batches(with_work(_read_tiles(src, rows, cols, th, tw, fill_a)), batch))
+    run = 0
     for group in tiles:
         if cancelled():
             raise JobCancelled()
-        work = [it for it in group if it[3].any()]   # tiles entirely nodata are not predicted
+        work = [it for it in group if it[4]]   # tiles entirely nodata are not predicted
+        run += len(work)
         probs = []
         if work:
             x = np.stack([it[2] for it in work])
@@ -314,13 +333,13 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
             probs = tta_predict(engine, x) if tta else engine(x)
             forward_s += time.perf_counter() - t0
         results = iter(probs)
-        for ri, c0, _, valid in group:
+        for ri, c0, _, valid, worked in group:
             while current < ri:
                 flush(current)
                 current += 1
             if not valid.any():
                 continue
-            p = next(results)
+            p = next(results) if worked else background
             h, w = min(th, H - rows[ri]), min(tw, W - c0)
             wv = win2d[:h, :w]
             acc[:, :h, c0:c0 + w] += p[:, :h, :w] * wv   # the band starts at rows[ri]
@@ -331,7 +350,8 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
     while current < len(rows):
         flush(current)
         current += 1
-    return {"tiles": total, "tile_height": th, "tile_width": tw, "forward_seconds": forward_s}
+    return {"tiles": total, "tiles_run": run, "tile_height": th, "tile_width": tw,
+            "forward_seconds": forward_s}
 
 
 # -- outputs ------------------------------------------------------------------------------------
@@ -438,6 +458,11 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                             f"training pixel size ({float(px[0]):g}): results may be poor. "
                             "Resample the raster to the training pixel size.", "warning")
             tile = job.tile_size or max(int(card.get("patch_size") or 256), 256)
+            cells = None
+            if getattr(job, "grid_model", ""):
+                from ..classification.optimized import grid_filter
+
+                cells = grid_filter(src, job.grid_model, job.grid_threshold, 16, device, ctx)
             engine = make_engine(job.model, predictor, device, job.engine, ctx=ctx)
             ctx.log(f"Classifying {src.width} × {src.height} px with {engine.name} on {device}, "
                     f"tiles of {tile} px, overlap {job.overlap:g}" + (", TTA" if job.tta else ""))
@@ -471,7 +496,8 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                         src, engine, num_classes, card["mean"], tile, job.overlap,
                         job.batch_size, job.tta, on_rows,
                         progress=lambda d, t: ctx.progress("tile", d, t, "Classifying"),
-                        cancelled=lambda: ctx.cancelled)
+                        cancelled=lambda: ctx.cancelled,
+                        cell_mask=cells.mask if cells is not None else None)
             except torch.OutOfMemoryError:
                 raise UserError("The GPU ran out of memory while classifying.",
                                 "Use fewer tiles per batch (BATCH_SIZE) or a smaller "
@@ -502,7 +528,18 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                 t.unlink()
     names = {int(c["id"]): c["name"] for c in classes}
     pixels = {names.get(i, str(i)): int(counts[i]) for i in sorted(names) if counts[i]}
-    return {"output": str(out_path),
+    optimized = {}
+    if cells is not None:
+        per_tile = stats["forward_seconds"] / max(stats["tiles_run"], 1)
+        optimized = {"grid_cells": cells.cells, "grid_cells_skipped_share":
+                     round(cells.share_skipped, 4), "grid_seconds": round(cells.seconds, 2),
+                     "tiles_skipped": stats["tiles"] - stats["tiles_run"],
+                     "seconds_saved": round(per_tile * (stats["tiles"] - stats["tiles_run"])
+                                            - cells.seconds, 2)}
+        ctx.log(f"Optimized classification: {optimized['grid_cells_skipped_share']:.0%} of the "
+                f"grid cells skipped, {optimized['tiles_skipped']} of {stats['tiles']} tiles not "
+                f"run, about {optimized['seconds_saved']:g} s saved.")
+    return {**optimized, "output": str(out_path),
             "output_probabilities": str(prob_path) if prob_path else None,
             "output_vector": str(vec_path) if vec_path else None, "polygons": n_polygons,
             "engine": engine.name, "device": device, "pixels_per_class": pixels,

@@ -232,6 +232,14 @@ class ClassifyPixelsJob(Job):
     batch_size: int = spec(4, "BATCH_SIZE", "Tiles per batch", "int", minimum=1, maximum=1024)
     tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = model's patch size)", "int",
                           minimum=0, maximum=8192, advanced=True)
+    grid_model: str = spec("", "GRID_MODEL", "Grid model (optimized classification)",
+                           "model_in", optional=True, file_filter=_MODEL_FILTER,
+                           help="Optional: only the grid cells this grid model flags are "
+                                "classified; the others come out as background.")
+    grid_threshold: float = spec(0.0, "GRID_THRESHOLD", "Grid model threshold (0 = tuned)",
+                                 "float", minimum=0.0, maximum=1.0, advanced=True,
+                                 help="A cell is classified when a class's grid score reaches "
+                                      "this; 0 uses the grid model's tuned thresholds.")
     engine: str = spec("auto", "ENGINE", "Inference engine", "enum",
                        choices=("auto", "torch", "onnxruntime"), advanced=True,
                        help="auto: onnxruntime on the CPU when installed (faster there), torch "
@@ -249,6 +257,8 @@ class ClassifyPixelsJob(Job):
         if self.tile_size and self.tile_size % PATCH_MULTIPLE:
             out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.tile_size)}.")
+        if self.grid_model and not Path(self.grid_model).is_file():
+            out.append(f"The grid model {self.grid_model} does not exist: check GRID_MODEL.")
         outs = [p for p in (self.output, self.output_probabilities, self.output_vector) if p]
         if self.input and any(Path(p).resolve() == Path(self.input).resolve() for p in outs):
             out.append("An output would overwrite the input raster: choose another file name.")
