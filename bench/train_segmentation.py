@@ -3,11 +3,11 @@
     python bench/train_segmentation.py [--device auto] [--size 512] [--patch 128] [--batch 8]
                                        [--steps 20] [--workers -1] [--encoder resnet18]
 
-Pipeline: a synthetic scene and labeling project → label rasters → sample plan → PatchDataset
-(rasterio reads, normalisation, rotation/scale/flip augmentation) → DataLoader → the engine's
-``train_step`` (AMP and channels-last on CUDA). Bare: the same model and ``train_step`` on one
-in-memory batch already on the device. Both print patches/s after warm-up steps, and the ratio
-(target ≥ 0.9).
+Pipeline: a synthetic scene and labeling project → the pixel segmentation task's epoch
+loader (label rasters, sample plan, rasterio reads, normalisation, rotation/scale/flip
+augmentation, sampler, DataLoader) → the engine's ``train_batch`` (AMP and channels-last on
+CUDA). Bare: the same model and ``train_batch`` on one in-memory batch already on the device.
+Both print patches/s after warm-up steps, and the ratio (target ≥ 0.9).
 """
 
 from __future__ import annotations
@@ -56,13 +56,12 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from torch.utils.data import DataLoader
 
     from plugin.core.jobs import JobContext
-    from plugin.core.segmentation.data import Augment, PatchDataset, band_statistics
     from plugin.core.segmentation.jobs import TrainPixelSegmentationJob
-    from plugin.core.segmentation.models import build_network
-    from plugin.core.segmentation.train import IGNORE, _device, _num_workers, prepare, train_step
+    from plugin.core.segmentation.task import PixelSegmentationTask
+    from plugin.core.training import runtime
+    from plugin.core.training.engine import train_batch
 
     warm = 3
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,50 +70,42 @@ def main() -> None:
             project=make_project(folder, args.size), architecture=args.architecture,
             encoder=args.encoder, patch_size=args.patch, batch_size=args.batch,
             device=args.device, num_workers=args.workers, split=100,
-            background_patch_ratio=1.0, output_model=str(folder / "m.safetensors"))
-        device = _device(job)
-        setup = prepare(job, JobContext(), folder / "logs")
-        patches = setup.plan.split("train")
-        mean, std, _ = band_statistics(setup.sources)
-        net = build_network(job.architecture, job.encoder, 3, setup.num_outputs).to(device)
+            background_patch_ratio=1.0, steps_per_epoch=warm + args.steps,
+            output_model=str(folder / "m.safetensors"))
+        device = runtime.resolve_device(job.device)
+        task = PixelSegmentationTask()
+        task.prepare(job, JobContext(), folder / "logs")
+        net = task.build_network(None).to(device)
         cuda = device.startswith("cuda")
         if cuda:
             net = net.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
         net.train()
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-        w = torch.ones(setup.num_outputs, device=device)
-        ce = torch.nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE)
-        ds = PatchDataset(setup.sources, patches, mean, std, setup.num_outputs,
-                          Augment(True, True, True), jitter=0.25)
-        workers = _num_workers(job, device)
-        n = (warm + args.steps) * args.batch
-        sampler = torch.randint(0, len(ds), (n,), generator=torch.Generator().manual_seed(0))
-        kw = {"num_workers": workers, "pin_memory": cuda}
-        if workers:
-            kw["prefetch_factor"] = 4
+        scaler = torch.amp.GradScaler("cuda", enabled=False)
+        workers = runtime.num_workers(job.num_workers, device)
 
         def timed(batches) -> float:
             t0 = None
-            for i, (img, mask, soft) in enumerate(batches):
+            for i, batch in enumerate(batches):
                 if i == warm:
                     sync(device)
                     t0 = time.perf_counter()
-                loss, _, _ = train_step(net, opt, ce, w, img, mask, soft, device)
+                loss, _ = train_batch(task, net, opt, scaler, batch, device)
                 float(loss.detach())   # the engine reads the loss every step too
             sync(device)
             return args.steps * args.batch / (time.perf_counter() - t0)
 
         # alternate bare and pipeline rounds; best of each (the machine may be shared)
-        img, mask, soft = next(iter(DataLoader(ds, batch_size=args.batch)))
-        img, mask = img.to(device), mask.to(device)
+        img, mask, soft = next(iter(task.train_loader(0, device)))
+        batch = (img.to(device), mask.to(device), soft)
         bare = pipe = 0.0
-        for _ in range(args.rounds):
-            bare = max(bare, timed([(img, mask, soft)] * (warm + args.steps)))
-            pipe = max(pipe, timed(DataLoader(ds, batch_size=args.batch,
-                                              sampler=sampler.tolist(), **kw)))
+        for r in range(args.rounds):
+            bare = max(bare, timed([batch] * (warm + args.steps)))
+            pipe = max(pipe, timed(task.train_loader(r + 1, device)))
         print(f"device {device}  {args.architecture}/{args.encoder}  patch {args.patch}  "
-              f"batch {args.batch}  loader workers {workers}  patches in plan {len(patches)}")
+              f"batch {args.batch}  loader workers {workers}  "
+              f"patches in plan {len(task.train_patches)}")
         print(f"pipeline (sampler+augmentation+loader+step): {pipe:8.2f} patches/s")
         print(f"bare model step (in-memory batch):           {bare:8.2f} patches/s")
         print(f"ratio pipeline/bare: {pipe / bare:.3f} (target >= 0.9)")

@@ -27,6 +27,11 @@ from plugin.core.jobs import RecordingContext
 FAST = {"architecture": "resnet18", "device": "cpu", "num_workers": 0}
 
 
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
 def _f1(pred: np.ndarray, truth: np.ndarray) -> float:
     tp = float((pred & truth).sum())
     return 2 * tp / max(float(pred.sum() + truth.sum()), 1.0)
@@ -54,8 +59,8 @@ def test_thresholds_tuned_for_fbeta_beat_half():
 def test_grid_model_separates_feature_cells_and_classifies_a_raster(tmp_path):
     scene = make_grid_scene(tmp_path / "scene", cells=8, cell=32, rasters=2, seed=1)
     model = tmp_path / "grid.dltmodel.safetensors"
-    job = TrainGridModelJob(project=str(scene.project), grid_size=32, epochs=5, batch_size=16,
-                            learning_rate=0.002, background_patch_ratio=1.0,
+    job = TrainGridModelJob(project=str(scene.project), grid_size=32, epochs=6, batch_size=16,
+                            learning_rate=0.002, background_patch_ratio=1.0, beta=1.0,
                             output_model=str(model), **FAST)
     job.validate()
     result = job.run(RecordingContext())
@@ -102,7 +107,7 @@ def test_chip_classifier_two_rounds_change_only_the_last_layer(tmp_path):
     out = tmp_path / "chips.csv"
     ClassifyChipsJob(input=str(tmp_path / "chips"), model=str(model), output=str(out),
                      device="cpu").run(RecordingContext())
-    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    rows = _rows(out)
     assert set(rows[0]) == {"chip", "class", "score", "prob_blue", "prob_green", "prob_red"}
     truth = {f"chips/{c.path.name}": c.labels[0]
              for c in read_chips_folder(tmp_path / "chips").chips}
@@ -113,7 +118,7 @@ def test_chip_classifier_from_a_project_classifies_a_vector_layer(tmp_path):
     scene = make_grid_scene(tmp_path / "scene", cells=8, cell=32, feature_share=0.9, seed=3)
     model = tmp_path / "objects.dltmodel.safetensors"
     result = TrainChipClassifierJob(input=str(scene.project), epochs=3, batch_size=8,
-                                    learning_rate=0.002, max_side=24, test_size=0,
+                                    learning_rate=0.002, max_side=32, test_size=0,
                                     output_model=str(model), **FAST).run(RecordingContext())
     assert result["output_model"]
     out = tmp_path / "classified.gpkg"
@@ -145,9 +150,9 @@ def test_multilabel_thresholds_beat_half_on_the_test_set(tmp_path):
     out = tmp_path / "tags.csv"
     ClassifyChipsJob(input=str(tmp_path / "tags"), model=str(model), output=str(out),
                      device="cpu").run(RecordingContext())
-    rows = {r["chip"]: r for r in csv.DictReader(open(out, encoding="utf-8"))}
+    rows = {r["chip"]: r for r in _rows(out)}
     tags = {}
-    for r in csv.DictReader(open(tmp_path / "tags" / "labels.csv", encoding="utf-8")):
+    for r in _rows(tmp_path / "tags" / "labels.csv"):
         tags[f"images/{r['image_name']}.tif"] = set(r["tags"].split())
     names = ["blue", "green", "red"]
     probs = np.array([[float(rows[k][f"prob_{n}"]) for n in names] for k in tags])

@@ -1,7 +1,9 @@
-"""Imports every module that defines a job, so that each registers itself (one line per module)."""
+"""Imports every module that defines a job, so that each registers itself (one line per module;
+the model families' job modules come from the family table)."""
 
 from . import basic_jobs  # noqa: F401
-from .classification import jobs as _classification_jobs  # noqa: F401
+from .families import import_job_modules
 from .labeling import jobs as _labeling_jobs  # noqa: F401
 from .sampling import jobs as _sampling_jobs  # noqa: F401
-from .segmentation import jobs as _segmentation_jobs  # noqa: F401
+
+import_job_modules()   # each model family's jobs (plugin/core/families.py)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..core.families import FAMILIES
+
 
 @dataclass(frozen=True)
 class Tool:
@@ -29,10 +31,11 @@ TOOLS: list[Tool] = [
          toolbar=True),
     Tool("export_chips", "", "Export Training Chips", "export_chips.svg",
          "export_chips_dialog:open_export_chips"),
-    Tool("train_pixel_segmentation", "Train", "Pixel Segmentation…", "train.svg",
-         "train_segmentation_dialog:open_train_segmentation", section=2),
-    Tool("classify_pixels", "Classify", "Classify Pixels…", "classify.svg",
-         "classify_pixels_dialog:open_classify_pixels", section=3),
+    # one Train and one Classify entry per model family (plugin/core/families.py)
+    *(Tool(f.train_tool.kind, "Train", f.train_tool.label, "train.svg", f.train_tool.opener,
+           section=2) for f in FAMILIES if f.train_tool),
+    *(Tool(t.kind, "Classify", t.label, "classify.svg", t.opener, section=3)
+      for f in FAMILIES for t in f.classify_tools),
     Tool("tensorboard", "", "TensorBoard…", "tensorboard.svg", "tensorboard:open_tensorboard",
          section=8),
     Tool("settings", "", "Settings…", "settings.svg", "settings:open_settings", section=9),

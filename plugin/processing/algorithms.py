@@ -8,16 +8,16 @@
 
 from __future__ import annotations
 
+from ..core.families import job_kinds
+
 ALGORITHM_JOB_KINDS: list[str] = [
     "environment_report",
     "self_test",
     "import_labels",
     "build_label_rasters",
     "import_label_raster",
-    "train_pixel_segmentation",
-    "classify_pixels",
-    "export_onnx",
     "export_chips",
+    *job_kinds(),        # every model family's train, classify and other jobs
 ]
 
 EXTRA_ALGORITHMS: list[type] = [

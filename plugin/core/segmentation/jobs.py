@@ -194,9 +194,9 @@ class TrainPixelSegmentationJob(Job):
         return str(p.with_name(f"{stem}_logs"))
 
     def run(self, ctx: JobContext) -> dict:
-        from .train import train_pixel_segmentation
+        from ..families import train
 
-        return train_pixel_segmentation(self, ctx)
+        return train(self, ctx)
 
 
 @register_job

@@ -63,24 +63,28 @@ def plugin_version() -> str:
     return "unknown"
 
 
-def make_card(*, architecture: str, encoder: str, classes: list[dict], bands: int,
-              mean: list[float], std: list[float], nodata: float | None, patch_size: int,
-              pixel_size: tuple[float, float] | None, crs: str | None,
+def make_card(*, classes: list[dict], bands: int, mean: list[float], std: list[float],
+              nodata: float | None, pixel_size: tuple[float, float] | None, crs: str | None,
               training: dict | None = None, metrics: dict | None = None,
-              state: dict | None = None, dtype: str | None = None) -> dict:
+              state: dict | None = None, dtype: str | None = None, task: str = TASK,
+              **fields: Any) -> dict:
     """A model card (JSON-serialisable). ``classes``: [{id, name, color}] incl. 0 background;
-    ``state``: resume state (epoch, global step, best loss, history); ``dtype``: the training
-    rasters' data type (``uint8`` …), used by the ONNX export to check the input scale."""
+    ``state``: resume state (epoch, global step, best score, history); ``dtype``: the training
+    rasters' data type (``uint8`` …), used by the ONNX export to check the input scale;
+    ``task``: the model family (see ``plugin/core/families.py``); ``fields``: the family's own
+    entries (pixel segmentation: ``architecture``, ``encoder``, ``patch_size``)."""
     card = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "task": TASK,
-        "architecture": architecture, "encoder": encoder,
+        "format": FORMAT, "format_version": FORMAT_VERSION, "task": task,
+        **fields,
         "classes": classes, "num_outputs": max(int(c["id"]) for c in classes) + 1,
         "bands": int(bands), "mean": [float(v) for v in mean], "std": [float(v) for v in std],
-        "nodata": nodata, "patch_size": int(patch_size),
+        "nodata": nodata,
         "pixel_size": list(pixel_size) if pixel_size else None, "crs": crs,
         "training": training or {}, "metrics": metrics or {}, "state": state or {},
         "plugin_version": plugin_version(),
     }
+    if "patch_size" in card:
+        card["patch_size"] = int(card["patch_size"])
     if dtype:
         card["dtype"] = str(dtype)
     return card
@@ -167,8 +171,12 @@ def read_model_card(path: str | Path, task: str | None = TASK) -> dict:
         raise UserError(f"{p.name} was written by a newer plugin (model format "
                         f"{card.get('format_version')}).", "Update Deep Learning Trainer.")
     if task and card.get("task") != task:
+        from ..families import task_title
+
         raise UserError(f"{p.name} is a {card.get('task', 'unknown')!r} model, not a "
-                        f"{task!r} model.", "Choose a model trained for this tool.")
+                        f"{task!r} model: it was trained for {task_title(card.get('task'))}, "
+                        f"this tool needs {task_title(task)}.",
+                        "Choose a model trained for this tool.")
     return card
 
 

@@ -1,0 +1,273 @@
+"""Pixel segmentation as a :class:`~..training.task.TrainingTask` of the one training engine.
+
+Data: the sample plan's patches (see ``train.prepare``), read with augmentation, jitter, rare-class
+sampling (class weight max → min over the epochs) and soft targets for blurred labels
+(``data.py``). Network: a segmentation-models-pytorch model (``models.py``). Loss: cross-entropy
+with feature-class weights (``LOSS_WEIGHT``). Metrics: confusion-matrix accuracy, precision,
+recall, F1 and IoU per class (``metrics.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..training import runtime
+from ..training.task import TrainingTask
+from .metrics import IGNORE, confusion_metric, metrics_from_confusion
+
+N_PREVIEW = 4     # validation patches shown in TensorBoard
+
+
+class PixelSegmentationTask(TrainingTask):
+    name = "pixel_segmentation"
+    title = "Pixel segmentation"
+    best_metric = "val_loss"
+    best_mode = "min"
+    curve_keys = ("train_miou", "val_miou")
+    curve_title = "Mean IoU"
+
+    # -- preparation ---------------------------------------------------------------------------
+    def prepare(self, job, ctx, log_folder: Path) -> None:
+        import rasterio
+
+        from .data import band_statistics
+        from .train import _loss_weights, prepare
+
+        self.job, self.ctx = job, ctx
+        self.setup = setup = prepare(job, ctx, log_folder)
+        self.train_patches = setup.plan.split("train")
+        self.val_patches = setup.plan.split("validation")
+        ctx.log(f"Patches: {setup.plan.summary()['patches']}")
+        ctx.progress("prepare", 2, 3, "Band statistics")
+        with rasterio.open(setup.sources[0].image) as ds:
+            self.bands, res = ds.count, ds.res
+            self.crs = ds.crs.to_string() if ds.crs else None
+            self.dtype = ds.dtypes[0]
+        self.pixel_size = (abs(res[0]), abs(res[1]))
+        train_sources = sorted({p.source for p in self.train_patches})
+        self.mean, self.std, self.nodata = band_statistics(
+            [setup.sources[i] for i in train_sources])
+        self.classes = setup.classes
+        self.num_outputs = setup.num_outputs
+        self.class_ids = [c["id"] for c in self.classes]
+        self.architecture, self.encoder = job.architecture, job.encoder
+        self.loss_weights = _loss_weights(self.train_patches, self.num_outputs, job.loss_weight)
+        self._train_ds = None
+
+    def build_network(self, base_card: dict | None):
+        from .models import build_network
+
+        if base_card is not None:
+            self.adopt_card(base_card)
+            self.architecture, self.encoder = base_card["architecture"], base_card["encoder"]
+            if (self.architecture, self.encoder) != (self.job.architecture, self.job.encoder):
+                self.ctx.log(f"Using {self.architecture} / {self.encoder} of the model started "
+                             "from.", "warning")
+        return build_network(self.architecture, self.encoder, self.bands, self.num_outputs,
+                             None if base_card is not None else self.job.encoder_weights)
+
+    def card_fields(self) -> dict:
+        return {"architecture": self.architecture, "encoder": self.encoder,
+                "patch_size": self.job.patch_size}
+
+    def steps_per_epoch(self, job) -> int:
+        n = len(self.train_patches)
+        n = min(n, job.max_patches) if job.max_patches else n
+        return job.steps_per_epoch or max(1, math.ceil(n / job.batch_size))
+
+    # -- data ----------------------------------------------------------------------------------
+    def _loader_kw(self, device: str) -> dict:
+        workers = runtime.num_workers(self.job.num_workers, device)
+        kw = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
+        if workers:
+            kw["prefetch_factor"] = 4
+        return kw
+
+    def train_loader(self, epoch: int, device: str):
+        import torch
+        from torch.utils.data import DataLoader, WeightedRandomSampler
+
+        from .data import (
+            Augment,
+            PatchDataset,
+            class_weight_at,
+            rarity_scores,
+            sampling_probabilities,
+        )
+
+        job = self.job
+        if self._train_ds is None:
+            augment = Augment(job.augment_rotation, job.augment_scale, job.augment_flip)
+            self._train_ds = PatchDataset(self.setup.sources, self.train_patches, self.mean,
+                                          self.std, self.num_outputs, augment, jitter=0.25,
+                                          seed=job.seed)
+            self._loss_w = torch.tensor(self.loss_weights, device=device)
+            self._ce = torch.nn.CrossEntropyLoss(weight=self._loss_w, ignore_index=IGNORE)
+        ds = self._train_ds
+        if self.setup.pool and epoch > 0:
+            ds.patches = self.setup.epoch_patches(epoch)
+        progress = epoch / max(job.epochs - 1, 1)
+        ds.epoch = epoch
+        ds.blur = {c: b * (1 - progress) for c, b in self.setup.blur.items()}
+        self._class_weight = class_weight_at(epoch, job.epochs, job.class_weight_max,
+                                             job.class_weight_min)
+        self._cm_train = confusion_metric(self.num_outputs, device)
+        gen = torch.Generator().manual_seed(job.seed * 100003 + epoch)
+        n_samples = self.steps_per_epoch(job) * job.batch_size
+        if self._class_weight > 0:
+            probs = sampling_probabilities(rarity_scores(ds.patches), self._class_weight)
+            sampler = WeightedRandomSampler(torch.as_tensor(probs, dtype=torch.double),
+                                            n_samples, replacement=True, generator=gen)
+        else:
+            order = torch.randperm(len(ds), generator=gen)
+            reps = math.ceil(n_samples / max(len(order), 1))
+            sampler = order.repeat(reps)[:n_samples].tolist()
+        return DataLoader(ds, batch_size=job.batch_size, sampler=sampler, drop_last=False,
+                          **self._loader_kw(device))
+
+    def val_loader(self, device: str):
+        from torch.utils.data import DataLoader
+
+        from .data import PatchDataset
+
+        if not self.val_patches:
+            return None
+        ds = PatchDataset(self.setup.sources, self.val_patches, self.mean, self.std,
+                          self.num_outputs)
+        return DataLoader(ds, batch_size=self.job.batch_size, shuffle=False,
+                          **self._loader_kw(device))
+
+    # -- loss and metrics ----------------------------------------------------------------------
+    def train_step(self, network, batch, device: str):
+        img, mask, soft = _to_device(batch, device)
+        logits = network(img).float()
+        if soft.numel():
+            loss = soft_cross_entropy(logits, soft.to(device, non_blocking=True), self._loss_w)
+        else:
+            loss = self._ce(logits, mask)
+        self._cm_train.update(logits.detach().argmax(1), mask)
+        return loss, {}
+
+    def end_train_epoch(self) -> dict:
+        m = metrics_from_confusion(self._cm_train.compute().cpu().numpy(), self.class_ids)
+        m["split"] = "train"
+        row = {"class_weight": self._class_weight, "train_accuracy": m["accuracy"],
+               "train_miou": m["mean_iou"]}
+        if not self.val_patches:   # the per-class columns come from training then
+            row.update(self._per_class_columns(m))
+            row["_extra"] = self._extra(m, self._cm_train.compute().cpu().numpy())
+        return row
+
+    def validate(self, network, loader, device: str, epoch: int) -> dict:
+        import torch
+
+        cm = confusion_metric(self.num_outputs, device)
+        loss_sum, weight_sum, previews = 0.0, 0.0, []
+        w = self._loss_w
+        for img, mask, _soft in (_to_device(b, device) for b in loader):
+            logits = network(img).float()
+            loss_sum += float(torch.nn.functional.cross_entropy(
+                logits, mask, weight=w, ignore_index=IGNORE, reduction="sum"))
+            weight_sum += float((w[mask.clamp_max(self.num_outputs - 1)] * (mask != IGNORE)).sum())
+            pred = logits.argmax(1)
+            cm.update(pred, mask)
+            for k in range(min(img.shape[0], N_PREVIEW - len(previews))):
+                previews.append(np.concatenate(
+                    [_rgb(img[k].float().cpu().numpy()),
+                     _colorize(mask[k].cpu().numpy().astype(np.uint8), self.classes),
+                     _colorize(pred[k].cpu().numpy().astype(np.uint8), self.classes)], axis=1))
+        matrix = cm.compute().cpu().numpy()
+        m = metrics_from_confusion(matrix, self.class_ids)
+        m["split"] = "validation"
+        row = {"val_loss": loss_sum / max(weight_sum, 1e-6), "val_accuracy": m["accuracy"],
+               "val_miou": m["mean_iou"], "val_mf1": m["mean_f1"],
+               "val_mprecision": m["mean_precision"], "val_mrecall": m["mean_recall"]}
+        row.update(self._per_class_columns(m))
+        row["_images"] = [(f"validation/patch_{i}", p) for i, p in enumerate(previews)]
+        row["_extra"] = self._extra(m, matrix)
+        return row
+
+    def _per_class_columns(self, m: dict) -> dict:
+        out = {}
+        for cid in self.class_ids:
+            out[f"iou_{cid}"] = m["per_class"][cid]["iou"]
+            out[f"f1_{cid}"] = m["per_class"][cid]["f1"]
+        return out
+
+    def _extra(self, metrics: dict, matrix: np.ndarray) -> dict:
+        ids = self.class_ids
+        return {"metrics_detail": metrics, "confusion_matrix": {
+            "class_ids": ids,
+            "rows_truth_columns_prediction": matrix[np.ix_(ids, ids)].astype(int).tolist()}}
+
+    # -- summary -------------------------------------------------------------------------------
+    def summary_metrics(self, row: dict, extra: dict | None) -> dict:
+        """accuracy, mean precision/recall/F1/IoU, per-class metrics, split, loss, epoch."""
+        if not extra:
+            return super().summary_metrics(row, extra)
+        loss = row.get("val_loss", row.get("train_loss"))
+        return dict(extra["metrics_detail"], loss=loss, epoch=row.get("epoch"))
+
+    def report_section(self, best_row: dict, extra: dict | None) -> str:
+        if not extra:
+            return ""
+        m = extra["metrics_detail"]
+        names = {int(c["id"]): c["name"] for c in self.classes}
+        lines = [f"Metrics of the best model on the {m.get('split', 'validation')} patches:", "",
+                 f"accuracy {m['accuracy']:.4f}, mean IoU {m['mean_iou']:.4f}, "
+                 f"mean F1 {m['mean_f1']:.4f}", "",
+                 "| class | precision | recall | F1 | IoU | pixels |",
+                 "|---|---|---|---|---|---|"]
+        for cid, c in sorted((int(k), v) for k, v in m["per_class"].items()):
+            lines.append(f"| {cid} {names[cid]} | {c['precision']:.4f} | {c['recall']:.4f} "
+                         f"| {c['f1']:.4f} | {c['iou']:.4f} | {c['support']} |")
+        cm = extra["confusion_matrix"]
+        ids = cm["class_ids"]
+        lines += ["", "Confusion matrix (rows: truth, columns: prediction, pixels):", "",
+                  "| truth \\ prediction | " + " | ".join(names[i] for i in ids) + " |",
+                  "|---|" + "---|" * len(ids)]
+        for i, counts in zip(ids, cm["rows_truth_columns_prediction"]):
+            lines.append(f"| {names[i]} | " + " | ".join(str(v) for v in counts) + " |")
+        return "\n".join(lines)
+
+
+def _to_device(batch, device: str):
+    """(image, mask, soft) on ``device``; channels-last images on CUDA."""
+    import torch
+
+    img, mask, soft = batch
+    img = img.to(device, non_blocking=True)
+    if device.startswith("cuda"):
+        img = img.contiguous(memory_format=torch.channels_last)
+    return img, mask.to(device, non_blocking=True).long(), soft
+
+
+def soft_cross_entropy(logits, soft, weights):
+    """Cross-entropy of (N, C, H, W) ``logits`` against a target distribution ``soft`` of the
+    same shape, class ``weights`` (C,); all-zero targets (ignored pixels) drop out."""
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=1)
+    w = weights.view(1, -1, 1, 1)
+    per_px = -(soft * w * logp).sum(1)
+    norm = (soft * w).sum(1)
+    return per_px.sum() / norm.sum().clamp_min(1e-6)
+
+
+def _colorize(mask: np.ndarray, classes: list[dict]) -> np.ndarray:
+    lut = np.zeros((256, 3), np.uint8)
+    lut[IGNORE] = (128, 128, 128)
+    for c in classes:
+        h = c["color"].lstrip("#")
+        lut[int(c["id"])] = tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return lut[mask]
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    bands = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, 0)
+    lo, hi = np.percentile(bands, 2), np.percentile(bands, 98)
+    return (np.clip((bands - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8).transpose(
+        1, 2, 0)

@@ -1,0 +1,238 @@
+"""THE training loop, for every model family (worker process or CLI; never inside QGIS).
+
+``run_training(job, task, ctx)``: the family's :class:`~.task.TrainingTask` supplies data,
+network, loss, metrics and report section; this module does the rest. One run:
+
+1. ``task.prepare`` (labels, sample plan, band statistics); the network fresh, fine-tuned from
+   ``job.init_model`` or resumed from ``job.resume_from`` (a last model: its card holds epoch,
+   step, best score and history; the optimizer state lies beside it).
+2. Every epoch:
+   a. draw the epoch's batches (``task.train_loader(epoch)``: fresh random samples allowed);
+   b. per batch: forward + loss (``task.train_step``) under autocast, backward, AdamW step, the
+      learning rate of the next step (linear warm-up, then cosine);
+   c. validation (``task.validate``) when the task has validation data;
+   d. one row of numbers → metrics.csv, TensorBoard, a progress event;
+   e. the best model (by ``task.best_metric``; the last one without validation) and the last
+      model + optimizer, each written atomically, so a cancel or a crash never loses an epoch;
+   f. early stopping after ``job.patience`` epochs without improvement.
+3. Learning curves, report.md / report.json; the result dict.
+
+Cancel (``ctx.cancelled``) is honoured between batches; a partly run epoch is not recorded.
+The job needs: epochs, learning_rate, seed, device, patience, resume_from, init_model,
+output_model, output_last_model and (optionally) batch_size, log_folder /
+``resolved_log_folder()``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from ..errors import UserError
+from ..jobs import JobContext
+from ..segmentation import modelfile
+from . import report, runtime
+from .task import TrainingTask
+
+WEIGHT_DECAY = 1e-4
+
+
+def run_training(job, task: TrainingTask, ctx: JobContext) -> dict:
+    """Train ``task`` as ``job`` says; return the outputs and the best model's metrics."""
+    import torch
+
+    try:
+        return _run(job, task, ctx)
+    except torch.OutOfMemoryError:
+        raise UserError(f"The device ran out of memory with {getattr(job, 'batch_size', '?')} "
+                        "samples per batch.",
+                        "Use fewer samples per batch (BATCH_SIZE) or smaller patches.") from None
+
+
+def log_folder_of(job) -> Path:
+    """The job's log folder: ``resolved_log_folder()``, LOG_FOLDER, or <output model>_logs."""
+    if hasattr(job, "resolved_log_folder"):
+        return Path(job.resolved_log_folder())
+    if getattr(job, "log_folder", ""):
+        return Path(job.log_folder)
+    out = Path(job.output_model)
+    return out.with_name(f"{out.name.split('.')[0] or 'model'}_logs")
+
+
+def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    started = time.monotonic()
+    log_folder = log_folder_of(job)
+    log_folder.mkdir(parents=True, exist_ok=True)
+    device = runtime.resolve_device(job.device)
+    ctx.log(f"Training on {device}; logs in {log_folder}")
+
+    # -- 1. data, network, optimiser, resume state
+    start_from = job.resume_from or job.init_model
+    base_card = modelfile.read_model_card(start_from, task.name) if start_from else None
+    task.prepare(job, ctx, log_folder)
+    torch.manual_seed(job.seed)
+    network = task.build_network(base_card)
+    state: dict = {}
+    if base_card is not None:
+        fresh = runtime.load_fitting_weights(network, start_from)
+        if fresh:
+            ctx.log(f"{fresh} tensors of the model started from do not fit the project's "
+                    "classes and start fresh.", "warning")
+        if job.resume_from:
+            state = dict(base_card.get("state") or {})
+    cuda = device.startswith("cuda")
+    network = network.to(device)
+    if cuda:
+        network = network.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    optimizer = torch.optim.AdamW(network.parameters(), lr=job.learning_rate,
+                                  weight_decay=WEIGHT_DECAY)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and not torch.cuda.is_bf16_supported())
+    if job.resume_from and modelfile.load_optimizer(job.resume_from, optimizer):
+        ctx.log("Optimizer state restored.")
+    per_epoch = task.steps_per_epoch(job)
+    lr_at = runtime.lr_factor(per_epoch * job.epochs)
+    step = int(state.get("global_step", 0))
+    _set_lr(optimizer, job.learning_rate * lr_at(step))
+    val_loader = task.val_loader(device)
+    if val_loader is None:
+        ctx.log("No validation data: the last model is kept as the best model. Lower the split "
+                "to validate.", "warning")
+
+    history: list[dict] = list(state.get("history", []))
+    best = state.get("best_score")
+    best_epoch = int(state.get("best_epoch", 0))
+    best_metrics, best_row, best_extra = state.get("best_metrics"), None, None
+    start_epoch, stale, stopped = int(state.get("epoch", 0)), 0, "completed"
+    if start_epoch >= job.epochs:
+        ctx.log(f"The model to resume already ran {start_epoch} epochs: raise EPOCHS to train "
+                "more.", "warning")
+    params = dict(job.to_dict()["params"])
+
+    def card(metrics: dict | None, epoch: int) -> dict:
+        return modelfile.make_card(
+            task=task.name, classes=task.classes, bands=task.bands, mean=task.mean,
+            std=task.std, nodata=task.nodata, pixel_size=task.pixel_size, crs=task.crs,
+            dtype=task.dtype, training=params, metrics=metrics, **task.card_fields(),
+            state={"epoch": epoch, "global_step": step, "best_metric": task.best_metric,
+                   "best_score": best, "best_epoch": best_epoch, "history": history,
+                   "best_metrics": best_metrics})
+
+    writer = SummaryWriter(str(log_folder / "tensorboard"))
+    ctx.artifact("log_folder", str(log_folder))
+    for epoch in range(start_epoch, job.epochs):
+        if ctx.cancelled:
+            stopped = "cancelled"
+            break
+        epoch_start = time.monotonic()
+        # -- 2a/b. train: one pass over this epoch's batches
+        network.train()
+        loss_sum, terms_sum, n = 0.0, {}, 0
+        for batch in task.train_loader(epoch, device):
+            if ctx.cancelled:
+                break
+            loss, terms = train_batch(task, network, optimizer, scaler, batch, device)
+            step += 1
+            _set_lr(optimizer, job.learning_rate * lr_at(step))
+            n += 1
+            loss_sum += float(loss.detach())
+            for k, v in terms.items():
+                terms_sum[k] = terms_sum.get(k, 0.0) + float(v.detach())
+            ctx.progress("batch", n, per_epoch, f"epoch {epoch + 1}", loss=loss_sum / n)
+        if ctx.cancelled and n < per_epoch:
+            stopped = "cancelled"
+            break
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+               "train_loss": loss_sum / max(n, 1)}
+        row.update({f"train_{k}": v / max(n, 1) for k, v in terms_sum.items()})
+        row.update(task.end_train_epoch())
+        # -- 2c. validate
+        if val_loader is not None:
+            network.eval()
+            with torch.no_grad(), runtime.autocast(device):
+                row.update(task.validate(network, val_loader, device, epoch))
+        images = row.pop("_images", [])
+        extra = row.pop("_extra", None)
+        row["seconds"] = time.monotonic() - epoch_start
+        # -- 2d. record
+        history.append(row)
+        report.append_csv(log_folder, row)
+        report.log_epoch(writer, row, images)
+        # -- 2e. models (before announcing the epoch, so a cancel there keeps them)
+        score = row.get(task.best_metric) if val_loader is not None else None
+        improved = val_loader is None or _better(score, best, task.best_mode)
+        if improved:
+            best, best_epoch, stale = score, epoch + 1, 0
+            best_row, best_extra = row, extra
+            best_metrics = task.summary_metrics(row, extra)
+            modelfile.save_model(job.output_model, network, card(best_metrics, epoch + 1))
+            ctx.artifact("best_model", job.output_model)
+        else:
+            stale += 1
+        if job.output_last_model:
+            modelfile.save_model(job.output_last_model, network,
+                                 card(task.summary_metrics(row, extra), epoch + 1))
+            modelfile.save_optimizer(job.output_last_model, optimizer)
+            ctx.artifact("last_model", job.output_last_model)
+        shown = {k: v for k, v in row.items() if isinstance(v, (int, float)) and
+                 (k == "lr" or k.split("_")[0] in ("train", "val"))}
+        ctx.progress("epoch", epoch + 1, job.epochs,
+                     f"epoch {epoch + 1}/{job.epochs}" + (" (best)" if improved else ""), **shown)
+        # -- 2f. early stopping
+        if job.patience and stale >= job.patience:
+            stopped = "early_stopping"
+            ctx.log(f"Early stopping: no improvement of {task.best_metric} for {job.patience} "
+                    "epochs.")
+            break
+    writer.close()
+    if ctx.cancelled and stopped == "completed":
+        stopped = "cancelled"
+
+    # -- 3. curves and report
+    curves = report.learning_curves(log_folder, history, task.curve_keys, task.curve_title)
+    summary = {"task": task.name, **task.card_fields(), "device": device,
+               "epochs_run": len(history), "steps": step, "best_epoch": best_epoch,
+               "best_metric": task.best_metric if val_loader is not None else "last epoch",
+               "best_score": best, "stopped": stopped,
+               "seconds": round(time.monotonic() - started, 1),
+               "output_model": job.output_model if best_epoch else None,
+               "output_last_model": job.output_last_model or None}
+    rep_json, rep_md = report.write_report(
+        log_folder, task.title or task.name.replace("_", " ").capitalize(), summary,
+        {"classes": task.classes, "metrics": best_metrics, **(best_extra or {})},
+        task.report_section(best_row or {}, best_extra))
+    ctx.artifact("report", str(rep_md))
+    return {**summary, "log_folder": str(log_folder), "report": str(rep_md),
+            "report_json": str(rep_json), "csv": str(log_folder / report.CSV_NAME),
+            "learning_curves": str(curves) if curves else None,
+            "tensorboard": str(log_folder / "tensorboard"),
+            "cancelled": stopped == "cancelled", "metrics": best_metrics}
+
+
+def train_batch(task: TrainingTask, network, optimizer, scaler, batch, device: str):
+    """One optimisation step: forward + loss under autocast, backward, optimiser step (through
+    the GradScaler on fp16 GPUs). Returns ``task.train_step``'s (loss, terms)."""
+    with runtime.autocast(device):
+        loss, terms = task.train_step(network, batch, device)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, terms
+
+
+def _set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _better(score, best, mode: str) -> bool:
+    if score is None or (isinstance(score, float) and math.isnan(score)):
+        return False
+    if best is None:
+        return True
+    return score > best if mode == "max" else score < best

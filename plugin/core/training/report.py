@@ -1,0 +1,112 @@
+"""Training logs of the engine: metrics CSV, TensorBoard rows, learning-curves PNG, final report
+(Markdown + JSON)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+CSV_NAME = "metrics.csv"
+CURVES_NAME = "learning_curves.png"
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+
+
+def append_csv(folder: Path, row: dict) -> Path:
+    """Append ``row`` to ``metrics.csv`` (header from the first row written)."""
+    path = folder / CSV_NAME
+    new = not path.is_file()
+    fields = list(row) if new else _header(path)
+    with path.open("a", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow({k: _fmt(row.get(k, "")) for k in fields})
+    return path
+
+
+def _header(path: Path) -> list[str]:
+    with path.open(encoding="utf-8") as f:
+        return next(csv.reader(f))
+
+
+def _fmt(v):
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def learning_curves(folder: Path, history: list[dict], keys: tuple[str, ...] = (),
+                    title: str = "") -> Path | None:
+    """Loss per epoch (train and validation) and, in a second panel, the row ``keys`` (e.g.
+    ``("train_miou", "val_miou")``) as a PNG."""
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(9 if keys else 4.5, 3.6), dpi=100)
+    axes = fig.subplots(1, 2 if keys else 1)
+    ax1, ax2 = (axes[0], axes[1]) if keys else (axes, None)
+
+    def plot(ax, key):
+        ys = [h.get(key) for h in history]
+        if any(y is not None for y in ys):
+            label = {"train": "train", "val": "validation"}.get(key.split("_")[0], key)
+            ax.plot(epochs, [np.nan if y is None else y for y in ys], marker=".", label=label)
+
+    for key in ("train_loss", "val_loss"):
+        plot(ax1, key)
+    losses = [h[k] for h in history for k in ("train_loss", "val_loss") if h.get(k)]
+    if losses and min(losses) > 0 and max(losses) / min(losses) > 50:
+        ax1.set_yscale("log")
+    ax1.set_title("Loss")
+    ax1.set_xlabel("epoch")
+    ax1.legend()
+    if ax2 is not None:
+        for key in keys:
+            plot(ax2, key)
+        ax2.set_title(title or ", ".join(keys))
+        ax2.set_xlabel("epoch")
+        ax2.set_ylim(0, 1)
+        ax2.legend()
+    fig.tight_layout()
+    path = folder / CURVES_NAME
+    fig.savefig(path)
+    return path
+
+
+def log_epoch(writer, row: dict, images: list) -> None:
+    """Write an epoch row to TensorBoard: ``train_x``/``val_x`` as ``x/train``/``x/val`` (one
+    chart with both curves), other keys as they are; ``images``: [(tag, HWC uint8)]."""
+    step = int(row["epoch"])
+    for key, value in row.items():
+        if key in ("epoch", "seconds") or not isinstance(value, (int, float)):
+            continue
+        split, _, metric = key.partition("_")
+        tag = f"{metric}/{split}" if split in ("train", "val") and metric else key
+        writer.add_scalar(tag, value, step)
+    for tag, image in images:
+        writer.add_image(tag, image, step, dataformats="HWC")
+    writer.flush()
+
+
+def write_report(folder: Path, title: str, summary: dict, data: dict,
+                 section: str) -> tuple[Path, Path]:
+    """``report.json`` (``summary`` + ``data``) and ``report.md`` (``title``, the summary as a
+    list, then the task's markdown ``section``)."""
+    json_path = folder / REPORT_JSON
+    json_path.write_text(json.dumps({**summary, **data}, indent=2, default=str) + "\n",
+                         encoding="utf-8")
+    lines = [f"# {title} training report", ""]
+    lines += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in summary.items()
+              if not isinstance(v, (dict, list))]
+    if section:
+        lines += ["", section.rstrip()]
+    md_path = folder / REPORT_MD
+    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return json_path, md_path

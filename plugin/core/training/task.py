@@ -1,0 +1,105 @@
+"""The interface a model family implements to be trained by :func:`..engine.run_training`.
+
+A family subclasses :class:`TrainingTask` and supplies its data, network, loss, metrics and report
+section; the engine owns everything else (epochs, optimiser, LR schedule, AMP, checkpoints,
+resume, early stopping, cancel, TensorBoard/CSV/progress, learning curves, report, model card).
+
+Call order, for one run: ``prepare`` → ``build_network`` → ``steps_per_epoch`` → ``val_loader``
+→ per epoch: ``train_loader(epoch)`` and ``train_step`` per batch → ``end_train_epoch`` →
+``validate`` (when there is validation data) → ``summary_metrics`` / ``report_section`` at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+
+class TrainingTask:
+    """One model family's part of training. Set the attributes below in :meth:`prepare`."""
+
+    name: str = ""                   # model-file task, e.g. "pixel_segmentation"
+    title: str = ""                  # for the report heading, e.g. "Pixel segmentation"
+    best_metric: str = "val_loss"    # key of the epoch row that ranks models
+    best_mode: str = "min"           # "min" or "max"
+    curve_keys: tuple[str, ...] = ()  # row keys of the second learning-curve panel
+    curve_title: str = ""
+
+    # set by prepare() (the model card stores them)
+    classes: list[dict]              # [{id, name, color}]
+    bands: int
+    mean: list[float]
+    std: list[float]
+    nodata: float | None = None
+    dtype: str | None = None
+    pixel_size: tuple[float, float] | None = None   # map units per pixel (x, y)
+    crs: str | None = None
+
+    # -- what a family must implement ----------------------------------------------------------
+    def prepare(self, job, ctx, log_folder: Path) -> None:
+        """Read labels, plan the samples, compute band statistics; set the attributes above.
+        Raise UserError for anything the user must fix (before any training)."""
+        raise NotImplementedError
+
+    def build_network(self, base_card: dict | None):
+        """A torch.nn.Module; ``base_card``: the card of the model to resume or fine-tune from
+        (the engine loads its fitting weights afterwards; see :meth:`adopt_card`)."""
+        raise NotImplementedError
+
+    def steps_per_epoch(self, job) -> int:
+        """Optimiser steps (batches) per epoch: the engine's LR schedule and progress use it."""
+        raise NotImplementedError
+
+    def train_loader(self, epoch: int, device: str) -> Iterable[Any]:
+        """The batches of ``epoch`` (0-based); may draw fresh random samples every epoch."""
+        raise NotImplementedError
+
+    def train_step(self, network, batch, device: str):
+        """Forward pass and loss of one batch: ``(loss: 0-d Tensor, terms: dict[str, Tensor])``.
+        ``terms`` (loss parts) are averaged per epoch into ``train_<key>`` columns. The engine
+        runs this under autocast and does backward, the optimiser step and the schedule."""
+        raise NotImplementedError
+
+    # -- optional ------------------------------------------------------------------------------
+    def val_loader(self, device: str) -> Iterable[Any] | None:
+        """Validation batches (iterated once per epoch), or None: then the last model is the
+        best model."""
+        return None
+
+    def validate(self, network, loader, device: str, epoch: int) -> dict:
+        """Flat scalars for the epoch row (``val_loss``, ``val_miou``, per-class keys …), run
+        under ``torch.no_grad`` and autocast with the network in eval mode. May hold
+        ``"_images": [(tag, HWC uint8 array)]`` (TensorBoard) and ``"_extra"``: a JSON-ready
+        dict kept for the best epoch, merged into report.json and given to
+        :meth:`report_section` / :meth:`summary_metrics`."""
+        return {}
+
+    def end_train_epoch(self) -> dict:
+        """Scalars about the training epoch just run (``train_miou``, ``class_weight`` …); may
+        hold ``"_extra"`` (used when there is no validation)."""
+        return {}
+
+    def card_fields(self) -> dict:
+        """Task-specific model-card fields (architecture, patch size, thresholds …)."""
+        return {}
+
+    def summary_metrics(self, row: dict, extra: dict | None) -> dict:
+        """The metrics of the best model for the model card and the result (default: the
+        row's numbers)."""
+        return {k: v for k, v in row.items() if isinstance(v, (int, float))}
+
+    def report_section(self, best_row: dict, extra: dict | None) -> str:
+        """Markdown for report.md below the run summary."""
+        return ""
+
+    # -- helpers for subclasses ----------------------------------------------------------------
+    def adopt_card(self, card: dict) -> None:
+        """Take the normalisation of the model started from (fine-tune / resume); UserError when
+        its band count differs from the training rasters'."""
+        if int(card["bands"]) != int(self.bands):
+            raise UserError(f"The model to start from has {card['bands']} bands, the training "
+                            f"rasters {self.bands}.", "Start from a model with the same bands.")
+        self.mean, self.std, self.nodata = card["mean"], card["std"], card.get("nodata")
