@@ -54,6 +54,12 @@ def make_task(family: str, folder: Path, args):
     return job, task
 
 
+def resolve_device(name: str) -> str:
+    from plugin.core.training import runtime
+
+    return runtime.resolve_device(name)
+
+
 def measure(task, network, optimizer, scaler, batches, device: str, steps: int,
             warmup: int = 3) -> float:
     from plugin.core.training.engine import train_batch
@@ -86,9 +92,8 @@ def main() -> None:
     import itertools
 
     import torch
-    from plugin.core.training import runtime
 
-    args.device = runtime.resolve_device(args.device)
+    args.device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         job, task = make_task(args.family, Path(tmp), args)
         network = task.build_network(None).to(args.device)
