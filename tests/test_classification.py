@@ -32,6 +32,17 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def _features(path: Path) -> tuple[list[dict], str]:
+    """(attributes of every feature, layer CRS as authority:code) of a vector file."""
+    from osgeo import ogr
+
+    ds = ogr.Open(str(path))
+    layer = ds.GetLayer(0)
+    srs = layer.GetSpatialRef()
+    rows = [f.items() for f in layer]
+    return rows, f"{srs.GetAuthorityName(None)}:{srs.GetAuthorityCode(None)}"
+
+
 def _f1(pred: np.ndarray, truth: np.ndarray) -> float:
     tp = float((pred & truth).sum())
     return 2 * tp / max(float(pred.sum() + truth.sum()), 1.0)
@@ -59,7 +70,7 @@ def test_thresholds_tuned_for_fbeta_beat_half():
 def test_grid_model_separates_feature_cells_and_classifies_a_raster(tmp_path):
     scene = make_grid_scene(tmp_path / "scene", cells=8, cell=32, rasters=2, seed=1)
     model = tmp_path / "grid.dltmodel.safetensors"
-    job = TrainGridModelJob(project=str(scene.project), grid_size=32, epochs=6, batch_size=16,
+    job = TrainGridModelJob(project=str(scene.project), grid_size=32, epochs=6, batch_size=8,
                             learning_rate=0.002, background_patch_ratio=1.0, beta=1.0,
                             output_model=str(model), **FAST)
     job.validate()
@@ -75,14 +86,12 @@ def test_grid_model_separates_feature_cells_and_classifies_a_raster(tmp_path):
     classify.validate()
     res = classify.run(RecordingContext())
     assert res["cells_skipped_nodata"] == 2 * 6 and res["cells_classified"] == 4 * 6
-    import pyogrio
-
-    cells = pyogrio.read_dataframe(out)
-    assert {"class", "score", "score_building", "score_water", "classes"} <= set(cells.columns)
-    assert cells.crs.to_epsg() == 32633
+    cells, crs = _features(out)
+    assert {"class", "score", "score_building", "score_water", "classes"} <= set(cells[0])
+    assert crs == "EPSG:32633"
     th = np.asarray(res["thresholds"])
-    pred = cells[["score_building", "score_water"]].to_numpy() >= th
-    truth = nodata.truth[cells["row"].to_numpy(), cells["col"].to_numpy()] > 0
+    pred = np.array([[c["score_building"], c["score_water"]] for c in cells]) >= th
+    truth = np.array([nodata.truth[c["row"], c["col"]] for c in cells]) > 0
     assert _f1(pred, truth) >= 0.9
 
 
@@ -126,12 +135,10 @@ def test_chip_classifier_from_a_project_classifies_a_vector_layer(tmp_path):
                            model=str(model), output=str(out), device="cpu")
     job.validate()
     job.run(RecordingContext())
-    import pyogrio
-
-    layer = pyogrio.read_dataframe(out)
+    layer, _ = _features(out)
     names = {1: "building", 2: "water"}
     assert len(layer) == int(scene.truth.sum())
-    assert (layer["class"] == layer["class_id"].map(names)).mean() >= 0.9
+    assert np.mean([f["class"] == names[f["class_id"]] for f in layer]) >= 0.9
 
 
 def test_multilabel_thresholds_beat_half_on_the_test_set(tmp_path):
