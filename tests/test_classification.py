@@ -94,6 +94,44 @@ def test_grid_model_separates_feature_cells_and_classifies_a_raster(tmp_path):
     truth = np.array([nodata.truth[c["row"], c["col"]] for c in cells]) > 0
     assert _f1(pred, truth) >= 0.9
 
+    # optimized Classify Pixels: only the flagged cells reach the pixel model
+    import rasterio
+
+    from plugin.core.segmentation.jobs import ClassifyPixelsJob
+
+    pixel = _random_pixel_model(tmp_path / "pixel.dltmodel.safetensors")
+    res = ClassifyPixelsJob(input=str(nodata.raster), model=pixel, grid_model=str(model),
+                            output=str(tmp_path / "fast.tif"), tile_size=64, overlap=0.0,
+                            engine="torch", device="cpu").run(RecordingContext())
+    flagged = pred.any(axis=1)
+    grid = np.zeros((6, 6), bool)
+    for c, keep in zip(cells, flagged):
+        grid[c["row"], c["col"]] = keep
+    empty_tiles = sum(not grid[r:r + 2, k:k + 2].any() for r in (0, 2) for k in (0, 2, 4))
+    assert res["grid_cells"] == 36 and res["tiles_skipped"] == empty_tiles
+    assert res["grid_cells_skipped_share"] == pytest.approx(1 - flagged.sum() / 36, abs=1e-3)
+    with rasterio.open(tmp_path / "fast.tif") as ds:
+        classes = ds.read(1)
+    for c, keep in zip(cells, flagged):
+        block = classes[c["row"] * 32:(c["row"] + 1) * 32, c["col"] * 32:(c["col"] + 1) * 32]
+        if not keep:
+            assert (block == 0).all()
+    assert (classes[4 * 32:] == 255).all()     # nodata rows stay nodata
+
+
+def _random_pixel_model(path: Path) -> str:
+    from plugin.core.segmentation import modelfile
+    from plugin.core.segmentation.models import build_network
+
+    classes = [{"id": 0, "name": "background", "color": "#000000"},
+               {"id": 1, "name": "building", "color": "#ff0000"},
+               {"id": 2, "name": "water", "color": "#0000ff"}]
+    card = modelfile.make_card(architecture="unet", encoder="resnet18", classes=classes,
+                               bands=3, mean=[100.0] * 3, std=[20.0] * 3, nodata=None,
+                               patch_size=64, pixel_size=None, crs=None)
+    modelfile.save_model(path, build_network("unet", "resnet18", 3, 3), card)
+    return str(path)
+
 
 def test_chip_classifier_two_rounds_change_only_the_last_layer(tmp_path):
     from safetensors.torch import load_file

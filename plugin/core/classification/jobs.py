@@ -206,7 +206,6 @@ class TrainChipClassifierJob(Job):
     group = GROUP
 
     input: str = spec("", "INPUT", "Chips folder or labeling project", "file_in",
-                      file_filter="Labeling project (*.gpkg);;manifest.json (manifest.json)",
                       help="A chips folder (ImageFolder, GBDX chips + ref.geojson, multi-label "
                            "CSV) or a labeling project, whose features are cut into chips.")
     multi_label: bool = spec(False, "MULTI_LABEL", "Multi-label (several tags per chip)", "bool",

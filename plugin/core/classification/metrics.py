@@ -64,7 +64,9 @@ def classification_metrics(probs: np.ndarray, targets: np.ndarray, names: list[s
     """Per-class precision, recall, F1, F-beta, average precision and support, overall
     accuracy (single-label) or sample F-beta (multi-label), and the confusion matrix
     (single-label: (C, C), rows = truth; multi-label: per class [[tn, fp], [fn, tp]]), with
-    torchmetrics. ``probs`` (N, C) float; ``targets``: (N,) class index or (N, C) {0, 1}."""
+    torchmetrics. Multi-label also gets the sample F-beta at 0.5 thresholds and of the all-tags
+    baseline (every class on every sample). ``probs`` (N, C) float; ``targets``: (N,) class
+    index or (N, C) {0, 1}."""
     import torch
     from torchmetrics.functional import classification as tmf
 
@@ -85,7 +87,10 @@ def classification_metrics(probs: np.ndarray, targets: np.ndarray, names: list[s
         ap = tmf.multilabel_average_precision(p, t, **kw)
         cm = tmf.multilabel_confusion_matrix(pred, t, num_labels=n)
         support = t.sum(0)
-        out.update({"samples_fbeta": samples_fbeta(pred.numpy(), t.numpy(), beta),
+        truth = t.numpy()
+        out.update({"samples_fbeta": samples_fbeta(pred.numpy(), truth, beta),
+                    "samples_fbeta_at_half": samples_fbeta(probs >= 0.5, truth, beta),
+                    "samples_fbeta_all_tags": samples_fbeta(np.ones_like(truth), truth, beta),
                     "thresholds": [float(v) for v in th]})
     else:
         t = torch.as_tensor(np.asarray(targets)).long()
@@ -126,7 +131,9 @@ def metrics_markdown(m: dict, title: str) -> str:
         lines.append(f"Overall accuracy: {m['accuracy']:.4f}.")
     if "samples_fbeta" in m:
         lines.append(f"Sample-averaged F{beta:g} with the tuned thresholds: "
-                     f"{m['samples_fbeta']:.4f}.")
+                     f"{m['samples_fbeta']:.4f} (0.5 thresholds: "
+                     f"{m.get('samples_fbeta_at_half', float('nan')):.4f}; every class on "
+                     f"every sample: {m.get('samples_fbeta_all_tags', float('nan')):.4f}).")
     lines += ["", f"| class | precision | recall | F1 | F{beta:g} | AP | support |"
                   + (" threshold |" if "thresholds" in m else ""),
               "|---|---|---|---|---|---|---|" + ("---|" if "thresholds" in m else "")]

@@ -267,8 +267,8 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
     ``on_rows(row0, probs (C, n, W), classes (n, W) uint8, valid (n, W))`` receives finished rows
     top to bottom. ``cell_mask(row0, col0, h, w)``: (h, w) bool of the pixels to predict (a grid
     model's flagged cells); the other valid pixels come out as background (class 0, its
-    probability 1) and tiles without any are not run. Returns counts (tiles, tiles run, seconds
-    in the forward pass).
+    probability 1) and tiles without any are not run. Returns counts (tiles, tiles run, tiles
+    skipped for the grid model, seconds in the forward pass).
     """
     H, W = src.height, src.width
     th, tw = min(tile, _ceil32(H)), min(tile, _ceil32(W))
@@ -320,12 +320,13 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
     background = np.zeros((num_classes, th, tw), np.float32)
     background[0] = 1.0
     tiles = _prefetch(_batches(with_work(_read_tiles(src, rows, cols, th, tw, fill_a)), batch))
-    run = 0
+    run = skipped = 0
     for group in tiles:
         if cancelled():
             raise JobCancelled()
         work = [it for it in group if it[4]]   # tiles entirely nodata are not predicted
         run += len(work)
+        skipped += sum(1 for it in group if not it[4] and it[3].any())
         probs = []
         if work:
             x = np.stack([it[2] for it in work])
@@ -350,7 +351,8 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
     while current < len(rows):
         flush(current)
         current += 1
-    return {"tiles": total, "tiles_run": run, "tile_height": th, "tile_width": tw,
+    return {"tiles": total, "tiles_run": run, "tiles_skipped_by_grid": skipped,
+            "tile_height": th, "tile_width": tw,
             "forward_seconds": forward_s}
 
 
@@ -533,8 +535,8 @@ def classify_pixels(job, ctx: JobContext) -> dict:
         per_tile = stats["forward_seconds"] / max(stats["tiles_run"], 1)
         optimized = {"grid_cells": cells.cells, "grid_cells_skipped_share":
                      round(cells.share_skipped, 4), "grid_seconds": round(cells.seconds, 2),
-                     "tiles_skipped": stats["tiles"] - stats["tiles_run"],
-                     "seconds_saved": round(per_tile * (stats["tiles"] - stats["tiles_run"])
+                     "tiles_skipped": stats["tiles_skipped_by_grid"],
+                     "seconds_saved": round(per_tile * stats["tiles_skipped_by_grid"]
                                             - cells.seconds, 2)}
         ctx.log(f"Optimized classification: {optimized['grid_cells_skipped_share']:.0%} of the "
                 f"grid cells skipped, {optimized['tiles_skipped']} of {stats['tiles']} tiles not "
