@@ -22,6 +22,7 @@ from qgis.PyQt.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QLineEdit,
+    QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -144,14 +145,19 @@ class JobFormDialog(QDialog):
             elif ps.kind in _SAVE_KINDS:
                 row = file_row(w, lambda e=w, p=ps: self._browse_out(e, p))
             elif ps.kind in ("folder_in", "folder_out"):
-                row = file_row(w, lambda e=w, p=ps: browse_folder(self, e, p.label))
+                row = file_row(w, lambda e=w, p=ps: browse_folder(self, e, p.label),
+                               "Folder…")
+                if ps.kind == "folder_in":   # chips folder, or a project / vector file
+                    button = QPushButton("File…")
+                    button.clicked.connect(lambda _=False, e=w, p=ps: browse_file(
+                        self, e, p.label, "Labeling project or vector (*.gpkg *.shp "
+                        "*.geojson);;All files (*)"))
+                    row.addWidget(button)
         w.setToolTip(tip)
         return w, row
 
     def _browse_in(self, edit: QLineEdit, ps: ParamSpec) -> None:
         browse_file(self, edit, ps.label, ps.file_filter or "All files (*)")
-        if not edit.text() and ps.name == "INPUT":   # chips folders are folders
-            browse_folder(self, edit, ps.label)
 
     def _browse_out(self, edit: QLineEdit, ps: ParamSpec) -> None:
         suffix = ".dltmodel.safetensors" if ps.kind == "model_out" else (

@@ -205,7 +205,7 @@ class TrainChipClassifierJob(Job):
     title = "Train Chip Classifier"
     group = GROUP
 
-    input: str = spec("", "INPUT", "Chips folder or labeling project", "file_in",
+    input: str = spec("", "INPUT", "Chips folder or labeling project", "folder_in",
                       help="A chips folder (ImageFolder, GBDX chips + ref.geojson, multi-label "
                            "CSV) or a labeling project, whose features are cut into chips.")
     multi_label: bool = spec(False, "MULTI_LABEL", "Multi-label (several tags per chip)", "bool",
@@ -303,7 +303,7 @@ class ClassifyChipsJob(Job):
     title = "Classify Chips"
     group = GROUP
 
-    input: str = spec("", "INPUT", "Chips folder or vector layer", "file_in",
+    input: str = spec("", "INPUT", "Chips folder or vector layer", "folder_in",
                       help="A folder of chips, or a vector file whose features are cut from "
                            "RASTER as training did.")
     raster: str = spec("", "RASTER", "Raster (for a vector INPUT)", "raster_in", optional=True)
