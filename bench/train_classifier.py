@@ -8,8 +8,10 @@ Pipeline: synthetic data (grid: a labelling project, label rasters, grid cells; 
 ImageFolder of GeoTIFF chips) → the family's TrainingTask (``prepare``, ``train_loader``: rasterio
 reads, normalisation, augmentation, DataLoader) → the engine's ``train_batch`` (forward, loss,
 backward, AdamW step; AMP and channels-last on CUDA). Bare: the same network and
-``train_batch`` on one in-memory batch already on the device. Both print samples/s after
-warm-up steps, and their ratio (target ≥ 0.9).
+``train_batch`` on one in-memory batch already on the device. Printed: samples/s after warm-up
+steps, for the first epoch (chips read from their files) and for later ones (chips served from
+the dataset's memory cache; grid cells are always read), and their ratio to the bare step
+(target ≥ 0.9).
 """
 
 from __future__ import annotations
@@ -114,10 +116,14 @@ def main() -> None:
         bare = measure(task, network, optimizer, scaler, itertools.repeat(on_device),
                        args.device, args.steps)
         full = measure(task, network, optimizer, scaler, pipeline(), args.device, args.steps)
+        for _ in task.train_loader(0, args.device):   # one more pass: later epochs
+            pass
+        later = measure(task, network, optimizer, scaler, pipeline(), args.device, args.steps)
     print(f"{args.family} {args.architecture} {args.size}px batch {args.batch} on {args.device}")
-    print(f"{'bare step':<12}{bare:>10.1f} samples/s")
-    print(f"{'pipeline':<12}{full:>10.1f} samples/s")
-    print(f"{'ratio':<12}{full / bare:>10.2f}   (target >= 0.9)")
+    print(f"{'bare step':<24}{bare:>10.1f} samples/s")
+    print(f"{'pipeline, first epoch':<24}{full:>10.1f} samples/s   ratio {full / bare:.2f}")
+    print(f"{'pipeline, later epochs':<24}{later:>10.1f} samples/s   ratio {later / bare:.2f}"
+          "   (target >= 0.9)")
 
 
 if __name__ == "__main__":

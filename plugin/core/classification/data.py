@@ -14,6 +14,8 @@ import numpy as np
 
 from .chips import Chip, pad_resize, read_chip
 
+CACHE_BYTES = 1 << 30     # prepared chips kept in memory per dataset (1 GiB)
+
 
 def _augment(image, rng: np.random.Generator, flips: bool, rotation: bool, scale: bool):
     """Random flips / 90° turns (labels unchanged), small rotation and zoom for cells."""
@@ -72,7 +74,8 @@ class CellDataset:
 
 
 class ChipDataset:
-    """Chips padded/resized as GBDX does (:func:`.chips.pad_resize`), normalised."""
+    """Chips padded/resized as GBDX does (:func:`.chips.pad_resize`), normalised. Prepared
+    chips are kept in memory up to :data:`CACHE_BYTES` (later epochs read no file)."""
 
     def __init__(self, chips: list[Chip], targets, side: int, resize: int, mean, std,
                  multi_label: bool, augment: bool = False, seed: int = 0) -> None:
@@ -84,15 +87,26 @@ class ChipDataset:
         self.augment = augment
         self.seed = seed
         self.epoch = 0
+        self.cache: dict[int, np.ndarray] = {}
+        self.cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.chips)
 
+    def prepared(self, index: int) -> np.ndarray:
+        """(bands, S, S) float32 chip, padded and resized (from the cache when there)."""
+        image = self.cache.get(index)
+        if image is None:
+            image = pad_resize(read_chip(self.chips[index].path), self.side, self.resize)
+            if self.cached_bytes + image.nbytes <= CACHE_BYTES:
+                self.cache[index] = image
+                self.cached_bytes += image.nbytes
+        return image
+
     def __getitem__(self, index: int):
         import torch
 
-        image = pad_resize(read_chip(self.chips[index].path), self.side, self.resize)
-        img = torch.from_numpy((image - self.mean) / self.std)
+        img = torch.from_numpy((self.prepared(index) - self.mean) / self.std)
         if self.augment:
             img = _augment(img, np.random.default_rng([self.seed, self.epoch, index]), True,
                            False, False)
