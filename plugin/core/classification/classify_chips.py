@@ -137,91 +137,98 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def _vector_layer(path: str) -> str | None:
+    """The layer of ``path`` to classify: ``label_polygons`` of a labeling project, else the
+    first layer with geometries."""
+    import pyogrio
+
+    layers = [(str(n), g) for n, g in pyogrio.list_layers(path)]
+    names = [n for n, g in layers if g]
+    if "label_polygons" in names:
+        return "label_polygons"
+    return names[0] if names else None
+
+
 def classify_features(job, predictor, card: dict, device: str, ctx: JobContext) -> list[dict]:
     """Cut a chip around every feature of the vector INPUT on RASTER, classify, and write a
     GeoPackage copy of the layer with the prediction fields; returns the predictions."""
-    import json
     from types import SimpleNamespace
 
+    import pyogrio
     import rasterio
-    from osgeo import ogr, osr
+    import shapely
+    from pyogrio.raw import read
     from rasterio.windows import Window
 
     from ..sampling.boxes import feature_boxes
     from ..sampling.exporters.feature_chips import chip_window
 
-    ogr.UseExceptions()
-    osr.UseExceptions()
-    src_ds = ogr.Open(str(job.input))
-    if src_ds is None or src_ds.GetLayerCount() == 0:
-        raise UserError(f"{job.input} is not a vector layer.", "Choose a vector file (INPUT).")
-    layer = src_ds.GetLayer(0)
+    try:
+        layer = _vector_layer(job.input)
+    except pyogrio.errors.DataSourceError:
+        layer = None
+    if layer is None:
+        raise UserError(f"{job.input} is not a vector layer with geometries.",
+                        "Choose a vector file (INPUT).")
+    meta, fids, wkb, fields = read(job.input, layer=layer, return_fids=True)
+    geoms = shapely.from_wkb(wkb)
     with rasterio.open(job.raster) as ds:
-        layer_srs = layer.GetSpatialRef()
-        transform_geom = None
-        if ds.crs and layer_srs is not None:
-            target = osr.SpatialReference()
-            target.ImportFromWkt(ds.crs.to_wkt())
-            for s in (target, layer_srs):
-                s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-            if not target.IsSame(layer_srs):
-                transform_geom = osr.CoordinateTransformation(layer_srs, target)
-        feats, fids = [], []
-        for f in layer:
-            g = f.GetGeometryRef()
-            if g is None:
+        if meta.get("crs") and ds.crs:
+            from pyproj import CRS, Transformer
+
+            src_crs, dst_crs = CRS.from_user_input(meta["crs"]), CRS.from_wkt(ds.crs.to_wkt())
+            if not src_crs.equals(dst_crs):
+                tr = Transformer.from_crs(src_crs, dst_crs, always_xy=True)
+                geoms = shapely.transform(geoms, lambda xy: np.column_stack(
+                    tr.transform(xy[:, 0], xy[:, 1])))
+        feats = []
+        for fid, g in zip(fids, geoms):
+            if g is None or g.is_empty:
                 continue
-            g = g.Clone()
-            if transform_geom is not None:
-                g.Transform(transform_geom)
-            kind = "points" if "POINT" in g.GetGeometryName() else "polygons"
-            feats.append(SimpleNamespace(fid=f.GetFID(), class_id=0, layer=kind,
-                                         geometry=json.loads(g.ExportToJson())))
-            fids.append(f.GetFID())
+            kind = "points" if g.geom_type in ("Point", "MultiPoint") else "polygons"
+            feats.append(SimpleNamespace(fid=int(fid), class_id=0, layer=kind,
+                                         geometry=shapely.geometry.mapping(g)))
         boxes = {b.fid: b for b in feature_boxes(feats, ds.transform, ds.width, ds.height,
                                                   point_box=float(card.get("box_size", 25.0)))}
-        ctx.log(f"Classifying {len(boxes)} of {len(fids)} features on {device}.")
+        order = [int(f) for f in fids if int(f) in boxes]
+        ctx.log(f"Classifying {len(order)} of {len(fids)} features on {device}.")
 
         def images():
-            for k, fid in enumerate(f for f in fids if f in boxes):
+            for k, fid in enumerate(order):
                 if k % 32 == 0:
-                    ctx.progress("chips", k, len(boxes), f"{k} of {len(boxes)} features")
+                    ctx.progress("chips", k, len(order), f"{k} of {len(order)} features")
                 row, col, h, w = chip_window(boxes[fid])
                 data = ds.read(window=Window(col, row, w, h), boundless=True, fill_value=0)
                 yield data.astype(np.float32)
 
         probs = predict_arrays(predictor, card, images(), job.batch_size, device,
                                lambda: ctx.cancelled)
-    rows = dict(zip([f for f in fids if f in boxes], prediction_fields(probs, card)))
-    _write_layer_copy(layer, Path(job.output), rows, card)
+    rows = dict(zip(order, prediction_fields(probs, card)))
+    _write_layer_copy(Path(job.output), meta, fids, wkb, fields, rows, card, layer)
     return list(rows.values())
 
 
-def _write_layer_copy(layer, out: Path, rows: dict, card: dict) -> None:
-    from osgeo import ogr
+def _write_layer_copy(out: Path, meta: dict, fids, wkb, fields, rows: dict, card: dict,
+                      layer: str) -> None:
+    """The input features with their fields and the prediction fields (empty where a feature
+    was not classified), as a GeoPackage written atomically."""
+    from pyogrio.raw import write
 
+    names = [n for n in ["class", "score", "tags"] if n != "tags" or card.get("multi_label")]
+    names += [f"prob_{c['name']}" for c in card["classes"]]
+    own = [n for n in meta["fields"] if n not in names]
+    data = [f for n, f in zip(meta["fields"], fields) if n in own]
+    for n in names:
+        text = n in ("class", "tags")
+        values = [rows.get(int(fid), {}).get(n) for fid in fids]
+        data.append(np.array([v if v is not None else ("" if text else np.nan)
+                              for v in values], dtype=object if text else np.float64))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.gpkg")
-    drv = ogr.GetDriverByName("GPKG")
-    if tmp.exists():
-        drv.DeleteDataSource(str(tmp))
-    ds = drv.CreateDataSource(str(tmp))
-    layer.ResetReading()
-    copy = ds.CopyLayer(layer, layer.GetName() or "chips")
-    fields = ["class", "score"] + (["tags"] if card.get("multi_label") else []) + [
-        f"prob_{c['name']}" for c in card["classes"]]
-    for name in fields:
-        kind = ogr.OFTString if name in ("class", "tags") else ogr.OFTReal
-        if copy.FindFieldIndex(name, True) < 0:
-            copy.CreateField(ogr.FieldDefn(name, kind))
-    copy.StartTransaction()
-    for f in copy:
-        r = rows.get(f.GetFID())
-        if r is None:
-            continue
-        for k, v in r.items():
-            f.SetField(k, v)
-        copy.SetFeature(f)
-    copy.CommitTransaction()
-    ds = None
-    os.replace(tmp, out)
+    tmp.unlink(missing_ok=True)
+    try:
+        write(str(tmp), wkb, data, own + names, layer=layer or "chips", driver="GPKG",
+              geometry_type=meta.get("geometry_type") or "Unknown", crs=meta.get("crs"))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)

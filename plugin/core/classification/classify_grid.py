@@ -87,7 +87,8 @@ def thresholds_of(card: dict, threshold: float) -> np.ndarray:
 
 def classify_grid(job, ctx: JobContext) -> dict:
     import rasterio
-    from osgeo import ogr, osr
+    import shapely
+    from pyogrio.raw import write
 
     from ..environment import resolve_device
     from .networks import load_classifier
@@ -102,65 +103,50 @@ def classify_grid(job, ctx: JobContext) -> dict:
     if out.suffix.lower() != ".gpkg":
         raise UserError(f"The output {out.name} is not a GeoPackage.",
                         "Give OUTPUT a name ending in .gpkg.")
-    ogr.UseExceptions()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.gpkg")
-    drv = ogr.GetDriverByName("GPKG")
-    if tmp.exists():
-        drv.DeleteDataSource(str(tmp))
     counts = {n: 0 for n in [*names, BACKGROUND]}
+    rows: dict[str, list] = {k: [] for k in ("row", "col", "class", "score", "classes")}
+    scores_all: list[np.ndarray] = []
+    geoms = []
     with rasterio.open(job.input) as src:
         if src.count != int(card["bands"]):
             raise UserError(f"The raster has {src.count} bands, the grid model "
                             f"{card['bands']}.", "Classify a raster with the training bands.")
         size = int(card["grid_size"])
         total = len(cell_windows(src.height, src.width, size))
+        crs_wkt = src.crs.to_wkt() if src.crs else None
         ctx.log(f"Classifying {total} cells of {size} px on {device}.")
-        ds = drv.CreateDataSource(str(tmp))
-        srs = None
-        if src.crs:
-            srs = osr.SpatialReference()
-            srs.ImportFromWkt(src.crs.to_wkt())
-        layer = ds.CreateLayer("grid_cells", srs, ogr.wkbPolygon)
-        for name, kind in (("row", ogr.OFTInteger), ("col", ogr.OFTInteger),
-                           ("class", ogr.OFTString), ("score", ogr.OFTReal),
-                           ("classes", ogr.OFTString)):
-            layer.CreateField(ogr.FieldDefn(name, kind))
-        for n in names:
-            layer.CreateField(ogr.FieldDefn(f"score_{n}", ogr.OFTReal))
-        layer.StartTransaction()
-        written = 0
+        t = src.transform
         for ri, ci, r0, c0, scores in predict_cells(
                 src, predictor, card, job.batch_size, device, lambda: ctx.cancelled,
-                lambda d, t: ctx.progress("cells", d, t, f"{d} of {t} cells")):
+                lambda d, n: ctx.progress("cells", d, n, f"{d} of {n} cells")):
             top = int(np.argmax(scores))
-            over = [n for n, s, t in zip(names, scores, th) if s >= t]
             cls = names[top] if scores[top] >= th[top] else BACKGROUND
             counts[cls] += 1
-            f = ogr.Feature(layer.GetLayerDefn())
-            f.SetField("row", ri)
-            f.SetField("col", ci)
-            f.SetField("class", cls)
-            f.SetField("score", float(scores[top]))
-            f.SetField("classes", ",".join(over))
-            for n, s in zip(names, scores):
-                f.SetField(f"score_{n}", float(s))
+            for key, value in (("row", ri), ("col", ci), ("class", cls),
+                               ("score", float(scores[top])),
+                               ("classes", ",".join(n for n, v, k in zip(names, scores, th)
+                                                    if v >= k))):
+                rows[key].append(value)
+            scores_all.append(scores)
             h, w = min(size, src.height - r0), min(size, src.width - c0)
-            t = src.transform
-            ring = ogr.Geometry(ogr.wkbLinearRing)
-            for cx, cy in ((c0, r0), (c0 + w, r0), (c0 + w, r0 + h), (c0, r0 + h), (c0, r0)):
-                x, y = t * (cx, cy)
-                ring.AddPoint_2D(x, y)
-            poly = ogr.Geometry(ogr.wkbPolygon)
-            poly.AddGeometry(ring)
-            f.SetGeometry(poly)
-            layer.CreateFeature(f)
-            written += 1
-        layer.CommitTransaction()
-        ds = None
-    os.replace(tmp, out)
+            geoms.append(shapely.Polygon([t * (c0, r0), t * (c0 + w, r0),
+                                          t * (c0 + w, r0 + h), t * (c0, r0 + h)]))
+    score = np.asarray(scores_all, np.float64).reshape(-1, len(names))
+    fields = ["row", "col", "class", "score", "classes"] + [f"score_{n}" for n in names]
+    data = [np.asarray(rows["row"], np.int32), np.asarray(rows["col"], np.int32),
+            np.asarray(rows["class"], dtype=object), np.asarray(rows["score"], np.float64),
+            np.asarray(rows["classes"], dtype=object)] + [score[:, k] for k in range(len(names))]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.gpkg")
+    tmp.unlink(missing_ok=True)
+    try:
+        write(str(tmp), shapely.to_wkb(np.array(geoms, dtype=object)), data, fields,
+              layer="grid_cells", driver="GPKG", geometry_type="Polygon", crs=crs_wkt)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     ctx.artifact("output", str(out))
-    return {"output": str(out), "cells": total, "cells_classified": written,
-            "cells_skipped_nodata": total - written, "per_class": counts,
+    return {"output": str(out), "cells": total, "cells_classified": len(geoms),
+            "cells_skipped_nodata": total - len(geoms), "per_class": counts,
             "classes": card["classes"], "thresholds": [float(v) for v in th],
             "device": device, "seconds": round(time.monotonic() - started, 2)}

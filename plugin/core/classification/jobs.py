@@ -39,6 +39,15 @@ def _weights_file():
                      "for an offline computer); overrides WEIGHTS.")
 
 
+def _device():
+    from ..segmentation.jobs import DEVICE_LABELS, DEVICES
+
+    return spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
+                choice_labels=DEVICE_LABELS,
+                help="Where the network runs: automatic takes the first CUDA GPU when there is "
+                     "one.")
+
+
 def _beta():
     return spec(2.0, "BETA", "F-beta β", "float", minimum=0.1, maximum=10,
                 help="β of the F-beta score the multi-label thresholds are tuned for; 2 weighs "
@@ -125,7 +134,7 @@ class TrainGridModelJob(Job):
                            optional=True, advanced=True, file_filter=_MODEL_FILTER)
     resume_from: str = spec("", "RESUME_FROM", "Resume from last model", "model_in",
                             optional=True, advanced=True, file_filter=_MODEL_FILTER)
-    device: str = spec("auto", "DEVICE", "Device", "str", help="auto, cpu, cuda or cuda:N.")
+    device: str = _device()
     output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
                              file_filter=_MODEL_FILTER,
                              help="The model with the lowest validation loss.")
@@ -175,7 +184,7 @@ class ClassifyGridJob(Job):
                                  "per-class thresholds tuned on validation.")
     batch_size: int = spec(16, "BATCH_SIZE", "Cells per batch", "int", minimum=1,
                            maximum=4096, advanced=True)
-    device: str = spec("auto", "DEVICE", "Device", "str", help="auto, cpu, cuda or cuda:N.")
+    device: str = _device()
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -257,7 +266,7 @@ class TrainChipClassifierJob(Job):
                            optional=True, advanced=True, file_filter=_MODEL_FILTER)
     resume_from: str = spec("", "RESUME_FROM", "Resume from last model", "model_in",
                             optional=True, advanced=True, file_filter=_MODEL_FILTER)
-    device: str = spec("auto", "DEVICE", "Device", "str", help="auto, cpu, cuda or cuda:N.")
+    device: str = _device()
     output_model: str = spec("", "OUTPUT_MODEL", "Output model", "model_out",
                              file_filter=_MODEL_FILTER,
                              help="The model with the lowest validation loss (of round 2 "
@@ -315,7 +324,7 @@ class ClassifyChipsJob(Job):
                             "those fields.")
     batch_size: int = spec(32, "BATCH_SIZE", "Chips per batch", "int", minimum=1,
                            maximum=4096, advanced=True)
-    device: str = spec("auto", "DEVICE", "Device", "str", help="auto, cpu, cuda or cuda:N.")
+    device: str = _device()
 
     def problems(self) -> list[str]:
         out = super().problems()

@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from ..sampling import Patch, PatchReader, SampleSource
+from ..validpixels import read_data, valid_mask
 
 IGNORE = 255
 
@@ -51,20 +52,15 @@ def band_statistics(sources: list[SampleSource], window: int = 512,
                 pick = np.linspace(0, len(wins) - 1, max_windows).round().astype(int)
                 wins = [wins[i] for i in sorted(set(pick))]
             for win in wins:
-                data = ds.read(window=win).astype(np.float64)
-                valid = np.ones(data.shape[1:], bool)
-                if ds.nodata is not None:
-                    nd = ds.nodata
-                    same = np.isnan(data) if np.isnan(nd) else data == nd
-                    valid &= ~same.all(axis=0)
-                valid &= np.isfinite(data).all(axis=0)
-                vals = data[:, valid]
+                data = read_data(ds, window=win)
+                valid = valid_mask(ds, data, win)
+                vals = data[:, valid].astype(np.float64)
                 if total is None:
-                    total, sq = np.zeros(ds.count), np.zeros(ds.count)
+                    total, sq = np.zeros(len(vals)), np.zeros(len(vals))
                 if vals.shape[0] != len(total):
                     from ..errors import UserError
 
-                    raise UserError(f"Raster {src.display_name} has {ds.count} bands, the "
+                    raise UserError(f"Raster {src.display_name} has {len(vals)} data bands, the "
                                     f"others {len(total)}.",
                                     "Train on rasters with the same bands.")
                 total += vals.sum(axis=1)
