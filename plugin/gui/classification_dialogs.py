@@ -108,14 +108,20 @@ class JobFormDialog(QDialog):
     # -- widgets -------------------------------------------------------------------------------
     def _widget(self, name: str, ps: ParamSpec):
         tip = ps.help
-        if ps.kind == "bool":
+        if name == "device":
+            w = QComboBox()
+            fill_devices(w, [], "auto")
+            w.currentTextChanged.connect(self._changed)
+            row = w
+        elif ps.kind == "bool":
             w = QCheckBox()
             w.toggled.connect(self._changed)
             row = w
         elif ps.kind == "enum":
             w = QComboBox()
+            labels = dict(zip(ps.choices, ps.choice_labels or ps.choices))
             for choice in ps.choices:
-                w.addItem(choice, choice)
+                w.addItem(labels[choice], choice)
             w.currentIndexChanged.connect(self._changed)
             row = w
         elif ps.kind == "int":
@@ -130,11 +136,6 @@ class JobFormDialog(QDialog):
             w.setRange(float(ps.minimum if ps.minimum is not None else -1e12),
                        float(ps.maximum if ps.maximum is not None else 1e12))
             w.valueChanged.connect(self._changed)
-            row = w
-        elif name == "device":
-            w = QComboBox()
-            fill_devices(w, [], "auto")
-            w.currentTextChanged.connect(self._changed)
             row = w
         else:
             w = QLineEdit()
@@ -261,8 +262,17 @@ def _open(job_cls: type[Job], plugin, **values) -> JobFormDialog:
     return dialog
 
 
+def _labeling_project(plugin, path: str | None) -> str | None:
+    """``path``, else the project the Labeling Tool passed in ``plugin.labeling_project``
+    (taken once)."""
+    path = path or getattr(plugin, "labeling_project", None) or None
+    if hasattr(plugin, "labeling_project"):
+        plugin.labeling_project = None
+    return path
+
+
 def open_train_grid_model(plugin, project_path: str | None = None) -> JobFormDialog:
-    project_path = project_path or getattr(plugin, "labeling_project", None) or None
+    project_path = _labeling_project(plugin, project_path)
     return _open(TrainGridModelJob, plugin, **({"project": project_path} if project_path
                                                else {}))
 
@@ -272,7 +282,7 @@ def open_classify_grid(plugin, model_path: str | None = None) -> JobFormDialog:
 
 
 def open_train_chip_classifier(plugin, input_path: str | None = None) -> JobFormDialog:
-    input_path = input_path or getattr(plugin, "labeling_project", None) or None
+    input_path = _labeling_project(plugin, input_path)
     return _open(TrainChipClassifierJob, plugin, **({"input": input_path} if input_path
                                                     else {}))
 
