@@ -4,6 +4,8 @@ keep OK disabled with the reason, and the outputs are added to the map styled by
 from __future__ import annotations
 
 import dataclasses
+import json
+import struct
 
 import pytest
 from qgis.core import QgsCategorizedSymbolRenderer, QgsProcessingContext, QgsProject
@@ -19,6 +21,16 @@ from plugin.gui.output_layers import add_class_layer
 from plugin.processing.job_algorithm import JobAlgorithm
 
 
+def _write_card_only_model(path) -> None:
+    """A model file holding a card and no tensor (enough for the dialogs' checks)."""
+    card = {"format": "dltrainer-model", "format_version": 1, "task": "grid",
+            "classes": [{"id": 1, "name": "a", "color": "#ff0000"}], "num_outputs": 2,
+            "bands": 3, "mean": [0.0] * 3, "std": [1.0] * 3, "nodata": None}
+    header = json.dumps({"__metadata__": {"format": "dltrainer-model", "format_version": "1",
+                                          "card": json.dumps(card)}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+
+
 @pytest.mark.parametrize("job_cls", [TrainGridModelJob, ClassifyGridJob,
                                      TrainChipClassifierJob, ClassifyChipsJob])
 def test_dialog_builds_the_processing_job_and_explains_what_blocks_ok(qgis_processing, job_cls,
@@ -31,7 +43,7 @@ def test_dialog_builds_the_processing_job_and_explains_what_blocks_ok(qgis_proce
     folder = tmp_path / "chips"
     folder.mkdir()
     model = tmp_path / "m.dltmodel.safetensors"
-    model.write_bytes(b"x")
+    _write_card_only_model(model)
     raster = tmp_path / "r.tif"
     raster.write_bytes(b"x")
     project = tmp_path / "p.gpkg"
