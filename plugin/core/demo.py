@@ -87,7 +87,8 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 
         output_vector=str(output / "polygons.gpkg"), min_area=1.0), "4/4 classify")
     from .classification.demo import run_classifier_demo
 
-    classifiers = run_classifier_demo(output, project, scene.raster, run)
+    classifiers = run_classifier_demo(output, project, scene.raster, run,
+                                      epochs=max(2, epochs // 2))
     return {**classifiers, "output_folder": str(output), "sample_raster": str(scene.raster),
             "labeling_project": str(project),
             "label_rasters": labels["label_rasters"],
