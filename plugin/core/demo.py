@@ -48,7 +48,8 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 
 
     A labeling project is made from the sample's labels (as `dltrainer:importlabels` does), label
     rasters are built, a small U-Net is trained (GPU when there is one) and the sample is
-    classified into a class raster, probabilities and polygons.
+    classified into a class raster, probabilities and polygons; then a grid model and a chip
+    classifier are trained on the same project and applied (``classification/demo.py``).
     """
     from .basic_jobs import EnvironmentReportJob
     from .labeling.jobs import BuildLabelRastersJob
