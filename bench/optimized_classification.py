@@ -9,9 +9,9 @@ The scene: ``make_grid_scene`` (one raster, ``cells × cells`` cells of ``cell``
 engine; the pixel model is a U-Net of ``--encoder`` with random weights written as a model
 file (the forward pass costs the same whatever its weights; pass ``--pixel-model`` to use a
 trained one). Both runs use the same tiles (``--tile``, default the grid cell size: a tile is
-skipped only when no cell it covers is flagged). Printed side by side: seconds of the plain and the optimized run (grid model
-included), their ratio (speed-up), the share of cells skipped, and the share of the true
-feature cells and feature pixels the grid model kept.
+skipped only when no cell it covers is flagged). Printed side by side: seconds of the plain and
+the optimized run (grid model included), their ratio (speed-up), the share of cells skipped, and
+the share of the true feature cells and feature pixels the grid model kept.
 """
 
 from __future__ import annotations
