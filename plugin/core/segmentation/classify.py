@@ -640,6 +640,10 @@ def classify_pixels(job, ctx: JobContext) -> dict:
         ctx.log(f"Optimized classification: {optimized['grid_cells_skipped_share']:.0%} of the "
                 f"grid cells skipped, {optimized['tiles_skipped']} of {stats['tiles']} tiles not "
                 f"run, about {optimized['seconds_saved']:g} s saved.")
+        if not optimized["tiles_skipped"] and cells.share_skipped > 0:
+            ctx.log(f"Every tile holds a flagged grid cell, so none was skipped: use tiles of "
+                    f"the grid size (TILE_SIZE {cells.size}) or a higher GRID_THRESHOLD.",
+                    "warning")
     return {**optimized, "output": str(out_path),
             "output_probabilities": str(prob_path) if prob_path else None,
             "output_vector": str(vec_path) if vec_path else None, "polygons": n_polygons,
