@@ -91,7 +91,7 @@ def main() -> None:
           f"{args.epochs} epochs")
     for name, value, base_name, base in rows:
         tail = f"   vs {base_name} {base:.3f}   ratio {value / base:.2f}" if base_name else ""
-        print(f"{name:<44}{value:.3f}{tail}")
+        print(f"{name:<46} {value:.3f}{tail}")
 
 
 if __name__ == "__main__":
