@@ -354,3 +354,28 @@ def test_qgis_process_writes_relative_outputs_in_the_callers_folder(tmp_path, ma
     assert answer["results"]["OUTPUT"] == str(work / "rel_out.tif")
     assert not answer["results"].get("OUTPUT_PROBABILITIES")  # optional: skipped by default
     shutil.rmtree(tmp_path / "home", ignore_errors=True)
+
+
+def test_classifier_algorithms_run_from_paths(processing_run, tmp_path):
+    """traingridmodel → classifygrid and trainchipclassifier → classifychips with the paths and
+    a tiny network (every other parameter at its default)."""
+    from plugin.core.classification.synthetic import make_chip_folder, make_grid_scene
+
+    scene = make_grid_scene(tmp_path / "scene", cells=4, cell=32, feature_share=0.6)
+    grid = processing_run("dltrainer:traingridmodel", {
+        "PROJECT": str(scene.project), "ARCHITECTURE": "resnet18", "GRID_SIZE": 32,
+        "EPOCHS": 1, "OUTPUT_MODEL": str(tmp_path / "grid.dltmodel.safetensors")})
+    assert grid["task"] == "grid" and Path(grid["output_model"]).is_file()
+    cells = processing_run("dltrainer:classifygrid", {
+        "INPUT": str(scene.raster), "MODEL": grid["output_model"],
+        "OUTPUT": str(tmp_path / "cells.gpkg")})
+    assert cells["cells_classified"] == 16 and Path(cells["output"]).is_file()
+    make_chip_folder(tmp_path / "chips", "imagefolder", per_class=6, size=16)
+    chips = processing_run("dltrainer:trainchipclassifier", {
+        "INPUT": str(tmp_path / "chips"), "ARCHITECTURE": "resnet18", "EPOCHS": 1,
+        "OUTPUT_MODEL": str(tmp_path / "chips.dltmodel.safetensors")})
+    assert chips["task"] == "chip_classification" and chips["test"]["count"] == 6
+    out = processing_run("dltrainer:classifychips", {
+        "INPUT": str(tmp_path / "chips"), "MODEL": chips["output_model"],
+        "OUTPUT": str(tmp_path / "chips.csv")})
+    assert out["chips"] == 18 and Path(out["output"]).read_text().startswith("chip,class,score")

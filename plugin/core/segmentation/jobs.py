@@ -270,6 +270,14 @@ class ClassifyPixelsJob(Job):
                           minimum=0, maximum=8192, advanced=True,
                           help="Edge of the square tiles the raster is cut into; a multiple of "
                                "32.")
+    grid_model: str = spec("", "GRID_MODEL", "Grid model (optimized classification)",
+                           "model_in", optional=True, file_filter=_MODEL_FILTER,
+                           help="Optional: only the grid cells this grid model flags are "
+                                "classified; the others come out as background.")
+    grid_threshold: float = spec(0.0, "GRID_THRESHOLD", "Grid model threshold (0 = tuned)",
+                                 "float", minimum=0.0, maximum=1.0, advanced=True,
+                                 help="A cell is classified when a class's grid score reaches "
+                                      "this; 0 uses the grid model's tuned thresholds.")
     engine: str = spec("auto", "ENGINE", "Inference engine", "enum",
                        choices=("auto", "torch", "onnxruntime"), advanced=True,
                        choice_labels=("Automatic", "PyTorch", "ONNX Runtime"),
@@ -294,6 +302,8 @@ class ClassifyPixelsJob(Job):
             out.append(f"The model {self.model} does not exist: check MODEL.")
         if not self.output:
             out.append("Output class raster (OUTPUT) is required: choose a file name.")
+        if self.grid_model and not Path(self.grid_model).is_file():
+            out.append(f"The grid model {self.grid_model} does not exist: check GRID_MODEL.")
         out += patch_size_problem(self.tile_size, "Tile size", "TILE_SIZE")
         return out
 
