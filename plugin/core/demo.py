@@ -49,8 +49,10 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 
 
     A labeling project is made from the sample's labels (as `dltrainer:importlabels` does), label
     rasters are built, a small U-Net is trained (GPU when there is one) and the sample is
-    classified into a class raster, probabilities and polygons. Then a light detector is trained
-    on a synthetic object scene and Detect Objects writes the boxes it finds on a third one.
+    classified into a class raster, probabilities and polygons; then a grid model and a chip
+    classifier are trained on the same project and applied (``classification/demo.py``), and a
+    light detector is trained on a synthetic object scene and Detect Objects writes the boxes it
+    finds on a third one.
     """
     from .basic_jobs import EnvironmentReportJob
     from .labeling.jobs import BuildLabelRastersJob
@@ -87,8 +89,13 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 
         input=str(scene.raster), model=train.output_model, output=str(output / "classes.tif"),
         output_probabilities=str(output / "probabilities.tif"),
         output_vector=str(output / "polygons.gpkg"), min_area=1.0), "4/4 classify")
+    from .classification.demo import run_classifier_demo
+
+    classifiers = run_classifier_demo(output, project, scene.raster, run,
+                                      epochs=max(2, epochs // 2))
     detection = demo_detection(output / "detection", run, detector_epochs)
-    return {**detection, "output_folder": str(output), "sample_raster": str(scene.raster),
+    return {**classifiers, **detection, "output_folder": str(output),
+            "sample_raster": str(scene.raster),
             "labeling_project": str(project),
             "label_rasters": labels["label_rasters"],
             "model": train.output_model, "last_model": train.output_last_model,
@@ -117,11 +124,11 @@ def demo_detection(folder: Path, run, epochs: int) -> dict:
         project=str(project), architecture="fcos_resnet18", patch_size=64, epochs=epochs,
         steps_per_epoch=10, batch_size=4, learning_rate=0.001, augment_scale=False,
         background_patch_ratio=0.0, output_model=str(folder / "detector.dltmodel.safetensors"))
-    trained = run(train, "5/6 train object detection")
+    trained = run(train, "detection 1/2: train object detection")
     found = run(DetectObjectsJob(input=str(new_scene.raster), model=train.output_model,
                                  output=str(folder / "found.gpkg"),
                                  output_points=str(folder / "found_centres.gpkg")),
-                "6/6 detect objects")
+                "detection 2/2: detect objects")
     return {"detector": train.output_model, "detector_report": trained.get("report"),
             "detector_metrics": {k: v for k, v in (trained.get("metrics") or {}).items()
                                  if k.startswith("val_")},
