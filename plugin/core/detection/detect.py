@@ -137,15 +137,17 @@ def detect_raster(src, detector, fill: list[float], tile: int, overlap: int, bat
     fill_a = np.asarray(fill, np.float32)[:, None, None]
     boxes, scores, labels, tiles = [], [], [], []
     total, done, forward_s = len(rows) * len(cols), 0, 0.0
-    for group in _prefetch(_batches(_read_tiles(src, rows, cols, th, tw, fill_a), batch)):
+    reader = ((ri, c0, data, valid, bool(valid.any()))     # (…, holds valid pixels)
+              for ri, c0, data, valid in _read_tiles(src, rows, cols, th, tw, fill_a))
+    for group in _prefetch(_batches(reader, batch)):
         if cancelled():
             raise JobCancelled()
-        work = [it for it in group if it[3].any()]
+        work = [it for it in group if it[4]]
         if work:
             t0 = time.perf_counter()
             found = detector(np.stack([it[2] for it in work]))
             forward_s += time.perf_counter() - t0
-            for (ri, c0, _, valid), (b, s, lab) in zip(work, found):
+            for (ri, c0, _, valid, _work), (b, s, lab) in zip(work, found):
                 r0 = rows[ri]
                 keep = _inside_tile(b, r0, c0, th, tw, H, W) & _valid_centre(b, valid)
                 b = b[keep].astype(np.float64)

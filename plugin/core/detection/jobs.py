@@ -16,7 +16,6 @@ from ..segmentation.jobs import (
     DEVICE_LABELS,
     DEVICES,
     PATCH_MULTIPLE,
-    _device_problem,
     nearest_patch_size,
 )
 
@@ -138,7 +137,6 @@ class TrainObjectDetectionJob(Job):
         if self.init_model and self.resume_from:
             out.append("Fine-tune (INIT_MODEL) and resume (RESUME_FROM) exclude each other: "
                        "clear one.")
-        out += _device_problem(self.device)
         return out
 
     def resolved_log_folder(self) -> str:
@@ -225,7 +223,6 @@ class DetectObjectsJob(Job):
                 read_model_card(self.model, TASK)
             except UserError as exc:
                 out.append(str(exc))
-        out += _device_problem(self.device)
         return out
 
     def run(self, ctx: JobContext) -> dict:
