@@ -29,6 +29,15 @@ DEVICE_LABELS = {"auto": "Automatic (first GPU if available)", "cpu": "CPU",
 TILE_SIZE_LABEL = "Tile size (px, 0 = automatic: the model's patch size, at least 256)"
 
 
+def _device_problem(device: str) -> list[str]:
+    """A sentence when ``device`` is not auto, cpu, cuda or cuda:N (jobs whose DEVICE is not
+    an enum still call this)."""
+    d = (device or "auto").strip().lower()
+    if d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit()):
+        return []
+    return [f"Device (DEVICE) is {device!r}: use auto, cpu, cuda or cuda:N."]
+
+
 def model_file_name(path: str) -> str:
     """``path`` ending in ``.dltmodel.safetensors``: a word suffix is replaced (``best.model``
     → ``best.dltmodel.safetensors``), other names get it appended (``run.v2`` → ``run.v2.
