@@ -5,16 +5,23 @@ Nothing heavy at import time: the engine modules (torch, rasterio, smp) are impo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
 
-ARCHITECTURES = ("unetplusplus", "unet", "deeplabv3plus")
-ARCHITECTURE_LABELS = {"unetplusplus": "U-Net++", "unet": "U-Net", "deeplabv3plus": "DeepLabV3+"}
-ENCODERS = ("resnet34", "resnet18", "resnet50", "efficientnet-b0", "mobilenet_v2")
+ARCHITECTURES = ("auto", "unetplusplus", "unet", "deeplabv3plus")
+ARCHITECTURE_LABELS = {"auto": "Automatic (U-Net on CPU, U-Net++ on GPU)",
+                       "unetplusplus": "U-Net++", "unet": "U-Net", "deeplabv3plus": "DeepLabV3+"}
+ENCODERS = ("auto", "resnet34", "resnet18", "resnet50", "efficientnet-b0", "mobilenet_v2")
 ENCODER_WEIGHTS = ("none", "imagenet")
+LOSSES = ("ce_dice", "ce", "focal", "tversky")
+LOSS_LABELS = {"ce_dice": "Cross-entropy + Dice", "ce": "Cross-entropy", "focal": "Focal",
+               "tversky": "Tversky"}
+UNLABELLED = ("background", "unknown")
+MIN_STEPS = 300    # fewer optimiser steps than this get a warning before training
 PATCH_MULTIPLE = 32
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
@@ -24,6 +31,23 @@ _RASTER_FILTER = "GeoTIFF (*.tif *.tiff)"
 def nearest_patch_size(value: int) -> int:
     """The multiple of 32 nearest to ``value`` (at least 32)."""
     return max(PATCH_MULTIPLE, int(round(value / PATCH_MULTIPLE)) * PATCH_MULTIPLE)
+
+
+MIN_STEPS_PER_EPOCH = 20
+
+
+def training_length(job, train_area_px: float) -> tuple[int, int, str]:
+    """(batches per epoch, total optimiser steps, warning or "") of ``job`` for a training area
+    of ``train_area_px`` pixels. STEPS_PER_EPOCH 0 (automatic): random windows covering the
+    training area about twice, at least MIN_STEPS_PER_EPOCH batches; MAX_PATCHES caps it."""
+    per_epoch = job.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(
+        2 * train_area_px / job.patch_size ** 2 / max(job.batch_size, 1)))
+    if job.max_patches:
+        per_epoch = min(per_epoch, max(1, math.ceil(job.max_patches / job.batch_size)))
+    total = per_epoch * job.epochs
+    warning = (f"Only {total} training steps: models usually need a few hundred (raise EPOCHS "
+               "or STEPS_PER_EPOCH)." if total < MIN_STEPS else "")
+    return per_epoch, total, warning
 
 
 def _device_problem(device: str) -> list[str]:
@@ -64,22 +88,31 @@ class TrainPixelSegmentationJob(Job):
                         help="The labeling project (GeoPackage) with the training rasters and "
                              "their labels, or a folder of chips exported in the segmentation "
                              "format.", file_filter=_PROJECT_FILTER)
-    architecture: str = spec("unetplusplus", "ARCHITECTURE", "Model architecture", "enum",
+    architecture: str = spec("auto", "ARCHITECTURE", "Model architecture", "enum",
                              choices=ARCHITECTURES,
-                             help="U-Net++ (default), U-Net or DeepLabV3+.")
-    encoder: str = spec("resnet34", "ENCODER", "Encoder (backbone)", "enum", choices=ENCODERS,
+                             help="auto: U-Net on the CPU (about 3 × cheaper per step), U-Net++ "
+                                  "on a GPU; or U-Net++, U-Net, DeepLabV3+.")
+    encoder: str = spec("auto", "ENCODER", "Encoder (backbone)", "enum", choices=ENCODERS,
                         help="The network that extracts features; larger encoders learn more "
-                             "but train slower.")
+                             "but train slower. auto: ResNet-18 on the CPU, ResNet-34 on a "
+                             "GPU.")
     encoder_weights: str = spec("none", "ENCODER_WEIGHTS", "Encoder weights", "enum",
                                 choices=ENCODER_WEIGHTS,
                                 help="'imagenet' starts from weights pre-trained on ImageNet "
                                      "(downloaded once; needs internet), 'none' from random "
                                      "weights.")
+    encoder_weights_file: str = spec("", "ENCODER_WEIGHTS_FILE", "Encoder weights file",
+                                     "file_in", optional=True, advanced=True,
+                                     file_filter="Weights (*.pth *.pt *.bin *.safetensors)",
+                                     help="Pre-trained encoder weights from a local file (a "
+                                          "timm or torchvision checkpoint of the same encoder),"
+                                          " for computers without internet; overrides Encoder "
+                                          "weights.")
     init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
                            optional=True, file_filter=_MODEL_FILTER,
                            help="An existing pixel segmentation model to fine-tune; its "
                                 "architecture, encoder and normalisation are used.")
-    patch_size: int = spec(256, "PATCH_SIZE", "Patch size (px)", "int", minimum=32,
+    patch_size: int = spec(128, "PATCH_SIZE", "Patch size (px)", "int", minimum=32,
                            maximum=4096,
                            help="Edge of the square patches the model learns from; a multiple "
                                 "of 32, smaller than the rasters.")
@@ -122,15 +155,26 @@ class TrainPixelSegmentationJob(Job):
                                    minimum=0, maximum=10,
                                    help="Rare-class sampling weight at the start of training "
                                         "(useful range 1–6; 2–3 when features are sparse).")
+    loss: str = spec("ce_dice", "LOSS", "Loss", "enum", choices=LOSSES,
+                     help="ce_dice: cross-entropy + Dice (default; good on sparse features), "
+                          "ce: cross-entropy, focal: focal loss, tversky: Tversky loss "
+                          "(α 0.3, β 0.7: misses cost more than false alarms).")
+    unlabelled_pixels: str = spec("background", "UNLABELLED_PIXELS", "Unlabelled pixels",
+                                  "enum", choices=UNLABELLED,
+                                  help="background: every pixel without a label is learnt as "
+                                       "background (labels cover the features completely); "
+                                       "unknown: only labelled pixels are learnt (sparse "
+                                       "labels such as land-cover polygons).")
     loss_weight: float = spec(0.0, "LOSS_WEIGHT", "Loss weight", "float", minimum=0, maximum=1,
                               help="0 treats feature and background pixels equally; higher "
                                    "values weigh feature pixels more in the loss.")
     patience: int = spec(0, "PATIENCE", "Early stopping patience (epochs, 0 = off)", "int",
                          minimum=0, advanced=True)
-    steps_per_epoch: int = spec(0, "STEPS_PER_EPOCH", "Batches per epoch (0 = one pass)",
+    steps_per_epoch: int = spec(0, "STEPS_PER_EPOCH", "Batches per epoch (0 = automatic)",
                                 "int", minimum=0, advanced=True,
-                                help="0: one pass over the training patches per epoch; more "
-                                     "batches than that draw patches again (small data sets).")
+                                help="Each epoch draws this many batches of new random windows "
+                                     "(half centred on labelled pixels). 0: enough for about "
+                                     "two passes over the training area, at least 20.")
     max_patches: int = spec(0, "MAX_PATCHES", "Max training patches per epoch (0 = all)", "int",
                             minimum=0, advanced=True)
     num_workers: int = spec(-1, "NUM_WORKERS", "Data loader workers (-1 = automatic)", "int",
@@ -143,7 +187,8 @@ class TrainPixelSegmentationJob(Job):
                        help="auto, cpu, cuda or cuda:N.")
     output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
                              file_filter=_MODEL_FILTER,
-                             help="The model with the lowest validation loss.")
+                             help="The model with the best validation IoU of the feature "
+                                  "classes (without validation: the last model).")
     output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
                                   optional=True, file_filter=_MODEL_FILTER,
                                   help="The model after the last epoch (to resume from).")
@@ -177,6 +222,9 @@ class TrainPixelSegmentationJob(Job):
         if self.init_model and self.resume_from:
             out.append("Fine-tune (INIT_MODEL) and resume (RESUME_FROM) exclude each other: "
                        "clear one.")
+        if self.encoder_weights_file and not Path(self.encoder_weights_file).is_file():
+            out.append(f"The encoder weights file {self.encoder_weights_file} does not exist: "
+                       "check ENCODER_WEIGHTS_FILE.")
         if self.architecture == "deeplabv3plus" and self.batch_size < 2:
             out.append("DeepLabV3+ needs at least 2 patches per batch (BATCH_SIZE): use 2 or "
                        "more.")
@@ -231,7 +279,11 @@ class ClassifyPixelsJob(Job):
                      help="Averages 8 turned/flipped predictions: better, 8 × slower.")
     batch_size: int = spec(4, "BATCH_SIZE", "Tiles per batch", "int", minimum=1, maximum=1024)
     tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = model's patch size)", "int",
-                          minimum=0, maximum=8192, advanced=True)
+                          minimum=0, maximum=8192, advanced=True,
+                          help="Pixels per forward pass: tiles of this size are predicted as "
+                               "windows of the model's patch size (the size it learnt on), so "
+                               "the answer does not depend on it; larger tiles only use more "
+                               "memory per batch.")
     engine: str = spec("auto", "ENGINE", "Inference engine", "enum",
                        choices=("auto", "torch", "onnxruntime"), advanced=True,
                        help="auto: onnxruntime on the CPU when installed (faster there), torch "

@@ -68,7 +68,8 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
     log_folder = log_folder_of(job)
     log_folder.mkdir(parents=True, exist_ok=True)
     device = runtime.resolve_device(job.device)
-    ctx.log(f"Training on {device}; logs in {log_folder}")
+    threads = runtime.limit_threads(runtime.num_workers(getattr(job, "num_workers", -1), device))
+    ctx.log(f"Training on {device} ({threads} CPU thread(s)); logs in {log_folder}")
 
     # -- 1. data, network, optimiser, resume state
     start_from = job.resume_from or job.init_model
