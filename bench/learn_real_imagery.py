@@ -84,7 +84,18 @@ def _train_and_classify(project: str, right: Path, folder: Path, args, **kw) -> 
             params[name] = value
     job = TrainPixelSegmentationJob(**params)
     t0 = time.monotonic()
-    result = job.run(RecordingContext())
+
+    class Printing(RecordingContext):
+        def emit(self, event: dict) -> None:
+            if event["event"] == "progress" and event["phase"] == "epoch":
+                m = event["metrics"]
+                print(f"    {event['message']}: loss {m.get('train_loss', 0):.3f}, val "
+                      f"feature IoU {m.get('val_feature_iou', float('nan')):.3f}, "
+                      f"{time.monotonic() - t0:.0f} s", flush=True)
+            elif event["event"] == "log" and event["level"] == "warning":
+                print("    warning:", event["message"], flush=True)
+
+    result = job.run(Printing())
     print(f"  trained {result['architecture']}/{result['encoder']}: {result['epochs_run']} "
           f"epochs, {result['steps']} steps in {time.monotonic() - t0:.0f} s, best epoch "
           f"{result['best_epoch']} ({result['best_metric']} {result['best_score']})")

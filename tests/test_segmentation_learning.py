@@ -145,3 +145,37 @@ def test_training_length_is_known_up_front():
     short = TrainPixelSegmentationJob(epochs=2, steps_per_epoch=10)
     assert training_length(short, 1e6)[1] == 20 < MIN_STEPS
     assert "few hundred" in training_length(short, 1e6)[2]
+
+
+def test_tile_size_does_not_change_the_answer_and_without_validation_the_last_model_is_kept(
+        tmp_path, monkeypatch):
+    """Cause 8: a model trained on 32 px patches answers the same with TILE_SIZE 0 (its patch
+    size), 32 and 256 (the old default). Cause 5: without validation the last epoch's model is the
+    output model."""
+    import rasterio
+    from test_segmentation_train import scene_project
+
+    from plugin.core.jobs import RecordingContext
+    from plugin.core.segmentation.jobs import ClassifyPixelsJob, TrainPixelSegmentationJob
+    from plugin.core.segmentation.modelfile import read_card
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    scene, project = scene_project(tmp_path, size=96)
+    model = tmp_path / "m.dltmodel.safetensors"
+    job = TrainPixelSegmentationJob(project=project, patch_size=32, epochs=2,
+                                    steps_per_epoch=3, batch_size=4, split=100, device="cpu",
+                                    num_workers=0, output_model=str(model))
+    ctx = RecordingContext()
+    result = job.run(ctx)
+    assert result["best_epoch"] == 2 == result["epochs_run"]
+    assert read_card(model)["state"]["epoch"] == 2
+    assert any("last model is kept" in e.get("message", "") for e in ctx.events)
+    assert any("Only 6 training steps" in e.get("message", "") for e in ctx.events)
+    answers = []
+    for tile in (0, 32, 256):
+        out = tmp_path / f"c{tile}.tif"
+        ClassifyPixelsJob(input=str(scene.raster), model=str(model), output=str(out),
+                          tile_size=tile, device="cpu").run(RecordingContext())
+        with rasterio.open(out) as ds:
+            answers.append(ds.read(1))
+    assert min((a == answers[0]).mean() for a in answers) > 0.999

@@ -210,8 +210,11 @@ def _read_tiles(src, rows: list[int], cols: list[int], th: int, tw: int,
             win = Window(c0, r0, w, h)
             data = src.read(window=win)
             valid = valid_mask(src, data, win)
+            band_nodata = (data == src.nodata) if src.nodata is not None else None
             data = data.astype(np.float32)
             np.copyto(data, fill, where=~valid[None])
+            if band_nodata is not None:   # one band's nodata: that band's mean, as in training
+                np.copyto(data, np.broadcast_to(fill, data.shape), where=band_nodata)
             if data.dtype.kind == "f" and not np.isfinite(data).all():
                 np.copyto(data, np.broadcast_to(fill, data.shape), where=~np.isfinite(data))
             if h < th or w < tw:
