@@ -1,6 +1,7 @@
 """``dltrain``: run Deep Learning Trainer jobs headless (in-process), e.g. on a GPU server.
 
     dltrain run JOB.json [--set name=value ...]   run a job file
+            [--processes N]                       ... in N processes (torch.distributed)
     dltrain template KIND [-o JOB.json]           write a job file with default settings
     dltrain kinds                                 list the job kinds
     dltrain env                                   print the environment report
@@ -15,6 +16,7 @@ import signal
 import sys
 import time
 
+from .core import distributed
 from .core.errors import JobCancelled, UserError
 from .core.jobs import Job, JobContext, job_class, job_classes
 
@@ -26,8 +28,11 @@ class ConsoleContext(JobContext):
         super().__init__()
         self.as_json = as_json
         self._last = 0.0
+        self.rank = distributed.rank()
 
     def emit(self, event: dict) -> None:
+        if self.rank and event.get("event") != "log":
+            return   # several processes: rank 0 reports progress
         if self.as_json:
             print(json.dumps(event), flush=True)
             return
@@ -61,15 +66,37 @@ def _parse_set(values: list[str]) -> dict:
     return out
 
 
+def _without_processes(argv: list[str]) -> list[str]:
+    """The command line without its --processes option (what each process runs)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--processes":
+            skip = True
+        elif not arg.startswith("--processes="):
+            out.append(arg)
+    return out
+
+
 def run_job(job: Job, as_json: bool = False) -> dict:
-    """Validate and run ``job`` in this process, Ctrl+C cancelling it at a safe point."""
-    job.validate()
+    """Validate and run ``job`` in this process, Ctrl+C cancelling it at a safe point.
+
+    Raises :class:`JobCancelled` (its ``result``: what the job kept) when it was cancelled, even
+    if the job itself returned normally after stopping early."""
+    job = job.with_absolute_paths()
     ctx = ConsoleContext(as_json)
     previous = signal.signal(signal.SIGINT, lambda *_: ctx.cancel())
     try:
-        return job.run(ctx)
+        result = job.execute(ctx)
     finally:
         signal.signal(signal.SIGINT, previous)
+        distributed.teardown()
+    if ctx.cancelled:
+        err = JobCancelled()
+        err.result = result  # type: ignore[attr-defined]
+        raise err
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="override a setting of the job (JSON value)")
     p_run.add_argument("--json", action="store_true", help="print events as JSON lines")
+    p_run.add_argument("--processes", type=int, default=0, metavar="N",
+                       help="run in N processes on this machine (torchrun; one per GPU on "
+                            "CUDA, gloo on the CPU); jobs that support it share the work")
     p_tpl = sub.add_parser("template", help="write a job file with default settings")
     p_tpl.add_argument("kind")
     p_tpl.add_argument("-o", "--output", help="file to write (default: stdout)")
@@ -112,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "env":
             job = job_class("environment_report")()
+        elif args.processes and not distributed.active():
+            Job.load(args.job_file).validate()   # bad input stops before N processes start
+            return distributed.launch(_without_processes(argv if argv is not None
+                                                         else sys.argv[1:]), args.processes)
         else:
             job = Job.load(args.job_file)
             if args.set:
@@ -124,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc.message}" + (f"\nfix: {exc.fix}" if exc.fix else ""), file=sys.stderr)
         return 2
-    except JobCancelled:
-        print("cancelled: finished work was kept", file=sys.stderr)
+    except JobCancelled as exc:
+        kept = getattr(exc, "result", None)
+        if kept:
+            print(json.dumps({"event": "cancelled", "result": kept}, default=str))
+        print("cancelled: stopped at your request; finished work was kept", file=sys.stderr)
         return 130
 
 

@@ -362,7 +362,8 @@ def test_dialog_validates_builds_the_job_and_shows_the_summary(qgis_app, tmp_pat
     ok = dlg.buttons.button(QDialogButtonBox.Ok)
     dlg.project_edit.setText(str(project))
     dlg.output_edit.setText("")
-    assert not ok.isEnabled() and "OUTPUT_FOLDER" in dlg.problem_label.text()
+    assert not ok.isEnabled() and "Output folder is required" in dlg.problem_label.text()
+    assert "OUTPUT_FOLDER" not in dlg.problem_label.text()  # the label, not the Processing name
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "x.txt").write_text("x")
@@ -415,7 +416,7 @@ def test_processing_algorithm_exports(qgis_processing, tmp_path: Path, scene_pro
         _, project = scene_project
         out = tmp_path / "proc"
         result = processing.run("dltrainer:exportchips", {
-            "PROJECT": str(project), "FORMAT": "coco", "PATCH_SIZE": 80,
+            "PROJECT": str(project), "FORMAT": "coco", "PATCH_SIZE": 96,
             "OUTPUT_FOLDER": str(out)})
         assert (out / "annotations" / "instances_train.json").is_file()
         assert result  # the algorithm returns the job's outputs

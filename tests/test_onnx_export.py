@@ -131,7 +131,9 @@ def test_unit_scale_refuses_models_not_trained_on_8bit_data(tmp_path):
     card = {"dtype": "uint16", "mean": [1500.0], "std": [400.0]}
     path = tmp_path / "u16.safetensors"     # the card alone is enough for the job's checks
     save_file({"w": np.zeros(1, np.float32)}, str(path), metadata={
-        "format": modelfile.FORMAT, "card": json.dumps({**card, "task": modelfile.TASK})})
+        "format": modelfile.FORMAT, "card": json.dumps({
+            **card, "task": modelfile.TASK, "bands": 1, "patch_size": 64,
+            "classes": [{"id": 0, "name": "background"}, {"id": 1, "name": "a"}]})})
     job = ExportOnnxJob(model=str(path), output=str(tmp_path / "m.onnx"))
     assert any("uint16" in p and "SCALE" in p for p in job.problems())
     job.scale = 65535.0

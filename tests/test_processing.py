@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from qgis.core import (
     QgsApplication,
+    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -118,7 +119,8 @@ class AllKindsJob(Job):
     count: int = spec(3, "COUNT", "Count", "int", minimum=1, maximum=9)
     rate: float = spec(0.5, "RATE", "Rate", "float", minimum=0, advanced=True)
     flag: bool = spec(True, "FLAG", "Flag", "bool")
-    mode: str = spec("fast", "MODE", "Mode", "enum", choices=("slow", "fast"))
+    mode: str = spec("fast", "MODE", "Mode", "enum", choices=("slow", "fast"),
+                     choice_labels=("Slow and careful", "Fast"))
     note: str = spec("", "NOTE", "Note", "str")
     image: str = spec("", "IMAGE", "Image", "raster_in")
     labels: str = spec("", "LABELS", "Labels", "vector_in", optional=True)
@@ -167,7 +169,8 @@ def test_parameters_follow_the_specs(qgis_processing):
     assert p["RATE"].flags() & QgsProcessingParameterDefinition.FlagAdvanced
     assert p["LABELS"].flags() & QgsProcessingParameterDefinition.FlagOptional
     assert not p["IMAGE"].flags() & QgsProcessingParameterDefinition.FlagOptional
-    assert p["MODE"].options() == ["slow", "fast"] and p["MODE"].defaultValue() == 1
+    assert p["MODE"].options() == ["Slow and careful", "Fast"]  # labels shown, not values
+    assert p["MODE"].defaultValue() == 1
     assert p["SOURCE_FOLDER"].behavior() == QgsProcessingParameterFile.Folder
     assert p["MODEL"].behavior() == QgsProcessingParameterFile.File
     assert p["MODEL"].fileFilter() == "Models (*.safetensors)"
@@ -197,6 +200,8 @@ def test_job_from_parameters_maps_values_back(qgis_processing, synthetic_scene, 
         extra={"a": [1]})
     assert job.labels.split("|")[0] == str(synthetic_scene.labels)
     assert alg.job_from_parameters(alg.parameters_from_job(job), context) == job
+    assert alg.job_from_parameters({"MODE": "slow and careful", "OUT_FILE": out},
+                                   context).mode == "slow"  # a label is accepted too
     # the choice itself is accepted for an enum; defaults fill what is not given
     job = alg.job_from_parameters({"MODE": "slow", "IMAGE": str(synthetic_scene.raster)},
                                   context)
@@ -217,8 +222,8 @@ def test_job_from_parameters_maps_values_back(qgis_processing, synthetic_scene, 
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 
 
-@pytest.mark.skipif(not Path(QGIS_PROCESS).exists(), reason="qgis_process is not installed")
-def test_qgis_process_runs_the_self_test(tmp_path):
+def deployed_env(tmp_path: Path) -> dict:
+    """Environment for qgis_process with the plugin deployed (linked) into a fresh profile."""
     home = tmp_path / "home"
     profiles = home / ".local/share/QGIS/QGIS3/profiles"
     env = {**os.environ, "HOME": str(home), "QGIS_PROFILES_DIR": str(profiles),
@@ -228,6 +233,13 @@ def test_qgis_process_runs_the_self_test(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     assert (profiles / "default/python/plugins/deep_learning_trainer/metadata.txt").exists()
+    return env
+
+
+@pytest.mark.skipif(not Path(QGIS_PROCESS).exists(), reason="qgis_process is not installed")
+def test_qgis_process_runs_the_self_test(tmp_path):
+    home = tmp_path / "home"
+    env = deployed_env(tmp_path)
     done = subprocess.run([QGIS_PROCESS, "--json", "run", "dltrainer:selftest", "--",
                            "STEPS=3", "DELAY=0"], env=env, capture_output=True, text=True,
                           timeout=180, cwd=tmp_path)
@@ -237,3 +249,107 @@ def test_qgis_process_runs_the_self_test(tmp_path):
     answer = json.loads(done.stdout[done.stdout.index("{"):])
     assert answer["results"]["completed"] == 3
     shutil.rmtree(home, ignore_errors=True)
+
+
+def test_classify_outputs_are_layers_qgis_loads_and_optional_ones_are_skipped(qgis_processing):
+    from qgis.core import (
+        QgsProcessingParameterRasterDestination,
+        QgsProcessingParameterVectorDestination,
+    )
+
+    alg = JobAlgorithm.for_kind("classify_pixels")
+    alg.initAlgorithm({})
+    p = {d.name(): d for d in alg.parameterDefinitions()}
+    assert isinstance(p["OUTPUT"], QgsProcessingParameterRasterDestination)
+    assert isinstance(p["OUTPUT_PROBABILITIES"], QgsProcessingParameterRasterDestination)
+    assert isinstance(p["OUTPUT_VECTOR"], QgsProcessingParameterVectorDestination)
+    assert p["OUTPUT"].createByDefault()
+    assert not p["OUTPUT_PROBABILITIES"].createByDefault()  # "skip" unless asked for
+    assert not p["OUTPUT_VECTOR"].createByDefault()
+    assert {o.name() for o in alg.outputDefinitions()} >= {"OUTPUT", "OUTPUT_VECTOR"}
+    assert p["DEVICE"].options()[:3] == ["Automatic (first GPU if available)", "CPU",
+                                         "CUDA (first GPU)"]
+    assert p["ENGINE"].options() == ["Automatic", "PyTorch", "ONNX Runtime"]
+    assert "0 = automatic" in p["TILE_SIZE"].description()
+    train = JobAlgorithm.for_kind("train_pixel_segmentation")
+    train.initAlgorithm({})
+    t = {d.name(): d for d in train.parameterDefinitions()}
+    assert t["ARCHITECTURE"].options() == ["U-Net++", "U-Net", "DeepLabV3+"]
+    assert t["ENCODER_WEIGHTS"].options() == ["None (random weights)", "ImageNet"]
+    assert t["SPLIT"].metadata() == {"widget_wrapper": {"decimals": 0}}
+    assert "manifest.json" in t["PROJECT"].fileFilter()
+
+
+def test_relative_paths_are_made_absolute_before_the_job_leaves(qgis_processing,
+                                                                synthetic_scene, tmp_path,
+                                                                monkeypatch):
+    import shutil as sh
+
+    monkeypatch.chdir(tmp_path)
+    sh.copy(synthetic_scene.raster, tmp_path / "rel_in.tif")
+    (tmp_path / "m.dltmodel.safetensors").write_bytes(b"x")
+    alg = JobAlgorithm.for_kind("classify_pixels")
+    job = alg.job_from_parameters({"INPUT": "rel_in.tif", "MODEL": "m.dltmodel.safetensors",
+                                   "OUTPUT": "rel_out.tif", "OUTPUT_VECTOR": "sub/p.gpkg"},
+                                  QgsProcessingContext())
+    assert job.input == str(tmp_path / "rel_in.tif")
+    assert job.model == str(tmp_path / "m.dltmodel.safetensors")
+    assert job.output == str(tmp_path / "rel_out.tif")
+    assert job.output_vector == str(tmp_path / "sub" / "p.gpkg")
+    assert job.output_probabilities == ""  # optional and not given: skipped
+    chips = tmp_path / "chips"
+    chips.mkdir()
+    (chips / "manifest.json").write_text("{}")
+    train = JobAlgorithm.for_kind("train_pixel_segmentation")
+    job = train.job_from_parameters({"PROJECT": "chips/manifest.json", "OUTPUT_MODEL": "m2",
+                                     "DEVICE": "cpu"}, QgsProcessingContext())
+    assert job.project == str(chips) and job.output_model == str(tmp_path / "m2")
+    assert job.device == "cpu"
+
+
+def test_algorithm_names_and_the_hidden_self_test(provider):
+    names = {a.id(): a for a in provider.algorithms()}
+    for alg in names.values():
+        words = [w for w in alg.displayName().replace("-", " ").split()
+                 if w not in ("from", "a", "to", "of", "the")]
+        assert all(w[0].isupper() or not w[0].isalpha() for w in words), alg.displayName()
+    hidden = QgsProcessingAlgorithm.FlagHideFromToolbox
+    assert names["dltrainer:selftest"].flags() & hidden
+    assert not names["dltrainer:classifypixels"].flags() & hidden
+
+
+@pytest.mark.skipif(not Path(QGIS_PROCESS).exists(), reason="qgis_process is not installed")
+def test_qgis_process_writes_relative_outputs_in_the_callers_folder(tmp_path, make_synthetic):
+    """``--OUTPUT=rel_out.tif`` lands in the caller's working directory (it used to be written
+    in the worker's temporary folder and deleted); relative INPUT and MODEL are found too."""
+    import json
+
+    import torch
+
+    from plugin.core.segmentation import modelfile
+    from plugin.core.segmentation.models import build_network
+
+    scene = make_synthetic("rel", size=64, bands=3, seed=1)
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(scene.raster, work / "rel_in.tif")
+    torch.manual_seed(0)
+    classes = [{"id": 0, "name": "background", "color": "#000000"},
+               {"id": 1, "name": "bright", "color": "#ff0000"}]
+    card = modelfile.make_card(architecture="unet", encoder="resnet18", classes=classes, bands=3,
+                               mean=[100.0] * 3, std=[50.0] * 3, nodata=None, patch_size=64,
+                               pixel_size=(0.5, 0.5), crs="EPSG:32631")
+    modelfile.save_model(work / "m.dltmodel.safetensors",
+                         build_network("unet", "resnet18", 3, 2), card)
+    env = deployed_env(tmp_path)
+    done = subprocess.run([QGIS_PROCESS, "--json", "run", "dltrainer:classifypixels",
+                           "--INPUT=rel_in.tif", "--MODEL=m.dltmodel.safetensors",
+                           "--OUTPUT=rel_out.tif", "--OUTPUT_VECTOR=out/rel.gpkg",
+                           "--DEVICE=cpu", "--TILE_SIZE=64"], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=work)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    answer = json.loads(done.stdout[done.stdout.index("{"):])
+    assert (work / "rel_out.tif").is_file() and (work / "out" / "rel.gpkg").is_file()
+    assert answer["results"]["OUTPUT"] == str(work / "rel_out.tif")
+    assert not answer["results"].get("OUTPUT_PROBABILITIES")  # optional: skipped by default
+    shutil.rmtree(tmp_path / "home", ignore_errors=True)

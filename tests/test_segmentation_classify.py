@@ -89,7 +89,8 @@ def test_polygons_with_class_names_area_and_minimum(tmp_path, model, scene):
 
     out, vec = tmp_path / "c.tif", tmp_path / "v.gpkg"
     result, _ = run(ClassifyPixelsJob(input=str(scene.raster), model=str(model), output=str(out),
-                                      output_vector=str(vec), tile_size=64, device="cpu"))
+                                      output_vector=str(vec), tile_size=64, device="cpu",
+                                      min_pixels=0))
     with rasterio.open(out) as ds:
         classes = ds.read(1)
     ds = ogr.Open(str(vec))
@@ -102,6 +103,14 @@ def test_polygons_with_class_names_area_and_minimum(tmp_path, model, scene):
         area = sum(a for c, _, a in feats if c == cid)
         assert area == pytest.approx((classes == cid).sum() * 0.25)
     ds = None
+    singles = sum(1 for *_, a in feats if a == pytest.approx(0.25))
+    assert singles  # one-pixel speckle, which the default minimum size (4 px) leaves out:
+    run(ClassifyPixelsJob(input=str(scene.raster), model=str(model), output=str(out),
+                          output_vector=str(vec), tile_size=64, device="cpu"))
+    kept_ds = ogr.Open(str(vec))
+    kept = [f.GetField("area") for f in kept_ds.GetLayer(0)]
+    kept_ds = None
+    assert kept and min(kept) >= 4 * 0.25 and len(kept) <= len(feats) - singles
     big = max(a for *_, a in feats)
     run(ClassifyPixelsJob(input=str(scene.raster), model=str(model), output=str(out),
                           output_vector=str(vec), min_area=big, tile_size=64, device="cpu"))

@@ -272,7 +272,7 @@ def test_ok_starts_training_and_opens_the_training_window(qgis_app, labeled, tmp
     dialog2.patch_spin.setValue(64)
     dialog2.output_edit.setText(str(tmp_path / "n.dltmodel.safetensors"))
     dialog2.accept()
-    assert len(plugin.started) == 2 and dialog2.window is None
+    assert len(plugin.started) == 2 and not dialog2.window.isVisible()  # kept for the menu
 
 
 # -- Training Model window -------------------------------------------------------------------------
@@ -343,10 +343,54 @@ def test_training_window_follows_the_events(qgis_app, tmp_path):
     window.cancel_button.click()
     assert task.cancel_calls == 1 and not window.cancel_button.isEnabled()
     task.cancelled.emit(None)
-    assert window.state == "cancelled" and "2 finished epoch(s)" in window.status_label.text()
+    assert window.state == "cancelled" and "2 finished epochs" in window.status_label.text()
     assert job.output_model in window.status_label.text()
     window.close()
     assert format_duration(3725) == "1:02:05" and format_duration(None) == "—"
+
+
+def test_loss_chart_uses_a_log_axis(qgis_app):
+    from plugin.gui.training_window import LossChart, log_ticks
+
+    assert log_ticks(0.03, 4.2) == [0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5]
+    assert log_ticks(0.31, 0.35) == [0.3, 0.4]  # within one mantissa step: 1–9 mantissas
+    assert log_ticks(1e-4, 1e3) == [1e-4, 1e-3, 0.01, 0.1, 1, 10, 100, 1000]
+    chart = LossChart()
+    chart.resize(400, 240)
+    chart.epochs = 10
+    for epoch, loss in enumerate([40.0, 0.5, 0.4, 0.35, 0.3], start=1):
+        chart.add(epoch, loss, loss * 1.1)
+    image = chart.grab().toImage()
+    assert chart.log_scale
+    # on a log axis epochs 2–5 (0.5 → 0.3) span a visible height: > 10 % of the plot
+    rows = [y for y in range(image.height()) for x in range(60, image.width(), 3)
+            if image.pixelColor(x, y).name() == "#1f77b4"]
+    assert max(rows) - min(rows) > 0.5 * image.height()
+    chart.add(6, 0.0, None)  # a zero loss: linear axis
+    chart.grab()
+    assert not chart.log_scale
+
+
+def test_training_window_offers_classify_after_cancel_and_reopens_from_the_menu(qgis_app,
+                                                                               tmp_path):
+    from plugin.gui.training_window import open_training_window
+
+    class Plugin:
+        iface, windows = None, {}
+
+    task = FakeTask()
+    model = tmp_path / "best.dltmodel.safetensors"
+    model.write_bytes(b"x")
+    window = TrainingWindow(task, TrainPixelSegmentationJob(epochs=5, output_model=str(model)),
+                            plugin=Plugin)
+    task.cancelled.emit({"output_model": str(model), "cancelled": True})
+    assert window.state == "cancelled"
+    assert window.classify_button.isVisibleTo(window) and window.best_model == str(model)
+    with pytest.raises(UserError, match="No training has run"):
+        open_training_window(Plugin)
+    Plugin.windows["training_window_1"] = window
+    assert open_training_window(Plugin) is window and window.isVisible()
+    window.close()
 
 
 def test_training_window_shows_failure_and_success(qgis_app):
@@ -431,13 +475,54 @@ def test_classify_dialog_shows_the_card_and_checks_bands_and_pixel_size(qgis_app
         tta=True, batch_size=4, device=dialog.job().device)
     dialog.set_input(str(write_raster(tmp_path / "two.tif", bands=2, pixel=2.0)))
     assert not dialog.ok_button.isEnabled()
-    assert "has 2 band(s) but the model was trained on 3" in dialog.reason_label.text()
+    assert "has 2 bands but the model was trained on 3" in dialog.reason_label.text()
     assert "far from the training pixel size (0.5)" in dialog.warnings()[0]
     dialog.set_input(str(write_raster(tmp_path / "coarse.tif", bands=3, pixel=2.0)))
     assert dialog.ok_button.isEnabled() and dialog.warning_label.text()
     dialog.model_edit.setText(str(image))
     assert not dialog.ok_button.isEnabled()
     assert "not a Deep Learning Trainer model file" in dialog.reason_label.text()
+
+
+def test_classify_reopened_on_the_raster_it_classified_last(qgis_app, tmp_path, monkeypatch):
+    """The remembered input is the layer the combo shows already (no layerChanged): it is read
+    all the same, Classify is enabled, and output names follow a newly chosen raster."""
+    from qgis.core import QgsRasterLayer
+
+    from plugin.gui import classify_pixels_dialog as cpd
+
+    model = write_fake_model(tmp_path / "m.dltmodel.safetensors", card())
+    image = write_raster(tmp_path / "image.tif")
+    project = QgsProject.instance()  # the layer combo lists this one's layers before QGIS 3.24
+    layer = QgsRasterLayer(str(image), "image")
+    project.addMapLayer(layer)
+    monkeypatch.setattr(cpd, "remembered_job", lambda key, default: ClassifyPixelsJob(
+        input=str(image), model=str(model), output=str(tmp_path / "old.tif")))
+    dialog = ClassifyPixelsDialog(None, remember=True, project=project)
+    assert dialog.input_combo.currentLayer() is layer
+    assert dialog.input_info is not None and "GDAL cannot" not in dialog.input_label.text()
+    assert dialog.output_edit.text() == str(tmp_path / "image_classes.tif")
+    assert dialog.ok_button.isEnabled(), dialog.problems()
+    dialog.set_input(str(layer.source()))  # chosen again: still readable
+    assert dialog.ok_button.isEnabled(), dialog.problems()
+    other = write_raster(tmp_path / "other.tif")
+    dialog.set_input(str(other))
+    assert dialog.output_edit.text() == str(tmp_path / "other_classes.tif")
+    assert dialog.vector_edit.text() == str(tmp_path / "other_classes.gpkg")
+    dialog.output_edit.setText(str(tmp_path / "mine.tif"))  # typed by the user: kept
+    dialog.set_input(str(image))
+    assert dialog.output_edit.text() == str(tmp_path / "mine.tif")
+    assert dialog.min_area_spin.suffix() == " m²"
+    project.removeMapLayer(layer.id())
+
+
+def test_dialog_messages_use_field_labels(qgis_app, tmp_path):
+    dialog = ClassifyPixelsDialog(None, remember=False, project=QgsProject())
+    dialog.set_input(str(write_raster(tmp_path / "image.tif")))
+    dialog.output_edit.setText("")
+    text = " ".join(dialog.problems())
+    assert "Output class raster is required" in text
+    assert "(OUTPUT)" not in text and "OUTPUT" not in text.replace("Output", "")
 
 
 def test_outputs_are_added_in_the_model_colours(qgis_app, tmp_path):

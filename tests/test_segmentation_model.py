@@ -121,6 +121,27 @@ def test_optimizer_state_round_trip(tmp_path):
     assert not modelfile.load_optimizer(tmp_path / "other.safetensors", opt2)
 
 
+def test_model_files_get_the_mode_of_other_outputs(tmp_path):
+    """Model and optimizer files are 0644 under umask 022 like every other output (the
+    safetensors writer alone made them 0600)."""
+    import os
+    import stat
+
+    import torch
+
+    old = os.umask(0o022)
+    try:
+        net = torch.nn.Linear(3, 2)
+        opt = torch.optim.AdamW(net.parameters())
+        path = modelfile.optimizer_path(tmp_path / "last.safetensors")
+        modelfile.save_optimizer(tmp_path / "last.safetensors", opt)
+        (tmp_path / "other.tif").write_bytes(b"x")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+        assert stat.S_IMODE(os.stat(tmp_path / "other.tif").st_mode) == 0o644
+    finally:
+        os.umask(old)
+
+
 def test_job_specs_and_problems(tmp_path):
     kinds = job_classes()
     assert kinds["train_pixel_segmentation"] is TrainPixelSegmentationJob
@@ -146,7 +167,7 @@ def test_job_specs_and_problems(tmp_path):
     assert again == job
     assert again.resolved_log_folder() == str(tmp_path / "m_logs")
     c = ClassifyPixelsJob(input=str(project), model=str(project), output=str(project))
-    assert any("overwrite the input" in p for p in c.problems())
+    assert any("would be overwritten" in p for p in c.problems())
 
 
 def test_imagenet_weights_offline_is_a_user_error(monkeypatch):

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from qgis.core import Qgis, QgsApplication
+from qgis.core import Qgis, QgsApplication, QgsTask
 
 from plugin.core.basic_jobs import EnvironmentReportJob, SelfTestJob
 from plugin.gui.task import JobManager, JobTask, pump_until, wait_for
@@ -106,3 +106,78 @@ def test_environment_report_runs_in_a_python_without_torch(qgis_app):
     (_, report), = seen["outcomes"]
     assert report["executable"] == "/usr/bin/python3"
     assert report["libraries"]["torch"] is None and report["cuda_devices"] == []
+
+
+def test_overall_progress_only_goes_up_across_phases():
+    """Training phases (prepare, batch within epoch, epoch) add up to one rising percent."""
+    from plugin.core.progress import OverallProgress, for_job
+    from plugin.core.segmentation.jobs import TrainPixelSegmentationJob
+
+    tracker = for_job(TrainPixelSegmentationJob(epochs=3))
+    events = [("prepare", 0, 3, ""), ("raster", 1, 2, ""), ("prepare", 2, 3, ""),
+              ("batch", 1, 2, "epoch 1"), ("batch", 2, 2, "epoch 1"), ("epoch", 1, 3, ""),
+              ("batch", 1, 2, "epoch 2"), ("epoch", 2, 3, ""), ("batch", 2, 2, "epoch 3"),
+              ("epoch", 3, 3, "")]
+    values = [tracker.update({"event": "progress", "phase": p, "step": s, "total": t,
+                              "message": m}) for p, s, t, m in events]
+    assert values == sorted(values) and values[-1] == pytest.approx(100)
+    assert 5 < values[3] < values[4] <= values[5] < 50  # epoch 1 halfway, then done
+    raw = [100 * s / t for _p, s, t, _m in events]
+    assert raw != sorted(raw)  # what the task manager showed before: 0, 50, 67, 50, 100, 33…
+    plain = OverallProgress()  # no plan: each phase's share, never going down
+    assert [plain.update({"event": "progress", "phase": p, "step": s, "total": 4})
+            for p, s in (("a", 3), ("b", 1), ("b", 4))] == [75, 75, 100]
+    assert plain.update({"event": "log"}) is None
+
+
+def test_cancelled_task_is_not_reported_as_failed_by_qgis(qgis_app):
+    """A cancel the job honours ends the QgsTask as complete (QGIS says "Task failed" for a
+    terminated one); the outcome signal still says cancelled."""
+    jobs = JobManager()
+    task = jobs.start(SelfTestJob(steps=2000, delay=0.02), "Cancelled self-test")
+    statuses = []
+    task.statusChanged.connect(statuses.append)
+    assert pump_until(lambda: task.progress() > 0, 30)
+    task.cancel()
+    assert wait_for(task, 30) == "cancelled"
+    assert pump_until(lambda: QgsTask.Complete in statuses, 5)
+    assert QgsTask.Terminated not in statuses
+
+
+def test_finished_message_names_the_files_with_an_open_folder_button(qgis_app, tmp_path,
+                                                                     monkeypatch):
+    from qgis.gui import QgsMessageBar
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    from plugin.gui import messages
+
+    class Iface:
+        def __init__(self, bar) -> None:
+            self.bar = bar
+
+        def messageBar(self):  # noqa: N802
+            return self.bar
+
+    out = tmp_path / "out"
+    out.mkdir()
+    files = [out / "scene_classes.tif", out / "scene_classes.gpkg"]
+    for f in files:
+        f.write_bytes(b"x")
+    paths = messages.output_paths({"output": str(files[0]), "output_vector": str(files[1]),
+                                   "output_probabilities": "", "pixels": 4})
+    assert paths == [str(f) for f in files]
+    assert messages.output_paths({}, [("best_model", "/a/m"), ("best_model", "/a/m"),
+                                      ("report", "/a/r.md")]) == ["/a/m", "/a/r.md"]
+    iface = Iface(QgsMessageBar())
+    messages.show_outputs(iface, "Classifying scene.tif: finished.", paths)
+    item = iface.bar.currentItem()
+    assert "scene_classes.tif, scene_classes.gpkg" in item.text() and str(out) in item.text()
+    opened = []
+    monkeypatch.setattr("qgis.PyQt.QtGui.QDesktopServices.openUrl",
+                        lambda url: opened.append(url.toLocalFile()))
+    button = item.findChild(QPushButton, "open_folder_button")
+    assert button.text() == "Open folder"
+    button.click()
+    assert opened == [str(out)]
+    iface.bar.clearWidgets()
+    iface.bar.deleteLater()

@@ -95,3 +95,39 @@ def test_manager_opens_the_browser_when_ready_reuses_and_stops(qgis_app, tmp_pat
     assert other is not server and other.port != server.port
     manager.close()  # what plugin unload does with the windows it keeps
     assert not server.running and not other.running and manager.servers == {}
+
+
+def test_address_is_shown_and_a_missing_browser_is_said(qgis_app, qgis_iface, tmp_path,
+                                                        monkeypatch):
+    """No browser: the message bar still shows the address as a link, says the browser could
+    not be opened, and the Training Model window shows it too; the picker starts at the last
+    training's logs."""
+    from qgis.core import Qgis
+    from qgis.PyQt.QtWidgets import QFileDialog
+
+    from plugin.core.segmentation.jobs import TrainPixelSegmentationJob
+    from plugin.gui import tensorboard
+    from plugin.gui.tensorboard import TensorBoardManager
+    from plugin.gui.training_window import TrainingWindow
+
+    manager = TensorBoardManager(iface=qgis_iface, open_url=lambda url: False)
+    job = TrainPixelSegmentationJob(output_model=str(tmp_path / "m.dltmodel.safetensors"))
+    logdir = job.resolved_log_folder()
+    window = TrainingWindow(None, job)
+    window._watch(manager)
+    manager.servers[logdir] = object()  # a server that answered (no process needed here)
+    manager._browse_when_ready.add(logdir)
+    manager._on_ready(logdir, "http://127.0.0.1:6123/")
+    text = qgis_iface.messageBar().get_messages(Qgis.Warning)[-1]
+    assert '<a href="http://127.0.0.1:6123/">http://127.0.0.1:6123/</a>' in text
+    assert "no web browser could be opened" in text
+    assert "http://127.0.0.1:6123/" in window.tensorboard_label.text()
+    assert window.tensorboard_label.isVisibleTo(window)
+    manager.servers.clear()
+    tensorboard.remember_log_folder(logdir)
+    starts = []
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        staticmethod(lambda parent, title, start: starts.append(start) or ""))
+    tensorboard.open_tensorboard(type("P", (), {"iface": None, "windows": {}})())
+    assert starts == [logdir]
+    window.close()

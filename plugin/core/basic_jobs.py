@@ -16,7 +16,7 @@ class EnvironmentReportJob(Job):
     """Report Python, torch, CUDA devices and library versions of the ML environment."""
 
     kind = "environment_report"
-    title = "Environment report"
+    title = "Environment Report"
 
     def run(self, ctx: JobContext) -> dict:
         from .environment import report
@@ -33,7 +33,8 @@ class SelfTestJob(Job):
     """Counts steps with a pause: proves progress, cancel and crash handling of the runners."""
 
     kind = "self_test"
-    title = "Worker self-test"
+    title = "Worker Self-Test"
+    hidden = True  # a developer check: not in the Processing toolbox (qgis_process runs it)
 
     steps: int = spec(5, "STEPS", "Steps", "int", minimum=1, maximum=100000)
     delay: float = spec(0.05, "DELAY", "Seconds per step", "float", minimum=0, maximum=60)

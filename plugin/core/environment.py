@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import sys
 
@@ -50,11 +51,21 @@ def report() -> dict:
     }
 
 
+def gpu_driver_present() -> bool:
+    """False when this is Linux and neither an NVIDIA nor an AMD (ROCm) GPU driver is loaded, so
+    torch could not see a GPU; True otherwise (then torch decides)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/kfd")
+
+
 def resolve_device(requested: str = "auto") -> str:
     """A torch device string for the user's choice: 'auto', 'cpu', 'cuda' or 'cuda:N'."""
     from .errors import UserError
 
     requested = (requested or "auto").strip().lower()
+    if requested == "cpu" or (requested == "auto" and not gpu_driver_present()):
+        return "cpu"   # decided without importing torch (seconds and memory on CPU runs)
     import torch
 
     if requested == "auto":

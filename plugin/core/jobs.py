@@ -49,6 +49,9 @@ class Job:
 
     kind: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    #: ``(phase, weight)`` in run order: how phase events add up to one overall progress
+    #: (:mod:`.progress`); empty: each phase's own share.
+    progress_phases: ClassVar[tuple[tuple[str, float], ...]] = ()
 
     # -- behaviour -----------------------------------------------------------------------------
     def problems(self) -> list[str]:
@@ -56,12 +59,44 @@ class Job:
 
         Each is a sentence naming the problem and the fix. Subclasses extend this.
         """
+        from .outputs import output_problems
+
         out = []
         for f, ps in param_fields(type(self)):
             problem = check_value(ps, getattr(self, f.name))
             if problem:
                 out.append(problem)
-        return out
+        return out + output_problems(self)
+
+    def extra_outputs(self) -> list[tuple[str, str, bool]]:
+        """(label, path, is_folder) of outputs the job writes beyond its output fields (files
+        beside a model, a log folder): checked, locked and reported like the fields."""
+        return []
+
+    def with_absolute_paths(self, cwd: str | Path | None = None) -> Job:
+        """A copy with every path made absolute against ``cwd`` (default: the current folder);
+        call it before the job leaves the calling process."""
+        from .outputs import absolute_paths
+
+        return absolute_paths(self, cwd)
+
+    def execute(self, ctx: JobContext) -> dict:
+        """Validate, lock the outputs, run; file errors become :class:`UserError` naming the
+        file. Runners (worker, CLI) call this rather than :meth:`run`."""
+        from .outputs import OutputLocks, io_user_error, job_inputs, job_outputs
+
+        self.validate()
+        with OutputLocks(self):
+            try:
+                return self.run(ctx)
+            except (UserError, KeyboardInterrupt, MemoryError):
+                raise
+            except Exception as exc:
+                paths = [p for _, p, _ in job_outputs(self)] + [p for _, p in job_inputs(self)]
+                err = io_user_error(exc, paths)
+                if err is None:
+                    raise
+                raise err from exc
 
     def validate(self) -> None:
         """Raise :class:`UserError` listing every problem, if any."""

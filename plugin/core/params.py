@@ -15,7 +15,7 @@ from typing import Any
 # Kinds of parameter understood by the adapters (Processing, dialogs, CLI).
 KINDS = (
     "int", "float", "bool", "str", "enum",
-    "file_in", "file_out", "folder_in", "folder_out",
+    "file_in", "file_out", "folder_in", "folder_out", "raster_out", "vector_out",
     "raster_in", "vector_in", "raster_list", "vector_list", "project_in", "project_out",
     "model_in", "model_out",
     "str_list", "int_list", "float_list", "dict",
@@ -36,6 +36,20 @@ class ParamSpec:
     optional: bool = False
     advanced: bool = False
     file_filter: str = ""          # e.g. "GeoTIFF (*.tif *.tiff)"
+    choice_labels: tuple[str, ...] = ()  # for kind == "enum": what users see, by choice
+    decimals: int | None = None    # for kind == "float": decimals shown (Processing)
+
+    def choice_label(self, value: str) -> str:
+        """The label shown for enum ``value`` (the value itself when it has none)."""
+        labels = dict(zip(self.choices, self.choice_labels))
+        return labels.get(value, value)
+
+    def choice_for(self, text: str) -> str | None:
+        """The enum value ``text`` names (the value itself or its label, any case), or None."""
+        for value in self.choices:
+            if text.strip().lower() in (value.lower(), self.choice_label(value).lower()):
+                return value
+        return None
 
 
 def spec(
@@ -50,12 +64,21 @@ def spec(
     optional: bool = False,
     advanced: bool = False,
     file_filter: str = "",
+    choice_labels: Sequence[str] | dict[str, str] = (),
+    decimals: int | None = None,
 ) -> Any:
-    """A dataclass field carrying a :class:`ParamSpec` in its metadata."""
+    """A dataclass field carrying a :class:`ParamSpec` in its metadata.
+
+    ``choice_labels``: the labels users see for an enum's ``choices`` (a sequence in the same
+    order, or a mapping choice → label); ``decimals``: decimals Processing shows for a float.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown parameter kind {kind!r}")
+    if isinstance(choice_labels, dict):
+        choice_labels = [choice_labels.get(c, c) for c in choices]
     meta = {"param": ParamSpec(name, label, kind, help, tuple(choices), minimum, maximum,
-                               optional, advanced, file_filter)}
+                               optional, advanced, file_filter, tuple(choice_labels),
+                               decimals)}
     if isinstance(default, (list, dict, set)):
         value = default
         return field(default_factory=lambda: type(value)(value), metadata=meta)
@@ -70,7 +93,8 @@ def param_fields(job_cls: type) -> list[tuple[dataclasses.Field, ParamSpec]]:
 def check_value(spec_: ParamSpec, value: Any) -> str | None:
     """A problem with ``value`` for ``spec_`` (a sentence naming it and the fix), or None."""
     if value is None or value == "":
-        if spec_.optional or spec_.kind in ("str", "file_out", "model_out", "folder_out"):
+        if spec_.optional or spec_.kind in ("str", "file_out", "model_out", "folder_out",
+                                            "raster_out", "vector_out"):
             return None
         return f"{spec_.label} ({spec_.name}) is required: set a value."
     if spec_.kind == "enum" and spec_.choices and value not in spec_.choices:

@@ -38,7 +38,7 @@ class WorkerRun:
 
     def __init__(self, job: Job, python: str | None = None,
                  on_event: EventHandler | None = None, cancel_grace_s: float = 15.0) -> None:
-        self.job = job
+        self.job = job.with_absolute_paths()   # the worker runs in a temporary folder
         self.python = python or ml_python()
         self.on_event = on_event or (lambda event: None)
         self.cancel_grace_s = cancel_grace_s

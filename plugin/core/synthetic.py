@@ -130,6 +130,8 @@ def make_scene(folder: str | Path, size: int = 128, bands: int = 3, seed: int = 
     raster = folder / "scene.tif"
     profile = {"driver": "GTiff", "width": size, "height": size, "count": bands, "dtype": dtype,
                "crs": crs, "transform": transform, "nodata": out_nodata}
+    if bands != 3:   # GDAL would take the 4th band of a 4-band byte GeoTIFF as alpha (a mask)
+        profile["photometric"] = "MINISBLACK"
     with rasterio.open(raster, "w", **profile) as dst:
         dst.write(image)
     names = {cid: name for cid, name, _ in CLASSES}

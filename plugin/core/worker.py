@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(argv) != 1:
             raise UserError("The worker needs exactly one argument: the job file.")
         job = Job.load(argv[0])
-        job.validate()
-        result = job.run(ctx)
+        result = job.execute(ctx)
         if ctx.cancelled:
             ctx.emit({"event": "cancelled", "result": result})
         else:

@@ -36,6 +36,7 @@ from qgis.PyQt.QtWidgets import (
 from ..core.errors import UserError
 from ..core.segmentation.jobs import ARCHITECTURE_LABELS, ClassifyPixelsJob
 from ..core.segmentation.modelfile import read_model_card
+from ..core.wording import for_dialog, plural
 from . import messages, settings
 from .job_dialog_support import (
     browse_file,
@@ -57,6 +58,7 @@ MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensor
 RASTER_FILTER = "Rasters (*.tif *.tiff *.vrt *.img *.jp2 *.png);;All files (*)"
 #: Input pixel size / training pixel size beyond which (or below its inverse) a warning shows.
 PIXEL_SIZE_TOLERANCE = 1.5
+TILE_AUTO_TEXT = "automatic"
 
 
 def raster_info(path: str) -> dict | None:
@@ -72,7 +74,14 @@ def raster_info(path: str) -> dict | None:
         return None
     gt = ds.GetGeoTransform()
     info = {"bands": ds.RasterCount, "width": ds.RasterXSize, "height": ds.RasterYSize,
-            "pixel_size": (abs(gt[1]), abs(gt[5])) if gt else None, "crs": ds.GetProjection()}
+            "pixel_size": (abs(gt[1]), abs(gt[5])) if gt else None, "crs": ds.GetProjection(),
+            "unit": "", "area_unit": "map units"}
+    srs = ds.GetSpatialRef()
+    if srs is not None:
+        linear = {"metre": "m", "meter": "m", "foot": "ft", "us survey foot": "ft"}.get(
+            (srs.GetLinearUnitsName() or "").lower(), "map units")
+        # geographic: pixel sizes in degrees, polygon areas on the ellipsoid in m²
+        info["unit"], info["area_unit"] = ("°", "m") if srs.IsGeographic() else (linear, linear)
     ds = None
     return info
 
@@ -158,32 +167,51 @@ class ClassifyPixelsDialog(QDialog):
         self.vector_edit.setPlaceholderText("Class polygons (GeoPackage)")
         out.addRow(self.vector_check, file_row(self.vector_edit, lambda: browse_save_file(
             self, self.vector_edit, "Polygons", "GeoPackage (*.gpkg)", ".gpkg")))
+        self.min_pixels_spin = QSpinBox()
+        self.min_pixels_spin.setRange(0, 10**9)
+        self.min_pixels_spin.setSuffix(" px")
+        self.min_pixels_spin.setSpecialValueText("keep single pixels")
+        self.min_pixels_spin.setToolTip("Polygons of fewer pixels are left out (ENVI's aggregate "
+                                        "minimum size): removes the speckle of single pixels.")
+        out.addRow("Minimum polygon size", self.min_pixels_spin)
         self.min_area_spin = QDoubleSpinBox()
         self.min_area_spin.setRange(0, 1e12)
         self.min_area_spin.setDecimals(2)
-        self.min_area_spin.setToolTip("Polygons smaller than this (map units²) are left out.")
+        self.min_area_spin.setSpecialValueText("no limit")
+        self.min_area_spin.setToolTip("Polygons with a smaller area are left out (in the unit "
+                                      "shown; 0: no area limit).")
         out.addRow("Minimum polygon area", self.min_area_spin)
 
         run = QGroupBox("Processing")
         rf = QFormLayout(run)
-        self.overlap_spin = QDoubleSpinBox()
-        self.overlap_spin.setRange(0, 0.75)
-        self.overlap_spin.setSingleStep(0.05)
-        self.overlap_spin.setToolTip("Share of a tile that overlaps its neighbours; overlaps are "
-                                     "blended smoothly so no seams show.")
+        self.overlap_spin = QSpinBox()
+        self.overlap_spin.setRange(0, 75)
+        self.overlap_spin.setSingleStep(5)
+        self.overlap_spin.setSuffix(" %")
+        self.overlap_spin.setToolTip("Share of a tile (0–75 %) that overlaps its neighbours; "
+                                     "overlaps are blended smoothly so no seams show.")
         rf.addRow("Tile overlap", self.overlap_spin)
         self.tta_check = QCheckBox("Test-time augmentation (8 rotations and flips: better, "
                                    "8 × slower)")
         rf.addRow("", self.tta_check)
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 1024)
+        self.batch_spin.setSuffix(" tiles")
+        self.batch_spin.setToolTip("Tiles the model classifies at once; more is faster on a GPU "
+                                   "and needs more memory.")
         rf.addRow("Tiles per batch", self.batch_spin)
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 8192)
         self.tile_spin.setSingleStep(32)
-        self.tile_spin.setSpecialValueText("model's patch size")
+        self.tile_spin.setSuffix(" px")
+        self.tile_spin.setSpecialValueText(TILE_AUTO_TEXT)
+        self.tile_spin.setToolTip("Edge of the square tiles the raster is cut into (a multiple "
+                                  f"of 32); {TILE_AUTO_TEXT}: the model's patch size, at least "
+                                  "256 px.")
         rf.addRow("Tile size", self.tile_spin)
         self.device_combo = QComboBox()
+        self.device_combo.setToolTip("Where the model runs; Automatic uses the first CUDA GPU "
+                                     "when there is one.")
         from . import train_segmentation_dialog as train_dialog
 
         fill_devices(self.device_combo, train_dialog.known_devices(), "auto")
@@ -217,7 +245,8 @@ class ClassifyPixelsDialog(QDialog):
             e.textChanged.connect(self._changed)
         for c in (self.prob_check, self.vector_check, self.tta_check):
             c.toggled.connect(self._changed)
-        for s in (self.min_area_spin, self.overlap_spin, self.batch_spin, self.tile_spin):
+        for s in (self.min_area_spin, self.min_pixels_spin, self.overlap_spin, self.batch_spin,
+                  self.tile_spin):
             s.valueChanged.connect(self._changed)
         self.device_combo.currentIndexChanged.connect(self._changed)
 
@@ -235,6 +264,8 @@ class ClassifyPixelsDialog(QDialog):
             if isinstance(layer, QgsRasterLayer) and layer.source() == path:
                 self.input_combo.setLayer(layer)
                 if self.input_combo.currentLayer() is layer:
+                    # no layerChanged when the combo already showed it: read it here
+                    self._input_changed()
                     return
         if path:
             items = list(self.input_combo.additionalItems())
@@ -252,22 +283,24 @@ class ClassifyPixelsDialog(QDialog):
                                   else ""),
             output_vector=self.vector_edit.text().strip() if self.vector_check.isChecked() else "",
             min_area=self.min_area_spin.value(),
-            overlap=self.overlap_spin.value(),
+            min_pixels=self.min_pixels_spin.value(),
+            overlap=self.overlap_spin.value() / 100.0,
             tta=self.tta_check.isChecked(),
             batch_size=self.batch_spin.value(),
             tile_size=self.tile_spin.value(),
             device=str(self.device_combo.currentData() or "auto"))
 
     def set_job(self, job: ClassifyPixelsJob) -> None:
-        self.set_input(job.input)
-        self.model_edit.setText(job.model)
         self.output_edit.setText(job.output)
         self.prob_check.setChecked(bool(job.output_probabilities))
         self.prob_edit.setText(job.output_probabilities)
         self.vector_check.setChecked(bool(job.output_vector))
         self.vector_edit.setText(job.output_vector)
+        self.set_input(job.input)  # fills the empty output names after the input
+        self.model_edit.setText(job.model)
         self.min_area_spin.setValue(job.min_area)
-        self.overlap_spin.setValue(job.overlap)
+        self.min_pixels_spin.setValue(job.min_pixels)
+        self.overlap_spin.setValue(int(round(job.overlap * 100)))
         self.tta_check.setChecked(job.tta)
         self.batch_spin.setValue(job.batch_size)
         self.tile_spin.setValue(job.tile_size)
@@ -281,19 +314,29 @@ class ClassifyPixelsDialog(QDialog):
         if self.input_info:
             i = self.input_info
             px = i["pixel_size"]
-            self.input_label.setText(f"{i['width']} × {i['height']} px, {i['bands']} band(s)"
-                                     + (f", pixel size {px[0]:g}" if px else ""))
-            stem = Path(path).with_suffix("")
-            if not self.output_edit.text().strip():
-                folder = Path(settings.output_folder()) if settings.output_folder() else None
-                base = (folder / stem.name) if folder else stem
-                self.output_edit.setText(f"{base}_classes.tif")
-                self.prob_edit.setText(f"{base}_probabilities.tif")
-                self.vector_edit.setText(f"{base}_classes.gpkg")
+            self.input_label.setText(
+                f"{i['width']} × {i['height']} px, {plural(i['bands'], 'band')}"
+                + (f", pixel size {px[0]:g} {i.get('unit', '')}".rstrip() if px else ""))
+            self.min_area_spin.setSuffix(f" {i['area_unit']}²")
+            self._suggest_outputs(path)
         else:
             self.input_label.setText("Choose a raster layer or file." if not path
                                      else "GDAL cannot read this raster.")
         self._changed()
+
+    def _suggest_outputs(self, path: str) -> None:
+        """Output names after the input raster; names suggested for an earlier input (not
+        typed by the user) follow the new one."""
+        stem = Path(path).with_suffix("")
+        folder = Path(settings.output_folder()) if settings.output_folder() else None
+        base = (folder / stem.name) if folder else stem
+        new = (f"{base}_classes.tif", f"{base}_probabilities.tif", f"{base}_classes.gpkg")
+        old = getattr(self, "_suggested", ("", "", ""))
+        for edit, before, after in zip((self.output_edit, self.prob_edit, self.vector_edit),
+                                       old, new):
+            if edit.text().strip() in ("", before):
+                edit.setText(after)
+        self._suggested = new
 
     def _model_changed(self, *_args) -> None:
         path = self.model_edit.text().strip()
@@ -333,9 +376,9 @@ class ClassifyPixelsDialog(QDialog):
         if self.card_error:
             out.append(self.card_error)
         if self.card and self.input_info and self.input_info["bands"] != int(self.card["bands"]):
-            out.append(f"The input raster has {self.input_info['bands']} band(s) but the model "
-                       f"was trained on {self.card['bands']}: classify a raster with the same "
-                       "bands as the training rasters.")
+            out.append(f"The input raster has {plural(self.input_info['bands'], 'band')} but "
+                       f"the model was trained on {self.card['bands']}: classify a raster with "
+                       "the same bands as the training rasters.")
         if self.prob_check.isChecked() and not job.output_probabilities:
             out.append("Choose a file for the probabilities, or untick them.")
         if self.vector_check.isChecked() and not job.output_vector:
@@ -346,12 +389,13 @@ class ClassifyPixelsDialog(QDialog):
         if not job.model:
             own = [p for p in own if "(MODEL) is required" not in p]
             out.append("Choose a model file.")
-        return list(dict.fromkeys(out + own))
+        return list(dict.fromkeys(for_dialog(p, ClassifyPixelsJob) for p in out + own))
 
     def _changed(self, *_args) -> None:
         self.prob_edit.setEnabled(self.prob_check.isChecked())
         self.vector_edit.setEnabled(self.vector_check.isChecked())
         self.min_area_spin.setEnabled(self.vector_check.isChecked())
+        self.min_pixels_spin.setEnabled(self.vector_check.isChecked())
         show_problems(self.reason_label, self.ok_button, self.problems())
         show_messages(self.warning_label, self.warnings())
 
@@ -408,7 +452,7 @@ def open_classify_pixels(plugin, model_path: str | None = None) -> ClassifyPixel
     dialog = ClassifyPixelsDialog(parent, plugin=plugin)
     layer = plugin.iface.activeLayer() if getattr(plugin, "iface", None) else None
     if isinstance(layer, QgsRasterLayer):
-        dialog.input_combo.setLayer(layer)
+        dialog.set_input(layer.source())
     if model_path:
         dialog.model_edit.setText(model_path)
     dialog.setAttribute(Qt.WA_DeleteOnClose)

@@ -27,6 +27,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.sampling.jobs import FORMAT_LABELS, ExportChipsJob, SampleSummaryJob
+from ..core.wording import for_dialog
 from . import messages
 from .job_dialog_support import (
     ask_load_job,
@@ -35,9 +36,12 @@ from .job_dialog_support import (
     browse_folder,
     double_spin,
     file_row,
+    fit_to_screen,
+    labeling_tool_project,
     problem_label,
     remember_job,
     remembered_job,
+    scrolled,
     show_problems,
 )
 from .task import JobManager
@@ -58,7 +62,6 @@ class ExportChipsDialog(QDialog):
                  iface=None, live_summary: bool = True) -> None:
         super().__init__(parent)
         self.setWindowTitle("Deep Learning Trainer — Export Training Chips")
-        self.setMinimumWidth(940)
         self.jobs = jobs if jobs is not None else JobManager(iface, self)
         self.iface = iface
         self.live_summary = live_summary
@@ -72,6 +75,7 @@ class ExportChipsDialog(QDialog):
         self._build()
         self.set_job(self._remembered())
         self._changed()
+        fit_to_screen(self, 1040, 680)
 
     # -- layout --------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -130,7 +134,7 @@ class ExportChipsDialog(QDialog):
         self.advanced = QGroupBox("Advanced")
         adv = QFormLayout(self.advanced)
         self.box_spin = double_spin(1, 4096, step=1, suffix=" px")
-        self.nodata_spin = double_spin(0, 1, step=0.05)
+        self.nodata_spin = double_spin(0, 100, decimals=0, step=5, suffix=" %")
         self.blocked_check = QCheckBox("Spatially blocked split within each raster")
         self.block_spin = self._ispin(1, 1000, " patches")
         self.buffer_spin = self._ispin(0, 100, " patches")
@@ -138,7 +142,7 @@ class ExportChipsDialog(QDialog):
         self.max_side_spin = self._ispin(1, 8192, " px")
         self.resize_spin = self._ispin(0, 8192, " px")
         self.resize_spin.setSpecialValueText("no resize")
-        self.fraction_spin = double_spin(0, 1, step=0.01)
+        self.fraction_spin = double_spin(0, 100, decimals=1, step=1, suffix=" %")
         self.overwrite_check = QCheckBox("Replace a previous export in the output folder")
         for label, widget in (("Box size for points", self.box_spin),
                               ("Skip patches with nodata over", self.nodata_spin),
@@ -156,13 +160,36 @@ class ExportChipsDialog(QDialog):
                                       "with the seed.")
         self.pad_check.setToolTip("Object boxes smaller than 25 px in x or y grow to 25 px "
                                   "around their centre.")
+        self.seed_spin.setToolTip("The random seed of the shuffled split and of the patches "
+                                  "drawn: the same seed gives the same chips.")
+        self.nodata_spin.setToolTip("Patches whose share of nodata pixels is above this are "
+                                    "skipped (0–100 %).")
+        self.fraction_spin.setToolTip("A class becomes a tag of a chip when it covers at least "
+                                      "this share of the chip (multi-label CSV only).")
+        self.min_side_spin.setToolTip("Features smaller than this are skipped (feature chips "
+                                      "only).")
+        self.block_spin.setToolTip("Side of the blocks, in patches, that go wholly to training "
+                                   "or validation (blocked split only).")
+        self.buffer_spin.setToolTip("Patches left out between training and validation blocks, "
+                                    "so that they do not share pixels (blocked split only).")
+        self.overwrite_check.setToolTip("Allowed only for a folder that holds an earlier chip "
+                                        "export (its manifest.json).")
+        self.project_edit.setToolTip(spec["project"].help)
+        self.output_edit.setToolTip("The chips, labels and manifest.json go here: a new or "
+                                    "empty folder.")
+        self.split_slider.setToolTip(spec["split"].help)
+        self.blocked_check.setToolTip(spec["blocked_split"].help)
         for name, widget in (("patch_size", self.patch_spin), ("stride", self.stride_spin),
-                             ("seed", self.seed_spin), ("feature_patch_percentage", self.fpp_spin),
+                             ("feature_patch_percentage", self.fpp_spin),
                              ("background_patch_ratio", self.bpr_spin),
-                             ("box_size", self.box_spin), ("max_nodata", self.nodata_spin),
+                             ("box_size", self.box_spin), ("format", self.format_combo),
                              ("max_side", self.max_side_spin), ("resize", self.resize_spin)):
             if name in spec and spec[name].help:
                 widget.setToolTip(spec[name].help)
+        self.box_spin.setToolTip("Side of the square box around each point label (object "
+                                 "detection and feature chips).")
+        self.format_combo.setToolTip("How the chips and their labels are written; "
+                                     "docs/export_formats.md shows each layout.")
 
         self.summary_label = QLabel()
         self.summary_label.setWordWrap(True)
@@ -183,15 +210,19 @@ class ExportChipsDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
 
         columns = QHBoxLayout()
-        left = QVBoxLayout()
+        left_widget = QWidget()
+        left = QVBoxLayout(left_widget)
+        left.setContentsMargins(0, 0, 6, 0)
         left.addLayout(form)
         left.addWidget(self.advanced_check)
         left.addWidget(self.advanced)
         left.addStretch(1)
-        columns.addLayout(left, 5)
+        self.settings_area = scrolled(left_widget)
+        self.settings_area.setMinimumWidth(left_widget.sizeHint().width() + 24)
+        columns.addWidget(self.settings_area, 5)
         columns.addWidget(summary_box, 4)
         root = QVBoxLayout(self)
-        root.addLayout(columns)
+        root.addLayout(columns, 1)
         root.addWidget(self.problem_label)
         root.addWidget(self.buttons)
 
@@ -216,8 +247,23 @@ class ExportChipsDialog(QDialog):
         return s
 
     def _show_advanced(self, on: bool) -> None:
+        """Advanced settings show inside the scroll area: the dialog keeps its size."""
         self.advanced.setVisible(on)
-        self.adjustSize()
+
+    def _enable_applicable(self) -> None:
+        """Settings that do not apply to the chosen format or split are disabled."""
+        fmt = self.format_combo.currentData()
+        detection, feature_chips = fmt in ("coco", "voc", "yolo"), fmt == "gbdx"
+        self.pad_check.setEnabled(detection)
+        self.box_spin.setEnabled(detection or feature_chips)
+        for w in (self.min_side_spin, self.max_side_spin, self.resize_spin):
+            w.setEnabled(feature_chips)
+        self.fraction_spin.setEnabled(fmt == "multilabel_csv")
+        blocked = self.blocked_check.isChecked()
+        self.block_spin.setEnabled(blocked)
+        self.buffer_spin.setEnabled(blocked)
+        self.seed_spin.setEnabled(self.shuffle_check.isChecked() or self.fpp_spin.value() < 1
+                                  or self.bpr_spin.value() > 0)
 
     # -- job ↔ widgets -------------------------------------------------------------------------
     def job(self) -> ExportChipsJob:
@@ -231,11 +277,12 @@ class ExportChipsDialog(QDialog):
             feature_patch_percentage=round(self.fpp_spin.value(), 4),
             background_patch_ratio=round(self.bpr_spin.value(), 4),
             pad_small_features=self.pad_check.isChecked(),
-            box_size=round(self.box_spin.value(), 3), max_nodata=round(self.nodata_spin.value(), 4),
+            box_size=round(self.box_spin.value(), 3),
+            max_nodata=round(self.nodata_spin.value() / 100.0, 4),
             blocked_split=self.blocked_check.isChecked(), block_size=self.block_spin.value(),
             buffer_patches=self.buffer_spin.value(), min_side=self.min_side_spin.value(),
             max_side=self.max_side_spin.value(), resize=self.resize_spin.value(),
-            min_class_fraction=round(self.fraction_spin.value(), 4),
+            min_class_fraction=round(self.fraction_spin.value() / 100.0, 4),
             output_folder=self.output_edit.text().strip(),
             overwrite=self.overwrite_check.isChecked())
 
@@ -252,14 +299,14 @@ class ExportChipsDialog(QDialog):
         self.bpr_spin.setValue(job.background_patch_ratio)
         self.pad_check.setChecked(job.pad_small_features)
         self.box_spin.setValue(job.box_size)
-        self.nodata_spin.setValue(job.max_nodata)
+        self.nodata_spin.setValue(job.max_nodata * 100.0)
         self.blocked_check.setChecked(job.blocked_split)
         self.block_spin.setValue(job.block_size)
         self.buffer_spin.setValue(job.buffer_patches)
         self.min_side_spin.setValue(job.min_side)
         self.max_side_spin.setValue(job.max_side)
         self.resize_spin.setValue(job.resize)
-        self.fraction_spin.setValue(job.min_class_fraction)
+        self.fraction_spin.setValue(job.min_class_fraction * 100.0)
         self.output_edit.setText(job.output_folder)
         self.overwrite_check.setChecked(job.overwrite)
 
@@ -281,11 +328,12 @@ class ExportChipsDialog(QDialog):
             elif not (folder / "manifest.json").is_file():
                 out.append(f"The output folder {folder.name} holds no previous chip export, so it "
                            "cannot be replaced: choose a new or empty folder.")
-        return out
+        return [for_dialog(p, type(job)) for p in out]
 
     def _changed(self, *_args) -> None:
         split = self.split_slider.value()
         self.split_label.setText(f"{split} % training / {100 - split} % validation")
+        self._enable_applicable()
         show_problems(self.problem_label, self.buttons.button(QDialogButtonBox.Ok),
                       self.problems(), limit=2)
         key = json.dumps({k: getattr(self.job(), k) for k in _SUMMARY_FIELDS})
@@ -423,6 +471,9 @@ def open_export_chips(plugin) -> ExportChipsDialog:
     iface = getattr(plugin, "iface", None)
     parent = iface.mainWindow() if iface is not None else None
     dialog = ExportChipsDialog(parent, getattr(plugin, "jobs", None), iface)
+    project = labeling_tool_project(plugin)
+    if project:
+        dialog.project_edit.setText(project)
     plugin._export_chips_dialog = dialog
     dialog.show()
     return dialog

@@ -102,6 +102,51 @@ def select_device(combo: QComboBox, value: str) -> None:
     combo.setCurrentIndex(combo.findData(value))
 
 
+def labeling_tool_project(plugin) -> str | None:
+    """The labeling project a dialog opened from the menu starts with: the one the Labeling
+    Tool handed over (``plugin.labeling_project``, used once), else the one open in the
+    Labeling Tool, else the one the QGIS project remembers; None when there is none."""
+    path = getattr(plugin, "labeling_project", None)
+    if path:
+        plugin.labeling_project = None
+        return str(path)
+    dock = (getattr(plugin, "windows", None) or {}).get("labeling")
+    project = getattr(dock, "project", None) if dock is not None else None
+    if project is not None and getattr(project, "path", None):
+        return str(project.path)
+    from qgis.core import QgsProject
+
+    path, ok = QgsProject.instance().readEntry("dltrainer", "labeling_project", "")
+    return path if ok and path and Path(path).is_file() else None
+
+
+def fit_to_screen(widget: QWidget, width: int, height: int, margin: int = 60) -> None:
+    """Resize ``widget`` to ``width`` × ``height``, or less so that it fits the screen it opens
+    on with room for the window frame and task bar (every dialog usable on 1366 × 768)."""
+    from qgis.PyQt.QtWidgets import QApplication
+
+    screen = widget.screen() if hasattr(widget, "screen") else None
+    screen = screen or QApplication.primaryScreen()
+    if screen is not None:
+        area = screen.availableGeometry()
+        width = min(width, area.width() - margin // 2)
+        height = min(height, area.height() - margin)
+    widget.resize(width, height)
+
+
+def scrolled(inner: QWidget) -> QWidget:
+    """``inner`` in a frameless vertical scroll area (for forms taller than small screens)."""
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtWidgets import QFrame, QScrollArea
+
+    area = QScrollArea()
+    area.setWidget(inner)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+    return area
+
+
 # -- browsing ----------------------------------------------------------------------------------
 def browse_file(parent: QWidget, edit: QLineEdit, title: str, filter_: str = "",
                 start: str | None = None) -> str:

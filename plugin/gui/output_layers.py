@@ -5,16 +5,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
+    QgsColorRampShader,
     QgsFillSymbol,
     QgsLayerTreeGroup,
     QgsPalettedRasterRenderer,
     QgsProject,
     QgsRasterLayer,
+    QgsRasterShader,
     QgsRendererCategory,
+    QgsSingleBandPseudoColorRenderer,
     QgsVectorLayer,
 )
 from qgis.PyQt.QtGui import QColor
@@ -28,10 +32,52 @@ def _sorted(classes: list[dict]) -> list[dict]:
 
 def paletted_renderer(layer: QgsRasterLayer, classes: list[dict],
                       band: int = 1) -> QgsPalettedRasterRenderer:
-    """A paletted renderer drawing each class id with its colour and name."""
-    items = [QgsPalettedRasterRenderer.Class(int(c["id"]), QColor(c["color"]),
-                                             f"{c['id']} {c['name']}") for c in _sorted(classes)]
+    """A paletted renderer drawing each class id with its colour and name; the background
+    (class 0) is transparent, so the imagery shows through it."""
+    items = []
+    for c in _sorted(classes):
+        color = QColor(c["color"])
+        if int(c["id"]) == 0:
+            color.setAlpha(0)
+        items.append(QgsPalettedRasterRenderer.Class(int(c["id"]), color,
+                                                     f"{c['id']} {c['name']}"))
     return QgsPalettedRasterRenderer(layer.dataProvider(), band, items)
+
+
+def style_probabilities(layer: QgsRasterLayer, classes: list[dict]) -> QgsRasterLayer:
+    """The probability of the first feature class (band after the background), 0–255, from
+    transparent to that class's colour: where the model is sure, the colour is strong."""
+    ordered = _sorted(classes)
+    index = next((i for i, c in enumerate(ordered) if int(c["id"]) != 0), 0)
+    band = min(index + 1, max(layer.bandCount(), 1))
+    color = QColor(ordered[index]["color"]) if ordered else QColor("#ff0000")
+    clear = QColor(color)
+    clear.setAlpha(0)
+    ramp = QgsColorRampShader(0, 255)
+    ramp.setColorRampType(QgsColorRampShader.Interpolated)
+    ramp.setColorRampItemList([QgsColorRampShader.ColorRampItem(0, clear, "0 %"),
+                               QgsColorRampShader.ColorRampItem(255, color, "100 %")])
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(ramp)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, shader)
+    renderer.setClassificationMin(0)
+    renderer.setClassificationMax(255)
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()
+    return layer
+
+
+def output_styler(job, name: str) -> Callable[[object], object] | None:
+    """How to style the output ``name`` (a Processing name) of ``job`` once QGIS loads it:
+    the model's class colours for Classify Pixels outputs; None for others."""
+    if getattr(job, "kind", "") != "classify_pixels" or not getattr(job, "model", ""):
+        return None
+    from ..core.segmentation.modelfile import read_model_card
+
+    classes = read_model_card(job.model).get("classes") or []
+    return {"OUTPUT": lambda layer: style_class_raster(layer, classes),
+            "OUTPUT_PROBABILITIES": lambda layer: style_probabilities(layer, classes),
+            "OUTPUT_VECTOR": lambda layer: style_polygons(layer, classes)}.get(name)
 
 
 def style_class_raster(layer: QgsRasterLayer, classes: list[dict]) -> QgsRasterLayer:
@@ -90,6 +136,7 @@ def add_classification(result: dict, classes: list[dict], name: str = "",
     if probs and Path(probs).exists():
         layer = QgsRasterLayer(str(probs), f"{name} probabilities")
         if layer.isValid():
+            style_probabilities(layer, classes)
             project.addMapLayer(layer, False)
             node = group.addLayer(layer)
             node.setItemVisibilityChecked(False)

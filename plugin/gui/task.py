@@ -25,6 +25,7 @@ from qgis.PyQt.QtCore import QCoreApplication, QObject, pyqtSignal
 from ..core.envsetup import run_commands
 from ..core.errors import JobCancelled, UserError, WorkerError
 from ..core.jobs import Job
+from ..core.progress import for_job as progress_for_job
 from ..core.pythonenv import ml_python
 from ..core.runner import WorkerRun
 from . import messages
@@ -119,6 +120,8 @@ class JobTask(_OutcomeTask):
         self.python = python or ml_python()  # the setting as it is now
         self._run: WorkerRun | None = None
         self._kill = threading.Event()
+        self.overall = progress_for_job(self.job)
+        self.artifacts: list[tuple[str, str]] = []  # (name, path) of each file announced
 
     @property
     def event(self) -> _EventSignal:  # type: ignore[override]
@@ -136,9 +139,11 @@ class JobTask(_OutcomeTask):
             self._status = "succeeded"
             return True
         except JobCancelled as exc:
+            # a cancel the job honoured is an ending, not a failure: True keeps QGIS from
+            # reporting "Task failed" (the outcome signal still says cancelled)
             self._status = "cancelled"
             self.partial_result = getattr(exc, "result", None)
-            return False
+            return True
         except UserError as exc:
             return self._fail(exc.message, exc.fix)
         except WorkerError as exc:
@@ -150,8 +155,12 @@ class JobTask(_OutcomeTask):
             self.run_ended.set()
 
     def _on_event(self, event: dict) -> None:  # worker thread
-        if event.get("event") == "progress" and event.get("total"):
-            self.setProgress(100.0 * min(1.0, event["step"] / event["total"]))
+        if event.get("event") == "artifact":
+            self.artifacts.append((str(event.get("name", "")), str(event.get("path", ""))))
+        if event.get("event") == "progress":
+            before = self.overall.value
+            if self.overall.update(event) != before or before == 0:
+                self.setProgress(self.overall.value)
         self.jobEvent.emit(event)
 
     def kill_worker(self) -> None:
@@ -274,7 +283,8 @@ class JobManager(QObject):
         if outcome == "succeeded":
             messages.log(f"Finished: {description}", "success")
             if iface is not None:
-                messages.show_success(iface, f"{description}: finished.")
+                paths = messages.output_paths(task.result, getattr(task, "artifacts", []))
+                messages.show_outputs(iface, f"{description}: finished.", paths)
         elif outcome == "failed":
             if task.error_details:
                 messages.log(f"{description}: details\n{task.error_details}", "warning")
@@ -285,7 +295,10 @@ class JobManager(QObject):
                 messages.log(f"{text} {task.error_fix}".strip(), "error")
         else:
             text = f"{description}: cancelled; finished work was kept."
-            if iface is not None:
+            paths = messages.output_paths(task.partial_result, getattr(task, "artifacts", []))
+            if iface is not None and paths:
+                messages.show_outputs(iface, text, paths)
+            elif iface is not None:
                 messages.show_info(iface, text)
             else:
                 messages.log(text)

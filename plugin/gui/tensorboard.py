@@ -8,6 +8,7 @@ stops them all when the plugin unloads (:func:`stop_all`). The menu entry "Tenso
 
 from __future__ import annotations
 
+import html
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -28,8 +29,20 @@ _LAST_FOLDER_KEY = "deep_learning_trainer/tensorboard/last_folder"
 _shared: TensorBoardManager | None = None
 
 
-def open_in_browser(url: str) -> None:
-    QDesktopServices.openUrl(QUrl(url))
+def open_in_browser(url: str) -> bool:
+    """Ask the desktop to open ``url``; False when it could not (no browser, no desktop)."""
+    return bool(QDesktopServices.openUrl(QUrl(url)))
+
+
+def url_message(logdir: str, url: str, opened: bool | None) -> str:
+    """What the message bar says once TensorBoard answers: the address as a link (clickable,
+    and selectable to copy), and a note when no browser could be opened for it."""
+    text = (f"TensorBoard for {html.escape(Path(logdir).name)} runs at "
+            f"<a href=\"{html.escape(url)}\">{html.escape(url)}</a>")
+    if opened is False:
+        text += (" — no web browser could be opened: copy this address into a browser on this "
+                 "computer.")
+    return text
 
 
 class TensorBoardManager(QObject):
@@ -41,6 +54,8 @@ class TensorBoardManager(QObject):
 
     ready = pyqtSignal(str, str)
     failed = pyqtSignal(str, str, str)
+    #: ``shown(logdir, url, browser_opened)``: the address was handed to the browser (or not)
+    shown = pyqtSignal(str, str, bool)
 
     def __init__(self, parent: QObject | None = None, iface=None,
                  open_url: Callable[[str], None] | None = None,
@@ -53,6 +68,7 @@ class TensorBoardManager(QObject):
         self.port = port or settings.tensorboard_port
         self.timeout_s = timeout_s
         self.servers: dict[str, TensorBoardProcess] = {}
+        self.urls: dict[str, str] = {}  # log folder → address, once shown
         self._ready: set[str] = set()
         self._browse_when_ready: set[str] = set()
         self.ready.connect(self._on_ready)
@@ -76,7 +92,7 @@ class TensorBoardManager(QObject):
             key = self._key_of(server)
             if browse:
                 if key in self._ready:
-                    self.open_url(server.url)
+                    self._browse(key, server.url)
                 else:
                     self._browse_when_ready.add(key)
             return server
@@ -138,7 +154,22 @@ class TensorBoardManager(QObject):
         messages.log(f"TensorBoard serves {key} on {url}")
         if key in self._browse_when_ready:
             self._browse_when_ready.discard(key)
-            self.open_url(url)
+            self._browse(key, url)
+
+    def _browse(self, key: str, url: str) -> None:
+        """Open ``url`` in the browser and show it (clickable, copyable) in the message bar,
+        saying so when the browser could not be opened."""
+        opened = self.open_url(url)
+        self.urls[key] = url
+        if self.iface is not None:
+            from qgis.core import Qgis
+
+            level = Qgis.Warning if opened is False else Qgis.Info
+            self.iface.messageBar().pushMessage(messages.TAG, url_message(key, url, opened),
+                                                level, 0 if opened is False else 20)
+        messages.log(f"TensorBoard for {key}: {url}"
+                     + (" (no browser could be opened)" if opened is False else ""))
+        self.shown.emit(key, url, opened is not False)
 
     def _on_failed(self, key: str, message: str, fix: str) -> None:
         self.servers.pop(key, None)
@@ -177,8 +208,14 @@ def stop_all() -> None:
         _shared.stop_all()
 
 
+def remember_log_folder(folder: str | Path) -> None:
+    """The folder the TensorBoard picker starts at next time (a training's log folder)."""
+    QgsSettings().setValue(_LAST_FOLDER_KEY, str(folder))
+
+
 def open_tensorboard(plugin) -> None:
-    """Menu opener: pick a runs/log folder (default: the settings' output folder) and open it."""
+    """Menu opener: pick a runs/log folder (starting at the last training's logs, else the
+    settings' output folder) and open it."""
     start = (QgsSettings().value(_LAST_FOLDER_KEY, "", type=str) or settings.output_folder()
              or str(Path.home()))
     parent = plugin.iface.mainWindow() if getattr(plugin, "iface", None) else None
@@ -189,5 +226,5 @@ def open_tensorboard(plugin) -> None:
     QgsSettings().setValue(_LAST_FOLDER_KEY, folder)
     manager(plugin).open(folder)
     messages.show_info(getattr(plugin, "iface", None),
-                       f"TensorBoard is starting for {folder}; the browser opens when it is "
-                       "ready.")
+                       f"TensorBoard is starting for {folder}; the browser opens and its "
+                       "address shows here when it is ready.")

@@ -36,6 +36,8 @@ TOOLS: list[Tool] = [
            section=2) for f in FAMILIES if f.train_tool),
     *(Tool(t.kind, "Classify", t.label, "classify.svg", t.opener, section=3)
       for f in FAMILIES for t in f.classify_tools),
+    Tool("training_window", "", "Training Model Window", "train.svg",
+         "training_window:open_training_window", section=2),
     Tool("tensorboard", "", "TensorBoard…", "tensorboard.svg", "tensorboard:open_tensorboard",
          section=8),
     Tool("settings", "", "Settings…", "settings.svg", "settings:open_settings", section=9),

@@ -61,6 +61,7 @@ from ..core.segmentation.jobs import (
     nearest_patch_size,
     training_length,
 )
+from ..core.wording import for_dialog, plural
 from . import messages, settings
 from .job_dialog_support import (
     ask_load_job,
@@ -71,6 +72,8 @@ from .job_dialog_support import (
     double_spin,
     file_row,
     fill_devices,
+    fit_to_screen,
+    labeling_tool_project,
     load_job_file,
     problem_label,
     remember_job,
@@ -156,7 +159,7 @@ def summary_html(summary: dict, classes: list | None = None) -> str:
                     f"<td align='right'>{t:,}</td><td align='right'>{v:,}</td></tr>")
     text = f"<table cellspacing='0' cellpadding='2' width='100%'>{''.join(rows)}</table>"
     text += (f"<p style='color:#555'>Patches of {summary.get('patch_size', '?')} px "
-             f"from {len(summary.get('sources', []))} raster(s).</p>")
+             f"from {plural(len(summary.get('sources', [])), 'raster')}.</p>")
     warnings = summary.get("warnings") or []
     if warnings:
         items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
@@ -259,7 +262,7 @@ class TrainSegmentationDialog(QDialog):
         layout.addLayout(top, 1)
         layout.addWidget(self.reason_label)
         layout.addWidget(self.buttons)
-        self.resize(1180, 940)
+        fit_to_screen(self, 1180, 900)
 
     def _model_group(self) -> QGroupBox:
         box = QGroupBox("Project and model")
@@ -368,10 +371,17 @@ class TrainSegmentationDialog(QDialog):
         grid = QGridLayout(box)
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 100000)
+        self.epochs_spin.setSuffix(" epochs")
+        self.epochs_spin.setToolTip("Passes over the training patches. The best model (lowest "
+                                    "validation loss) is kept whatever the number.")
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 4096)
+        self.batch_spin.setSuffix(" patches")
         self.batch_spin.setToolTip("Patches per optimisation step; limited by GPU memory.")
         self.lr_spin = double_spin(0.000001, 1, 6, 0.0001)
+        self.lr_spin.setToolTip("Step size of the AdamW optimiser at the start (it decays "
+                                "over training); 0.001 suits most cases, lower it when "
+                                "fine-tuning.")
         self.rotation_check = QCheckBox("Rotation")
         self.scale_check = QCheckBox("Scale")
         self.flip_check = QCheckBox("Flips")
@@ -494,22 +504,39 @@ class TrainSegmentationDialog(QDialog):
         form.setContentsMargins(0, 0, 0, 0)
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin.setToolTip("Seed of the shuffled split, the patches drawn and the "
+                                  "initial weights: the same seed repeats a run.")
         self.patience_spin = QSpinBox()
         self.patience_spin.setRange(0, 100000)
+        self.patience_spin.setSuffix(" epochs")
         self.patience_spin.setSpecialValueText("off")
+        self.patience_spin.setToolTip("Stop when the validation loss has not improved for this "
+                                      "many epochs (off: run every epoch).")
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(0, 10**7)
-        self.steps_spin.setSpecialValueText("all patches")
+        self.steps_spin.setSuffix(" batches")
+        self.steps_spin.setSpecialValueText("one pass over the patches")
+        self.steps_spin.setToolTip("Batches per epoch; more than one pass draws patches again "
+                                   "(small data sets).")
         self.max_patches_spin = QSpinBox()
         self.max_patches_spin.setRange(0, 10**8)
+        self.max_patches_spin.setSuffix(" patches")
         self.max_patches_spin.setSpecialValueText("all")
+        self.max_patches_spin.setToolTip("Use at most this many training patches per epoch "
+                                         "(a random subset each epoch).")
         self.workers_spin = QSpinBox()
         self.workers_spin.setRange(-1, 64)
         self.workers_spin.setSpecialValueText("automatic")
+        self.workers_spin.setToolTip("Processes reading patches while the model trains (0: in "
+                                     "the training process).")
         self.resume_edit = QLineEdit()
         self.resume_edit.setPlaceholderText("Last model of an earlier run")
+        self.resume_edit.setToolTip("Continue an earlier run from its last model (and its "
+                                    "optimizer state, when saved beside it).")
         self.log_edit = QLineEdit()
         self.log_edit.setPlaceholderText("<output model>_logs")
+        self.log_edit.setToolTip("TensorBoard logs, the metrics CSV, the learning curves and "
+                                 "the report.")
         form.addRow("Random seed", self.seed_spin)
         form.addRow("Early stopping patience (epochs)", self.patience_spin)
         form.addRow("Batches per epoch", self.steps_spin)
@@ -737,7 +764,7 @@ class TrainSegmentationDialog(QDialog):
             out.append(self.summary_error)
         elif self.summary_state == "ready" and self.summary is not None:
             out += summary_blockers(self.summary)
-        return list(dict.fromkeys(out))
+        return list(dict.fromkeys(for_dialog(p, TrainPixelSegmentationJob) for p in out))
 
     def _changed(self, *_args) -> None:
         if self._loading:
@@ -950,7 +977,7 @@ class TrainSegmentationDialog(QDialog):
 
     def start(self, job: TrainPixelSegmentationJob):
         """Start training in the background; show the Training Model window and TensorBoard."""
-        from .training_window import TrainingWindow
+        from .training_window import WINDOW_PREFIX, TrainingWindow
 
         if self.plugin is None:
             raise UserError("Training needs the plugin's job manager.", "Open the dialog from "
@@ -958,6 +985,9 @@ class TrainSegmentationDialog(QDialog):
         self.task = self.plugin.jobs.start(job, f"Training {Path(job.output_model).name}")
         parent = self.plugin.iface.mainWindow() if getattr(self.plugin, "iface", None) else None
         logdir = job.resolved_log_folder()
+        from .tensorboard import remember_log_folder
+
+        remember_log_folder(logdir)  # the TensorBoard… picker starts there
         if self.tensorboard_check.isChecked():
             try:
                 from .tensorboard import manager
@@ -965,11 +995,12 @@ class TrainSegmentationDialog(QDialog):
                 manager(self.plugin).open(logdir)
             except UserError as exc:
                 messages.show_error(getattr(self.plugin, "iface", None), exc.message, exc.fix)
+        # the window follows the task even in the background: the menu can show it later
+        self.window = TrainingWindow(self.task, job, parent=parent, plugin=self.plugin)
+        windows = getattr(self.plugin, "windows", None)
+        if isinstance(windows, dict):  # closed by plugin unload; reopened from the menu
+            windows[f"{WINDOW_PREFIX}{id(self.window)}"] = self.window
         if not self.background_check.isChecked():
-            self.window = TrainingWindow(self.task, job, parent=parent, plugin=self.plugin)
-            windows = getattr(self.plugin, "windows", None)
-            if isinstance(windows, dict):  # closed by plugin unload
-                windows[f"training_window_{id(self.window)}"] = self.window
             self.window.show()
         return self.task
 
@@ -992,9 +1023,7 @@ def _select(combo: QComboBox, value) -> None:
 def open_train_segmentation(plugin, project_path: str | None = None) -> TrainSegmentationDialog:
     """Menu and Labeling Tool opener: the dialog, pre-filled with ``project_path`` (or the
     project the Labeling Tool passed in ``plugin.labeling_project``)."""
-    project_path = project_path or getattr(plugin, "labeling_project", None) or None
-    if hasattr(plugin, "labeling_project"):
-        plugin.labeling_project = None
+    project_path = project_path or labeling_tool_project(plugin)
     parent = plugin.iface.mainWindow() if getattr(plugin, "iface", None) else None
     dialog = TrainSegmentationDialog(parent, plugin=plugin, project_path=project_path)
     dialog.setAttribute(Qt.WA_DeleteOnClose)

@@ -27,6 +27,8 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..core.wording import plural
+
 TRAIN_COLOR = QColor("#1f77b4")
 VAL_COLOR = QColor("#ff7f0e")
 _EPOCH_IN_MESSAGE = re.compile(r"epoch\s+(\d+)", re.IGNORECASE)
@@ -70,6 +72,30 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Ticks for a logarithmic axis covering ``lo``..``hi`` (both > 0): 1, 2, 5 × 10^k (every
+    mantissa 1–9 when that gives fewer than 3 ticks, decades only when more than 8); the
+    first tick is at or below ``lo``, the last at or above ``hi``."""
+    lo, hi = min(lo, hi), max(lo, hi)
+    if hi <= lo * 1.0001:
+        lo, hi = lo / 1.5, hi * 1.5
+    k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+
+    def covering(mantissas) -> list[float]:
+        values = sorted(float(f"{m}e{k}") for k in range(k0, k1 + 1) for m in mantissas)
+        below = [v for v in values if v <= lo * (1 + 1e-12)]
+        above = [v for v in values if v >= hi * (1 - 1e-12)]
+        start, end = (below[-1] if below else values[0]), (above[0] if above else values[-1])
+        return [v for v in values if start <= v <= end]
+
+    ticks = covering((1, 2, 5))
+    if len(ticks) < 3:
+        ticks = covering(range(1, 10))
+    elif len(ticks) > 8:
+        ticks = covering((1,))
+    return ticks
+
+
 def _alive(obj) -> bool:
     """False for a Qt object already deleted on the C++ side."""
     try:
@@ -79,13 +105,16 @@ def _alive(obj) -> bool:
 
 
 class LossChart(QWidget):
-    """Training and validation loss per epoch, drawn with QPainter."""
+    """Training and validation loss per epoch, drawn with QPainter on a logarithmic axis (a
+    large first epoch would flatten every later one on a linear axis); linear when a loss is
+    0 or below."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.train: list[tuple[float, float]] = []   # (epoch, loss)
         self.val: list[tuple[float, float]] = []
         self.epochs = 0
+        self.log_scale = True
         self.setMinimumSize(QSize(360, 180))
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
 
@@ -115,12 +144,15 @@ class LossChart(QWidget):
             p.end()
             return
         x_max = max(self.epochs, max(x for x, _ in points), 2)
-        ticks = nice_ticks(min(y for _, y in points), max(y for _, y in points))
-        y_lo, y_hi = ticks[0], ticks[-1]
+        low, high = min(y for _, y in points), max(y for _, y in points)
+        self.log_scale = low > 0
+        ticks = log_ticks(low, high) if self.log_scale else nice_ticks(low, high)
+        scale = math.log10 if self.log_scale else (lambda v: v)
+        y_lo, y_hi = scale(ticks[0]), scale(ticks[-1])
 
         def at(x: float, y: float) -> QPointF:
             return QPointF(plot.left() + (x - 1) / max(x_max - 1, 1) * plot.width(),
-                           plot.bottom() - (y - y_lo) / (y_hi - y_lo) * plot.height())
+                           plot.bottom() - (scale(y) - y_lo) / (y_hi - y_lo) * plot.height())
 
         p.setPen(QPen(QColor("#555")))
         for y in ticks:  # y grid and labels
@@ -132,7 +164,7 @@ class LossChart(QWidget):
                        Qt.AlignRight | Qt.AlignVCenter, f"{y:g}")
         step = max(1, math.ceil(x_max / 8))
         for e in range(1, int(x_max) + 1, step):  # x labels
-            pt = at(e, y_lo)
+            pt = at(e, ticks[0])
             p.drawText(QRectF(pt.x() - 20, plot.bottom() + 2, 40, fm.height()),
                        Qt.AlignHCenter | Qt.AlignTop, str(e))
         for series, color in ((self.train, TRAIN_COLOR), (self.val, VAL_COLOR)):
@@ -190,6 +222,10 @@ class TrainingWindow(QWidget):
         self._timer.setInterval(1000)
         self._timer.timeout.connect(self._refresh_times)
         self._timer.start()
+        if plugin is not None and job is not None:
+            from .tensorboard import manager
+
+            self._watch(manager(plugin))
         if task is not None:
             task.event.connect(self.handle_event)
             task.succeeded.connect(self._succeeded)
@@ -233,6 +269,12 @@ class TrainingWindow(QWidget):
         self.model_label.setWordWrap(True)
         self.model_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.model_label.setStyleSheet("color: #555;")
+        self.tensorboard_label = QLabel()
+        self.tensorboard_label.setTextFormat(Qt.RichText)
+        self.tensorboard_label.setTextInteractionFlags(Qt.TextBrowserInteraction)
+        self.tensorboard_label.setOpenExternalLinks(True)
+        self.tensorboard_label.setWordWrap(True)
+        self.tensorboard_label.hide()
         self.tensorboard_button = QPushButton("TensorBoard")
         self.tensorboard_button.setToolTip("Open the training metrics in the browser.")
         self.tensorboard_button.clicked.connect(self.open_tensorboard)
@@ -261,6 +303,7 @@ class TrainingWindow(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.chart, 1)
         layout.addWidget(self.model_label)
+        layout.addWidget(self.tensorboard_label)
         layout.addLayout(buttons)
         self.resize(560, 480)
 
@@ -368,8 +411,9 @@ class TrainingWindow(QWidget):
     def _succeeded(self, result: dict) -> None:
         model = result.get("output_model") or self.best_model
         self.epoch_done = max(self.epoch_done, int(result.get("epochs_run") or 0))
-        self._ended("succeeded", f"Finished after {result.get('epochs_run', self.epoch_done)} "
-                                 f"epoch(s); best epoch {result.get('best_epoch', '?')}.")
+        epochs = int(result.get("epochs_run", self.epoch_done) or 0)
+        self._ended("succeeded", f"Finished after {plural(epochs, 'epoch')}; best epoch "
+                                 f"{result.get('best_epoch', '?')}.")
         if model:
             self.best_model = model
             self.classify_button.setVisible(self.plugin is not None)
@@ -382,9 +426,15 @@ class TrainingWindow(QWidget):
         self.status_label.setStyleSheet("color: #b00020;")
 
     def _cancelled(self, partial) -> None:
+        model = (partial or {}).get("output_model") if isinstance(partial, dict) else None
+        self.best_model = self.best_model or (model if model and Path(model).exists() else "")
         kept = (f" The best model so far is kept: {self.best_model}" if self.best_model
                 else "")
-        self._ended("cancelled", f"Cancelled after {self.epoch_done} finished epoch(s).{kept}")
+        self._ended("cancelled", f"Cancelled after {plural(self.epoch_done, 'finished epoch')}."
+                                 f"{kept}")
+        if self.best_model:  # the kept model classifies as well as a finished one
+            self.classify_button.setVisible(self.plugin is not None)
+            self.model_label.setText(f"Best model: {self.best_model}")
 
     # -- actions -------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -399,7 +449,38 @@ class TrainingWindow(QWidget):
             return
         from .tensorboard import manager
 
-        manager(self.plugin).open(self.job.resolved_log_folder())
+        tb = manager(self.plugin)
+        self._watch(tb)
+        tb.open(self.job.resolved_log_folder())
+
+    def set_tensorboard_url(self, url: str, browser_opened: bool = True) -> None:
+        """Show TensorBoard's address (clickable, selectable to copy)."""
+        if not _alive(self):
+            return
+        from .tensorboard import url_message
+
+        self.tensorboard_label.setText(url_message(
+            self.job.resolved_log_folder() if self.job is not None else "", url,
+            None if browser_opened else False))
+        self.tensorboard_label.show()
+
+    def _watch(self, tb) -> None:
+        """Follow the TensorBoard manager: show the address of this run's server."""
+        if getattr(self, "_watched", None) is tb or self.job is None:
+            return
+        self._watched = tb
+        from ..core.tensorboard_process import same_folder
+
+        logdir = self.job.resolved_log_folder()
+
+        def shown(key: str, url: str, opened: bool) -> None:
+            if same_folder(key, logdir) or Path(logdir).resolve().is_relative_to(
+                    Path(key).resolve()):
+                self.set_tensorboard_url(url, opened)
+
+        tb.shown.connect(shown)
+        for key, url in tb.urls.items():
+            shown(key, url, True)
 
     def open_classify(self) -> None:
         """Open Classify Pixels with the best model."""
@@ -417,3 +498,23 @@ class TrainingWindow(QWidget):
         """Closing only hides the progress: the task goes on in the task manager."""
         self._timer.stop()
         super().closeEvent(event)
+
+
+WINDOW_PREFIX = "training_window_"
+
+
+def open_training_window(plugin) -> TrainingWindow | None:
+    """Menu opener: show the latest Training Model window again (running or ended)."""
+    from ..core.errors import UserError
+
+    windows = [w for k, w in (getattr(plugin, "windows", None) or {}).items()
+               if k.startswith(WINDOW_PREFIX) and _alive(w)]
+    if not windows:
+        raise UserError("No training has run in this QGIS session.",
+                        "Start one with Deep Learning ▸ Train; its progress window can be "
+                        "reopened here while and after it runs.")
+    window = windows[-1]
+    window.show()
+    window.raise_()
+    window.activateWindow()
+    return window

@@ -12,8 +12,10 @@ import dataclasses
 import html
 import inspect
 import json
+import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 from qgis.core import (
@@ -21,6 +23,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -29,14 +32,17 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
     QgsProcessingParameterVectorLayer,
 )
 
 from ..core.errors import JobCancelled, UserError, WorkerError
 from ..core.jobs import Job, job_class
 from ..core.params import ParamSpec, param_fields
+from ..core.progress import for_job as progress_for_job
 from ..core.runner import WorkerRun
 from ..gui.icons import icon
 from . import algorithms
@@ -44,7 +50,10 @@ from . import algorithms
 FILE_IN = ("file_in", "model_in", "project_in")
 FILE_OUT = ("file_out", "model_out", "project_out")
 LISTS = ("str_list", "int_list", "float_list")
-DESTINATIONS = FILE_OUT + ("folder_out",)
+LAYER_OUT = ("raster_out", "vector_out")
+DESTINATIONS = FILE_OUT + ("folder_out",) + LAYER_OUT
+#: Post-processors of layers loaded on completion (QGIS keeps no reference to them).
+_POST_PROCESSORS: list = []
 CRASH_FIX = ("The log above has the worker's last output; a crash is often a lack of memory "
              "(use a smaller batch or patch size) or a broken environment (check Deep Learning ▸ "
              "Settings).")
@@ -77,10 +86,11 @@ def make_parameter(ps: ParamSpec, default: Any) -> QgsProcessingParameterDefinit
             param.setMaximum(ps.maximum)
     elif kind == "bool":
         param = QgsProcessingParameterBoolean(name, label, bool(default), ps.optional)
-    elif kind == "enum":
+    elif kind == "enum":  # the labels are shown; the index maps back to the choice
         choices = list(ps.choices)
         index = choices.index(default) if default in choices else None
-        param = QgsProcessingParameterEnum(name, label, choices, False, index, ps.optional)
+        param = QgsProcessingParameterEnum(name, label, [ps.choice_label(c) for c in choices],
+                                           False, index, ps.optional)
     elif kind == "str":
         param = QgsProcessingParameterString(name, label, default, False, ps.optional or empty)
     elif kind in FILE_IN or kind == "folder_in":
@@ -88,12 +98,20 @@ def make_parameter(ps: ParamSpec, default: Any) -> QgsProcessingParameterDefinit
                     else QgsProcessingParameterFile.File)
         param = QgsProcessingParameterFile(name, label, behavior, "", default or None,
                                            ps.optional, ps.file_filter)
-    elif kind in FILE_OUT:
+    elif kind in FILE_OUT:  # optional outputs are skipped unless asked for
         param = QgsProcessingParameterFileDestination(
-            name, label, ps.file_filter or "All files (*.*)", default or None, ps.optional)
+            name, label, ps.file_filter or "All files (*.*)", default or None, ps.optional,
+            not ps.optional)
+    elif kind == "raster_out":  # a layer QGIS can load on completion
+        param = QgsProcessingParameterRasterDestination(name, label, default or None,
+                                                        ps.optional, not ps.optional)
+    elif kind == "vector_out":
+        param = QgsProcessingParameterVectorDestination(
+            name, label, QgsProcessing.TypeVectorAnyGeometry, default or None, ps.optional,
+            not ps.optional)
     elif kind == "folder_out":
         param = QgsProcessingParameterFolderDestination(name, label, default or None,
-                                                        ps.optional)
+                                                        ps.optional, not ps.optional)
     elif kind == "raster_in":
         param = QgsProcessingParameterRasterLayer(name, label, default or None, ps.optional)
     elif kind == "vector_in":
@@ -112,6 +130,8 @@ def make_parameter(ps: ParamSpec, default: Any) -> QgsProcessingParameterDefinit
         param = QgsProcessingParameterString(name, label, text, False, ps.optional or empty)
     else:  # pragma: no cover - params.KINDS guards this
         raise ValueError(f"unknown parameter kind {kind!r}")
+    if kind == "float" and ps.decimals is not None:
+        param.setMetadata({"widget_wrapper": {"decimals": ps.decimals}})
     if ps.advanced:
         param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
     if ps.help and hasattr(param, "setHelp"):
@@ -148,6 +168,15 @@ class JobAlgorithm(QgsProcessingAlgorithm):
             if name not in fields and isinstance(value, str) and value:
                 return value
         return ""
+
+    def flags(self):
+        """Jobs marked ``hidden`` (developer checks) stay out of the toolbox and the modeler;
+        qgis_process and scripts still run them."""
+        flags = super().flags()
+        if getattr(self.job_cls, "hidden", False) is True:
+            flags |= (QgsProcessingAlgorithm.FlagHideFromToolbox
+                      | QgsProcessingAlgorithm.FlagHideFromModeler)
+        return flags
 
     def group(self) -> str:
         """``processing_group`` (or ``group``) of the job class, else algorithms.GROUPS."""
@@ -229,30 +258,39 @@ class JobAlgorithm(QgsProcessingAlgorithm):
         if kind == "bool":
             return self.parameterAsBoolean(parameters, name, context)
         if kind == "enum":
-            if isinstance(raw, str) and raw in ps.choices:  # the choice itself is fine too
-                return raw
+            if isinstance(raw, str) and ps.choice_for(raw):  # the choice or its label too
+                return ps.choice_for(raw)
             if raw is None and default not in ps.choices:
                 return default
             index = self.parameterAsEnum(parameters, name, context)
             if not 0 <= index < len(ps.choices):
                 raise QgsProcessingException(
-                    f"{ps.label} ({name}) is {raw!r}: choose one of {', '.join(ps.choices)}.")
+                    f"{ps.label} ({name}) is {raw!r}: choose one of {', '.join(ps.choices)}"
+                    f" (or 0 to {len(ps.choices) - 1}).")
             return ps.choices[index]
         if kind == "str":
             text = self.parameterAsString(parameters, name, context)
             return text if text or default is not None else None
         if kind in FILE_IN or kind == "folder_in":
-            return self.parameterAsFile(parameters, name, context)
+            path = absolute_path(self.parameterAsFile(parameters, name, context))
+            if kind == "project_in" and Path(path).name == "manifest.json":
+                return str(Path(path).parent)  # a chips folder, chosen by its manifest
+            return path
+        if kind in LAYER_OUT:  # registers the layer to load when the dialog asks for it
+            if raw is None and ps.optional:
+                return ""
+            return absolute_path(self.parameterAsOutputLayer(parameters, name, context))
         if kind in DESTINATIONS:
-            return self.parameterAsFileOutput(parameters, name, context)
+            return absolute_path(self.parameterAsFileOutput(parameters, name, context))
         if kind in ("raster_in", "vector_in"):
             layer = (self.parameterAsRasterLayer(parameters, name, context) if kind == "raster_in"
                      else self.parameterAsVectorLayer(parameters, name, context))
             if layer is not None:
-                return layer.source()
-            return raw if isinstance(raw, str) else ""  # the job names the missing file
+                return absolute_source(layer.source())
+            # the job names the missing file
+            return absolute_path(raw) if isinstance(raw, str) else ""
         if kind in ("raster_list", "vector_list"):
-            return [layer.source() for layer in
+            return [absolute_source(layer.source()) for layer in
                     self.parameterAsLayerList(parameters, name, context)]
         text = self.parameterAsString(parameters, name, context).strip()
         if kind in LISTS:
@@ -266,8 +304,8 @@ class JobAlgorithm(QgsProcessingAlgorithm):
         out = dict(parameters)
         for _f, ps in param_fields(self.job_cls):
             raw = out.get(ps.name)
-            if ps.kind == "enum" and isinstance(raw, str) and raw in ps.choices:
-                out[ps.name] = ps.choices.index(raw)
+            if ps.kind == "enum" and isinstance(raw, str) and ps.choice_for(raw):
+                out[ps.name] = ps.choices.index(ps.choice_for(raw))
         return out
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
@@ -287,13 +325,13 @@ class JobAlgorithm(QgsProcessingAlgorithm):
         if problems:
             raise QgsProcessingException(" ".join(problems))
         last_info = [0.0]
+        overall = progress_for_job(job)
 
         def on_event(event: dict) -> None:
             kind = event.get("event")
             if kind == "progress":
                 step, total = event.get("step", 0), event.get("total", 0)
-                if total:
-                    feedback.setProgress(100.0 * min(1.0, step / total))
+                feedback.setProgress(overall.update(event) or 0.0)
                 metrics = event.get("metrics") or {}
                 now = time.monotonic()
                 if metrics or step >= total or now - last_info[0] > 2:
@@ -329,8 +367,55 @@ class JobAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(f"{exc.message} {fix}") from None
         for f, ps in param_fields(self.job_cls):
             if ps.kind in DESTINATIONS:
-                result[ps.name] = getattr(job, f.name)
+                result[ps.name] = getattr(job, f.name) or None
+        self._style_loaded_outputs(job, context)
         return result
+
+    def _style_loaded_outputs(self, job: Job, context: QgsProcessingContext) -> None:
+        """Outputs QGIS loads on completion get the job's styles (class colours…)."""
+        from ..gui.output_layers import output_styler
+
+        for f, ps in param_fields(self.job_cls):
+            path = getattr(job, f.name)
+            if ps.kind not in LAYER_OUT or not path or \
+                    not context.willLoadLayerOnCompletion(path):
+                continue
+            styler = output_styler(job, ps.name)
+            if styler is not None:
+                post = _Styler(styler)
+                _POST_PROCESSORS[:] = _POST_PROCESSORS[-31:] + [post]
+                context.layerToLoadOnCompletionDetails(path).setPostProcessor(post)
+
+
+class _Styler(QgsProcessingLayerPostProcessorInterface):
+    """Applies ``style(layer)`` to an output layer once QGIS has loaded it."""
+
+    def __init__(self, style) -> None:
+        super().__init__()
+        self.style = style
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS's name
+        try:
+            self.style(layer)
+        except Exception as exc:  # noqa: BLE001 - an unstyled layer is no reason to fail
+            feedback.pushInfo(f"The layer {layer.name()} keeps the default style: {exc}")
+
+
+def absolute_path(path: str) -> str:
+    """``path`` made absolute against the working directory of this process (the caller's:
+    qgis_process, QGIS), before the job leaves it for a worker running elsewhere; '' stays ''.
+    """
+    if not path or "://" in path or os.path.isabs(path):
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def absolute_source(source: str) -> str:
+    """A layer source with a relative file path (``rel.gpkg|layername=x``) made absolute."""
+    head, sep, tail = source.partition("|")
+    if head and not os.path.isabs(head) and os.path.exists(head):
+        head = os.path.abspath(head)
+    return head + sep + tail
 
 
 def _parse_list(ps: ParamSpec, text: str) -> list:
@@ -347,16 +432,12 @@ def _parse_list(ps: ParamSpec, text: str) -> list:
             f"e.g. {'1, 2, 3' if ps.kind == 'int_list' else '0.5, 1.5'}.") from None
 
 
-def _parse_dict(ps: ParamSpec, text: str) -> dict:
-    if not text:
-        return {}
+def _parse_dict(ps: ParamSpec, text: str) -> dict | list:
+    """A per-class table in any form the help shows (:func:`core.perclass.parse_per_class`)."""
+    from ..core.perclass import parse_per_class
+
+    names = ps.name == "VALUE_CLASSES"
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise QgsProcessingException(
-            f"{ps.label} ({ps.name}) is not valid JSON ({exc.msg}): write an object such as "
-            '{"1": "water"}.') from None
-    if not isinstance(value, dict):
-        raise QgsProcessingException(f"{ps.label} ({ps.name}) must be a JSON object such as "
-                                     '{"1": "water"}.')
-    return value
+        return parse_per_class(text, f"{ps.label} ({ps.name})", numbers=not names)
+    except UserError as exc:
+        raise QgsProcessingException(str(exc)) from None

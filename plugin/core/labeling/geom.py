@@ -1,142 +1,173 @@
-"""Geometry and CRS helpers on GDAL/OGR (no QGIS, no rasterio): GeoJSON in, GeoJSON out."""
+"""Geometry and CRS helpers on shapely and pyproj (no GDAL bindings, no QGIS): GeoJSON in and out.
+
+These run in the worker, the CLI and on servers installed with pip only. Inside QGIS's own process
+the labeling project uses :mod:`.gdalbind` instead (QGIS ships GDAL's bindings, not these wheels).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from typing import Any
-
-from osgeo import gdal, ogr, osr
 
 from ..errors import UserError
 
-# OGR geometry family → label layer key
-_FAMILY = {
-    ogr.wkbPoint: "points", ogr.wkbMultiPoint: "points",
-    ogr.wkbLineString: "lines", ogr.wkbMultiLineString: "lines",
-    ogr.wkbPolygon: "polygons", ogr.wkbMultiPolygon: "polygons",
-}
+# shapely geometry type → label layer key
+_FAMILY = {"Point": "points", "MultiPoint": "points",
+           "LineString": "lines", "MultiLineString": "lines", "LinearRing": "lines",
+           "Polygon": "polygons", "MultiPolygon": "polygons"}
 
 
-@contextlib.contextmanager
-def quiet_gdal() -> Iterator[None]:
-    """Silence GDAL's error printing for the block (failures are checked by return values)."""
-    gdal.PushErrorHandler("CPLQuietErrorHandler")
+def make_srs(crs: Any):
+    """A ``pyproj.CRS`` from CRS text (EPSG:code, PROJ string, WKT) or a CRS object. Coordinates
+    are always handled in x/y order (easting/northing, lon/lat): see :func:`transformer`.
+
+    Raises UserError when the text is not a CRS."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    if isinstance(crs, CRS):
+        return crs
     try:
-        yield
-    finally:
-        gdal.PopErrorHandler()
+        if not crs:
+            raise CRSError("empty")
+        return CRS.from_user_input(crs if not hasattr(crs, "to_wkt") else crs.to_wkt())
+    except CRSError:
+        raise bad_crs(crs) from None
 
 
-def make_srs(crs: str) -> osr.SpatialReference:
-    """An OSR spatial reference in x/y (easting/northing, lon/lat) axis order, from CRS text."""
-    srs = osr.SpatialReference()
-    with quiet_gdal():
-        ok = srs.SetFromUserInput(str(crs)) == 0 if crs else False
-    if not ok:
-        raise UserError(f"The coordinate reference system {str(crs)[:80]!r} is not understood.",
-                        "Give it as EPSG:code, a PROJ string or WKT.")
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return srs
+def bad_crs(crs: Any) -> UserError:
+    """The error for CRS text that is not a CRS."""
+    return UserError(f"The coordinate reference system {str(crs)[:80]!r} is not understood.",
+                     "Give it as EPSG:code, a PROJ string or WKT.")
 
 
-def crs_text(srs: osr.SpatialReference) -> str:
-    """'EPSG:code' when the CRS is a plain EPSG one, else its WKT."""
-    code = srs.GetAuthorityCode(None)
-    name = srs.GetAuthorityName(None)
-    if name == "EPSG" and code:
-        return f"EPSG:{code}"
-    return srs.ExportToWkt()
+def crs_text(srs: Any) -> str:
+    """'EPSG:code' when the CRS is a plain EPSG one (its own identifier is EPSG), else its WKT."""
+    srs = make_srs(srs)
+    ident = srs.to_json_dict().get("id") or {}
+    if ident.get("authority") == "EPSG" and ident.get("code"):
+        return f"EPSG:{ident['code']}"
+    return srs.to_wkt()
 
 
-def to_ogr(geometry: Any) -> ogr.Geometry:
-    """An OGR geometry from a GeoJSON dict (or its JSON text), a WKT string or an OGR geometry."""
-    if isinstance(geometry, ogr.Geometry):
-        return geometry.Clone()
-    with quiet_gdal():
+def to_shape(geometry: Any):
+    """A shapely geometry from a GeoJSON dict (or its JSON text), a WKT string or a shapely
+    geometry. Raises UserError for anything else."""
+    import shapely
+    from shapely.geometry import shape
+
+    if isinstance(geometry, shapely.Geometry):
+        return geometry
+    try:
+        if isinstance(geometry, str) and geometry.lstrip().startswith("{"):
+            geometry = json.loads(geometry)
         if isinstance(geometry, dict):
-            geom = ogr.CreateGeometryFromJson(json.dumps(geometry))
-        elif isinstance(geometry, str) and geometry.lstrip().startswith("{"):
-            geom = ogr.CreateGeometryFromJson(geometry)
+            geom = shape(geometry)
         elif isinstance(geometry, str):
-            geom = ogr.CreateGeometryFromWkt(geometry)
+            geom = shapely.from_wkt(geometry)
         else:
             geom = None
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError,
+            shapely.errors.ShapelyError):
+        geom = None
     if geom is None:
         raise UserError(f"This is not a geometry: {str(geometry)[:80]!r}.",
                         "Give a GeoJSON geometry dict or WKT.")
     return geom
 
 
-def to_geojson(geom: ogr.Geometry) -> dict:
-    return json.loads(geom.ExportToJson())
+def to_geojson(geom) -> dict:
+    """The GeoJSON dict of a shapely geometry (coordinates as lists)."""
+    import shapely
+
+    return json.loads(shapely.to_geojson(geom))
 
 
-def family(geom: ogr.Geometry) -> str | None:
+def family(geom) -> str | None:
     """'points', 'lines' or 'polygons' for a (multi) geometry, None otherwise."""
-    return _FAMILY.get(ogr.GT_Flatten(geom.GetGeometryType()))
+    return _FAMILY.get(geom.geom_type)
 
 
-def split_by_family(geom: ogr.Geometry) -> list[tuple[str, ogr.Geometry]]:
+def split_by_family(geom) -> list[tuple[str, Any]]:
     """Flatten to 2D and split geometry collections into (family, multi-geometry) parts."""
-    geom = geom.Clone()
-    geom.FlattenTo2D()
-    if ogr.GT_Flatten(geom.GetGeometryType()) == ogr.wkbGeometryCollection:
-        out: list[tuple[str, ogr.Geometry]] = []
-        for i in range(geom.GetGeometryCount()):
-            out.extend(split_by_family(geom.GetGeometryRef(i)))
+    import shapely
+
+    geom = shapely.force_2d(geom)
+    if geom.geom_type == "GeometryCollection":
+        out: list[tuple[str, Any]] = []
+        for part in geom.geoms:
+            out.extend(split_by_family(part))
         return out
-    if geom.GetGeometryType() in (ogr.wkbCurvePolygon, ogr.wkbCompoundCurve, ogr.wkbCircularString,
-                                  ogr.wkbMultiCurve, ogr.wkbMultiSurface):
-        geom = geom.GetLinearGeometry()
     fam = family(geom)
-    if fam is None or geom.IsEmpty():
+    if fam is None or geom.is_empty:
         return []
     return [(fam, to_multi(geom, fam))]
 
 
-def to_multi(geom: ogr.Geometry, fam: str) -> ogr.Geometry:
-    force = {"points": ogr.ForceToMultiPoint, "lines": ogr.ForceToMultiLineString,
-             "polygons": ogr.ForceToMultiPolygon}[fam]
-    return force(geom)
+def to_multi(geom, fam: str):
+    """``geom`` as a MultiPoint, MultiLineString or MultiPolygon (``fam`` names which)."""
+    from shapely.geometry import LineString, MultiLineString, MultiPoint, MultiPolygon
+
+    if geom.geom_type.startswith("Multi"):
+        return geom
+    if geom.geom_type == "LinearRing":
+        geom = LineString(geom.coords)
+    return {"points": MultiPoint, "lines": MultiLineString, "polygons": MultiPolygon}[fam]([geom])
 
 
-def transformer(src: osr.SpatialReference,
-                dst: osr.SpatialReference) -> osr.CoordinateTransformation | None:
-    """A transformation from ``src`` to ``dst``, or None when they are the same CRS."""
-    if src.IsSame(dst):
+def transformer(src: Any, dst: Any):
+    """A ``pyproj.Transformer`` (x/y order) from ``src`` to ``dst``, or None when they are the
+    same CRS."""
+    from pyproj import Transformer
+
+    src, dst = make_srs(src), make_srs(dst)
+    if src == dst or src.equals(dst, ignore_axis_order=True):
         return None
-    return osr.CoordinateTransformation(src, dst)
+    return Transformer.from_crs(src, dst, always_xy=True)
 
 
-def reproject(geom: ogr.Geometry, ct: osr.CoordinateTransformation | None) -> ogr.Geometry | None:
+def reproject(geom, ct):
     """A reprojected copy, or None when the transformation fails (e.g. far outside the CRS)."""
-    out = geom.Clone()
+    import numpy as np
+    import shapely
+
     if ct is None:
-        return out
-    with quiet_gdal():
-        err = out.Transform(ct)
-    return out if err == 0 else None
+        return geom
+
+    def move(xy):
+        x, y = ct.transform(xy[:, 0], xy[:, 1], errcheck=False)
+        return np.column_stack([x, y])
+
+    try:
+        out = shapely.transform(geom, move)
+    except Exception:  # noqa: BLE001 - PROJ errors of every kind mean 'cannot be reprojected'
+        return None
+    coords = shapely.get_coordinates(out)
+    return out if np.isfinite(coords).all() else None
 
 
-def repair(geom: ogr.Geometry) -> tuple[ogr.Geometry | None, bool]:
-    """(valid geometry or None, whether it was repaired)."""
-    with quiet_gdal():
-        if geom.IsValid():
-            return geom, False
-        fixed = geom.MakeValid() if hasattr(geom, "MakeValid") else None
-        if fixed is None or not fixed.IsValid():
-            fixed = geom.Buffer(0)
-    if fixed is None or fixed.IsEmpty() or not fixed.IsValid():
+def repair(geom) -> tuple[Any, bool]:
+    """(valid geometry or None, whether it was repaired); GEOS's MakeValid, as OGR's."""
+    import shapely
+
+    if shapely.is_valid(geom):
+        return geom, False
+    fixed = shapely.make_valid(geom)
+    if fixed is None or fixed.is_empty or not shapely.is_valid(fixed):
+        fixed = geom.buffer(0)
+    if fixed is None or fixed.is_empty or not shapely.is_valid(fixed):
         return None, True
     return fixed, True
 
 
-def bbox_polygon(x0: float, y0: float, x1: float, y1: float) -> ogr.Geometry:
-    ring = ogr.Geometry(ogr.wkbLinearRing)
-    for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)):
-        ring.AddPoint_2D(x, y)
-    poly = ogr.Geometry(ogr.wkbPolygon)
-    poly.AddGeometry(ring)
-    return poly
+def bbox_polygon(x0: float, y0: float, x1: float, y1: float):
+    """The rectangle (x0, y0)–(x1, y1) as a shapely polygon."""
+    from shapely.geometry import box
+
+    return box(x0, y0, x1, y1)
+
+
+def envelope(geom) -> tuple[float, float, float, float]:
+    """(minx, maxx, miny, maxy), OGR's envelope order."""
+    x0, y0, x1, y1 = geom.bounds
+    return x0, x1, y0, y1

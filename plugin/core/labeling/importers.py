@@ -1,6 +1,7 @@
 """Importing labels the user already has: a vector layer with a class field, or a classified raster.
 
-- :func:`import_vector_labels`: every OGR vector (GeoPackage, Shapefile, GeoJSON, …); each distinct
+- :func:`import_vector_labels`: every vector GDAL reads through pyogrio (GeoPackage, Shapefile,
+  GeoJSON, …); each distinct
   value of the class field becomes a class (reused when a class of that name exists); polygons,
   points, lines and their multi-geometries import, reprojected into the project CRS.
 - :func:`import_label_raster`: a classified raster (land-cover map) straight into label rasters,
@@ -9,13 +10,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 from typing import Any
-
-from osgeo import ogr, osr
 
 from ..errors import UserError
 from ..jobs import JobContext
@@ -74,23 +72,77 @@ def _sort_key(name: str) -> tuple:
         return (1, 0.0, name.lower())
 
 
-def _open_vector(source: str | Path) -> tuple[Any, Any]:
-    """(data source, layer) for 'path' or QGIS-style 'path|layername=name'."""
+def _open_vector(source: str | Path) -> tuple[str, str | int, dict]:
+    """(path, layer, pyogrio layer info) for 'path' or QGIS-style 'path|layername=name'."""
+    import pyogrio
+    from pyogrio.errors import DataLayerError, DataSourceError
+
     text = str(source)
     path, _, opts = text.partition("|")
     match = re.search(r"layername=([^|]+)", opts)
     if not Path(path).exists():
         raise UserError(f"The label file {path} does not exist.", "Check the path.")
-    with gm.quiet_gdal():
-        ds = ogr.Open(path)
-    if ds is None or ds.GetLayerCount() == 0:
+    try:
+        layers = pyogrio.list_layers(path)
+    except DataSourceError:
+        layers = []
+    if len(layers) == 0:
         raise UserError(f"{Path(path).name} is not a vector file OGR can read.",
                         "Give a GeoPackage, Shapefile, GeoJSON or other vector file.")
-    layer = ds.GetLayerByName(match.group(1)) if match else ds.GetLayer(0)
-    if layer is None:
-        raise UserError(f"{Path(path).name} has no layer {match.group(1)!r}.",
-                        "Check the layer name.")
-    return ds, layer
+    layer: str | int = match.group(1) if match else 0
+    try:
+        info = pyogrio.read_info(path, layer=layer)
+    except (DataLayerError, DataSourceError):
+        raise UserError(f"{Path(path).name} has no layer {layer!r}.",
+                        "Check the layer name.") from None
+    return path, layer, info
+
+
+def _fmt_box(box) -> str:
+    x0, y0, x1, y1 = box
+    return f"{x0:.6g}, {y0:.6g} – {x1:.6g}, {y1:.6g}"
+
+
+def _check_overlap(project, rows: list[tuple[str, Any]], name: str, label_crs: str | None,
+                   ctx: JobContext) -> None:
+    """Refuse labels of which none overlaps a training raster of the project (a wrong CRS, the
+    usual cause), naming both extents; warn when only some lie outside every raster."""
+    from .grid import read_grid
+
+    boxes = []
+    for raster in project.rasters():
+        try:
+            box = project._bbox_of(read_grid(raster.path))
+        except UserError:
+            continue
+        if box is not None:
+            boxes.append(box)
+    if not boxes:
+        return
+    outside = 0
+    lx0 = ly0 = math.inf
+    lx1 = ly1 = -math.inf
+    for _, g in rows:
+        minx, miny, maxx, maxy = g.bounds
+        lx0, ly0, lx1, ly1 = min(lx0, minx), min(ly0, miny), max(lx1, maxx), max(ly1, maxy)
+        if not any(minx <= b[2] and maxx >= b[0] and miny <= b[3] and maxy >= b[1]
+                   for b in boxes):
+            outside += 1
+    rx0, ry0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    rx1, ry1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    extents = (f"the labels span {_fmt_box((lx0, ly0, lx1, ly1))}, the rasters "
+               f"{_fmt_box((rx0, ry0, rx1, ry1))} (in the project CRS {project.crs})")
+    declared = f"the label file declares {label_crs}" if label_crs else "the label file has no CRS"
+    if outside == len(rows):
+        raise UserError(f"None of the {len(rows)} label(s) in {name} overlaps a training raster: "
+                        f"{extents}; {declared}.",
+                        "Check the CRS of the label file (a wrong or missing CRS is the usual "
+                        "cause: set the right one and import again), or add the rasters the "
+                        "labels were drawn on.")
+    if outside:
+        ctx.log(f"{outside} of {len(rows)} label(s) in {name} lie outside every training raster "
+                f"({extents}); they are kept but not used until a raster covers them.",
+                "warning")
 
 
 def import_vector_labels(project_path: str | Path, labels: str | Path, class_field: str,
@@ -99,19 +151,22 @@ def import_vector_labels(project_path: str | Path, labels: str | Path, class_fie
     """Import ``labels`` into the project at ``project_path`` (created if missing); return a
     report: classes (name → id), counts imported per layer, and what was skipped."""
     ctx = ctx or JobContext()
-    ds, layer = _open_vector(labels)
-    defn = layer.GetLayerDefn()
-    fields = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+    import shapely
+    from pyogrio.raw import read
+
+    path, layer, info = _open_vector(labels)
+    if not info.get("features"):
+        which = f"layer {layer!r} of " if isinstance(layer, str) else ""
+        raise UserError(f"The label {which}{Path(path).name} is empty: it holds no features.",
+                        "Choose a layer with labels, or draw labels in the Labeling Tool.")
+    fields = [str(f) for f in info["fields"]]
     if class_field not in fields:
         close = [f for f in fields if f.lower() == (class_field or "").lower()]
         if len(close) != 1:
             raise UserError(f"{Path(str(labels).split('|')[0]).name} has no field "
                             f"{class_field!r}.", f"Choose one of: {', '.join(fields) or 'none'}.")
         class_field = close[0]
-    srs = layer.GetSpatialRef()
-    if srs is not None:
-        srs = srs.Clone()
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    srs = gm.make_srs(info["crs"]) if info.get("crs") else None
     project, created = open_or_create(project_path, rasters,
                                       gm.crs_text(srs) if srs is not None else None)
     if srs is None:
@@ -120,14 +175,14 @@ def import_vector_labels(project_path: str | Path, labels: str | Path, class_fie
 
     rows: list[tuple[str, Any]] = []
     no_class = no_geometry = failed = 0
-    layer.ResetReading()
-    for feat in layer:
-        name = class_key(feat.GetField(class_field))
-        g = feat.GetGeometryRef()
+    _, _, wkb, (values,) = read(path, layer=layer, columns=[class_field])
+    geoms = shapely.from_wkb(wkb, on_invalid="ignore") if len(wkb) else []
+    for value, g in zip(values, geoms):
+        name = class_key(value.item() if hasattr(value, "item") else value)
         if name is None:
             no_class += 1
             continue
-        if g is None or g.IsEmpty() or not gm.split_by_family(g):
+        if g is None or g.is_empty or not gm.split_by_family(g):
             no_geometry += 1
             continue
         moved = gm.reproject(g, ct)
@@ -135,7 +190,6 @@ def import_vector_labels(project_path: str | Path, labels: str | Path, class_fie
             failed += 1
             continue
         rows.append((name, moved))
-    del layer, ds  # close the file (the geometries kept are copies)
     if not rows and failed:
         raise UserError(f"None of the {failed} label(s) in {Path(str(labels).split('|')[0]).name} "
                         "could be reprojected into the project's CRS.",
@@ -144,6 +198,8 @@ def import_vector_labels(project_path: str | Path, labels: str | Path, class_fie
         raise UserError(f"No label in {Path(str(labels).split('|')[0]).name} has both a geometry "
                         f"and a value in {class_field!r}.", "Check the file and the class field.")
 
+    _check_overlap(project, rows, Path(str(labels).split("|")[0]).name,
+                   gm.crs_text(srs) if srs is not None else None, ctx)
     ids: dict[str, int] = {c.name: c.id for c in project.classes()}
     for name in sorted({n for n, _ in rows}, key=_sort_key):
         if name not in ids:
@@ -165,26 +221,12 @@ def import_vector_labels(project_path: str | Path, labels: str | Path, class_fie
 
 
 def parse_value_classes(table: dict | str) -> dict[float, str]:
-    """A value → class name table from a dict or text: JSON ('{"1": "water"}') or
-    '1=water, 2=forest' (',' ';' or newlines between pairs, '=' or ':' inside)."""
-    if isinstance(table, str):
-        text = table.strip()
-        if text.startswith("{"):
-            try:
-                table = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"The value → class table is not valid JSON ({exc}).",
-                                'Write it as {"1": "water", "2": "forest"}.') from None
-        else:
-            pairs = [p for p in re.split(r"[,;\n]", text) if p.strip()]
-            table = {}
-            for pair in pairs:
-                match = re.match(r"\s*([^=:]+?)\s*[=:]\s*(.*?)\s*$", pair)
-                if not match:
-                    raise UserError(f"{pair.strip()!r} in the value → class table has no '='.",
-                                    "Write pairs like 1=water, 2=forest.")
-                table[match.group(1)] = match.group(2)
-    if not isinstance(table, dict) or not table:
+    """A value → class name table from a dict or text (:func:`..perclass.parse_per_class`:
+    '1=water, 2=forest' or '{"1": "water"}')."""
+    from ..perclass import parse_per_class
+
+    table = parse_per_class(table, "The value → class table (VALUE_CLASSES)", numbers=False)
+    if not table:
         raise UserError("The value → class table is empty.", "Write pairs like 1=water, 2=forest.")
     out: dict[float, str] = {}
     for key, name in table.items():

@@ -27,7 +27,7 @@ class ImportLabelsJob(Job):
     """Import a vector layer with a class field into a labeling project (created if missing)."""
 
     kind = "import_labels"
-    title = "Import labels"
+    title = "Import Labels"
     group = "Labeling"
 
     project: str = spec("", "PROJECT", "Labeling project (created if missing)", "project_out",
@@ -65,7 +65,7 @@ class BuildLabelRastersJob(Job):
     """Burn the project's labels onto each training raster's grid (one uint8 GeoTIFF each)."""
 
     kind = "build_label_rasters"
-    title = "Build label rasters"
+    title = "Build Label Rasters"
     group = "Labeling"
 
     project: str = spec("", "PROJECT", "Labeling project", "project_in",
@@ -96,7 +96,7 @@ class ImportLabelRasterJob(Job):
     """Label rasters from a classified raster (land-cover map) through a value → class table."""
 
     kind = "import_label_raster"
-    title = "Import labels from a classified raster"
+    title = "Import Labels from a Classified Raster"
     group = "Labeling"
 
     project: str = spec("", "PROJECT", "Labeling project", "project_in",

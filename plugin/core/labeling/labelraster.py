@@ -80,7 +80,7 @@ class _Burns:
     def add(self, class_id: int, all_touched: bool, geometry: Any) -> None:
         self.keys.append((class_id, all_touched))
         self.shapes.append(gm.to_geojson(geometry))
-        self.envelopes.append(geometry.GetEnvelope())
+        self.envelopes.append(gm.envelope(geometry))
 
     def ordered(self) -> _Burns:
         order = sorted(range(len(self.keys)), key=lambda i: self.keys[i])
@@ -101,7 +101,7 @@ def _burns(feats: list, classes: dict[int, LabelClass],
         if not f.geometry:
             report["invalid"].append(f.ref)
             continue
-        gpx = gm.to_ogr({"type": f.geometry["type"],
+        gpx = gm.to_shape({"type": f.geometry["type"],
                         "coordinates": _to_pixels(f.geometry["coordinates"], grid.geotransform)})
         gpx, repaired = gm.repair(gpx)
         if gpx is None:
@@ -116,7 +116,8 @@ def _burns(feats: list, classes: dict[int, LabelClass],
                 continue
             burns.add(cls.id, True, part)
             if cls.solid_distance > 0:
-                disc = part.Buffer(cls.solid_distance + DISTANCE_TOLERANCE_PX, BUFFER_SEGMENTS)
+                disc = part.buffer(cls.solid_distance + DISTANCE_TOLERANCE_PX,
+                                   quad_segs=BUFFER_SEGMENTS)
                 burns.add(cls.id, False, disc)
     return burns.ordered()
 
@@ -186,6 +187,11 @@ def build_label_raster(project: LabelingProject, raster: TrainingRaster | str | 
             counts += value_counts(labels)
     report["pixels"], report["ignore_pixels"] = _pixel_report(counts, list(classes.values()))
     name = Path(path).name
+    if report["ignore_pixels"] >= grid.width * grid.height:
+        report["warnings"].append(
+            f"Raster {name} holds no valid pixel ({writer.validity}): every pixel is nodata, "
+            "so it adds nothing to training. Check its nodata value (or alpha band) and fix it, "
+            "or remove the raster from the project.")
     if report["features"] == 0:
         report["warnings"].append(f"Raster {name} has no labels: its label raster is all "
                                   "background. Draw labels on it or remove it from the project.")
@@ -235,6 +241,9 @@ class _LabelRasterWriter:
             if src.width >= 256 and src.height >= 256:
                 profile.update(tiled=True, blockxsize=256, blockysize=256)
             self.dst = self._stack.enter_context(rasterio.open(self.tmp, "w", **profile))
+            from ..validpixels import describe
+
+            self.validity = describe(src)
         except BaseException:
             self._stack.close()
             self.tmp.unlink(missing_ok=True)
@@ -243,14 +252,17 @@ class _LabelRasterWriter:
 
     def write(self, labels: Any, window: Any) -> None:
         """Write ``labels`` (uint8, the window's shape) at ``window``, after setting ``IGNORE``
-        where the raster is nodata there (``labels`` is changed in place)."""
+        where the raster's pixels are not valid (``validpixels``; ``labels`` is changed in
+        place)."""
         from rasterio.windows import Window
+
+        from ..validpixels import valid_mask
 
         for r in range(0, window.height, BAND_ROWS):  # in bands: small temporaries
             rows = Window(window.col_off, window.row_off + r, window.width,
                           min(BAND_ROWS, window.height - r))
             band = labels[r:r + rows.height]
-            band[self.src.dataset_mask(window=rows) == 0] = IGNORE
+            band[~valid_mask(self.src, window=rows)] = IGNORE
             self.dst.write(band, 1, window=rows)
 
     def __exit__(self, exc_type, exc, tb) -> None:

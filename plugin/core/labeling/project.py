@@ -17,17 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from osgeo import gdal, ogr
-
 from ..errors import UserError
+from . import gdalbind
 from . import geom as gm
 from .grid import RasterGrid, read_grid
 
 FORMAT = "dltrainer-labeling"
 FORMAT_VERSION = 1
 LAYERS = {"polygons": "label_polygons", "points": "label_points", "lines": "label_lines"}
-_LAYER_TYPES = {"polygons": ogr.wkbMultiPolygon, "points": ogr.wkbMultiPoint,
-                "lines": ogr.wkbMultiLineString}
+_LAYER_TYPES = {"polygons": "MultiPolygon", "points": "MultiPoint", "lines": "MultiLineString"}
+_FIELDS = ["class_id", "raster_id"]
 ROLES = ("auto", "train", "validation")
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -91,8 +90,10 @@ class LabelFeature:
 class LabelingProject:
     """A labeling project file. Create with :meth:`create`, open with :meth:`open`.
 
-    Metadata tables are edited with sqlite3 in short transactions; features with OGR, so QGIS can
-    keep the same file open as layers at the same time.
+    Metadata tables are edited with sqlite3 in short transactions; features are read and written
+    with pyogrio (GDAL's GeoPackage driver), so QGIS can keep the same file open as layers at the
+    same time. Inside QGIS's process only the metadata side and :meth:`create` are used (on
+    QGIS's GDAL bindings, see :mod:`.gdalbind`).
     """
 
     def __init__(self, path: Path) -> None:
@@ -112,18 +113,16 @@ class LabelingProject:
                             "Open it as a labeling project, or choose another file name.")
         if not p.parent.is_dir():
             raise UserError(f"The folder {p.parent} does not exist.", "Create it first.")
-        srs = gm.make_srs(crs)
-        driver = ogr.GetDriverByName("GPKG")
-        with gm.quiet_gdal():
-            ds = driver.CreateDataSource(str(p))
-        if ds is None:
+        if gdalbind.in_qgis():
+            crs_value = gdalbind.crs_text(crs)
+            if crs_value is None:
+                raise gm.bad_crs(crs)
+            created = gdalbind.create_layers(str(p), crs_value, LAYERS)
+        else:
+            crs_value = gm.crs_text(gm.make_srs(crs))
+            created = _create_layers(p, crs_value)
+        if not created:
             raise UserError(f"Cannot create {p}.", "Check that the folder is writable.")
-        for key, name in LAYERS.items():
-            layer = ds.CreateLayer(name, srs, _LAYER_TYPES[key],
-                                   ["GEOMETRY_NAME=geom", "FID=fid", "SPATIAL_INDEX=YES"])
-            layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
-            layer.CreateField(ogr.FieldDefn("raster_id", ogr.OFTInteger))
-        ds = None
         with sqlite3.connect(p) as con:
             con.executescript(_SCHEMA)
             for table, what in (("dlt_meta", "Deep Learning Trainer labeling project metadata"),
@@ -133,7 +132,7 @@ class LabelingProject:
                             "description) VALUES (?, 'attributes', ?, ?)", (table, table, what))
             con.executemany("INSERT INTO dlt_meta VALUES (?, ?)",
                             [("format", FORMAT), ("format_version", str(FORMAT_VERSION)),
-                             ("crs", gm.crs_text(srs))])
+                             ("crs", crs_value)])
         con.close()
         return cls.open(p)
 
@@ -178,18 +177,6 @@ class LabelingProject:
             raise
         finally:
             con.close()
-
-    @contextlib.contextmanager
-    def _ogr(self, update: bool = False) -> Iterator[Any]:
-        with gm.quiet_gdal():
-            ds = ogr.Open(str(self.path), 1 if update else 0)
-        if ds is None:
-            raise UserError(f"Cannot open {self.path} {'for writing' if update else ''}.".strip(),
-                            "Check that the file exists and is not locked by another program.")
-        try:
-            yield ds
-        finally:
-            ds = None
 
     @property
     def crs(self) -> str:
@@ -288,7 +275,6 @@ class LabelingProject:
             name = self.class_by_id(class_id).name
             raise UserError(f"Class {name!r} is used by {used} label(s).",
                             "Reassign or delete those labels first, or confirm deleting them.")
-        # Through OGR: the GeoPackage's R-tree triggers need its SQL functions (ST_IsEmpty…).
         higher = [c.id for c in sorted(self.classes(), key=lambda c: c.id) if c.id > class_id]
         statements = [f"DELETE FROM {t} WHERE class_id = {int(class_id)}" for t in LAYERS.values()]
         statements += [f"UPDATE {t} SET class_id = class_id - 1 WHERE class_id > {int(class_id)}"
@@ -296,20 +282,15 @@ class LabelingProject:
         statements.append(f"DELETE FROM dlt_classes WHERE id = {int(class_id)}")
         # one by one, upwards, so that the primary key stays unique throughout
         statements += [f"UPDATE dlt_classes SET id = {cid - 1} WHERE id = {cid}" for cid in higher]
-        with self._ogr(update=True) as ds:
-            ds.StartTransaction()
-            try:
+        # The GeoPackage's R-tree triggers call its SQL functions: see _gpkg_functions.
+        try:
+            with self._db() as con:
+                _gpkg_functions(con)
                 for sql in statements:
-                    gdal.ErrorReset()
-                    with gm.quiet_gdal():
-                        ds.ExecuteSQL(sql)
-                    if gdal.GetLastErrorType() >= gdal.CE_Failure:
-                        raise UserError(f"Cannot delete the class: {gdal.GetLastErrorMsg()}",
-                                        "Save or discard pending label edits, then try again.")
-                ds.CommitTransaction()
-            except BaseException:
-                ds.RollbackTransaction()
-                raise
+                    con.execute(sql)
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"Cannot delete the class: {exc}",
+                            "Save or discard pending label edits, then try again.") from None
         return used
 
     # -- rasters -------------------------------------------------------------------------------
@@ -366,36 +347,49 @@ class LabelingProject:
         valid = {c.id for c in self.classes()}
         proj_srs = gm.make_srs(self.crs)
         ct = gm.transformer(gm.make_srs(crs), proj_srs) if crs else None
+        parts: dict[str, list[tuple[int, Any]]] = {k: [] for k in LAYERS}
+        for class_id, geometry in items:  # everything checked before anything is written
+            if class_id not in valid:
+                raise UserError(f"There is no class with id {class_id}.", "Add the class first.")
+            g = gm.reproject(gm.to_shape(geometry), ct)
+            if g is None:
+                raise UserError("A label could not be reprojected into the project CRS.",
+                                "Check the CRS given for the labels.")
+            for fam, part in gm.split_by_family(g):
+                parts[fam].append((int(class_id), part))
         out: list[LabelFeature] = []
-        with self._ogr(update=True) as ds:
-            layers = {k: ds.GetLayerByName(v) for k, v in LAYERS.items()}
-            ds.StartTransaction()
-            try:
-                for class_id, geometry in items:
-                    if class_id not in valid:
-                        raise UserError(f"There is no class with id {class_id}.",
-                                        "Add the class first.")
-                    g = gm.reproject(gm.to_ogr(geometry), ct)
-                    if g is None:
-                        raise UserError("A label could not be reprojected into the project CRS.",
-                                        "Check the CRS given for the labels.")
-                    for fam, part in gm.split_by_family(g):
-                        layer = layers[fam]
-                        feat = ogr.Feature(layer.GetLayerDefn())
-                        feat.SetField("class_id", int(class_id))
-                        if raster_id is not None:
-                            feat.SetField("raster_id", int(raster_id))
-                        feat.SetGeometry(part)
-                        if layer.CreateFeature(feat) != 0:
-                            raise UserError(f"Cannot write to {self.path}.",
-                                            "Check that the file is writable.")
-                        out.append(LabelFeature(feat.GetFID(), fam, int(class_id),
-                                                gm.to_geojson(part), raster_id))
-                ds.CommitTransaction()
-            except BaseException:
-                ds.RollbackTransaction()
-                raise
+        for fam, rows in parts.items():
+            if rows:
+                fids = self._append(fam, rows, raster_id)
+                out += [LabelFeature(fid, fam, cid, gm.to_geojson(part), raster_id)
+                        for fid, (cid, part) in zip(fids, rows)]
         return out
+
+    def _append(self, fam: str, rows: list[tuple[int, Any]], raster_id: int | None) -> list[int]:
+        """Write (class id, multi-geometry) rows to a label layer in one transaction; their fids
+        (the table's AUTOINCREMENT fids are handed out in order)."""
+        import numpy as np
+        import shapely
+        from pyogrio.errors import DataLayerError, DataSourceError
+        from pyogrio.raw import write
+
+        table = LAYERS[fam]
+        with self._db() as con:
+            before = con.execute(f"SELECT COALESCE(MAX(fid), 0) FROM {table}").fetchone()[0]
+        n = len(rows)
+        rid = np.full(n, raster_id or 0, np.int32)
+        try:
+            write(str(self.path), shapely.to_wkb(np.array([g for _, g in rows], dtype=object)),
+                  [np.array([c for c, _ in rows], np.int32), rid], _FIELDS,
+                  field_mask=[np.zeros(n, bool), np.full(n, raster_id is None)],
+                  layer=table, driver="GPKG", geometry_type=_LAYER_TYPES[fam],
+                  crs=self.crs, append=True)
+        except (DataSourceError, DataLayerError, OSError) as exc:
+            raise UserError(f"Cannot write to {self.path}: {exc}",
+                            "Check that the file is writable and not locked.") from None
+        with self._db() as con:
+            return [r[0] for r in con.execute(f"SELECT fid FROM {table} WHERE fid > ? "
+                                              "ORDER BY fid LIMIT ?", (before, n))]
 
     def features(self, layer: str | None = None, crs: str | None = None) -> list[LabelFeature]:
         """All labels (of one layer if given), geometries in ``crs`` or the project CRS."""
@@ -403,27 +397,31 @@ class LabelingProject:
 
     def _iter_features(self, layer: str | None = None, crs: str | None = None,
                        bbox: tuple[float, float, float, float] | None = None
-                       ) -> Iterator[tuple[LabelFeature, ogr.Geometry | None]]:
+                       ) -> Iterator[tuple[LabelFeature, Any]]:
         """(label, its geometry in ``crs``) for every non-empty label, optionally only those
         whose bounding box meets ``bbox`` (minx, miny, maxx, maxy in the project CRS)."""
         ct = gm.transformer(gm.make_srs(self.crs), gm.make_srs(crs)) if crs else None
+        import numpy as np
+        import shapely
+        from pyogrio.errors import DataSourceError
+        from pyogrio.raw import read
+
         keys = [layer] if layer else list(LAYERS)
-        with self._ogr() as ds:
-            for key in keys:
-                lyr = ds.GetLayerByName(LAYERS[key])
-                if bbox is not None:
-                    lyr.SetSpatialFilterRect(*bbox)
-                lyr.ResetReading()
-                for feat in lyr:
-                    g = feat.GetGeometryRef()
-                    if g is None or g.IsEmpty():
-                        continue
-                    moved = gm.reproject(g, ct)
-                    cid = feat.GetField("class_id")
-                    rid = feat.GetField("raster_id")
-                    yield (LabelFeature(feat.GetFID(), key, int(cid) if cid is not None else 0,
-                                        gm.to_geojson(moved) if moved is not None else {},
-                                        rid), moved)
+        for key in keys:
+            try:
+                _, fids, wkb, (cids, rids) = read(str(self.path), layer=LAYERS[key],
+                                                  columns=_FIELDS, bbox=bbox, return_fids=True)
+            except DataSourceError:
+                raise UserError(f"Cannot open {self.path}.", "Check that the file exists and is "
+                                "not locked by another program.") from None
+            geoms = shapely.from_wkb(wkb) if len(wkb) else []
+            for fid, g, cid, rid in zip(fids, geoms, cids, rids):
+                if g is None or g.is_empty:
+                    continue
+                moved = gm.reproject(g, ct)
+                yield (LabelFeature(int(fid), key, 0 if np.isnan(cid) else int(cid),
+                                    gm.to_geojson(moved) if moved is not None else {},
+                                    None if np.isnan(rid) else int(rid)), moved)
 
     def features_for(self, raster: TrainingRaster | str | Path) -> list[LabelFeature]:
         """Labels that intersect ``raster``, reprojected into the raster's CRS."""
@@ -446,7 +444,7 @@ class LabelingProject:
         for feat, g in self._iter_features(crs=grid.crs_wkt, bbox=self._bbox_of(grid)):
             if feat.raster_id is not None and feat.raster_id in present and feat.raster_id != rid:
                 continue
-            if g is not None and g.Intersects(footprint):
+            if g is not None and g.intersects(footprint):
                 inside.append(feat)
         others = sorted(present - {rid})
         applicable = 0
@@ -461,13 +459,14 @@ class LabelingProject:
 
     def _bbox_of(self, grid: RasterGrid) -> tuple[float, float, float, float] | None:
         """The raster's footprint as a box in the project CRS (None when it cannot be mapped)."""
-        footprint = grid.footprint()
+        import shapely
+
         x0, y0, x1, y1 = grid.bounds
-        footprint.Segmentize(max(x1 - x0, y1 - y0) / 32)
+        footprint = shapely.segmentize(grid.footprint(), max(x1 - x0, y1 - y0) / 32)
         moved = gm.reproject(footprint, gm.transformer(grid.srs, gm.make_srs(self.crs)))
-        if moved is None or moved.IsEmpty():
+        if moved is None or moved.is_empty:
             return None
-        minx, maxx, miny, maxy = moved.GetEnvelope()
+        minx, miny, maxx, maxy = moved.bounds
         pad = 0.01 * max(maxx - minx, maxy - miny)
         if not all(map(math.isfinite, (minx, maxx, miny, maxy))):
             return None
@@ -508,3 +507,53 @@ def _check_distances(solid: float, blur: float) -> None:
     if solid < 0 or blur < 0:
         raise UserError("Solid and blur distances are pixel counts and cannot be negative.",
                         "Use 0 or more.")
+
+
+def _create_layers(path: Path, crs: str) -> bool:
+    """:func:`.gdalbind.create_layers` on pyogrio."""
+    import numpy as np
+    from pyogrio.errors import DataSourceError
+    from pyogrio.raw import write
+
+    try:
+        for key, name in LAYERS.items():
+            write(str(path), np.array([], dtype=object), [np.array([], np.int32)] * 2, _FIELDS,
+                  layer=name, driver="GPKG", geometry_type=_LAYER_TYPES[key], crs=crs,
+                  append=path.exists(),
+                  layer_options={"GEOMETRY_NAME": "geom", "FID": "fid", "SPATIAL_INDEX": "YES"})
+    except (DataSourceError, OSError):
+        return False
+    return True
+
+
+def _gpkg_functions(con: sqlite3.Connection) -> None:
+    """The GeoPackage SQL functions the R-tree triggers call (ST_IsEmpty, ST_MinX…), read from the
+    geometry blob's header (GeoPackage 1.3, clause 2.1.3), so that plain sqlite3 can update label
+    tables. A blob without an envelope only occurs for points, which the header cannot bound:
+    those fall back to the WKB point's coordinates."""
+    import struct
+
+    def header(blob: bytes) -> tuple[bool, tuple[float, ...] | None]:
+        flags = blob[3]
+        order = "<" if flags & 1 else ">"
+        kind = (flags >> 1) & 7
+        empty = bool(flags & 0x10)
+        if kind:
+            return empty, struct.unpack_from(order + "4d", blob, 8)
+        wkb = blob[8:]
+        o = "<" if wkb[0] == 1 else ">"
+        if empty or struct.unpack_from(o + "I", wkb, 1)[0] % 1000 != 1:
+            return empty, None
+        x, y = struct.unpack_from(o + "2d", wkb, 5)
+        return empty, (x, x, y, y)
+
+    def bound(i: int):
+        def f(blob):
+            env = header(blob)[1] if blob else None
+            return None if env is None else env[i]
+        return f
+
+    con.create_function("ST_IsEmpty", 1, lambda b: None if b is None else int(header(b)[0]),
+                        deterministic=True)
+    for i, name in enumerate(("ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY")):
+        con.create_function(name, 1, bound(i), deterministic=True)

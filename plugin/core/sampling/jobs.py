@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
+from ..patchsize import patch_size_problem
 
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 FORMAT_CHOICES = ("segmentation", "coco", "voc", "yolo", "imagefolder", "multilabel_csv", "gbdx")
@@ -31,13 +32,16 @@ class _SamplingFields(Job):
                         help="The labeling project (.gpkg) with rasters, classes and labels.",
                         file_filter=_PROJECT_FILTER)
     format: str = spec("segmentation", "FORMAT", "Format", "enum", choices=FORMAT_CHOICES,
+                       choice_labels=FORMAT_LABELS,
                        help="; ".join(f"{k}: {v}" for k, v in FORMAT_LABELS.items()))
-    patch_size: int = spec(256, "PATCH_SIZE", "Patch size (px)", "int", minimum=8,
-                           maximum=8192, help="Side of the square patches.")
+    patch_size: int = spec(256, "PATCH_SIZE", "Patch size (px)", "int", minimum=32,
+                           maximum=8192, help="Side of the square patches: a multiple of 32, "
+                                              "as training requires.")
     stride: int = spec(0, "STRIDE", "Stride (px, 0 = patch size)", "int", minimum=0,
                        maximum=8192, help="Step between patches; smaller than the patch size "
                                           "makes overlapping patches.")
     split: float = spec(80.0, "SPLIT", "Training share (%)", "float", minimum=0, maximum=100,
+                        decimals=0,
                         help="Percent of the data used for training; the rest validates.")
     shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool",
                          help="Off: the same split every run. On: the split is drawn with the "
@@ -81,6 +85,7 @@ class _SamplingFields(Job):
         if self.project and not Path(self.project).is_file():
             out.append(f"The labeling project {self.project} does not exist: choose an existing "
                        ".gpkg (PROJECT).")
+        out += patch_size_problem(self.patch_size)
         if self.stride and self.stride > self.patch_size:
             out.append(f"Stride {self.stride} is larger than the patch size {self.patch_size}: "
                        "patches would leave gaps. Use a stride up to the patch size.")
@@ -117,7 +122,8 @@ class ExportChipsJob(_SamplingFields):
     """Cut training chips from a labeling project and write them in a common format."""
 
     kind = "export_chips"
-    title = "Export training chips"
+    progress_phases = (("plan", 0.15), ("chips", 0.85))
+    title = "Export Training Chips"
     group = "Training data"
 
     output_folder: str = spec("", "OUTPUT_FOLDER", "Output folder", "folder_out",
@@ -154,7 +160,7 @@ class SampleSummaryJob(_SamplingFields):
     user keeps)."""
 
     kind = "sample_summary"
-    title = "Sampling summary"
+    title = "Sampling Summary"
     group = "Training data"
 
     def run(self, ctx: JobContext) -> dict:

@@ -430,8 +430,9 @@ def _plan_warnings(plan: SamplePlan) -> list[str]:
 
     if not train:
         out.append("Nothing to train on: no training patch was selected. Label more features, "
-                   "raise the split or the feature patch percentage, or lower the nodata "
-                   "threshold.")
+                   "raise the split or the feature patch percentage, or raise the nodata "
+                   "threshold (MAX_NODATA) if the rasters are mostly nodata; a raster that is "
+                   "all nodata needs its nodata value fixed.")
     elif not any(p.has_features for p in train):
         out.append("The training patches hold no labelled feature. Label features on the "
                    "training rasters.")

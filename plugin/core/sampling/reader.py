@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from ..errors import UserError
+from ..validpixels import data_band_count, read_data, valid_mask
 from .plan import IGNORE, Patch, SampleSource
 
 
@@ -85,15 +86,15 @@ class PatchReader:
         """(image in its dtype with outside pixels at nodata-or-0, valid mask of the patch)."""
         ds = self.image_dataset(patch.source)
         fill = ds.nodata if ds.nodata is not None and not np.isnan(ds.nodata) else 0
-        out = np.full((ds.count, patch.size, patch.size), fill, dtype=ds.dtypes[0])
+        out = np.full((data_band_count(ds), patch.size, patch.size), fill, dtype=ds.dtypes[0])
         valid = np.zeros((patch.size, patch.size), bool)
         inside = self._inside(ds, patch)
         if inside is None:
             return out, valid
         window, rows, cols = inside
-        data = ds.read(window=window)
+        data = read_data(ds, window=window)
         out[:, rows, cols] = data
-        valid[rows, cols] = _valid_mask(ds, data, window)
+        valid[rows, cols] = valid_mask(ds, data, window)
         return out, valid
 
     def read_image(self, patch: Patch) -> np.ndarray:
@@ -132,22 +133,3 @@ class PatchReader:
 
         ds = self.image_dataset(patch.source)
         return ds.window_transform(Window(patch.col, patch.row, patch.size, patch.size))
-
-
-def _valid_mask(ds, data: np.ndarray, window) -> np.ndarray:
-    """True where not every band is nodata (or where the dataset mask is set)."""
-    from rasterio.enums import MaskFlags
-
-    flags = ds.mask_flag_enums[0] if ds.count else ()
-    if ds.nodata is not None:
-        nd = ds.nodata
-        same = np.isnan(data) if np.isnan(nd) else data == nd
-        valid = ~same.all(axis=0)
-        if np.issubdtype(data.dtype, np.floating):
-            valid &= ~np.isnan(data).all(axis=0)
-        return valid
-    if MaskFlags.all_valid in flags:
-        if np.issubdtype(data.dtype, np.floating):
-            return ~np.isnan(data).all(axis=0)
-        return np.ones(data.shape[1:], bool)
-    return ds.dataset_mask(window=window) > 0

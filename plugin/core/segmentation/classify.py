@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import JobCancelled, UserError
 from ..jobs import JobContext
+from ..validpixels import data_band_count, read_data, valid_mask
 
 CLASS_NODATA = 255
 PIXEL_SIZE_TOLERANCE = 1.5     # ratio to the training pixel size that triggers a warning
@@ -68,22 +69,6 @@ def network_window(card: dict, tile_size: int, batch_size: int) -> tuple[int, in
     return patch, max(1, batch_size) * scale
 
 
-def valid_mask(src, data: np.ndarray, window) -> np.ndarray:
-    """True where the pixel is not nodata in every band (or is set in the dataset mask)."""
-    from rasterio.enums import MaskFlags
-
-    if src.nodata is not None:
-        nd = src.nodata
-        same = np.isnan(data) if np.isnan(nd) else data == nd
-        return ~same.all(axis=0)
-    flags = src.mask_flag_enums[0] if src.count else ()
-    if MaskFlags.all_valid in flags:
-        if np.issubdtype(data.dtype, np.floating):
-            return ~np.isnan(data).all(axis=0)
-        return np.ones(data.shape[1:], bool)
-    return src.dataset_mask(window=window) > 0
-
-
 # -- forward engines ----------------------------------------------------------------------------
 class TorchEngine:
     """Probabilities of a batch (N, bands, H, W float32) with the torch predictor."""
@@ -102,6 +87,16 @@ class TorchEngine:
             self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        try:
+            return self._forward(batch)
+        except torch.OutOfMemoryError:
+            raise UserError("The GPU ran out of memory while classifying.",
+                            "Use fewer tiles per batch (BATCH_SIZE) or a smaller "
+                            "TILE_SIZE.") from None
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
@@ -157,7 +152,9 @@ def _prune_cache(folder: Path, keep: int = 6) -> None:
 def make_engine(model_path: str | Path, predictor, device: str, choice: str = "auto",
                 ctx: JobContext | None = None):
     """``choice`` 'auto': onnxruntime on the CPU when installed (faster there), torch
-    otherwise; 'torch' or 'onnxruntime' (CPU only) force one."""
+    otherwise; 'torch' or 'onnxruntime' (CPU only) force one. ``predictor`` is the torch
+    network or a function returning it: it is only called for the torch engine, so that a CPU
+    run on onnxruntime with a cached export never imports torch (about 4 s and 1 GB less)."""
     if choice == "onnxruntime" and device != "cpu":
         raise UserError("The onnxruntime engine runs on the CPU only.",
                         "Set DEVICE to cpu or ENGINE to auto/torch.")
@@ -181,7 +178,8 @@ def make_engine(model_path: str | Path, predictor, device: str, choice: str = "a
             else:
                 path.touch()
             return OrtEngine(path)
-    return TorchEngine(predictor, device)
+    return TorchEngine(predictor() if callable(predictor) and not hasattr(predictor, "forward")
+                       else predictor, device)
 
 
 def tta_predict(engine: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:
@@ -200,18 +198,24 @@ def tta_predict(engine: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -
 
 # -- the tiled loop -----------------------------------------------------------------------------
 def _read_tiles(src, rows: list[int], cols: list[int], th: int, tw: int,
-                fill: np.ndarray) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """(row index, col, data float32 (bands, th, tw), valid (th, tw)) tile by tile."""
+                fill: np.ndarray, tile_rows: range | None = None,
+                scale: tuple[float, float] = (1.0, 0.0)
+                ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(row index, col, data float32 (bands, th, tw), valid (th, tw)) tile by tile, for the tile
+    rows ``tile_rows`` (all by default); the data is ``a·x + b`` for ``scale`` (a, b)."""
     from rasterio.windows import Window
 
-    for ri, r0 in enumerate(rows):
+    for ri in tile_rows if tile_rows is not None else range(len(rows)):
+        r0 = rows[ri]
         for c0 in cols:
             h, w = min(th, src.height - r0), min(tw, src.width - c0)
             win = Window(c0, r0, w, h)
-            data = src.read(window=win)
+            data = read_data(src, window=win)
             valid = valid_mask(src, data, win)
             band_nodata = (data == src.nodata) if src.nodata is not None else None
             data = data.astype(np.float32)
+            if scale != (1.0, 0.0):
+                data = data * np.float32(scale[0]) + np.float32(scale[1])
             np.copyto(data, fill, where=~valid[None])
             if band_nodata is not None:   # one band's nodata: that band's mean, as in training
                 np.copyto(data, np.broadcast_to(fill, data.shape), where=band_nodata)
@@ -273,30 +277,60 @@ def _prefetch(gen: Iterator, depth: int = 2) -> Iterator:
                 t.join(0.05)
 
 
+def tile_grid(height: int, width: int, tile: int, overlap: float
+              ) -> tuple[int, int, int, int, list[int], list[int]]:
+    """(tile height, tile width, overlap rows, overlap cols, tile row starts, tile col starts)
+    of a ``height`` × ``width`` raster (pixels)."""
+    th, tw = min(tile, _ceil32(height)), min(tile, _ceil32(width))
+    ov_h, ov_w = (int(round(overlap * t / 2)) * 2 for t in (th, tw))
+    rows = tile_starts(height, th, max(th - ov_h, 1))
+    cols = tile_starts(width, tw, max(tw - ov_w, 1))
+    return th, tw, ov_h, ov_w, rows, cols
+
+
+def rank_rows(height: int, width: int, tile: int, overlap: float, rank: int,
+              world: int) -> tuple[range, int, int]:
+    """The share of rank ``rank`` of ``world`` processes: (tile rows whose finished rows it
+    writes, first raster row, end raster row). Shares are contiguous, in rank order, and cover
+    the raster exactly once; a rank may get none (range empty, first == end)."""
+    rows = tile_grid(height, width, tile, overlap)[4]
+    a, b = len(rows) * rank // world, len(rows) * (rank + 1) // world
+    y0 = rows[a] if a < len(rows) else height
+    y1 = rows[b] if b < len(rows) else height
+    return range(a, b), y0, y1
+
+
 def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes: int,
                    fill: list[float], tile: int, overlap: float, batch: int, tta: bool,
                    on_rows: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None],
                    progress: Callable[[int, int], None] = lambda d, t: None,
-                   cancelled: Callable[[], bool] = lambda: False) -> dict:
-    """Tiled, blended prediction of the open rasterio dataset ``src``.
+                   cancelled: Callable[[], bool] = lambda: False,
+                   part: range | None = None,
+                   scale: tuple[float, float] = (1.0, 0.0)) -> dict:
+    """Tiled, blended prediction of the open rasterio dataset ``src`` (its values mapped to
+    ``a·x + b`` for ``scale`` (a, b) before the network).
 
     ``on_rows(row0, probs (C, n, W), classes (n, W) uint8, valid (n, W))`` receives finished rows
-    top to bottom. Returns counts (tiles, seconds in the forward pass).
+    top to bottom. ``part``: only the rows finished by these tile rows (:func:`rank_rows`), from
+    every tile that overlaps them, so they equal those of a whole run. Returns counts (tiles,
+    seconds in the forward pass).
     """
     H, W = src.height, src.width
-    th, tw = min(tile, _ceil32(H)), min(tile, _ceil32(W))
-    ov_h, ov_w = (int(round(overlap * t / 2)) * 2 for t in (th, tw))
-    rows = tile_starts(H, th, max(th - ov_h, 1))
-    cols = tile_starts(W, tw, max(tw - ov_w, 1))
+    th, tw, ov_h, ov_w, rows, cols = tile_grid(H, W, tile, overlap)
+    part = part if part is not None else range(len(rows))
+    if not part:
+        return {"tiles": 0, "tile_height": th, "tile_width": tw, "forward_seconds": 0.0}
+    # the band starts at the first tile row that reaches into the part's first row
+    first = next(ri for ri in range(len(rows)) if rows[ri] + th > rows[part.start])
     win2d = np.outer(window_1d(th, ov_h > 0), window_1d(tw, ov_w > 0))
     fill_a = np.asarray(fill, np.float32)[:, None, None]
     band_h = th
     acc = np.zeros((num_classes, band_h, W), np.float32)
     wsum = np.zeros((band_h, W), np.float32)
     valid_band = np.zeros((band_h, W), bool)
-    total = len(rows) * len(cols)
+    total = (part.stop - first) * len(cols)
     done, forward_s = 0, 0.0
-    current = 0
+    current = first
 
     def flush(ri: int) -> None:
         """Write rows finished before tile row ``ri + 1`` and move the band down."""
@@ -305,12 +339,8 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
         n = min(r_end - r0, H - r0)
         if n <= 0:
             return
-        probs = acc[:, :n]
-        probs /= np.maximum(wsum[:n], 1e-12)   # in place: these rows leave the band now
-        classes = probs.argmax(0).astype(np.uint8)
-        valid = valid_band[:n]
-        classes[~valid] = CLASS_NODATA
-        on_rows(r0, probs, classes, valid.copy())
+        if ri in part:
+            emit(r0, n)
         keep = band_h - n
         if keep > 0:
             acc[:, :keep] = acc[:, n:n + keep]
@@ -320,7 +350,16 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
         wsum[keep:] = 0
         valid_band[keep:] = False
 
-    tiles = _prefetch(_batches(_read_tiles(src, rows, cols, th, tw, fill_a), batch))
+    def emit(r0: int, n: int) -> None:
+        probs = acc[:, :n]
+        probs /= np.maximum(wsum[:n], 1e-12)   # in place: these rows leave the band now
+        classes = probs.argmax(0).astype(np.uint8)
+        valid = valid_band[:n]
+        classes[~valid] = CLASS_NODATA
+        on_rows(r0, probs, classes, valid.copy())
+
+    tiles = _prefetch(_batches(_read_tiles(src, rows, cols, th, tw, fill_a,
+                                           range(first, part.stop), scale), batch))
     for group in tiles:
         if cancelled():
             raise JobCancelled()
@@ -346,7 +385,7 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
             valid_band[:h, c0:c0 + w] |= valid[:h, :w]
         done += len(group)
         progress(done, total)
-    while current < len(rows):
+    while current < part.stop:
         flush(current)
         current += 1
     return {"tiles": total, "tile_height": th, "tile_width": tw, "forward_seconds": forward_s}
@@ -362,75 +401,99 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
 
 
-def _profile(src, count: int, dtype: str, nodata) -> dict:
+def _profile(src, count: int, dtype: str, nodata, rows: tuple[int, int] | None = None) -> dict:
+    """GeoTIFF profile on ``src``'s grid, or on its raster rows ``rows`` = (first, end)."""
+    from rasterio.transform import Affine
+
     bs = 256
-    prof = {"driver": "GTiff", "width": src.width, "height": src.height, "count": count,
-            "dtype": dtype, "crs": src.crs, "transform": src.transform, "nodata": nodata,
-            "compress": "deflate", "BIGTIFF": "IF_SAFER"}
+    y0, y1 = rows or (0, src.height)
+    prof = {"driver": "GTiff", "width": src.width, "height": max(y1 - y0, 1), "count": count,
+            "dtype": dtype, "crs": src.crs, "transform": src.transform * Affine.translation(0, y0),
+            "nodata": nodata, "compress": "deflate", "BIGTIFF": "IF_SAFER"}
     if src.width >= bs and src.height >= bs:
         prof.update(tiled=True, blockxsize=bs, blockysize=bs)
     return prof
 
 
-def polygonize(class_raster: Path, out_gpkg: Path, classes: list[dict], min_area: float,
-               crs_wkt: str | None) -> int:
-    """Class polygons (no background, no nodata) with class_id, class_name and area into a
-    GeoPackage, dropping polygons under ``min_area``; returns the number kept. GDAL's Polygonize
-    reads the raster block by block."""
-    from osgeo import gdal, ogr, osr
+def area_and_length(crs_wkt: str | None):
+    """A function ``shapely geometry → (area m², perimeter m)`` for the CRS ``crs_wkt``: on the
+    ellipsoid (``pyproj.Geod``, Karney's algorithm) for a geographic CRS, planar area × (metres
+    per map unit)² for a projected one; map units when there is no CRS."""
+    from pyproj import CRS
 
-    gdal.UseExceptions()
+    crs = CRS.from_user_input(crs_wkt) if crs_wkt else None
+    if crs is not None and crs.is_geographic:
+        geod = crs.get_geod()
+
+        def geodesic(geom):
+            area, perimeter = geod.geometry_area_perimeter(geom)
+            return abs(area), perimeter
+        return geodesic
+    metres = 1.0
+    if crs is not None and crs.axis_info:
+        metres = crs.axis_info[0].unit_conversion_factor or 1.0
+    return lambda geom: (geom.area * metres ** 2, geom.length * metres)
+
+
+def polygonize(class_raster: Path, out_gpkg: Path, classes: list[dict], min_area: float,
+               crs_wkt: str | None, min_pixels: int = 0) -> int:
+    """Class polygons (no background, no nodata) with class_id, class_name, area (m²) and
+    perimeter (m) into a GeoPackage layer 'classes', dropping polygons under ``min_area`` m² (on
+    the ellipsoid for geographic CRSs, :func:`area_and_length`) or of fewer than ``min_pixels``
+    pixels (ENVI's aggregate minimum size); returns the number kept. GDAL's polygonize
+    (4-connected, through rasterio) works on the band, not on a copy."""
+    import numpy as np
+    import rasterio
+    import shapely
+    from pyogrio.raw import write
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+
     names = {int(c["id"]): c["name"] for c in classes}
-    src = gdal.Open(str(class_raster))
-    band = src.GetRasterBand(1)
-    drv = ogr.GetDriverByName("GPKG")
+    measure = area_and_length(crs_wkt)
+    ids, geoms, areas, perimeters = [], [], [], []
+    with rasterio.open(class_raster) as src:
+        t = src.transform
+        min_planar = min_pixels * abs(t.a * t.e - t.b * t.d) * (1 - 1e-9)
+        for geojson, value in shapes(rasterio.band(src, 1), transform=t):
+            cid = int(value)
+            if cid == 0 or cid == CLASS_NODATA:
+                continue
+            geom = shape(geojson)
+            if geom.area < min_planar:
+                continue
+            area, perimeter = measure(geom)
+            if area < min_area:
+                continue
+            ids.append(cid)
+            geoms.append(geom)
+            areas.append(area)
+            perimeters.append(perimeter)
     if out_gpkg.exists():
-        drv.DeleteDataSource(str(out_gpkg))
-    ds = drv.CreateDataSource(str(out_gpkg))
-    srs = None
-    if crs_wkt:
-        srs = osr.SpatialReference()
-        srs.ImportFromWkt(crs_wkt)
-    layer = ds.CreateLayer("classes", srs, ogr.wkbPolygon)
-    layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
-    layer.CreateField(ogr.FieldDefn("class_name", ogr.OFTString))
-    layer.CreateField(ogr.FieldDefn("area", ogr.OFTReal))
-    layer.StartTransaction()
-    gdal.Polygonize(band, band.GetMaskBand(), layer, 0, [], callback=None)
-    layer.CommitTransaction()
-    layer.StartTransaction()
-    drop, kept = [], 0
-    layer.ResetReading()
-    for feat in layer:
-        cid = feat.GetFieldAsInteger(0)
-        area = feat.GetGeometryRef().GetArea()
-        if cid == 0 or cid == CLASS_NODATA or area < min_area:
-            drop.append(feat.GetFID())
-            continue
-        feat.SetField("class_name", names.get(cid, str(cid)))
-        feat.SetField("area", area)
-        layer.SetFeature(feat)
-        kept += 1
-    for fid in drop:
-        layer.DeleteFeature(fid)
-    layer.CommitTransaction()
-    ds = None
-    src = None
-    return kept
+        out_gpkg.unlink()
+    write(str(out_gpkg), shapely.to_wkb(np.array(geoms, dtype=object)),
+          [np.array(ids, np.int32), np.array([names.get(i, str(i)) for i in ids], dtype=object),
+           np.array(areas, np.float64), np.array(perimeters, np.float64)],
+          ["class_id", "class_name", "area", "perimeter"],
+          layer="classes", driver="GPKG", geometry_type="Polygon", crs=crs_wkt or None)
+    return len(ids)
 
 
 def classify_pixels(job, ctx: JobContext) -> dict:
     """Run a ClassifyPixelsJob (see the module docstring)."""
     import rasterio
-    import torch
     from rasterio.windows import Window
 
+    from .. import distributed
     from ..environment import resolve_device
-    from .modelfile import load_model
+    from .classify_parts import assemble, part_path
+    from .input_range import input_scaling
+    from .modelfile import load_model, read_model_card
 
     started = time.monotonic()
-    predictor, card = load_model(job.model)
-    device = resolve_device(job.device)
+    card = read_model_card(job.model)
+    device = distributed.device_for(resolve_device(job.device))
+    distributed.setup(device)   # several processes (torchrun): each classifies a share of rows
     classes = card["classes"]
     num_classes = int(card["num_outputs"])
     out_path = Path(job.output)
@@ -444,8 +507,9 @@ def classify_pixels(job, ctx: JobContext) -> dict:
     tmps: list[Path] = []
     try:
         with src:
-            if src.count != int(card["bands"]):
-                raise UserError(f"The input raster has {src.count} band(s) but the model was "
+            if data_band_count(src) != int(card["bands"]):
+                raise UserError(f"The input raster has {data_band_count(src)} band(s) of "
+                                "data (an alpha band is a mask, not data) but the model was "
                                 f"trained on {card['bands']}.",
                                 "Classify a raster with the same bands as the training rasters.")
             px = card.get("pixel_size")
@@ -455,27 +519,35 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                     ctx.log(f"The input pixel size ({abs(src.res[0]):g}) is far from the "
                             f"training pixel size ({float(px[0]):g}): results may be poor. "
                             "Resample the raster to the training pixel size.", "warning")
+            scale_a, scale_b, note = input_scaling(src, card, job.rescale)
+            if note:
+                ctx.log(note)
             tile, batch = network_window(card, job.tile_size, job.batch_size)
-            engine = make_engine(job.model, predictor, device, job.engine, ctx=ctx)
+            with distributed.main_first():   # one ONNX export into the shared cache
+                engine = make_engine(job.model, lambda: load_model(job.model)[0], device,
+                                     job.engine, ctx=ctx)
+            rank, world = distributed.rank(), distributed.world_size()
+            part, y0, y1 = rank_rows(src.height, src.width, tile, job.overlap, rank, world)
             ctx.log(f"Classifying {src.width} × {src.height} px with {engine.name} on {device}, "
                     f"tiles of {tile} px, overlap {job.overlap:g}" + (", TTA" if job.tta else ""))
             out_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp_cls = _tmp(out_path)
+            tmp_cls = part_path(out_path, rank) if world > 1 else _tmp(out_path)
             tmps.append(tmp_cls)
-            dst = rasterio.open(tmp_cls, "w", **_profile(src, 1, "uint8", CLASS_NODATA))
+            dst = rasterio.open(tmp_cls, "w", **_profile(src, 1, "uint8", CLASS_NODATA, (y0, y1)))
             dst.write_colormap(1, {int(c["id"]): _rgba(c["color"]) for c in classes})
             pdst = None
             if prob_path:
                 prob_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp_prob = _tmp(prob_path)
+                tmp_prob = part_path(prob_path, rank) if world > 1 else _tmp(prob_path)
                 tmps.append(tmp_prob)
-                pdst = rasterio.open(tmp_prob, "w", **_profile(src, num_classes, "uint8", None))
+                pdst = rasterio.open(tmp_prob, "w",
+                                     **_profile(src, num_classes, "uint8", None, (y0, y1)))
                 for c in classes:
                     pdst.set_band_description(int(c["id"]) + 1, f"{c['id']} {c['name']}")
             counts = np.zeros(256, np.int64)
 
             def on_rows(r0, probs, cls, valid) -> None:
-                win = Window(0, r0, src.width, cls.shape[0])
+                win = Window(0, r0 - y0, src.width, cls.shape[0])
                 dst.write(cls, 1, window=win)
                 counts[:] += np.bincount(cls.ravel(), minlength=256)
                 if pdst is not None:
@@ -484,13 +556,14 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                     pdst.write(p8, window=win)
 
             try:
-                with torch.inference_mode():
-                    stats = predict_raster(
-                        src, engine, num_classes, card["mean"], tile, job.overlap,
-                        batch, job.tta, on_rows,
-                        progress=lambda d, t: ctx.progress("tile", d, t, "Classifying"),
-                        cancelled=lambda: ctx.cancelled)
-            except torch.OutOfMemoryError:
+                stats = predict_raster(
+                    src, engine, num_classes, card["mean"], tile, job.overlap,
+                    batch, job.tta, on_rows,
+                    progress=lambda d, t: ctx.progress("tile", d, t, "Classifying"),
+                    cancelled=lambda: ctx.cancelled, part=part, scale=(scale_a, scale_b))
+            except Exception as exc:
+                if type(exc).__name__ != "OutOfMemoryError":   # torch's, without importing it
+                    raise
                 raise UserError("The GPU ran out of memory while classifying.",
                                 "Use fewer tiles per batch (BATCH_SIZE) or a smaller "
                                 "TILE_SIZE.") from None
@@ -498,6 +571,31 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                 dst.close()
                 if pdst is not None:
                     pdst.close()
+            if world > 1:   # rank 0 puts the ranks' parts together; the others are done
+                counts[:] = np.sum(distributed.gather(counts), axis=0)
+                stats["tiles"] = sum(distributed.gather(stats["tiles"]))
+                tmps.remove(tmp_cls)   # rank 0 reads, then deletes every part
+                if prob_path:
+                    tmps.remove(tmp_prob)
+                distributed.barrier()
+                if not distributed.is_main():
+                    distributed.barrier()   # until rank 0 has read the parts
+                    return {"rank": rank, "rows": [y0, y1], "tiles": stats["tiles"]}
+                spans = [rank_rows(src.height, src.width, tile, job.overlap, r, world)[1:]
+                         for r in range(world)]
+                try:
+                    for final, count, nodata in ((out_path, 1, CLASS_NODATA),
+                                                 (prob_path, num_classes, None)):
+                        if final is None:
+                            continue
+                        parts = [part_path(final, r) for r in range(world)]
+                        tmps += [*parts, _tmp(final)]
+                        assemble(parts, spans, _tmp(final),
+                                 _profile(src, count, "uint8", nodata))
+                finally:
+                    distributed.barrier()
+                tmp_cls = _tmp(out_path)
+                tmp_prob = _tmp(prob_path) if prob_path else None
             os.replace(tmp_cls, out_path)
             ctx.artifact("class_raster", str(out_path))
             if prob_path:
@@ -510,7 +608,8 @@ def classify_pixels(job, ctx: JobContext) -> dict:
             vec_path.parent.mkdir(parents=True, exist_ok=True)
             tmp_vec = _tmp(vec_path)
             tmps.append(tmp_vec)
-            n_polygons = polygonize(out_path, tmp_vec, classes, job.min_area, crs_wkt)
+            n_polygons = polygonize(out_path, tmp_vec, classes, job.min_area, crs_wkt,
+                                    job.min_pixels)
             os.replace(tmp_vec, vec_path)
             ctx.artifact("polygons", str(vec_path))
             ctx.progress("polygons", 1, 1, "Done")

@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from ..sampling import Patch, PatchReader, SampleSource
+from ..validpixels import read_data, valid_mask
 
 IGNORE = 255
 
@@ -36,8 +37,8 @@ def band_statistics(sources: list[SampleSource], window: int = 512,
     spread windows per raster (memory: one window), and the nodata value of the first image.
 
     Each band's statistics leave out that band's own nodata values and NaN/inf (a band with
-    −99999 where the others are valid must not take −99999 into its mean) and the pixels the
-    dataset mask marks invalid in every band."""
+    −99999 where the others are valid must not take −99999 into its mean) and the pixels that
+    are not valid (``validpixels.valid_mask``)."""
     import rasterio
     from rasterio.windows import Window
 
@@ -53,18 +54,20 @@ def band_statistics(sources: list[SampleSource], window: int = 512,
                 pick = np.linspace(0, len(wins) - 1, max_windows).round().astype(int)
                 wins = [wins[i] for i in sorted(set(pick))]
             for win in wins:
-                data = ds.read(window=win).astype(np.float64)
-                valid = np.isfinite(data) & ~_all_bands_masked(ds, win)[None]
-                if ds.nodata is not None and not np.isnan(ds.nodata):
-                    valid &= data != ds.nodata      # per band: one band's nodata stays out
+                data = read_data(ds, window=win)
+                pixel_ok = valid_mask(ds, data, win)
                 if total is None:
-                    total, sq, count = np.zeros(ds.count), np.zeros(ds.count), np.zeros(ds.count)
+                    total, sq, count = (np.zeros(len(data)) for _ in range(3))
                 if data.shape[0] != len(total):
                     from ..errors import UserError
 
-                    raise UserError(f"Raster {src.display_name} has {ds.count} bands, the "
+                    raise UserError(f"Raster {src.display_name} has {len(data)} data bands, the "
                                     f"others {len(total)}.",
                                     "Train on rasters with the same bands.")
+                data = data.astype(np.float64)
+                valid = pixel_ok[None] & np.isfinite(data)
+                if ds.nodata is not None and not np.isnan(ds.nodata):
+                    valid &= data != ds.nodata      # per band: one band's nodata stays out
                 vals = np.where(valid, data, 0.0)
                 total += vals.sum(axis=(1, 2))
                 sq += (vals ** 2).sum(axis=(1, 2))
@@ -80,17 +83,6 @@ def band_statistics(sources: list[SampleSource], window: int = 512,
     std = np.sqrt(np.maximum(sq / count - mean ** 2, 0.0))
     std = np.where(std < 1e-6, 1.0, std)
     return mean.tolist(), std.tolist(), nodata
-
-
-def _all_bands_masked(ds, window) -> np.ndarray:
-    """True where the dataset's own mask (internal mask band / alpha) marks the pixel invalid;
-    nodata values are handled per band by the caller."""
-    from rasterio.enums import MaskFlags
-
-    flags = ds.mask_flag_enums[0] if ds.count else ()
-    if ds.nodata is not None or MaskFlags.all_valid in flags:
-        return np.zeros((int(window.height), int(window.width)), bool)
-    return ds.dataset_mask(window=window) == 0
 
 
 # -- rare-class sampling ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
+from ..patchsize import PATCH_MULTIPLE, nearest_patch_size, patch_size_problem  # noqa: F401
 
 ARCHITECTURES = ("auto", "unetplusplus", "unet", "deeplabv3plus")
 ARCHITECTURE_LABELS = {"auto": "Automatic (U-Net on CPU, U-Net++ on GPU)",
@@ -22,15 +23,28 @@ LOSS_LABELS = {"ce_dice": "Cross-entropy + Dice", "ce": "Cross-entropy", "focal"
                "tversky": "Tversky"}
 UNLABELLED = ("background", "unknown")
 MIN_STEPS = 300    # fewer optimiser steps than this get a warning before training
-PATCH_MULTIPLE = 32
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
 _RASTER_FILTER = "GeoTIFF (*.tif *.tiff)"
+MODEL_SUFFIX = ".dltmodel.safetensors"
+_OTHER_MODEL_SUFFIXES = (".model", ".pt", ".pth", ".ckpt", ".bin", ".onnx")
+_TRAINING_DATA_FILTER = ("Labeling project (*.gpkg);;Segmentation chips folder (its manifest.json) "
+                         "(manifest.json)")
+#: Devices a job can run on (Processing shows them as a drop-down; the dialogs list the GPUs).
+DEVICES = ("auto", "cpu", "cuda") + tuple(f"cuda:{i}" for i in range(8))
+DEVICE_LABELS = {"auto": "Automatic (first GPU if available)", "cpu": "CPU",
+                 "cuda": "CUDA (first GPU)", **{f"cuda:{i}": f"CUDA GPU {i}" for i in range(8)}}
+TILE_SIZE_LABEL = "Tile size (px, 0 = the model's patch size)"
 
 
-def nearest_patch_size(value: int) -> int:
-    """The multiple of 32 nearest to ``value`` (at least 32)."""
-    return max(PATCH_MULTIPLE, int(round(value / PATCH_MULTIPLE)) * PATCH_MULTIPLE)
+def model_file_name(path: str) -> str:
+    """``path`` ending in ``.dltmodel.safetensors`` (``best.model`` → ``best.dltmodel.
+    safetensors``; names already ending in ``.safetensors`` are kept)."""
+    if not path or path.lower().endswith(".safetensors"):
+        return path
+    p = Path(path)
+    stem = p.name[:-len(p.suffix)] if p.suffix.lower() in _OTHER_MODEL_SUFFIXES else p.name
+    return str(p.with_name(stem + MODEL_SUFFIX)) if stem else path
 
 
 MIN_STEPS_PER_EPOCH = 20
@@ -60,18 +74,13 @@ def _device_problem(device: str) -> list[str]:
 
 
 def _per_class_problem(value, name: str) -> list[str]:
-    if value in (None, "", [], {}):
-        return []
-    items = value.values() if isinstance(value, dict) else value
-    if not isinstance(value, (dict, list, tuple)):
-        return [f"{name} must be a list (one value per class) or a mapping class id → value."]
-    for v in items:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            return [f"{name} holds {v!r}: use numbers of pixels, 0 or more."]
-    if isinstance(value, dict):
-        for k in value:
-            if not str(k).isdigit():
-                return [f"{name} has the key {k!r}: use class ids (1, 2, …) as keys."]
+    from ..errors import UserError
+    from ..perclass import parse_per_class
+
+    try:
+        parse_per_class(value, name)
+    except UserError as exc:
+        return [str(exc)]
     return []
 
 
@@ -83,13 +92,15 @@ class TrainPixelSegmentationJob(Job):
     kind = "train_pixel_segmentation"
     title = "Train Pixel Segmentation"
     group = "Pixel segmentation"
+    progress_phases = (("prepare", 0.05), ("epoch", 0.95))
 
     project: str = spec("", "PROJECT", "Labeling project", "project_in",
                         help="The labeling project (GeoPackage) with the training rasters and "
                              "their labels, or a folder of chips exported in the segmentation "
-                             "format.", file_filter=_PROJECT_FILTER)
+                             "format (choose its manifest.json).",
+                        file_filter=_TRAINING_DATA_FILTER)
     architecture: str = spec("auto", "ARCHITECTURE", "Model architecture", "enum",
-                             choices=ARCHITECTURES,
+                             choices=ARCHITECTURES, choice_labels=ARCHITECTURE_LABELS,
                              help="auto: U-Net on the CPU (about 3 × cheaper per step), U-Net++ "
                                   "on a GPU; or U-Net++, U-Net, DeepLabV3+.")
     encoder: str = spec("auto", "ENCODER", "Encoder (backbone)", "enum", choices=ENCODERS,
@@ -98,6 +109,7 @@ class TrainPixelSegmentationJob(Job):
                              "GPU.")
     encoder_weights: str = spec("none", "ENCODER_WEIGHTS", "Encoder weights", "enum",
                                 choices=ENCODER_WEIGHTS,
+                                choice_labels=("None (random weights)", "ImageNet"),
                                 help="'imagenet' starts from weights pre-trained on ImageNet "
                                      "(downloaded once; needs internet), 'none' from random "
                                      "weights.")
@@ -117,7 +129,9 @@ class TrainPixelSegmentationJob(Job):
                            help="Edge of the square patches the model learns from; a multiple "
                                 "of 32, smaller than the rasters.")
     split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
-                        minimum=0, maximum=100)
+                        minimum=0, maximum=100, decimals=0,
+                        help="Percent of the rasters (or patches) used for training; the rest "
+                             "validates.")
     shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool",
                          help="Draw the training/validation split with the seed; off gives the "
                               "same split every run.")
@@ -128,11 +142,16 @@ class TrainPixelSegmentationJob(Job):
     background_patch_ratio: float = spec(
         0.15, "BACKGROUND_PATCH_RATIO", "Background patch ratio", "float", minimum=0,
         help="Background patches (no features) per feature patch.")
-    epochs: int = spec(25, "EPOCHS", "Number of epochs", "int", minimum=1, maximum=100000)
+    epochs: int = spec(25, "EPOCHS", "Number of epochs", "int", minimum=1, maximum=100000,
+                       help="Passes over the training patches; the best model is kept "
+                            "whatever the number.")
     batch_size: int = spec(8, "BATCH_SIZE", "Patches per batch", "int", minimum=1,
-                           maximum=4096)
+                           maximum=4096, help="Patches per optimisation step; limited by GPU "
+                                              "memory.")
     learning_rate: float = spec(0.001, "LEARNING_RATE", "Learning rate", "float",
-                                minimum=1e-7, maximum=1.0)
+                                minimum=1e-7, maximum=1.0,
+                                help="Initial step size of the optimiser (it decays over "
+                                     "training); lower it when fine-tuning.")
     augment_rotation: bool = spec(True, "AUGMENT_ROTATION", "Augment: rotation", "bool",
                                   help="Random 90° turns plus small rotations.")
     augment_scale: bool = spec(True, "AUGMENT_SCALE", "Augment: scale", "bool",
@@ -141,13 +160,14 @@ class TrainPixelSegmentationJob(Job):
     solid_distances: dict | list = spec({}, "SOLID_DISTANCES", "Solid distance per class (px)",
                                         "dict", optional=True, advanced=True,
                                  help="Pixels around point and line labels taken as the "
-                                      "feature: {class id: px} or one value per class; empty "
-                                      "uses the project's.")
+                                      "feature: 1=2, 3=0.5 (class id = px), one value for all "
+                                      "(2), or a list by class id (2, 0, 1); empty uses the "
+                                      "project's.")
     blur_distances: dict | list = spec({}, "BLUR_DISTANCES", "Blur distance per class (px)", "dict",
                                 optional=True, advanced=True,
                                 help="Soft label margin beyond the solid distance around point "
                                      "and line labels, shrinking to zero during training; "
-                                     "empty uses the project's.")
+                                     "same forms as SOLID_DISTANCES; empty uses the project's.")
     class_weight_min: float = spec(0.0, "CLASS_WEIGHT_MIN", "Class weight min", "float",
                                    minimum=0, maximum=10,
                                    help="Rare-class sampling weight at the end of training.")
@@ -155,7 +175,7 @@ class TrainPixelSegmentationJob(Job):
                                    minimum=0, maximum=10,
                                    help="Rare-class sampling weight at the start of training "
                                         "(useful range 1–6; 2–3 when features are sparse).")
-    loss: str = spec("ce_dice", "LOSS", "Loss", "enum", choices=LOSSES,
+    loss: str = spec("ce_dice", "LOSS", "Loss", "enum", choices=LOSSES, choice_labels=LOSS_LABELS,
                      help="ce_dice: cross-entropy + Dice (default; good on sparse features), "
                           "ce: cross-entropy, focal: focal loss, tversky: Tversky loss "
                           "(α 0.3, β 0.7: misses cost more than false alarms).")
@@ -183,8 +203,10 @@ class TrainPixelSegmentationJob(Job):
                             optional=True, advanced=True, file_filter=_MODEL_FILTER,
                             help="A last model written by an earlier run: training continues "
                                  "after its epoch.")
-    device: str = spec("auto", "DEVICE", "Device", "str",
-                       help="auto, cpu, cuda or cuda:N.")
+    device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
+                       choice_labels=DEVICE_LABELS,
+                       help="Where training runs: automatic takes the first CUDA GPU when there "
+                            "is one.")
     output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
                              file_filter=_MODEL_FILTER,
                              help="The model with the best validation IoU of the feature "
@@ -192,9 +214,29 @@ class TrainPixelSegmentationJob(Job):
     output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
                                   optional=True, file_filter=_MODEL_FILTER,
                                   help="The model after the last epoch (to resume from).")
+    save_optimizer: bool = spec(True, "SAVE_OPTIMIZER", "Save optimizer state beside the last "
+                                "model", "bool", advanced=True,
+                                help="Writes <last model>.optim.safetensors (the AdamW moments, "
+                                     "about twice the model's size) so RESUME_FROM continues "
+                                     "exactly; without it a resumed run restarts the optimizer.")
     log_folder: str = spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)",
                            "folder_out", optional=True, advanced=True,
                            help="Empty: <output model>_logs next to the model.")
+
+    def __post_init__(self) -> None:
+        self.output_model = model_file_name(self.output_model)
+        self.output_last_model = model_file_name(self.output_last_model)
+
+    def extra_outputs(self) -> list[tuple[str, str, bool]]:
+        from .modelfile import optimizer_path
+
+        out = []
+        if self.output_last_model and self.save_optimizer:
+            out.append(("Optimizer state beside the last model",
+                        str(optimizer_path(self.output_last_model)), False))
+        if self.output_model:
+            out.append(("Log folder (LOG_FOLDER)", self.resolved_log_folder(), True))
+        return out
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -204,15 +246,9 @@ class TrainPixelSegmentationJob(Job):
                            " choose a labeling project or a segmentation chips folder.")
         elif self.project and not Path(self.project).is_file():
             out.append(f"The labeling project {self.project} does not exist: check PROJECT.")
-        if self.patch_size % PATCH_MULTIPLE:
-            out.append(f"Patch size {self.patch_size} is not a multiple of {PATCH_MULTIPLE}: "
-                       f"use {nearest_patch_size(self.patch_size)}.")
+        out += patch_size_problem(self.patch_size)
         if not self.output_model:
             out.append("Output model (OUTPUT_MODEL) is required: choose a file name.")
-        elif self.output_last_model and (Path(self.output_last_model).resolve()
-                                         == Path(self.output_model).resolve()):
-            out.append("The best and last models (OUTPUT_MODEL, OUTPUT_LAST_MODEL) must be "
-                       "different files: change one name.")
         if self.class_weight_min > self.class_weight_max:
             out.append(f"Class weight min ({self.class_weight_min:g}) is above max "
                        f"({self.class_weight_max:g}): swap them.")
@@ -255,30 +291,39 @@ class ClassifyPixelsJob(Job):
     kind = "classify_pixels"
     title = "Classify Pixels"
     group = "Pixel segmentation"
+    progress_phases = (("tile", 0.9), ("polygons", 0.1))
 
     input: str = spec("", "INPUT", "Input raster", "raster_in",
                       help="The raster to classify (same bands as the training rasters).")
     model: str = spec("", "MODEL", "Model", "model_in", file_filter=_MODEL_FILTER)
-    output: str = spec("", "OUTPUT", "Output class raster", "file_out",
+    output: str = spec("", "OUTPUT", "Output class raster", "raster_out",
                        file_filter=_RASTER_FILTER,
                        help="GeoTIFF of class ids with the model's class colours.")
     output_probabilities: str = spec("", "OUTPUT_PROBABILITIES", "Output probabilities",
-                                     "file_out", optional=True, file_filter=_RASTER_FILTER,
+                                     "raster_out", optional=True, file_filter=_RASTER_FILTER,
                                      help="Optional GeoTIFF with one band per class "
                                           "(probability scaled to 0–255).")
-    output_vector: str = spec("", "OUTPUT_VECTOR", "Output polygons", "file_out",
+    output_vector: str = spec("", "OUTPUT_VECTOR", "Output polygons", "vector_out",
                               optional=True, file_filter="GeoPackage (*.gpkg)",
                               help="Optional GeoPackage of class polygons with class id, name "
                                    "and area.")
-    min_area: float = spec(0.0, "MIN_AREA", "Minimum polygon area (map units²)", "float",
-                           minimum=0, help="Smaller polygons are left out of OUTPUT_VECTOR.")
+    min_area: float = spec(0.0, "MIN_AREA", "Minimum polygon area (m²)", "float",
+                           minimum=0, help="Smaller polygons are left out of OUTPUT_VECTOR. "
+                                           "Areas are in m² (on the ellipsoid for a "
+                                           "geographic CRS such as EPSG:4326).")
+    min_pixels: int = spec(4, "MIN_PIXELS", "Minimum polygon size (pixels)", "int", minimum=0,
+                           maximum=10**9,
+                           help="Polygons of fewer pixels are left out of the polygons (ENVI's "
+                                "aggregate minimum size); 0 keeps single pixels.")
     overlap: float = spec(0.25, "OVERLAP", "Tile overlap (share of the tile)", "float",
                           minimum=0, maximum=0.75,
                           help="Tiles overlap by this share and are blended smoothly.")
     tta: bool = spec(False, "TTA", "Test-time augmentation (8 rotations/flips)", "bool",
                      help="Averages 8 turned/flipped predictions: better, 8 × slower.")
-    batch_size: int = spec(4, "BATCH_SIZE", "Tiles per batch", "int", minimum=1, maximum=1024)
-    tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = model's patch size)", "int",
+    batch_size: int = spec(4, "BATCH_SIZE", "Tiles per batch", "int", minimum=1, maximum=1024,
+                           help="Tiles classified at once; more is faster on a GPU and needs "
+                                "more memory.")
+    tile_size: int = spec(0, "TILE_SIZE", TILE_SIZE_LABEL, "int",
                           minimum=0, maximum=8192, advanced=True,
                           help="Pixels per forward pass: tiles of this size are predicted as "
                                "windows of the model's patch size (the size it learnt on), so "
@@ -286,9 +331,19 @@ class ClassifyPixelsJob(Job):
                                "memory per batch.")
     engine: str = spec("auto", "ENGINE", "Inference engine", "enum",
                        choices=("auto", "torch", "onnxruntime"), advanced=True,
+                       choice_labels=("Automatic", "PyTorch", "ONNX Runtime"),
                        help="auto: onnxruntime on the CPU when installed (faster there), torch "
                             "on CUDA.")
-    device: str = spec("auto", "DEVICE", "Device", "str", help="auto, cpu, cuda or cuda:N.")
+    rescale: str = spec("none", "RESCALE", "Rescale input values", "enum",
+                        choices=("none", "dtype"), advanced=True,
+                        help="none: the input must hold values like the training rasters (a "
+                             "raster of another data type whose values do not fit is refused). "
+                             "dtype: map the input data type's range onto the training data "
+                             "type's (uint16 0–65535 or float 0–1 → uint8 0–255).")
+    device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
+                       choice_labels=DEVICE_LABELS,
+                       help="Where the model runs: automatic takes the first CUDA GPU when "
+                            "there is one.")
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -298,12 +353,7 @@ class ClassifyPixelsJob(Job):
             out.append(f"The model {self.model} does not exist: check MODEL.")
         if not self.output:
             out.append("Output class raster (OUTPUT) is required: choose a file name.")
-        if self.tile_size and self.tile_size % PATCH_MULTIPLE:
-            out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
-                       f"use {nearest_patch_size(self.tile_size)}.")
-        outs = [p for p in (self.output, self.output_probabilities, self.output_vector) if p]
-        if self.input and any(Path(p).resolve() == Path(self.input).resolve() for p in outs):
-            out.append("An output would overwrite the input raster: choose another file name.")
+        out += patch_size_problem(self.tile_size, "Tile size", "TILE_SIZE")
         out += _device_problem(self.device)
         return out
 
@@ -332,6 +382,7 @@ class ExportOnnxJob(Job):
                        file_filter="ONNX model (*.onnx)")
     input_scale: str = spec("unit", "INPUT_SCALE", "Input values", "enum",
                             choices=INPUT_SCALES,
+                            choice_labels=("Divided by the scale (0–1)", "Raw pixel values"),
                             help="unit: the network takes pixel values divided by SCALE (0–1 "
                                  "for 8-bit imagery, as Deepness and GeoDeep feed it); raw: "
                                  "it takes raw pixel values, like Classify Pixels.")
@@ -339,7 +390,7 @@ class ExportOnnxJob(Job):
                         minimum=1e-6,
                         help="255 for 8-bit imagery; for other data the value that stands for "
                              "1.0 (e.g. 65535, or 10000 for reflectance ×10000).")
-    tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = model's patch size)", "int",
+    tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = the model's patch size)", "int",
                           minimum=0, maximum=8192, advanced=True,
                           help="The fixed input size of the exported network (Deepness and "
                                "GeoDeep read the tile size from it); a multiple of 32.")
@@ -352,11 +403,7 @@ class ExportOnnxJob(Job):
             out.append(f"The model {self.model} does not exist: check MODEL.")
         if not self.output:
             out.append("Output ONNX file (OUTPUT) is required: choose a file name.")
-        elif self.model and Path(self.output).resolve() == Path(self.model).resolve():
-            out.append("The ONNX file (OUTPUT) would overwrite the model: choose another name.")
-        if self.tile_size and self.tile_size % PATCH_MULTIPLE:
-            out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
-                       f"use {nearest_patch_size(self.tile_size)}.")
+        out += patch_size_problem(self.tile_size, "Tile size", "TILE_SIZE")
         if self.model and Path(self.model).is_file():
             from ..errors import UserError
             from .modelfile import read_model_card

@@ -96,6 +96,14 @@ def _atomic_target(path: str | Path) -> tuple[Path, Path]:
     return path, path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def _usual_mode(path: Path) -> None:
+    """Give ``path`` the mode a new file of the user gets (0644 under the usual umask 022);
+    the safetensors writer creates files 0600, unlike every other output."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def _write_safetensors(tensors: dict, target: str | Path, meta: dict) -> Path:
     """Write ``tensors`` with string ``meta`` to ``target`` atomically (tmp file + replace)."""
     from safetensors.torch import save_file
@@ -103,6 +111,7 @@ def _write_safetensors(tensors: dict, target: str | Path, meta: dict) -> Path:
     path, tmp = _atomic_target(target)
     try:
         save_file(tensors, str(tmp), metadata=meta)
+        _usual_mode(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -127,10 +136,11 @@ def _json_default(value: Any) -> Any:
         return str(value)
 
 
-def _safetensors_metadata(path: Path) -> dict | None:
-    """The ``__metadata__`` of a safetensors file, parsed by hand (8-byte little-endian header
-    length + JSON header), or None when the file is not safetensors. No dependency: the QGIS
-    process reads model cards with it."""
+def _safetensors_header(path: Path) -> dict | None:
+    """The JSON header of a safetensors file, parsed by hand (8-byte little-endian header
+    length + JSON header), or None when the file is not safetensors or its tensors do not fit
+    in the file (truncated, offsets past the end). No dependency: the QGIS process reads model
+    cards with it."""
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
@@ -145,31 +155,118 @@ def _safetensors_metadata(path: Path) -> dict | None:
         return None
     if not isinstance(header, dict):
         return None
+    data_size = size - 8 - n
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1] <= data_size):
+            return None
+    return header
+
+
+def _safetensors_metadata(path: Path) -> dict | None:
+    """The ``__metadata__`` of a valid safetensors file (see :func:`_safetensors_header`)."""
+    header = _safetensors_header(path)
+    if header is None:
+        return None
     meta = header.get("__metadata__") or {}
     return meta if isinstance(meta, dict) else None
 
 
+MAX_CLASSES = 255          # class ids 0…254; 255 is the class rasters' nodata
+MAX_BANDS = 1000
+MAX_PATCH = 8192
+
+
+def card_problem(card) -> str | None:
+    """What is wrong with a model card's shape (a phrase), or None. The schema: an object with
+    ``format_version`` ≤ :data:`FORMAT_VERSION`, ``task`` text, ``classes`` a list of
+    {id 0…254, name} objects with unique ids, ``num_outputs`` above every id (≤ 255),
+    ``bands`` 1…1000, ``mean`` and ``std`` lists of ``bands`` finite numbers (std > 0),
+    ``patch_size`` (when present) 32…8192 px, ``nodata`` a number or null."""
+    import math
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not isinstance(card, dict):
+        return f"the model card is a {type(card).__name__}, not an object"
+    version = card.get("format_version", 1)
+    if not number(version) or int(version) != version:
+        return f"format_version {version!r} is not a whole number"
+    if int(version) > FORMAT_VERSION:
+        return f"future format_version {version}"
+    if not isinstance(card.get("task", ""), str):
+        return "task is not text"
+    classes = card.get("classes")
+    if not isinstance(classes, list) or not classes:
+        return "classes is not a list of classes"
+    if len(classes) > MAX_CLASSES:
+        return f"{len(classes)} classes (at most {MAX_CLASSES})"
+    ids = []
+    for c in classes:
+        if not isinstance(c, dict) or not number(c.get("id")) or int(c["id"]) != c["id"] \
+                or not 0 <= c["id"] < MAX_CLASSES or not isinstance(c.get("name"), str):
+            return f"class {c!r} is not {{id 0–{MAX_CLASSES - 1}, name}}"
+        ids.append(int(c["id"]))
+    if len(set(ids)) != len(ids):
+        return "class ids repeat"
+    outputs = card.get("num_outputs", max(ids) + 1)
+    if not number(outputs) or int(outputs) != outputs or not max(ids) < outputs <= MAX_CLASSES:
+        return f"num_outputs {outputs!r} does not fit the class ids"
+    bands = card.get("bands")
+    if not number(bands) or int(bands) != bands or not 1 <= bands <= MAX_BANDS:
+        return f"bands {bands!r} is not a number of bands (1–{MAX_BANDS})"
+    for key in ("mean", "std"):
+        values = card.get(key)
+        if not isinstance(values, list) or len(values) != bands \
+                or not all(number(v) for v in values):
+            return f"{key} is not a list of {int(bands)} numbers"
+    if any(v <= 0 for v in card["std"]):
+        return "std holds 0 or a negative value (normalising would divide by zero)"
+    patch = card.get("patch_size")
+    if patch is not None and (not number(patch) or int(patch) != patch
+                              or not 32 <= patch <= MAX_PATCH):
+        return f"patch_size {patch!r} is not 32–{MAX_PATCH} px"
+    if card.get("nodata") is not None and not isinstance(card["nodata"], (int, float)):
+        return f"nodata {card['nodata']!r} is not a number"
+    for key in ("architecture", "encoder"):
+        if key in card and not isinstance(card[key], str):
+            return f"{key} is not text"
+    return None
+
+
 def read_model_card(path: str | Path, task: str | None = TASK) -> dict:
-    """The model card of ``path`` (standard library only, nothing from the file is executed);
-    UserError for anything that is not a model (of ``task``, when given)."""
+    """The model card of ``path`` (standard library only, nothing from the file is executed),
+    validated against the card schema (:func:`card_problem`) and the tensor layout;
+    UserError ("not a valid model file") for anything else, or a model of another ``task``."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"The model file {p} does not exist.", "Check the path.")
+    fix = ("Choose a model written by Train Pixel Segmentation (train it again if this one was "
+           "damaged).")
     meta = _safetensors_metadata(p)
     if meta is None:
-        raise UserError(f"{p.name} is not a Deep Learning Trainer model file.",
-                        "Choose a model written by Train Pixel Segmentation.")
+        raise UserError(f"{p} is not a valid model file: it is not a Deep Learning Trainer "
+                        "model file (truncated, damaged, or another kind of file).", fix)
     if meta.get("format") != FORMAT or "card" not in meta:
-        raise UserError(f"{p.name} is a safetensors file but not a Deep Learning Trainer model.",
-                        "Choose a model written by Train Pixel Segmentation.")
+        raise UserError(f"{p} is not a valid model file: a safetensors file but not a Deep "
+                        "Learning Trainer model.", fix)
     try:
         card = json.loads(meta["card"])
     except (json.JSONDecodeError, TypeError):
-        raise UserError(f"The model card of {p.name} is damaged.",
-                        "Train the model again or use another copy.") from None
-    if int(card.get("format_version", 0)) > FORMAT_VERSION:
-        raise UserError(f"{p.name} was written by a newer plugin (model format "
-                        f"{card.get('format_version')}).", "Update Deep Learning Trainer.")
+        raise UserError(f"{p} is not a valid model file: its model card is not JSON.",
+                        fix) from None
+    problem = card_problem(card)
+    if problem and problem.startswith("future"):
+        raise UserError(f"{p} was written by a newer plugin (model format "
+                        f"{card.get('format_version')}), which this version cannot read.",
+                        "Update Deep Learning Trainer.")
+    if problem:
+        raise UserError(f"{p} is not a valid model file: {problem}.", fix)
     if task and card.get("task") != task:
         from ..families import task_title
 
@@ -178,6 +275,15 @@ def read_model_card(path: str | Path, task: str | None = TASK) -> dict:
                         f"this tool needs {task_title(task)}.",
                         "Choose a model trained for this tool.")
     return card
+
+
+def is_model_file(path: str | Path) -> bool:
+    """True when ``path`` holds a Deep Learning Trainer model (by content, any file name)."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    meta = _safetensors_metadata(p)
+    return bool(meta) and meta.get("format") == FORMAT
 
 
 read_card = read_model_card

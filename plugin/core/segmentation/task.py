@@ -18,6 +18,7 @@ import numpy as np
 
 from ..training import runtime
 from ..training.task import TrainingTask
+from ..validpixels import data_band_count
 from .data import WindowSampler
 from .jobs import training_length
 from .metrics import IGNORE, confusion_metric, metrics_from_confusion
@@ -48,7 +49,7 @@ class PixelSegmentationTask(TrainingTask):
         ctx.log(f"Patches: {setup.plan.summary()['patches']}")
         ctx.progress("prepare", 2, 3, "Band statistics")
         with rasterio.open(setup.sources[0].image) as ds:
-            self.bands, res = ds.count, ds.res
+            self.bands, res = data_band_count(ds), ds.res
             self.crs = ds.crs.to_string() if ds.crs else None
             self.dtype = ds.dtypes[0]
         self.pixel_size = (abs(res[0]), abs(res[1]))

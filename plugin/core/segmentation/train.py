@@ -52,6 +52,9 @@ class TrainSetup:
 # -- preparation --------------------------------------------------------------------------------
 def _per_class(value, classes: list, name: str) -> dict[int, float]:
     """SOLID/BLUR override: {id: px} or a list (one per class, by id) → {id: px}."""
+    from ..perclass import parse_per_class
+
+    value = parse_per_class(value, name)
     if not value:
         return {}
     ids = [c.id for c in sorted(classes, key=lambda c: c.id)]

@@ -177,7 +177,8 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
         if job.output_last_model:
             modelfile.save_model(job.output_last_model, network,
                                  card(task.summary_metrics(row, extra), epoch + 1))
-            modelfile.save_optimizer(job.output_last_model, optimizer)
+            if getattr(job, "save_optimizer", True):
+                modelfile.save_optimizer(job.output_last_model, optimizer)
             ctx.artifact("last_model", job.output_last_model)
         shown = {k: v for k, v in row.items() if isinstance(v, (int, float)) and
                  (k == "lr" or k.split("_")[0] in ("train", "val"))}

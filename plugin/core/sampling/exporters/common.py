@@ -106,9 +106,12 @@ def raster_info(path: str) -> dict:
     """Bands, data type, nodata, pixel size and CRS of a raster, for the manifest."""
     import rasterio
 
+    from ...validpixels import data_bands
+
     with rasterio.open(path) as ds:
-        return {"bands": ds.count, "band_names": [d or f"band {i + 1}"
-                                                  for i, d in enumerate(ds.descriptions)],
+        bands = data_bands(ds)
+        return {"bands": len(bands), "band_names": [ds.descriptions[i - 1] or f"band {i}"
+                                                    for i in bands],
                 "dtype": ds.dtypes[0], "nodata": ds.nodata,
                 "pixel_size": [abs(ds.transform.a), abs(ds.transform.e)],
                 "crs": ds.crs.to_string() if ds.crs else None,

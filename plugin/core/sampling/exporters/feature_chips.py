@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from ...validpixels import data_band_count, read_data
 from ..boxes import Box
 from ..reader import PatchReader
 from .common import ExportState, write_geotiff
@@ -49,11 +50,11 @@ def write_feature_chip(state: ExportState, reader: PatchReader, source: int, box
     ds = reader.image_dataset(source)
     side = int(opts.max_side)
     off_r, off_c = (side - h) // 2, (side - w) // 2
-    chip = np.zeros((ds.count, side, side), dtype=ds.dtypes[0])
+    chip = np.zeros((data_band_count(ds), side, side), dtype=ds.dtypes[0])
     r0, c0 = max(row, 0), max(col, 0)
     r1, c1 = min(row + h, ds.height), min(col + w, ds.width)
     if r1 > r0 and c1 > c0:
-        data = ds.read(window=Window(c0, r0, c1 - c0, r1 - r0))
+        data = read_data(ds, window=Window(c0, r0, c1 - c0, r1 - r0))
         chip[:, off_r + r0 - row:off_r + r1 - row, off_c + c0 - col:off_c + c1 - col] = data
     transform = ds.window_transform(Window(col - off_c, row - off_r, side, side))
     if opts.resize and opts.resize != side:

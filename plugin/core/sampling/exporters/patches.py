@@ -11,6 +11,7 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 
+from ...validpixels import data_band_count
 from ..boxes import Box, boxes_in_patch
 from ..plan import IGNORE, Patch
 from ..reader import PatchReader
@@ -103,7 +104,7 @@ def _fmt(v: float) -> str:
 def _write_voc(state: ExportState, patch: Patch, name: str, image_rel: str,
                objects: list[dict], reader: PatchReader) -> None:
     names = state.data.class_names
-    bands = reader.image_dataset(patch.source).count
+    bands = data_band_count(reader.image_dataset(patch.source))
     root = ET.Element("annotation")
     ET.SubElement(root, "folder").text = f"images/{patch.split}"
     ET.SubElement(root, "filename").text = f"{name}.tif"

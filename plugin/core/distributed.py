@@ -1,0 +1,165 @@
+"""Several processes on torch's own distributed engine (``torch.distributed``), for the engine and
+Classify Pixels; nothing here is hand-written communication beyond torch's collectives.
+
+A run is distributed when torch's launcher (``torchrun``, or ``dltrain run JOB --processes N``
+which calls it) set ``WORLD_SIZE`` > 1 in the environment. Each process (a *rank*) then joins the
+process group: NCCL when it trains on CUDA (one GPU per local rank), gloo on the CPU. Rank 0 is
+the *main* rank: it alone writes models, logs, TensorBoard and progress. Outside such a launch
+every function here is a no-op for a single process, so the callers need no second code path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .errors import UserError
+
+
+def world_size() -> int:
+    """Number of processes of this run (1 when not launched by torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def rank() -> int:
+    """This process's rank, 0..world_size−1."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def local_rank() -> int:
+    """This process's rank on its machine (its GPU index on CUDA)."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
+def active() -> bool:
+    """True inside a multi-process run."""
+    return world_size() > 1
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a single process): the one that writes outputs."""
+    return rank() == 0
+
+
+def device_for(device: str) -> str:
+    """The device this rank uses: 'cuda:<local rank>' for a CUDA run with several processes on a
+    machine, else ``device`` unchanged."""
+    if active() and device.startswith("cuda"):
+        return f"cuda:{local_rank()}"
+    return device
+
+
+def setup(device: str) -> bool:
+    """Join the process group (once) when distributed; True if this run is distributed.
+
+    Backend: NCCL on CUDA, gloo on the CPU. Raises UserError when CUDA ranks outnumber GPUs."""
+    if not active():
+        return False
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return True
+    if device.startswith("cuda"):
+        if local_rank() >= torch.cuda.device_count():
+            raise UserError(f"{world_size()} processes on CUDA need one GPU each, but this machine "
+                            f"has {torch.cuda.device_count()}.",
+                            "Use --processes no larger than the number of GPUs.")
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return True
+
+
+def teardown() -> None:
+    """Leave the process group (end of a distributed job)."""
+    if active():
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait until every rank gets here."""
+    if active():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block first, the other ranks after it (e.g. filling a shared cache)."""
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()
+
+
+def wrap(network, device: str):
+    """``network`` in DistributedDataParallel (gradients averaged across ranks by torch) when
+    distributed, else unchanged."""
+    if not active():
+        return network
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.startswith("cuda"):
+        return DistributedDataParallel(network, device_ids=[local_rank()])
+    return DistributedDataParallel(network)
+
+
+def unwrap(network):
+    """The plain module inside a DistributedDataParallel wrapper (for saving, validation)."""
+    return getattr(network, "module", network)
+
+
+def shard(items: Iterable[Any]) -> Iterator[Any]:
+    """This rank's share of ``items`` (every world_size-th, from its rank), cut to the same count
+    on every rank (DistributedDataParallel needs the same number of steps everywhere)."""
+    if not active():
+        yield from items
+        return
+    items = list(items)
+    n, w = len(items) // world_size(), world_size()
+    yield from items[rank():n * w:w]
+
+
+def broadcast(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (any picklable object)."""
+    if not active():
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order (on every rank)."""
+    if not active():
+        return [value]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def launch(args: list[str], processes: int) -> int:
+    """Run ``python -m plugin.cli <args>`` in ``processes`` processes on this machine through
+    torch's launcher (``torch.distributed.run``, the module behind ``torchrun``); its exit code.
+    For several machines call torchrun directly (README)."""
+    if processes < 2:
+        raise UserError(f"--processes {processes}: a distributed run needs 2 or more.",
+                        "Leave --processes out to run in one process.")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={processes}", "-m", __package__.rsplit(".", 1)[0] + ".cli", *args]
+    env = {**os.environ}
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    return subprocess.call(cmd, env=env)
