@@ -168,6 +168,7 @@ def test_tile_size_does_not_change_the_answer_and_without_validation_the_last_mo
     ctx = RecordingContext()
     result = job.run(ctx)
     assert result["best_epoch"] == 2 == result["epochs_run"]
+    assert (result["architecture"], result["encoder"]) == ("unet", "resnet18")   # CPU default
     assert read_card(model)["state"]["epoch"] == 2
     assert any("last model is kept" in e.get("message", "") for e in ctx.events)
     assert any("Only 6 training steps" in e.get("message", "") for e in ctx.events)
@@ -179,3 +180,23 @@ def test_tile_size_does_not_change_the_answer_and_without_validation_the_last_mo
         with rasterio.open(out) as ds:
             answers.append(ds.read(1))
     assert min((a == answers[0]).mean() for a in answers) > 0.999
+
+
+def test_torch_threads_never_oversubscribe_the_cores(monkeypatch):
+    """Cause 4: training threads + loader workers fit the cores; OMP_NUM_THREADS wins."""
+    import torch
+
+    from plugin.core.training import runtime
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(runtime, "available_cpus", lambda: 2)
+        assert runtime.num_workers(-1, "cpu") == 0 and runtime.limit_threads(0) == 1
+        monkeypatch.setattr(runtime, "available_cpus", lambda: 8)
+        assert runtime.limit_threads(runtime.num_workers(-1, "cpu")) == 6
+        assert torch.get_num_threads() == 6
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert runtime.limit_threads(2) == 3
+    finally:
+        torch.set_num_threads(before)

@@ -116,7 +116,7 @@ def valid_patch_size(value: int, limit: int | None) -> int:
 
 def summary_blockers(summary: dict) -> list[str]:
     """Reasons the sampled patches cannot train a model (empty when they can). No validation
-    patch is only a warning: the engine then picks the best model by training loss."""
+    patch is only a warning: the engine then keeps the last model."""
     patches = summary.get("patches", {})
     train = patches.get("train", {})
     out = []
@@ -478,7 +478,7 @@ class TrainSegmentationDialog(QDialog):
         box = QGroupBox("Output")
         form = QFormLayout(box)
         self.output_edit = QLineEdit()
-        self.output_edit.setPlaceholderText("Best model (lowest validation loss)")
+        self.output_edit.setPlaceholderText("Best model (best validation IoU of the features)")
         self.output_last_edit = QLineEdit()
         self.output_last_edit.setPlaceholderText("Model after the last epoch (optional)")
         form.addRow("Output model", file_row(
@@ -515,9 +515,9 @@ class TrainSegmentationDialog(QDialog):
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(0, 10**7)
         self.steps_spin.setSuffix(" batches")
-        self.steps_spin.setSpecialValueText("one pass over the patches")
-        self.steps_spin.setToolTip("Batches per epoch; more than one pass draws patches again "
-                                   "(small data sets).")
+        self.steps_spin.setSpecialValueText("automatic")
+        self.steps_spin.setToolTip("Batches of new random windows per epoch; automatic covers "
+                                   "the training area about twice, at least 20 batches.")
         self.max_patches_spin = QSpinBox()
         self.max_patches_spin.setRange(0, 10**8)
         self.max_patches_spin.setSuffix(" patches")
