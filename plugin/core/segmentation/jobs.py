@@ -34,7 +34,7 @@ _TRAINING_DATA_FILTER = ("Labeling project (*.gpkg);;Segmentation chips folder (
 DEVICES = ("auto", "cpu", "cuda") + tuple(f"cuda:{i}" for i in range(8))
 DEVICE_LABELS = {"auto": "Automatic (first GPU if available)", "cpu": "CPU",
                  "cuda": "CUDA (first GPU)", **{f"cuda:{i}": f"CUDA GPU {i}" for i in range(8)}}
-TILE_SIZE_LABEL = "Tile size (px, 0 = the model's patch size)"
+TILE_SIZE_LABEL = "Tile size (px, 0 = automatic: the model's patch size)"
 
 
 def model_file_name(path: str) -> str:
