@@ -11,7 +11,8 @@ from plugin.core.jobs import RecordingContext
 def test_demo_runs_end_to_end_and_lists_its_outputs(tmp_path):
     ctx = RecordingContext()
     result = run_demo(tmp_path / "demo", ctx, epochs=2, size=128)
-    for key in ("labeling_project", "model", "class_raster", "polygons", "report"):
+    for key in ("labeling_project", "model", "class_raster", "polygons", "report",
+                "grid_model", "grid_cells", "chip_model", "chips_classified"):
         assert result[key] and __import__("pathlib").Path(result[key]).exists(), key
     assert len(result["label_rasters"]) == 1
     with rasterio.open(result["sample_raster"]) as src, \

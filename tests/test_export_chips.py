@@ -423,3 +423,46 @@ def test_processing_algorithm_exports(qgis_processing, tmp_path: Path, scene_pro
     finally:
         if provider is not None:
             registry.removeProvider(provider)
+
+
+def test_dialogs_from_the_menu_start_with_the_labeling_tools_project(qgis_app, tmp_path):
+    """The project the Labeling Tool has open (or handed over) fills the dialogs opened from
+    the Deep Learning menu; settings that do not apply are disabled; units are counted."""
+    from types import SimpleNamespace
+
+    from qgis.core import QgsProject
+
+    from plugin.gui.export_chips_dialog import open_export_chips
+    from plugin.gui.job_dialog_support import labeling_tool_project
+
+    handed = tmp_path / "handed.gpkg"
+    open_in_dock = tmp_path / "dock.gpkg"
+    dock = SimpleNamespace(project=SimpleNamespace(path=open_in_dock))
+    plugin = SimpleNamespace(iface=None, jobs=None, labeling_project=str(handed),
+                             windows={"labeling": dock})
+    assert labeling_tool_project(plugin) == str(handed)  # handed over: used once
+    assert labeling_tool_project(plugin) == str(open_in_dock)
+    remembered = tmp_path / "remembered.gpkg"
+    remembered.write_bytes(b"")
+    QgsProject.instance().writeEntry("dltrainer", "labeling_project", str(remembered))
+    assert labeling_tool_project(SimpleNamespace(windows={})) == str(remembered)
+    QgsProject.instance().removeEntry("dltrainer", "labeling_project")
+    assert labeling_tool_project(SimpleNamespace(windows={})) is None
+    dialog = open_export_chips(plugin)
+    try:
+        assert dialog.project_edit.text() == str(open_in_dock)
+        dialog.format_combo.setCurrentIndex(dialog.format_combo.findData("segmentation"))
+        assert not dialog.fraction_spin.isEnabled() and not dialog.max_side_spin.isEnabled()
+        assert not dialog.pad_check.isEnabled() and not dialog.block_spin.isEnabled()
+        dialog.format_combo.setCurrentIndex(dialog.format_combo.findData("coco"))
+        dialog.blocked_check.setChecked(True)
+        assert dialog.pad_check.isEnabled() and dialog.block_spin.isEnabled()
+        dialog.buffer_spin.setValue(1)
+        assert dialog.buffer_spin.text() == "1 patch"
+        dialog.buffer_spin.setValue(3)
+        assert dialog.buffer_spin.text() == "3 patches"
+        dialog.nodata_spin.setValue(30)
+        assert dialog.job().max_nodata == pytest.approx(0.3)  # shown in %, stored as a share
+        assert dialog.width() <= 1366 and dialog.height() <= 768
+    finally:
+        dialog.close()

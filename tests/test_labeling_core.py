@@ -202,7 +202,7 @@ def test_parse_value_classes_forms():
         1.0: "water", 2.0: "forest", 4.0: "urban area"}
     with pytest.raises(UserError, match="not a number"):
         parse_value_classes({"a": "water"})
-    with pytest.raises(UserError, match="no '='"):
+    with pytest.raises(UserError, match="no id=name pairs"):
         parse_value_classes("1 water")
 
 

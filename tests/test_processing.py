@@ -139,7 +139,7 @@ class AllKindsJob(Job):
     names: list = spec(["a", "b"], "NAMES", "Names", "str_list")
     ids: list = spec([1, 2], "IDS", "Ids", "int_list")
     weights: list = spec([], "WEIGHTS", "Weights", "float_list", optional=True)
-    extra: dict = spec({"k": 1}, "EXTRA", "Extra", "dict", advanced=True)
+    extra: dict = spec({"1": 1.0}, "EXTRA", "Extra", "dict", advanced=True)
 
 
 def test_parameters_follow_the_specs(qgis_processing):
@@ -173,9 +173,9 @@ def test_parameters_follow_the_specs(qgis_processing):
     assert p["MODE"].defaultValue() == 1
     assert p["SOURCE_FOLDER"].behavior() == QgsProcessingParameterFile.Folder
     assert p["MODEL"].behavior() == QgsProcessingParameterFile.File
-    assert p["MODEL"].fileFilter() == "Models (*.safetensors)"
+    assert p["MODEL"].fileFilter() == "Models (*.safetensors);;All files (*)"  # by content
     assert p["IMAGES"].layerType() == 3  # QgsProcessing.TypeRaster
-    assert p["NAMES"].defaultValue() == "a, b" and p["EXTRA"].defaultValue() == '{"k": 1}'
+    assert p["NAMES"].defaultValue() == "a, b" and p["EXTRA"].defaultValue() == '{"1": 1.0}'
     assert alg.name() == "allkinds" and alg.displayName() == "All kinds"
     assert (alg.group(), alg.groupId()) == ("Test jobs", "testjobs")
     help_text = alg.shortHelpString()
@@ -191,13 +191,13 @@ def test_job_from_parameters_maps_values_back(qgis_processing, synthetic_scene, 
         "COUNT": 5, "RATE": 0.25, "FLAG": False, "MODE": 0, "NOTE": "hello",
         "IMAGE": str(synthetic_scene.raster), "LABELS": str(synthetic_scene.labels),
         "IMAGES": [str(synthetic_scene.raster)], "OUT_FILE": out,
-        "NAMES": "water, trees", "IDS": "3,4", "WEIGHTS": "0.5, 2", "EXTRA": '{"a": [1]}',
+        "NAMES": "water, trees", "IDS": "3,4", "WEIGHTS": "0.5, 2", "EXTRA": '{"2": 0.5}',
     }, context)
     assert job == AllKindsJob(
         count=5, rate=0.25, flag=False, mode="slow", note="hello",
         image=str(synthetic_scene.raster), labels=job.labels, images=[str(synthetic_scene.raster)],
         out_file=out, names=["water", "trees"], ids=[3, 4], weights=[0.5, 2.0],
-        extra={"a": [1]})
+        extra={"2": 0.5})
     assert job.labels.split("|")[0] == str(synthetic_scene.labels)
     assert alg.job_from_parameters(alg.parameters_from_job(job), context) == job
     assert alg.job_from_parameters({"MODE": "slow and careful", "OUT_FILE": out},
@@ -205,7 +205,7 @@ def test_job_from_parameters_maps_values_back(qgis_processing, synthetic_scene, 
     # the choice itself is accepted for an enum; defaults fill what is not given
     job = alg.job_from_parameters({"MODE": "slow", "IMAGE": str(synthetic_scene.raster)},
                                   context)
-    assert (job.mode, job.count, job.names, job.extra) == ("slow", 3, ["a", "b"], {"k": 1})
+    assert (job.mode, job.count, job.names, job.extra) == ("slow", 3, ["a", "b"], {"1": 1.0})
     with pytest.raises(QgsProcessingException, match=r"Ids \(IDS\) is '1, x'.*whole numbers"):
         alg.job_from_parameters({"IDS": "1, x"}, context)
     with pytest.raises(QgsProcessingException, match=r"Extra \(EXTRA\) is not valid JSON"):
@@ -304,7 +304,8 @@ def test_relative_paths_are_made_absolute_before_the_job_leaves(qgis_processing,
     train = JobAlgorithm.for_kind("train_pixel_segmentation")
     job = train.job_from_parameters({"PROJECT": "chips/manifest.json", "OUTPUT_MODEL": "m2",
                                      "DEVICE": "cpu"}, QgsProcessingContext())
-    assert job.project == str(chips) and job.output_model == str(tmp_path / "m2")
+    assert job.project == str(chips)
+    assert job.output_model == str(tmp_path / "m2.dltmodel.safetensors")   # Train names models
     assert job.device == "cpu"
 
 
@@ -354,3 +355,28 @@ def test_qgis_process_writes_relative_outputs_in_the_callers_folder(tmp_path, ma
     assert answer["results"]["OUTPUT"] == str(work / "rel_out.tif")
     assert not answer["results"].get("OUTPUT_PROBABILITIES")  # optional: skipped by default
     shutil.rmtree(tmp_path / "home", ignore_errors=True)
+
+
+def test_classifier_algorithms_run_from_paths(processing_run, tmp_path):
+    """traingridmodel → classifygrid and trainchipclassifier → classifychips with the paths and
+    a tiny network (every other parameter at its default)."""
+    from plugin.core.classification.synthetic import make_chip_folder, make_grid_scene
+
+    scene = make_grid_scene(tmp_path / "scene", cells=4, cell=32, feature_share=0.6)
+    grid = processing_run("dltrainer:traingridmodel", {
+        "PROJECT": str(scene.project), "ARCHITECTURE": "resnet18", "GRID_SIZE": 32,
+        "EPOCHS": 1, "OUTPUT_MODEL": str(tmp_path / "grid.dltmodel.safetensors")})
+    assert grid["task"] == "grid" and Path(grid["output_model"]).is_file()
+    cells = processing_run("dltrainer:classifygrid", {
+        "INPUT": str(scene.raster), "MODEL": grid["output_model"],
+        "OUTPUT": str(tmp_path / "cells.gpkg")})
+    assert cells["cells_classified"] == 16 and Path(cells["output"]).is_file()
+    make_chip_folder(tmp_path / "chips", "imagefolder", per_class=6, size=16)
+    chips = processing_run("dltrainer:trainchipclassifier", {
+        "INPUT": str(tmp_path / "chips"), "ARCHITECTURE": "resnet18", "EPOCHS": 1,
+        "OUTPUT_MODEL": str(tmp_path / "chips.dltmodel.safetensors")})
+    assert chips["task"] == "chip_classification" and chips["test"]["count"] == 6
+    out = processing_run("dltrainer:classifychips", {
+        "INPUT": str(tmp_path / "chips"), "MODEL": chips["output_model"],
+        "OUTPUT": str(tmp_path / "chips.csv")})
+    assert out["chips"] == 18 and Path(out["output"]).read_text().startswith("chip,class,score")

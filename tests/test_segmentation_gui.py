@@ -489,7 +489,7 @@ def test_classify_dialog_shows_the_card_and_checks_bands_and_pixel_size(qgis_app
     assert "not a Deep Learning Trainer model file" in dialog.reason_label.text()
 
 
-def test_classify_reopened_on_the_raster_it_classified_last(qgis_app, tmp_path, monkeypatch):
+def test_classify_reopened_on_the_raster_it_classified_last(qgis_iface, tmp_path, monkeypatch):
     """The remembered input is the layer the combo shows already (no layerChanged): it is read
     all the same, Classify is enabled, and output names follow a newly chosen raster."""
     from qgis.core import QgsRasterLayer
@@ -517,6 +517,10 @@ def test_classify_reopened_on_the_raster_it_classified_last(qgis_app, tmp_path, 
     dialog.output_edit.setText(str(tmp_path / "mine.tif"))  # typed by the user: kept
     dialog.set_input(str(image))
     assert dialog.output_edit.text() == str(tmp_path / "mine.tif")
+    (tmp_path / "other_classes.tif").write_bytes(b"")  # an earlier run's output: not reused
+    dialog.output_edit.setText("")
+    dialog.set_input(str(other))
+    assert dialog.output_edit.text() == str(tmp_path / "other_classes_2.tif")
     assert dialog.min_area_spin.suffix() == " m²"
     project.removeMapLayer(layer.id())
 
@@ -558,13 +562,31 @@ def test_outputs_are_added_in_the_model_colours(qgis_app, tmp_path):
     assert isinstance(renderer, QgsPalettedRasterRenderer)
     assert [(c.value, c.color.name(), c.label) for c in renderer.classes()] == [
         (c["id"], c["color"], f"{c['id']} {c['name']}") for c in CLASSES]
+    # the background draws transparent over the imagery; the classes opaque
+    assert [c.color.alpha() for c in renderer.classes()] == [0, 255, 255, 255]
     vector = next(lyr for lyr in added if lyr.type() == 0)
     cat = vector.renderer()
     assert isinstance(cat, QgsCategorizedSymbolRenderer) and cat.classAttribute() == "class_id"
     assert {c.value(): c.symbol().color().name() for c in cat.categories()} == {
-        c["id"]: c["color"] for c in CLASSES}
+        c["id"]: c["color"] for c in CLASSES if c["id"]}
     group = project.layerTreeRoot().findGroup("run1")
     assert group is not None and len(group.findLayers()) == 2
+
+
+def test_probabilities_layer_is_styled_in_the_class_colour(qgis_app, tmp_path):
+    from qgis.core import QgsSingleBandPseudoColorRenderer
+
+    classes_tif = write_raster(tmp_path / "classes.tif", bands=1)
+    probs = write_raster(tmp_path / "probabilities.tif", bands=4)
+    project = QgsProject()
+    added = add_classification({"output": str(classes_tif), "output_probabilities": str(probs)},
+                               CLASSES, "run2", project)
+    layer = next(lyr for lyr in added if lyr.name() == "run2 probabilities")
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsSingleBandPseudoColorRenderer) and renderer.band() == 2
+    items = renderer.shader().rasterShaderFunction().colorRampItemList()
+    assert [(i.value, i.color.name(), i.color.alpha()) for i in items] == [
+        (0, CLASSES[1]["color"], 0), (255, CLASSES[1]["color"], 255)]
 
 
 class WorkerPlugin:
@@ -666,3 +688,58 @@ def test_menu_entries_open_the_tools_and_unload_stops_tensorboard(qgis_iface, la
     finally:
         plugin.unload()
     assert not server.running
+
+
+def test_every_field_of_the_dialogs_has_a_tooltip(qgis_app):
+    from qgis.PyQt.QtWidgets import (
+        QAbstractSpinBox,
+        QCheckBox,
+        QComboBox,
+        QLineEdit,
+        QRadioButton,
+        QSlider,
+        QTableWidget,
+    )
+
+    from plugin.gui.export_chips_dialog import ExportChipsDialog
+
+    def in_table(w) -> bool:
+        while w is not None:
+            if isinstance(w, QTableWidget):  # the table itself explains its columns
+                return True
+            w = w.parent()
+        return False
+
+    for dialog in (train_dialog(), ExportChipsDialog(live_summary=False),
+                   ClassifyPixelsDialog(None, remember=False, project=QgsProject())):
+        fields = dialog.findChildren((QLineEdit, QAbstractSpinBox, QComboBox, QCheckBox,
+                                      QRadioButton, QSlider))
+        fields = [w for w in fields if not isinstance(w.parent(), (QAbstractSpinBox, QComboBox))
+                  and not in_table(w)]
+        assert len(fields) > 8
+        bare = [(type(w).__name__, getattr(w, "text", lambda: "")()) for w in fields
+                if not w.toolTip()]
+        assert bare == [], type(dialog).__name__
+        dialog.close()
+
+
+def test_processing_outputs_loaded_by_qgis_get_the_class_colours(qgis_processing, tmp_path):
+    """Classify Pixels run from the Processing toolbox: the layers QGIS loads on completion get a
+    post-processor that styles them like the dialog's outputs."""
+    from qgis.core import QgsProcessingFeedback, QgsRasterLayer
+
+    model = write_fake_model(tmp_path / "m.dltmodel.safetensors", card())
+    classes_tif = write_raster(tmp_path / "classes.tif", bands=1)
+    job = ClassifyPixelsJob(input=str(classes_tif), model=str(model), output=str(classes_tif))
+    context = QgsProcessingContext()
+    context.addLayerToLoadOnCompletion(str(classes_tif), QgsProcessingContext.LayerDetails(
+        "classes", QgsProject.instance(), "OUTPUT"))
+    alg = JobAlgorithm.for_kind("classify_pixels")
+    alg._style_loaded_outputs(job, context)
+    post = context.layerToLoadOnCompletionDetails(str(classes_tif)).postProcessor()
+    assert post is not None
+    layer = QgsRasterLayer(str(classes_tif), "classes")
+    post.postProcessLayer(layer, context, QgsProcessingFeedback())
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    assert [c.label for c in renderer.classes()] == [f"{c['id']} {c['name']}" for c in CLASSES]

@@ -48,7 +48,8 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 
 
     A labeling project is made from the sample's labels (as `dltrainer:importlabels` does), label
     rasters are built, a small U-Net is trained (GPU when there is one) and the sample is
-    classified into a class raster, probabilities and polygons.
+    classified into a class raster, probabilities and polygons; then a grid model and a chip
+    classifier are trained on the same project and applied (``classification/demo.py``).
     """
     from .basic_jobs import EnvironmentReportJob
     from .labeling.jobs import BuildLabelRastersJob
@@ -85,7 +86,11 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 
         input=str(scene.raster), model=train.output_model, output=str(output / "classes.tif"),
         output_probabilities=str(output / "probabilities.tif"),
         output_vector=str(output / "polygons.gpkg"), min_area=1.0), "4/4 classify")
-    return {"output_folder": str(output), "sample_raster": str(scene.raster),
+    from .classification.demo import run_classifier_demo
+
+    classifiers = run_classifier_demo(output, project, scene.raster, run,
+                                      epochs=max(2, epochs // 2))
+    return {**classifiers, "output_folder": str(output), "sample_raster": str(scene.raster),
             "labeling_project": str(project),
             "label_rasters": labels["label_rasters"],
             "model": train.output_model, "last_model": train.output_last_model,

@@ -50,6 +50,18 @@ FAMILIES: list[Family] = [
                            "train_segmentation_dialog:open_train_segmentation"),
            classify_tools=(Tool("classify_pixels", "Classify Pixels…",
                                 "classify_pixels_dialog:open_classify_pixels"),)),
+    Family("grid", "Grid Model", "train_grid_model", ("classify_grid",),
+           "classification.task:GridTask", "classification.jobs",
+           train_tool=Tool("train_grid_model", "Grid Model…",
+                           "classification_dialogs:open_train_grid_model"),
+           classify_tools=(Tool("classify_grid", "Classify Grid…",
+                                "classification_dialogs:open_classify_grid"),)),
+    Family("chip_classification", "Chip Classifier", "train_chip_classifier",
+           ("classify_chips",), "classification.task:ChipTask", "classification.jobs",
+           train_tool=Tool("train_chip_classifier", "Chip Classifier…",
+                           "classification_dialogs:open_train_chip_classifier"),
+           classify_tools=(Tool("classify_chips", "Classify Chips…",
+                                "classification_dialogs:open_classify_chips"),)),
 ]
 
 

@@ -92,8 +92,8 @@ class Job:
             except (UserError, KeyboardInterrupt, MemoryError):
                 raise
             except Exception as exc:
-                paths = [p for _, p, _ in job_outputs(self)] + [p for _, p in job_inputs(self)]
-                err = io_user_error(exc, paths)
+                err = io_user_error(exc, [p for _, p, _ in job_outputs(self)],
+                                    [p for _, p in job_inputs(self)])
                 if err is None:
                     raise
                 raise err from exc

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .jobs import Job
 
 IN_KINDS = ("file_in", "folder_in", "raster_in", "vector_in", "project_in", "model_in")
-OUT_KINDS = ("file_out", "folder_out", "model_out", "project_out")
+OUT_KINDS = ("file_out", "folder_out", "model_out", "project_out", "raster_out", "vector_out")
 LIST_IN_KINDS = ("raster_list", "vector_list")
 FOLDER_KINDS = ("folder_in", "folder_out")
 LOCK_SUFFIX = ".dltrainer.lock"
@@ -314,19 +314,28 @@ _WHY = {
 }
 
 
-def io_user_error(exc: BaseException, candidates: list[str] | None = None) -> UserError | None:
+def io_user_error(exc: BaseException, outputs: list[str] | None = None,
+                  inputs: list[str] | None = None) -> UserError | None:
     """A :class:`UserError` naming the file and why for an ``OSError`` (or a rasterio / GDAL
-    I/O error) raised while a job ran; None when ``exc`` is not about a file. ``candidates``:
-    the job's paths, used to name the file when the error itself does not."""
+    I/O error) raised while a job ran; None when ``exc`` is not about a file. ``outputs`` and
+    ``inputs``: the job's paths, used to name the file when the error itself does not (a
+    failed write names the outputs, a failed read the inputs)."""
+    candidates = list(outputs or []) + list(inputs or [])
     if isinstance(exc, UserError):
         return exc
-    text = str(exc)
-    code = getattr(exc, "errno", None)
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 5:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join(str(e) for e in chain)
+    code = next((e.errno for e in chain if isinstance(e, OSError)    # not GDAL's error numbers
+                 and not type(e).__module__.startswith("rasterio")
+                 and isinstance(e.errno, int) and e.errno in _WHY), None)
+    low = text.lower()
     if code is None:
-        low = text.lower()
         code = (errno.ENOSPC if "no space left" in low else errno.EFBIG if "too large" in low
                 else errno.EACCES if "permission denied" in low else None)
-    name = getattr(exc, "filename", None)
+    name = next((e.filename for e in chain if getattr(e, "filename", None)), None)
     if not name:
         for path in candidates or []:
             if path and (path in text or Path(path).name in text):
@@ -335,15 +344,74 @@ def io_user_error(exc: BaseException, candidates: list[str] | None = None) -> Us
     module = type(exc).__module__ or ""
     is_io = isinstance(exc, OSError) or module.startswith(("rasterio", "osgeo", "pyogrio",
                                                            "safetensors"))
+    if not name and code is None and is_io:
+        low = text.lower()
+        guess = (outputs if "write" in low else inputs if "read" in low else None) or []
+        if len(guess) == 1:
+            name = guess[0]
+        elif guess:
+            name = "one of " + ", ".join(guess)
     if not is_io or (not name and code is None):
         return None
-    why, fix = _WHY.get(code, (getattr(exc, "strerror", None) or text.strip() or
-                               type(exc).__name__, "Check the file and try again."))
+    if code is None and "read failed" in low:
+        why, fix = ("the file is damaged or incomplete (its data cannot be read)",
+                    "Check the file (open it in QGIS) or copy it again.")
+    elif code is None and any(k in low for k in _IO_FAILURE + ("write",)):
+        why, fix = _DISK_REFUSED
+    else:
+        why, fix = _WHY.get(code, (getattr(exc, "strerror", None) or text.strip() or
+                                   type(exc).__name__, "Check that the file is complete "
+                                   "and readable (open it in QGIS), or write to another "
+                                   "disk."))
     where = f"{name}" if name else "an output file"
-    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and not name and candidates:
-        where = "the outputs (" + ", ".join(candidates) + ")"
-    return UserError(f"Reading or writing {where} failed: {why}. Nothing was overwritten; "
-                     "partial outputs were removed.", fix)
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and not name and outputs:
+        where = "the outputs (" + ", ".join(outputs) + ")"
+    verb = ("Reading" if name in (inputs or []) else "Writing" if name in (outputs or [])
+            or code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "Reading or writing")
+    return UserError(f"{verb} {where} failed: {why}. Nothing was overwritten; partial "
+                     "outputs were removed.", fix)
+
+
+_DISK_REFUSED = ("the disk refused the data (full, too small for the file, or failing)",
+                 "Free disk space or choose a folder on another disk.")
+_IO_FAILURE = ("too large", "no space", "io error", "i/o error", "writeproc", "seekproc",
+               "write error", "short write", "disk full", "failed to write", "write failed")
+
+
+@contextlib.contextmanager
+def gdal_write_guard(path: str | Path) -> Iterator[None]:
+    """Turn errors GDAL only signals (never raises), such as a block flushed to a full disk when
+    a raster is closed, into a :class:`UserError` naming ``path``; wrap the writing and closing
+    of a raster in it."""
+    import logging
+
+    errors: list[str] = []
+
+    class _Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            msg = record.getMessage()
+            if any(k in msg.lower() for k in _IO_FAILURE):
+                errors.append(msg)
+
+    logger = logging.getLogger("rasterio")
+    handler, level = _Catch(logging.INFO), logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    if errors:
+        low = " ".join(errors).lower()
+        code = (errno.ENOSPC if "no space" in low else errno.EFBIG if "too large" in low
+                else errno.EIO)
+        why, fix = _WHY[code]
+        if code == errno.EIO:
+            why, fix = _DISK_REFUSED
+        raise UserError(f"Writing {path} failed: {why}. Nothing was overwritten; partial "
+                        "outputs were removed.", fix)
 
 
 @contextlib.contextmanager

@@ -19,9 +19,16 @@ import numpy as np
 
 def alpha_bands(ds) -> list[int]:
     """1-based indexes of the alpha bands of the open rasterio dataset ``ds``."""
+    from rasterio._err import CPLE_BaseError
     from rasterio.enums import ColorInterp
 
-    return [i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha]
+    try:
+        interp = ds.colorinterp
+    except CPLE_BaseError:
+        # rasterio reports an error GDAL left from an earlier, unrelated call (e.g. a colour
+        # table written to another file); reading it cleared that state
+        interp = ds.colorinterp
+    return [i + 1 for i, ci in enumerate(interp) if ci == ColorInterp.alpha]
 
 
 def data_bands(ds) -> list[int]:

@@ -41,6 +41,7 @@ from . import messages, settings
 from .job_dialog_support import (
     browse_file,
     browse_save_file,
+    counted,
     file_row,
     fill_devices,
     problem_label,
@@ -137,6 +138,8 @@ class ClassifyPixelsDialog(QDialog):
         self.input_combo = QgsMapLayerComboBox()
         self.input_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.input_combo.setAllowEmptyLayer(True)
+        self.input_combo.setToolTip("A raster layer, or a file (…): the same bands as the "
+                                    "training rasters.")
         if hasattr(self.input_combo, "setProject"):  # QGIS ≥ 3.24; before: the main project
             self.input_combo.setProject(self.project)
         form.addRow("Input raster", file_row(self.input_combo, self._browse_input,
@@ -146,6 +149,8 @@ class ClassifyPixelsDialog(QDialog):
         form.addRow("", self.input_label)
         self.model_edit = QLineEdit()
         self.model_edit.setPlaceholderText("A model trained with Train Pixel Segmentation")
+        self.model_edit.setToolTip("A model file (.dltmodel.safetensors); its card below shows "
+                                   "its classes, bands and patch size.")
         form.addRow("Model", file_row(self.model_edit, self._browse_model))
         self.card_view = QTextBrowser()
         self.card_view.setMinimumHeight(150)
@@ -155,16 +160,24 @@ class ClassifyPixelsDialog(QDialog):
         out = QFormLayout(outputs)
         self.output_edit = QLineEdit()
         self.output_edit.setPlaceholderText("Class raster (GeoTIFF)")
+        self.output_edit.setToolTip("GeoTIFF of class ids on the input's grid, with the "
+                                    "model's colours (background transparent on the map).")
         out.addRow("Class raster", file_row(self.output_edit, lambda: browse_save_file(
             self, self.output_edit, "Class raster", "GeoTIFF (*.tif)", ".tif")))
         self.prob_check = QCheckBox("Probabilities")
         self.prob_edit = QLineEdit()
         self.prob_edit.setPlaceholderText("One band per class (GeoTIFF)")
+        for w in (self.prob_check, self.prob_edit):
+            w.setToolTip("Optional GeoTIFF with one band per class: the probability scaled to "
+                         "0–255.")
         out.addRow(self.prob_check, file_row(self.prob_edit, lambda: browse_save_file(
             self, self.prob_edit, "Probabilities", "GeoTIFF (*.tif)", ".tif")))
         self.vector_check = QCheckBox("Polygons")
         self.vector_edit = QLineEdit()
         self.vector_edit.setPlaceholderText("Class polygons (GeoPackage)")
+        for w in (self.vector_check, self.vector_edit):
+            w.setToolTip("Optional GeoPackage of class polygons with class id, name, area (m²) "
+                         "and perimeter (m).")
         out.addRow(self.vector_check, file_row(self.vector_edit, lambda: browse_save_file(
             self, self.vector_edit, "Polygons", "GeoPackage (*.gpkg)", ".gpkg")))
         self.min_pixels_spin = QSpinBox()
@@ -193,10 +206,12 @@ class ClassifyPixelsDialog(QDialog):
         rf.addRow("Tile overlap", self.overlap_spin)
         self.tta_check = QCheckBox("Test-time augmentation (8 rotations and flips: better, "
                                    "8 × slower)")
+        self.tta_check.setToolTip("Averages the predictions of 8 turned and flipped copies of "
+                                  "each tile: smoother results, 8 × the time.")
         rf.addRow("", self.tta_check)
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 1024)
-        self.batch_spin.setSuffix(" tiles")
+        counted(self.batch_spin, "tile")
         self.batch_spin.setToolTip("Tiles the model classifies at once; more is faster on a GPU "
                                    "and needs more memory.")
         rf.addRow("Tiles per batch", self.batch_spin)
@@ -325,12 +340,18 @@ class ClassifyPixelsDialog(QDialog):
         self._changed()
 
     def _suggest_outputs(self, path: str) -> None:
-        """Output names after the input raster; names suggested for an earlier input (not
-        typed by the user) follow the new one."""
+        """Output names after the input raster, numbered past the outputs of earlier runs (so a
+        second run does not replace the first); names suggested for an earlier input (not typed
+        by the user) follow the new one."""
         stem = Path(path).with_suffix("")
         folder = Path(settings.output_folder()) if settings.output_folder() else None
         base = (folder / stem.name) if folder else stem
-        new = (f"{base}_classes.tif", f"{base}_probabilities.tif", f"{base}_classes.gpkg")
+        for n in range(1, 1000):
+            tag = "" if n == 1 else f"_{n}"
+            new = (f"{base}_classes{tag}.tif", f"{base}_probabilities{tag}.tif",
+                   f"{base}_classes{tag}.gpkg")
+            if not any(Path(p).exists() for p in new):
+                break
         old = getattr(self, "_suggested", ("", "", ""))
         for edit, before, after in zip((self.output_edit, self.prob_edit, self.vector_edit),
                                        old, new):

@@ -34,6 +34,7 @@ from .job_dialog_support import (
     ask_save_job,
     browse_file,
     browse_folder,
+    counted,
     double_spin,
     file_row,
     fit_to_screen,
@@ -131,13 +132,15 @@ class ExportChipsDialog(QDialog):
         form.addRow("Output folder", file_row(self.output_edit, self._browse_output, "Browse…"))
 
         self.advanced_check = QCheckBox("Show advanced settings")
+        self.advanced_check.setToolTip("Point box size, nodata limit, blocked split and the "
+                                       "settings of feature chips and multi-label tags.")
         self.advanced = QGroupBox("Advanced")
         adv = QFormLayout(self.advanced)
         self.box_spin = double_spin(1, 4096, step=1, suffix=" px")
         self.nodata_spin = double_spin(0, 100, decimals=0, step=5, suffix=" %")
         self.blocked_check = QCheckBox("Spatially blocked split within each raster")
-        self.block_spin = self._ispin(1, 1000, " patches")
-        self.buffer_spin = self._ispin(0, 100, " patches")
+        self.block_spin = counted(self._ispin(1, 1000), "patch")
+        self.buffer_spin = counted(self._ispin(0, 100), "patch")
         self.min_side_spin = self._ispin(0, 8192, " px")
         self.max_side_spin = self._ispin(1, 8192, " px")
         self.resize_spin = self._ispin(0, 8192, " px")
@@ -186,6 +189,8 @@ class ExportChipsDialog(QDialog):
                              ("max_side", self.max_side_spin), ("resize", self.resize_spin)):
             if name in spec and spec[name].help:
                 widget.setToolTip(spec[name].help)
+        self.resize_spin.setToolTip("Feature chips are resized to this side (0: kept at their "
+                                    "size; feature chips only).")
         self.box_spin.setToolTip("Side of the square box around each point label (object "
                                  "detection and feature chips).")
         self.format_combo.setToolTip("How the chips and their labels are written; "

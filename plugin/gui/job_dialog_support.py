@@ -80,6 +80,18 @@ def double_spin(lo: float, hi: float, decimals: int = 2, step: float = 1.0,
     return spin
 
 
+def counted(spin, word: str, many: str | None = None):
+    """Give a spin box a unit suffix in the right number: "1 patch", "4 patches"."""
+    from ..core.wording import plural
+
+    def update(value) -> None:
+        spin.setSuffix(" " + plural(value, word, many).split(" ", 1)[1])
+
+    spin.valueChanged.connect(update)
+    update(spin.value())
+    return spin
+
+
 def fill_devices(combo: QComboBox, devices: list[dict], current: str) -> None:
     """Automatic, CPU and each CUDA device in ``devices``; ``current`` is selected."""
     combo.blockSignals(True)

@@ -91,6 +91,8 @@ def categorized_renderer(classes: list[dict], field: str = CLASS_FIELD,
     """Polygons filled with their class colour (outline a darker shade), by ``field``."""
     categories = []
     for c in _sorted(classes):
+        if int(c["id"]) == 0:  # polygons are never background: no legend entry for it
+            continue
         color = QColor(c["color"])
         symbol = QgsFillSymbol.createSimple({
             "color": f"{color.red()},{color.green()},{color.blue()},255",
@@ -142,3 +144,36 @@ def add_classification(result: dict, classes: list[dict], name: str = "",
             node.setItemVisibilityChecked(False)
             added.append(layer)
     return added
+
+
+def name_renderer(classes: list[dict], field: str = "class",
+                  opacity: float = 0.6) -> QgsCategorizedSymbolRenderer:
+    """Features coloured by the class *name* in ``field`` (grid cells, classified chips);
+    ``background`` cells drawn as hollow grey outlines."""
+    categories = []
+    for c in list(classes) + [{"name": "background", "color": ""}]:
+        if c["color"]:
+            color = QColor(c["color"])
+            symbol = QgsFillSymbol.createSimple({
+                "color": f"{color.red()},{color.green()},{color.blue()},255",
+                "outline_color": color.darker(140).name(), "outline_width": "0.3"})
+            symbol.setOpacity(opacity)
+        else:
+            symbol = QgsFillSymbol.createSimple({"style": "no", "outline_color": "128,128,128",
+                                                 "outline_width": "0.2"})
+        categories.append(QgsRendererCategory(c["name"], symbol, c["name"]))
+    return QgsCategorizedSymbolRenderer(field, categories)
+
+
+def add_class_layer(path: str, classes: list[dict], name: str = "",
+                    project: QgsProject | None = None) -> QgsVectorLayer | None:
+    """Add a vector output with a ``class`` field (Classify Grid, Classify Chips) to the map,
+    styled by class name with the model's colours; None when it cannot be opened."""
+    project = project or QgsProject.instance()
+    layer = QgsVectorLayer(str(path), name or Path(path).stem, "ogr")
+    if not layer.isValid():
+        return None
+    if layer.geometryType() == 2:   # polygons; points and lines keep QGIS's default symbol
+        layer.setRenderer(name_renderer(classes))
+    project.addMapLayer(layer)
+    return layer

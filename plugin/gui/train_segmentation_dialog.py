@@ -69,6 +69,7 @@ from .job_dialog_support import (
     browse_file,
     browse_folder,
     browse_save_file,
+    counted,
     double_spin,
     file_row,
     fill_devices,
@@ -269,6 +270,8 @@ class TrainSegmentationDialog(QDialog):
         form = QFormLayout(box)
         self.project_edit = QLineEdit()
         self.project_edit.setPlaceholderText("Labeling project (.gpkg)")
+        self.project_edit.setToolTip("The labeling project with the training rasters, classes "
+                                     "and labels (or a folder of exported segmentation chips).")
         self.project_edit.editingFinished.connect(self._project_changed)
         form.addRow("Labeling project", file_row(self.project_edit, self._browse_project))
 
@@ -295,7 +298,13 @@ class TrainSegmentationDialog(QDialog):
         self.weights_imagenet = QRadioButton("ImageNet pre-trained encoder weights")
         self.weights_model = QRadioButton("Start from an existing model (fine-tune)")
         self.weights_group = QButtonGroup(self)
-        for b in (self.weights_none, self.weights_imagenet, self.weights_model):
+        for b, tip in ((self.weights_none, "Start from random weights: works offline; needs "
+                                           "more epochs."),
+                       (self.weights_imagenet, "Start the encoder from ImageNet weights: "
+                                               "usually learns faster from fewer labels."),
+                       (self.weights_model, "Fine-tune a model trained before; its "
+                                            "architecture, encoder and normalisation are used.")):
+            b.setToolTip(tip)
             self.weights_group.addButton(b)
             b.toggled.connect(self._changed)
         self.weights_note = QLabel("ImageNet weights are downloaded once and need an internet "
@@ -305,6 +314,8 @@ class TrainSegmentationDialog(QDialog):
         self.weights_note.setStyleSheet("color: #555;")
         self.init_model_edit = QLineEdit()
         self.init_model_edit.setPlaceholderText("Model to fine-tune")
+        self.init_model_edit.setToolTip("A pixel segmentation model (.dltmodel.safetensors) to "
+                                        "start from.")
         wl = QVBoxLayout()
         wl.setSpacing(2)
         wl.addWidget(self.weights_none)
@@ -342,6 +353,9 @@ class TrainSegmentationDialog(QDialog):
         self.split_spin = QSpinBox()
         self.split_spin.setRange(0, 100)
         self.split_spin.setSuffix(" % training")
+        for w in (self.split_slider, self.split_spin):
+            w.setToolTip("Percent of the rasters used for training; the rest validate (with a "
+                         "single raster: of its patches).")
         self.split_slider.valueChanged.connect(self.split_spin.setValue)
         self.split_spin.valueChanged.connect(self.split_slider.setValue)
         row = QHBoxLayout()
@@ -371,12 +385,12 @@ class TrainSegmentationDialog(QDialog):
         grid = QGridLayout(box)
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 100000)
-        self.epochs_spin.setSuffix(" epochs")
+        counted(self.epochs_spin, "epoch")
         self.epochs_spin.setToolTip("Passes over the training patches. The best model (lowest "
                                     "validation loss) is kept whatever the number.")
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 4096)
-        self.batch_spin.setSuffix(" patches")
+        counted(self.batch_spin, "patch")
         self.batch_spin.setToolTip("Patches per optimisation step; limited by GPU memory.")
         self.lr_spin = double_spin(0.000001, 1, 6, 0.0001)
         self.lr_spin.setToolTip("Step size of the AdamW optimiser at the start (it decays "
@@ -481,6 +495,10 @@ class TrainSegmentationDialog(QDialog):
         self.output_edit.setPlaceholderText("Best model (best validation IoU of the features)")
         self.output_last_edit = QLineEdit()
         self.output_last_edit.setPlaceholderText("Model after the last epoch (optional)")
+        self.output_edit.setToolTip("The model with the best validation IoU of the features; "
+                                    ".dltmodel.safetensors is added to a name without it.")
+        self.output_last_edit.setToolTip("The model after the last epoch, to resume training "
+                                         "from (its optimizer state is saved beside it).")
         form.addRow("Output model", file_row(
             self.output_edit, lambda: self._browse_output(self.output_edit, "Output model")))
         form.addRow("Output last model", file_row(
@@ -489,6 +507,12 @@ class TrainSegmentationDialog(QDialog):
         self.background_check = QCheckBox("Run in the background (progress in the task manager "
                                           "only)")
         self.tensorboard_check = QCheckBox("Open TensorBoard in the browser when training starts")
+        self.background_check.setToolTip("Off: the Training Model window shows the progress. "
+                                         "Either way it can be opened from Deep Learning ▸ "
+                                         "Training Model Window.")
+        self.tensorboard_check.setToolTip("A local TensorBoard (127.0.0.1) shows the metrics of "
+                                          "this run; its address also appears in the message "
+                                          "bar.")
         form.addRow("", self.background_check)
         form.addRow("", self.tensorboard_check)
         self.output_edit.textChanged.connect(self._changed)
@@ -508,19 +532,19 @@ class TrainSegmentationDialog(QDialog):
                                   "initial weights: the same seed repeats a run.")
         self.patience_spin = QSpinBox()
         self.patience_spin.setRange(0, 100000)
-        self.patience_spin.setSuffix(" epochs")
+        counted(self.patience_spin, "epoch")
         self.patience_spin.setSpecialValueText("off")
         self.patience_spin.setToolTip("Stop when the validation loss has not improved for this "
                                       "many epochs (off: run every epoch).")
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(0, 10**7)
-        self.steps_spin.setSuffix(" batches")
+        counted(self.steps_spin, "batch")
         self.steps_spin.setSpecialValueText("automatic")
         self.steps_spin.setToolTip("Batches of new random windows per epoch; automatic covers "
                                    "the training area about twice, at least 20 batches.")
         self.max_patches_spin = QSpinBox()
         self.max_patches_spin.setRange(0, 10**8)
-        self.max_patches_spin.setSuffix(" patches")
+        counted(self.max_patches_spin, "patch")
         self.max_patches_spin.setSpecialValueText("all")
         self.max_patches_spin.setToolTip("Use at most this many training patches per epoch "
                                          "(a random subset each epoch).")
@@ -772,6 +796,17 @@ class TrainSegmentationDialog(QDialog):
         self.arch_help.setText(_ARCH_HELP.get(self.arch_combo.currentData(), ""))
         self.weights_note.setEnabled(self.weights_imagenet.isChecked())
         self.init_model_edit.setEnabled(self.weights_model.isChecked())
+        # options that do not apply are disabled: a fine-tuned or resumed model brings its own
+        # architecture and encoder; patience needs validation patches
+        from_model = self.weights_model.isChecked() or bool(self.resume_edit.text().strip())
+        for w, tip in ((self.arch_combo, "The network design; the line below says what each "
+                                         "suits."),
+                       (self.encoder_combo, "The backbone that extracts features; larger "
+                                            "encoders learn more but train slower.")):
+            w.setEnabled(not from_model)
+            w.setToolTip("Taken from the model you start from or resume." if from_model
+                         else tip)
+        self.patience_spin.setEnabled(self.split_spin.value() < 100)
         suggestion = self.suggested_patch_size()
         bad_patch = suggestion != self.patch_spin.value()
         self.patch_fix_button.setText(f"Use {suggestion}")

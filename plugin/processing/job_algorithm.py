@@ -41,6 +41,7 @@ from qgis.core import (
 
 from ..core.errors import JobCancelled, UserError, WorkerError
 from ..core.jobs import Job, job_class
+from ..core.outputs import absolute_path  # made absolute before the job leaves this process
 from ..core.params import ParamSpec, param_fields
 from ..core.progress import for_job as progress_for_job
 from ..core.runner import WorkerRun
@@ -96,8 +97,11 @@ def make_parameter(ps: ParamSpec, default: Any) -> QgsProcessingParameterDefinit
     elif kind in FILE_IN or kind == "folder_in":
         behavior = (QgsProcessingParameterFile.Folder if kind == "folder_in"
                     else QgsProcessingParameterFile.File)
+        # model files are recognised by content (any name), so any file name is accepted
+        flt = (f"{ps.file_filter};;All files (*)" if kind == "model_in" and ps.file_filter
+               else ps.file_filter)
         param = QgsProcessingParameterFile(name, label, behavior, "", default or None,
-                                           ps.optional, ps.file_filter)
+                                           ps.optional, flt)
     elif kind in FILE_OUT:  # optional outputs are skipped unless asked for
         param = QgsProcessingParameterFileDestination(
             name, label, ps.file_filter or "All files (*.*)", default or None, ps.optional,
@@ -130,8 +134,8 @@ def make_parameter(ps: ParamSpec, default: Any) -> QgsProcessingParameterDefinit
         param = QgsProcessingParameterString(name, label, text, False, ps.optional or empty)
     else:  # pragma: no cover - params.KINDS guards this
         raise ValueError(f"unknown parameter kind {kind!r}")
-    if kind == "float" and ps.decimals is not None:
-        param.setMetadata({"widget_wrapper": {"decimals": ps.decimals}})
+    if kind == "float":  # "0.25", not "0.250000" (QGIS shows 6 decimals by default)
+        param.setMetadata({"widget_wrapper": {"decimals": float_decimals(ps, default)}})
     if ps.advanced:
         param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
     if ps.help and hasattr(param, "setHelp"):
@@ -320,7 +324,7 @@ class JobAlgorithm(QgsProcessingAlgorithm):
 
     # -- running -------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        job = self.job_from_parameters(parameters, context)
+        job = self.job_from_parameters(parameters, context).with_absolute_paths()
         problems = job.problems()
         if problems:
             raise QgsProcessingException(" ".join(problems))
@@ -353,9 +357,14 @@ class JobAlgorithm(QgsProcessingAlgorithm):
         try:
             result = dict(run.start().wait(feedback.isCanceled))
         except JobCancelled as exc:
-            feedback.pushInfo("Cancelled: finished work was kept.")
             result = dict(getattr(exc, "result", None) or {})
             result["CANCELLED"] = True
+            kept = [getattr(job, f.name) for f, ps in param_fields(self.job_cls)
+                    if ps.kind in DESTINATIONS and getattr(job, f.name)
+                    and Path(getattr(job, f.name)).exists()]
+            # QGIS reports any cancelled algorithm as failed; this line says what happened
+            feedback.pushWarning("Cancelled by the user; nothing failed. Finished work was kept"
+                                 + (": " + ", ".join(kept) if kept else "") + ".")
         except UserError as exc:
             raise QgsProcessingException(str(exc)) from None
         except WorkerError as exc:
@@ -401,21 +410,26 @@ class _Styler(QgsProcessingLayerPostProcessorInterface):
             feedback.pushInfo(f"The layer {layer.name()} keeps the default style: {exc}")
 
 
-def absolute_path(path: str) -> str:
-    """``path`` made absolute against the working directory of this process (the caller's:
-    qgis_process, QGIS), before the job leaves it for a worker running elsewhere; '' stays ''.
-    """
-    if not path or "://" in path or os.path.isabs(path):
-        return path
-    return os.path.abspath(os.path.expanduser(path))
+def float_decimals(ps: ParamSpec, default: Any) -> int:
+    """Decimals shown for a float parameter: the spec's, else enough for its default and
+    minimum (at least 2, at most 6)."""
+    if ps.decimals is not None:
+        return ps.decimals
+
+    def needed(value) -> int:
+        if not isinstance(value, (int, float)) or value == 0:
+            return 0
+        text = f"{abs(value):.7f}".rstrip("0")
+        return len(text.split(".")[1]) if "." in text else 0
+
+    return max(2, min(6, max(needed(default), needed(ps.minimum))))
 
 
 def absolute_source(source: str) -> str:
-    """A layer source with a relative file path (``rel.gpkg|layername=x``) made absolute."""
-    head, sep, tail = source.partition("|")
-    if head and not os.path.isabs(head) and os.path.exists(head):
-        head = os.path.abspath(head)
-    return head + sep + tail
+    """A layer source with a relative file path (``rel.gpkg|layername=x``) made absolute against
+    the caller's folder; database and web sources unchanged."""
+    head = source.partition("|")[0]
+    return absolute_path(source) if head and os.path.exists(head) else source
 
 
 def _parse_list(ps: ParamSpec, text: str) -> list:
@@ -436,6 +450,15 @@ def _parse_dict(ps: ParamSpec, text: str) -> dict | list:
     """A per-class table in any form the help shows (:func:`core.perclass.parse_per_class`)."""
     from ..core.perclass import parse_per_class
 
+    if not text:
+        return {}
+    if text[0] in "{[":     # JSON: any mapping; the job checks what its keys must be
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise QgsProcessingException(
+                f"{ps.label} ({ps.name}) is not valid JSON ({exc.msg}): write an object such "
+                'as {"1": 2} or the id=value form, e.g. 1=2, 3=0.5.') from None
     names = ps.name == "VALUE_CLASSES"
     try:
         return parse_per_class(text, f"{ps.label} ({ps.name})", numbers=not names)

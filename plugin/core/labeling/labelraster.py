@@ -266,14 +266,19 @@ class _LabelRasterWriter:
             self.dst.write(band, 1, window=rows)
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        from ..outputs import gdal_write_guard
+
         try:
-            try:
-                if exc_type is None:
-                    self.dst.write_colormap(1, _colormap(self.classes))
-                    self.dst.update_tags(ignore_value=str(IGNORE), project=str(self.project_path),
-                                         classes=json.dumps({c.id: c.name for c in self.classes}))
-            finally:
-                self._stack.close()
+            with gdal_write_guard(self.out):    # blocks are flushed to disk on close
+                try:
+                    if exc_type is None:
+                        self.dst.write_colormap(1, _colormap(self.classes))
+                        self.dst.update_tags(ignore_value=str(IGNORE),
+                                             project=str(self.project_path),
+                                             classes=json.dumps({c.id: c.name
+                                                                 for c in self.classes}))
+                finally:
+                    self._stack.close()
             if exc_type is None:
                 os.replace(self.tmp, self.out)
         finally:

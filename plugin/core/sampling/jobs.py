@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import JobCancelled
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..patchsize import patch_size_problem
@@ -144,13 +145,24 @@ class ExportChipsJob(_SamplingFields):
         from .export import DETECTION, export_chips, load_project_input, prepare_output
 
         folder = prepare_output(self.output_folder, self.overwrite)
-        with tempfile.TemporaryDirectory(prefix="dltrainer-chips-") as work:
-            fmt = self.format
-            data = load_project_input(self.project, work, ctx, labels=fmt != "gbdx",
-                                      features=fmt in DETECTION or fmt == "gbdx")
-            ctx.check_cancelled()
-            return export_chips(data, folder, self.sampling_config(), self.export_options(), ctx,
-                                parameters={"kind": self.kind, **asdict(self)}, work=work)
+        try:
+            with tempfile.TemporaryDirectory(prefix="dltrainer-chips-") as work:
+                fmt = self.format
+                data = load_project_input(self.project, work, ctx, labels=fmt != "gbdx",
+                                          features=fmt in DETECTION or fmt == "gbdx")
+                ctx.check_cancelled()
+                return export_chips(data, folder, self.sampling_config(), self.export_options(),
+                                    ctx, parameters={"kind": self.kind, **asdict(self)},
+                                    work=work)
+        except JobCancelled:
+            raise       # cancelling keeps the chips written so far
+        except Exception:
+            # a failed export (disk full, unreadable raster) leaves no partial folder behind; the
+            # folder was new, empty or a previous export being replaced (prepare_output)
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
 
 @register_job

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ import numpy as np
 
 from ..errors import JobCancelled, UserError
 from ..jobs import JobContext
+from ..outputs import gdal_write_guard
 from ..validpixels import data_band_count, read_data, valid_mask
 
 CLASS_NODATA = 255
@@ -228,13 +230,14 @@ def _read_tiles(src, rows: list[int], cols: list[int], th: int, tw: int,
 
 
 def _batches(tiles: Iterator, batch: int) -> Iterator[list]:
-    """Groups of ``batch`` tiles holding valid pixels (tiles entirely nodata pass through
-    without a forward pass); groups may span tile rows."""
+    """Groups of ``batch`` tiles to predict (item[4]; tiles entirely nodata or outside the
+    cells a grid model flagged pass through without a forward pass); groups may span tile
+    rows."""
     group: list = []
     n_work = 0
     for item in tiles:
         group.append(item)
-        n_work += bool(item[3].any())
+        n_work += bool(item[4])
         if n_work == batch:
             yield group
             group, n_work = [], 0
@@ -306,20 +309,25 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
                    progress: Callable[[int, int], None] = lambda d, t: None,
                    cancelled: Callable[[], bool] = lambda: False,
                    part: range | None = None,
-                   scale: tuple[float, float] = (1.0, 0.0)) -> dict:
+                   scale: tuple[float, float] = (1.0, 0.0),
+                   cell_mask: Callable[[int, int, int, int], np.ndarray] | None = None) -> dict:
     """Tiled, blended prediction of the open rasterio dataset ``src`` (its values mapped to
     ``a·x + b`` for ``scale`` (a, b) before the network).
 
     ``on_rows(row0, probs (C, n, W), classes (n, W) uint8, valid (n, W))`` receives finished rows
     top to bottom. ``part``: only the rows finished by these tile rows (:func:`rank_rows`), from
-    every tile that overlaps them, so they equal those of a whole run. Returns counts (tiles,
-    seconds in the forward pass).
+    every tile that overlaps them, so they equal those of a whole run. ``cell_mask(row0, col0,
+    h, w)``: (h, w) bool of the pixels to predict (a grid model's flagged cells); the other valid
+    pixels come out as background (class 0, its probability 1) and tiles without any are not
+    run. Returns counts (tiles, tiles run, tiles skipped for the grid model, seconds in the
+    forward pass).
     """
     H, W = src.height, src.width
     th, tw, ov_h, ov_w, rows, cols = tile_grid(H, W, tile, overlap)
     part = part if part is not None else range(len(rows))
     if not part:
-        return {"tiles": 0, "tile_height": th, "tile_width": tw, "forward_seconds": 0.0}
+        return {"tiles": 0, "tiles_run": 0, "tiles_skipped_by_grid": 0, "tile_height": th,
+                "tile_width": tw, "forward_seconds": 0.0}
     # the band starts at the first tile row that reaches into the part's first row
     first = next(ri for ri in range(len(rows)) if rows[ri] + th > rows[part.start])
     win2d = np.outer(window_1d(th, ov_h > 0), window_1d(tw, ov_w > 0))
@@ -353,17 +361,32 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
     def emit(r0: int, n: int) -> None:
         probs = acc[:, :n]
         probs /= np.maximum(wsum[:n], 1e-12)   # in place: these rows leave the band now
+        if cell_mask is not None:
+            off = ~cell_mask(r0, 0, n, W)
+            probs[:, off] = 0.0
+            probs[0, off] = 1.0
         classes = probs.argmax(0).astype(np.uint8)
         valid = valid_band[:n]
         classes[~valid] = CLASS_NODATA
         on_rows(r0, probs, classes, valid.copy())
 
-    tiles = _prefetch(_batches(_read_tiles(src, rows, cols, th, tw, fill_a,
-                                           range(first, part.stop), scale), batch))
+    def with_work(items):
+        for ri, c0, data, valid in items:
+            work = valid.any() and (cell_mask is None or bool(
+                (valid & cell_mask(rows[ri], c0, th, tw)).any()))
+            yield ri, c0, data, valid, work
+
+    background = np.zeros((num_classes, th, tw), np.float32)
+    background[0] = 1.0
+    tiles = _prefetch(_batches(with_work(_read_tiles(src, rows, cols, th, tw, fill_a,
+                                                     range(first, part.stop), scale)), batch))
+    run = skipped = 0
     for group in tiles:
         if cancelled():
             raise JobCancelled()
-        work = [it for it in group if it[3].any()]   # tiles entirely nodata are not predicted
+        work = [it for it in group if it[4]]   # tiles entirely nodata are not predicted
+        run += len(work)
+        skipped += sum(1 for it in group if not it[4] and it[3].any())
         probs = []
         if work:
             x = np.stack([it[2] for it in work])
@@ -371,13 +394,13 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
             probs = tta_predict(engine, x) if tta else engine(x)
             forward_s += time.perf_counter() - t0
         results = iter(probs)
-        for ri, c0, _, valid in group:
+        for ri, c0, _, valid, worked in group:
             while current < ri:
                 flush(current)
                 current += 1
             if not valid.any():
                 continue
-            p = next(results)
+            p = next(results) if worked else background
             h, w = min(th, H - rows[ri]), min(tw, W - c0)
             wv = win2d[:h, :w]
             acc[:, :h, c0:c0 + w] += p[:, :h, :w] * wv   # the band starts at rows[ri]
@@ -388,7 +411,8 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
     while current < part.stop:
         flush(current)
         current += 1
-    return {"tiles": total, "tile_height": th, "tile_width": tw, "forward_seconds": forward_s}
+    return {"tiles": total, "tiles_run": run, "tiles_skipped_by_grid": skipped,
+            "tile_height": th, "tile_width": tw, "forward_seconds": forward_s}
 
 
 # -- outputs ------------------------------------------------------------------------------------
@@ -523,6 +547,11 @@ def classify_pixels(job, ctx: JobContext) -> dict:
             if note:
                 ctx.log(note)
             tile, batch = network_window(card, job.tile_size, job.batch_size)
+            cells = None
+            if getattr(job, "grid_model", ""):
+                from ..classification.optimized import grid_filter
+
+                cells = grid_filter(src, job.grid_model, job.grid_threshold, 16, device, ctx)
             with distributed.main_first():   # one ONNX export into the shared cache
                 engine = make_engine(job.model, lambda: load_model(job.model)[0], device,
                                      job.engine, ctx=ctx)
@@ -533,6 +562,9 @@ def classify_pixels(job, ctx: JobContext) -> dict:
             out_path.parent.mkdir(parents=True, exist_ok=True)
             tmp_cls = part_path(out_path, rank) if world > 1 else _tmp(out_path)
             tmps.append(tmp_cls)
+            written = " and ".join(str(p) for p in (out_path, prob_path) if p)
+            guard = gdal_write_guard(written)   # errors GDAL signals when blocks are flushed
+            guard.__enter__()
             dst = rasterio.open(tmp_cls, "w", **_profile(src, 1, "uint8", CLASS_NODATA, (y0, y1)))
             dst.write_colormap(1, {int(c["id"]): _rgba(c["color"]) for c in classes})
             pdst = None
@@ -560,7 +592,8 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                     src, engine, num_classes, card["mean"], tile, job.overlap,
                     batch, job.tta, on_rows,
                     progress=lambda d, t: ctx.progress("tile", d, t, "Classifying"),
-                    cancelled=lambda: ctx.cancelled, part=part, scale=(scale_a, scale_b))
+                    cancelled=lambda: ctx.cancelled, part=part, scale=(scale_a, scale_b),
+                    cell_mask=cells.mask if cells is not None else None)
             except Exception as exc:
                 if type(exc).__name__ != "OutOfMemoryError":   # torch's, without importing it
                     raise
@@ -571,6 +604,7 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                 dst.close()
                 if pdst is not None:
                     pdst.close()
+                guard.__exit__(*sys.exc_info())   # raises only when nothing else did
             if world > 1:   # rank 0 puts the ranks' parts together; the others are done
                 counts[:] = np.sum(distributed.gather(counts), axis=0)
                 stats["tiles"] = sum(distributed.gather(stats["tiles"]))
@@ -619,7 +653,22 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                 t.unlink()
     names = {int(c["id"]): c["name"] for c in classes}
     pixels = {names.get(i, str(i)): int(counts[i]) for i in sorted(names) if counts[i]}
-    return {"output": str(out_path),
+    optimized = {}
+    if cells is not None:
+        per_tile = stats["forward_seconds"] / max(stats["tiles_run"], 1)
+        optimized = {"grid_cells": cells.cells, "grid_cells_skipped_share":
+                     round(cells.share_skipped, 4), "grid_seconds": round(cells.seconds, 2),
+                     "tiles_skipped": stats["tiles_skipped_by_grid"],
+                     "seconds_saved": round(per_tile * stats["tiles_skipped_by_grid"]
+                                            - cells.seconds, 2)}
+        ctx.log(f"Optimized classification: {optimized['grid_cells_skipped_share']:.0%} of the "
+                f"grid cells skipped, {optimized['tiles_skipped']} of {stats['tiles']} tiles not "
+                f"run, about {optimized['seconds_saved']:g} s saved.")
+        if not optimized["tiles_skipped"] and cells.share_skipped > 0:
+            ctx.log(f"Every tile holds a flagged grid cell, so none was skipped: use tiles of "
+                    f"the grid size (TILE_SIZE {cells.size}) or a higher GRID_THRESHOLD.",
+                    "warning")
+    return {**optimized, "output": str(out_path),
             "output_probabilities": str(prob_path) if prob_path else None,
             "output_vector": str(vec_path) if vec_path else None, "polygons": n_polygons,
             "engine": engine.name, "device": device, "pixels_per_class": pixels,

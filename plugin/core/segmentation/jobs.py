@@ -27,7 +27,6 @@ _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
 _RASTER_FILTER = "GeoTIFF (*.tif *.tiff)"
 MODEL_SUFFIX = ".dltmodel.safetensors"
-_OTHER_MODEL_SUFFIXES = (".model", ".pt", ".pth", ".ckpt", ".bin", ".onnx")
 _TRAINING_DATA_FILTER = ("Labeling project (*.gpkg);;Segmentation chips folder (its manifest.json) "
                          "(manifest.json)")
 #: Devices a job can run on (Processing shows them as a drop-down; the dialogs list the GPUs).
@@ -38,12 +37,14 @@ TILE_SIZE_LABEL = "Tile size (px, 0 = automatic: the model's patch size)"
 
 
 def model_file_name(path: str) -> str:
-    """``path`` ending in ``.dltmodel.safetensors`` (``best.model`` → ``best.dltmodel.
-    safetensors``; names already ending in ``.safetensors`` are kept)."""
+    """``path`` ending in ``.dltmodel.safetensors``: a word suffix is replaced (``best.model``
+    → ``best.dltmodel.safetensors``), other names get it appended (``run.v2`` → ``run.v2.
+    dltmodel.safetensors``); names already ending in ``.safetensors`` are kept."""
     if not path or path.lower().endswith(".safetensors"):
         return path
     p = Path(path)
-    stem = p.name[:-len(p.suffix)] if p.suffix.lower() in _OTHER_MODEL_SUFFIXES else p.name
+    replace = p.suffix[1:].isalpha() and len(p.suffix) <= 9    # best.model, scene.tif → best, scene
+    stem = p.name[:-len(p.suffix)] if replace else p.name
     return str(p.with_name(stem + MODEL_SUFFIX)) if stem else path
 
 
@@ -62,15 +63,6 @@ def training_length(job, train_area_px: float) -> tuple[int, int, str]:
     warning = (f"Only {total} training steps: models usually need a few hundred (raise EPOCHS "
                "or STEPS_PER_EPOCH)." if total < MIN_STEPS else "")
     return per_epoch, total, warning
-
-
-def _device_problem(device: str) -> list[str]:
-    d = (device or "auto").strip().lower()
-    if d in ("auto", "cpu", "cuda"):
-        return []
-    if d.startswith("cuda:") and d[5:].isdigit():
-        return []
-    return [f"Device (DEVICE) is {device!r}: use auto, cpu, cuda or cuda:N."]
 
 
 def _per_class_problem(value, name: str) -> list[str]:
@@ -110,8 +102,8 @@ class TrainPixelSegmentationJob(Job):
     encoder_weights: str = spec("none", "ENCODER_WEIGHTS", "Encoder weights", "enum",
                                 choices=ENCODER_WEIGHTS,
                                 choice_labels=("None (random weights)", "ImageNet"),
-                                help="'imagenet' starts from weights pre-trained on ImageNet "
-                                     "(downloaded once; needs internet), 'none' from random "
+                                help="ImageNet starts from weights pre-trained on ImageNet "
+                                     "(downloaded once; needs internet), None from random "
                                      "weights.")
     encoder_weights_file: str = spec("", "ENCODER_WEIGHTS_FILE", "Encoder weights file",
                                      "file_in", optional=True, advanced=True,
@@ -266,7 +258,6 @@ class TrainPixelSegmentationJob(Job):
                        "more.")
         out += _per_class_problem(self.solid_distances, "Solid distances (SOLID_DISTANCES)")
         out += _per_class_problem(self.blur_distances, "Blur distances (BLUR_DISTANCES)")
-        out += _device_problem(self.device)
         return out
 
     def resolved_log_folder(self) -> str:
@@ -329,6 +320,14 @@ class ClassifyPixelsJob(Job):
                                "windows of the model's patch size (the size it learnt on), so "
                                "the answer does not depend on it; larger tiles only use more "
                                "memory per batch.")
+    grid_model: str = spec("", "GRID_MODEL", "Grid model (optimized classification)",
+                           "model_in", optional=True, file_filter=_MODEL_FILTER,
+                           help="Optional: only the grid cells this grid model flags are "
+                                "classified; the others come out as background.")
+    grid_threshold: float = spec(0.0, "GRID_THRESHOLD", "Grid model threshold (0 = tuned)",
+                                 "float", minimum=0.0, maximum=1.0, advanced=True,
+                                 help="A cell is classified when a class's grid score reaches "
+                                      "this; 0 uses the grid model's tuned thresholds.")
     engine: str = spec("auto", "ENGINE", "Inference engine", "enum",
                        choices=("auto", "torch", "onnxruntime"), advanced=True,
                        choice_labels=("Automatic", "PyTorch", "ONNX Runtime"),
@@ -353,8 +352,9 @@ class ClassifyPixelsJob(Job):
             out.append(f"The model {self.model} does not exist: check MODEL.")
         if not self.output:
             out.append("Output class raster (OUTPUT) is required: choose a file name.")
+        if self.grid_model and not Path(self.grid_model).is_file():
+            out.append(f"The grid model {self.grid_model} does not exist: check GRID_MODEL.")
         out += patch_size_problem(self.tile_size, "Tile size", "TILE_SIZE")
-        out += _device_problem(self.device)
         return out
 
     def run(self, ctx: JobContext) -> dict:

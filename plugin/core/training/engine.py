@@ -179,6 +179,8 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
                                  card(task.summary_metrics(row, extra), epoch + 1))
             if getattr(job, "save_optimizer", True):
                 modelfile.save_optimizer(job.output_last_model, optimizer)
+            else:   # an older run's state would not belong to this last model
+                modelfile.optimizer_path(job.output_last_model).unlink(missing_ok=True)
             ctx.artifact("last_model", job.output_last_model)
         shown = {k: v for k, v in row.items() if isinstance(v, (int, float)) and
                  (k == "lr" or k.split("_")[0] in ("train", "val"))}

@@ -76,7 +76,6 @@ def write_geotiff(path: Path, array: np.ndarray, crs: Any, transform: Any,
                   nodata: float | None = None, compress: str = "",
                   colormap: dict | None = None) -> None:
     """Write a (bands, h, w) or (h, w) array as a georeferenced GeoTIFF, in its data type."""
-    import rasterio
 
     if array.ndim == 2:
         array = array[None]
@@ -87,10 +86,21 @@ def write_geotiff(path: Path, array: np.ndarray, crs: Any, transform: Any,
                "transform": transform, "nodata": nodata}
     if compress:
         profile["compress"] = compress
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(array)
-        if colormap:
-            dst.write_colormap(1, colormap)
+    from rasterio.io import MemoryFile
+
+    # encoded in memory, then written by Python: a full disk raises OSError here (GDAL would only
+    # print it when the file is closed), and no partial chip is left behind
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            if colormap:  # before the pixels: GDAL ≥ 3.10 cannot change the photometric tag after
+                dst.write_colormap(1, colormap)
+            dst.write(array)
+        encoded = mem.read()
+    try:
+        path.write_bytes(encoded)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def class_colormap(classes: list[tuple[int, str, str]]) -> dict[int, tuple[int, int, int, int]]:

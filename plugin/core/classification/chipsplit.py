@@ -1,0 +1,169 @@
+"""The chips a chip classifier trains, validates and tests on.
+
+INPUT is a chips folder (see ``chips.py``) or a labeling project, whose label features are
+first cut into chips as Export Training Chips does in the GBDX format (into
+``<log folder>/chips``; points: a ``box_size`` px square).
+
+Sides (GBDX): chips with a side longer than ``max_side`` or shorter than ``min_side`` px are
+left out; the others are zero-padded to ``max_side × max_side`` and resized to ``resize`` when it
+is set. ``max_side`` 0 takes the longest chip side found.
+
+Splits, drawn with ``seed``: chips the export put in a test / validation split keep it. The test
+set is the ``test`` chips, else ``test_size`` chips drawn from the rest (at most a third of
+them). The validation set is the exported validation chips, else ``100 − split`` % of the rest.
+Training uses the remaining chips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .chips import Chip, ChipSet, check_chips, read_chips_folder
+
+PROJECT_MAX_SIDE = 150    # px: GBDX's default maximum side when chips are cut from a project
+
+
+@dataclass
+class ChipData:
+    chipset: ChipSet
+    multi_label: bool
+    side: int
+    resize: int
+    splits: dict[str, list[Chip]]
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    box_size: float = 25.0
+
+    @property
+    def classes(self) -> list[dict]:
+        palette = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628",
+                   "#f781bf", "#999999", "#66c2a5", "#ffd92f"]
+        return [{"id": k, "name": n,
+                 "color": self.chipset.colors.get(n, palette[k % len(palette)])}
+                for k, n in enumerate(self.chipset.class_names)]
+
+    @property
+    def bands(self) -> int:
+        return self.chipset.bands
+
+    @property
+    def dtype(self) -> str:
+        return self.chipset.dtype
+
+    @property
+    def crs(self):
+        return self.chipset.crs
+
+    @property
+    def pixel_size(self):
+        return self.chipset.pixel_size
+
+    def targets(self, split: str) -> np.ndarray:
+        """(N,) class index or (N, C) multi-hot of a split's chips."""
+        return chip_targets(self.splits[split], self.chipset.class_names, self.multi_label)
+
+    def balanced_weights(self) -> np.ndarray:
+        """Per training chip sampling weight ∝ 1 / its class frequency (multi-label: mean over
+        its tags, no tag counting as one more class), so classes are drawn balanced."""
+        chips = self.splits["train"]
+        keys = [c.labels or ["<none>"] for c in chips]
+        counts: dict[str, int] = {}
+        for ks in keys:
+            for k in ks:
+                counts[k] = counts.get(k, 0) + 1
+        w = np.array([np.mean([1.0 / counts[k] for k in ks]) for ks in keys])
+        return w / w.sum()
+
+
+def chip_targets(chips: list[Chip], names: list[str], multi_label: bool) -> np.ndarray:
+    index = {n: k for k, n in enumerate(names)}
+    if multi_label:
+        out = np.zeros((len(chips), len(names)), np.float32)
+        for i, c in enumerate(chips):
+            for t in c.labels:
+                out[i, index[t]] = 1.0
+        return out
+    return np.array([index[c.labels[0]] for c in chips], np.int64)
+
+
+def chips_from_project(job, ctx, folder: Path) -> Path:
+    """Cut the project's label features into GBDX chips in ``folder``; returns it."""
+    from ..sampling.export import export_chips, load_project_input, prepare_output
+    from ..sampling.exporters.common import ExportOptions
+    from ..sampling.plan import SamplingConfig
+
+    ctx.log(f"Cutting chips around the labels of {Path(job.input).name} into {folder}.")
+    out = prepare_output(folder, overwrite=True)
+    work = folder.parent / "chips_work"
+    work.mkdir(parents=True, exist_ok=True)
+    data = load_project_input(job.input, work, ctx, labels=False, features=True)
+    options = ExportOptions(format="gbdx", box_size=float(job.box_size),
+                            min_side=int(job.min_side),
+                            max_side=int(job.max_side or PROJECT_MAX_SIDE), resize=0)
+    export_chips(data, out, SamplingConfig(split=job.split, seed=job.seed), options, ctx,
+                 parameters={"kind": "gbdx chips for " + job.kind})
+    return out
+
+
+def prepare_chip_data(job, ctx, log_folder: Path) -> ChipData:
+    """Read, check, filter, split and measure the chips of ``job`` (see the module rules)."""
+    from .data import chip_statistics
+
+    source = Path(job.input)
+    if source.is_file():
+        source = chips_from_project(job, ctx, Path(log_folder) / "chips")
+    chipset = read_chips_folder(source, list(job.classes or []), bool(job.multi_label))
+    ctx.log(f"{len(chipset.chips)} chips ({chipset.layout} layout), classes: "
+            f"{', '.join(chipset.class_names)}.")
+    check_chips(chipset)
+    sides = [c.side for c in chipset.chips]
+    max_side = int(job.max_side) or max(max(s) for s in sides)
+    kept = [c for c in chipset.chips if max(c.side) <= max_side and min(c.side) >= job.min_side]
+    dropped = len(chipset.chips) - len(kept)
+    if dropped:
+        ctx.log(f"{dropped} chip(s) left out: a side outside {job.min_side}–{max_side} px "
+                "(MIN_SIDE, MAX_SIDE).", "warning")
+    if not kept:
+        raise UserError(f"No chip has sides between {job.min_side} and {max_side} px.",
+                        "Raise MAX_SIDE or lower MIN_SIDE.")
+    chipset.chips = kept
+    splits = split_chips(kept, job.split, job.test_size, job.seed)
+    if not splits["train"]:
+        raise UserError("No chip is left for training after the test and validation sets.",
+                        "Lower TEST_SIZE or raise the training split.")
+    ctx.log("Chips: " + ", ".join(f"{len(v)} {k}" for k, v in splits.items()) + ".")
+    present = {t for c in splits["train"] for t in c.labels}
+    absent = [n for n in chipset.class_names if n not in present]
+    if absent:
+        ctx.log(f"No training chip of class(es) {', '.join(absent)}.", "warning")
+    mean, std = chip_statistics(splits["train"], seed=job.seed)
+    return ChipData(chipset, bool(job.multi_label), max_side, int(job.resize), splits, mean,
+                    std, float(getattr(job, "box_size", 25.0)))
+
+
+def split_chips(chips: list[Chip], split: float, test_size: int,
+                seed: int) -> dict[str, list[Chip]]:
+    """{train, validation, test} (see the module rules)."""
+    rng = np.random.default_rng(seed)
+    test = [c for c in chips if c.split == "test"]
+    val = [c for c in chips if c.split == "validation"]
+    rest = [c for c in chips if c.split in ("auto", "train")]
+    if not test and test_size > 0:
+        n = min(int(test_size), len(rest) // 3)
+        order = rng.permutation(len(rest))
+        test = [rest[i] for i in sorted(order[:n])]
+        taken = set(order[:n].tolist())
+        rest = [c for i, c in enumerate(rest) if i not in taken]
+    if not val and split < 100:
+        n = int(round(len(rest) * (100 - split) / 100))
+        if len(rest) >= 2:
+            n = min(max(n, 1), len(rest) - 1)
+        order = rng.permutation(len(rest))
+        taken = set(order[:n].tolist())
+        val = [c for i, c in enumerate(rest) if i in taken]
+        rest = [c for i, c in enumerate(rest) if i not in taken]
+    return {"train": rest, "validation": val, "test": test}

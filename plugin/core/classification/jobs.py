@@ -1,0 +1,350 @@
+"""Grid model and chip classifier jobs: Train Grid Model, Classify Grid, Train Chip Classifier,
+Classify Chips. Nothing heavy at import time (the engines are imported in ``run``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..jobs import Job, JobContext, register_job
+from ..params import spec
+from .gridcells import DEFAULT_MIN_COVER
+
+ARCHITECTURES = ("resnet50", "resnet101", "resnet18", "resnet34", "efficientnet_b0",
+                 "convnext_tiny")
+GRID_MULTIPLE = 32
+_PROJECT_FILTER = "Labeling project (*.gpkg)"
+_MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
+_WEIGHTS_FILTER = "Weights (*.safetensors *.pth *.pt *.bin)"
+GROUP = "Image classification"
+
+
+# -- fields shared by both trainers (factories keep each job's parameter order) ------------------
+def _architecture():
+    return spec("resnet50", "ARCHITECTURE", "Architecture", "enum", choices=ARCHITECTURES,
+                help="The timm backbone: ResNet50 (default, ENVI), ResNet101, ResNet18/34, "
+                     "EfficientNet-B0, ConvNeXt-Tiny; any band count.")
+
+
+def _weights():
+    return spec("none", "WEIGHTS", "Start weights", "enum", choices=("none", "imagenet"),
+                help="'imagenet': ImageNet weights (downloaded once, needs internet); "
+                     "'none': random weights.")
+
+
+def _weights_file():
+    return spec("", "WEIGHTS_FILE", "Start weights file", "file_in", optional=True,
+                advanced=True, file_filter=_WEIGHTS_FILTER,
+                help="Local weights of the same architecture (e.g. ImageNet weights copied "
+                     "for an offline computer); overrides WEIGHTS.")
+
+
+def _device():
+    from ..segmentation.jobs import DEVICE_LABELS, DEVICES
+
+    return spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
+                choice_labels=DEVICE_LABELS,
+                help="Where the network runs: automatic takes the first CUDA GPU when there is "
+                     "one.")
+
+
+def _beta():
+    return spec(2.0, "BETA", "F-beta β", "float", minimum=0.1, maximum=10,
+                help="β of the F-beta score the multi-label thresholds are tuned for; 2 weighs "
+                     "recall 4× precision (Planet).")
+
+
+def _problems(job) -> list[str]:
+    out = []
+    if not job.output_model:
+        out.append("Output model (OUTPUT_MODEL) is required: choose a file name.")
+    elif job.output_last_model and (Path(job.output_last_model).resolve()
+                                    == Path(job.output_model).resolve()):
+        out.append("The best and last models (OUTPUT_MODEL, OUTPUT_LAST_MODEL) must be "
+                   "different files: change one name.")
+    for path, name in ((job.init_model, "INIT_MODEL"), (job.resume_from, "RESUME_FROM"),
+                       (job.weights_file, "WEIGHTS_FILE")):
+        if path and not Path(path).is_file():
+            out.append(f"The file {path} ({name}) does not exist: check the path.")
+    if job.init_model and job.resume_from:
+        out.append("Fine-tune (INIT_MODEL) and resume (RESUME_FROM) exclude each other: "
+                   "clear one.")
+    from ..segmentation.jobs import _device_problem
+
+    return out + _device_problem(job.device)
+
+
+def _log_folder(job) -> str:
+    if job.log_folder:
+        return job.log_folder
+    p = Path(job.output_model)
+    return str(p.with_name(f"{p.name.split('.')[0] or 'model'}_logs"))
+
+
+@register_job
+@dataclass
+class TrainGridModelJob(Job):
+    """Train a grid model (ENVI): a classification network that says which classes each grid
+    cell of a raster holds (multi-label)."""
+
+    kind = "train_grid_model"
+    title = "Train Grid Model"
+    group = GROUP
+
+    project: str = spec("", "PROJECT", "Labeling project", "project_in",
+                        file_filter=_PROJECT_FILTER,
+                        help="The labeling project with the training rasters and labels.")
+    architecture: str = _architecture()
+    grid_size: int = spec(224, "GRID_SIZE", "Grid size (px)", "int", minimum=32, maximum=4096,
+                          help="Side of the square grid cells; a multiple of 32 (ENVI: 224).")
+    min_cover: float = spec(DEFAULT_MIN_COVER, "MIN_COVER", "Minimum class cover (0–1)",
+                            "float", minimum=0.0, maximum=1.0,
+                            help="A cell is labelled with a class when the class covers at "
+                                 "least this share of the cell's valid pixels; cells with no "
+                                 "such class are background cells.")
+    split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
+                        minimum=0, maximum=100)
+    shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool")
+    epochs: int = spec(100, "EPOCHS", "Number of epochs", "int", minimum=1, maximum=100000)
+    batch_size: int = spec(5, "BATCH_SIZE", "Patches per batch", "int", minimum=1,
+                           maximum=4096)
+    learning_rate: float = spec(0.0005, "LEARNING_RATE", "Learning rate", "float",
+                                minimum=1e-7, maximum=1.0)
+    feature_patch_percentage: float = spec(
+        1.0, "FEATURE_PATCH_PERCENTAGE", "Feature patch percentage", "float", minimum=0,
+        maximum=1, help="Share (0–1) of the cells holding labelled features that are used.")
+    background_patch_ratio: float = spec(
+        0.5, "BACKGROUND_PATCH_RATIO", "Background patch ratio", "float", minimum=0,
+        help="Background cells (no features) per feature cell.")
+    pad_small_features: bool = spec(True, "PAD_SMALL_FEATURES", "Pad small features", "bool",
+                                    help="A class with at least 64 px in a cell labels it "
+                                         "even below the minimum cover.")
+    augment_rotation: bool = spec(True, "AUGMENT_ROTATION", "Augment: rotation", "bool")
+    augment_scale: bool = spec(True, "AUGMENT_SCALE", "Augment: scale", "bool")
+    augment_flip: bool = spec(True, "AUGMENT_FLIP", "Augment: flips and 90° turns", "bool")
+    weights: str = _weights()
+    weights_file: str = _weights_file()
+    beta: float = _beta()
+    seed: int = spec(0, "SEED", "Random seed", "int", minimum=0, advanced=True)
+    patience: int = spec(0, "PATIENCE", "Early stopping patience (epochs, 0 = off)", "int",
+                         minimum=0, advanced=True)
+    num_workers: int = spec(-1, "NUM_WORKERS", "Data loader workers (-1 = automatic)", "int",
+                            minimum=-1, maximum=64, advanced=True)
+    init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
+                           optional=True, advanced=True, file_filter=_MODEL_FILTER)
+    resume_from: str = spec("", "RESUME_FROM", "Resume from last model", "model_in",
+                            optional=True, advanced=True, file_filter=_MODEL_FILTER)
+    device: str = _device()
+    output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
+                             file_filter=_MODEL_FILTER,
+                             help="The model with the lowest validation loss.")
+    output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
+                                  optional=True, file_filter=_MODEL_FILTER)
+    log_folder: str = spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)",
+                           "folder_out", optional=True, advanced=True)
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.project and not Path(self.project).is_file():
+            out.append(f"The labeling project {self.project} does not exist: check PROJECT.")
+        if self.grid_size % GRID_MULTIPLE:
+            near = max(GRID_MULTIPLE, round(self.grid_size / GRID_MULTIPLE) * GRID_MULTIPLE)
+            out.append(f"Grid size {self.grid_size} is not a multiple of {GRID_MULTIPLE}: use "
+                       f"{near}.")
+        return out + _problems(self)
+
+    def resolved_log_folder(self) -> str:
+        return _log_folder(self)
+
+    def run(self, ctx: JobContext) -> dict:
+        from ..families import train
+
+        return train(self, ctx)
+
+
+@register_job
+@dataclass
+class ClassifyGridJob(Job):
+    """Classify a raster cell by cell with a grid model: a GeoPackage of grid cells."""
+
+    kind = "classify_grid"
+    title = "Classify Grid"
+    group = GROUP
+
+    input: str = spec("", "INPUT", "Input raster", "raster_in")
+    model: str = spec("", "MODEL", "Grid model", "model_in", file_filter=_MODEL_FILTER)
+    output: str = spec("", "OUTPUT", "Output grid cells", "file_out",
+                       file_filter="GeoPackage (*.gpkg)",
+                       help="GeoPackage of cells (the raster's CRS): class (top class, or "
+                            "background when no class passes its threshold), score, "
+                            "score_<class> per class, classes (those over the threshold).")
+    threshold: float = spec(0.0, "THRESHOLD", "Threshold (0 = the model's tuned thresholds)",
+                            "float", minimum=0.0, maximum=1.0,
+                            help="A class is in a cell when its score reaches this; 0 uses the "
+                                 "per-class thresholds tuned on validation.")
+    batch_size: int = spec(16, "BATCH_SIZE", "Cells per batch", "int", minimum=1,
+                           maximum=4096, advanced=True)
+    device: str = _device()
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.input and not Path(self.input).is_file():
+            out.append(f"The input raster {self.input} does not exist: check INPUT.")
+        if self.model and not Path(self.model).is_file():
+            out.append(f"The model {self.model} does not exist: check MODEL.")
+        if not self.output:
+            out.append("Output (OUTPUT) is required: choose a GeoPackage file name.")
+        from ..segmentation.jobs import _device_problem
+
+        return out + _device_problem(self.device)
+
+    def run(self, ctx: JobContext) -> dict:
+        from .classify_grid import classify_grid
+
+        return classify_grid(self, ctx)
+
+
+@register_job
+@dataclass
+class TrainChipClassifierJob(Job):
+    """Train a chip classifier (GBDX, Planet): one class (softmax) or several tags (sigmoid)
+    per chip."""
+
+    kind = "train_chip_classifier"
+    title = "Train Chip Classifier"
+    group = GROUP
+
+    input: str = spec("", "INPUT", "Chips folder or labeling project", "folder_in",
+                      help="A chips folder (ImageFolder, GBDX chips + ref.geojson, multi-label "
+                           "CSV) or a labeling project, whose features are cut into chips.")
+    multi_label: bool = spec(False, "MULTI_LABEL", "Multi-label (several tags per chip)", "bool",
+                             help="Off: one class per chip (softmax). On: tags with one "
+                                  "sigmoid and one tuned threshold per class.")
+    architecture: str = _architecture()
+    classes: list = spec([], "CLASSES", "Classes to train on (empty = all)", "str_list",
+                         optional=True, help="Class names as in the chips; chips of other "
+                                             "classes are ignored.")
+    min_side: int = spec(0, "MIN_SIDE", "Minimum chip side (px)", "int", minimum=0,
+                         maximum=8192, help="Chips with a shorter side are skipped.")
+    max_side: int = spec(0, "MAX_SIDE", "Maximum chip side (px, 0 = largest chip)", "int",
+                         minimum=0, maximum=8192,
+                         help="Chips with a longer side are skipped, smaller ones zero-padded "
+                              "to it (GBDX: 150).")
+    resize: int = spec(0, "RESIZE", "Resize chips to (px, 0 = no)", "int", minimum=0,
+                       maximum=8192)
+    two_rounds: bool = spec(False, "TWO_ROUNDS", "Train in two rounds", "bool",
+                            help="Round 1 on balanced classes; round 2 on the original "
+                                 "distribution, training only the last layer (GBDX).")
+    epochs: int = spec(35, "EPOCHS", "Epochs (round 1)", "int", minimum=1, maximum=100000)
+    epochs_2: int = spec(8, "EPOCHS_2", "Epochs (round 2)", "int", minimum=1, maximum=100000)
+    learning_rate: float = spec(0.001, "LEARNING_RATE", "Learning rate (round 1)", "float",
+                                minimum=1e-7, maximum=1.0)
+    learning_rate_2: float = spec(0.01, "LEARNING_RATE_2", "Learning rate (round 2)", "float",
+                                  minimum=1e-7, maximum=1.0)
+    train_size: int = spec(0, "TRAIN_SIZE", "Training chips per epoch (0 = all)", "int",
+                           minimum=0, help="Chips drawn per epoch of round 1.")
+    train_size_2: int = spec(0, "TRAIN_SIZE_2", "Training chips per epoch, round 2 "
+                             "(0 = half of round 1)", "int", minimum=0, advanced=True)
+    test_size: int = spec(100, "TEST_SIZE", "Test chips held out", "int", minimum=0,
+                          help="Chips kept out of training for the test report (at most a "
+                               "third; 0 = no test).")
+    split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
+                        minimum=0, maximum=100)
+    batch_size: int = spec(32, "BATCH_SIZE", "Chips per batch", "int", minimum=1, maximum=4096)
+    beta: float = _beta()
+    augment: bool = spec(True, "AUGMENT", "Augment: flips and 90° turns", "bool")
+    weights: str = _weights()
+    weights_file: str = _weights_file()
+    box_size: float = spec(25.0, "BOX_SIZE", "Box size for point labels (px, project input)",
+                           "float", minimum=1, maximum=4096, advanced=True)
+    seed: int = spec(0, "SEED", "Random seed", "int", minimum=0, advanced=True)
+    patience: int = spec(0, "PATIENCE", "Early stopping patience (epochs, 0 = off)", "int",
+                         minimum=0, advanced=True)
+    num_workers: int = spec(-1, "NUM_WORKERS", "Data loader workers (-1 = automatic)", "int",
+                            minimum=-1, maximum=64, advanced=True)
+    init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
+                           optional=True, advanced=True, file_filter=_MODEL_FILTER)
+    resume_from: str = spec("", "RESUME_FROM", "Resume from last model", "model_in",
+                            optional=True, advanced=True, file_filter=_MODEL_FILTER)
+    device: str = _device()
+    output_model: str = spec("", "OUTPUT_MODEL", "Output model", "model_out",
+                             file_filter=_MODEL_FILTER,
+                             help="The model with the lowest validation loss (of round 2 "
+                                  "with two rounds).")
+    output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
+                                  optional=True, advanced=True, file_filter=_MODEL_FILTER)
+    log_folder: str = spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)",
+                           "folder_out", optional=True, advanced=True)
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        p = Path(self.input) if self.input else None
+        if p is not None:
+            if not p.exists():
+                out.append(f"The input {self.input} does not exist: choose a chips folder or "
+                           "a labeling project (INPUT).")
+            elif p.is_file() and p.suffix.lower() != ".gpkg":
+                out.append(f"The input {p.name} is neither a chips folder nor a labeling "
+                           "project (.gpkg): check INPUT.")
+        if self.max_side and self.min_side > self.max_side:
+            out.append("The minimum chip side is larger than the maximum: lower MIN_SIDE.")
+        if self.two_rounds and self.resume_from:
+            out.append("Resuming (RESUME_FROM) a two-round training is not supported: clear "
+                       "one.")
+        return out + _problems(self)
+
+    def resolved_log_folder(self) -> str:
+        return _log_folder(self)
+
+    def run(self, ctx: JobContext) -> dict:
+        from .train_chips import train_chip_classifier
+
+        return train_chip_classifier(self, ctx)
+
+
+@register_job
+@dataclass
+class ClassifyChipsJob(Job):
+    """Classify chips with a chip classifier: a chips folder → CSV, or the features of a
+    vector layer over a raster → a copy of the layer with the predictions."""
+
+    kind = "classify_chips"
+    title = "Classify Chips"
+    group = GROUP
+
+    input: str = spec("", "INPUT", "Chips folder or vector layer", "folder_in",
+                      help="A folder of chips, or a vector file whose features are cut from "
+                           "RASTER as training did.")
+    raster: str = spec("", "RASTER", "Raster (for a vector INPUT)", "raster_in", optional=True)
+    model: str = spec("", "MODEL", "Chip classifier", "model_in", file_filter=_MODEL_FILTER)
+    output: str = spec("", "OUTPUT", "Output (CSV or GeoPackage)", "file_out",
+                       file_filter="CSV (*.csv);;GeoPackage (*.gpkg)",
+                       help="Folder INPUT: a CSV with chip, class, score and one probability "
+                            "per class; vector INPUT: a GeoPackage copy of the layer with "
+                            "those fields.")
+    batch_size: int = spec(32, "BATCH_SIZE", "Chips per batch", "int", minimum=1,
+                           maximum=4096, advanced=True)
+    device: str = _device()
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        p = Path(self.input) if self.input else None
+        if p is not None and not p.exists():
+            out.append(f"The input {self.input} does not exist: check INPUT.")
+        elif p is not None and p.is_file():
+            if not self.raster:
+                out.append("A vector INPUT needs the raster its chips are cut from (RASTER).")
+            elif not Path(self.raster).is_file():
+                out.append(f"The raster {self.raster} does not exist: check RASTER.")
+        if self.model and not Path(self.model).is_file():
+            out.append(f"The model {self.model} does not exist: check MODEL.")
+        if not self.output:
+            out.append("Output (OUTPUT) is required: choose a file name.")
+        from ..segmentation.jobs import _device_problem
+
+        return out + _device_problem(self.device)
+
+    def run(self, ctx: JobContext) -> dict:
+        from .classify_chips import classify_chips
+
+        return classify_chips(self, ctx)

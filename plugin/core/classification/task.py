@@ -1,0 +1,294 @@
+"""Image classification on the one training engine: :class:`GridTask` (grid models) and
+:class:`ChipTask` (chip classifiers), sharing :class:`ClassificationTask`.
+
+Network: a timm backbone (``networks.py``). Loss: cross-entropy (single-label, softmax) or
+binary cross-entropy per class (multi-label, sigmoid). Validation: loss, per-class precision,
+recall, F1, F-beta and average precision (torchmetrics), and for multi-label models the
+per-class thresholds that maximise F-beta on the validation set (``metrics.py``), stored in the
+model card. The best model is the one with the lowest validation loss (ENVI, GBDX).
+
+Two rounds (GBDX): round 1 draws classes balanced (each chip with probability ∝ 1 / the
+frequency of its class; multi-label: the mean over its tags, "no tag" counting as a class);
+round 2 starts from round 1's best model, draws chips uniformly (the original distribution) and
+trains only the last layer (``freeze_all_but_head``; batch-norm statistics are frozen too, so
+nothing else changes).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..training import runtime
+from ..training.task import TrainingTask
+from .metrics import classification_metrics, metrics_markdown, tune_thresholds
+
+
+class ClassificationTask(TrainingTask):
+    best_metric = "val_loss"
+    best_mode = "min"
+    multi_label = True
+    round = 1
+
+    # set by subclasses' prepare
+    train_ds = None
+    val_ds = None
+    sample_weights: np.ndarray | None = None
+    train_count: int = 0
+
+    @property
+    def names(self) -> list[str]:
+        return [c["name"] for c in self.classes]
+
+    def build_network(self, base_card: dict | None):
+        from .networks import build_classifier, freeze_all_but_head
+
+        job = self.job
+        self.architecture = job.architecture
+        if base_card is not None:
+            self.adopt_card(base_card)   # the model's normalisation, for the datasets too
+            for ds in (self.train_ds, self.val_ds):
+                if ds is not None:
+                    ds.mean = np.asarray(self.mean, np.float32)[:, None, None]
+                    ds.std = np.asarray(self.std, np.float32)[:, None, None]
+            self.architecture = base_card["architecture"]
+            if [c["name"] for c in base_card["classes"]] != self.names:
+                self.ctx.log("The model started from has other classes: its last layer "
+                             "starts fresh.", "warning")
+        net = build_classifier(self.architecture, self.bands, len(self.classes),
+                               "none" if base_card is not None else job.weights,
+                               "" if base_card is not None else job.weights_file)
+        if self.round == 2:
+            trainable = freeze_all_but_head(net)
+            self.ctx.log(f"Round 2 trains only the last layer ({', '.join(trainable)}).")
+        return net
+
+    def steps_per_epoch(self, job) -> int:
+        return max(1, math.ceil(self.train_count / job.batch_size))
+
+    def _loader_kw(self, device: str) -> dict:
+        workers = runtime.num_workers(getattr(self.job, "num_workers", -1), device)
+        kw = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
+        if workers:
+            kw["prefetch_factor"] = 4
+        return kw
+
+    def train_loader(self, epoch: int, device: str):
+        import torch
+        from torch.utils.data import DataLoader, WeightedRandomSampler
+
+        job = self.job
+        self.train_ds.epoch = epoch
+        gen = torch.Generator().manual_seed(job.seed * 100003 + epoch + 7919 * self.round)
+        n = self.steps_per_epoch(job) * job.batch_size
+        if self.sample_weights is not None:
+            sampler = WeightedRandomSampler(torch.as_tensor(self.sample_weights,
+                                                            dtype=torch.double),
+                                            n, replacement=True, generator=gen)
+        else:
+            order = torch.randperm(len(self.train_ds), generator=gen)
+            sampler = order.repeat(math.ceil(n / max(len(order), 1)))[:n].tolist()
+        return DataLoader(self.train_ds, batch_size=job.batch_size, sampler=sampler,
+                          **self._loader_kw(device))
+
+    def val_loader(self, device: str):
+        from torch.utils.data import DataLoader
+
+        if self.val_ds is None or not len(self.val_ds):
+            return None
+        return DataLoader(self.val_ds, batch_size=self.job.batch_size, shuffle=False,
+                          **self._loader_kw(device))
+
+    def loss(self, logits, target):
+        from torch.nn import functional as F  # noqa: N812
+
+        if self.multi_label:
+            return F.binary_cross_entropy_with_logits(logits, target.float())
+        return F.cross_entropy(logits, target.long())
+
+    def train_step(self, network, batch, device: str):
+        if self.round == 2:
+            network.eval()   # only the last layer learns: batch-norm statistics stay too
+        img, target = batch
+        img = img.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        logits = network(img).float()
+        return self.loss(logits, target), {}
+
+    def validate(self, network, loader, device: str, epoch: int) -> dict:
+        import torch
+
+        probs, targets, loss_sum, n = [], [], 0.0, 0
+        for img, target in loader:
+            img, target = img.to(device), target.to(device)
+            logits = network(img).float()
+            loss_sum += float(self.loss(logits, target)) * len(img)
+            n += len(img)
+            p = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, 1)
+            probs.append(p.cpu().numpy())
+            targets.append(target.cpu().numpy())
+        probs_a, targets_a = np.concatenate(probs), np.concatenate(targets)
+        beta = float(self.job.beta)
+        if self.multi_label:
+            self.thresholds = tune_thresholds(probs_a, targets_a, beta)
+        m = classification_metrics(probs_a, targets_a, self.names, self.multi_label,
+                                   getattr(self, "thresholds", None), beta)
+        row = {"val_loss": loss_sum / max(n, 1), "val_macro_f1": m["macro_f1"],
+               f"val_macro_f{beta:g}": m["macro_fbeta"]}
+        if self.multi_label:
+            row[f"val_samples_f{beta:g}"] = m["samples_fbeta"]
+        else:
+            row["val_accuracy"] = m["accuracy"]
+        for name, v in m["per_class"].items():
+            for key in ("precision", "recall", "f1", "ap"):
+                row[f"{key}_{name}"] = v[key]
+        return {**row, "_extra": {"validation": m}}
+
+    def card_fields(self) -> dict:
+        fields = {"architecture": self.architecture, "multi_label": self.multi_label,
+                  "input_size": int(self.input_size), "beta": float(self.job.beta)}
+        if self.multi_label:
+            fields["thresholds"] = list(getattr(self, "thresholds", None)
+                                        or [0.5] * len(self.classes))
+        return fields
+
+    def summary_metrics(self, row: dict, extra: dict | None) -> dict:
+        out = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+        if extra and extra.get("validation"):
+            out["validation"] = {k: v for k, v in extra["validation"].items()
+                                 if k != "confusion_matrix"}
+        return out
+
+    def report_section(self, best_row: dict, extra: dict | None) -> str:
+        if not extra or not extra.get("validation"):
+            return ""
+        return metrics_markdown(extra["validation"], "Validation (best model)")
+
+
+# -- grid models --------------------------------------------------------------------------------
+class GridTask(ClassificationTask):
+    """ENVI's grid model: multi-label classes per grid cell of a labelled raster."""
+
+    name = "grid"
+    title = "Grid model"
+    multi_label = True
+    curve_keys = ("val_macro_f1",)
+    curve_title = "Macro F1 (validation)"
+
+    def prepare(self, job, ctx, log_folder: Path) -> None:
+        import rasterio
+
+        from ..sampling import SamplingConfig, plan_patches, sources_from_project
+        from ..sampling.sources import project_classes
+        from ..segmentation.data import band_statistics
+        from .data import CellDataset
+        from .gridcells import cell_targets
+
+        self.job, self.ctx = job, ctx
+        ctx.progress("prepare", 0, 3, "Label rasters")
+        sources = sources_from_project(job.project, str(log_folder / "label_rasters"), ctx)
+        classes = project_classes(job.project)
+        if not classes:
+            from ..errors import UserError
+
+            raise UserError("The labeling project has no classes.",
+                            "Add classes and labels in the Labeling Tool.")
+        self.classes = [{"id": cid, "name": name, "color": color}
+                        for cid, name, color in classes]
+        ids = [c["id"] for c in self.classes]
+        config = SamplingConfig(patch_size=job.grid_size, split=job.split, shuffle=job.shuffle,
+                                seed=job.seed,
+                                feature_patch_percentage=job.feature_patch_percentage,
+                                background_patch_ratio=job.background_patch_ratio,
+                                pad_small_features=job.pad_small_features)
+        ctx.progress("prepare", 1, 3, "Grid cells")
+        plan = plan_patches(sources, config, class_names={c["id"]: c["name"]
+                                                          for c in self.classes},
+                            cancelled=lambda: ctx.cancelled)
+        for w in plan.warnings:
+            ctx.log(w, "warning")
+
+        def targets(patches):
+            return np.stack([cell_targets(p.class_pixels, ids, job.min_cover,
+                                          job.pad_small_features) for p in patches]) \
+                if patches else np.zeros((0, len(ids)), np.float32)
+
+        train, val = plan.split("train"), plan.split("validation")
+        if not train:
+            from ..errors import UserError
+
+            raise UserError("No grid cell to train on.",
+                            "Label features on the rasters, or use a smaller grid size.")
+        t_train, t_val = targets(train), targets(val)
+        per_class = {n: int(v) for n, v in zip(self.names, t_train.sum(0))}
+        ctx.log(f"Grid cells: {len(train)} training, {len(val)} validation; training cells per "
+                f"class: {per_class}; background cells: {int((t_train.sum(1) == 0).sum())}.")
+        with rasterio.open(sources[0].image) as ds:
+            self.bands, res = ds.count, ds.res
+            self.crs = ds.crs.to_string() if ds.crs else None
+            self.dtype = ds.dtypes[0]
+        self.pixel_size = (abs(res[0]), abs(res[1]))
+        ctx.progress("prepare", 2, 3, "Band statistics")
+        train_sources = sorted({p.source for p in train})
+        self.mean, self.std, self.nodata = band_statistics([sources[i] for i in train_sources])
+        self.input_size = job.grid_size
+        self.train_count = len(train)
+        augment = (job.augment_flip, job.augment_rotation, job.augment_scale)
+        self.train_ds = CellDataset(sources, train, t_train, self.mean, self.std, augment,
+                                    job.seed)
+        self.val_ds = CellDataset(sources, val, t_val, self.mean, self.std) if val else None
+        self.cells = {"train": len(train), "validation": len(val)}
+
+    def card_fields(self) -> dict:
+        return {**super().card_fields(), "grid_size": int(self.job.grid_size),
+                "min_cover": float(self.job.min_cover),
+                "pad_small_features": bool(self.job.pad_small_features)}
+
+
+# -- chip classifiers ---------------------------------------------------------------------------
+class ChipTask(ClassificationTask):
+    """GBDX / Planet chip classifier; ``round`` 1 or 2 (see the module docstring)."""
+
+    name = "chip_classification"
+    title = "Chip classifier"
+    curve_keys = ("val_macro_f1",)
+    curve_title = "Macro F1 (validation)"
+
+    def __init__(self, round: int = 1, data=None) -> None:   # noqa: A002 - GBDX's term
+        self.round = round
+        self.data = data
+
+    def prepare(self, job, ctx, log_folder: Path) -> None:
+        from .chipsplit import prepare_chip_data
+        from .data import ChipDataset
+
+        self.job, self.ctx = job, ctx
+        self.multi_label = bool(job.multi_label)
+        if self.data is None:
+            self.data = prepare_chip_data(job, ctx, log_folder)
+        d = self.data
+        self.classes, self.bands, self.dtype = d.classes, d.bands, d.dtype
+        self.crs, self.pixel_size, self.nodata = d.crs, d.pixel_size, None
+        self.mean, self.std = d.mean, d.std
+        self.side, self.resize = d.side, d.resize
+        self.input_size = d.resize or d.side
+        train = d.splits["train"]
+        if self.round == 1:
+            size = job.train_size or len(train)
+            self.sample_weights = d.balanced_weights() if job.two_rounds else None
+        else:
+            size = job.train_size_2 or max(1, (job.train_size or len(train)) // 2)
+            self.sample_weights = None
+        self.train_count = min(size, len(train)) if self.sample_weights is None else size
+        self.train_ds = ChipDataset(train, d.targets("train"), d.side, d.resize, d.mean, d.std,
+                                    self.multi_label, augment=job.augment, seed=job.seed)
+        val = d.splits["validation"]
+        self.val_ds = ChipDataset(val, d.targets("validation"), d.side, d.resize, d.mean,
+                                  d.std, self.multi_label) if val else None
+
+    def card_fields(self) -> dict:
+        return {**super().card_fields(), "min_side": int(self.job.min_side),
+                "max_side": int(self.side), "resize": int(self.resize),
+                "round": int(self.round), "box_size": float(self.data.box_size)}

@@ -1,0 +1,291 @@
+"""Dialogs of the grid model and chip classifier tools, built from the jobs' parameter specs
+(the same specs Processing uses), with the shared job dialog support: file rows, the reason
+label that keeps OK disabled, the device list and the remembered last job. Training opens the
+Training Model window (unless run in the background); classifying adds the output to the map
+styled by class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from qgis.core import QgsProject
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.classification.jobs import (
+    ClassifyChipsJob,
+    ClassifyGridJob,
+    TrainChipClassifierJob,
+    TrainGridModelJob,
+)
+from ..core.errors import UserError
+from ..core.jobs import Job
+from ..core.params import ParamSpec, param_fields
+from . import messages, settings
+from .job_dialog_support import (
+    browse_file,
+    browse_folder,
+    browse_save_file,
+    file_row,
+    fill_devices,
+    problem_label,
+    remember_job,
+    remembered_job,
+    select_device,
+    show_problems,
+)
+
+_FILE_KINDS = ("file_in", "raster_in", "vector_in", "project_in", "model_in")
+_SAVE_KINDS = ("file_out", "model_out")
+
+
+class JobFormDialog(QDialog):
+    """A form for one job class: a widget per parameter (advanced ones in a group)."""
+
+    def __init__(self, job_cls: type[Job], parent: QWidget | None = None, plugin=None,
+                 remember: bool = True) -> None:
+        super().__init__(parent)
+        self.job_cls, self.plugin, self.remember = job_cls, plugin, remember
+        self.key = f"deep_learning_trainer/{job_cls.kind}/last_job"
+        self.setWindowTitle(job_cls.title)
+        self.setObjectName(f"{job_cls.kind}_dialog")
+        self.widgets: dict[str, tuple[ParamSpec, QWidget]] = {}
+        layout = QVBoxLayout(self)
+        main, advanced = QFormLayout(), QFormLayout()
+        for f, ps in param_fields(job_cls):
+            widget, row = self._widget(f.name, ps)
+            self.widgets[f.name] = (ps, widget)
+            label = ps.label + (" (optional)" if ps.optional else "")
+            (advanced if ps.advanced else main).addRow(label, row)
+        layout.addLayout(main)
+        box = QGroupBox("Advanced")
+        box.setCheckable(True)
+        box.setChecked(False)
+        inner = QWidget()
+        inner.setLayout(advanced)
+        box_layout = QVBoxLayout(box)
+        box_layout.addWidget(inner)
+        box.toggled.connect(inner.setVisible)
+        inner.setVisible(False)
+        layout.addWidget(box)
+        self.training = job_cls.kind.startswith("train_")
+        self.background_check = QCheckBox("Run in the background (no Training Model window)")
+        if self.training:
+            layout.addWidget(self.background_check)
+        self.reason_label = problem_label()
+        layout.addWidget(self.reason_label)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        self.ok_button = buttons.button(QDialogButtonBox.Ok)
+        self.ok_button.setText("Train" if self.training else "Run")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        job = job_cls(device=settings.device())
+        if remember:
+            job = remembered_job(self.key, job)
+        for name, (ps, _) in self.widgets.items():   # never reuse outputs
+            if ps.kind in _SAVE_KINDS or ps.kind == "folder_out":
+                setattr(job, name, "")
+        self.set_job(job)
+        self._changed()
+
+    # -- widgets -------------------------------------------------------------------------------
+    def _widget(self, name: str, ps: ParamSpec):
+        tip = ps.help
+        if name == "device":
+            w = QComboBox()
+            fill_devices(w, [], "auto")
+            w.currentTextChanged.connect(self._changed)
+            row = w
+        elif ps.kind == "bool":
+            w = QCheckBox()
+            w.toggled.connect(self._changed)
+            row = w
+        elif ps.kind == "enum":
+            w = QComboBox()
+            labels = dict(zip(ps.choices, ps.choice_labels or ps.choices))
+            for choice in ps.choices:
+                w.addItem(labels[choice], choice)
+            w.currentIndexChanged.connect(self._changed)
+            row = w
+        elif ps.kind == "int":
+            w = QSpinBox()
+            w.setRange(int(ps.minimum if ps.minimum is not None else -10**9),
+                       int(ps.maximum if ps.maximum is not None else 10**9))
+            w.valueChanged.connect(self._changed)
+            row = w
+        elif ps.kind == "float":
+            w = QDoubleSpinBox()
+            w.setDecimals(6 if (ps.minimum or 0) and ps.minimum < 1e-3 else 3)
+            w.setRange(float(ps.minimum if ps.minimum is not None else -1e12),
+                       float(ps.maximum if ps.maximum is not None else 1e12))
+            w.valueChanged.connect(self._changed)
+            row = w
+        else:
+            w = QLineEdit()
+            w.textChanged.connect(self._changed)
+            row = w
+            if ps.kind in _FILE_KINDS:
+                row = file_row(w, lambda e=w, p=ps: self._browse_in(e, p))
+            elif ps.kind in _SAVE_KINDS:
+                row = file_row(w, lambda e=w, p=ps: self._browse_out(e, p))
+            elif ps.kind in ("folder_in", "folder_out"):
+                row = file_row(w, lambda e=w, p=ps: browse_folder(self, e, p.label),
+                               "Folder…")
+                if ps.kind == "folder_in":   # chips folder, or a project / vector file
+                    button = QPushButton("File…")
+                    button.clicked.connect(lambda _=False, e=w, p=ps: browse_file(
+                        self, e, p.label, "Labeling project or vector (*.gpkg *.shp "
+                        "*.geojson);;All files (*)"))
+                    row.addWidget(button)
+        w.setToolTip(tip)
+        return w, row
+
+    def _browse_in(self, edit: QLineEdit, ps: ParamSpec) -> None:
+        browse_file(self, edit, ps.label, ps.file_filter or "All files (*)")
+
+    def _browse_out(self, edit: QLineEdit, ps: ParamSpec) -> None:
+        suffix = ".dltmodel.safetensors" if ps.kind == "model_out" else (
+            ".gpkg" if "gpkg" in ps.file_filter else ".csv")
+        browse_save_file(self, edit, ps.label, ps.file_filter or "All files (*)", suffix)
+
+    def set_job(self, job: Job) -> None:
+        for name, (ps, w) in self.widgets.items():
+            value = getattr(job, name)
+            if isinstance(w, QCheckBox):
+                w.setChecked(bool(value))
+            elif name == "device":
+                select_device(w, str(value))
+            elif isinstance(w, QComboBox):
+                w.setCurrentIndex(max(w.findData(value), 0))
+            elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
+                w.setValue(value)
+            elif ps.kind == "str_list":
+                w.setText(", ".join(str(v) for v in value or []))
+            else:
+                w.setText(str(value or ""))
+
+    def job(self) -> Job:
+        values = {}
+        for name, (ps, w) in self.widgets.items():
+            if isinstance(w, QCheckBox):
+                values[name] = w.isChecked()
+            elif name == "device":
+                values[name] = (w.currentData() or w.currentText() or "auto")
+            elif isinstance(w, QComboBox):
+                values[name] = w.currentData()
+            elif isinstance(w, QSpinBox):
+                values[name] = int(w.value())
+            elif isinstance(w, QDoubleSpinBox):
+                values[name] = float(w.value())
+            elif ps.kind == "str_list":
+                values[name] = [t.strip() for t in w.text().split(",") if t.strip()]
+            else:
+                values[name] = w.text().strip()
+        return dataclasses.replace(self.job_cls(), **values)
+
+    def problems(self) -> list[str]:
+        return self.job().problems()
+
+    def _changed(self, *_args) -> None:
+        if hasattr(self, "reason_label"):
+            show_problems(self.reason_label, self.ok_button, self.problems())
+
+    # -- running -------------------------------------------------------------------------------
+    def accept(self) -> None:
+        if self.problems():
+            self._changed()
+            return
+        job = self.job()
+        if self.remember:
+            remember_job(self.key, job)
+        self.start(job)
+        super().accept()
+
+    def start(self, job: Job):
+        if self.plugin is None:
+            raise UserError(f"{self.job_cls.title} needs the plugin's job manager.",
+                            "Open the dialog from the Deep Learning menu.")
+        target = getattr(job, "output_model", "") or getattr(job, "output", "")
+        verb = "Training" if self.training else "Running"
+        self.task = self.plugin.jobs.start(job, f"{verb} {Path(target).name}")
+        if self.training and not self.background_check.isChecked():
+            from .training_window import TrainingWindow
+
+            parent = self.plugin.iface.mainWindow() if getattr(self.plugin, "iface",
+                                                               None) else None
+            self.window = TrainingWindow(self.task, job, parent=parent, plugin=self.plugin)
+            windows = getattr(self.plugin, "windows", None)
+            if isinstance(windows, dict):
+                windows[f"training_window_{id(self.window)}"] = self.window
+            self.window.show()
+        elif not self.training:
+            project = QgsProject.instance()
+
+            def done(result: dict) -> None:
+                out = result.get("output", "")
+                if out.lower().endswith(".gpkg") and not sip.isdeleted(project):
+                    from .output_layers import add_class_layer
+
+                    add_class_layer(out, result.get("classes") or [], Path(out).stem, project)
+                elif out:
+                    messages.log(f"{self.job_cls.title}: wrote {out}.")
+
+            self.task.succeeded.connect(done)
+        return self.task
+
+
+def _open(job_cls: type[Job], plugin, **values) -> JobFormDialog:
+    parent = plugin.iface.mainWindow() if getattr(plugin, "iface", None) else None
+    dialog = JobFormDialog(job_cls, parent, plugin=plugin)
+    if values:
+        dialog.set_job(dataclasses.replace(dialog.job(), **values))
+        dialog._changed()
+    dialog.setAttribute(Qt.WA_DeleteOnClose)
+    dialog.show()
+    return dialog
+
+
+def _labeling_project(plugin, path: str | None) -> str | None:
+    """``path``, else the project the Labeling Tool passed in ``plugin.labeling_project``
+    (taken once)."""
+    path = path or getattr(plugin, "labeling_project", None) or None
+    if hasattr(plugin, "labeling_project"):
+        plugin.labeling_project = None
+    return path
+
+
+def open_train_grid_model(plugin, project_path: str | None = None) -> JobFormDialog:
+    project_path = _labeling_project(plugin, project_path)
+    return _open(TrainGridModelJob, plugin, **({"project": project_path} if project_path
+                                               else {}))
+
+
+def open_classify_grid(plugin, model_path: str | None = None) -> JobFormDialog:
+    return _open(ClassifyGridJob, plugin, **({"model": model_path} if model_path else {}))
+
+
+def open_train_chip_classifier(plugin, input_path: str | None = None) -> JobFormDialog:
+    input_path = _labeling_project(plugin, input_path)
+    return _open(TrainChipClassifierJob, plugin, **({"input": input_path} if input_path
+                                                    else {}))
+
+
+def open_classify_chips(plugin, model_path: str | None = None) -> JobFormDialog:
+    return _open(ClassifyChipsJob, plugin, **({"model": model_path} if model_path else {}))
