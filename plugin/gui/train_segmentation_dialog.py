@@ -424,6 +424,8 @@ class TrainSegmentationDialog(QDialog):
         self.loss_combo = QComboBox()
         for value in LOSSES:
             self.loss_combo.addItem(LOSS_LABELS[value], value)
+        self.loss_combo.setToolTip("Cross-entropy + Dice suits sparse features (the default); "
+                                   "Tversky weighs missed features more than false alarms.")
         self.length_label = QLabel()
         self.length_label.setWordWrap(True)
         rows = [("Epochs", self.epochs_spin), ("Patches per batch", self.batch_spin),
