@@ -49,9 +49,17 @@ def child(args) -> None:
 
         load_model(args.model)
     _job(Path(args.child), Path(args.model), Path(args.out), args)
-    print(json.dumps({"seconds": time.time() - args.t0,
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    print(json.dumps({"seconds": time.time() - args.t0, "rss_mb": _peak_rss_mb(),
                       "torch": "torch" in sys.modules}))
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; ru_maxrss would include the parent's, which
+    a child inherits across fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def fixed_cost(raster: Path, model: Path, folder: Path, args, mode: str) -> dict:

@@ -107,3 +107,41 @@ def test_classify_pixels_in_two_processes_equals_one(tmp_path, make_synthetic):
             if name == "c.tif":
                 assert a.colormap(1)[1] == b.colormap(1)[1]
                 assert len(np.unique(a.read())) >= 2
+
+
+@pytest.mark.timeout(400)
+def test_training_in_two_processes_writes_one_model(tmp_path):
+    """`dltrain run train.json --processes 2` (torchrun, gloo, DistributedDataParallel): one best
+    and one last model, one metrics.csv row per epoch, each rank half the steps; the ranks'
+    private folders are gone."""
+    import csv
+
+    from plugin.core.demo import make_sample_project
+    from plugin.core.segmentation.modelfile import load_model
+
+    scene, project = make_sample_project(tmp_path / "data", 128)
+    model = tmp_path / "out" / "model.dltmodel.safetensors"
+    job = {"kind": "train_pixel_segmentation", "version": 1, "params": {
+        "project": str(project), "architecture": "unet", "encoder": "resnet18", "patch_size": 64,
+        "split": 75.0, "epochs": 2, "batch_size": 4, "steps_per_epoch": 4, "num_workers": 0,
+        "device": "cpu", "output_model": str(model),
+        "output_last_model": str(tmp_path / "out" / "last.dltmodel.safetensors")}}
+    (tmp_path / "train.json").write_text(json.dumps(job))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "plugin.cli", "run", str(tmp_path / "train.json"),
+                           "--processes", "2", "--json"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=380)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    results = [json.loads(line)["result"] for line in done.stdout.splitlines()
+               if line.startswith('{"event": "result"')]
+    main = next(r for r in results if "output_model" in r)
+    assert main["epochs_run"] == 2 and main["steps"] == 4      # 2 epochs × 4 steps / 2 ranks
+    assert sorted(p.name for p in model.parent.iterdir()) == [
+        "last.dltmodel.safetensors", "last.dltmodel.safetensors.optim.safetensors",
+        "model.dltmodel.safetensors", "model_logs"]
+    logs = Path(main["log_folder"])
+    assert not list(logs.glob(".rank*"))
+    with open(logs / "metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
+    predictor, card = load_model(model)
+    assert card["state"]["epoch"] in (1, 2) and card["state"]["global_step"] >= 2

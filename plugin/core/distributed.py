@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from .errors import UserError
@@ -101,6 +103,24 @@ def main_first() -> Iterator[None]:
         barrier()
 
 
+@contextlib.contextmanager
+def rank_local_metrics() -> Iterator[None]:
+    """torchmetrics metrics made inside the block compute from this rank's states alone (by
+    default they gather every rank's states, which would wait for ranks that are not validating:
+    rank 0 validates alone)."""
+    if not active():
+        yield
+        return
+    import torchmetrics.metric as tm
+
+    saved = tm.jit_distributed_available
+    tm.jit_distributed_available = lambda: False
+    try:
+        yield
+    finally:
+        tm.jit_distributed_available = saved
+
+
 def wrap(network, device: str):
     """``network`` in DistributedDataParallel (gradients averaged across ranks by torch) when
     distributed, else unchanged."""
@@ -127,6 +147,46 @@ def shard(items: Iterable[Any]) -> Iterator[Any]:
     items = list(items)
     n, w = len(items) // world_size(), world_size()
     yield from items[rank():n * w:w]
+
+
+def share_count(n: int) -> int:
+    """Steps of one rank when ``n`` are shared among the ranks (at least 1)."""
+    return max(1, -(-n // world_size()))
+
+
+def shard_loader(loader):
+    """This rank's share of an epoch's batches. A torch DataLoader is rebuilt on its share of
+    the sampler's indices (every rank draws the same seeded indices, each loads only its own);
+    any other iterable of batches is cut with :func:`shard`."""
+    if not active():
+        return loader
+    from torch.utils.data import DataLoader
+
+    if not isinstance(loader, DataLoader) or loader.batch_size is None:
+        return shard(loader)
+    indices = list(loader.sampler)
+    share = indices[rank():len(indices) // world_size() * world_size():world_size()]
+    kw = {}
+    if loader.num_workers:
+        kw = {"prefetch_factor": loader.prefetch_factor,
+              "persistent_workers": loader.persistent_workers}
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=share,
+                      num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                      pin_memory=loader.pin_memory, drop_last=loader.drop_last,
+                      worker_init_fn=loader.worker_init_fn, **kw)
+
+
+def rank_folder(folder: str | os.PathLike) -> Path:
+    """A private folder of this rank inside ``folder`` (for files every rank makes itself, such
+    as label rasters), so that ranks never write the same file."""
+    path = Path(folder) / f".rank{rank()}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def drop_rank_folder(folder: str | os.PathLike) -> None:
+    """Remove this rank's private folder (end of the run)."""
+    shutil.rmtree(Path(folder) / f".rank{rank()}", ignore_errors=True)
 
 
 def broadcast(value: Any) -> Any:

@@ -83,10 +83,14 @@ class Job:
     def execute(self, ctx: JobContext) -> dict:
         """Validate, lock the outputs, run; file errors become :class:`UserError` naming the
         file. Runners (worker, CLI) call this rather than :meth:`run`."""
+        import contextlib
+
+        from .distributed import is_main
         from .outputs import OutputLocks, io_user_error, job_inputs, job_outputs
 
         self.validate()
-        with OutputLocks(self):
+        # several processes (torchrun) run one job: rank 0 holds the locks for all of them
+        with OutputLocks(self) if is_main() else contextlib.nullcontext():
             try:
                 return self.run(ctx)
             except (UserError, KeyboardInterrupt, MemoryError):

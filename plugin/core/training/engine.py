@@ -18,6 +18,12 @@ network, loss, metrics and report section; this module does the rest. One run:
 3. Learning curves, report.md / report.json; the result dict.
 
 Cancel (``ctx.cancelled``) is honoured between batches; a partly run epoch is not recorded.
+
+Several processes (``torchrun``/``dltrain run --processes N``, see :mod:`..distributed`): each
+rank prepares its own copy of the data, draws its share of every epoch's samples, and trains a
+DistributedDataParallel copy of the network (torch averages the gradients); rank 0 alone
+validates, writes models, logs, TensorBoard and the report, and its decisions (stop, cancel)
+are broadcast. The global batch is N × BATCH_SIZE; the learning rate is not scaled.
 The job needs: epochs, learning_rate, seed, device, patience, resume_from, init_model,
 output_model, output_last_model and (optionally) batch_size, log_folder /
 ``resolved_log_folder()``.
@@ -29,6 +35,7 @@ import math
 import time
 from pathlib import Path
 
+from .. import distributed
 from ..errors import UserError
 from ..jobs import JobContext
 from ..segmentation import modelfile
@@ -67,14 +74,17 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
     started = time.monotonic()
     log_folder = log_folder_of(job)
     log_folder.mkdir(parents=True, exist_ok=True)
-    device = runtime.resolve_device(job.device)
+    device = distributed.device_for(runtime.resolve_device(job.device))
+    distributed.setup(device)
+    main = distributed.is_main()
     threads = runtime.limit_threads(runtime.num_workers(getattr(job, "num_workers", -1), device))
-    ctx.log(f"Training on {device} ({threads} CPU thread(s)); logs in {log_folder}")
+    ctx.log(f"Training on {device} ({threads} CPU thread(s)); logs in {log_folder}"
+            + (f"; {distributed.world_size()} processes" if distributed.active() else ""))
 
     # -- 1. data, network, optimiser, resume state
     start_from = job.resume_from or job.init_model
     base_card = modelfile.read_model_card(start_from, task.name) if start_from else None
-    task.prepare(job, ctx, log_folder)
+    task.prepare(job, ctx, log_folder if main else distributed.rank_folder(log_folder))
     torch.manual_seed(job.seed)
     network = task.build_network(base_card)
     state: dict = {}
@@ -90,12 +100,13 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
     if cuda:
         network = network.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
+    plain, network = network, distributed.wrap(network, device)   # plain: saved, validated
     optimizer = torch.optim.AdamW(network.parameters(), lr=job.learning_rate,
                                   weight_decay=WEIGHT_DECAY)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and not torch.cuda.is_bf16_supported())
     if job.resume_from and modelfile.load_optimizer(job.resume_from, optimizer):
         ctx.log("Optimizer state restored.")
-    per_epoch = task.steps_per_epoch(job)
+    per_epoch = distributed.share_count(task.steps_per_epoch(job))
     lr_at = runtime.lr_factor(per_epoch * job.epochs)
     step = int(state.get("global_step", 0))
     _set_lr(optimizer, job.learning_rate * lr_at(step))
@@ -123,18 +134,18 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
                    "best_score": best, "best_epoch": best_epoch, "history": history,
                    "best_metrics": best_metrics})
 
-    writer = SummaryWriter(str(log_folder / "tensorboard"))
+    writer = SummaryWriter(str(log_folder / "tensorboard")) if main else None
     ctx.artifact("log_folder", str(log_folder))
     for epoch in range(start_epoch, job.epochs):
-        if ctx.cancelled:
+        if distributed.broadcast(ctx.cancelled):
             stopped = "cancelled"
             break
         epoch_start = time.monotonic()
         # -- 2a/b. train: one pass over this epoch's batches
         network.train()
         loss_sum, terms_sum, n = 0.0, {}, 0
-        for batch in task.train_loader(epoch, device):
-            if ctx.cancelled:
+        for batch in distributed.shard_loader(task.train_loader(epoch, device)):
+            if ctx.cancelled and not distributed.active():   # ranks stop together, per epoch
                 break
             loss, terms = train_batch(task, network, optimizer, scaler, batch, device)
             step += 1
@@ -144,18 +155,23 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
             for k, v in terms.items():
                 terms_sum[k] = terms_sum.get(k, 0.0) + float(v.detach())
             ctx.progress("batch", n, per_epoch, f"epoch {epoch + 1}", loss=loss_sum / n)
-        if ctx.cancelled and n < per_epoch:
+        if ctx.cancelled and n < per_epoch and not distributed.active():
             stopped = "cancelled"
             break
+        end_of_epoch = task.end_train_epoch()   # every rank: torchmetrics gathers their states
+        if not main:   # rank 0 validates and records; the others follow its decisions
+            if distributed.broadcast(None):
+                break
+            continue
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                "train_loss": loss_sum / max(n, 1)}
         row.update({f"train_{k}": v / max(n, 1) for k, v in terms_sum.items()})
-        row.update(task.end_train_epoch())
+        row.update(end_of_epoch)
         # -- 2c. validate
         if val_loader is not None:
             network.eval()
-            with torch.no_grad(), runtime.autocast(device):
-                row.update(task.validate(network, val_loader, device, epoch))
+            with torch.no_grad(), runtime.autocast(device), distributed.rank_local_metrics():
+                row.update(task.validate(plain, val_loader, device, epoch))
         images = row.pop("_images", [])
         extra = row.pop("_extra", None)
         row["seconds"] = time.monotonic() - epoch_start
@@ -170,12 +186,12 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
             best, best_epoch, stale = score, epoch + 1, 0
             best_row, best_extra = row, extra
             best_metrics = task.summary_metrics(row, extra)
-            modelfile.save_model(job.output_model, network, card(best_metrics, epoch + 1))
+            modelfile.save_model(job.output_model, plain, card(best_metrics, epoch + 1))
             ctx.artifact("best_model", job.output_model)
         else:
             stale += 1
         if job.output_last_model:
-            modelfile.save_model(job.output_last_model, network,
+            modelfile.save_model(job.output_last_model, plain,
                                  card(task.summary_metrics(row, extra), epoch + 1))
             if getattr(job, "save_optimizer", True):
                 modelfile.save_optimizer(job.output_last_model, optimizer)
@@ -191,7 +207,11 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
             stopped = "early_stopping"
             ctx.log(f"Early stopping: no improvement of {task.best_metric} for {job.patience} "
                     "epochs.")
+        if distributed.broadcast(stopped != "completed"):   # tells the other ranks
             break
+    if not main:
+        distributed.drop_rank_folder(log_folder)
+        return {"rank": distributed.rank(), "steps": step, "device": device}
     writer.close()
     if ctx.cancelled and stopped == "completed":
         stopped = "cancelled"
