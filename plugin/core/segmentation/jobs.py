@@ -65,6 +65,14 @@ def training_length(job, train_area_px: float) -> tuple[int, int, str]:
     return per_epoch, total, warning
 
 
+def _device_problem(device: str) -> list[str]:
+    """DEVICE check kept for the chip-classifier and grid jobs (they import it)."""
+    d = (device or "auto").strip().lower()
+    if d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit()):
+        return []
+    return [f"Device (DEVICE) is {device!r}: use auto, cpu, cuda or cuda:N."]
+
+
 def _per_class_problem(value, name: str) -> list[str]:
     from ..errors import UserError
     from ..perclass import parse_per_class
