@@ -274,7 +274,8 @@ def test_classify_outputs_are_layers_qgis_loads_and_optional_ones_are_skipped(qg
     train = JobAlgorithm.for_kind("train_pixel_segmentation")
     train.initAlgorithm({})
     t = {d.name(): d for d in train.parameterDefinitions()}
-    assert t["ARCHITECTURE"].options() == ["U-Net++", "U-Net", "DeepLabV3+"]
+    assert t["ARCHITECTURE"].options() == ["Automatic (U-Net on CPU, U-Net++ on GPU)", "U-Net++",
+                                           "U-Net", "DeepLabV3+"]
     assert t["ENCODER_WEIGHTS"].options() == ["None (random weights)", "ImageNet"]
     assert t["SPLIT"].metadata() == {"widget_wrapper": {"decimals": 0}}
     assert "manifest.json" in t["PROJECT"].fileFilter()

@@ -65,10 +65,12 @@ def test_dialog_builds_the_job_the_processing_algorithm_builds(qgis_processing, 
     dialog = train_dialog(str(labeled.path))
     ids = [c.id for c in labeled.classes()]
     assert dialog.class_table.rowCount() == len(ids)
-    # the defaults users know
+    # the defaults users know (network: automatic, U-Net/ResNet-18 on the CPU; issue 9)
     job = dialog.job()
     assert (job.architecture, job.encoder, job.background_patch_ratio, job.epochs) == (
-        "unetplusplus", "resnet34", 0.15, 25)
+        "auto", "auto", 0.15, 25)
+    assert (job.loss, job.unlabelled_pixels) == ("ce_dice", "background")
+    assert "Training length: 25 epochs" in dialog.length_label.text()
     road = next(c.id for c in labeled.classes() if "road" in c.name)
     assert job.solid_distances[str(road)] == 2.0 and job.blur_distances[str(road)] == 1.0
     # non-default values through the widgets
@@ -91,6 +93,8 @@ def test_dialog_builds_the_job_the_processing_algorithm_builds(qgis_processing, 
     dialog.cw_min_spin.setValue(2.0)
     dialog.cw_max_spin.setValue(3.0)
     dialog.loss_spin.setValue(0.25)
+    dialog.loss_combo.setCurrentIndex(dialog.loss_combo.findData("focal"))
+    dialog.unlabelled_combo.setCurrentIndex(dialog.unlabelled_combo.findData("unknown"))
     dialog.patience_spin.setValue(5)
     dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cpu"))
     best, last = str(tmp_path / "m.dltmodel.safetensors"), str(tmp_path / "m_last.safetensors")
@@ -100,7 +104,7 @@ def test_dialog_builds_the_job_the_processing_algorithm_builds(qgis_processing, 
 
     blur = {str(i): (4.0 if k == 0 else (1.0 if i == road else 0.0)) for k, i in enumerate(ids)}
     parameters = {
-        "PROJECT": str(labeled.path), "ARCHITECTURE": 2, "ENCODER": "resnet18",
+        "PROJECT": str(labeled.path), "ARCHITECTURE": 3, "ENCODER": "resnet18",
         "ENCODER_WEIGHTS": "imagenet", "INIT_MODEL": "", "PATCH_SIZE": 64, "SPLIT": 70,
         "SHUFFLE": True, "SEED": 7, "FEATURE_PATCH_PERCENTAGE": 0.4,
         "BACKGROUND_PATCH_RATIO": 0.5, "EPOCHS": 3, "BATCH_SIZE": 2, "LEARNING_RATE": 0.0005,
@@ -108,6 +112,7 @@ def test_dialog_builds_the_job_the_processing_algorithm_builds(qgis_processing, 
         "SOLID_DISTANCES": json.dumps({str(i): 3 for i in ids}),
         "BLUR_DISTANCES": json.dumps(blur),
         "CLASS_WEIGHT_MIN": 2, "CLASS_WEIGHT_MAX": 3, "LOSS_WEIGHT": 0.25, "PATIENCE": 5,
+        "LOSS": "focal", "UNLABELLED_PIXELS": "unknown",
         "DEVICE": "cpu", "OUTPUT_MODEL": best, "OUTPUT_LAST_MODEL": last,
     }
     algorithm = JobAlgorithm.for_kind("train_pixel_segmentation")

@@ -53,9 +53,13 @@ from ..core.segmentation.jobs import (
     ARCHITECTURE_LABELS,
     ARCHITECTURES,
     ENCODERS,
+    LOSS_LABELS,
+    LOSSES,
     PATCH_MULTIPLE,
+    UNLABELLED,
     TrainPixelSegmentationJob,
     nearest_patch_size,
+    training_length,
 )
 from ..core.wording import for_dialog, plural
 from . import messages, settings
@@ -113,7 +117,7 @@ def valid_patch_size(value: int, limit: int | None) -> int:
 
 def summary_blockers(summary: dict) -> list[str]:
     """Reasons the sampled patches cannot train a model (empty when they can). No validation
-    patch is only a warning: the engine then picks the best model by training loss."""
+    patch is only a warning: the engine then keeps the last model."""
     patches = summary.get("patches", {})
     train = patches.get("train", {})
     out = []
@@ -411,8 +415,22 @@ class TrainSegmentationDialog(QDialog):
                                   "partly labelled features).")
         self.device_combo = QComboBox()
         self.device_combo.setToolTip("Where training runs; Automatic picks the first CUDA GPU.")
+        self.unlabelled_combo = QComboBox()
+        for value, label in zip(UNLABELLED, ("background", "unknown (not learnt)")):
+            self.unlabelled_combo.addItem(label, value)
+        self.unlabelled_combo.setToolTip("background: labels cover every feature, the rest is "
+                                         "background. unknown: sparse labels (e.g. land-cover "
+                                         "polygons): only labelled pixels are learnt.")
+        self.loss_combo = QComboBox()
+        for value in LOSSES:
+            self.loss_combo.addItem(LOSS_LABELS[value], value)
+        self.loss_combo.setToolTip("Cross-entropy + Dice suits sparse features (the default); "
+                                   "Tversky weighs missed features more than false alarms.")
+        self.length_label = QLabel()
+        self.length_label.setWordWrap(True)
         rows = [("Epochs", self.epochs_spin), ("Patches per batch", self.batch_spin),
-                ("Learning rate", self.lr_spin), ("Device", self.device_combo)]
+                ("Learning rate", self.lr_spin), ("Device", self.device_combo),
+                ("Unlabelled pixels", self.unlabelled_combo)]
         for i, (label, w) in enumerate(rows):
             grid.addWidget(QLabel(label), i, 0)
             grid.addWidget(w, i, 1)
@@ -430,6 +448,11 @@ class TrainSegmentationDialog(QDialog):
         grid.addLayout(cw, 1, 3)
         grid.addWidget(QLabel("Loss weight"), 2, 2)
         grid.addWidget(self.loss_spin, 2, 3)
+        grid.addWidget(QLabel("Loss"), 3, 2)
+        grid.addWidget(self.loss_combo, 3, 3)
+        grid.addWidget(self.length_label, len(rows), 0, 1, 4)
+        for combo in (self.unlabelled_combo, self.loss_combo):
+            combo.currentIndexChanged.connect(self._changed)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
         for w in (self.epochs_spin, self.batch_spin, self.lr_spin, self.cw_min_spin,
@@ -471,10 +494,10 @@ class TrainSegmentationDialog(QDialog):
         box = QGroupBox("Output")
         form = QFormLayout(box)
         self.output_edit = QLineEdit()
-        self.output_edit.setPlaceholderText("Best model (lowest validation loss)")
+        self.output_edit.setPlaceholderText("Best model (best validation IoU of the features)")
         self.output_last_edit = QLineEdit()
         self.output_last_edit.setPlaceholderText("Model after the last epoch (optional)")
-        self.output_edit.setToolTip("The model with the lowest validation loss; "
+        self.output_edit.setToolTip("The model with the best validation IoU of the features; "
                                     ".dltmodel.safetensors is added to a name without it.")
         self.output_last_edit.setToolTip("The model after the last epoch, to resume training "
                                          "from (its optimizer state is saved beside it).")
@@ -518,9 +541,9 @@ class TrainSegmentationDialog(QDialog):
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(0, 10**7)
         counted(self.steps_spin, "batch")
-        self.steps_spin.setSpecialValueText("one pass over the patches")
-        self.steps_spin.setToolTip("Batches per epoch; more than one pass draws patches again "
-                                   "(small data sets).")
+        self.steps_spin.setSpecialValueText("automatic")
+        self.steps_spin.setToolTip("Batches of new random windows per epoch; automatic covers "
+                                   "the training area about twice, at least 20 batches.")
         self.max_patches_spin = QSpinBox()
         self.max_patches_spin.setRange(0, 10**8)
         counted(self.max_patches_spin, "patch")
@@ -588,6 +611,9 @@ class TrainSegmentationDialog(QDialog):
             class_weight_min=self.cw_min_spin.value(),
             class_weight_max=self.cw_max_spin.value(),
             loss_weight=self.loss_spin.value(),
+            loss=str(self.loss_combo.currentData()),
+            unlabelled_pixels=str(self.unlabelled_combo.currentData()),
+            encoder_weights_file=getattr(self, "_weights_file", ""),
             patience=self.patience_spin.value(),
             steps_per_epoch=self.steps_spin.value(),
             max_patches=self.max_patches_spin.value(),
@@ -628,6 +654,9 @@ class TrainSegmentationDialog(QDialog):
             self.cw_min_spin.setValue(float(job.class_weight_min))
             self.cw_max_spin.setValue(float(job.class_weight_max))
             self.loss_spin.setValue(float(job.loss_weight))
+            _select(self.loss_combo, job.loss)
+            _select(self.unlabelled_combo, job.unlabelled_pixels)
+            self._weights_file = job.encoder_weights_file
             self.patience_spin.setValue(int(job.patience))
             self.steps_spin.setValue(int(job.steps_per_epoch))
             self.max_patches_spin.setValue(int(job.max_patches))
@@ -784,8 +813,23 @@ class TrainSegmentationDialog(QDialog):
         bad_patch = suggestion != self.patch_spin.value()
         self.patch_fix_button.setText(f"Use {suggestion}")
         self.patch_fix_button.setVisible(bad_patch)
+        self._show_length()
+        if self.summary_state == "ready" and self.summary is not None:
+            self._show_summary("ready", self.summary)   # the unlabelled-pixels line
         self._schedule_summary()
         self._validate()
+
+    def _show_length(self) -> None:
+        """Training length in steps, up front (warning below a few hundred)."""
+        job = self.job()
+        area = sum(w * h for _n, w, h in self.raster_sizes) * job.split / 100.0
+        if not area or job.patch_size % PATCH_MULTIPLE:
+            self.length_label.setText("")
+            return
+        per_epoch, total, warning = training_length(job, area)
+        text = f"Training length: {job.epochs} epochs × {per_epoch} batches = {total} steps."
+        self.length_label.setText(text + (f" <b style='color:#a05a00'>{warning}</b>"
+                                          if warning else ""))
 
     def _validate(self) -> None:
         show_problems(self.reason_label, self.ok_button, self.problems())
@@ -866,7 +910,11 @@ class TrainSegmentationDialog(QDialog):
             blockers = summary_blockers(value)
             self.summary_status.setText("Cannot train with this sampling." if blockers
                                         else "What training will sample:")
-            self.summary_view.setHtml(summary_html(value, self.classes))
+            unknown = self.unlabelled_combo.currentData() == "unknown"
+            self.summary_view.setHtml(summary_html(value, self.classes) + (
+                "<p>Unlabelled pixels: <b>unknown</b> — only labelled pixels are learnt; "
+                "background counts above are not trained.</p>" if unknown else
+                "<p>Unlabelled pixels: <b>background</b>.</p>"))
         else:
             self.summary, self.summary_error = None, str(value).strip()
             self.summary_status.setText("The sampling failed:")

@@ -33,14 +33,16 @@ IGNORE = 255
 # -- normalisation ------------------------------------------------------------------------------
 def band_statistics(sources: list[SampleSource], window: int = 512,
                     max_windows: int = 48) -> tuple[list[float], list[float], float | None]:
-    """Per-band (mean, std) of the images of ``sources`` over valid pixels, from at most
-    ``max_windows`` evenly spread windows per raster (memory: one window), and the nodata value
-    of the first image."""
+    """Per-band (mean, std) of the images of ``sources``, from at most ``max_windows`` evenly
+    spread windows per raster (memory: one window), and the nodata value of the first image.
+
+    Each band's statistics leave out that band's own nodata values and NaN/inf (a band with
+    −99999 where the others are valid must not take −99999 into its mean) and the pixels that
+    are not valid (``validpixels.valid_mask``)."""
     import rasterio
     from rasterio.windows import Window
 
-    total = sq = None
-    count = 0.0
+    total = sq = count = None
     nodata = None
     for k, src in enumerate(sources):
         with rasterio.open(src.image) as ds:
@@ -53,23 +55,30 @@ def band_statistics(sources: list[SampleSource], window: int = 512,
                 wins = [wins[i] for i in sorted(set(pick))]
             for win in wins:
                 data = read_data(ds, window=win)
-                valid = valid_mask(ds, data, win)
-                vals = data[:, valid].astype(np.float64)
+                pixel_ok = valid_mask(ds, data, win)
                 if total is None:
-                    total, sq = np.zeros(len(vals)), np.zeros(len(vals))
-                if vals.shape[0] != len(total):
+                    total, sq, count = (np.zeros(len(data)) for _ in range(3))
+                if data.shape[0] != len(total):
                     from ..errors import UserError
 
-                    raise UserError(f"Raster {src.display_name} has {len(vals)} data bands, the "
+                    raise UserError(f"Raster {src.display_name} has {len(data)} data bands, the "
                                     f"others {len(total)}.",
                                     "Train on rasters with the same bands.")
-                total += vals.sum(axis=1)
-                sq += (vals ** 2).sum(axis=1)
-                count += vals.shape[1]
-    if total is None or count == 0:
+                data = data.astype(np.float64)
+                valid = pixel_ok[None] & np.isfinite(data)
+                if ds.nodata is not None and not np.isnan(ds.nodata):
+                    valid &= data != ds.nodata      # per band: one band's nodata stays out
+                vals = np.where(valid, data, 0.0)
+                total += vals.sum(axis=(1, 2))
+                sq += (vals ** 2).sum(axis=(1, 2))
+                count += valid.sum(axis=(1, 2))
+    if total is None or not count.all():
         from ..errors import UserError
 
-        raise UserError("The training rasters hold no valid pixels.", "Check their nodata.")
+        raise UserError("The training rasters hold no valid pixels"
+                        + ("" if total is None else
+                           f" in band(s) {[int(b) + 1 for b in np.flatnonzero(count == 0)]}")
+                        + ".", "Check their nodata.")
     mean = total / count
     std = np.sqrt(np.maximum(sq / count - mean ** 2, 0.0))
     std = np.where(std < 1e-6, 1.0, std)
@@ -177,15 +186,24 @@ def soft_targets(mask: np.ndarray, blur: dict[int, float], classes: int) -> np.n
 
 # -- dataset ------------------------------------------------------------------------------------
 class PatchDataset:
-    """Torch map-style dataset over planned patches: normalised image, mask, soft targets.
+    """Torch map-style dataset over planned patches or drawn windows: normalised image, mask,
+    soft targets.
 
     ``blur`` (class → current px) can change between epochs (workers are not persistent);
-    ``jitter`` shifts training patches randomly by up to that share of their size.
+    ``jitter`` shifts patches randomly by up to that share of their size. The random generator
+    of item ``i`` is seeded by (seed, epoch, i): every draw of an epoch gets its own
+    augmentation. ``nodata``: the images' nodata value; a band's nodata (and NaN/inf) is filled
+    with that band's mean (0 after normalisation) even where other bands are valid.
+    ``hidden``: source → [(row0, col0, row1, col1)] pixel boxes whose labels are ignored (the
+    validation areas, when training on the same raster). ``unknown_background``: label 0 means
+    "not labelled" and is ignored, not learnt as background.
     """
 
     def __init__(self, sources: list[SampleSource], patches: list[Patch], mean: list[float],
                  std: list[float], classes: int, augment: Augment | None = None,
-                 jitter: float = 0.0, seed: int = 0) -> None:
+                 jitter: float = 0.0, seed: int = 0, nodata: float | None = None,
+                 hidden: dict[int, list[tuple[int, int, int, int]]] | None = None,
+                 unknown_background: bool = False) -> None:
         self.reader = PatchReader(sources)
         self.patches = list(patches)
         self.mean = np.asarray(mean, np.float32)[:, None, None]
@@ -194,6 +212,9 @@ class PatchDataset:
         self.augment = augment
         self.jitter = jitter
         self.seed = seed
+        self.nodata = None if nodata is None or np.isnan(nodata) else float(nodata)
+        self.hidden = hidden or {}
+        self.unknown_background = unknown_background
         self.epoch = 0
         self.blur: dict[int, float] = {}
 
@@ -213,11 +234,18 @@ class PatchDataset:
             dr, dc = (int(v) for v in rng.integers(-j, j + 1, 2))
             patch = dataclasses.replace(patch, row=patch.row + dr, col=patch.col + dc)
         image, mask = self.reader.read(patch)
-        valid = mask != IGNORE
+        bad = ~np.isfinite(image)
+        if self.nodata is not None:
+            bad |= image == self.nodata
         image = (image - self.mean) / self.std
-        image[:, ~valid] = 0.0
-        if not np.isfinite(image).all():   # NaN/inf in some bands of valid pixels: the mean
-            image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
+        image[:, mask == IGNORE] = 0.0
+        image[bad] = 0.0          # the band's mean
+        for r0, c0, r1, c1 in self.hidden.get(patch.source, ()):
+            rs = slice(max(r0 - patch.row, 0), max(min(r1 - patch.row, patch.size), 0))
+            cs = slice(max(c0 - patch.col, 0), max(min(c1 - patch.col, patch.size), 0))
+            mask[rs, cs] = IGNORE
+        if self.unknown_background:
+            mask[mask == 0] = IGNORE
         img_t, mask_t = torch.from_numpy(image), torch.from_numpy(mask)
         if self.augment is not None and self.augment.active:
             img_t, mask_t = self.augment(img_t, mask_t, rng)
@@ -226,3 +254,90 @@ class PatchDataset:
         else:
             soft = torch.zeros(0)
         return img_t, mask_t, soft
+
+
+# -- random windows -----------------------------------------------------------------------------
+MAX_CENTRES = 200_000     # labelled pixels kept per class as window centres (a random subset)
+
+
+@dataclasses.dataclass
+class WindowSampler:
+    """Random training windows, drawn anew every epoch (issue 9, causes 1–2).
+
+    Half of the windows (``centred``) are centred on a labelled feature pixel of the training
+    area (jittered by up to a quarter window), the others lie anywhere in the training rasters.
+    Class ``c`` of the centre is chosen with probability ∝ ``n_c ** (1 − w)`` for the class
+    weight ``w`` (0: by pixel count, 1: every class equally often, > 1: rare classes more).
+    Windows lie inside their raster, flush with its edges (a raster smaller than the window is
+    padded: ignored labels). ``centres``: class → (n, 3) int32 (source, row, col);
+    ``shapes``: source → (height, width) for the sources that hold training area.
+    """
+
+    size: int
+    shapes: dict[int, tuple[int, int]]
+    centres: dict[int, np.ndarray]
+    centred: float = 0.5
+
+    @classmethod
+    def scan(cls, sources: list[SampleSource], source_ids: list[int], size: int,
+             hidden: dict[int, list[tuple[int, int, int, int]]], seed: int = 0,
+             block_rows: int = 1024) -> WindowSampler:
+        """Index the labelled feature pixels (1–254) of ``source_ids`` outside ``hidden``,
+        reading each label raster ``block_rows`` rows at a time."""
+        import rasterio
+        from rasterio.windows import Window
+
+        rng = np.random.default_rng([seed, 17])
+        found: dict[int, list[np.ndarray]] = {}
+        shapes = {}
+        for sid in source_ids:
+            with rasterio.open(sources[sid].labels) as ds:
+                shapes[sid] = (ds.height, ds.width)
+                for r0 in range(0, ds.height, block_rows):
+                    n = min(block_rows, ds.height - r0)
+                    lab = ds.read(1, window=Window(0, r0, ds.width, n))
+                    for b0, c0, b1, c1 in hidden.get(sid, ()):
+                        lab[max(b0 - r0, 0):max(min(b1 - r0, n), 0), c0:c1] = IGNORE
+                    for c in np.unique(lab):
+                        if c == 0 or c == IGNORE:
+                            continue
+                        rr, cc = np.nonzero(lab == c)
+                        if len(rr) > MAX_CENTRES:
+                            keep = rng.choice(len(rr), MAX_CENTRES, replace=False)
+                            rr, cc = rr[keep], cc[keep]
+                        found.setdefault(int(c), []).append(
+                            np.stack([np.full(len(rr), sid), rr + r0, cc], 1).astype(np.int32))
+        centres = {}
+        for c, parts in found.items():
+            arr = np.concatenate(parts)
+            if len(arr) > MAX_CENTRES:
+                arr = arr[rng.choice(len(arr), MAX_CENTRES, replace=False)]
+            centres[c] = arr
+        return cls(size, shapes, centres)
+
+    def draw(self, n: int, class_weight: float, rng: np.random.Generator) -> list[Patch]:
+        """``n`` windows (Patch objects of split "train") for one epoch."""
+        classes = sorted(self.centres)
+        counts = np.array([len(self.centres[c]) for c in classes], np.float64)
+        p_class = counts ** (1.0 - class_weight) if classes else counts
+        p_class = p_class / p_class.sum() if classes else p_class
+        sids = sorted(self.shapes)
+        area = np.array([self.shapes[s][0] * self.shapes[s][1] for s in sids], np.float64)
+        out = []
+        half = self.size // 2
+        for _ in range(n):
+            if classes and rng.random() < self.centred:
+                pts = self.centres[classes[rng.choice(len(classes), p=p_class)]]
+                sid, r, c = (int(v) for v in pts[rng.integers(len(pts))])
+                j = self.size // 4
+                r += int(rng.integers(-j, j + 1)) - half
+                c += int(rng.integers(-j, j + 1)) - half
+            else:
+                sid = sids[rng.choice(len(sids), p=area / area.sum())]
+                r = int(rng.integers(0, max(self.shapes[sid][0] - self.size, 0) + 1))
+                c = int(rng.integers(0, max(self.shapes[sid][1] - self.size, 0) + 1))
+            h, w = self.shapes[sid]
+            r = min(max(r, 0), max(h - self.size, 0))      # flush with the raster edges
+            c = min(max(c, 0), max(w - self.size, 0))
+            out.append(Patch(sid, r, c, self.size, "train", True, {}, 0.0))
+        return out

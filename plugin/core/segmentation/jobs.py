@@ -5,6 +5,7 @@ Nothing heavy at import time: the engine modules (torch, rasterio, smp) are impo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,10 +13,16 @@ from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..patchsize import PATCH_MULTIPLE, nearest_patch_size, patch_size_problem  # noqa: F401
 
-ARCHITECTURES = ("unetplusplus", "unet", "deeplabv3plus")
-ARCHITECTURE_LABELS = {"unetplusplus": "U-Net++", "unet": "U-Net", "deeplabv3plus": "DeepLabV3+"}
-ENCODERS = ("resnet34", "resnet18", "resnet50", "efficientnet-b0", "mobilenet_v2")
+ARCHITECTURES = ("auto", "unetplusplus", "unet", "deeplabv3plus")
+ARCHITECTURE_LABELS = {"auto": "Automatic (U-Net on CPU, U-Net++ on GPU)",
+                       "unetplusplus": "U-Net++", "unet": "U-Net", "deeplabv3plus": "DeepLabV3+"}
+ENCODERS = ("auto", "resnet34", "resnet18", "resnet50", "efficientnet-b0", "mobilenet_v2")
 ENCODER_WEIGHTS = ("none", "imagenet")
+LOSSES = ("ce_dice", "ce", "focal", "tversky")
+LOSS_LABELS = {"ce_dice": "Cross-entropy + Dice", "ce": "Cross-entropy", "focal": "Focal",
+               "tversky": "Tversky"}
+UNLABELLED = ("background", "unknown")
+MIN_STEPS = 300    # fewer optimiser steps than this get a warning before training
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
 _RASTER_FILTER = "GeoTIFF (*.tif *.tiff)"
@@ -26,16 +33,7 @@ _TRAINING_DATA_FILTER = ("Labeling project (*.gpkg);;Segmentation chips folder (
 DEVICES = ("auto", "cpu", "cuda") + tuple(f"cuda:{i}" for i in range(8))
 DEVICE_LABELS = {"auto": "Automatic (first GPU if available)", "cpu": "CPU",
                  "cuda": "CUDA (first GPU)", **{f"cuda:{i}": f"CUDA GPU {i}" for i in range(8)}}
-TILE_SIZE_LABEL = "Tile size (px, 0 = automatic: the model's patch size, at least 256)"
-
-
-def _device_problem(device: str) -> list[str]:
-    """A sentence when ``device`` is not auto, cpu, cuda or cuda:N (jobs whose DEVICE is not
-    an enum still call this)."""
-    d = (device or "auto").strip().lower()
-    if d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit()):
-        return []
-    return [f"Device (DEVICE) is {device!r}: use auto, cpu, cuda or cuda:N."]
+TILE_SIZE_LABEL = "Tile size (px, 0 = automatic: the model's patch size)"
 
 
 def model_file_name(path: str) -> str:
@@ -48,6 +46,31 @@ def model_file_name(path: str) -> str:
     replace = p.suffix[1:].isalpha() and len(p.suffix) <= 9    # best.model, scene.tif → best, scene
     stem = p.name[:-len(p.suffix)] if replace else p.name
     return str(p.with_name(stem + MODEL_SUFFIX)) if stem else path
+
+
+MIN_STEPS_PER_EPOCH = 20
+
+
+def training_length(job, train_area_px: float) -> tuple[int, int, str]:
+    """(batches per epoch, total optimiser steps, warning or "") of ``job`` for a training area
+    of ``train_area_px`` pixels. STEPS_PER_EPOCH 0 (automatic): random windows covering the
+    training area about twice, at least MIN_STEPS_PER_EPOCH batches; MAX_PATCHES caps it."""
+    per_epoch = job.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(
+        2 * train_area_px / job.patch_size ** 2 / max(job.batch_size, 1)))
+    if job.max_patches:
+        per_epoch = min(per_epoch, max(1, math.ceil(job.max_patches / job.batch_size)))
+    total = per_epoch * job.epochs
+    warning = (f"Only {total} training steps: models usually need a few hundred (raise EPOCHS "
+               "or STEPS_PER_EPOCH)." if total < MIN_STEPS else "")
+    return per_epoch, total, warning
+
+
+def _device_problem(device: str) -> list[str]:
+    """DEVICE check kept for the chip-classifier and grid jobs (they import it)."""
+    d = (device or "auto").strip().lower()
+    if d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit()):
+        return []
+    return [f"Device (DEVICE) is {device!r}: use auto, cpu, cuda or cuda:N."]
 
 
 def _per_class_problem(value, name: str) -> list[str]:
@@ -76,23 +99,32 @@ class TrainPixelSegmentationJob(Job):
                              "their labels, or a folder of chips exported in the segmentation "
                              "format (choose its manifest.json).",
                         file_filter=_TRAINING_DATA_FILTER)
-    architecture: str = spec("unetplusplus", "ARCHITECTURE", "Model architecture", "enum",
+    architecture: str = spec("auto", "ARCHITECTURE", "Model architecture", "enum",
                              choices=ARCHITECTURES, choice_labels=ARCHITECTURE_LABELS,
-                             help="U-Net++ (default), U-Net or DeepLabV3+.")
-    encoder: str = spec("resnet34", "ENCODER", "Encoder (backbone)", "enum", choices=ENCODERS,
+                             help="auto: U-Net on the CPU (about 3 × cheaper per step), U-Net++ "
+                                  "on a GPU; or U-Net++, U-Net, DeepLabV3+.")
+    encoder: str = spec("auto", "ENCODER", "Encoder (backbone)", "enum", choices=ENCODERS,
                         help="The network that extracts features; larger encoders learn more "
-                             "but train slower.")
+                             "but train slower. auto: ResNet-18 on the CPU, ResNet-34 on a "
+                             "GPU.")
     encoder_weights: str = spec("none", "ENCODER_WEIGHTS", "Encoder weights", "enum",
                                 choices=ENCODER_WEIGHTS,
                                 choice_labels=("None (random weights)", "ImageNet"),
                                 help="ImageNet starts from weights pre-trained on ImageNet "
                                      "(downloaded once; needs internet), None from random "
                                      "weights.")
+    encoder_weights_file: str = spec("", "ENCODER_WEIGHTS_FILE", "Encoder weights file",
+                                     "file_in", optional=True, advanced=True,
+                                     file_filter="Weights (*.pth *.pt *.bin *.safetensors)",
+                                     help="Pre-trained encoder weights from a local file (a "
+                                          "timm or torchvision checkpoint of the same encoder),"
+                                          " for computers without internet; overrides Encoder "
+                                          "weights.")
     init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
                            optional=True, file_filter=_MODEL_FILTER,
                            help="An existing pixel segmentation model to fine-tune; its "
                                 "architecture, encoder and normalisation are used.")
-    patch_size: int = spec(256, "PATCH_SIZE", "Patch size (px)", "int", minimum=32,
+    patch_size: int = spec(128, "PATCH_SIZE", "Patch size (px)", "int", minimum=32,
                            maximum=4096,
                            help="Edge of the square patches the model learns from; a multiple "
                                 "of 32, smaller than the rasters.")
@@ -143,15 +175,26 @@ class TrainPixelSegmentationJob(Job):
                                    minimum=0, maximum=10,
                                    help="Rare-class sampling weight at the start of training "
                                         "(useful range 1–6; 2–3 when features are sparse).")
+    loss: str = spec("ce_dice", "LOSS", "Loss", "enum", choices=LOSSES, choice_labels=LOSS_LABELS,
+                     help="ce_dice: cross-entropy + Dice (default; good on sparse features), "
+                          "ce: cross-entropy, focal: focal loss, tversky: Tversky loss "
+                          "(α 0.3, β 0.7: misses cost more than false alarms).")
+    unlabelled_pixels: str = spec("background", "UNLABELLED_PIXELS", "Unlabelled pixels",
+                                  "enum", choices=UNLABELLED,
+                                  help="background: every pixel without a label is learnt as "
+                                       "background (labels cover the features completely); "
+                                       "unknown: only labelled pixels are learnt (sparse "
+                                       "labels such as land-cover polygons).")
     loss_weight: float = spec(0.0, "LOSS_WEIGHT", "Loss weight", "float", minimum=0, maximum=1,
                               help="0 treats feature and background pixels equally; higher "
                                    "values weigh feature pixels more in the loss.")
     patience: int = spec(0, "PATIENCE", "Early stopping patience (epochs, 0 = off)", "int",
                          minimum=0, advanced=True)
-    steps_per_epoch: int = spec(0, "STEPS_PER_EPOCH", "Batches per epoch (0 = one pass)",
+    steps_per_epoch: int = spec(0, "STEPS_PER_EPOCH", "Batches per epoch (0 = automatic)",
                                 "int", minimum=0, advanced=True,
-                                help="0: one pass over the training patches per epoch; more "
-                                     "batches than that draw patches again (small data sets).")
+                                help="Each epoch draws this many batches of new random windows "
+                                     "(half centred on labelled pixels). 0: enough for about "
+                                     "two passes over the training area, at least 20.")
     max_patches: int = spec(0, "MAX_PATCHES", "Max training patches per epoch (0 = all)", "int",
                             minimum=0, advanced=True)
     num_workers: int = spec(-1, "NUM_WORKERS", "Data loader workers (-1 = automatic)", "int",
@@ -166,7 +209,8 @@ class TrainPixelSegmentationJob(Job):
                             "is one.")
     output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
                              file_filter=_MODEL_FILTER,
-                             help="The model with the lowest validation loss.")
+                             help="The model with the best validation IoU of the feature "
+                                  "classes (without validation: the last model).")
     output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
                                   optional=True, file_filter=_MODEL_FILTER,
                                   help="The model after the last epoch (to resume from).")
@@ -214,6 +258,9 @@ class TrainPixelSegmentationJob(Job):
         if self.init_model and self.resume_from:
             out.append("Fine-tune (INIT_MODEL) and resume (RESUME_FROM) exclude each other: "
                        "clear one.")
+        if self.encoder_weights_file and not Path(self.encoder_weights_file).is_file():
+            out.append(f"The encoder weights file {self.encoder_weights_file} does not exist: "
+                       "check ENCODER_WEIGHTS_FILE.")
         if self.architecture == "deeplabv3plus" and self.batch_size < 2:
             out.append("DeepLabV3+ needs at least 2 patches per batch (BATCH_SIZE): use 2 or "
                        "more.")
@@ -277,8 +324,10 @@ class ClassifyPixelsJob(Job):
                                 "more memory.")
     tile_size: int = spec(0, "TILE_SIZE", TILE_SIZE_LABEL, "int",
                           minimum=0, maximum=8192, advanced=True,
-                          help="Edge of the square tiles the raster is cut into; a multiple of "
-                               "32.")
+                          help="Pixels per forward pass: tiles of this size are predicted as "
+                               "windows of the model's patch size (the size it learnt on), so "
+                               "the answer does not depend on it; larger tiles only use more "
+                               "memory per batch.")
     grid_model: str = spec("", "GRID_MODEL", "Grid model (optimized classification)",
                            "model_in", optional=True, file_filter=_MODEL_FILTER,
                            help="Optional: only the grid cells this grid model flags are "

@@ -45,6 +45,67 @@ def build_network(architecture: str, encoder: str, in_channels: int, classes: in
                         "Encoder weights to 'none'.") from None
 
 
+CPU_DEFAULT = ("unet", "resnet18")           # 7.9 GFLOP per 128² step (issue 9, cause 4)
+GPU_DEFAULT = ("unetplusplus", "resnet34")   # 27 GFLOP: affordable on a GPU
+
+
+def resolve_auto(architecture: str, encoder: str, device: str) -> tuple[str, str]:
+    """'auto' architecture / encoder → the default that fits ``device``."""
+    arch, enc = CPU_DEFAULT if device == "cpu" else GPU_DEFAULT
+    return (arch if architecture == "auto" else architecture,
+            enc if encoder == "auto" else encoder)
+
+
+def load_encoder_weights(network: nn.Module, path: str) -> tuple[int, int]:
+    """Load a local timm / torchvision checkpoint (``.pth``/``.pt``/``.bin``: a state dict,
+    optionally under ``state_dict`` or ``model``; or ``.safetensors``) into ``network.encoder``.
+
+    Keys may carry a ``module.``/``encoder.``/``backbone.`` prefix; the classifier head
+    (``fc``, ``classifier``) is skipped. The first convolution is adapted to the band count as
+    segmentation-models-pytorch does (channel i takes RGB channel i mod 3, scaled by
+    3 / bands). Returns (tensors loaded, encoder tensors). UserError when the file cannot be read
+    or fits less than half of the encoder.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        else:
+            state = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
+        raise UserError(f"The encoder weights file {p.name} cannot be read ({exc}).",
+                        "Choose a timm or torchvision checkpoint (.pth or .safetensors).") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    own = network.encoder.state_dict()
+    fitting = {}
+    for key, value in state.items():
+        if not torch.is_tensor(value):
+            continue
+        for prefix in ("module.", "encoder.", "backbone."):
+            key = key.removeprefix(prefix)
+        if key not in own:
+            continue
+        if value.dim() == 4 and own[key].dim() == 4 and value.shape[1] != own[key].shape[1] \
+                and value.shape[0] == own[key].shape[0] and value.shape[2:] == own[key].shape[2:]:
+            bands = own[key].shape[1]
+            value = value[:, [i % value.shape[1] for i in range(bands)]] * (
+                value.shape[1] / bands)
+        if value.shape == own[key].shape:
+            fitting[key] = value.float()
+    if len(fitting) < len(own) / 2:
+        raise UserError(f"The encoder weights file {p.name} fits only {len(fitting)} of the "
+                        f"{len(own)} tensors of the encoder.",
+                        "Choose a checkpoint of the same encoder (e.g. resnet18 for ResNet-18).")
+    network.encoder.load_state_dict(fitting, strict=False)
+    return len(fitting), len(own)
+
+
 def _weights_cached(encoder: str, weights: str) -> bool:
     """Whether smp's pretrained weights for ``encoder`` seem to be in the local caches."""
     import os

@@ -1,15 +1,17 @@
 """Pixel segmentation as a :class:`~..training.task.TrainingTask` of the one training engine.
 
-Data: the sample plan's patches (see ``train.prepare``), read with augmentation, jitter, rare-class
-sampling (class weight max → min over the epochs) and soft targets for blurred labels
-(``data.py``). Network: a segmentation-models-pytorch model (``models.py``). Loss: cross-entropy
-with feature-class weights (``LOSS_WEIGHT``). Metrics: confusion-matrix accuracy, precision,
-recall, F1 and IoU per class (``metrics.py``).
+Data: every epoch draws new random training windows (``data.WindowSampler``: half centred on
+labelled feature pixels, rare classes favoured by the class weight max → min schedule, flush with
+the raster edges), each with its own augmentation, and soft targets for blurred labels; the
+validation patches of the sample plan (see ``train.prepare``) are masked out of the training
+labels. Network: a segmentation-models-pytorch model (``models.py``). Loss: cross-entropy (with
+feature-class weights, ``LOSS_WEIGHT``), + Dice, focal or Tversky (segmentation-models-pytorch).
+Metrics: confusion-matrix accuracy, precision, recall, F1 and IoU per class (``metrics.py``); the
+best model has the highest mean validation IoU of the feature classes (``val_feature_iou``).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +19,19 @@ import numpy as np
 from ..training import runtime
 from ..training.task import TrainingTask
 from ..validpixels import data_band_count
+from .data import WindowSampler
+from .jobs import training_length
 from .metrics import IGNORE, confusion_metric, metrics_from_confusion
 
 N_PREVIEW = 4     # validation patches shown in TensorBoard
+TVERSKY_ALPHA, TVERSKY_BETA = 0.3, 0.7   # Salehi et al. 2017: false negatives cost more
 
 
 class PixelSegmentationTask(TrainingTask):
     name = "pixel_segmentation"
     title = "Pixel segmentation"
-    best_metric = "val_loss"
-    best_mode = "min"
+    best_metric = "val_feature_iou"
+    best_mode = "max"
     curve_keys = ("train_miou", "val_miou")
     curve_title = "Mean IoU"
 
@@ -54,12 +59,34 @@ class PixelSegmentationTask(TrainingTask):
         self.classes = setup.classes
         self.num_outputs = setup.num_outputs
         self.class_ids = [c["id"] for c in self.classes]
-        self.architecture, self.encoder = job.architecture, job.encoder
+        self.unknown = job.unlabelled_pixels == "unknown"
+        self.feature_ids = [c for c in self.class_ids if c > 0]
+        from .models import resolve_auto
+
+        self.architecture, self.encoder = resolve_auto(
+            job.architecture, job.encoder, runtime.resolve_device(job.device))
         self.loss_weights = _loss_weights(self.train_patches, self.num_outputs, job.loss_weight)
+        # validation patches on training rasters: their labels are hidden from training
+        train_ids = sorted({p.source for p in self.train_patches})
+        self.hidden: dict[int, list] = {}
+        for p in self.val_patches:
+            if p.source in train_ids:
+                self.hidden.setdefault(p.source, []).append(
+                    (p.row, p.col, p.row + p.size, p.col + p.size))
+        self.windows = WindowSampler.scan(setup.sources, train_ids, job.patch_size, self.hidden,
+                                          job.seed)
+        area = sum(h * w for h, w in self.windows.shapes.values())
+        area -= sum((r1 - r0) * (c1 - c0) for boxes in self.hidden.values()
+                    for r0, c0, r1, c1 in boxes)
+        self.per_epoch, steps, warning = training_length(job, max(area, 0))
+        ctx.log(f"Training length: {job.epochs} epochs × {self.per_epoch} batches = {steps} "
+                f"steps of {job.batch_size} windows of {job.patch_size} px.")
+        if warning:
+            ctx.log(warning, "warning")
         self._train_ds = None
 
     def build_network(self, base_card: dict | None):
-        from .models import build_network
+        from .models import build_network, load_encoder_weights
 
         if base_card is not None:
             self.adopt_card(base_card)
@@ -67,17 +94,22 @@ class PixelSegmentationTask(TrainingTask):
             if (self.architecture, self.encoder) != (self.job.architecture, self.job.encoder):
                 self.ctx.log(f"Using {self.architecture} / {self.encoder} of the model started "
                              "from.", "warning")
-        return build_network(self.architecture, self.encoder, self.bands, self.num_outputs,
-                             None if base_card is not None else self.job.encoder_weights)
+        local = self.job.encoder_weights_file and base_card is None
+        network = build_network(self.architecture, self.encoder, self.bands, self.num_outputs,
+                                None if base_card is not None or local
+                                else self.job.encoder_weights)
+        if local:
+            n, total = load_encoder_weights(network, self.job.encoder_weights_file)
+            self.ctx.log(f"Encoder weights from {self.job.encoder_weights_file}: {n} of {total} "
+                         "tensors.")
+        return network
 
     def card_fields(self) -> dict:
         return {"architecture": self.architecture, "encoder": self.encoder,
                 "patch_size": self.job.patch_size}
 
     def steps_per_epoch(self, job) -> int:
-        n = len(self.train_patches)
-        n = min(n, job.max_patches) if job.max_patches else n
-        return job.steps_per_epoch or max(1, math.ceil(n / job.batch_size))
+        return self.per_epoch
 
     # -- data ----------------------------------------------------------------------------------
     def _loader_kw(self, device: str) -> dict:
@@ -89,44 +121,30 @@ class PixelSegmentationTask(TrainingTask):
 
     def train_loader(self, epoch: int, device: str):
         import torch
-        from torch.utils.data import DataLoader, WeightedRandomSampler
+        from torch.utils.data import DataLoader
 
-        from .data import (
-            Augment,
-            PatchDataset,
-            class_weight_at,
-            rarity_scores,
-            sampling_probabilities,
-        )
+        from .data import Augment, PatchDataset, class_weight_at
 
         job = self.job
         if self._train_ds is None:
             augment = Augment(job.augment_rotation, job.augment_scale, job.augment_flip)
-            self._train_ds = PatchDataset(self.setup.sources, self.train_patches, self.mean,
-                                          self.std, self.num_outputs, augment, jitter=0.25,
-                                          seed=job.seed)
-            self._loss_w = torch.tensor(self.loss_weights, device=device)
-            self._ce = torch.nn.CrossEntropyLoss(weight=self._loss_w, ignore_index=IGNORE)
+            self._train_ds = PatchDataset(self.setup.sources, [], self.mean, self.std,
+                                          self.num_outputs, augment, seed=job.seed,
+                                          nodata=self.nodata, hidden=self.hidden,
+                                          unknown_background=self.unknown)
+            weights = torch.tensor(self.loss_weights, device=device)
+            self._loss_fn = SegmentationLoss(job.loss, weights)
         ds = self._train_ds
-        if self.setup.pool and epoch > 0:
-            ds.patches = self.setup.epoch_patches(epoch)
         progress = epoch / max(job.epochs - 1, 1)
-        ds.epoch = epoch
-        ds.blur = {c: b * (1 - progress) for c, b in self.setup.blur.items()}
         self._class_weight = class_weight_at(epoch, job.epochs, job.class_weight_max,
                                              job.class_weight_min)
+        rng = np.random.default_rng([job.seed, epoch, 23])
+        ds.patches = self.windows.draw(self.steps_per_epoch(job) * job.batch_size,
+                                       self._class_weight, rng)
+        ds.epoch = epoch
+        ds.blur = {c: b * (1 - progress) for c, b in self.setup.blur.items()}
         self._cm_train = confusion_metric(self.num_outputs, device)
-        gen = torch.Generator().manual_seed(job.seed * 100003 + epoch)
-        n_samples = self.steps_per_epoch(job) * job.batch_size
-        if self._class_weight > 0:
-            probs = sampling_probabilities(rarity_scores(ds.patches), self._class_weight)
-            sampler = WeightedRandomSampler(torch.as_tensor(probs, dtype=torch.double),
-                                            n_samples, replacement=True, generator=gen)
-        else:
-            order = torch.randperm(len(ds), generator=gen)
-            reps = math.ceil(n_samples / max(len(order), 1))
-            sampler = order.repeat(reps)[:n_samples].tolist()
-        return DataLoader(ds, batch_size=job.batch_size, sampler=sampler, drop_last=False,
+        return DataLoader(ds, batch_size=job.batch_size, shuffle=False, drop_last=False,
                           **self._loader_kw(device))
 
     def val_loader(self, device: str):
@@ -137,7 +155,8 @@ class PixelSegmentationTask(TrainingTask):
         if not self.val_patches:
             return None
         ds = PatchDataset(self.setup.sources, self.val_patches, self.mean, self.std,
-                          self.num_outputs)
+                          self.num_outputs, nodata=self.nodata,
+                          unknown_background=self.unknown)
         return DataLoader(ds, batch_size=self.job.batch_size, shuffle=False,
                           **self._loader_kw(device))
 
@@ -145,12 +164,9 @@ class PixelSegmentationTask(TrainingTask):
     def train_step(self, network, batch, device: str):
         img, mask, soft = _to_device(batch, device)
         logits = network(img).float()
-        if soft.numel():
-            loss = soft_cross_entropy(logits, soft.to(device, non_blocking=True), self._loss_w)
-        else:
-            loss = self._ce(logits, mask)
+        loss, terms = self._loss_fn(logits, mask, soft.to(device, non_blocking=True))
         self._cm_train.update(logits.detach().argmax(1), mask)
-        return loss, {}
+        return loss, terms
 
     def end_train_epoch(self) -> dict:
         m = metrics_from_confusion(self._cm_train.compute().cpu().numpy(), self.class_ids)
@@ -167,7 +183,7 @@ class PixelSegmentationTask(TrainingTask):
 
         cm = confusion_metric(self.num_outputs, device)
         loss_sum, weight_sum, previews = 0.0, 0.0, []
-        w = self._loss_w
+        w = self._loss_fn.weights
         for img, mask, _soft in (_to_device(b, device) for b in loader):
             logits = network(img).float()
             loss_sum += float(torch.nn.functional.cross_entropy(
@@ -184,12 +200,19 @@ class PixelSegmentationTask(TrainingTask):
         m = metrics_from_confusion(matrix, self.class_ids)
         m["split"] = "validation"
         row = {"val_loss": loss_sum / max(weight_sum, 1e-6), "val_accuracy": m["accuracy"],
-               "val_miou": m["mean_iou"], "val_mf1": m["mean_f1"],
+               "val_feature_iou": self._feature_iou(m), "val_miou": m["mean_iou"],
+               "val_mf1": m["mean_f1"],
                "val_mprecision": m["mean_precision"], "val_mrecall": m["mean_recall"]}
         row.update(self._per_class_columns(m))
         row["_images"] = [(f"validation/patch_{i}", p) for i, p in enumerate(previews)]
         row["_extra"] = self._extra(m, matrix)
         return row
+
+    def _feature_iou(self, m: dict) -> float:
+        """Mean IoU of the feature classes (ids ≥ 1) that have validation pixels."""
+        ious = [m["per_class"][c]["iou"] for c in self.feature_ids
+                if m["per_class"][c]["support"] > 0]
+        return float(np.mean(ious)) if ious else 0.0
 
     def _per_class_columns(self, m: dict) -> dict:
         out = {}
@@ -210,7 +233,8 @@ class PixelSegmentationTask(TrainingTask):
         if not extra:
             return super().summary_metrics(row, extra)
         loss = row.get("val_loss", row.get("train_loss"))
-        return dict(extra["metrics_detail"], loss=loss, epoch=row.get("epoch"))
+        return dict(extra["metrics_detail"], loss=loss, epoch=row.get("epoch"),
+                    feature_iou=self._feature_iou(extra["metrics_detail"]))
 
     def report_section(self, best_row: dict, extra: dict | None) -> str:
         if not extra:
@@ -244,6 +268,39 @@ def _to_device(batch, device: str):
     if device.startswith("cuda"):
         img = img.contiguous(memory_format=torch.channels_last)
     return img, mask.to(device, non_blocking=True).long(), soft
+
+
+class SegmentationLoss:
+    """``LOSS``: cross-entropy (class ``weights``; soft targets while labels are blurred), alone
+    or + Dice; focal; Tversky (segmentation-models-pytorch's losses, multiclass, ignoring 255).
+    Called as ``loss(logits (N, C, H, W) float, mask (N, H, W) long, soft (N, C, H, W) or
+    empty)`` → (loss, {term: value}). A batch without labelled pixels gives a zero loss."""
+
+    def __init__(self, kind: str, weights) -> None:
+        import torch
+        from segmentation_models_pytorch import losses
+
+        self.kind, self.weights = kind, weights
+        self.ce = torch.nn.CrossEntropyLoss(weight=weights, ignore_index=IGNORE)
+        self.extra = {
+            "ce_dice": lambda: losses.DiceLoss("multiclass", ignore_index=IGNORE),
+            "focal": lambda: losses.FocalLoss("multiclass", ignore_index=IGNORE),
+            "tversky": lambda: losses.TverskyLoss("multiclass", ignore_index=IGNORE,
+                                                  alpha=TVERSKY_ALPHA, beta=TVERSKY_BETA),
+        }.get(kind, lambda: None)()
+
+    def __call__(self, logits, mask, soft):
+        if not bool((mask != IGNORE).any()):
+            return logits.sum() * 0.0, {}
+        if self.kind in ("focal", "tversky"):
+            return self.extra(logits, mask), {}
+        ce = (soft_cross_entropy(logits, soft, self.weights) if soft.numel()
+              else self.ce(logits, mask))
+        if self.extra is None:
+            return ce, {}
+        dice = self.extra(logits, mask)
+        return ce + dice, {"ce": ce.detach(), "dice": dice.detach()}
+
 
 
 def soft_cross_entropy(logits, soft, weights):

@@ -77,7 +77,8 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
     device = distributed.device_for(runtime.resolve_device(job.device))
     distributed.setup(device)
     main = distributed.is_main()
-    ctx.log(f"Training on {device}; logs in {log_folder}"
+    threads = runtime.limit_threads(runtime.num_workers(getattr(job, "num_workers", -1), device))
+    ctx.log(f"Training on {device} ({threads} CPU thread(s)); logs in {log_folder}"
             + (f"; {distributed.world_size()} processes" if distributed.active() else ""))
 
     # -- 1. data, network, optimiser, resume state

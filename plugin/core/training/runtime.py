@@ -38,6 +38,21 @@ def num_workers(requested: int, device: str) -> int:
     return 0 if cpus <= 2 else min(2, cpus // 4)
 
 
+def limit_threads(workers: int) -> int:
+    """Set torch's CPU threads so that training threads + data-loader workers never exceed the
+    cores (issue 9: two threads on a loaded 2-core machine ran 4× slower per step than one):
+    ``OMP_NUM_THREADS`` when set, else the cores minus the workers, minus one more on ≤ 2
+    cores (the main process also reads and augments the data there). Returns the count."""
+    import torch
+
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    cpus = available_cpus()
+    threads = int(env) if env.isdigit() and int(env) > 0 else cpus - workers - (cpus <= 2)
+    threads = max(1, min(threads, cpus))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def autocast(device: str):
     """bf16 autocast on GPUs that have it, fp16 on older ones, nothing on the CPU."""
     import torch

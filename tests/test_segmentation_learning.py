@@ -1,0 +1,202 @@
+"""Issue 9 (learning from real imagery): per-band nodata, random windows drawn anew each epoch
+(half centred on labels, flush with the edges, validation labels hidden), fresh augmentation per
+draw, the losses, unlabelled pixels as unknown, encoder weights from a local file, the training
+length up front, and a model's answer that does not depend on the inference tile size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from plugin.core.sampling import SampleSource
+from plugin.core.segmentation.data import IGNORE, PatchDataset, WindowSampler, band_statistics
+
+
+def _write(path, data, nodata=None):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
+                       count=data.shape[0], dtype=str(data.dtype), nodata=nodata,
+                       crs="EPSG:32631", transform=from_origin(0, 0, 1, 1)) as dst:
+        dst.write(data)
+    return str(path)
+
+
+def test_one_bands_nodata_stays_out_of_its_statistics_and_is_filled_with_its_mean(tmp_path):
+    """Cause 6: −99999 in band 2 where band 1 is valid must not enter band 2's mean/std."""
+    image = np.stack([np.full((40, 40), 10.0), np.full((40, 40), 50.0)]).astype(np.float32)
+    image[0, :, :20] = 30.0
+    image[1, :20] = -99999.0                      # band 2 missing on the top half only
+    labels = np.zeros((1, 40, 40), np.uint8)
+    src = SampleSource(_write(tmp_path / "i.tif", image, -99999.0),
+                       _write(tmp_path / "l.tif", labels))
+    mean, std, nodata = band_statistics([src])
+    assert mean == pytest.approx([20.0, 50.0]) and std == pytest.approx([10.0, 1.0])
+    ds = PatchDataset([src], WindowSampler(40, {0: (40, 40)}, {}).draw(1, 0.0,
+                      np.random.default_rng(0)), mean, std, 2, nodata=nodata)
+    img, mask, _ = ds[0]
+    assert (img[1, :20] == 0).all() and (img[1, 20:] == 0).all()   # filled = the mean
+    assert img[0, 0, 0] == pytest.approx(1.0) and (mask == 0).all()  # band 1 kept, labelled
+
+
+def test_windows_are_centred_on_labels_flush_and_hide_validation_labels(tmp_path):
+    labels = np.zeros((1, 100, 120), np.uint8)
+    labels[0, 5:10, 100:110] = 1                  # a small feature near the right edge
+    labels[0, 60:70, 10:20] = 2                   # a feature inside the validation box
+    src = SampleSource(_write(tmp_path / "i.tif", np.ones((1, 100, 120), np.uint8)),
+                       _write(tmp_path / "l.tif", labels))
+    hidden = {0: [(50, 0, 100, 40)]}
+    sampler = WindowSampler.scan([src], [0], 32, hidden)
+    assert set(sampler.centres) == {1}            # class 2 lies in the validation area only
+    windows = sampler.draw(400, 1.0, np.random.default_rng(1))
+    assert all(0 <= w.row <= 100 - 32 and 0 <= w.col <= 120 - 32 for w in windows)
+    on_feature = [w for w in windows if w.row <= 9 and w.row + 32 > 5 and w.col + 32 > 100]
+    assert 0.4 < len(on_feature) / len(windows) < 0.7      # about half centred on labels
+    ds = PatchDataset([src], windows, [1.0], [1.0], 3, hidden=hidden)
+    for i, w in enumerate(windows):
+        if w.row + 32 > 60 and w.col < 20:
+            _, mask, _ = ds[i]
+            assert not (mask == 2).any() and (mask == IGNORE).any()
+            break
+    else:
+        pytest.fail("no window reached the validation area")
+    again = sampler.draw(400, 1.0, np.random.default_rng(2))   # another epoch: other windows
+    assert {(w.row, w.col) for w in again} != {(w.row, w.col) for w in windows}
+
+
+def test_each_draw_gets_its_own_augmentation(tmp_path):
+    """Cause 1: the same window drawn twice in an epoch is not an identical copy."""
+    from plugin.core.segmentation.data import Augment
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (3, 64, 64)).astype(np.uint8)
+    src = SampleSource(_write(tmp_path / "i.tif", image),
+                       _write(tmp_path / "l.tif", np.zeros((1, 64, 64), np.uint8)))
+    same = WindowSampler(64, {0: (64, 64)}, {}).draw(1, 0, rng) * 6
+    ds = PatchDataset([src], same, [0.0] * 3, [1.0] * 3, 2, Augment())
+    copies = {ds[i][0].numpy().tobytes() for i in range(len(same))}
+    assert len(copies) > 1
+
+
+def test_unknown_unlabelled_pixels_are_ignored(tmp_path):
+    labels = np.zeros((1, 32, 32), np.uint8)
+    labels[0, :8] = 3
+    src = SampleSource(_write(tmp_path / "i.tif", np.ones((1, 32, 32), np.uint8)),
+                       _write(tmp_path / "l.tif", labels))
+    windows = WindowSampler(32, {0: (32, 32)}, {}).draw(1, 0, np.random.default_rng(0))
+    _, mask, _ = PatchDataset([src], windows, [0.0], [1.0], 4, unknown_background=True)[0]
+    assert set(np.unique(mask.numpy())) == {3, IGNORE}
+    _, mask, _ = PatchDataset([src], windows, [0.0], [1.0], 4)[0]
+    assert set(np.unique(mask.numpy())) == {0, 3}
+
+
+@pytest.mark.parametrize("kind", ["ce_dice", "ce", "focal", "tversky"])
+def test_losses_learn_and_skip_unlabelled_batches(kind):
+    import torch
+
+    from plugin.core.segmentation.task import SegmentationLoss
+
+    loss_fn = SegmentationLoss(kind, torch.ones(3))
+    mask = torch.zeros(2, 8, 8, dtype=torch.long)
+    mask[:, :2] = 2
+    good = torch.zeros(2, 3, 8, 8)
+    good[:, 0] = 5.0
+    good[:, 2, :2], good[:, 0, :2] = 10.0, 0.0
+    bad = good.flip(1)
+    assert loss_fn(good, mask, torch.zeros(0))[0] < loss_fn(bad, mask, torch.zeros(0))[0]
+    none = torch.full_like(mask, IGNORE)
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    zero, _ = loss_fn(logits, none, torch.zeros(0))
+    assert zero.item() == 0.0 and torch.isfinite(zero)
+    zero.backward()
+
+
+def test_encoder_weights_from_a_local_torchvision_checkpoint(tmp_path):
+    import torch
+    import torchvision
+
+    from plugin.core.errors import UserError
+    from plugin.core.segmentation.models import build_network, load_encoder_weights
+
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18()
+    path = tmp_path / "resnet18.pth"
+    torch.save(resnet.state_dict(), path)
+    net = build_network("unet", "resnet18", 4, 3)
+    n, total = load_encoder_weights(net, str(path))
+    assert n == total
+    assert torch.equal(net.encoder.layer1[0].conv1.weight, resnet.layer1[0].conv1.weight)
+    first = net.encoder.conv1.weight                          # 4 bands from RGB: R, G, B, R
+    assert torch.allclose(first[:, 3], resnet.conv1.weight[:, 0] * 3 / 4)
+    torch.save({"x": torch.zeros(3)}, tmp_path / "junk.pth")
+    with pytest.raises(UserError, match="fits only"):
+        load_encoder_weights(net, str(tmp_path / "junk.pth"))
+
+
+def test_training_length_is_known_up_front():
+    from plugin.core.segmentation.jobs import MIN_STEPS, TrainPixelSegmentationJob, training_length
+
+    job = TrainPixelSegmentationJob(epochs=25, patch_size=128, batch_size=8)
+    per_epoch, total, warning = training_length(job, 100_000)
+    assert per_epoch == 20 and total == 500 and not warning     # at least 20 batches/epoch
+    per_epoch, total, _ = training_length(job, 4_000_000)
+    assert per_epoch == 62                                      # 2 × 4 Mpx / 128² / 8
+    short = TrainPixelSegmentationJob(epochs=2, steps_per_epoch=10)
+    assert training_length(short, 1e6)[1] == 20 < MIN_STEPS
+    assert "few hundred" in training_length(short, 1e6)[2]
+
+
+def test_tile_size_does_not_change_the_answer_and_without_validation_the_last_model_is_kept(
+        tmp_path, monkeypatch):
+    """Cause 8: a model trained on 32 px patches answers the same with TILE_SIZE 0 (its patch
+    size), 32 and 256 (the old default). Cause 5: without validation the last epoch's model is the
+    output model."""
+    import rasterio
+    from test_segmentation_train import scene_project
+
+    from plugin.core.jobs import RecordingContext
+    from plugin.core.segmentation.jobs import ClassifyPixelsJob, TrainPixelSegmentationJob
+    from plugin.core.segmentation.modelfile import read_card
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    scene, project = scene_project(tmp_path, size=96)
+    model = tmp_path / "m.dltmodel.safetensors"
+    job = TrainPixelSegmentationJob(project=project, patch_size=32, epochs=2,
+                                    steps_per_epoch=3, batch_size=4, split=100, device="cpu",
+                                    num_workers=0, output_model=str(model))
+    ctx = RecordingContext()
+    result = job.run(ctx)
+    assert result["best_epoch"] == 2 == result["epochs_run"]
+    assert (result["architecture"], result["encoder"]) == ("unet", "resnet18")   # CPU default
+    assert read_card(model)["state"]["epoch"] == 2
+    assert any("last model is kept" in e.get("message", "") for e in ctx.events)
+    assert any("Only 6 training steps" in e.get("message", "") for e in ctx.events)
+    answers = []
+    for tile in (0, 32, 256):
+        out = tmp_path / f"c{tile}.tif"
+        ClassifyPixelsJob(input=str(scene.raster), model=str(model), output=str(out),
+                          tile_size=tile, device="cpu").run(RecordingContext())
+        with rasterio.open(out) as ds:
+            answers.append(ds.read(1))
+    assert min((a == answers[0]).mean() for a in answers) > 0.999
+
+
+def test_torch_threads_never_oversubscribe_the_cores(monkeypatch):
+    """Cause 4: training threads + loader workers fit the cores; OMP_NUM_THREADS wins."""
+    import torch
+
+    from plugin.core.training import runtime
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(runtime, "available_cpus", lambda: 2)
+        assert runtime.num_workers(-1, "cpu") == 0 and runtime.limit_threads(0) == 1
+        monkeypatch.setattr(runtime, "available_cpus", lambda: 8)
+        assert runtime.limit_threads(runtime.num_workers(-1, "cpu")) == 6
+        assert torch.get_num_threads() == 6
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert runtime.limit_threads(2) == 3
+    finally:
+        torch.set_num_threads(before)
