@@ -420,3 +420,43 @@ def test_boxes_of_one_object_from_two_tiles_merge_but_neighbours_in_a_tile_do_no
     labels = np.array([1, 1, 1, 1])
     tiles = np.array([0, 1, 0, 0])           # boxes 0/1: two tiles; boxes 2/3: one tile
     assert sorted(merge_seen_twice(boxes, scores, labels, tiles).tolist()) == [0, 2, 3]
+
+
+def test_grid_model_cells_limit_the_tiles_searched_and_the_boxes_kept(tmp_path):
+    """Optimized detection: with a grid model's cells (one 32 px cell flagged), only tiles
+    holding that cell reach the detector and only boxes centred in it are kept."""
+    import rasterio
+
+    from plugin.core.classification.optimized import CellFilter
+    from plugin.core.segmentation.classify import tile_starts
+
+    fixed = [(1, 20, 50, 52, 80), (1, 100, 100, 130, 130)]
+    scene = make_object_scene(tmp_path, size=160, n_objects=4, seed=5, fixed=fixed)
+    flagged = np.zeros((5, 5), bool)
+    flagged[2, 1] = True                       # pixels rows 64–95, cols 32–63: the first object
+    cells = CellFilter(flagged, 32, scene.height, scene.width)
+    tile, overlap = 64, 40
+    rows = tile_starts(scene.height, tile, tile - overlap)
+    cols = tile_starts(scene.width, tile, tile - overlap)
+    run = [(r, c) for r in rows for c in cols
+           if r < 96 and r + tile > 64 and c < 64 and c + tile > 32]
+    with rasterio.open(scene.raster) as src:
+        found = detect_raster(src, Oracle(scene, run), [0, 0, 0], tile, overlap, batch=3,
+                              cells=cells)
+    assert found["tiles"] == len(rows) * len(cols) and found["tiles_run"] == len(run)
+    assert 0 < len(run) < found["tiles"]
+    centres = (found["boxes"][:, :2] + found["boxes"][:, 2:]) / 2
+    assert len(centres) and ((centres // 32)[:, ::-1] == [2, 1]).all()
+    expected = [b for b in scene.boxes if ((b[1] + b[3]) / 2 // 32, (b[2] + b[4]) / 2 // 32)
+                == (1, 2)]
+    boxes_map = to_map(found["boxes"], _scene_transform(scene))
+    keep = merge_across_tiles(boxes_map, found["scores"], found["labels"], 0.5,
+                              found["tile_ids"])
+    assert len(keep) == len(expected)
+
+
+def _scene_transform(scene):
+    import rasterio
+
+    with rasterio.open(scene.raster) as src:
+        return src.transform

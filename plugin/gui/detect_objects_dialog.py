@@ -33,6 +33,7 @@ from qgis.PyQt.QtWidgets import (
 from ..core.detection.jobs import ARCHITECTURE_LABELS, TASK, DetectObjectsJob
 from ..core.errors import UserError
 from ..core.segmentation.modelfile import read_model_card
+from ..core.wording import for_dialog
 from . import messages, settings
 from .classify_pixels_dialog import PIXEL_SIZE_TOLERANCE, RASTER_FILTER, raster_info
 from .job_dialog_support import (
@@ -41,6 +42,7 @@ from .job_dialog_support import (
     double_spin,
     file_row,
     fill_devices,
+    fit_to_screen,
     problem_label,
     remember_job,
     remembered_job,
@@ -119,6 +121,12 @@ class DetectObjectsDialog(QDialog):
         self.card_view = QTextBrowser()
         self.card_view.setMinimumHeight(150)
         form.addRow("Model card", self.card_view)
+        self.grid_edit = QLineEdit()
+        self.grid_edit.setPlaceholderText("Optional: search only the cells a grid model flags")
+        self.grid_edit.setToolTip(DetectObjectsJob.__dataclass_fields__["grid_model"]
+                                  .metadata["param"].help)
+        form.addRow("Grid model", file_row(self.grid_edit, lambda: browse_file(
+            self, self.grid_edit, "Grid model", MODEL_FILTER)))
 
         outputs = QGroupBox("Output")
         out = QFormLayout(outputs)
@@ -185,11 +193,11 @@ class DetectObjectsDialog(QDialog):
         layout.addWidget(self.warning_label)
         layout.addWidget(self.reason_label)
         layout.addWidget(self.buttons)
-        self.resize(1000, 560)
+        fit_to_screen(self, 1000, 560)
 
         self.input_combo.layerChanged.connect(lambda _layer: self._input_changed())
         self.model_edit.textChanged.connect(self._model_changed)
-        for e in (self.output_edit, self.points_edit):
+        for e in (self.output_edit, self.points_edit, self.grid_edit):
             e.textChanged.connect(self._changed)
         for c in (self.points_check, self.tta_check):
             c.toggled.connect(self._changed)
@@ -228,7 +236,7 @@ class DetectObjectsDialog(QDialog):
             score_threshold=self.score_spin.value(), nms_iou=self.nms_spin.value(),
             max_detections=self.max_spin.value(), tile_size=self.tile_spin.value(),
             overlap=self.overlap_spin.value(), tta=self.tta_check.isChecked(),
-            batch_size=self.batch_spin.value(),
+            batch_size=self.batch_spin.value(), grid_model=self.grid_edit.text().strip(),
             device=str(self.device_combo.currentData() or "auto"))
 
     def set_job(self, job: DetectObjectsJob) -> None:
@@ -244,6 +252,7 @@ class DetectObjectsDialog(QDialog):
         self.overlap_spin.setValue(job.overlap)
         self.tta_check.setChecked(job.tta)
         self.batch_spin.setValue(job.batch_size)
+        self.grid_edit.setText(job.grid_model)
         select_device(self.device_combo, job.device)
         self._model_changed()
 
@@ -309,10 +318,12 @@ class DetectObjectsDialog(QDialog):
         if self.points_check.isChecked() and not job.output_points:
             out.append("Choose a file for the centre points, or untick them.")
         own = [p for p in job.problems() if not self.card_error or p != self.card_error]
+        if not job.input:
+            own = [p for p in own if "(INPUT) is required" not in p]
         if not job.model:
             own = [p for p in own if "(MODEL) is required" not in p]
             out.append("Choose a model file.")
-        return list(dict.fromkeys(out + own))
+        return list(dict.fromkeys(for_dialog(p, DetectObjectsJob) for p in out + own))
 
     def _changed(self, *_args) -> None:
         self.points_edit.setEnabled(self.points_check.isChecked())

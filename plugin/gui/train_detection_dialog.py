@@ -33,6 +33,7 @@ from ..core.detection.jobs import (
     TrainObjectDetectionJob,
 )
 from ..core.errors import UserError
+from ..core.wording import for_dialog
 from . import messages, settings
 from .job_dialog_support import (
     browse_file,
@@ -40,6 +41,7 @@ from .job_dialog_support import (
     double_spin,
     file_row,
     fill_devices,
+    fit_to_screen,
     problem_label,
     remember_job,
     remembered_job,
@@ -189,7 +191,7 @@ class TrainDetectionDialog(QDialog):
         layout.addLayout(cols, 1)
         layout.addWidget(self.reason_label)
         layout.addWidget(self.buttons)
-        self.resize(1000, 600)
+        fit_to_screen(self, 1000, 600)
         self.project_edit.textChanged.connect(self._project_changed)
         self.output_edit.textChanged.connect(self._changed)
         self.last_edit.textChanged.connect(self._changed)
@@ -263,7 +265,7 @@ class TrainDetectionDialog(QDialog):
             out.append(self.summary_error)
         elif self.summary and not self.summary.get("patches", {}).get("train", {}).get("feature"):
             out.append("No training patch holds a box: label more objects or change the split.")
-        return list(dict.fromkeys(out))
+        return list(dict.fromkeys(for_dialog(p, TrainObjectDetectionJob) for p in out))
 
     def _changed(self, *_args) -> None:
         self._schedule_summary()

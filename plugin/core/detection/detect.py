@@ -124,9 +124,12 @@ class TileDetector:
 
 
 def detect_raster(src, detector, fill: list[float], tile: int, overlap: int, batch: int,
-                  progress=lambda d, t: None, cancelled=lambda: False) -> dict:
+                  progress=lambda d, t: None, cancelled=lambda: False, cells=None) -> dict:
     """Detect over the open rasterio dataset ``src``; boxes in raster pixel coordinates before
-    the cross-tile NMS: {"boxes" (K, 4) float64, "scores", "labels", "tiles", "forward_seconds"}.
+    the cross-tile NMS: {"boxes" (K, 4) float64, "scores", "labels", "tiles", "tiles_run",
+    "forward_seconds"}. ``cells``: a grid model's
+    :class:`~plugin.core.classification.optimized.CellFilter`; tiles without a flagged cell are
+    not run and boxes centred in an unflagged cell are dropped (optimized classification).
     """
     from ..segmentation.classify import _batches, _prefetch, _read_tiles, tile_starts
 
@@ -137,12 +140,21 @@ def detect_raster(src, detector, fill: list[float], tile: int, overlap: int, bat
     fill_a = np.asarray(fill, np.float32)[:, None, None]
     boxes, scores, labels, tiles = [], [], [], []
     total, done, forward_s = len(rows) * len(cols), 0, 0.0
-    reader = ((ri, c0, data, valid, bool(valid.any()))     # (…, holds valid pixels)
-              for ri, c0, data, valid in _read_tiles(src, rows, cols, th, tw, fill_a))
+    if cells is not None:   # only the pixels of flagged cells count as searched
+        def searched(ri, c0, valid):
+            return valid & cells.mask(rows[ri], c0, th, tw)
+    else:
+        def searched(ri, c0, valid):
+            return valid
+    reader = ((ri, c0, data, v, bool(v.any()))     # (…, holds pixels to search)
+              for ri, c0, data, valid in _read_tiles(src, rows, cols, th, tw, fill_a)
+              for v in (searched(ri, c0, valid),))
+    tiles_run = 0
     for group in _prefetch(_batches(reader, batch)):
         if cancelled():
             raise JobCancelled()
         work = [it for it in group if it[4]]
+        tiles_run += len(work)
         if work:
             t0 = time.perf_counter()
             found = detector(np.stack([it[2] for it in work]))
@@ -161,7 +173,7 @@ def detect_raster(src, detector, fill: list[float], tile: int, overlap: int, bat
         progress(done, total)
     return {"boxes": _cat(boxes, (0, 4), np.float64), "scores": _cat(scores, (0,), np.float32),
             "labels": _cat(labels, (0,), np.int64), "tile_ids": _cat(tiles, (0,), np.int64),
-            "tiles": total,
+            "tiles": total, "tiles_run": tiles_run,
             "tile_height": th, "tile_width": tw, "forward_seconds": forward_s}
 
 
@@ -328,13 +340,18 @@ def detect_objects(job, ctx: JobContext) -> dict:
         set_inference(network, min(score, 0.05) if job.tta else score, nms_iou,
                       job.max_detections)
         detector = TileDetector(network, device, job.tta, nms_iou)
+        cells = None
+        if job.grid_model:
+            from ..classification.optimized import grid_filter
+
+            cells = grid_filter(src, job.grid_model, job.grid_threshold, 16, device, ctx)
         ctx.log(f"Detecting objects in {src.width} × {src.height} px on {device}: tiles of "
                 f"{tile} px overlapping by {overlap} px, score ≥ {score:g}, NMS IoU "
                 f"{nms_iou:g}" + (", flips TTA" if job.tta else ""))
         try:
             found = detect_raster(src, detector, card["mean"], tile, overlap, job.batch_size,
                                   progress=lambda d, t: ctx.progress("tile", d, t, "Detecting"),
-                                  cancelled=lambda: ctx.cancelled)
+                                  cancelled=lambda: ctx.cancelled, cells=cells)
         except torch.OutOfMemoryError:
             raise UserError("The GPU ran out of memory while detecting.",
                             "Use fewer tiles per batch (BATCH_SIZE) or a smaller TILE_SIZE."
@@ -362,7 +379,18 @@ def detect_objects(job, ctx: JobContext) -> dict:
                 tmp.unlink()
         ctx.artifact("points" if points else "detections", str(path))
     per_class = {names.get(int(k), str(k)): int((labels == k).sum()) for k in np.unique(labels)}
-    return {"output": job.output, "output_points": job.output_points or None,
+    optimized = {}
+    if cells is not None:
+        skipped = found["tiles"] - found["tiles_run"]
+        per_tile = found["forward_seconds"] / max(found["tiles_run"], 1)
+        optimized = {"grid_cells": cells.cells,
+                     "grid_cells_skipped_share": round(cells.share_skipped, 4),
+                     "grid_seconds": round(cells.seconds, 2), "tiles_skipped": skipped,
+                     "seconds_saved": round(per_tile * skipped - cells.seconds, 2)}
+        ctx.log(f"Optimized detection: {cells.share_skipped:.0%} of the grid cells skipped, "
+                f"{skipped} of {found['tiles']} tiles not run, about "
+                f"{optimized['seconds_saved']:g} s saved.")
+    return {**optimized, "output": job.output, "output_points": job.output_points or None,
             "detections": int(len(scores)), "per_class": per_class, "device": device,
             "tiles": found["tiles"], "tile_size": tile, "overlap": overlap,
             "score_threshold": score, "nms_iou": nms_iou, "area_field": area[0],

@@ -193,6 +193,15 @@ class DetectObjectsJob(Job):
                      help="Also detects on the flipped tiles and merges the boxes: better "
                           "recall, 3 × slower.")
     batch_size: int = spec(2, "BATCH_SIZE", "Tiles per batch", "int", minimum=1, maximum=256)
+    grid_model: str = spec("", "GRID_MODEL", "Grid model (optimized classification)",
+                           "model_in", optional=True, file_filter=_MODEL_FILTER,
+                           help="Optional: only the tiles holding a grid cell this grid model "
+                                "flags are searched, and boxes centred in other cells are "
+                                "dropped.")
+    grid_threshold: float = spec(0.0, "GRID_THRESHOLD", "Grid model threshold (0 = tuned)",
+                                 "float", minimum=0.0, maximum=1.0, advanced=True,
+                                 help="A cell is searched when a class's grid score reaches "
+                                      "this; 0 uses the grid model's tuned thresholds.")
     device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
                        choice_labels=DEVICE_LABELS,
                        help="automatic takes the first CUDA GPU when there is one.")
@@ -203,6 +212,8 @@ class DetectObjectsJob(Job):
             out.append(f"The input raster {self.input} does not exist: check INPUT.")
         if self.model and not Path(self.model).is_file():
             out.append(f"The model {self.model} does not exist: check MODEL.")
+        if self.grid_model and not Path(self.grid_model).is_file():
+            out.append(f"The grid model {self.grid_model} does not exist: check GRID_MODEL.")
         if not self.output:
             out.append("Output boxes (OUTPUT) is required: choose a GeoPackage file name.")
         if self.tile_size and self.tile_size % PATCH_MULTIPLE:
