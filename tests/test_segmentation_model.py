@@ -153,7 +153,12 @@ def test_job_specs_and_problems(tmp_path):
               "CLASS_WEIGHT_MAX", "LOSS_WEIGHT", "DEVICE", "OUTPUT_MODEL", "OUTPUT_LAST_MODEL"):
         assert n in names
     job = TrainPixelSegmentationJob()
-    assert job.architecture == "unetplusplus" and job.encoder == "resnet34"
+    assert job.architecture == "auto" and job.encoder == "auto"     # chosen for the device
+    from plugin.core.segmentation.models import resolve_auto
+
+    assert resolve_auto("auto", "auto", "cpu") == ("unet", "resnet18")
+    assert resolve_auto("auto", "auto", "cuda") == ("unetplusplus", "resnet34")
+    assert resolve_auto("deeplabv3plus", "auto", "cpu")[0] == "deeplabv3plus"
     assert job.background_patch_ratio == 0.15 and job.epochs == 25
     project = tmp_path / "p.gpkg"
     project.write_bytes(b"")

@@ -43,13 +43,16 @@ def make_sample_project(folder: str | Path, size: int = 256, run=None) -> tuple:
     return scene, project
 
 
-def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 256) -> dict:
+def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 256,
+             detector_epochs: int = 15) -> dict:
     """Run the product's main job on the sample scene into ``output``; return what was written.
 
     A labeling project is made from the sample's labels (as `dltrainer:importlabels` does), label
     rasters are built, a small U-Net is trained (GPU when there is one) and the sample is
     classified into a class raster, probabilities and polygons; then a grid model and a chip
-    classifier are trained on the same project and applied (``classification/demo.py``).
+    classifier are trained on the same project and applied (``classification/demo.py``), and a
+    light detector is trained on a synthetic object scene and Detect Objects writes the boxes it
+    finds on a third one.
     """
     from .basic_jobs import EnvironmentReportJob
     from .labeling.jobs import BuildLabelRastersJob
@@ -90,7 +93,9 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 
 
     classifiers = run_classifier_demo(output, project, scene.raster, run,
                                       epochs=max(2, epochs // 2))
-    return {**classifiers, "output_folder": str(output), "sample_raster": str(scene.raster),
+    detection = demo_detection(output / "detection", run, detector_epochs)
+    return {**classifiers, **detection, "output_folder": str(output),
+            "sample_raster": str(scene.raster),
             "labeling_project": str(project),
             "label_rasters": labels["label_rasters"],
             "model": train.output_model, "last_model": train.output_last_model,
@@ -101,3 +106,32 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 
             "polygons": classified.get("output_vector"),
             "environment_report": str(output / "environment.json"),
             "seconds": round(time.monotonic() - started, 1)}
+
+
+def demo_detection(folder: Path, run, epochs: int) -> dict:
+    """Train a light detector (FCOS ResNet-18) on a synthetic object scene with exact boxes and
+    detect the objects of a second scene into a GeoPackage (boxes and centre points)."""
+    from .detection.jobs import DetectObjectsJob, TrainObjectDetectionJob
+    from .detection.synthetic import make_object_scene, scene_project
+
+    train_scene = make_object_scene(folder / "train", size=192, n_objects=16, seed=11)
+    val_scene = make_object_scene(folder / "validation", size=128, n_objects=7, seed=12)
+    new_scene = make_object_scene(folder / "new", size=256, n_objects=20, seed=13)
+    project = folder / "objects.gpkg"
+    scene_project(train_scene, project, role="train")
+    scene_project(val_scene, project, role="validation")
+    train = TrainObjectDetectionJob(
+        project=str(project), architecture="fcos_resnet18", patch_size=64, epochs=epochs,
+        steps_per_epoch=10, batch_size=4, learning_rate=0.001, augment_scale=False,
+        background_patch_ratio=0.0, output_model=str(folder / "detector.dltmodel.safetensors"))
+    trained = run(train, "detection 1/2: train object detection")
+    found = run(DetectObjectsJob(input=str(new_scene.raster), model=train.output_model,
+                                 output=str(folder / "found.gpkg"),
+                                 output_points=str(folder / "found_centres.gpkg")),
+                "detection 2/2: detect objects")
+    return {"detector": train.output_model, "detector_report": trained.get("report"),
+            "detector_metrics": {k: v for k, v in (trained.get("metrics") or {}).items()
+                                 if k.startswith("val_")},
+            "detection_raster": str(new_scene.raster), "detections": found.get("output"),
+            "detection_centres": found.get("output_points"),
+            "detections_per_class": found.get("per_class")}

@@ -37,6 +37,7 @@ from ..core.classification.jobs import (
 from ..core.errors import UserError
 from ..core.jobs import Job
 from ..core.params import ParamSpec, param_fields
+from ..core.wording import for_dialog
 from . import messages, settings
 from .job_dialog_support import (
     browse_file,
@@ -44,9 +45,11 @@ from .job_dialog_support import (
     browse_save_file,
     file_row,
     fill_devices,
+    fit_to_screen,
     problem_label,
     remember_job,
     remembered_job,
+    scrolled,
     select_device,
     show_problems,
 )
@@ -66,7 +69,10 @@ class JobFormDialog(QDialog):
         self.setWindowTitle(job_cls.title)
         self.setObjectName(f"{job_cls.kind}_dialog")
         self.widgets: dict[str, tuple[ParamSpec, QWidget]] = {}
-        layout = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        form_widget = QWidget()
+        layout = QVBoxLayout(form_widget)
+        outer.addWidget(scrolled(form_widget), 1)
         main, advanced = QFormLayout(), QFormLayout()
         for f, ps in param_fields(job_cls):
             widget, row = self._widget(f.name, ps)
@@ -84,18 +90,20 @@ class JobFormDialog(QDialog):
         box.toggled.connect(inner.setVisible)
         inner.setVisible(False)
         layout.addWidget(box)
+        layout.addStretch(1)
         self.training = job_cls.kind.startswith("train_")
         self.background_check = QCheckBox("Run in the background (no Training Model window)")
         if self.training:
-            layout.addWidget(self.background_check)
+            outer.addWidget(self.background_check)
         self.reason_label = problem_label()
-        layout.addWidget(self.reason_label)
+        outer.addWidget(self.reason_label)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         self.ok_button = buttons.button(QDialogButtonBox.Ok)
         self.ok_button.setText("Train" if self.training else "Run")
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
+        outer.addWidget(buttons)
+        fit_to_screen(self, 640, form_widget.sizeHint().height() + 140)
         job = job_cls(device=settings.device())
         if remember:
             job = remembered_job(self.key, job)
@@ -132,7 +140,8 @@ class JobFormDialog(QDialog):
             row = w
         elif ps.kind == "float":
             w = QDoubleSpinBox()
-            w.setDecimals(6 if (ps.minimum or 0) and ps.minimum < 1e-3 else 3)
+            w.setDecimals(6 if (ps.minimum or 0) and ps.minimum < 1e-3 else
+                          0 if ps.maximum == 100 else 3)   # a percentage: whole numbers
             w.setRange(float(ps.minimum if ps.minimum is not None else -1e12),
                        float(ps.maximum if ps.maximum is not None else 1e12))
             w.valueChanged.connect(self._changed)
@@ -201,7 +210,7 @@ class JobFormDialog(QDialog):
         return dataclasses.replace(self.job_cls(), **values)
 
     def problems(self) -> list[str]:
-        return self.job().problems()
+        return [for_dialog(p, self.job_cls) for p in self.job().problems()]
 
     def _changed(self, *_args) -> None:
         if hasattr(self, "reason_label"):

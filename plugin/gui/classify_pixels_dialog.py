@@ -155,6 +155,12 @@ class ClassifyPixelsDialog(QDialog):
         self.card_view = QTextBrowser()
         self.card_view.setMinimumHeight(150)
         form.addRow("Model card", self.card_view)
+        self.grid_edit = QLineEdit()
+        self.grid_edit.setPlaceholderText("Optional: classify only the cells a grid model flags")
+        self.grid_edit.setToolTip(ClassifyPixelsJob.__dataclass_fields__["grid_model"]
+                                  .metadata["param"].help)
+        form.addRow("Grid model", file_row(self.grid_edit, lambda: browse_file(
+            self, self.grid_edit, "Grid model", MODEL_FILTER)))
 
         outputs = QGroupBox("Output")
         out = QFormLayout(outputs)
@@ -256,7 +262,7 @@ class ClassifyPixelsDialog(QDialog):
 
         self.input_combo.layerChanged.connect(lambda _layer: self._input_changed())
         self.model_edit.textChanged.connect(self._model_changed)
-        for e in (self.output_edit, self.prob_edit, self.vector_edit):
+        for e in (self.output_edit, self.prob_edit, self.vector_edit, self.grid_edit):
             e.textChanged.connect(self._changed)
         for c in (self.prob_check, self.vector_check, self.tta_check):
             c.toggled.connect(self._changed)
@@ -302,7 +308,7 @@ class ClassifyPixelsDialog(QDialog):
             overlap=self.overlap_spin.value() / 100.0,
             tta=self.tta_check.isChecked(),
             batch_size=self.batch_spin.value(),
-            tile_size=self.tile_spin.value(),
+            tile_size=self.tile_spin.value(), grid_model=self.grid_edit.text().strip(),
             device=str(self.device_combo.currentData() or "auto"))
 
     def set_job(self, job: ClassifyPixelsJob) -> None:
@@ -319,6 +325,7 @@ class ClassifyPixelsDialog(QDialog):
         self.tta_check.setChecked(job.tta)
         self.batch_spin.setValue(job.batch_size)
         self.tile_spin.setValue(job.tile_size)
+        self.grid_edit.setText(job.grid_model)
         select_device(self.device_combo, job.device)
         self._model_changed()
 

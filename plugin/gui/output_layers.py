@@ -146,6 +146,60 @@ def add_classification(result: dict, classes: list[dict], name: str = "",
     return added
 
 
+def box_renderer(classes: list[dict], field: str = CLASS_FIELD) -> QgsCategorizedSymbolRenderer:
+    """Detection boxes: no fill, the outline in the class colour, by ``field``."""
+    categories = []
+    for c in _sorted(classes):
+        color = QColor(c["color"])
+        symbol = QgsFillSymbol.createSimple({
+            "color": "0,0,0,0", "outline_color": color.name(), "outline_width": "0.6"})
+        categories.append(QgsRendererCategory(int(c["id"]), symbol, f"{c['id']} {c['name']}"))
+    return QgsCategorizedSymbolRenderer(field, categories)
+
+
+def score_labels(layer: QgsVectorLayer, enabled: bool = False) -> None:
+    """Label each box with its score (two decimals); off unless ``enabled``."""
+    from qgis.core import QgsPalLayerSettings, QgsVectorLayerSimpleLabeling
+
+    settings = QgsPalLayerSettings()
+    settings.fieldName = "format_number(\"score\", 2)"
+    settings.isExpression = True
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
+    layer.setLabelsEnabled(enabled)
+
+
+def add_detections(result: dict, classes: list[dict], name: str = "",
+                   project: QgsProject | None = None, show_scores: bool = False) -> list:
+    """Add the boxes (and centre points) of a Detect Objects ``result`` to the map in one group,
+    outlined in the class colours, with the score as a label option; returns the layers."""
+    from qgis.core import QgsMarkerSymbol
+
+    project = project or QgsProject.instance()
+    name = name or Path(result["output"]).stem
+    group: QgsLayerTreeGroup = project.layerTreeRoot().insertGroup(0, name)
+    classes = [c for c in classes if int(c["id"]) != 0]
+    added = []
+    points = result.get("output_points")
+    if points and Path(points).exists():
+        layer = QgsVectorLayer(str(points), f"{name} centres", "ogr")
+        if layer.isValid():
+            cats = [QgsRendererCategory(int(c["id"]), QgsMarkerSymbol.createSimple(
+                {"color": QColor(c["color"]).name(), "size": "1.6"}), f"{c['id']} {c['name']}")
+                for c in _sorted(classes)]
+            layer.setRenderer(QgsCategorizedSymbolRenderer(CLASS_FIELD, cats))
+            project.addMapLayer(layer, False)
+            group.addLayer(layer)
+            added.append(layer)
+    layer = QgsVectorLayer(str(result["output"]), f"{name} boxes", "ogr")
+    if layer.isValid():
+        layer.setRenderer(box_renderer(classes))
+        score_labels(layer, show_scores)
+        project.addMapLayer(layer, False)
+        group.addLayer(layer)
+        added.append(layer)
+    return added
+
+
 def name_renderer(classes: list[dict], field: str = "class",
                   opacity: float = 0.6) -> QgsCategorizedSymbolRenderer:
     """Features coloured by the class *name* in ``field`` (grid cells, classified chips);

@@ -287,7 +287,9 @@ class TrainingWindow(QWidget):
         self.close_button.setToolTip("Close this window; training goes on in the background "
                                      "(see the task manager).")
         self.close_button.clicked.connect(self.close)
-        self.classify_button = QPushButton("Classify Pixels…")
+        self.classify_button = QPushButton(
+            "Detect Objects…" if getattr(self.job, "kind", "") == "train_object_detection"
+            else "Classify Pixels…")
         self.classify_button.setToolTip("Classify a raster with the best model.")
         self.classify_button.clicked.connect(self.open_classify)
         self.classify_button.hide()
@@ -339,7 +341,9 @@ class TrainingWindow(QWidget):
                     self.best_val = self.val_loss
                 self.chart.add(step, self.train_loss, self.val_loss)
                 parts = []
-                for key, label in (("val_miou", "mean IoU"), ("val_accuracy", "accuracy")):
+                for key, label in (("val_miou", "mean IoU"), ("val_accuracy", "accuracy"),
+                                   ("val_map50", "mAP50"), ("val_map", "mAP"),
+                                   ("val_f1", "F1")):
                     if isinstance(metrics.get(key), (int, float)):
                         parts.append(f"{label} {metrics[key]:.3f}")
                 self.metrics_label.setText(", ".join(parts) or "—")
@@ -483,11 +487,17 @@ class TrainingWindow(QWidget):
             shown(key, url, True)
 
     def open_classify(self) -> None:
-        """Open Classify Pixels with the best model."""
+        """Open Classify Pixels (Detect Objects for a detector) with the best model."""
+        if self.plugin is None or not self.best_model:
+            return
+        if getattr(self.job, "kind", "") == "train_object_detection":
+            from .detect_objects_dialog import open_detect_objects
+
+            open_detect_objects(self.plugin, self.best_model)
+            return
         from .classify_pixels_dialog import open_classify_pixels
 
-        if self.plugin is not None and self.best_model:
-            open_classify_pixels(self.plugin, self.best_model)
+        open_classify_pixels(self.plugin, self.best_model)
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
         if self.state == "running":

@@ -14,6 +14,27 @@ from ..params import spec
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 
 
+LABEL_FORMATS = ("auto", "vector", "voc", "coco", "yolo", "deepforest_csv")
+
+
+def guess_label_format(path: str) -> str:
+    """'voc', 'coco', 'yolo', 'deepforest_csv' or 'vector' from a labels file's name (and, for
+    .json, whether it holds COCO 'annotations'); reads at most 64 kB."""
+    suffix = Path(str(path).split("|")[0]).suffix.lower()
+    if suffix in (".xml", ".txt"):
+        return "voc" if suffix == ".xml" else "yolo"
+    if suffix == ".csv":
+        return "deepforest_csv"
+    if suffix == ".json":
+        try:
+            with open(path, encoding="utf-8") as fh:
+                head = fh.read(65536)
+        except OSError:
+            return "vector"
+        return "coco" if '"annotations"' in head and '"images"' in head else "vector"
+    return "vector"
+
+
 def _existing_project(path: str, label: str) -> list[str]:
     if path and not Path(path).is_file():
         return [f"The labeling project {path} does not exist: check {label}, or create it "
@@ -38,13 +59,30 @@ class ImportLabelsJob(Job):
     labels: str = spec("", "LABELS", "Labels (vector layer)", "vector_in",
                        help="Polygons, points or lines with a class field (GeoPackage, "
                             "Shapefile, GeoJSON…).")
-    class_field: str = spec("", "CLASS_FIELD", "Class field", "str",
-                            help="Each distinct value (number or text) becomes a class.")
+    class_field: str = spec("", "CLASS_FIELD", "Class field", "str", optional=True,
+                            help="Each distinct value (number or text) becomes a class (vector "
+                                 "layers only; box annotations carry their class names).")
+    format: str = spec("auto", "FORMAT", "Labels format", "enum", choices=LABEL_FORMATS,
+                       help="auto: from the file (.xml VOC, .json COCO when it has "
+                            "'annotations', .txt YOLO, .csv DeepForest, else a vector layer). "
+                            "Box annotations are in pixels of the one raster in RASTERS.")
+
+    def label_format(self) -> str:
+        """The format of LABELS: FORMAT, or told from the file when auto."""
+        if self.format != "auto":
+            return self.format
+        return guess_label_format(self.labels)
 
     def problems(self) -> list[str]:
         out = super().problems()
         if self.project and not self.project.lower().endswith(".gpkg"):
             out.append("The labeling project (PROJECT) must be a .gpkg file: change its name.")
+        fmt = self.label_format()
+        if fmt != "vector":
+            if len(self.rasters) != 1:
+                out.append(f"{fmt.upper()} box annotations are in pixels of one image: give "
+                           "exactly that raster in RASTERS.")
+            return out
         if not (self.class_field or "").strip():
             out.append("Class field (CLASS_FIELD) is required: name the field holding classes.")
         if self.project and not Path(self.project).exists() and not self.rasters:
@@ -55,6 +93,12 @@ class ImportLabelsJob(Job):
     def run(self, ctx: JobContext) -> dict:
         from .importers import import_vector_labels
 
+        fmt = self.label_format()
+        if fmt != "vector":
+            from .box_importers import import_box_annotations
+
+            return import_box_annotations(self.project, self.labels, str(self.rasters[0]),
+                                          fmt, ctx)
         return import_vector_labels(self.project, self.labels, self.class_field.strip(),
                                     [str(r) for r in self.rasters], ctx)
 

@@ -50,11 +50,13 @@ def geometry_box(geometry: dict, transform) -> tuple[float, float, float, float]
 
 
 def feature_boxes(features: Iterable[Any], transform, width: int, height: int,
-                  point_box: float = 25.0, min_size: float = 25.0, pad: bool = True) -> list[Box]:
+                  point_box: float | dict[int, float] = 25.0, min_size: float = 25.0,
+                  pad: bool = True) -> list[Box]:
     """Boxes of label features (objects with fid, class_id, layer, geometry) on a raster.
 
     Polygons and lines give their extent (at least 1 px across), points a ``point_box`` px
-    square around them. With ``pad``, boxes smaller than ``min_size`` px in x or y grow to it
+    square around them (one size, or a size per class id; missing ids: 25 px). With ``pad``,
+    boxes smaller than ``min_size`` px in x or y grow to it
     around their centre. Boxes are clipped to the raster; those with nothing inside are dropped.
     """
     out = []
@@ -65,7 +67,9 @@ def feature_boxes(features: Iterable[Any], transform, width: int, height: int,
         x0, y0, x1, y1 = ext
         layer = getattr(f, "layer", "polygons")
         if layer == "points" or (x1 - x0 == 0 and y1 - y0 == 0):
-            cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, point_box / 2
+            size = (point_box.get(int(f.class_id), 25.0) if isinstance(point_box, dict)
+                    else point_box)
+            cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, size / 2
             x0, y0, x1, y1 = cx - half, cy - half, cx + half, cy + half
         # a horizontal or vertical line still covers the pixels it crosses: at least 1 px
         x0, y0, x1, y1 = pad_box((x0, y0, x1, y1), min_size if pad else 1.0)

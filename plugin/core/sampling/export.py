@@ -106,12 +106,13 @@ def source_boxes(data: ExportInput, config: SamplingConfig, options: ExportOptio
 def write_box_labels(source: SampleSource, boxes: list[Box], out_path: Path,
                      strip: int = 1024) -> SampleSource:
     """A label raster of the boxes (every pixel a box touches; higher class id wins), keeping
-    the source label raster's ignore pixels; written strip by strip."""
+    the source label raster's ignore pixels (no label raster: the image's grid, nothing
+    ignored); written strip by strip."""
     import rasterio
     from rasterio.windows import Window
 
     ordered = sorted(boxes, key=lambda b: b.class_id)
-    with rasterio.open(source.labels) as src:
+    with rasterio.open(source.labels or source.image) as src:
         profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1,
                    "dtype": "uint8", "crs": src.crs, "transform": src.transform,
                    "nodata": IGNORE}
@@ -119,8 +120,11 @@ def write_box_labels(source: SampleSource, boxes: list[Box], out_path: Path,
             for r0 in range(0, src.height, strip):
                 h = min(strip, src.height - r0)
                 window = Window(0, r0, src.width, h)
-                base = src.read(1, window=window)
-                arr = np.where(base == IGNORE, IGNORE, 0).astype(np.uint8)
+                if source.labels:
+                    base = src.read(1, window=window)
+                    arr = np.where(base == IGNORE, IGNORE, 0).astype(np.uint8)
+                else:
+                    arr = np.zeros((h, src.width), np.uint8)
                 for b in ordered:
                     y0, y1 = max(int(np.floor(b.y0)) - r0, 0), min(int(np.ceil(b.y1)) - r0, h)
                     if y1 <= y0:

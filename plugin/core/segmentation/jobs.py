@@ -418,7 +418,10 @@ class ExportOnnxJob(Job):
             from .onnx_export import check_input_scale
 
             try:   # the card is read from the file header with the standard library only
-                check_input_scale(read_model_card(self.model), self.input_scale, self.scale)
+                card = read_model_card(self.model, None)
+                if card.get("task") not in ("pixel_segmentation", "object_detection"):
+                    read_model_card(self.model)   # the UserError naming both tasks
+                check_input_scale(card, self.input_scale, self.scale)
             except UserError as exc:
                 out.append(str(exc))
         return out

@@ -61,10 +61,23 @@ def export_onnx_model(job, ctx: JobContext) -> dict:
     """Run :class:`.jobs.ExportOnnxJob`: check, export, report the metadata written."""
     import json
 
-    from .modelfile import export_onnx, onnx_metadata, read_card
+    from .modelfile import export_onnx, onnx_metadata, read_card, read_model_card
 
-    card = read_card(job.model)
+    card = read_model_card(job.model, None)
     factor = check_input_scale(card, job.input_scale, job.scale)
+    if card.get("task") == "object_detection":
+        from ..detection.onnx_export import export_detector_onnx
+
+        out = export_detector_onnx(job.model, job.output, input_scale=factor,
+                                   tile_size=job.tile_size or None,
+                                   tiles_overlap=job.tiles_overlap)
+        ctx.artifact("onnx", str(out))
+        return {"OUTPUT": str(out), "input_scale": factor, "task": "object_detection",
+                "tile_size": int(job.tile_size or card.get("patch_size") or 512),
+                "bands": int(card["bands"]), "readers": "onnxruntime; GeoDeep (det_type "
+                "retinanet, 3-band 8-bit models); not Deepness"}
+    if card.get("task") != "pixel_segmentation":
+        read_card(job.model)   # the UserError naming both tasks
     tile = int(job.tile_size or card.get("patch_size") or 256)
     if tile % 32:
         raise UserError(f"The tile size {tile} is not a multiple of 32.",

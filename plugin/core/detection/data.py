@@ -1,0 +1,312 @@
+"""Detection training data: label boxes, the sample plan, the box dataset and its augmentation.
+
+Labels → boxes (pixel coordinates of each training raster, see :mod:`..sampling.boxes`):
+
+- polygons and lines give their bounding box; points a square whose half-size is the class's
+  solid distance in pixels (0: a 25 px square);
+- "Pad small features" (ENVI): boxes smaller than 25 px in x or y grow to 25 px around their
+  centre.
+
+Planning reuses the patch planner on a label raster of the boxes (every pixel a box covers holds
+its class), so "feature patches" are those touching a box, and the split, feature patch
+percentage and background patch ratio work as for segmentation.
+
+In a patch, a box keeps its part inside the patch when that part is at least
+:data:`MIN_VISIBLE` of its area and 2 px in x and y (objects cut by the patch edge still teach
+the detector; slivers would not).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from ..jobs import JobContext
+from ..sampling import Patch, PatchReader, SampleSource
+from ..sampling.boxes import Box
+
+MIN_VISIBLE = 0.3          # share of a box's area that must lie inside a patch
+MIN_SIDE_PX = 2.0          # px: clipped boxes thinner than this are dropped
+DEFAULT_POINT_BOX = 25.0   # px: box side of a point label whose class has no solid distance
+
+
+@dataclass
+class DetectionData:
+    """What the detector trains on: per-source boxes, the plan, the classes."""
+
+    sources: list[SampleSource]        # images (labels: the box label rasters)
+    boxes: list[list[Box]]             # per source, raster pixel coordinates
+    plan: object                       # SamplePlan
+    classes: list[dict]                # [{id, name, color}] without background
+    config: object                     # SamplingConfig
+    pool: list = field(default_factory=list)
+
+    def box_counts(self, split: str) -> dict[int, int]:
+        """Boxes per class id in the patches of ``split`` (a box in two patches counts twice)."""
+        out: dict[int, int] = {}
+        for p in self.plan.split(split):
+            for b, _ in patch_boxes(self.boxes[p.source], p):
+                out[b.class_id] = out.get(b.class_id, 0) + 1
+        return dict(sorted(out.items()))
+
+    def largest_box(self) -> float:
+        """Longest box side in pixels over every source (0 when there is none)."""
+        return max((max(b.width, b.height) for bs in self.boxes for b in bs), default=0.0)
+
+    def epoch_patches(self, epoch: int) -> list[Patch]:
+        """Training patches of ``epoch`` (later epochs redraw the subsample from the pool)."""
+        if epoch == 0 or not self.pool:
+            return self.plan.split("train")
+        from ..sampling import round_half_up
+
+        rng = np.random.default_rng([self.config.seed, epoch, 11])
+        feat = [p for p in self.pool if p.has_features]
+        back = [p for p in self.pool if not p.has_features]
+        n_f = min(len(feat), round_half_up(len(feat) * self.config.feature_patch_percentage))
+        n_b = min(len(back), round_half_up(n_f * self.config.background_patch_ratio))
+        return ([feat[i] for i in sorted(rng.permutation(len(feat))[:n_f])]
+                + [back[i] for i in sorted(rng.permutation(len(back))[:n_b])])
+
+
+def patch_boxes(boxes: list[Box], patch: Patch) -> list[tuple[Box, tuple]]:
+    """(box, (x0, y0, x1, y1) in patch pixels) for the boxes kept in ``patch`` (see module)."""
+    s = patch.size
+    out = []
+    for b in boxes:
+        x0, y0 = max(b.x0 - patch.col, 0.0), max(b.y0 - patch.row, 0.0)
+        x1, y1 = min(b.x1 - patch.col, s), min(b.y1 - patch.row, s)
+        if x1 - x0 < MIN_SIDE_PX or y1 - y0 < MIN_SIDE_PX:
+            continue
+        area = max(b.width * b.height, 1e-9)
+        if (x1 - x0) * (y1 - y0) / area < MIN_VISIBLE:
+            continue
+        out.append((b, (x0, y0, x1, y1)))
+    return out
+
+
+def point_box_sizes(classes) -> dict[int, float]:
+    """Point label box side per class id: twice the solid distance (0: 25 px)."""
+    return {int(c.id): (2.0 * c.solid_distance if c.solid_distance > 0 else DEFAULT_POINT_BOX)
+            for c in classes}
+
+
+# -- preparation --------------------------------------------------------------------------------
+def _project_boxes(job, ctx: JobContext, work: Path, config):
+    from ..labeling.project import LabelingProject
+    from ..sampling.export import load_project_input, source_boxes
+    from ..sampling.exporters.common import ExportOptions
+
+    project = LabelingProject.open(job.project)
+    pclasses = sorted(project.classes(), key=lambda c: c.id)
+    if not pclasses:
+        raise UserError("The labeling project has no classes.",
+                        "Add classes and draw labels with the Labeling Tool.")
+    ctx.progress("prepare", 0, 3, "Reading labels")
+    data = load_project_input(job.project, work / "label_rasters", ctx, features=True)
+    options = ExportOptions(format="coco", box_size=point_box_sizes(pclasses))
+    boxes = source_boxes(data, config, options)
+    classes = [{"id": c.id, "name": c.name, "color": c.color} for c in pclasses]
+    n_feats = sum(len(f) for f in data.features)
+    if not any(boxes) and n_feats == 0 and project.features():
+        raise UserError("No label of the project lies on a training raster.",
+                        "Draw the labels over the training rasters, or add the rasters the "
+                        "labels belong to.")
+    return data.sources, boxes, classes
+
+
+def _chips_boxes(folder: str):
+    from ..sampling.sources import read_manifest
+
+    manifest = read_manifest(folder)
+    if manifest.get("format") not in ("coco", "voc", "yolo"):
+        raise UserError(f"{folder} holds a {manifest.get('format')!r} export; training a "
+                        "detector from a folder needs a COCO, VOC or YOLO export.",
+                        "Export the chips in one of the detection formats.")
+    sources, boxes = [], []
+    for item in manifest.get("items", []):
+        image = Path(folder) / item["image"]
+        if not image.is_file():
+            raise UserError(f"Chip {item['image']} listed in the manifest is missing.",
+                            "Export the chips again.")
+        sources.append(SampleSource(str(image), "", item.get("split", "auto"),
+                                    Path(item["image"]).stem))
+        boxes.append([Box(int(o.get("fid", i)), int(o["class_id"]), *map(float, o["bbox"]))
+                      for i, o in enumerate(item.get("objects", []))])
+    if not sources:
+        raise UserError(f"The chips folder {folder} holds no chips.", "Export the chips again.")
+    classes = [{"id": int(c["id"]), "name": c["name"], "color": c.get("color") or "#ff0000"}
+               for c in manifest.get("classes", []) if int(c["id"]) > 0]
+    return sources, boxes, classes
+
+
+def prepare_detection_data(job, ctx: JobContext, work: Path) -> DetectionData:
+    """Boxes, box label rasters and the sample plan of ``job`` (a TrainObjectDetectionJob).
+
+    Raises UserError when there is no box, no box on a raster, or the patch size is smaller
+    than the largest box."""
+    from ..sampling import SamplingConfig, plan_patches
+    from ..sampling.export import write_box_labels
+
+    config = SamplingConfig(patch_size=job.patch_size, split=job.split, shuffle=job.shuffle,
+                            seed=job.seed, feature_patch_percentage=job.feature_patch_percentage,
+                            background_patch_ratio=job.background_patch_ratio,
+                            pad_small_features=job.pad_small_features)
+    if Path(job.project).is_dir():
+        sources, boxes, classes = _chips_boxes(job.project)
+    else:
+        sources, boxes, classes = _project_boxes(job, ctx, work, config)
+    if not classes:
+        raise UserError("The training data has no classes.",
+                        "Add classes and draw labels with the Labeling Tool.")
+    if not any(boxes):
+        raise UserError("There is no object to learn from: no box, polygon, point or line label "
+                        "lies inside a training raster.",
+                        "Draw or import labels over the training rasters.")
+    check_patch_fits(boxes, job.patch_size)
+    ctx.progress("prepare", 1, 3, "Planning patches")
+    box_dir = work / "box_rasters"
+    box_dir.mkdir(parents=True, exist_ok=True)
+    planned = [write_box_labels(s, b, box_dir / f"boxes_{i}.tif")
+               for i, (s, b) in enumerate(zip(sources, boxes))]
+    names = {c["id"]: c["name"] for c in classes}
+    plan = plan_patches(planned, config, class_names=names, cancelled=lambda: ctx.cancelled)
+    ctx.check_cancelled()
+    for w in plan.warnings:
+        ctx.log(w, "warning")
+    if not plan.split("train"):
+        raise UserError("The sample plan has no training patches.",
+                        "Label more objects, lower the patch size or raise the split.")
+    pool = []
+    dropped = plan.stats.get("dropped", {})
+    if dropped.get("feature_subsample") or dropped.get("background_subsample"):
+        everything = dataclasses.replace(config, feature_patch_percentage=1.0,
+                                         background_patch_ratio=1e9)
+        pool = plan_patches(planned, everything, cancelled=lambda: ctx.cancelled).split("train")
+    images = [SampleSource(s.image, p.labels, s.role, s.name) for s, p in zip(sources, planned)]
+    return DetectionData(images, boxes, plan, classes, config, pool)
+
+
+def check_patch_fits(boxes: list[list[Box]], patch_size: int) -> None:
+    """UserError when a box is larger than the patch (the detector could never see it whole)."""
+    largest = max((max(b.width, b.height) for bs in boxes for b in bs), default=0.0)
+    if largest > patch_size:
+        need = int(math.ceil(largest / 32.0)) * 32
+        raise UserError(f"The largest object is {largest:.0f} px across but the patch size is "
+                        f"{patch_size} px.", f"Use a patch size of at least {need} px.")
+
+
+# -- augmentation -------------------------------------------------------------------------------
+@dataclass
+class BoxAugment:
+    """Random flips, 90° turns and zoom of an image patch with its boxes."""
+
+    rotation: bool = True
+    scale: bool = True
+    flip: bool = True
+    scale_range: tuple[float, float] = (0.8, 1.25)
+
+    @property
+    def active(self) -> bool:
+        return self.rotation or self.scale or self.flip
+
+    def __call__(self, image, boxes, rng: np.random.Generator, fill: np.ndarray):
+        """``image``: float32 tensor (C, S, S) of raw pixels; ``boxes``: float32 (K, 4) xyxy
+        in pixels; ``fill``: (C,) value of new pixels (the band means). Returns both
+        transformed (boxes clipped to the patch; the caller drops the degenerate ones)."""
+        import torch
+
+        s = image.shape[-1]
+        if self.flip and rng.random() < 0.5:                    # left-right
+            image = image.flip(-1)
+            boxes = torch.stack([s - boxes[:, 2], boxes[:, 1], s - boxes[:, 0], boxes[:, 3]], 1)
+        if self.flip and rng.random() < 0.5:                    # up-down
+            image = image.flip(-2)
+            boxes = torch.stack([boxes[:, 0], s - boxes[:, 3], boxes[:, 2], s - boxes[:, 1]], 1)
+        if self.rotation:
+            for _ in range(int(rng.integers(4))):               # 90° counter-clockwise
+                image = torch.rot90(image, 1, (-2, -1))
+                boxes = torch.stack([boxes[:, 1], s - boxes[:, 2], boxes[:, 3],
+                                     s - boxes[:, 0]], 1)
+        if self.scale:
+            z = float(math.exp(rng.uniform(*np.log(self.scale_range))))
+            if abs(z - 1.0) > 0.02:
+                image, boxes = _zoom(image, boxes, z, fill)
+        return image.contiguous(), boxes
+
+
+def _zoom(image, boxes, z: float, fill: np.ndarray):
+    """Zoom by ``z`` about the patch centre, keeping the patch size."""
+    import torch
+    from torch.nn import functional
+
+    c, s, _ = image.shape
+    n = max(1, int(round(s * z)))
+    scaled = functional.interpolate(image[None], size=(n, n), mode="bilinear",
+                                    align_corners=False)[0]
+    out = torch.as_tensor(fill, dtype=image.dtype).view(c, 1, 1).expand(c, s, s).clone()
+    off = (n - s) / 2.0
+    if n >= s:
+        o = int(round(off))
+        out = scaled[:, o:o + s, o:o + s].clone()
+    else:
+        o = int(round(-off))
+        out[:, o:o + n, o:o + n] = scaled
+    shift = float(int(round(off))) if n >= s else -float(int(round(-off)))
+    boxes = (boxes * (n / s) - shift).clamp(0, s)
+    return out, boxes
+
+
+# -- dataset ------------------------------------------------------------------------------------
+class BoxDataset:
+    """Map-style dataset of patches with their boxes: ``(image float32 (C, S, S) raw pixel
+    values with nodata set to the band means, {"boxes": (K, 4) float32 xyxy px, "labels": (K,)
+    int64 class ids})``. ``jitter`` shifts training patches by up to that share of their size."""
+
+    def __init__(self, sources: list[SampleSource], boxes: list[list[Box]],
+                 patches: list[Patch], mean: list[float], augment: BoxAugment | None = None,
+                 jitter: float = 0.0, seed: int = 0) -> None:
+        self.reader = PatchReader(sources)
+        self.boxes = boxes
+        self.patches = list(patches)
+        self.fill = np.asarray(mean, np.float32)
+        self.augment = augment
+        self.jitter = jitter
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        patch = self.patches[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.jitter > 0:
+            j = int(patch.size * self.jitter)
+            dr, dc = (int(v) for v in rng.integers(-j, j + 1, 2))
+            patch = dataclasses.replace(patch, row=patch.row + dr, col=patch.col + dc)
+        image, valid = self.reader._read_native(patch)
+        image = image.astype(np.float32)
+        np.copyto(image, np.broadcast_to(self.fill[:, None, None], image.shape),
+                  where=~valid[None] | ~np.isfinite(image))
+        kept = patch_boxes(self.boxes[patch.source], patch)
+        boxes = torch.tensor([c for _, c in kept], dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor([b.class_id for b, _ in kept], dtype=torch.int64)
+        img = torch.from_numpy(image)
+        if self.augment is not None and self.augment.active:
+            img, boxes = self.augment(img, boxes, rng, self.fill)
+            keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_SIDE_PX) & (
+                (boxes[:, 3] - boxes[:, 1]) >= MIN_SIDE_PX)
+            boxes, labels = boxes[keep], labels[keep]
+        return img, {"boxes": boxes, "labels": labels}
+
+
+def collate(batch):
+    """(list of images, list of targets): detectors take lists (boxes differ per image)."""
+    return [b[0] for b in batch], [b[1] for b in batch]

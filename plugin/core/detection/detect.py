@@ -1,0 +1,398 @@
+"""Detect Objects: tiled detection over rasters of any size, boxes merged across tiles.
+
+Tiling. Tiles of ``T`` px (the model's patch size unless TILE_SIZE is set) overlap by ``O`` px,
+``O ≥`` the largest box the model was trained on (automatic: that + 10 %, at least 32 px), so
+every object of a trained size lies wholly inside at least one tile (for a tile stride
+``S = T − O``, an object starting at ``a`` with width ``w ≤ O`` fits in tile ``⌊a / S⌋``). The
+last tile of a row or column is flush with the raster's edge; rasters smaller than a tile are
+padded (mirrored) and boxes whose centre falls outside the raster are dropped. Tiles are read one
+batch at a time (a reader thread keeps the next batch ready): memory does not grow with the
+raster.
+
+Merging. In each tile, boxes touching an inner tile edge (within :data:`EDGE_PX`) are dropped:
+the object is cut there and lies whole in a neighbouring tile. Then boxes of the same class from
+all tiles are merged by non-maximum suppression in map coordinates (torchvision's
+``batched_nms``, float64) at the NMS IoU, so an object seen by two tiles is reported once; a
+detector may box an object a little differently in two tiles, so two boxes of a class from
+different tiles whose intersection covers 60 % of the smaller one are merged too (the better
+kept).
+Boxes whose centre pixel is nodata, and tiles that are entirely nodata, are skipped.
+
+TTA (flips): every tile is also detected flipped left-right and up-down; the boxes are flipped
+back and merged by the same per-class NMS.
+
+Output: a GeoPackage layer ``detections`` of box polygons in the raster's CRS with ``class_id``,
+``class_name``, ``score`` and the area in m² (``area_m2``) in a projected CRS, or in the CRS's
+unit otherwise (``area_deg2`` for degrees, ``area_px`` for an ungeoreferenced image, whose boxes
+are in pixel coordinates with y down); optionally a second GeoPackage of box centre points.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import JobCancelled, UserError
+from ..jobs import JobContext
+
+EDGE_PX = 2.0            # px: a box this close to an inner tile edge is left to the neighbour
+AUTO_OVERLAP_MIN = 32    # px
+SEEN_TWICE_COVER = 0.6   # share of the smaller box two boxes from different tiles must share
+
+
+def overlap_for(card: dict, tile: int, requested: int, ctx: JobContext | None = None) -> int:
+    """The tile overlap in px (see the module rules); UserError when the tile cannot hold it."""
+    largest = float(card.get("max_box_px") or 0.0)
+    need = int(math.ceil(largest))
+    if requested is None or requested < 0:
+        overlap = max(AUTO_OVERLAP_MIN, int(math.ceil(largest * 1.1)))
+    else:
+        overlap = int(requested)
+        if overlap < need:
+            if ctx:
+                ctx.log(f"Overlap {overlap} px is smaller than the largest trained box "
+                        f"({need} px): using {need} px so no object is cut.", "warning")
+            overlap = need
+    if overlap >= tile:
+        raise UserError(f"A tile overlap of {overlap} px does not fit tiles of {tile} px (the "
+                        f"largest trained box is {need} px).",
+                        f"Use a tile size (TILE_SIZE) of at least {_ceil32(2 * overlap)} px.")
+    return overlap
+
+
+def _ceil32(n: float) -> int:
+    return max(32, int(math.ceil(n / 32.0)) * 32)
+
+
+def area_field(crs) -> tuple[str, float]:
+    """(field name, factor from squared map units to the field's unit) for a rasterio CRS."""
+    if crs is None:
+        return "area_px", 1.0
+    if crs.is_geographic:
+        return "area_deg2", 1.0
+    try:
+        name, factor = crs.linear_units_factor
+    except Exception:  # noqa: BLE001 - a CRS without a readable unit keeps map units
+        return "area_map_units2", 1.0
+    return "area_m2", float(factor) ** 2 if name else 1.0
+
+
+# -- detection on tiles -------------------------------------------------------------------------
+class TileDetector:
+    """Boxes of a batch of tiles: ``(N, bands, T, T)`` float32 raw pixels → per tile
+    ``(boxes (K, 4) float32 xyxy px, scores (K,), labels (K,))`` as numpy arrays."""
+
+    def __init__(self, network, device: str, tta: bool, nms_iou: float) -> None:
+        import torch
+
+        self.device = device
+        self.network = network.to(device).eval()
+        self.tta = tta
+        self.nms_iou = nms_iou
+        self.torch = torch
+
+    def _run(self, x):
+        out = self.network(list(x))
+        return [(o["boxes"].float(), o["scores"].float(), o["labels"]) for o in out]
+
+    def __call__(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device)
+            results = self._run(x)
+            if self.tta:
+                from torchvision.ops import batched_nms
+
+                w, h = x.shape[-1], x.shape[-2]
+                lr = self._run(x.flip(-1))
+                ud = self._run(x.flip(-2))
+                merged = []
+                for (b, s, lab), (b1, s1, l1), (b2, s2, l2) in zip(results, lr, ud):
+                    b1 = torch.stack([w - b1[:, 2], b1[:, 1], w - b1[:, 0], b1[:, 3]], 1)
+                    b2 = torch.stack([b2[:, 0], h - b2[:, 3], b2[:, 2], h - b2[:, 1]], 1)
+                    bb, ss, ll = torch.cat([b, b1, b2]), torch.cat([s, s1, s2]), torch.cat(
+                        [lab, l1, l2])
+                    keep = batched_nms(bb, ss, ll, self.nms_iou)
+                    merged.append((bb[keep], ss[keep], ll[keep]))
+                results = merged
+            return [(b.cpu().numpy(), s.cpu().numpy(), lab.cpu().numpy())
+                    for b, s, lab in results]
+
+
+def detect_raster(src, detector, fill: list[float], tile: int, overlap: int, batch: int,
+                  progress=lambda d, t: None, cancelled=lambda: False, cells=None) -> dict:
+    """Detect over the open rasterio dataset ``src``; boxes in raster pixel coordinates before
+    the cross-tile NMS: {"boxes" (K, 4) float64, "scores", "labels", "tiles", "tiles_run",
+    "forward_seconds"}. ``cells``: a grid model's
+    :class:`~plugin.core.classification.optimized.CellFilter`; tiles without a flagged cell are
+    not run and boxes centred in an unflagged cell are dropped (optimized classification).
+    """
+    from ..segmentation.classify import _batches, _prefetch, _read_tiles, tile_starts
+
+    H, W = src.height, src.width
+    th, tw = min(tile, _ceil32(H)), min(tile, _ceil32(W))
+    rows = tile_starts(H, th, max(th - overlap, 1))
+    cols = tile_starts(W, tw, max(tw - overlap, 1))
+    fill_a = np.asarray(fill, np.float32)[:, None, None]
+    boxes, scores, labels, tiles = [], [], [], []
+    total, done, forward_s = len(rows) * len(cols), 0, 0.0
+    if cells is not None:   # only the pixels of flagged cells count as searched
+        def searched(ri, c0, valid):
+            return valid & cells.mask(rows[ri], c0, th, tw)
+    else:
+        def searched(ri, c0, valid):
+            return valid
+    reader = ((ri, c0, data, v, bool(v.any()))     # (…, holds pixels to search)
+              for ri, c0, data, valid in _read_tiles(src, rows, cols, th, tw, fill_a)
+              for v in (searched(ri, c0, valid),))
+    tiles_run = 0
+    for group in _prefetch(_batches(reader, batch)):
+        if cancelled():
+            raise JobCancelled()
+        work = [it for it in group if it[4]]
+        tiles_run += len(work)
+        if work:
+            t0 = time.perf_counter()
+            found = detector(np.stack([it[2] for it in work]))
+            forward_s += time.perf_counter() - t0
+            for (ri, c0, _, valid, _work), (b, s, lab) in zip(work, found):
+                r0 = rows[ri]
+                keep = _inside_tile(b, r0, c0, th, tw, H, W) & _valid_centre(b, valid)
+                b = b[keep].astype(np.float64)
+                b[:, [0, 2]] += c0
+                b[:, [1, 3]] += r0
+                boxes.append(b)
+                scores.append(s[keep])
+                labels.append(lab[keep])
+                tiles.append(np.full(len(b), ri * len(cols) + cols.index(c0), np.int64))
+        done += len(group)
+        progress(done, total)
+    return {"boxes": _cat(boxes, (0, 4), np.float64), "scores": _cat(scores, (0,), np.float32),
+            "labels": _cat(labels, (0,), np.int64), "tile_ids": _cat(tiles, (0,), np.int64),
+            "tiles": total, "tiles_run": tiles_run,
+            "tile_height": th, "tile_width": tw, "forward_seconds": forward_s}
+
+
+def _cat(parts: list, shape: tuple, dtype) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(shape, dtype)
+
+
+def _inside_tile(b: np.ndarray, r0: int, c0: int, th: int, tw: int, H: int, W: int
+                 ) -> np.ndarray:
+    """Boxes not touching an inner tile edge and with their centre inside the raster."""
+    keep = np.ones(len(b), bool)
+    if c0 > 0:
+        keep &= b[:, 0] > EDGE_PX
+    if c0 + tw < W:
+        keep &= b[:, 2] < tw - EDGE_PX
+    if r0 > 0:
+        keep &= b[:, 1] > EDGE_PX
+    if r0 + th < H:
+        keep &= b[:, 3] < th - EDGE_PX
+    cx, cy = (b[:, 0] + b[:, 2]) / 2 + c0, (b[:, 1] + b[:, 3]) / 2 + r0
+    return keep & (cx < W) & (cy < H)
+
+
+def _valid_centre(b: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    h, w = valid.shape
+    cx = np.clip(((b[:, 0] + b[:, 2]) / 2).astype(int), 0, w - 1)
+    cy = np.clip(((b[:, 1] + b[:, 3]) / 2).astype(int), 0, h - 1)
+    return valid[cy, cx]
+
+
+def to_map(boxes_px: np.ndarray, transform) -> np.ndarray:
+    """(K, 4) pixel xyxy → (K, 4) map (xmin, ymin, xmax, ymax), float64 (north-up or any
+    axis-aligned transform)."""
+    a, c, e, f = transform.a, transform.c, transform.e, transform.f
+    x0, x1 = a * boxes_px[:, 0] + c, a * boxes_px[:, 2] + c
+    y0, y1 = e * boxes_px[:, 1] + f, e * boxes_px[:, 3] + f
+    return np.stack([np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1),
+                     np.maximum(y0, y1)], 1)
+
+
+def merge_across_tiles(boxes_map: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                       nms_iou: float, tile_ids: np.ndarray | None = None) -> np.ndarray:
+    """Indices kept by per-class NMS in map coordinates (float64), best score first; with
+    ``tile_ids``, then :func:`merge_seen_twice`."""
+    import torch
+    from torchvision.ops import batched_nms
+
+    if len(boxes_map) == 0:
+        return np.zeros(0, np.int64)
+    origin = boxes_map[:, :2].min(0)
+    local = boxes_map - np.concatenate([origin, origin])   # keeps float64 exact and small
+    keep = batched_nms(torch.from_numpy(local), torch.from_numpy(scores.astype(np.float64)),
+                       torch.from_numpy(labels), float(nms_iou)).numpy()
+    if tile_ids is not None:
+        keep = keep[merge_seen_twice(local[keep], scores[keep], labels[keep], tile_ids[keep])]
+    return keep
+
+
+def merge_seen_twice(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                     tile_ids: np.ndarray, cover: float = SEEN_TWICE_COVER) -> np.ndarray:
+    """Indices (into the inputs, best score first) left after dropping a box of the same class
+    as a better box *from another tile* when their intersection covers ``cover`` of the smaller
+    one: one object seen by two tiles, boxed a little differently in each (their IoU can stay
+    under the NMS IoU). Boxes of one tile are never merged here. Neighbours are found through
+    the boxes sorted by x, so the cost grows with n log n, not n²."""
+    n = len(boxes)
+    order = np.argsort(-scores, kind="stable")
+    by_x = np.argsort(boxes[:, 0], kind="stable")
+    x0_sorted = boxes[by_x, 0]
+    widest = float((boxes[:, 2] - boxes[:, 0]).max()) if n else 0.0
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    alive = np.ones(n, bool)
+    for i in order:
+        if not alive[i]:
+            continue
+        lo = np.searchsorted(x0_sorted, boxes[i, 0] - widest, "left")
+        hi = np.searchsorted(x0_sorted, boxes[i, 2], "right")
+        c = by_x[lo:hi]
+        c = c[alive[c] & (labels[c] == labels[i]) & (tile_ids[c] != tile_ids[i])
+              & (scores[c] <= scores[i]) & (c != i)]
+        if not len(c):
+            continue
+        ix = np.minimum(boxes[c, 2], boxes[i, 2]) - np.maximum(boxes[c, 0], boxes[i, 0])
+        iy = np.minimum(boxes[c, 3], boxes[i, 3]) - np.maximum(boxes[c, 1], boxes[i, 1])
+        inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
+        alive[c[inter >= cover * np.minimum(area[c], area[i])]] = False
+    return order[alive[order]]
+
+
+# -- output -------------------------------------------------------------------------------------
+def write_detections(path: Path, boxes_map: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                     names: dict[int, str], crs_wkt: str | None, area: tuple[str, float],
+                     points: bool = False) -> int:
+    """Box polygons (or centre points) with class_id, class_name, score, area into a new
+    GeoPackage (layer ``detections``, written with pyogrio: no GDAL bindings needed); returns the
+    number written."""
+    import shapely
+    from pyogrio.raw import write
+
+    b = np.asarray(boxes_map, np.float64).reshape(-1, 4)
+    if points:
+        geoms = shapely.points((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2)
+    else:
+        geoms = shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3], ccw=True)
+    ids = np.asarray(labels, np.int32).reshape(-1)
+    if path.exists():
+        path.unlink()
+    write(str(path), shapely.to_wkb(np.asarray(geoms, dtype=object)),
+          [ids, np.array([names.get(int(i), str(int(i))) for i in ids], dtype=object),
+           np.round(np.asarray(scores, np.float64), 4),
+           (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) * area[1]],
+          ["class_id", "class_name", "score", area[0]], layer="detections", driver="GPKG",
+          geometry_type="Point" if points else "Polygon", crs=crs_wkt or None)
+    return len(ids)
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+
+
+# -- the job ------------------------------------------------------------------------------------
+def detect_objects(job, ctx: JobContext) -> dict:
+    """Run a DetectObjectsJob (see the module docstring); return counts and output paths."""
+    import rasterio
+    import torch
+
+    from ..environment import resolve_device
+    from ..segmentation.classify import PIXEL_SIZE_TOLERANCE
+    from .modelfile import load_detector, object_classes, read_card
+    from .models import set_inference
+
+    started = time.monotonic()
+    card = read_card(job.model)
+    score = float(card.get("score_threshold", 0.3)) if job.score_threshold < 0 else \
+        float(job.score_threshold)
+    nms_iou = float(card.get("nms_iou", 0.5)) if job.nms_iou < 0 else float(job.nms_iou)
+    tile = int(job.tile_size or card.get("patch_size") or 512)
+    overlap = overlap_for(card, tile, job.overlap, ctx)
+    device = resolve_device(job.device)
+    try:
+        src = rasterio.open(job.input)
+    except rasterio.errors.RasterioIOError as exc:
+        raise UserError(f"Cannot read the input raster {job.input}: {exc}.",
+                        "Choose a raster file GDAL can read.") from None
+    with src:
+        if src.count != int(card["bands"]):
+            raise UserError(f"The input raster has {src.count} band(s) but the model was "
+                            f"trained on {card['bands']}.",
+                            "Detect on a raster with the same bands as the training rasters.")
+        georeferenced = src.crs is not None or not src.transform.is_identity
+        if not georeferenced:
+            ctx.log(f"{Path(job.input).name} is not georeferenced: the boxes are in pixel "
+                    "coordinates (x right, y down).", "warning")
+        px = card.get("pixel_size")
+        if px and px[0] and georeferenced:
+            ratio = abs(src.res[0]) / float(px[0])
+            if ratio > PIXEL_SIZE_TOLERANCE or ratio < 1 / PIXEL_SIZE_TOLERANCE:
+                ctx.log(f"The input pixel size ({abs(src.res[0]):g}) is far from the training "
+                        f"pixel size ({float(px[0]):g}): objects will look larger or smaller "
+                        "than in training. Resample the raster to the training pixel size.",
+                        "warning")
+        network, card = load_detector(job.model, card)
+        network.transform.min_size, network.transform.max_size = (tile,), tile
+        set_inference(network, min(score, 0.05) if job.tta else score, nms_iou,
+                      job.max_detections)
+        detector = TileDetector(network, device, job.tta, nms_iou)
+        cells = None
+        if job.grid_model:
+            from ..classification.optimized import grid_filter
+
+            cells = grid_filter(src, job.grid_model, job.grid_threshold, 16, device, ctx)
+        ctx.log(f"Detecting objects in {src.width} × {src.height} px on {device}: tiles of "
+                f"{tile} px overlapping by {overlap} px, score ≥ {score:g}, NMS IoU "
+                f"{nms_iou:g}" + (", flips TTA" if job.tta else ""))
+        try:
+            found = detect_raster(src, detector, card["mean"], tile, overlap, job.batch_size,
+                                  progress=lambda d, t: ctx.progress("tile", d, t, "Detecting"),
+                                  cancelled=lambda: ctx.cancelled, cells=cells)
+        except torch.OutOfMemoryError:
+            raise UserError("The GPU ran out of memory while detecting.",
+                            "Use fewer tiles per batch (BATCH_SIZE) or a smaller TILE_SIZE."
+                            ) from None
+        transform, crs = src.transform, src.crs
+    sel = found["scores"] >= score
+    boxes_map = to_map(found["boxes"][sel], transform)
+    scores, labels = found["scores"][sel], found["labels"][sel]
+    keep = merge_across_tiles(boxes_map, scores, labels, nms_iou, found["tile_ids"][sel])
+    boxes_map, scores, labels = boxes_map[keep], scores[keep], labels[keep]
+    names = {int(c["id"]): c["name"] for c in object_classes(card)}
+    area = area_field(crs)
+    crs_wkt = crs.to_wkt() if crs else None
+    outputs = [(Path(job.output), False)]
+    if job.output_points:
+        outputs.append((Path(job.output_points), True))
+    for path, points in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp(path)
+        try:
+            write_detections(tmp, boxes_map, scores, labels, names, crs_wkt, area, points)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        ctx.artifact("points" if points else "detections", str(path))
+    per_class = {names.get(int(k), str(k)): int((labels == k).sum()) for k in np.unique(labels)}
+    optimized = {}
+    if cells is not None:
+        skipped = found["tiles"] - found["tiles_run"]
+        per_tile = found["forward_seconds"] / max(found["tiles_run"], 1)
+        optimized = {"grid_cells": cells.cells,
+                     "grid_cells_skipped_share": round(cells.share_skipped, 4),
+                     "grid_seconds": round(cells.seconds, 2), "tiles_skipped": skipped,
+                     "seconds_saved": round(per_tile * skipped - cells.seconds, 2)}
+        ctx.log(f"Optimized detection: {cells.share_skipped:.0%} of the grid cells skipped, "
+                f"{skipped} of {found['tiles']} tiles not run, about "
+                f"{optimized['seconds_saved']:g} s saved.")
+    return {**optimized, "output": job.output, "output_points": job.output_points or None,
+            "detections": int(len(scores)), "per_class": per_class, "device": device,
+            "tiles": found["tiles"], "tile_size": tile, "overlap": overlap,
+            "score_threshold": score, "nms_iou": nms_iou, "area_field": area[0],
+            "forward_seconds": round(found["forward_seconds"], 3),
+            "seconds": round(time.monotonic() - started, 2)}

@@ -1,0 +1,283 @@
+"""Object detection jobs: Train Object Detection and Detect Objects.
+
+Nothing heavy at import time: torch, torchvision and rasterio are imported in ``run``.
+Parameter names follow ENVI's Train Object Detection / Object Classification tools where ENVI
+has one (patch size, pad small features, feature patch percentage, background patch ratio).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..jobs import Job, JobContext, register_job
+from ..params import spec
+from ..segmentation.jobs import (
+    DEVICE_LABELS,
+    DEVICES,
+    PATCH_MULTIPLE,
+    nearest_patch_size,
+)
+
+ARCHITECTURES = ("retinanet", "fasterrcnn", "fcos", "fcos_resnet18")
+ARCHITECTURE_LABELS = {"retinanet": "RetinaNet (ResNet-50 FPN)",
+                       "fasterrcnn": "Faster R-CNN (ResNet-50 FPN)",
+                       "fcos": "FCOS (ResNet-50 FPN)",
+                       "fcos_resnet18": "FCOS (ResNet-18 FPN, light: trains on a CPU)"}
+TASK = "object_detection"
+_PROJECT_FILTER = "Labeling project (*.gpkg)"
+_MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
+_GPKG_FILTER = "GeoPackage (*.gpkg)"
+
+
+@register_job
+@dataclass
+class TrainObjectDetectionJob(Job):
+    """Train an object detector (RetinaNet, Faster R-CNN, FCOS) from box, polygon, point or
+    line labels of a labeling project, or from a COCO / VOC / YOLO chips folder."""
+
+    kind = "train_object_detection"
+    title = "Train Object Detection"
+    group = "Object detection"
+
+    project: str = spec("", "PROJECT", "Labeling project or chips folder", "project_in",
+                        help="The labeling project (GeoPackage): polygons give their bounding "
+                             "box, points a square of twice the class's solid distance, lines "
+                             "their extent. Or a folder written by Export Training Chips in the "
+                             "COCO, VOC or YOLO format.", file_filter=_PROJECT_FILTER)
+    architecture: str = spec("retinanet", "ARCHITECTURE", "Model architecture", "enum",
+                             choices=ARCHITECTURES, choice_labels=ARCHITECTURE_LABELS,
+                             help="RetinaNet (default), Faster R-CNN or FCOS on a ResNet-50 FPN "
+                                  "backbone, or FCOS on a light ResNet-18 FPN that trains "
+                                  "usefully on a CPU.")
+    init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
+                           optional=True, file_filter=_MODEL_FILTER,
+                           help="An object detection model to fine-tune; its architecture and "
+                                "normalisation are used.")
+    patch_size: int = spec(512, "PATCH_SIZE", "Patch size (px)", "int", minimum=64,
+                           maximum=4096,
+                           help="Edge of the square patches the detector learns from; a "
+                                "multiple of 32, larger than the largest object. The detector "
+                                "never resizes them (the pixel size stays the raster's).")
+    split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
+                        minimum=0, maximum=100)
+    shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool",
+                         help="Draw the training/validation split with the seed; off gives the "
+                              "same split every run.")
+    seed: int = spec(0, "SEED", "Random seed", "int", minimum=0, advanced=True)
+    pad_small_features: bool = spec(True, "PAD_SMALL_FEATURES", "Pad small features", "bool",
+                                    help="Grow boxes smaller than 25 px in x or y to 25 px "
+                                         "around their centre (ENVI).")
+    feature_patch_percentage: float = spec(
+        1.0, "FEATURE_PATCH_PERCENTAGE", "Feature patch percentage", "float", minimum=0,
+        maximum=1, help="Share (0–1) of the patches holding boxes that are used.")
+    background_patch_ratio: float = spec(
+        0.15, "BACKGROUND_PATCH_RATIO", "Background patch ratio", "float", minimum=0,
+        help="Background patches (no boxes) per feature patch.")
+    epochs: int = spec(100, "EPOCHS", "Number of epochs", "int", minimum=1, maximum=100000)
+    batch_size: int = spec(4, "BATCH_SIZE", "Patches per batch", "int", minimum=1, maximum=1024)
+    learning_rate: float = spec(0.0005, "LEARNING_RATE", "Learning rate", "float",
+                                minimum=1e-7, maximum=1.0)
+    augment_rotation: bool = spec(True, "AUGMENT_ROTATION", "Augment: rotation", "bool",
+                                  help="Random 90° turns (boxes turned with the image).")
+    augment_scale: bool = spec(True, "AUGMENT_SCALE", "Augment: scale", "bool",
+                               help="Random zoom in/out by up to 20 % (boxes scaled with it).")
+    augment_flip: bool = spec(True, "AUGMENT_FLIP", "Augment: flips", "bool")
+    score_threshold: float = spec(0.3, "SCORE_THRESHOLD", "Score threshold", "float",
+                                  minimum=0, maximum=1, advanced=True,
+                                  help="Stored in the model as the default of Detect Objects; "
+                                       "precision, recall and F1 are measured at it.")
+    nms_iou: float = spec(0.5, "NMS_IOU", "NMS IoU", "float", minimum=0.05, maximum=1,
+                          advanced=True,
+                          help="Overlap (IoU) above which the weaker of two boxes of a class is "
+                               "suppressed; stored in the model.")
+    patience: int = spec(0, "PATIENCE", "Early stopping patience (epochs, 0 = off)", "int",
+                         minimum=0, advanced=True)
+    steps_per_epoch: int = spec(0, "STEPS_PER_EPOCH", "Batches per epoch (0 = one pass)",
+                                "int", minimum=0, advanced=True)
+    max_patches: int = spec(0, "MAX_PATCHES", "Max training patches per epoch (0 = all)", "int",
+                            minimum=0, advanced=True)
+    num_workers: int = spec(-1, "NUM_WORKERS", "Data loader workers (-1 = automatic)", "int",
+                            minimum=-1, maximum=64, advanced=True)
+    resume_from: str = spec("", "RESUME_FROM", "Resume from last model", "model_in",
+                            optional=True, advanced=True, file_filter=_MODEL_FILTER)
+    device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
+                       choice_labels=DEVICE_LABELS,
+                       help="automatic takes the first CUDA GPU when there is one.")
+    output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
+                             file_filter=_MODEL_FILTER,
+                             help="The model with the highest validation mAP50.")
+    output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
+                                  optional=True, file_filter=_MODEL_FILTER,
+                                  help="The model after the last epoch (to resume from).")
+    log_folder: str = spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)",
+                           "folder_out", optional=True, advanced=True,
+                           help="Empty: <output model>_logs next to the model.")
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.project and Path(self.project).is_dir():
+            if not (Path(self.project) / "manifest.json").is_file():
+                out.append(f"The folder {self.project} is not a chips export (no manifest.json):"
+                           " choose a labeling project or a COCO, VOC or YOLO chips folder.")
+        elif self.project and not Path(self.project).is_file():
+            out.append(f"The labeling project {self.project} does not exist: check PROJECT.")
+        if self.patch_size % PATCH_MULTIPLE:
+            out.append(f"Patch size {self.patch_size} is not a multiple of {PATCH_MULTIPLE}: "
+                       f"use {nearest_patch_size(self.patch_size)}.")
+        if not self.output_model:
+            out.append("Output model (OUTPUT_MODEL) is required: choose a file name.")
+        elif self.output_last_model and (Path(self.output_last_model).resolve()
+                                         == Path(self.output_model).resolve()):
+            out.append("The best and last models (OUTPUT_MODEL, OUTPUT_LAST_MODEL) must be "
+                       "different files: change one name.")
+        for path, name in ((self.init_model, "INIT_MODEL"), (self.resume_from, "RESUME_FROM")):
+            if path and not Path(path).is_file():
+                out.append(f"The model {path} ({name}) does not exist: check the path.")
+        if self.init_model and self.resume_from:
+            out.append("Fine-tune (INIT_MODEL) and resume (RESUME_FROM) exclude each other: "
+                       "clear one.")
+        return out
+
+    def resolved_log_folder(self) -> str:
+        """LOG_FOLDER, or ``<output model stem>_logs`` next to the output model."""
+        if self.log_folder:
+            return self.log_folder
+        p = Path(self.output_model)
+        stem = p.name.split(".")[0] or "model"
+        return str(p.with_name(f"{stem}_logs"))
+
+    def run(self, ctx: JobContext) -> dict:
+        from ..families import train
+
+        return train(self, ctx)
+
+
+@register_job
+@dataclass
+class DetectObjectsJob(Job):
+    """Detect objects over a whole raster with a trained detector; boxes to a GeoPackage."""
+
+    kind = "detect_objects"
+    title = "Detect Objects"
+    group = "Object detection"
+
+    input: str = spec("", "INPUT", "Input raster", "raster_in",
+                      help="The raster to search (same bands as the training rasters).")
+    model: str = spec("", "MODEL", "Model", "model_in", file_filter=_MODEL_FILTER)
+    output: str = spec("", "OUTPUT", "Output boxes (GeoPackage)", "file_out",
+                       file_filter=_GPKG_FILTER,
+                       help="Box polygons in the raster's CRS with class id, class name, score "
+                            "and area.")
+    output_points: str = spec("", "OUTPUT_POINTS", "Output centre points", "file_out",
+                              optional=True, file_filter=_GPKG_FILTER,
+                              help="Optional GeoPackage with one point per box centre.")
+    score_threshold: float = spec(-1.0, "SCORE_THRESHOLD",
+                                  "Score threshold (-1 = the model's)", "float",
+                                  minimum=-1, maximum=1,
+                                  help="Boxes scoring lower are dropped; -1 uses the value "
+                                       "stored in the model.")
+    nms_iou: float = spec(-1.0, "NMS_IOU", "NMS IoU (-1 = the model's)", "float", minimum=-1,
+                          maximum=1,
+                          help="Boxes of a class overlapping more than this (IoU) are merged "
+                               "into the best one, within and across tiles.")
+    max_detections: int = spec(300, "MAX_DETECTIONS", "Maximum detections per tile", "int",
+                               minimum=1, maximum=100000, advanced=True)
+    tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = model's patch size)", "int",
+                          minimum=0, maximum=8192)
+    overlap: int = spec(-1, "OVERLAP", "Tile overlap (px, -1 = automatic)", "int",
+                        minimum=-1, maximum=8192,
+                        help="Pixels shared by neighbouring tiles; at least the largest "
+                             "trained box (automatic: that plus a margin).")
+    tta: bool = spec(False, "TTA", "Test-time augmentation (flips)", "bool",
+                     help="Also detects on the flipped tiles and merges the boxes: better "
+                          "recall, 3 × slower.")
+    batch_size: int = spec(2, "BATCH_SIZE", "Tiles per batch", "int", minimum=1, maximum=256)
+    grid_model: str = spec("", "GRID_MODEL", "Grid model (optimized classification)",
+                           "model_in", optional=True, file_filter=_MODEL_FILTER,
+                           help="Optional: only the tiles holding a grid cell this grid model "
+                                "flags are searched, and boxes centred in other cells are "
+                                "dropped.")
+    grid_threshold: float = spec(0.0, "GRID_THRESHOLD", "Grid model threshold (0 = tuned)",
+                                 "float", minimum=0.0, maximum=1.0, advanced=True,
+                                 help="A cell is searched when a class's grid score reaches "
+                                      "this; 0 uses the grid model's tuned thresholds.")
+    device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
+                       choice_labels=DEVICE_LABELS,
+                       help="automatic takes the first CUDA GPU when there is one.")
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.input and not Path(self.input).is_file():
+            out.append(f"The input raster {self.input} does not exist: check INPUT.")
+        if self.model and not Path(self.model).is_file():
+            out.append(f"The model {self.model} does not exist: check MODEL.")
+        if self.grid_model and not Path(self.grid_model).is_file():
+            out.append(f"The grid model {self.grid_model} does not exist: check GRID_MODEL.")
+        if not self.output:
+            out.append("Output boxes (OUTPUT) is required: choose a GeoPackage file name.")
+        if self.tile_size and self.tile_size % PATCH_MULTIPLE:
+            out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
+                       f"use {nearest_patch_size(self.tile_size)}.")
+        outs = [p for p in (self.output, self.output_points) if p]
+        if self.input and any(Path(p).resolve() == Path(self.input).resolve() for p in outs):
+            out.append("An output would overwrite the input raster: choose another file name.")
+        if self.output and self.output_points and (Path(self.output).resolve()
+                                                   == Path(self.output_points).resolve()):
+            out.append("The boxes and centre points need different files (OUTPUT, "
+                       "OUTPUT_POINTS): change one name.")
+        if self.model and Path(self.model).is_file():
+            from ..errors import UserError
+            from ..segmentation.modelfile import read_model_card
+
+            try:  # standard library only: the card is read from the file header
+                read_model_card(self.model, TASK)
+            except UserError as exc:
+                out.append(str(exc))
+        return out
+
+    def run(self, ctx: JobContext) -> dict:
+        from .detect import detect_objects
+
+        return detect_objects(self, ctx)
+
+
+@register_job
+@dataclass
+class DetectionSummaryJob(Job):
+    """What Train Object Detection would sample: patches per split and boxes per class (the
+    dialog's live pre-flight summary)."""
+
+    kind = "detection_summary"
+    title = "Object detection sampling summary"
+    group = "Object detection"
+
+    project: str = spec("", "PROJECT", "Labeling project or chips folder", "project_in")
+    patch_size: int = spec(512, "PATCH_SIZE", "Patch size (px)", "int", minimum=64,
+                           maximum=4096)
+    split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
+                        minimum=0, maximum=100)
+    shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool")
+    seed: int = spec(0, "SEED", "Random seed", "int", minimum=0)
+    pad_small_features: bool = spec(True, "PAD_SMALL_FEATURES", "Pad small features", "bool")
+    feature_patch_percentage: float = spec(1.0, "FEATURE_PATCH_PERCENTAGE",
+                                           "Feature patch percentage", "float", minimum=0,
+                                           maximum=1)
+    background_patch_ratio: float = spec(0.15, "BACKGROUND_PATCH_RATIO",
+                                         "Background patch ratio", "float", minimum=0)
+
+    def run(self, ctx: JobContext) -> dict:
+        import tempfile
+
+        from .data import prepare_detection_data
+
+        with tempfile.TemporaryDirectory(prefix="dltrainer-detsummary-") as work:
+            data = prepare_detection_data(self, ctx, Path(work))
+            summary = data.plan.summary()
+            names = {c["id"]: c["name"] for c in data.classes}
+            summary["boxes"] = {s: {names.get(k, str(k)): n
+                                    for k, n in data.box_counts(s).items()}
+                                for s in ("train", "validation")}
+            summary["largest_box_px"] = round(data.largest_box(), 1)
+            summary["classes"] = data.classes
+        return summary

@@ -1,0 +1,83 @@
+"""Detector model files: the same pickle-free safetensors + JSON card format as segmentation
+(see :mod:`..segmentation.modelfile` and docs/model_file.md), with task ``object_detection``.
+
+Card fields of a detector (besides the common ones: classes, bands, mean, std, nodata, patch and
+pixel size, CRS, training parameters, metrics, state): ``architecture`` (one of
+:data:`.models.ARCHITECTURES`), ``score_threshold`` and ``nms_iou`` (defaults of Detect Objects),
+``max_box_px`` (longest training box side in pixels: Detect Objects overlaps tiles by at least
+that) and ``num_outputs`` (max class id + 1; 0 is background).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..segmentation import modelfile as common
+
+TASK = "object_detection"
+
+
+def detection_card_fields(*, architecture: str, score_threshold: float, nms_iou: float,
+                          max_box_px: float) -> dict:
+    """The detector-specific card fields."""
+    return {"task": TASK, "architecture": architecture, "encoder": "",
+            "score_threshold": float(score_threshold), "nms_iou": float(nms_iou),
+            "max_box_px": float(max_box_px)}
+
+
+def make_card(*, architecture: str, classes: list[dict], bands: int, mean: list[float],
+              std: list[float], nodata, patch_size: int, pixel_size, crs, score_threshold: float,
+              nms_iou: float, max_box_px: float, training: dict | None = None,
+              metrics: dict | None = None, state: dict | None = None,
+              dtype: str | None = None) -> dict:
+    """A detector's model card. ``classes``: [{id, name, color}] without background."""
+    with_bg = [{"id": 0, "name": "background", "color": "#000000"}] + [
+        c for c in classes if int(c["id"]) != 0]
+    card = common.make_card(architecture=architecture, encoder="", classes=with_bg, bands=bands,
+                            mean=mean, std=std, nodata=nodata, patch_size=patch_size,
+                            pixel_size=pixel_size, crs=crs, training=training, metrics=metrics,
+                            state=state, dtype=dtype)
+    card.update(detection_card_fields(architecture=architecture, score_threshold=score_threshold,
+                                      nms_iou=nms_iou, max_box_px=max_box_px))
+    return card
+
+
+def read_card(path: str | Path) -> dict:
+    """The card of a detector model file; UserError naming both tasks for another model."""
+    return common.read_model_card(path, TASK)
+
+
+def object_classes(card: dict) -> list[dict]:
+    """The card's classes without background."""
+    return [c for c in card["classes"] if int(c["id"]) != 0]
+
+
+def network_from_card(card: dict):
+    """A detector shaped as ``card`` describes (random weights)."""
+    from .models import build_detector
+
+    return build_detector(card["architecture"], int(card["bands"]), int(card["num_outputs"]),
+                          int(card["patch_size"]), card["mean"], card["std"],
+                          score_threshold=float(card.get("score_threshold", 0.05)),
+                          nms_iou=float(card.get("nms_iou", 0.5)))
+
+
+def load_detector(path: str | Path, card: dict | None = None):
+    """(detector in eval mode on the CPU with the file's weights, card). Only tensors and JSON
+    are read from the file (safetensors)."""
+    from safetensors.torch import load_file
+
+    from ..errors import UserError
+
+    card = card or read_card(path)
+    network = network_from_card(card)
+    state = load_file(str(path))
+    missing, unexpected = network.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(f"The weights in {Path(path).name} do not fit a {card['architecture']} "
+                        f"detector ({len(missing)} missing, {len(unexpected)} unexpected).",
+                        "The file is damaged; train again.")
+    return network.eval(), card
+
+
+save_model = common.save_model

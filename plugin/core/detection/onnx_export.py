@@ -1,0 +1,123 @@
+"""ONNX export of a detector: normalisation, network, box decoding and NMS inside the graph.
+
+Graph. Input ``image``: float32 (1, bands, T, T), T the tile size (the model's patch size unless
+given), pixel values divided by ``input_scale`` (255 for 8-bit imagery scaled to 0–1, as GeoDeep
+feeds it; 1 for raw values, as Detect Objects reads them). Outputs, for that tile:
+``boxes`` float32 (K, 4) xyxy in tile pixels, ``scores`` float32 (K,), ``labels`` int64 (K,)
+class ids — torchvision's detector output, after its own score threshold (0.05, so a reader can
+apply its own) and per-class NMS at the model's NMS IoU.
+
+Readers:
+
+- **GeoDeep** reads it as ``det_type = "retinanet"`` (its reader stacks boxes, scores and labels
+  into rows and applies ``det_conf`` and ``det_iou_thresh``): 3-band models exported with
+  ``input_scale`` 255, for 8-bit RGB imagery. GeoDeep takes the class of such rows from an
+  argmax over the label column, so every box is reported as the first class: single-class models
+  are read correctly, multi-class models lose their class names there.
+- **Deepness** cannot read it: its detector reader decodes YOLO-style rows (centre, size,
+  objectness, class scores) and has no reader for a torchvision (boxes, scores, labels) output.
+- Detect Objects (``onnxruntime``) and any onnxruntime user: same boxes as torch.
+
+Metadata (``metadata_props``, values JSON text): ``model_type`` "Detector", ``det_type``
+"retinanet", ``det_conf`` (score threshold), ``det_iou_thresh`` (NMS IoU), ``class_names``
+``{"0": first class, …}`` (GeoDeep's 0-based order of the model's classes), ``resolution``
+(cm/px), ``tiles_size``, ``tiles_overlap`` (%), ``dltrainer_input_scale``,
+``input_convention`` and ``dltrainer_card`` (the full model card).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..errors import UserError
+from ..segmentation import modelfile as common
+
+
+def _wrapper(network, scale: float):
+    import torch
+
+    class OnnxDetector(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+            self.scale = scale
+
+        def forward(self, image):
+            out = self.network([image[0] * self.scale])[0]
+            return out["boxes"], out["scores"], out["labels"]
+
+    return OnnxDetector().eval()
+
+
+def export_detector_onnx(model_path: str | Path, onnx_path: str | Path, *,
+                         input_scale: float = 1.0, tile_size: int | None = None,
+                         tiles_overlap: int = 25, opset: int = 17) -> Path:
+    """Write the detector at ``model_path`` as ONNX (see the module docstring)."""
+    import torch
+
+    from .modelfile import load_detector, object_classes
+    from .models import set_inference
+
+    if not input_scale > 0:
+        raise UserError(f"The input scale {input_scale:g} is not positive.",
+                        "Use the value that stands for 1.0 in the data, e.g. 255.")
+    network, card = load_detector(model_path)
+    size = int(tile_size or card.get("patch_size") or 512)
+    network.transform.min_size, network.transform.max_size = (size,), size
+    set_inference(network, 0.05, float(card.get("nms_iou", 0.5)), 300)
+    wrapper = _wrapper(network, float(input_scale))
+    dummy = torch.rand(1, int(card["bands"]), size, size) * (255.0 / input_scale)
+    path, tmp = common._atomic_target(onnx_path)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(wrapper, (dummy,), str(tmp), input_names=["image"],
+                              output_names=["boxes", "scores", "labels"], opset_version=opset,
+                              dynamic_axes={"boxes": {0: "detections"},
+                                            "scores": {0: "detections"},
+                                            "labels": {0: "detections"}}, dynamo=False)
+        _write_metadata(tmp, card, object_classes(card), float(input_scale), size, tiles_overlap)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def onnx_detector_metadata(card: dict, classes: list[dict], input_scale: float, size: int,
+                           tiles_overlap: int) -> dict[str, str]:
+    """The ``metadata_props`` of an exported detector (values JSON text)."""
+    bands = int(card["bands"])
+    props = {
+        "model_type": "Detector", "det_type": "retinanet",
+        "det_conf": float(card.get("score_threshold", 0.3)),
+        "det_iou_thresh": float(card.get("nms_iou", 0.5)),
+        "class_names": {str(i): c["name"] for i, c in enumerate(classes)},
+        "tiles_size": size, "tiles_overlap": int(tiles_overlap),
+        "dltrainer_input_scale": float(input_scale),
+        "input_convention": (
+            f"float32 (1, {bands}, {size}, {size}) = pixel values / {input_scale:g} in the "
+            "training band order; normalisation, decoding and NMS inside; outputs boxes (K, 4) "
+            "xyxy tile pixels, scores (K,), labels (K,) class ids"),
+    }
+    res = common.resolution_cm(card)
+    if res is not None:
+        props["resolution"] = res
+    out = {k: json.dumps(v) for k, v in props.items()}
+    out["dltrainer_card"] = json.dumps(card, default=common._json_default)
+    return out
+
+
+def _write_metadata(path: Path, card: dict, classes: list[dict], scale: float, size: int,
+                    overlap: int) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in onnx_detector_metadata(card, classes, scale, size, overlap).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name = "Deep Learning Trainer"
+    model.producer_version = common.plugin_version()
+    onnx.save(model, str(path))

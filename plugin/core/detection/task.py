@@ -1,0 +1,265 @@
+"""Object detection as a :class:`~..training.task.TrainingTask`: the one training engine runs it.
+
+The family supplies: boxes and the sample plan (:mod:`.data`), the torchvision detector
+(:mod:`.models`), its own loss terms (the detector returns them in train mode: classification and
+box regression, plus centerness for FCOS and RPN terms for Faster R-CNN), COCO mAP and P/R/F1
+(:mod:`.metrics`), preview images with true (green) and predicted (class colour) boxes and the
+report section with a precision-recall plot. Models are ranked by validation mAP50 (detection
+losses do not rank models: Lin et al. 2017, COCO evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..training.task import TrainingTask
+
+N_PREVIEW = 4
+
+
+def class_key(name: str) -> str:
+    """A column-safe class name: 'Tree crown' → 'tree_crown'."""
+    return re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_") or "class"
+
+
+class ObjectDetectionTask(TrainingTask):
+    name = "object_detection"
+    title = "Object detection"
+    best_metric = "val_map50"
+    best_mode = "max"
+    curve_keys = ("val_map50", "val_map", "val_f1")
+    curve_title = "Validation mAP50, mAP and F1"
+
+    # -- preparation ---------------------------------------------------------------------------
+    def prepare(self, job, ctx, log_folder: Path) -> None:
+        import rasterio
+
+        from ..segmentation.data import band_statistics
+        from .data import prepare_detection_data
+
+        self.job, self.ctx, self.log_folder = job, ctx, Path(log_folder)
+        self.data = data = prepare_detection_data(job, ctx, self.log_folder)
+        self.train_patches = data.plan.split("train")
+        self.val_patches = data.plan.split("validation")
+        counts = {s: data.box_counts(s) for s in ("train", "validation")}
+        names = {c["id"]: c["name"] for c in data.classes}
+        ctx.log(f"Patches: {data.plan.summary()['patches']}; boxes per class: "
+                + "; ".join(f"{s} " + ", ".join(f"{names.get(k, k)} {n}" for k, n in c.items())
+                            for s, c in counts.items()))
+        ctx.progress("prepare", 2, 3, "Band statistics")
+        with rasterio.open(data.sources[0].image) as ds:
+            self.bands, res = ds.count, ds.res
+            self.crs = ds.crs.to_string() if ds.crs else None
+            self.dtype = ds.dtypes[0]
+        self.pixel_size = (abs(res[0]), abs(res[1]))
+        train_sources = sorted({p.source for p in self.train_patches})
+        self.mean, self.std, self.nodata = band_statistics(
+            [data.sources[i] for i in train_sources])
+        self.classes = [{"id": 0, "name": "background", "color": "#000000"}] + data.classes
+        self.class_ids = [c["id"] for c in data.classes]
+        self.keys = {c["id"]: class_key(c["name"]) for c in data.classes}
+        self.num_outputs = max(self.class_ids) + 1
+        self.architecture = job.architecture
+        self.max_box_px = data.largest_box()
+
+    def build_network(self, base_card: dict | None):
+        from .models import build_detector
+
+        if base_card is not None:
+            self.adopt_card(base_card)
+            self.architecture = base_card["architecture"]
+            if self.architecture != self.job.architecture:
+                self.ctx.log(f"Using the {self.architecture} architecture of the model started "
+                             "from.", "warning")
+        return build_detector(self.architecture, self.bands, self.num_outputs,
+                              self.job.patch_size, self.mean, self.std)
+
+    def card_fields(self) -> dict:
+        return {"architecture": self.architecture, "encoder": "",
+                "patch_size": self.job.patch_size,
+                "score_threshold": float(self.job.score_threshold),
+                "nms_iou": float(self.job.nms_iou), "max_box_px": float(self.max_box_px)}
+
+    def steps_per_epoch(self, job) -> int:
+        n = len(self.train_patches)
+        n = min(n, job.max_patches) if job.max_patches else n
+        return job.steps_per_epoch or max(1, math.ceil(n / job.batch_size))
+
+    # -- data ----------------------------------------------------------------------------------
+    def _loader(self, dataset, sampler, device: str):
+        from torch.utils.data import DataLoader
+
+        from ..training import runtime
+        from .data import collate
+
+        workers = runtime.num_workers(self.job.num_workers, device)
+        kw = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
+        if workers:
+            kw["prefetch_factor"] = 4
+        return DataLoader(dataset, batch_size=self.job.batch_size, sampler=sampler,
+                          collate_fn=collate, **kw)
+
+    def train_loader(self, epoch: int, device: str):
+        import torch
+
+        from .data import BoxAugment, BoxDataset
+
+        job = self.job
+        patches = self.data.epoch_patches(epoch)
+        augment = BoxAugment(job.augment_rotation, job.augment_scale, job.augment_flip)
+        ds = BoxDataset(self.data.sources, self.data.boxes, patches, self.mean, augment,
+                        jitter=0.25, seed=job.seed)
+        ds.epoch = epoch
+        n = self.steps_per_epoch(job) * job.batch_size
+        gen = torch.Generator().manual_seed(job.seed * 100003 + epoch)
+        order = torch.randperm(len(ds), generator=gen)
+        sampler = order.repeat(math.ceil(n / max(len(order), 1)))[:n].tolist()
+        return self._loader(ds, sampler, device)
+
+    def val_loader(self, device: str):
+        from .data import BoxDataset
+
+        if not self.val_patches:
+            return None
+        ds = BoxDataset(self.data.sources, self.data.boxes, self.val_patches, self.mean)
+        return self._loader(ds, list(range(len(ds))), device)
+
+    def train_step(self, network, batch, device: str):
+        images, targets = _to_device(batch, device)
+        terms = network(images, targets)
+        return sum(terms.values()), terms
+
+    # -- metrics -------------------------------------------------------------------------------
+    def validate(self, network, loader, device: str, epoch: int) -> dict:
+        from .metrics import DetectionMetrics
+
+        metric = DetectionMetrics(self.class_ids, self.job.score_threshold)
+        previews = []
+        for images, targets in loader:
+            images, targets = _to_device((images, targets), device)
+            preds = network(images)
+            metric.update(*patch_edge_rule(images, preds, targets))
+            for img, t, p in zip(images, targets, preds):
+                if len(previews) < N_PREVIEW:
+                    previews.append(self._preview(img, t, p))
+        m = metric.compute()
+        row = {"val_map": m["map"], "val_map50": m["map50"], "val_map75": m["map75"],
+               "val_precision": m["precision"], "val_recall": m["recall"], "val_f1": m["f1"]}
+        for cid in self.class_ids:
+            key = self.keys[cid]
+            for part in ("ap", "ap50", "precision", "recall", "f1"):
+                row[f"{part}_{key}"] = m[f"{part}_{cid}"]
+        row["_images"] = [(f"validation/patch_{i}", p) for i, p in enumerate(previews)]
+        row["_extra"] = {"pr_curve": metric.pr_curve(), "per_class": {
+            str(cid): {part: m[f"{part}_{cid}"]
+                       for part in ("ap", "ap50", "precision", "recall", "f1")}
+            for cid in self.class_ids}, "counts": metric.counts()}
+        return row
+
+    def _preview(self, image, target, pred) -> np.ndarray:
+        """HWC uint8: the patch stretched to RGB, true boxes green, predictions at or above the
+        score threshold in their class colour."""
+        import torch
+        from torchvision.utils import draw_bounding_boxes
+
+        x = image.float().cpu().numpy()
+        bands = x[:3] if x.shape[0] >= 3 else np.repeat(x[:1], 3, 0)
+        lo, hi = np.percentile(bands, 2), np.percentile(bands, 98)
+        rgb = torch.from_numpy((np.clip((bands - lo) / max(hi - lo, 1e-6), 0, 1) * 255
+                                ).astype(np.uint8))
+        colours = {c["id"]: c["color"] for c in self.classes}
+        rgb = draw_bounding_boxes(rgb, target["boxes"].float().cpu(), colors="#00ff00", width=1)
+        keep = pred["scores"] >= self.job.score_threshold
+        labels = pred["labels"][keep].cpu().tolist()
+        if labels:
+            rgb = draw_bounding_boxes(rgb, pred["boxes"][keep].float().cpu(),
+                                      colors=[colours.get(int(k), "#ff0000") for k in labels],
+                                      width=2)
+        return rgb.permute(1, 2, 0).numpy()
+
+    def summary_metrics(self, row: dict, extra: dict | None) -> dict:
+        return {k: v for k, v in row.items() if isinstance(v, (int, float))}
+
+    def report_section(self, best_row: dict, extra: dict | None) -> str:
+        names = {c["id"]: c["name"] for c in self.classes}
+        lines = ["## Detection (best epoch, validation patches)", "",
+                 f"Score threshold {self.job.score_threshold:g}, NMS IoU {self.job.nms_iou:g}; "
+                 "P/R/F1 at the threshold, IoU ≥ 0.5.", "",
+                 "| Class | AP | AP50 | Precision | Recall | F1 |", "|---|---|---|---|---|---|"]
+        for cid in self.class_ids:
+            k = self.keys[cid]
+            vals = [best_row.get(f"{p}_{k}") for p in ("ap", "ap50", "precision", "recall", "f1")]
+            lines.append(f"| {names[cid]} | " + " | ".join(
+                "–" if v is None else f"{v:.3f}" for v in vals) + " |")
+        if best_row:
+            lines.append(f"| **all** | {best_row.get('val_map', 0):.3f} | "
+                         f"{best_row.get('val_map50', 0):.3f} | "
+                         f"{best_row.get('val_precision', 0):.3f} | "
+                         f"{best_row.get('val_recall', 0):.3f} | {best_row.get('val_f1', 0):.3f} |")
+        plot = _pr_plot(self.log_folder, (extra or {}).get("pr_curve"), names)
+        if plot:
+            lines += ["", f"![Precision-recall at IoU 0.5]({plot.name})"]
+        return "\n".join(lines) + "\n"
+
+
+def patch_edge_rule(images, preds: list[dict], targets: list[dict]):
+    """Validation as Detect Objects sees objects: a prediction touching the patch edge (within
+    EDGE_PX) is dropped — Detect Objects leaves those to the neighbouring tile — and a true box
+    cut by the patch edge is marked ``iscrowd`` (COCO's ignore flag: matching it neither counts
+    nor costs)."""
+    from .detect import EDGE_PX
+
+    out_p, out_t = [], []
+    for img, p, t in zip(images, preds, targets):
+        h, w = img.shape[-2:]
+        keep = ~_touches_edge(p["boxes"], h, w, EDGE_PX)
+        out_p.append({k: v[keep] for k, v in p.items()})
+        out_t.append({**t, "iscrowd": _touches_edge(t["boxes"], h, w, 0.5).to(int)})
+    return out_p, out_t
+
+
+def _touches_edge(boxes, h: int, w: int, margin: float):
+    return ((boxes[:, 0] <= margin) | (boxes[:, 1] <= margin) | (boxes[:, 2] >= w - margin)
+            | (boxes[:, 3] >= h - margin))
+
+
+def _to_device(batch, device: str):
+    images, targets = batch
+    images = [i.to(device, non_blocking=True) for i in images]
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+def _pr_plot(folder: Path, curves: dict | None, names: dict) -> Path | None:
+    """precision_recall.png from {class id: [precision at recall 0, 0.01, … 1]} (None if no
+    data or no matplotlib)."""
+    if not curves:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for cid, prec in curves.items():
+        recall = np.linspace(0, 1, len(prec))
+        p = np.asarray(prec, float)
+        ok = p >= 0
+        ax.plot(recall[ok], p[ok], label=names.get(int(cid), str(cid)))
+    ax.set_xlabel("Recall")
+    ax.set_ylabel("Precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Precision-recall at IoU 0.5 (best epoch)")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    out = folder / "precision_recall.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,368 @@
+"""The Train Object Detection dialog: ENVI's controls, a live pre-flight summary (patches per split
+and boxes per class, computed in a worker) and the Training Model window while it trains."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QSpinBox,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.detection.jobs import (
+    ARCHITECTURE_LABELS,
+    ARCHITECTURES,
+    DetectionSummaryJob,
+    TrainObjectDetectionJob,
+)
+from ..core.errors import UserError
+from ..core.wording import for_dialog
+from . import messages, settings
+from .job_dialog_support import (
+    browse_file,
+    browse_save_file,
+    double_spin,
+    file_row,
+    fill_devices,
+    fit_to_screen,
+    problem_label,
+    remember_job,
+    remembered_job,
+    select_device,
+    show_problems,
+)
+from .task import JobManager
+
+SETTINGS_KEY = "deep_learning_trainer/train_object_detection/last_job"
+MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
+_SUMMARY_FIELDS = ("project", "patch_size", "split", "shuffle", "seed", "pad_small_features",
+                   "feature_patch_percentage", "background_patch_ratio")
+
+
+def detection_summary_html(summary: dict) -> str:
+    """Patches per split and boxes per class as a compact rich-text table."""
+    patches = summary.get("patches", {})
+    rows = ["<tr><th></th><th align='right'>Training</th><th align='right'>Validation</th></tr>"]
+    for key, label in (("feature", "Patches with boxes"), ("background", "Background patches")):
+        rows.append(f"<tr><td>{label}</td><td align='right'>{patches.get('train', {}).get(key, 0)}"
+                    f"</td><td align='right'>{patches.get('validation', {}).get(key, 0)}</td></tr>")
+    boxes = summary.get("boxes", {})
+    colours = {c["name"]: c.get("color", "#000") for c in summary.get("classes", [])}
+    names = sorted(set(boxes.get("train", {})) | set(boxes.get("validation", {})) | set(colours))
+    if names:
+        rows.append("<tr><td colspan='3'><i>Boxes per class</i></td></tr>")
+    for name in names:
+        t, v = boxes.get("train", {}).get(name, 0), boxes.get("validation", {}).get(name, 0)
+        style = " style='color:#b00020'" if not t or not v else ""
+        rows.append(f"<tr{style}><td><span style='color:{html.escape(colours.get(name, '#000'))}'>"
+                    f"□</span> {html.escape(name)}</td><td align='right'>{t}</td>"
+                    f"<td align='right'>{v}</td></tr>")
+    text = f"<table cellspacing='0' cellpadding='2' width='100%'>{''.join(rows)}</table>"
+    text += (f"<p style='color:#555'>Patches of {summary.get('patch_size', '?')} px; largest box "
+             f"{summary.get('largest_box_px', 0):g} px.</p>")
+    if summary.get("warnings"):
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in summary["warnings"])
+        text += f"<ul style='color:#a05a00'>{items}</ul>"
+    return text
+
+
+class TrainDetectionDialog(QDialog):
+    """Train Object Detection. ``job()`` gives the job the values describe."""
+
+    def __init__(self, parent: QWidget | None = None, plugin=None, project_path: str | None = None,
+                 remember: bool = True, live_summary: bool = True) -> None:
+        super().__init__(parent)
+        self.plugin = plugin
+        self.remember = remember
+        self.live_summary = live_summary
+        self.jobs = getattr(plugin, "jobs", None) or JobManager(None, self)
+        self.task = None
+        self.window = None
+        self.summary: dict | None = None
+        self.summary_error = ""
+        self._summary_key = ""
+        self._summary_task = None
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(600)
+        self._timer.timeout.connect(self._start_summary)
+        self.setWindowTitle("Train Object Detection")
+        self.setObjectName("TrainDetectionDialog")
+        self._build()
+        job = self._remembered_job()
+        if project_path:
+            job.project = project_path
+        self.set_job(job)
+
+    # -- layout --------------------------------------------------------------------------------
+    def _build(self) -> None:
+        data = QGroupBox("Training data")
+        f = QFormLayout(data)
+        self.project_edit = QLineEdit()
+        self.project_edit.setPlaceholderText("Labeling project (.gpkg) or COCO/VOC/YOLO chips "
+                                             "folder")
+        f.addRow("Project", file_row(self.project_edit, lambda: browse_file(
+            self, self.project_edit, "Labeling project", "Labeling project (*.gpkg)")))
+        self.split_spin = double_spin(0, 100, 1, 5, " % training")
+        f.addRow("Split", self.split_spin)
+        self.shuffle_check = QCheckBox("Shuffle rasters")
+        f.addRow("", self.shuffle_check)
+        self.pad_check = QCheckBox("Pad small features (to 25 px)")
+        f.addRow("", self.pad_check)
+        self.patch_spin = QSpinBox()
+        self.patch_spin.setRange(64, 4096)
+        self.patch_spin.setSingleStep(32)
+        self.patch_spin.setSuffix(" px")
+        f.addRow("Patch size", self.patch_spin)
+        self.feature_spin = double_spin(0, 1, 2, 0.05)
+        f.addRow("Feature patch percentage", self.feature_spin)
+        self.background_spin = double_spin(0, 100, 2, 0.05)
+        f.addRow("Background patch ratio", self.background_spin)
+        self.summary_status = QLabel()
+        self.summary_view = QTextBrowser()
+        self.summary_view.setMinimumHeight(150)
+        f.addRow(self.summary_status)
+        f.addRow(self.summary_view)
+
+        model = QGroupBox("Model and training")
+        m = QFormLayout(model)
+        self.arch_combo = QComboBox()
+        for a in ARCHITECTURES:
+            self.arch_combo.addItem(ARCHITECTURE_LABELS[a], a)
+        m.addRow("Architecture", self.arch_combo)
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 100000)
+        m.addRow("Number of epochs", self.epochs_spin)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 1024)
+        m.addRow("Patches per batch", self.batch_spin)
+        self.lr_spin = double_spin(1e-7, 1.0, 6, 0.0001)
+        m.addRow("Learning rate", self.lr_spin)
+        self.rot_check = QCheckBox("Rotation (90° turns)")
+        self.scale_check = QCheckBox("Scale (± 20 %)")
+        self.flip_check = QCheckBox("Flips")
+        aug = QHBoxLayout()
+        for c in (self.rot_check, self.scale_check, self.flip_check):
+            aug.addWidget(c)
+        m.addRow("Augmentation", aug)
+        self.device_combo = QComboBox()
+        from . import train_segmentation_dialog as seg
+
+        fill_devices(self.device_combo, seg.known_devices(), "auto")
+        m.addRow("Device", self.device_combo)
+        self.output_edit = QLineEdit()
+        m.addRow("Output model (best)", file_row(self.output_edit, lambda: browse_save_file(
+            self, self.output_edit, "Best model", MODEL_FILTER, ".dltmodel.safetensors")))
+        self.last_edit = QLineEdit()
+        m.addRow("Output last model", file_row(self.last_edit, lambda: browse_save_file(
+            self, self.last_edit, "Last model", MODEL_FILTER, ".dltmodel.safetensors")))
+        self.background_check = QCheckBox("Run in the background (no Training Model window)")
+        self.tensorboard_check = QCheckBox("Open TensorBoard")
+        m.addRow("", self.background_check)
+        m.addRow("", self.tensorboard_check)
+
+        self.reason_label = problem_label()
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        self.ok_button = self.buttons.button(QDialogButtonBox.Ok)
+        self.ok_button.setText("Train")
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        cols = QHBoxLayout()
+        cols.addWidget(data, 1)
+        cols.addWidget(model, 1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(cols, 1)
+        layout.addWidget(self.reason_label)
+        layout.addWidget(self.buttons)
+        fit_to_screen(self, 1000, 600)
+        self.project_edit.textChanged.connect(self._project_changed)
+        self.output_edit.textChanged.connect(self._changed)
+        self.last_edit.textChanged.connect(self._changed)
+        for c in (self.shuffle_check, self.pad_check, self.rot_check, self.scale_check,
+                  self.flip_check):
+            c.toggled.connect(self._changed)
+        for s in (self.split_spin, self.patch_spin, self.feature_spin, self.background_spin,
+                  self.epochs_spin, self.batch_spin, self.lr_spin):
+            s.valueChanged.connect(self._changed)
+        self.arch_combo.currentIndexChanged.connect(self._changed)
+        self.device_combo.currentIndexChanged.connect(self._changed)
+
+    # -- values <-> job ------------------------------------------------------------------------
+    def job(self) -> TrainObjectDetectionJob:
+        return TrainObjectDetectionJob(
+            project=self.project_edit.text().strip(),
+            architecture=str(self.arch_combo.currentData()),
+            patch_size=self.patch_spin.value(), split=self.split_spin.value(),
+            shuffle=self.shuffle_check.isChecked(), pad_small_features=self.pad_check.isChecked(),
+            feature_patch_percentage=self.feature_spin.value(),
+            background_patch_ratio=self.background_spin.value(),
+            epochs=self.epochs_spin.value(), batch_size=self.batch_spin.value(),
+            learning_rate=self.lr_spin.value(), augment_rotation=self.rot_check.isChecked(),
+            augment_scale=self.scale_check.isChecked(), augment_flip=self.flip_check.isChecked(),
+            device=str(self.device_combo.currentData() or "auto"),
+            output_model=self.output_edit.text().strip(),
+            output_last_model=self.last_edit.text().strip())
+
+    def set_job(self, job: TrainObjectDetectionJob) -> None:
+        self.output_edit.setText(job.output_model)
+        self.last_edit.setText(job.output_last_model)
+        self.project_edit.setText(job.project)   # suggests outputs when they are empty
+        index = self.arch_combo.findData(job.architecture)
+        self.arch_combo.setCurrentIndex(max(index, 0))
+        self.patch_spin.setValue(job.patch_size)
+        self.split_spin.setValue(job.split)
+        self.shuffle_check.setChecked(job.shuffle)
+        self.pad_check.setChecked(job.pad_small_features)
+        self.feature_spin.setValue(job.feature_patch_percentage)
+        self.background_spin.setValue(job.background_patch_ratio)
+        self.epochs_spin.setValue(job.epochs)
+        self.batch_spin.setValue(job.batch_size)
+        self.lr_spin.setValue(job.learning_rate)
+        self.rot_check.setChecked(job.augment_rotation)
+        self.scale_check.setChecked(job.augment_scale)
+        self.flip_check.setChecked(job.augment_flip)
+        select_device(self.device_combo, job.device)
+        self._changed()
+
+    def _remembered_job(self) -> TrainObjectDetectionJob:
+        job = TrainObjectDetectionJob(device=settings.device())
+        if self.remember:
+            job = remembered_job(SETTINGS_KEY, job)
+        job.output_model = job.output_last_model = ""   # never overwrite a model unasked
+        return job
+
+    # -- reactions -----------------------------------------------------------------------------
+    def _project_changed(self, *_args) -> None:
+        path = self.project_edit.text().strip()
+        if path and not self.output_edit.text().strip():
+            stem = Path(path).with_suffix("") if Path(path).suffix else Path(path)
+            folder = Path(settings.output_folder()) if settings.output_folder() else None
+            base = (folder / stem.name) if folder else stem
+            self.output_edit.setText(f"{base}_detector.dltmodel.safetensors")
+            self.last_edit.setText(f"{base}_detector_last.dltmodel.safetensors")
+        self._changed()
+
+    def problems(self) -> list[str]:
+        out = list(self.job().problems())
+        if self.summary_error:
+            out.append(self.summary_error)
+        elif self.summary and not self.summary.get("patches", {}).get("train", {}).get("feature"):
+            out.append("No training patch holds a box: label more objects or change the split.")
+        return list(dict.fromkeys(for_dialog(p, TrainObjectDetectionJob) for p in out))
+
+    def _changed(self, *_args) -> None:
+        self._schedule_summary()
+        show_problems(self.reason_label, self.ok_button, self.problems())
+
+    # -- pre-flight summary --------------------------------------------------------------------
+    def summary_job(self) -> DetectionSummaryJob:
+        job = self.job()
+        return DetectionSummaryJob(**{k: getattr(job, k) for k in _SUMMARY_FIELDS})
+
+    def _schedule_summary(self) -> None:
+        job = self.summary_job()
+        key = json.dumps({k: getattr(job, k) for k in _SUMMARY_FIELDS}, sort_keys=True)
+        if key == self._summary_key:
+            return
+        self._summary_key = key
+        self.summary, self.summary_error = None, ""
+        if not job.project or job.problems() or job.patch_size % 32:
+            self.summary_status.setText("The summary appears once the project and patch size "
+                                        "are valid.")
+            self.summary_view.clear()
+            return
+        self.summary_status.setText("Sampling…")
+        if self.live_summary:
+            self._timer.start()
+
+    def _start_summary(self) -> None:
+        if self._summary_task is not None and not sip.isdeleted(self._summary_task):
+            self._summary_task.cancel()
+        key = self._summary_key
+        task = self.jobs.start(self.summary_job(), "Detection sampling summary", notify=False)
+        task.succeeded.connect(lambda result, k=key: self._summary_done(k, result, ""))
+        task.failed.connect(lambda message, fix, k=key: self._summary_done(
+            k, None, f"{message} {fix}".strip()))
+        self._summary_task = task
+
+    def _summary_done(self, key: str, summary: dict | None, error: str) -> None:
+        if sip.isdeleted(self) or key != self._summary_key:
+            return
+        self.set_summary(summary, error)
+
+    def set_summary(self, summary: dict | None, error: str = "") -> None:
+        self.summary, self.summary_error = summary, error
+        if summary is not None:
+            self.summary_status.setText("What training will sample:")
+            self.summary_view.setHtml(detection_summary_html(summary))
+        else:
+            self.summary_status.setText("The sampling failed:")
+            self.summary_view.setPlainText(error)
+        show_problems(self.reason_label, self.ok_button, self.problems())
+
+    # -- running -------------------------------------------------------------------------------
+    def accept(self) -> None:
+        if self.problems():
+            self._changed()
+            return
+        job = self.job()
+        existing = [p for p in (job.output_model, job.output_last_model) if p and Path(p).exists()]
+        if existing and QMessageBox.question(
+                self, "Replace models?", "These files exist and will be replaced as training "
+                "writes new models:\n" + "\n".join(existing)) != QMessageBox.Yes:
+            return
+        if self.remember:
+            remember_job(SETTINGS_KEY, job)
+        self.start(job)
+        super().accept()
+
+    def start(self, job: TrainObjectDetectionJob):
+        """Train in the background; show the Training Model window and TensorBoard."""
+        from .training_window import TrainingWindow
+
+        if self.plugin is None:
+            raise UserError("Training needs the plugin's job manager.",
+                            "Open the dialog from the Deep Learning menu.")
+        self.task = self.plugin.jobs.start(job, f"Training {Path(job.output_model).name}")
+        parent = self.plugin.iface.mainWindow() if getattr(self.plugin, "iface", None) else None
+        if self.tensorboard_check.isChecked():
+            try:
+                from .tensorboard import manager
+
+                manager(self.plugin).open(job.resolved_log_folder())
+            except UserError as exc:
+                messages.show_error(getattr(self.plugin, "iface", None), exc.message, exc.fix)
+        if not self.background_check.isChecked():
+            self.window = TrainingWindow(self.task, job, parent=parent, plugin=self.plugin)
+            windows = getattr(self.plugin, "windows", None)
+            if isinstance(windows, dict):
+                windows[f"training_window_{id(self.window)}"] = self.window
+            self.window.show()
+        return self.task
+
+
+def open_train_detection(plugin, project_path: str | None = None) -> TrainDetectionDialog:
+    """Menu opener, pre-filled with ``project_path`` (or the Labeling Tool's project)."""
+    project_path = project_path or getattr(plugin, "labeling_project", None) or None
+    parent = plugin.iface.mainWindow() if getattr(plugin, "iface", None) else None
+    dialog = TrainDetectionDialog(parent, plugin=plugin, project_path=project_path)
+    dialog.setAttribute(Qt.WA_DeleteOnClose)
+    dialog.show()
+    return dialog
