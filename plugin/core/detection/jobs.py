@@ -219,13 +219,6 @@ class DetectObjectsJob(Job):
         if self.tile_size and self.tile_size % PATCH_MULTIPLE:
             out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.tile_size)}.")
-        outs = [p for p in (self.output, self.output_points) if p]
-        if self.input and any(Path(p).resolve() == Path(self.input).resolve() for p in outs):
-            out.append("An output would overwrite the input raster: choose another file name.")
-        if self.output and self.output_points and (Path(self.output).resolve()
-                                                   == Path(self.output_points).resolve()):
-            out.append("The boxes and centre points need different files (OUTPUT, "
-                       "OUTPUT_POINTS): change one name.")
         if self.model and Path(self.model).is_file():
             from ..errors import UserError
             from ..segmentation.modelfile import read_model_card
