@@ -15,6 +15,7 @@ once to a cache folder); on CUDA through torch with bf16/fp16 autocast and chann
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -30,8 +31,8 @@ from ..errors import JobCancelled, UserError
 from ..jobs import JobContext
 from ..outputs import gdal_write_guard
 from ..validpixels import data_band_count, read_data, valid_mask
+from .blend import CLASS_NODATA  # noqa: F401  (255: no class; imported from here too)
 
-CLASS_NODATA = 255
 PIXEL_SIZE_TOLERANCE = 1.5     # ratio to the training pixel size that triggers a warning
 
 
@@ -68,7 +69,7 @@ def network_window(card: dict, tile_size: int, batch_size: int) -> tuple[int, in
     patch)²`` windows, and the answer stays the same up to blending noise."""
     patch = int(card.get("patch_size") or 256)
     scale = max(1, (tile_size // patch) ** 2) if tile_size else 1
-    return patch, max(1, batch_size) * scale
+    return patch, max(1, batch_size) * scale   # batch_size 0 (auto): see blend.auto_windows
 
 
 # -- forward engines ----------------------------------------------------------------------------
@@ -89,28 +90,43 @@ class TorchEngine:
             self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """NumPy probabilities (N, C, H, W float32) of ``batch`` (copied back to the host)."""
+        return self.tensor(batch).cpu().numpy()
+
+    def tensor(self, batch: np.ndarray, tta: bool = False):
+        """Probabilities (N, C, H, W) float32 of ``batch`` as a tensor on the device; ``tta``:
+        the mean over the 8 turns/flips of the windows, done on the device."""
         import torch
 
         try:
-            return self._forward(batch)
+            with torch.inference_mode():
+                x = torch.from_numpy(batch)
+                if self.cuda:
+                    x = x.pin_memory().to(self.device, non_blocking=True)
+                if not tta:
+                    return self._forward(x)
+                total = None
+                for flip in (False, True):
+                    xf = x.flip(-1) if flip else x
+                    for k in range(4):
+                        y = torch.rot90(self._forward(torch.rot90(xf, k, (-2, -1))), -k,
+                                        (-2, -1))
+                        y = y.flip(-1) if flip else y
+                        total = y if total is None else total + y
+                return total / 8.0
         except torch.OutOfMemoryError:
             raise UserError("The GPU ran out of memory while classifying.",
                             "Use fewer tiles per batch (BATCH_SIZE) or a smaller "
                             "TILE_SIZE.") from None
 
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
+    def _forward(self, x):
         import torch
 
-        with torch.inference_mode():
-            x = torch.from_numpy(batch)
-            if self.cuda:
-                x = x.pin_memory().to(self.device, non_blocking=True)
-                x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=self.dtype):
-                    y = self.predictor(x)
-            else:
-                y = self.predictor(x)
-            return y.float().cpu().numpy()
+        if not self.cuda:
+            return self.predictor(x.contiguous()).float()
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=self.dtype):
+            return self.predictor(x).float()
 
 
 class OrtEngine:
@@ -199,50 +215,46 @@ def tta_predict(engine: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -
 
 
 # -- the tiled loop -----------------------------------------------------------------------------
-def _read_tiles(src, rows: list[int], cols: list[int], th: int, tw: int,
-                fill: np.ndarray, tile_rows: range | None = None,
-                scale: tuple[float, float] = (1.0, 0.0)
-                ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """(row index, col, data float32 (bands, th, tw), valid (th, tw)) tile by tile, for the tile
-    rows ``tile_rows`` (all by default); the data is ``a·x + b`` for ``scale`` (a, b)."""
+def _read_tile(ds, r0: int, c0: int, th: int, tw: int, fill: np.ndarray,
+               scale: tuple[float, float] = (1.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """(data float32 (bands, th, tw), valid (th, tw)) of the tile at raster row ``r0``, column
+    ``c0`` of the open dataset ``ds``; the data is ``a·x + b`` for ``scale`` (a, b), invalid
+    pixels and a band's nodata hold ``fill``, a tile crossing the raster's edge is mirrored."""
     from rasterio.windows import Window
 
-    for ri in tile_rows if tile_rows is not None else range(len(rows)):
-        r0 = rows[ri]
-        for c0 in cols:
-            h, w = min(th, src.height - r0), min(tw, src.width - c0)
-            win = Window(c0, r0, w, h)
-            data = read_data(src, window=win)
-            valid = valid_mask(src, data, win)
-            band_nodata = (data == src.nodata) if src.nodata is not None else None
-            data = data.astype(np.float32)
-            if scale != (1.0, 0.0):
-                data = data * np.float32(scale[0]) + np.float32(scale[1])
-            np.copyto(data, fill, where=~valid[None])
-            if band_nodata is not None:   # one band's nodata: that band's mean, as in training
-                np.copyto(data, np.broadcast_to(fill, data.shape), where=band_nodata)
-            if data.dtype.kind == "f" and not np.isfinite(data).all():
-                np.copyto(data, np.broadcast_to(fill, data.shape), where=~np.isfinite(data))
-            if h < th or w < tw:
-                data = np.pad(data, ((0, 0), (0, th - h), (0, tw - w)), mode="symmetric")
-                valid = np.pad(valid, ((0, th - h), (0, tw - w)))
-            yield ri, c0, data, valid
+    h, w = min(th, ds.height - r0), min(tw, ds.width - c0)
+    win = Window(c0, r0, w, h)
+    data = read_data(ds, window=win)
+    valid = valid_mask(ds, data, win)
+    band_nodata = (data == ds.nodata) if ds.nodata is not None else None
+    data = data.astype(np.float32)
+    if scale != (1.0, 0.0):
+        data = data * np.float32(scale[0]) + np.float32(scale[1])
+    np.copyto(data, fill, where=~valid[None])
+    if band_nodata is not None:   # one band's nodata: that band's mean, as in training
+        np.copyto(data, np.broadcast_to(fill, data.shape), where=band_nodata)
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        np.copyto(data, np.broadcast_to(fill, data.shape), where=~np.isfinite(data))
+    if h < th or w < tw:
+        data = np.pad(data, ((0, 0), (0, th - h), (0, tw - w)), mode="symmetric")
+        valid = np.pad(valid, ((0, th - h), (0, tw - w)))
+    return data, valid
 
 
-def _batches(tiles: Iterator, batch: int) -> Iterator[list]:
+def _batches(tiles: Iterator, batch: int) -> Iterator[tuple[list, np.ndarray | None]]:
     """Groups of ``batch`` tiles to predict (item[4]; tiles entirely nodata or outside the
-    cells a grid model flagged pass through without a forward pass); groups may span tile
-    rows."""
+    cells a grid model flagged pass through without a forward pass), with the stacked data of
+    those to predict (None when none is); groups may span tile rows."""
     group: list = []
     n_work = 0
     for item in tiles:
         group.append(item)
         n_work += bool(item[4])
         if n_work == batch:
-            yield group
+            yield group, np.stack([it[2] for it in group if it[4]])
             group, n_work = [], 0
     if group:
-        yield group
+        yield group, np.stack([it[2] for it in group if it[4]]) if n_work else None
 
 
 def _prefetch(gen: Iterator, depth: int = 2) -> Iterator:
@@ -310,18 +322,30 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
                    cancelled: Callable[[], bool] = lambda: False,
                    part: range | None = None,
                    scale: tuple[float, float] = (1.0, 0.0),
-                   cell_mask: Callable[[int, int, int, int], np.ndarray] | None = None) -> dict:
+                   cell_mask: Callable[[int, int, int, int], np.ndarray] | None = None,
+                   probs: str | None = "float", readers: int | None = None) -> dict:
     """Tiled, blended prediction of the open rasterio dataset ``src`` (its values mapped to
     ``a·x + b`` for ``scale`` (a, b) before the network).
 
-    ``on_rows(row0, probs (C, n, W), classes (n, W) uint8, valid (n, W))`` receives finished rows
-    top to bottom. ``part``: only the rows finished by these tile rows (:func:`rank_rows`), from
-    every tile that overlaps them, so they equal those of a whole run. ``cell_mask(row0, col0,
-    h, w)``: (h, w) bool of the pixels to predict (a grid model's flagged cells); the other valid
-    pixels come out as background (class 0, its probability 1) and tiles without any are not
-    run. Returns counts (tiles, tiles run, tiles skipped for the grid model, seconds in the
-    forward pass).
+    ``on_rows(row0, probs, classes (n, W) uint8, valid (n, W) bool)`` receives finished rows top
+    to bottom, in a writer thread of its own; ``probs`` is (C, n, W) float32 (``probs="float"``),
+    uint8 ``rint(p · 255)`` with 0 outside valid pixels (``"uint8"``) or None. ``part``: only
+    the rows finished by these tile rows (:func:`rank_rows`), from every tile that overlaps them,
+    so they equal those of a whole run. ``cell_mask(row0, col0, h, w)``: (h, w) bool of the
+    pixels to predict (a grid model's flagged cells); the other valid pixels come out as
+    background (class 0, its probability 1) and tiles without any are not run. Returns counts
+    (tiles, tiles run, tiles skipped for the grid model, seconds in the forward pass).
+
+    Tiles are read by ``readers`` threads (default :func:`.tile_io.reader_threads`), each with
+    its own handle on ``src.name``; an engine with a ``tensor`` method (:class:`TorchEngine`)
+    keeps blending, argmax and quantisation on its device (:class:`.blend.TorchBand`), any
+    other callable returns NumPy probabilities (:class:`.blend.NumpyBand`). Errors in a reader
+    or the writer are raised here; cancel (:class:`JobCancelled`) stops both.
     """
+    from ..training.runtime import available_cpus
+    from .blend import NumpyBand, TorchBand
+    from .tile_io import BackgroundWriter, OrderedReader, reader_threads
+
     H, W = src.height, src.width
     th, tw, ov_h, ov_w, rows, cols = tile_grid(H, W, tile, overlap)
     part = part if part is not None else range(len(rows))
@@ -332,87 +356,98 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
     first = next(ri for ri in range(len(rows)) if rows[ri] + th > rows[part.start])
     win2d = np.outer(window_1d(th, ov_h > 0), window_1d(tw, ov_w > 0))
     fill_a = np.asarray(fill, np.float32)[:, None, None]
-    band_h = th
-    acc = np.zeros((num_classes, band_h, W), np.float32)
-    wsum = np.zeros((band_h, W), np.float32)
-    valid_band = np.zeros((band_h, W), bool)
     total = (part.stop - first) * len(cols)
-    done, forward_s = 0, 0.0
-    current = first
+    on_device = hasattr(engine, "tensor")
+    with _inference(on_device):
+        band = (TorchBand(num_classes, th, W, win2d, probs, engine.device) if on_device
+                else NumpyBand(num_classes, th, W, win2d, probs))
+        background = band.background(th, tw)
+
+    def read(key, ds):
+        ri, c0 = key
+        data, valid = _read_tile(ds, rows[ri], c0, th, tw, fill_a, scale)
+        work = valid.any() and (cell_mask is None or bool(
+            (valid & cell_mask(rows[ri], c0, th, tw)).any()))
+        return ri, c0, data, valid, work
+
+    def write(rows_of) -> None:
+        r = rows_of()
+        on_rows(r.r0, r.probs, r.classes, r.valid)
 
     def flush(ri: int) -> None:
-        """Write rows finished before tile row ``ri + 1`` and move the band down."""
+        """Hand the rows finished before tile row ``ri + 1`` to the writer; move the band."""
         r0 = rows[ri]
-        r_end = rows[ri + 1] if ri + 1 < len(rows) else H
-        n = min(r_end - r0, H - r0)
+        n = min((rows[ri + 1] if ri + 1 < len(rows) else H) - r0, H - r0)
         if n <= 0:
             return
-        if ri in part:
-            emit(r0, n)
-        keep = band_h - n
-        if keep > 0:
-            acc[:, :keep] = acc[:, n:n + keep]
-            wsum[:keep] = wsum[n:n + keep]
-            valid_band[:keep] = valid_band[n:n + keep]
-        acc[:, keep:] = 0
-        wsum[keep:] = 0
-        valid_band[keep:] = False
+        if ri not in part:
+            band.take(r0, n)
+            return
+        off = ~cell_mask(r0, 0, n, W) if cell_mask is not None else None
+        writer.put(write, band.take(r0, n, off))
 
-    def emit(r0: int, n: int) -> None:
-        probs = acc[:, :n]
-        probs /= np.maximum(wsum[:n], 1e-12)   # in place: these rows leave the band now
-        if cell_mask is not None:
-            off = ~cell_mask(r0, 0, n, W)
-            probs[:, off] = 0.0
-            probs[0, off] = 1.0
-        classes = probs.argmax(0).astype(np.uint8)
-        valid = valid_band[:n]
-        classes[~valid] = CLASS_NODATA
-        on_rows(r0, probs, classes, valid.copy())
-
-    def with_work(items):
-        for ri, c0, data, valid in items:
-            work = valid.any() and (cell_mask is None or bool(
-                (valid & cell_mask(rows[ri], c0, th, tw)).any()))
-            yield ri, c0, data, valid, work
-
-    background = np.zeros((num_classes, th, tw), np.float32)
-    background[0] = 1.0
-    tiles = _prefetch(_batches(with_work(_read_tiles(src, rows, cols, th, tw, fill_a,
-                                                     range(first, part.stop), scale)), batch))
-    run = skipped = 0
-    for group in tiles:
-        if cancelled():
-            raise JobCancelled()
-        work = [it for it in group if it[4]]   # tiles entirely nodata are not predicted
-        run += len(work)
-        skipped += sum(1 for it in group if not it[4] and it[3].any())
-        probs = []
-        if work:
-            x = np.stack([it[2] for it in work])
-            t0 = time.perf_counter()
-            probs = tta_predict(engine, x) if tta else engine(x)
-            forward_s += time.perf_counter() - t0
-        results = iter(probs)
-        for ri, c0, _, valid, worked in group:
-            while current < ri:
+    keys = [(ri, c0) for ri in range(first, part.stop) for c0 in cols]
+    n_readers = readers or reader_threads(available_cpus())
+    reader = OrderedReader(keys, read, lambda: _open_again(src), n_readers,
+                           depth=batch + 2 * n_readers)
+    writer = BackgroundWriter()
+    tiles = _prefetch(_batches(iter(reader), batch))
+    done = run = skipped = 0
+    forward_s = 0.0
+    current = first
+    try:
+        with _inference(on_device):
+            for group, x in tiles:
+                if cancelled():
+                    raise JobCancelled()
+                run += sum(1 for it in group if it[4])
+                skipped += sum(1 for it in group if not it[4] and it[3].any())
+                results = iter(())
+                if x is not None:
+                    t0 = time.perf_counter()
+                    if on_device:
+                        results = iter(engine.tensor(x, tta))
+                    else:
+                        results = iter(tta_predict(engine, x) if tta else engine(x))
+                    forward_s += time.perf_counter() - t0
+                for ri, c0, _, valid, worked in group:
+                    while current < ri:
+                        flush(current)
+                        current += 1
+                    if not valid.any():
+                        continue
+                    p = next(results) if worked else background
+                    band.add(p, c0, min(th, H - rows[ri]), min(tw, W - c0), valid)
+                done += len(group)
+                progress(done, total)
+            while current < part.stop:
                 flush(current)
                 current += 1
-            if not valid.any():
-                continue
-            p = next(results) if worked else background
-            h, w = min(th, H - rows[ri]), min(tw, W - c0)
-            wv = win2d[:h, :w]
-            acc[:, :h, c0:c0 + w] += p[:, :h, :w] * wv   # the band starts at rows[ri]
-            wsum[:h, c0:c0 + w] += wv
-            valid_band[:h, c0:c0 + w] |= valid[:h, :w]
-        done += len(group)
-        progress(done, total)
-    while current < part.stop:
-        flush(current)
-        current += 1
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        tiles.close()      # stops the batching thread, then the readers
+        reader.close()
     return {"tiles": total, "tiles_run": run, "tiles_skipped_by_grid": skipped,
             "tile_height": th, "tile_width": tw, "forward_seconds": forward_s}
+
+
+def _open_again(src):
+    """A second handle on the dataset ``src`` (GDAL handles must not be shared by threads)."""
+    import rasterio
+
+    return rasterio.open(src.name)
+
+
+def _inference(on_device: bool):
+    """torch.inference_mode for the device-side band, nothing otherwise."""
+    if not on_device:
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.inference_mode()
 
 
 # -- outputs ------------------------------------------------------------------------------------
@@ -510,6 +545,7 @@ def classify_pixels(job, ctx: JobContext) -> dict:
 
     from .. import distributed
     from ..environment import resolve_device
+    from .blend import auto_windows
     from .classify_parts import assemble, part_path
     from .input_range import input_scaling
     from .modelfile import load_model, read_model_card
@@ -547,6 +583,9 @@ def classify_pixels(job, ctx: JobContext) -> dict:
             if note:
                 ctx.log(note)
             tile, batch = network_window(card, job.tile_size, job.batch_size)
+            if not job.batch_size:   # auto: from the free GPU memory
+                batch = auto_windows(device, tile, int(card["bands"]), num_classes)
+                ctx.log(f"{batch} windows of {tile} px per forward pass (BATCH_SIZE auto).")
             cells = None
             if getattr(job, "grid_model", ""):
                 from ..classification.optimized import grid_filter
@@ -578,13 +617,11 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                     pdst.set_band_description(int(c["id"]) + 1, f"{c['id']} {c['name']}")
             counts = np.zeros(256, np.int64)
 
-            def on_rows(r0, probs, cls, valid) -> None:
+            def on_rows(r0, p8, cls, valid) -> None:   # in the writer thread
                 win = Window(0, r0 - y0, src.width, cls.shape[0])
                 dst.write(cls, 1, window=win)
                 counts[:] += np.bincount(cls.ravel(), minlength=256)
                 if pdst is not None:
-                    p8 = np.rint(probs * 255).astype(np.uint8)
-                    p8[:, ~valid] = 0
                     pdst.write(p8, window=win)
 
             try:
@@ -593,7 +630,8 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                     batch, job.tta, on_rows,
                     progress=lambda d, t: ctx.progress("tile", d, t, "Classifying"),
                     cancelled=lambda: ctx.cancelled, part=part, scale=(scale_a, scale_b),
-                    cell_mask=cells.mask if cells is not None else None)
+                    cell_mask=cells.mask if cells is not None else None,
+                    probs="uint8" if pdst is not None else None)
             except Exception as exc:
                 if type(exc).__name__ != "OutOfMemoryError":   # torch's, without importing it
                     raise

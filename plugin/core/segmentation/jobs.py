@@ -319,9 +319,10 @@ class ClassifyPixelsJob(Job):
                           help="Tiles overlap by this share and are blended smoothly.")
     tta: bool = spec(False, "TTA", "Test-time augmentation (8 rotations/flips)", "bool",
                      help="Averages 8 turned/flipped predictions: better, 8 × slower.")
-    batch_size: int = spec(4, "BATCH_SIZE", "Tiles per batch", "int", minimum=1, maximum=1024,
+    batch_size: int = spec(4, "BATCH_SIZE", "Tiles per batch", "int", minimum=0, maximum=1024,
                            help="Tiles classified at once; more is faster on a GPU and needs "
-                                "more memory.")
+                                "more memory. 0: chosen from the free GPU memory (4 on the "
+                                "CPU).")
     tile_size: int = spec(0, "TILE_SIZE", TILE_SIZE_LABEL, "int",
                           minimum=0, maximum=8192, advanced=True,
                           help="Pixels per forward pass: tiles of this size are predicted as "
