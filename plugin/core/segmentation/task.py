@@ -123,13 +123,15 @@ class PixelSegmentationTask(TrainingTask):
         import torch
         from torch.utils.data import DataLoader
 
-        from .data import Augment, PatchDataset, class_weight_at
+        from .batch_augment import BatchAugment
+        from .data import PatchDataset, class_weight_at
 
         job = self.job
-        if self._train_ds is None:
-            augment = Augment(job.augment_rotation, job.augment_scale, job.augment_flip)
+        if self._train_ds is None:   # augmented per batch on the device (train_step)
+            self._augment = BatchAugment(job.augment_rotation, job.augment_scale,
+                                         job.augment_flip)
             self._train_ds = PatchDataset(self.setup.sources, [], self.mean, self.std,
-                                          self.num_outputs, augment, seed=job.seed,
+                                          self.num_outputs, None, seed=job.seed,
                                           nodata=self.nodata, hidden=self.hidden,
                                           unknown_background=self.unknown)
             weights = torch.tensor(self.loss_weights, device=device)
@@ -142,6 +144,7 @@ class PixelSegmentationTask(TrainingTask):
         ds.patches = self.windows.draw(self.steps_per_epoch(job) * job.batch_size,
                                        self._class_weight, rng)
         ds.epoch = epoch
+        self._generator = torch.Generator().manual_seed(job.seed * 100_003 + epoch)
         ds.blur = {c: b * (1 - progress) for c, b in self.setup.blur.items()}
         self._cm_train = confusion_metric(self.num_outputs, device)
         return DataLoader(ds, batch_size=job.batch_size, shuffle=False, drop_last=False,
@@ -162,10 +165,10 @@ class PixelSegmentationTask(TrainingTask):
 
     # -- loss and metrics ----------------------------------------------------------------------
     def train_step(self, network, batch, device: str):
-        img, mask, soft = _to_device(batch, device)
+        img, mask, soft = _to_device(batch, device, self._augment, self._generator)
         logits = network(img).float()
-        loss, terms = self._loss_fn(logits, mask, soft.to(device, non_blocking=True))
-        self._cm_train.update(logits.detach().argmax(1), mask)
+        loss, terms = self._loss_fn(logits, mask, soft)
+        add_confusion(self._cm_train, logits.detach().argmax(1), mask)
         return loss, terms
 
     def end_train_epoch(self) -> dict:
@@ -259,15 +262,35 @@ class PixelSegmentationTask(TrainingTask):
         return "\n".join(lines)
 
 
-def _to_device(batch, device: str):
-    """(image, mask, soft) on ``device``; channels-last images on CUDA."""
+def _to_device(batch, device: str, augment=None, generator=None):
+    """(image, mask, soft) on ``device``, augmented there by ``augment`` (a
+    :class:`.batch_augment.BatchAugment`, transforms drawn with ``generator``) when given;
+    channels-last images on CUDA."""
     import torch
 
-    img, mask, soft = batch
-    img = img.to(device, non_blocking=True)
+    img, mask, soft = (t.to(device, non_blocking=True) for t in batch)
+    mask = mask.long()
+    if augment is not None:
+        img, mask, soft = augment(img, mask, soft, generator)
     if device.startswith("cuda"):
         img = img.contiguous(memory_format=torch.channels_last)
-    return img, mask.to(device, non_blocking=True).long(), soft
+    return img, mask, soft
+
+
+def add_confusion(metric, pred, mask) -> None:
+    """Add the (truth, prediction) pixel counts of ``pred`` / ``mask`` (N, H, W long, IGNORE
+    left out) to the torchmetrics confusion ``metric``'s state without a host synchronisation
+    (its own ``update`` indexes by the ignore mask and sizes a bincount from the data, both of
+    which wait for the GPU every step)."""
+    import torch
+
+    n = metric.confmat.shape[0]
+    keep = mask != IGNORE
+    idx = torch.where(keep, mask.clamp(0, n - 1) * n + pred.clamp(0, n - 1), n * n)
+    counts = torch.zeros(n * n + 1, dtype=metric.confmat.dtype, device=metric.confmat.device)
+    counts.scatter_add_(0, idx.reshape(-1), torch.ones_like(idx.reshape(-1),
+                                                            dtype=counts.dtype))
+    metric.confmat += counts[:-1].view(n, n)
 
 
 class SegmentationLoss:
@@ -277,11 +300,9 @@ class SegmentationLoss:
     empty)`` → (loss, {term: value}). A batch without labelled pixels gives a zero loss."""
 
     def __init__(self, kind: str, weights) -> None:
-        import torch
         from segmentation_models_pytorch import losses
 
         self.kind, self.weights = kind, weights
-        self.ce = torch.nn.CrossEntropyLoss(weight=weights, ignore_index=IGNORE)
         self.extra = {
             "ce_dice": lambda: losses.DiceLoss("multiclass", ignore_index=IGNORE),
             "focal": lambda: losses.FocalLoss("multiclass", ignore_index=IGNORE),
@@ -290,17 +311,29 @@ class SegmentationLoss:
         }.get(kind, lambda: None)()
 
     def __call__(self, logits, mask, soft):
-        if not bool((mask != IGNORE).any()):
-            return logits.sum() * 0.0, {}
-        if self.kind in ("focal", "tversky"):
+        if self.kind in ("focal", "tversky"):   # smp's losses index by the mask: a sync anyway
+            if not bool((mask != IGNORE).any()):
+                return logits.sum() * 0.0, {}
             return self.extra(logits, mask), {}
+        # no host synchronisation: both terms are finite (0) without labelled pixels
         ce = (soft_cross_entropy(logits, soft, self.weights) if soft.numel()
-              else self.ce(logits, mask))
+              else weighted_cross_entropy(logits, mask, self.weights))
         if self.extra is None:
             return ce, {}
         dice = self.extra(logits, mask)
         return ce + dice, {"ce": ce.detach(), "dice": dice.detach()}
 
+
+
+def weighted_cross_entropy(logits, mask, weights):
+    """``torch.nn.CrossEntropyLoss(weight=weights, ignore_index=IGNORE)`` (the weighted mean
+    over labelled pixels), but 0 instead of NaN for a batch without labelled pixels."""
+    import torch
+
+    total = torch.nn.functional.cross_entropy(logits, mask, weight=weights,
+                                              ignore_index=IGNORE, reduction="sum")
+    w = weights[mask.clamp(0, len(weights) - 1)] * (mask != IGNORE)
+    return total / w.sum().clamp_min(1e-12)
 
 
 def soft_cross_entropy(logits, soft, weights):

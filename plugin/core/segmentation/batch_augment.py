@@ -1,0 +1,87 @@
+"""Geometric augmentation of a whole training batch on its device (GPU or CPU), each patch with
+its own random transform: horizontal/vertical flips, a turn by a multiple of 90°, a rotation of
+up to ±``max_angle`` degrees and a scale in ``scale_range`` (log-uniform), as the per-patch
+:class:`.data.Augment` drew them, composed into one affine map per patch and applied with
+``torch.nn.functional.affine_grid`` / ``grid_sample``: bilinear for the image (new pixels 0, the
+band mean after normalisation), nearest for the mask (new pixels IGNORE, so they do not count),
+bilinear for soft targets (new pixels all 0: ignored). Doing it per batch on the device keeps
+the data-loader workers to reading (issue 12: 4.4 ms per patch with augmentation in a worker,
+1.85 ms without).
+
+torch's own sampling ops rather than kornia: kornia 0.9 needs Python ≥ 3.11 and a Rust wheel
+(kornia-rs) where the core installs on 3.9, and has no separate fill value for masks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from .metrics import IGNORE
+
+
+@dataclasses.dataclass
+class BatchAugment:
+    rotation: bool = True
+    scale: bool = True
+    flip: bool = True
+    max_angle: float = 15.0
+    scale_range: tuple[float, float] = (0.8, 1.25)
+
+    @property
+    def active(self) -> bool:
+        return self.rotation or self.scale or self.flip
+
+    def matrices(self, n: int, generator):
+        """(n, 2, 3) float32 affine maps (output → input, normalised coordinates) drawn with
+        the CPU ``generator`` (a torch.Generator)."""
+        import torch
+
+        def uniform(lo: float, hi: float):
+            return lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+        sx = torch.ones(n, dtype=torch.float64)
+        sy = torch.ones(n, dtype=torch.float64)
+        if self.flip:
+            sx = torch.where(torch.rand(n, generator=generator) < 0.5, -sx, sx)
+            sy = torch.where(torch.rand(n, generator=generator) < 0.5, -sy, sy)
+        angle = torch.zeros(n, dtype=torch.float64)
+        if self.rotation:
+            k = torch.randint(0, 4, (n,), generator=generator).double()
+            angle = k * (math.pi / 2) + uniform(-1, 1) * math.radians(self.max_angle)
+        zoom = torch.ones(n, dtype=torch.float64)
+        if self.scale:
+            lo, hi = (math.log(s) for s in self.scale_range)
+            zoom = torch.exp(uniform(lo, hi))
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        # exact quarter turns (cos 90° is 6e-17 in floating point)
+        cos = torch.where(cos.abs() < 1e-12, torch.zeros_like(cos), cos)
+        sin = torch.where(sin.abs() < 1e-12, torch.zeros_like(sin), sin)
+        theta = torch.zeros((n, 2, 3), dtype=torch.float64)
+        # input = R(angle) · diag(flip) · output / zoom (zoom > 1 enlarges the content)
+        theta[:, 0, 0], theta[:, 0, 1] = cos * sx / zoom, -sin * sy / zoom
+        theta[:, 1, 0], theta[:, 1, 1] = sin * sx / zoom, cos * sy / zoom
+        return theta.float()
+
+    def __call__(self, image, mask, soft, generator):
+        """``image`` (N, C, H, W) float, ``mask`` (N, H, W) long, ``soft`` (N, K, H, W) float or
+        empty, all on one device → the same, transformed; ``generator``: a CPU torch.Generator
+        (the transforms are drawn there, then moved to the device)."""
+        import torch
+        from torch.nn import functional as F  # noqa: N812
+
+        if not self.active or image.shape[0] == 0:
+            return image, mask, soft
+        n = image.shape[0]
+        theta = self.matrices(n, generator).to(image.device, non_blocking=True)
+        grid = F.affine_grid(theta, [n, 1, *image.shape[-2:]], align_corners=False)
+        image = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="zeros",
+                              align_corners=False).to(image.dtype)
+        shifted = (mask + 1).to(torch.float32)[:, None]   # 0 only where nothing was sampled
+        m = F.grid_sample(shifted, grid, mode="nearest", padding_mode="zeros",
+                          align_corners=False)[:, 0].long() - 1
+        mask = torch.where(m < 0, torch.full_like(m, IGNORE), m)
+        if soft.numel():
+            soft = F.grid_sample(soft, grid, mode="bilinear", padding_mode="zeros",
+                                 align_corners=False)
+        return image.contiguous(), mask.contiguous(), soft

@@ -1,0 +1,100 @@
+"""The training input pipeline's device-side pieces, on the CPU: per-batch augmentation (image,
+mask and soft targets moved together, nearest for masks, IGNORE outside), loss sums kept on the
+device, loader workers from the cores, the confusion update without a host sync."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from plugin.core.segmentation.batch_augment import BatchAugment  # noqa: E402
+from plugin.core.segmentation.metrics import IGNORE, confusion_metric  # noqa: E402
+from plugin.core.segmentation.task import add_confusion, weighted_cross_entropy  # noqa: E402
+from plugin.core.training import runtime  # noqa: E402
+
+
+def _batch(n=16, size=32, classes=4, block=4):
+    g = torch.Generator().manual_seed(0)
+    mask = torch.randint(0, classes, (n, size // block, size // block), generator=g)
+    mask = mask.repeat_interleave(block, 1).repeat_interleave(block, 2)   # blocks of labels
+    image = torch.stack([mask.float(), mask.float() * 2, torch.ones_like(mask.float())], 1)
+    soft = torch.nn.functional.one_hot(mask, classes).permute(0, 3, 1, 2).float()
+    return image, mask, soft
+
+
+def test_quarter_turns_and_flips_move_image_mask_and_soft_together():
+    image, mask, soft = _batch()
+    aug = BatchAugment(rotation=True, scale=False, flip=True, max_angle=0.0)
+    img2, mask2, soft2 = aug(image, mask, soft, torch.Generator().manual_seed(1))
+    seen = set()
+    for i in range(len(mask)):   # each patch is one of the square's 8 symmetries, exactly
+        found = None
+        for k in range(4):
+            for flip in (False, True):
+                m = torch.rot90(mask[i].flip(-1) if flip else mask[i], k, (0, 1))
+                if torch.equal(m, mask2[i]):
+                    found = (k, flip)
+        assert found is not None
+        seen.add(found)
+        torch.testing.assert_close(img2[i, 0], mask2[i].float(), atol=1e-4, rtol=0)
+        assert torch.equal(soft2[i].argmax(0), mask2[i])
+    assert len(seen) > 2          # patches get their own transforms (not one per batch)
+
+
+def test_rotation_and_scale_fill_outside_with_ignore_and_the_mean():
+    image, mask, soft = _batch(n=32, size=64, block=16)
+    aug = BatchAugment(rotation=True, scale=True, flip=True, max_angle=15.0)
+    img2, mask2, soft2 = aug(image, mask, soft, torch.Generator().manual_seed(3))
+    outside = mask2 == IGNORE
+    assert outside.any() and not outside.all()
+    assert (img2[:, 2][outside] < 0.5).all()             # the constant band falls to 0 outside
+    assert (soft2.sum(1)[outside] < 0.5).all()           # soft targets: all 0 = ignored
+    inside = ~outside
+    assert set(mask2[inside].unique().tolist()) <= {0, 1, 2, 3}   # nearest: no new values
+    # the image and the mask were moved together: the mask's value is the image's first band
+    # away from label edges
+    agree = (img2[:, 0] - mask2.float()).abs()[inside] < 0.5
+    assert agree.float().mean() > 0.9
+    again = aug(image, mask, soft, torch.Generator().manual_seed(3))
+    assert torch.equal(again[1], mask2)                    # reproducible from the seed
+
+
+def test_weighted_cross_entropy_matches_torch_and_is_zero_without_labels():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, generator=g, requires_grad=True)
+    mask = torch.randint(0, 3, (2, 8, 8), generator=g)
+    mask[0, :4] = IGNORE
+    w = torch.tensor([0.5, 1.0, 2.0])
+    ref = torch.nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE)(logits, mask)
+    torch.testing.assert_close(weighted_cross_entropy(logits, mask, w), ref)
+    empty = weighted_cross_entropy(logits, torch.full_like(mask, IGNORE), w)
+    empty.backward()
+    assert float(empty.detach()) == 0.0 and torch.isfinite(logits.grad).all()
+
+
+def test_confusion_added_on_device_equals_torchmetrics_update():
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randint(0, 4, (3, 16, 16), generator=g)
+    mask = torch.randint(0, 4, (3, 16, 16), generator=g)
+    mask[:, :3] = IGNORE
+    ours, ref = confusion_metric(4, "cpu"), confusion_metric(4, "cpu")
+    add_confusion(ours, pred, mask)
+    add_confusion(ours, pred, mask)
+    ref.update(pred, mask)
+    ref.update(pred, mask)
+    assert torch.equal(ours.compute(), ref.compute())
+
+
+def test_device_sums_and_loader_workers():
+    sums = runtime.DeviceSums("cpu")
+    for v in (1.0, 2.0, 3.5):
+        sums.add(loss=torch.tensor(v), ce=torch.tensor(v / 2))
+    assert sums.read() == {"loss": 6.5, "ce": 3.25}
+    assert runtime.DeviceSums("cpu").read() == {}
+    assert runtime.num_workers(3, "cuda") == 3                       # asked for
+    assert runtime.num_workers(-1, "cuda", cpus=16) == 15            # all cores but one
+    assert runtime.num_workers(-1, "cuda", cpus=64) == runtime.MAX_GPU_WORKERS
+    assert runtime.num_workers(-1, "cuda", cpus=16, processes=4) == 3   # a share per GPU
+    assert runtime.num_workers(-1, "cpu", cpus=2) == 0
+    assert runtime.num_workers(-1, "cpu", cpus=16) == 2
