@@ -1,8 +1,11 @@
 """Classify Pixels throughput and memory.
 
     python bench/classify_pixels.py [--size 1024] [--memory-size 20000] [--tile 256]
-        [--overlap 0.25] [--batch 4] [--device auto] [--encoder resnet18] [--architecture unet]
-        [--memory-forward auto|model|stub]
+        [--overlap 0.25] [--batch 4] [--device auto] [--engine auto] [--encoder resnet18]
+        [--architecture unet] [--memory-forward auto|model|stub] [--no-memory]
+
+``--engine torch`` on the CPU runs the device-side path (the blending band as torch tensors)
+that CUDA uses; ``--batch 0`` lets the job choose the batch from free GPU memory.
 
 Speed: a ``size`` × ``size`` 3-band uint8 GeoTIFF (a synthetic scene repeated) classified by the
 Classify Pixels job (class raster written, no TTA), against bare forward passes over the same
@@ -89,13 +92,13 @@ def make_rasters(folder: Path, size: int, memory_size: int) -> tuple[Path, Path]
     return tif, vrt
 
 
-def run_job(raster: Path, model: Path, out: Path, args, engine: str = "auto") -> float:
+def run_job(raster: Path, model: Path, out: Path, args, engine: str | None = None) -> float:
     from plugin.core.jobs import JobContext
     from plugin.core.segmentation.jobs import ClassifyPixelsJob
 
     job = ClassifyPixelsJob(input=str(raster), model=str(model), output=str(out),
                             tile_size=args.tile, overlap=args.overlap, batch_size=args.batch,
-                            device=args.device, engine=engine)
+                            device=args.device, engine=engine or args.engine)
     t0 = time.perf_counter()
     job.run(JobContext())
     return time.perf_counter() - t0
@@ -140,7 +143,8 @@ def child(args) -> None:
 def peak_memory(raster: Path, model: Path, out: Path, args, stub: bool) -> dict:
     cmd = [sys.executable, __file__, "--child", str(raster), "--model", str(model),
            "--out", str(out), "--tile", str(args.tile), "--overlap", str(args.overlap),
-           "--batch", str(args.batch), "--device", args.device] + (["--stub"] if stub else [])
+           "--batch", str(args.batch), "--device", args.device, "--engine", args.engine
+           ] + (["--stub"] if stub else [])
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -153,6 +157,8 @@ def main() -> None:
     ap.add_argument("--overlap", type=float, default=0.25)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--engine", default="auto", choices=("auto", "torch", "onnxruntime"))
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     ap.add_argument("--encoder", default="resnet18")
     ap.add_argument("--architecture", default="unet")
     ap.add_argument("--memory-forward", default="auto", choices=("auto", "model", "stub"))
@@ -182,15 +188,18 @@ def main() -> None:
         model = make_model(folder / "m.dltmodel.safetensors", args.architecture, args.encoder)
         tif, vrt = make_rasters(folder, args.size, args.memory_size)
         predictor, card = modelfile.load_model(model)
-        engine = make_engine(model, predictor, device)      # also caches the ONNX export
+        engine = make_engine(model, predictor, device, args.engine)   # caches the ONNX export
         stride = args.tile - int(round(args.overlap * args.tile / 2)) * 2
         n_tiles = len(tile_starts(args.size, args.tile, stride)) ** 2
         mp = args.size * args.size / 1e6
         run_job(tif, model, folder / "warm.tif", args)      # warm-up (caches, allocator)
         secs = run_job(tif, model, folder / "c.tif", args)
-        bare = bare_loop(engine, n_tiles, args.batch, args.tile, device)
+        from plugin.core.segmentation.blend import auto_windows
+
+        batch = args.batch or auto_windows(device, args.tile, 3, len(CLASSES))
+        bare = bare_loop(engine, n_tiles, batch, args.tile, device)
         print(f"device {device}  {args.architecture}/{args.encoder}  raster {args.size}² px  "
-              f"tile {args.tile} overlap {args.overlap} ({n_tiles} tiles)  batch {args.batch}")
+              f"tile {args.tile} overlap {args.overlap} ({n_tiles} tiles)  batch {batch}")
         print(f"Classify Pixels job ({engine.name}):      {mp / secs:8.3f} MP/s")
         print(f"bare {engine.name} forward, same tiles:   {mp / bare:8.3f} MP/s")
         print(f"ratio job/bare: {bare / secs:.3f} (target >= 0.85)")
@@ -204,9 +213,11 @@ def main() -> None:
             path = modelfile.export_onnx(model, folder / "m.onnx")
             others.append(OrtEngine(path))
         for other in others:
-            t = bare_loop(other, n_tiles, args.batch, args.tile, device)
+            t = bare_loop(other, n_tiles, batch, args.tile, device)
             print(f"bare {other.name} forward (CPU), same tiles: {mp / t:8.3f} MP/s "
                   f"({bare / t:.2f} × the job's engine)")
+        if args.no_memory:
+            return
         stub = args.memory_forward == "stub" or (args.memory_forward == "auto" and device == "cpu")
         real = peak_memory(tif, model, folder / "mem_small.tif", args, stub=False)
         print(f"peak RSS, real network, {args.size}² raster: {real['peak_rss_mb']:.0f} MB "
