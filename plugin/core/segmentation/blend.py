@@ -156,10 +156,9 @@ class TorchBand(NumpyBand):
         import torch
 
         probs = self.acc[:, :n] / self.wsum[:n].clamp_min(1e-12)
-        if off is not None:
-            off_t = torch.from_numpy(off).to(self.device, non_blocking=self.cuda)
-            probs[:, off_t] = 0.0
-            probs[0, off_t] = 1.0
+        if off is not None:   # torch.where: boolean indexing would wait for the GPU
+            off_t = torch.from_numpy(off).to(self.device)
+            probs = torch.where(off_t[None], self._class0(), probs)
         classes = self._to_host(probs.argmax(0).to(torch.uint8))
         out = None
         if self.probs == "uint8":
@@ -184,6 +183,12 @@ class TorchBand(NumpyBand):
             return Rows(r0, cls, p, valid)
 
         return rows
+
+    def _class0(self):
+        """(C, 1, 1): probability 1 for class 0."""
+        p = self.acc.new_zeros((self.acc.shape[0], 1, 1))
+        p[0] = 1.0
+        return p
 
     def _to_host(self, t):
         """A host copy of ``t`` (pinned, non-blocking on CUDA: valid once the event is done)."""

@@ -241,20 +241,39 @@ def _read_tile(ds, r0: int, c0: int, th: int, tw: int, fill: np.ndarray,
     return data, valid
 
 
-def _batches(tiles: Iterator, batch: int) -> Iterator[tuple[list, np.ndarray | None]]:
+def _read_tiles(src, rows: list[int], cols: list[int], th: int, tw: int,
+                fill: np.ndarray, tile_rows: range | None = None,
+                scale: tuple[float, float] = (1.0, 0.0)
+                ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(row index, col, data, valid) of :func:`_read_tile` tile by tile in this thread, for the
+    tile rows ``tile_rows`` (all by default); Detect Objects reads this way."""
+    for ri in tile_rows if tile_rows is not None else range(len(rows)):
+        for c0 in cols:
+            yield ri, c0, *_read_tile(src, rows[ri], c0, th, tw, fill, scale)
+
+
+def _batches(tiles: Iterator, batch: int) -> Iterator[list]:
     """Groups of ``batch`` tiles to predict (item[4]; tiles entirely nodata or outside the
-    cells a grid model flagged pass through without a forward pass), with the stacked data of
-    those to predict (None when none is); groups may span tile rows."""
+    cells a grid model flagged pass through without a forward pass); groups may span tile
+    rows."""
     group: list = []
     n_work = 0
     for item in tiles:
         group.append(item)
         n_work += bool(item[4])
         if n_work == batch:
-            yield group, np.stack([it[2] for it in group if it[4]])
+            yield group
             group, n_work = [], 0
     if group:
-        yield group, np.stack([it[2] for it in group if it[4]]) if n_work else None
+        yield group
+
+
+def _stacked(groups: Iterator[list]) -> Iterator[tuple[list, np.ndarray | None]]:
+    """Each group of :func:`_batches` with the stacked data of its tiles to predict (None when
+    none is)."""
+    for group in groups:
+        work = [it[2] for it in group if it[4]]
+        yield group, np.stack(work) if work else None
 
 
 def _prefetch(gen: Iterator, depth: int = 2) -> Iterator:
@@ -391,7 +410,7 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
     reader = OrderedReader(keys, read, lambda: _open_again(src), n_readers,
                            depth=batch + 2 * n_readers)
     writer = BackgroundWriter()
-    tiles = _prefetch(_batches(iter(reader), batch))
+    tiles = _prefetch(_stacked(_batches(iter(reader), batch)))
     done = run = skipped = 0
     forward_s = 0.0
     current = first
