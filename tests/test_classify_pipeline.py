@@ -251,3 +251,38 @@ def test_batch_from_free_gpu_memory():
     assert windows_for_memory(8 * gib, 512, 3, 5) == windows_for_memory(2 * gib, 256, 3, 5)
     assert windows_for_memory(10 << 20, 1024, 4, 10) == 1          # never 0
     assert windows_for_memory(8 * gib, 256, 3, 5, cap=16) == 16
+
+
+def test_cpu_caches_hash_once_and_reuse_the_optimised_graph(tmp_path):
+    """The content hash is remembered until the file changes; the optimised graph saved on the
+    first session gives the plain session's probabilities."""
+    pytest.importorskip("onnxruntime")
+    torch = pytest.importorskip("torch")
+    import hashlib
+
+    from plugin.core.segmentation.ort_cache import content_hash, optimized_path, session
+
+    f = tmp_path / "model.bin"
+    f.write_bytes(b"a" * 1000)
+    index = tmp_path / "hashes"
+    assert content_hash(f, index) == hashlib.sha256(b"a" * 1000).hexdigest()
+    assert len(list(index.iterdir())) == 1
+    assert content_hash(f, index) == hashlib.sha256(b"a" * 1000).hexdigest()   # remembered
+    f.write_bytes(b"b" * 999)                                                   # changed
+    assert content_hash(f, index) == hashlib.sha256(b"b" * 999).hexdigest()
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4),
+                              torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1), torch.nn.Softmax(1))
+    net.eval()
+    onnx = tmp_path / "cache" / "m.onnx"
+    onnx.parent.mkdir()
+    torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(onnx), input_names=["image"],
+                      dynamic_axes={"image": {0: "n"}}, dynamo=False)
+    x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    plain = session(onnx, 1).run(None, {"image": x})[0]
+    assert not optimized_path(onnx).exists()            # not asked to cache: nothing written
+    first = session(onnx, 1, cache=True).run(None, {"image": x})[0]
+    assert optimized_path(onnx).is_file()
+    again = session(onnx, 1, cache=True).run(None, {"image": x})[0]
+    np.testing.assert_allclose(first, plain, atol=1e-5)
+    np.testing.assert_allclose(again, plain, atol=1e-5)

@@ -16,7 +16,6 @@ once to a cache folder); on CUDA through torch with bf16/fp16 autocast and chann
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import queue
 import sys
@@ -134,14 +133,14 @@ class OrtEngine:
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str | Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
+    def __init__(self, onnx_path: str | Path, threads: int | None = None,
+                 cache: bool = False) -> None:
+        """``threads``: intra-op threads (default: the cores this process may use);
+        ``cache``: ``onnx_path`` is a cached export (:func:`.ort_cache.session`)."""
+        from ..training.runtime import available_cpus
+        from .ort_cache import session
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), opts,
-                                            providers=["CPUExecutionProvider"])
+        self.session = session(onnx_path, threads or available_cpus(), cache)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"image": np.ascontiguousarray(batch, np.float32)})[0]
@@ -149,17 +148,18 @@ class OrtEngine:
 
 def onnx_cache_path(model_path: str | Path) -> Path:
     """Where the ONNX export of ``model_path`` is cached (keyed by the file's content hash)."""
-    h = hashlib.sha256()
-    with open(model_path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "dltrainer" / "onnx" / f"{h.hexdigest()[:24]}.onnx"
+    from .ort_cache import content_hash
+
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dltrainer"
+    return base / "onnx" / f"{content_hash(model_path, base / 'hashes')[:24]}.onnx"
 
 
 def _prune_cache(folder: Path, keep: int = 6) -> None:
-    """Keep the ``keep`` most recently used ONNX exports."""
+    """Keep the ``keep`` most recently used ONNX exports (and their optimised graphs)."""
     files = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        for opt in folder.glob(f"{old.stem}.*.opt"):
+            opt.unlink(missing_ok=True)
     for old in files[keep:]:
         try:
             old.unlink()
@@ -195,7 +195,7 @@ def make_engine(model_path: str | Path, predictor, device: str, choice: str = "a
                 _prune_cache(path.parent)
             else:
                 path.touch()
-            return OrtEngine(path)
+            return OrtEngine(path, cache=True)
     return TorchEngine(predictor() if callable(predictor) and not hasattr(predictor, "forward")
                        else predictor, device)
 
