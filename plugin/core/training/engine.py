@@ -10,8 +10,9 @@ network, loss, metrics and report section; this module does the rest. One run:
    a. draw the epoch's batches (``task.train_loader(epoch)``: fresh random samples allowed);
    b. per batch: forward + loss (``task.train_step``) under autocast, backward, AdamW step, the
       learning rate of the next step (linear warm-up, then cosine); the loss is summed on the
-      device and read every ``runtime.LOSS_READ_STEPS`` steps and at the epoch's end (reading
-      it waits for the GPU), so progress events show the mean loss of the last reading;
+      device and read after the first step, every ``runtime.LOSS_READ_STEPS`` steps and at the
+      epoch's end (reading waits for the GPU), so progress events show the mean loss of the
+      last reading;
    c. validation (``task.validate``) when the task has validation data;
    d. one row of numbers → metrics.csv, TensorBoard, a progress event;
    e. the best model (by ``task.best_metric``; the last one without validation) and the last
@@ -145,7 +146,7 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
         epoch_start = time.monotonic()
         # -- 2a/b. train: one pass over this epoch's batches
         network.train()
-        sums, n, shown_loss = runtime.DeviceSums(device), 0, float("nan")
+        sums, n, shown_loss = runtime.DeviceSums(device), 0, 0.0
         for batch in distributed.shard_loader(task.train_loader(epoch, device)):
             if ctx.cancelled and not distributed.active():   # ranks stop together, per epoch
                 break
@@ -154,7 +155,7 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
             _set_lr(optimizer, job.learning_rate * lr_at(step))
             n += 1
             sums.add(loss=loss, **terms)   # on the device: no wait for the GPU per step
-            if n % runtime.LOSS_READ_STEPS == 0 or n == per_epoch:
+            if n == 1 or n % runtime.LOSS_READ_STEPS == 0 or n == per_epoch:
                 shown_loss = sums.read()["loss"] / n
             ctx.progress("batch", n, per_epoch, f"epoch {epoch + 1}", loss=shown_loss)
         terms_sum = sums.read()
