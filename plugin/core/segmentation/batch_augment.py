@@ -73,7 +73,10 @@ class BatchAugment:
         if not self.active or image.shape[0] == 0:
             return image, mask, soft
         n = image.shape[0]
-        theta = self.matrices(n, generator).to(image.device, non_blocking=True)
+        theta = self.matrices(n, generator)
+        if image.is_cuda:   # from pageable memory the copy would wait for the GPU's queue
+            theta = theta.pin_memory()
+        theta = theta.to(image.device, non_blocking=True)
         grid = F.affine_grid(theta, [n, 1, *image.shape[-2:]], align_corners=False)
         image = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="zeros",
                               align_corners=False).to(image.dtype)

@@ -157,7 +157,10 @@ class TorchBand(NumpyBand):
 
         probs = self.acc[:, :n] / self.wsum[:n].clamp_min(1e-12)
         if off is not None:   # torch.where: boolean indexing would wait for the GPU
-            off_t = torch.from_numpy(off).to(self.device)
+            off_t = torch.from_numpy(off)
+            if self.cuda:   # from pageable memory the copy would wait for the GPU's queue
+                off_t = off_t.pin_memory()
+            off_t = off_t.to(self.device, non_blocking=True)
             probs = torch.where(off_t[None], self._class0(), probs)
         classes = self._to_host(probs.argmax(0).to(torch.uint8))
         out = None
