@@ -90,6 +90,15 @@ def output_folder() -> str:
     return str(_value("output_folder", "", str) or "")
 
 
+def output_base(path: str | Path) -> Path:
+    """Where the outputs made from ``path`` (an input raster, a project, a chips folder) are
+    suggested: its path without the suffix, moved into :func:`output_folder` when one is set;
+    callers add "_classes.tif" and the like."""
+    stem = Path(path).with_suffix("")
+    folder = output_folder()
+    return Path(folder) / stem.name if folder else stem
+
+
 def set_output_folder(path: str) -> None:
     _set("output_folder", path or "")
 
