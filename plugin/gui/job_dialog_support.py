@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from qgis.core import QgsSettings
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import (
     QAbstractButton,
     QAbstractSlider,
@@ -227,6 +227,16 @@ def scrolled(inner: QWidget) -> QWidget:
     return area
 
 
+def single_shot_timer(parent: QWidget, interval_ms: int, slot: Callable[[], None]) -> QTimer:
+    """A single-shot timer of ``parent`` that calls ``slot`` ``interval_ms`` after each
+    ``start()`` (restarting it waits again: a live summary runs once typing pauses)."""
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.setInterval(interval_ms)
+    timer.timeout.connect(slot)
+    return timer
+
+
 def main_window(plugin) -> QWidget | None:
     """The QGIS main window of ``plugin`` (the parent of its dialogs); None without iface."""
     return plugin.iface.mainWindow() if getattr(plugin, "iface", None) else None
@@ -344,3 +354,36 @@ def ask_load_job(parent: QWidget, job_cls: type[J], start: str = "",
         else:
             QMessageBox.warning(parent, "Load job", text)
         return None
+
+
+# -- the OK button -----------------------------------------------------------------------------
+class JobDialog(QDialog):
+    """A dialog that describes one job: OK (``accept``) shows the problems while there are any
+    and starts nothing; else it asks what the job needs asked (:meth:`confirm`), remembers the
+    values (when ``self.remember``) and starts the job (``self.start(job)``).
+
+    Subclasses give ``problems()``, ``job()``, ``start(job)``, ``_changed()`` (shows the
+    problems) and :attr:`settings_key` (where the last job is remembered)."""
+
+    settings_key = ""
+    remember = True
+
+    def confirm(self, job: Job) -> bool:
+        """Whether to go on with ``job`` (e.g. after asking to replace files); yes by default."""
+        return True
+
+    def remember_values(self) -> None:
+        """Keep the values for the next time the dialog opens (QgsSettings)."""
+        remember_job(self.settings_key, self.job())
+
+    def accept(self) -> None:
+        if self.problems():
+            self._changed()
+            return
+        job = self.job()
+        if not self.confirm(job):
+            return
+        if self.remember:
+            self.remember_values()
+        self.start(job)
+        super().accept()

@@ -17,7 +17,6 @@ from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
 from qgis.gui import QgsMapLayerComboBox
 from qgis.PyQt import sip
 from qgis.PyQt.QtWidgets import (
-    QDialog,
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
@@ -36,6 +35,7 @@ from . import messages, settings
 from .job_dialog_support import (
     MODEL_FILTER,
     WARNING_COLOR,
+    JobDialog,
     browse_file,
     file_row,
     fit_to_screen,
@@ -44,7 +44,6 @@ from .job_dialog_support import (
     ok_cancel_buttons,
     on_change,
     problem_label,
-    remember_job,
     remembered_job,
     show_dialog,
     show_messages,
@@ -82,7 +81,7 @@ def raster_info(path: str) -> dict | None:
     return info
 
 
-class RasterModelDialog(QDialog):
+class RasterModelDialog(JobDialog):
     """A raster and a trained model → output files. ``job()`` gives the job the values describe.
 
     A subclass sets the class attributes below and builds its own widgets in
@@ -321,16 +320,6 @@ class RasterModelDialog(QDialog):
         return job
 
     # -- running -------------------------------------------------------------------------------
-    def accept(self) -> None:
-        if self.problems():
-            self._changed()
-            return
-        job = self.job()
-        if self.remember:
-            remember_job(self.settings_key, job)
-        self.start(job)
-        super().accept()
-
     def task_title(self, job: Job) -> str:
         return f"{self.running} {Path(job.input).name}"
 

@@ -1,0 +1,99 @@
+"""What the training dialogs (Train Object Detection, Train Pixel Segmentation, the generated
+training forms) share: the best and last model output rows, asking before trained models are
+replaced, starting the training job, TensorBoard, the Training Model window, and the live
+pre-flight summary's sampling task."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from qgis.PyQt import sip
+from qgis.PyQt.QtWidgets import QHBoxLayout, QLineEdit, QMessageBox, QWidget
+
+from ..core.errors import UserError
+from ..core.jobs import Job
+from . import messages
+from .job_dialog_support import (
+    MODEL_FILTER,
+    MODEL_SUFFIX,
+    JobDialog,
+    browse_save_file,
+    file_row,
+    main_window,
+)
+
+SUMMARY_WAITING = "The summary appears once the project and patch size are valid."
+
+
+def model_output_row(parent: QWidget, edit: QLineEdit, title: str,
+                     ending: str | None = None) -> QHBoxLayout:
+    """``edit`` with a "…" button asking for a model file to write (``.dltmodel.safetensors``
+    added to a name that does not end with ``ending``, by default that suffix)."""
+    return file_row(edit, lambda: browse_save_file(parent, edit, title, MODEL_FILTER,
+                                                   MODEL_SUFFIX, ending))
+
+
+def confirm_replacing_models(parent: QWidget, job: Job) -> bool:
+    """True unless the job's output models exist and the user declines to replace them."""
+    existing = [p for p in (job.output_model, job.output_last_model) if p and Path(p).exists()]
+    return not existing or QMessageBox.question(
+        parent, "Replace models?", "These files exist and will be replaced as training writes "
+        "new models:\n" + "\n".join(existing)) == QMessageBox.Yes
+
+
+def start_training(plugin, job: Job):
+    """Start training ``job`` with the plugin's job manager; the task. UserError without a
+    plugin (the dialog was not opened from the menu)."""
+    if plugin is None:
+        raise UserError("Training needs the plugin's job manager.",
+                        "Open the dialog from the Deep Learning menu.")
+    return plugin.jobs.start(job, f"Training {Path(job.output_model).name}")
+
+
+def open_tensorboard(plugin, log_folder: str | Path) -> None:
+    """Open TensorBoard on ``log_folder``; a failure is shown in the message bar."""
+    try:
+        from .tensorboard import manager
+
+        manager(plugin).open(log_folder)
+    except UserError as exc:
+        messages.show_error(getattr(plugin, "iface", None), exc.message, exc.fix)
+
+
+def training_window(plugin, task, job: Job):
+    """A Training Model window following ``task`` (not shown yet), kept in ``plugin.windows``
+    so that plugin unload closes it and the menu can show it again."""
+    from .training_window import WINDOW_PREFIX, TrainingWindow
+
+    window = TrainingWindow(task, job, parent=main_window(plugin), plugin=plugin)
+    windows = getattr(plugin, "windows", None)
+    if isinstance(windows, dict):
+        windows[f"{WINDOW_PREFIX}{id(window)}"] = window
+    return window
+
+
+class TrainingDialog(JobDialog):
+    """A training dialog: OK asks before replacing existing output models."""
+
+    def confirm(self, job: Job) -> bool:
+        return confirm_replacing_models(self, job)
+
+
+# -- live pre-flight summary -------------------------------------------------------------------
+def summary_key(job: Job, fields: Iterable[str]) -> str:
+    """The values of ``fields`` that the summary depends on, as one comparable text."""
+    return json.dumps({f: getattr(job, f) for f in fields}, sort_keys=True)
+
+
+def start_summary(jobs, previous, job: Job, title: str,
+                  done: Callable[[str, object], None]):
+    """Cancel the ``previous`` summary task (when still there) and run ``job``; ``done`` gets
+    ("ready", result) or ("failed", "message fix"). The new task."""
+    if previous is not None and not sip.isdeleted(previous):
+        previous.cancel()
+    task = jobs.start(job, title, notify=False)
+    task.succeeded.connect(lambda result: done("ready", result))
+    task.failed.connect(lambda message, fix: done("failed", f"{message} {fix}".strip()))
+    return task
