@@ -29,6 +29,7 @@ from qgis.PyQt.QtWidgets import (
     QMessageBox,
     QPushButton,
     QSpinBox,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -120,6 +121,20 @@ def ok_cancel_buttons(dialog: QDialog, ok_text: str) -> QDialogButtonBox:
     buttons.accepted.connect(dialog.accept)
     buttons.rejected.connect(dialog.reject)
     return buttons
+
+
+def lay_out_dialog(dialog: QDialog, body, ok_text: str, *notes: QWidget) -> QDialogButtonBox:
+    """The dialog's layout: ``body`` (a layout) taking the height, then the ``notes`` (warning
+    and reason labels), then OK (``ok_text``) and Cancel; sets ``dialog.buttons`` and
+    ``dialog.ok_button``."""
+    dialog.buttons = ok_cancel_buttons(dialog, ok_text)
+    dialog.ok_button = dialog.buttons.button(QDialogButtonBox.Ok)
+    layout = QVBoxLayout(dialog)
+    layout.addLayout(body, 1)
+    for note in notes:
+        layout.addWidget(note)
+    layout.addWidget(dialog.buttons)
+    return dialog.buttons
 
 
 def on_change(slot: Callable, *widgets: QWidget) -> None:

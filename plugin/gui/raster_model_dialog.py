@@ -40,8 +40,8 @@ from .job_dialog_support import (
     file_row,
     fit_to_screen,
     form_group,
+    lay_out_dialog,
     main_window,
-    ok_cancel_buttons,
     on_change,
     problem_label,
     remembered_job,
@@ -132,16 +132,10 @@ class RasterModelDialog(JobDialog):
         right.addStretch(1)
         self.warning_label = problem_label(WARNING_COLOR)
         self.reason_label = problem_label()
-        self.buttons = ok_cancel_buttons(self, self.ok_text)
-        self.ok_button = self.buttons.button(self.buttons.Ok)
         cols = QHBoxLayout()
         cols.addWidget(inputs, 1)
         cols.addLayout(right, 1)
-        layout = QVBoxLayout(self)
-        layout.addLayout(cols, 1)
-        layout.addWidget(self.warning_label)
-        layout.addWidget(self.reason_label)
-        layout.addWidget(self.buttons)
+        lay_out_dialog(self, cols, self.ok_text, self.warning_label, self.reason_label)
         fit_to_screen(self, 1000, 560)
 
         self.input_combo.layerChanged.connect(lambda _layer: self._input_changed())

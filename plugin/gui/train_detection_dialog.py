@@ -14,7 +14,6 @@ from qgis.PyQt.QtWidgets import (
     QLabel,
     QLineEdit,
     QTextBrowser,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -34,8 +33,8 @@ from .job_dialog_support import (
     fit_to_screen,
     form_group,
     int_spin,
+    lay_out_dialog,
     main_window,
-    ok_cancel_buttons,
     on_change,
     problem_label,
     remembered_job,
@@ -49,11 +48,8 @@ from .training_dialog_parts import (
     SUMMARY_WAITING,
     TrainingDialog,
     model_output_row,
-    open_tensorboard,
     start_summary,
-    start_training,
     summary_key,
-    training_window,
 )
 
 SETTINGS_KEY = "deep_learning_trainer/train_object_detection/last_job"
@@ -171,15 +167,10 @@ class TrainDetectionDialog(TrainingDialog):
         m.addRow("", self.tensorboard_check)
 
         self.reason_label = problem_label()
-        self.buttons = ok_cancel_buttons(self, "Train")
-        self.ok_button = self.buttons.button(self.buttons.Ok)
         cols = QHBoxLayout()
         cols.addWidget(data, 1)
         cols.addWidget(model, 1)
-        layout = QVBoxLayout(self)
-        layout.addLayout(cols, 1)
-        layout.addWidget(self.reason_label)
-        layout.addWidget(self.buttons)
+        lay_out_dialog(self, cols, "Train", self.reason_label)
         fit_to_screen(self, 1000, 600)
         self.project_edit.textChanged.connect(self._project_changed)
         on_change(self._changed, self.output_edit, self.last_edit, self.shuffle_check,
@@ -296,18 +287,6 @@ class TrainDetectionDialog(TrainingDialog):
             self.summary_status.setText("The sampling failed:")
             self.summary_view.setPlainText(error)
         show_problems(self.reason_label, self.ok_button, self.problems())
-
-    # -- running -------------------------------------------------------------------------------
-    def start(self, job: TrainObjectDetectionJob):
-        """Train in the background; show the Training Model window and TensorBoard."""
-        self.task = start_training(self.plugin, job)
-        if self.tensorboard_check.isChecked():
-            open_tensorboard(self.plugin, job.resolved_log_folder())
-        if not self.background_check.isChecked():
-            self.window = training_window(self.plugin, self.task, job)
-            self.window.show()
-        return self.task
-
 
 def open_train_detection(plugin, project_path: str | None = None) -> TrainDetectionDialog:
     """Menu opener, pre-filled with ``project_path`` (or the Labeling Tool's project)."""

@@ -75,10 +75,31 @@ def training_window(plugin, task, job: Job):
 
 
 class TrainingDialog(JobDialog):
-    """A training dialog: OK asks before replacing existing output models."""
+    """A training dialog: OK asks before replacing existing output models, then trains in the
+    background with TensorBoard (``self.tensorboard_check``) and the Training Model window
+    (unless ``self.background_check``)."""
+
+    #: a background run keeps a hidden Training Model window (the menu can show it later)
+    keeps_background_window = False
 
     def confirm(self, job: Job) -> bool:
         return confirm_replacing_models(self, job)
+
+    def start(self, job: Job):
+        """Start training ``job``; TensorBoard and the Training Model window as chosen."""
+        from .tensorboard import remember_log_folder
+
+        self.task = start_training(self.plugin, job)
+        log_folder = job.resolved_log_folder()
+        remember_log_folder(log_folder)  # the TensorBoard… picker starts there
+        if self.tensorboard_check.isChecked():
+            open_tensorboard(self.plugin, log_folder)
+        background = self.background_check.isChecked()
+        if self.keeps_background_window or not background:
+            self.window = training_window(self.plugin, self.task, job)
+            if not background:
+                self.window.show()
+        return self.task
 
 
 # -- live pre-flight summary -------------------------------------------------------------------
