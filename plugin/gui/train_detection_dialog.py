@@ -44,13 +44,7 @@ from .job_dialog_support import (
     single_shot_timer,
 )
 from .task import JobManager
-from .training_dialog_parts import (
-    SUMMARY_WAITING,
-    TrainingDialog,
-    model_output_row,
-    start_summary,
-    summary_key,
-)
+from .training_dialog_parts import TrainingDialog, model_output_row
 
 SETTINGS_KEY = "deep_learning_trainer/train_object_detection/last_job"
 _SUMMARY_FIELDS = ("project", "patch_size", "split", "shuffle", "seed", "pad_small_features",
@@ -88,6 +82,8 @@ class TrainDetectionDialog(TrainingDialog):
     """Train Object Detection. ``job()`` gives the job the values describe."""
 
     settings_key = SETTINGS_KEY
+    summary_fields = _SUMMARY_FIELDS
+    summary_title = "Detection sampling summary"
 
     def __init__(self, parent: QWidget | None = None, plugin=None, project_path: str | None = None,
                  remember: bool = True, live_summary: bool = True) -> None:
@@ -100,8 +96,6 @@ class TrainDetectionDialog(TrainingDialog):
         self.window = None
         self.summary: dict | None = None
         self.summary_error = ""
-        self._summary_key = ""
-        self._summary_task = None
         self._timer = single_shot_timer(self, 600, self._start_summary)
         self.setWindowTitle("Train Object Detection")
         self.setObjectName("TrainDetectionDialog")
@@ -251,24 +245,15 @@ class TrainDetectionDialog(TrainingDialog):
 
     def _schedule_summary(self) -> None:
         job = self.summary_job()
-        key = summary_key(job, _SUMMARY_FIELDS)
-        if key == self._summary_key:
+        if not self._summary_changed(job):
             return
-        self._summary_key = key
         self.summary, self.summary_error = None, ""
         if not job.project or job.problems() or job.patch_size % 32:
-            self.summary_status.setText(SUMMARY_WAITING)
-            self.summary_view.clear()
+            self._show_summary_waiting()
             return
         self.summary_status.setText("Sampling…")
         if self.live_summary:
             self._timer.start()
-
-    def _start_summary(self) -> None:
-        key = self._summary_key
-        self._summary_task = start_summary(
-            self.jobs, self._summary_task, self.summary_job(), "Detection sampling summary",
-            lambda state, value: self._summary_done(key, state, value))
 
     def _summary_done(self, key: str, state: str, value) -> None:
         if sip.isdeleted(self) or key != self._summary_key:

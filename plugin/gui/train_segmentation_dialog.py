@@ -87,13 +87,7 @@ from .job_dialog_support import (
     single_shot_timer,
 )
 from .task import JobManager
-from .training_dialog_parts import (
-    SUMMARY_WAITING,
-    TrainingDialog,
-    model_output_row,
-    start_summary,
-    summary_key,
-)
+from .training_dialog_parts import TrainingDialog, model_output_row
 
 SETTINGS_KEY = "deep_learning_trainer/train_pixel_segmentation/last_job"
 SUMMARY_DELAY_MS = 500
@@ -180,6 +174,7 @@ class TrainSegmentationDialog(TrainingDialog):
     """Train Pixel Segmentation. ``job()`` gives the job the values describe."""
 
     settings_key = SETTINGS_KEY
+    summary_fields = _SUMMARY_FIELDS
     keeps_background_window = True
 
     def __init__(self, parent: QWidget | None = None, plugin=None, project_path: str | None = None,
@@ -200,8 +195,6 @@ class TrainSegmentationDialog(TrainingDialog):
         self.summary_error = ""
         self.summary_state = "idle"   # idle | waiting | running | ready | failed
         self._summary_cache: dict[str, tuple[str, object]] = {}
-        self._summary_key = ""
-        self._summary_task = None
         self._loading = False
         self.task = None
         self.window = None
@@ -837,20 +830,17 @@ class TrainSegmentationDialog(TrainingDialog):
 
     def _schedule_summary(self) -> None:
         job = self.summary_job()
-        key = summary_key(job, _SUMMARY_FIELDS)
-        if key == self._summary_key:
+        if not self._summary_changed(job):
             return
-        self._summary_key = key
-        if key in self._summary_cache:
+        if self._summary_key in self._summary_cache:
             self._timer.stop()
-            state, value = self._summary_cache[key]
+            state, value = self._summary_cache[self._summary_key]
             self._show_summary(state, value)
             return
         if not self._summary_ready_to_run(job):
             self._timer.stop()
             self.summary, self.summary_state, self.summary_error = None, "idle", ""
-            self.summary_status.setText(SUMMARY_WAITING)
-            self.summary_view.clear()
+            self._show_summary_waiting()
             return
         self.summary_state = "waiting"
         self.summary_status.setText("Sampling…")
@@ -858,11 +848,8 @@ class TrainSegmentationDialog(TrainingDialog):
             self._timer.start()
 
     def _start_summary(self) -> None:
-        key = self._summary_key
         self.summary_state = "running"
-        self._summary_task = start_summary(
-            self.jobs, self._summary_task, self.summary_job(), "Sampling summary",
-            lambda state, value: self._summary_done(key, state, value))
+        super()._start_summary()
 
     def _summary_done(self, key: str, state: str, value) -> None:
         if sip.isdeleted(self):

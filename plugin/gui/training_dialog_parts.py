@@ -101,6 +101,32 @@ class TrainingDialog(JobDialog):
                 self.window.show()
         return self.task
 
+    # -- live pre-flight summary (``summary_job()`` shown in summary_status and summary_view) --
+    summary_fields: tuple[str, ...] = ()   # the job fields the summary depends on
+    summary_title = "Sampling summary"     # the name of its task
+    _summary_key = ""
+    _summary_task = None
+
+    def _summary_changed(self, job: Job) -> bool:
+        """Whether ``job``'s :attr:`summary_fields` differ from the last ones (now noted)."""
+        key = summary_key(job, self.summary_fields)
+        if key == self._summary_key:
+            return False
+        self._summary_key = key
+        return True
+
+    def _show_summary_waiting(self) -> None:
+        self.summary_status.setText(SUMMARY_WAITING)
+        self.summary_view.clear()
+
+    def _start_summary(self) -> None:
+        """Run the summary job (the one running is cancelled); ``_summary_done(key, state,
+        value)`` follows, with the key of the values it was run for."""
+        key = self._summary_key
+        self._summary_task = start_summary(
+            self.jobs, self._summary_task, self.summary_job(), self.summary_title,
+            lambda state, value: self._summary_done(key, state, value))
+
 
 # -- live pre-flight summary -------------------------------------------------------------------
 def summary_key(job: Job, fields: Iterable[str]) -> str:
