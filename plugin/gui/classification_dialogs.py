@@ -238,10 +238,11 @@ class JobFormDialog(JobDialog):
         return self.task
 
 
-def _open(job_cls: type[Job], plugin, **values) -> JobFormDialog:
+def _open(job_cls: type[Job], plugin, field: str = "", value: str | None = None) -> JobFormDialog:
+    """The form of ``job_cls`` with the remembered values, ``field`` set to ``value`` if any."""
     dialog = JobFormDialog(job_cls, main_window(plugin), plugin=plugin)
-    if values:
-        dialog.set_job(dataclasses.replace(dialog.job(), **values))
+    if value:
+        dialog.set_job(dataclasses.replace(dialog.job(), **{field: value}))
         dialog._changed()
     return show_dialog(dialog)
 
@@ -256,20 +257,16 @@ def _labeling_project(plugin, path: str | None) -> str | None:
 
 
 def open_train_grid_model(plugin, project_path: str | None = None) -> JobFormDialog:
-    project_path = _labeling_project(plugin, project_path)
-    return _open(TrainGridModelJob, plugin, **({"project": project_path} if project_path
-                                               else {}))
+    return _open(TrainGridModelJob, plugin, "project", _labeling_project(plugin, project_path))
 
 
 def open_classify_grid(plugin, model_path: str | None = None) -> JobFormDialog:
-    return _open(ClassifyGridJob, plugin, **({"model": model_path} if model_path else {}))
+    return _open(ClassifyGridJob, plugin, "model", model_path)
 
 
 def open_train_chip_classifier(plugin, input_path: str | None = None) -> JobFormDialog:
-    input_path = _labeling_project(plugin, input_path)
-    return _open(TrainChipClassifierJob, plugin, **({"input": input_path} if input_path
-                                                    else {}))
+    return _open(TrainChipClassifierJob, plugin, "input", _labeling_project(plugin, input_path))
 
 
 def open_classify_chips(plugin, model_path: str | None = None) -> JobFormDialog:
-    return _open(ClassifyChipsJob, plugin, **({"model": model_path} if model_path else {}))
+    return _open(ClassifyChipsJob, plugin, "model", model_path)

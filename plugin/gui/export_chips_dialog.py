@@ -14,7 +14,6 @@ from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDialog,
-    QDialogButtonBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -29,6 +28,7 @@ from ..core.sampling.jobs import FORMAT_LABELS, ExportChipsJob, SampleSummaryJob
 from ..core.wording import for_dialog
 from . import messages
 from .job_dialog_support import (
+    add_job_file_buttons,
     ask_load_job,
     ask_save_job,
     browse_file,
@@ -37,6 +37,7 @@ from .job_dialog_support import (
     double_spin,
     file_row,
     fit_to_screen,
+    form_group,
     int_spin,
     labeling_tool_project,
     lay_out_dialog,
@@ -126,8 +127,7 @@ class ExportChipsDialog(QDialog):
         self.advanced_check = QCheckBox("Show advanced settings")
         self.advanced_check.setToolTip("Point box size, nodata limit, blocked split and the "
                                        "settings of feature chips and multi-label tags.")
-        self.advanced = QGroupBox("Advanced")
-        adv = QFormLayout(self.advanced)
+        self.advanced, adv = form_group("Advanced")
         self.box_spin = double_spin(1, 4096, step=1, suffix=" px")
         self.nodata_spin = double_spin(0, 100, decimals=0, step=5, suffix=" %")
         self.blocked_check = QCheckBox("Spatially blocked split within each raster")
@@ -211,10 +211,7 @@ class ExportChipsDialog(QDialog):
         columns.addWidget(self.settings_area, 5)
         columns.addWidget(summary_box, 4)
         lay_out_dialog(self, columns, "Export", self.problem_label)
-        save = self.buttons.addButton("Save job…", QDialogButtonBox.ActionRole)
-        load = self.buttons.addButton("Load job…", QDialogButtonBox.ActionRole)
-        save.clicked.connect(self._save_job_file)
-        load.clicked.connect(self._load_job_file)
+        add_job_file_buttons(self.buttons, self._save_job_file, self._load_job_file)
 
         on_change(self._changed, self.project_edit, self.output_edit, self.format_combo,
                   self.patch_spin, self.stride_spin, self.seed_spin, self.block_spin,

@@ -137,6 +137,16 @@ def lay_out_dialog(dialog: QDialog, body, ok_text: str, *notes: QWidget) -> QDia
     return dialog.buttons
 
 
+def add_job_file_buttons(buttons: QDialogButtonBox, save: Callable[[], None],
+                         load: Callable[[], None]) -> tuple[QPushButton, QPushButton]:
+    """"Save job…" and "Load job…" beside OK and Cancel, calling ``save`` and ``load``."""
+    save_button = buttons.addButton("Save job…", QDialogButtonBox.ActionRole)
+    load_button = buttons.addButton("Load job…", QDialogButtonBox.ActionRole)
+    save_button.clicked.connect(save)
+    load_button.clicked.connect(load)
+    return save_button, load_button
+
+
 def on_change(slot: Callable, *widgets: QWidget) -> None:
     """Call ``slot`` whenever one of ``widgets`` changes value: the text of a line edit, the
     state of a check or radio button, the value of a spin box or slider, the item of a

@@ -20,7 +20,6 @@ from qgis.PyQt.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
-    QDialogButtonBox,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -62,6 +61,7 @@ from . import settings
 from .job_dialog_support import (
     MODEL_FILTER,
     MODEL_SUFFIX,
+    add_job_file_buttons,
     ask_load_job,
     ask_save_job,
     browse_file,
@@ -250,10 +250,8 @@ class TrainSegmentationDialog(TrainingDialog):
         self.reason_label = problem_label()
         self.reason_label.setObjectName("reason_label")
         lay_out_dialog(self, top, "Train", self.reason_label)
-        self.save_button = self.buttons.addButton("Save job…", QDialogButtonBox.ActionRole)
-        self.load_button = self.buttons.addButton("Load job…", QDialogButtonBox.ActionRole)
-        self.save_button.clicked.connect(self._save_job_clicked)
-        self.load_button.clicked.connect(self._load_job_clicked)
+        self.save_button, self.load_button = add_job_file_buttons(
+            self.buttons, self._save_job_clicked, self._load_job_clicked)
         fit_to_screen(self, 1180, 900)
 
     def _model_group(self) -> QGroupBox:
