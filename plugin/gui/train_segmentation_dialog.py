@@ -67,7 +67,6 @@ from .job_dialog_support import (
     browse_file,
     browse_folder,
     counted,
-    device_combo,
     double_spin,
     file_row,
     fill_devices,
@@ -393,8 +392,8 @@ class TrainSegmentationDialog(TrainingDialog):
         self.loss_spin.setToolTip("0 weighs feature and background pixels equally; higher "
                                   "values push the loss towards feature pixels (sparse or "
                                   "partly labelled features).")
-        self.device_combo = device_combo("Where training runs; Automatic picks the first CUDA "
-                                         "GPU.")
+        self.device_combo = QComboBox()   # filled after the layout (its width follows the rest)
+        self.device_combo.setToolTip("Where training runs; Automatic picks the first CUDA GPU.")
         self.unlabelled_combo = QComboBox()
         for value, label in zip(UNLABELLED, ("background", "unknown (not learnt)")):
             self.unlabelled_combo.addItem(label, value)
