@@ -188,10 +188,29 @@ def fill_devices(combo: QComboBox, devices: list[dict], current: str) -> None:
     select_device(combo, current)
 
 
+#: CUDA devices reported by the ML environment this session (None until a dialog has asked).
+_known_devices: list[dict] | None = None
+
+
+def known_devices() -> list[dict]:
+    """CUDA devices the ML environment reported this session (empty until it has)."""
+    return list(_known_devices or [])
+
+
+def devices_listed() -> bool:
+    """Whether the ML environment has reported its CUDA devices this session."""
+    return _known_devices is not None
+
+
+def set_known_devices(devices: list[dict]) -> None:
+    """Keep the CUDA devices the ML environment reported (an ``environment_report``'s
+    ``cuda_devices``) for the device lists opened later this session."""
+    global _known_devices
+    _known_devices = list(devices)
+
+
 def device_combo(tooltip: str = "") -> QComboBox:
     """The device drop-down with the CUDA devices known this session, Automatic selected."""
-    from .train_segmentation_dialog import known_devices
-
     combo = QComboBox()
     combo.setToolTip(tooltip)
     fill_devices(combo, known_devices(), "auto")

@@ -67,11 +67,13 @@ from .job_dialog_support import (
     browse_file,
     browse_folder,
     counted,
+    devices_listed,
     double_spin,
     file_row,
     fill_devices,
     fit_to_screen,
     int_spin,
+    known_devices,
     labeling_tool_project,
     lay_out_dialog,
     load_job_file,
@@ -81,6 +83,7 @@ from .job_dialog_support import (
     remembered_job,
     remembered_value,
     select_device,
+    set_known_devices,
     show_dialog,
     show_problems,
     single_shot_timer,
@@ -99,15 +102,6 @@ _ARCH_HELP = {
             "(clouds, debris, vegetation).",
     "deeplabv3plus": "Atrous convolutions: fast to train, good results on large, uniform areas.",
 }
-#: CUDA devices reported by the ML environment this session (filled once, in the background).
-_known_devices: list[dict] | None = None
-
-
-def known_devices() -> list[dict]:
-    """CUDA devices the ML environment reported this session (empty until it has)."""
-    return list(_known_devices or [])
-
-
 def valid_patch_size(value: int, limit: int | None) -> int:
     """The multiple of 32 nearest to ``value`` that fits in ``limit`` px (the smallest raster)."""
     top = max(PATCH_MULTIPLE, (limit // PATCH_MULTIPLE) * PATCH_MULTIPLE) if limit else None
@@ -208,7 +202,7 @@ class TrainSegmentationDialog(TrainingDialog):
                                       solid_distances={}, blur_distances={})
         self.set_job(job)
         self.restore_ui_state()
-        if probe_devices and _known_devices is None:
+        if probe_devices and not devices_listed():
             self._probe_devices()
 
     # -- layout --------------------------------------------------------------------------------
@@ -887,8 +881,7 @@ class TrainSegmentationDialog(TrainingDialog):
         task.succeeded.connect(self._devices_known)
 
     def _devices_known(self, report: dict) -> None:
-        global _known_devices
-        _known_devices = list(report.get("cuda_devices") or [])
+        set_known_devices(report.get("cuda_devices") or [])
         if not sip.isdeleted(self):
             self._fill_devices(str(self.device_combo.currentData() or "auto"))
 
