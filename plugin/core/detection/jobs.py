@@ -12,12 +12,14 @@ from pathlib import Path
 
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
+from ..raster_model_job import RasterModelJob
 from ..segmentation.jobs import (
     DEVICE_LABELS,
     DEVICES,
     PATCH_MULTIPLE,
     nearest_patch_size,
 )
+from ..training_job import TrainingJob
 
 ARCHITECTURES = ("retinanet", "fasterrcnn", "fcos", "fcos_resnet18")
 ARCHITECTURE_LABELS = {"retinanet": "RetinaNet (ResNet-50 FPN)",
@@ -32,11 +34,12 @@ _GPKG_FILTER = "GeoPackage (*.gpkg)"
 
 @register_job
 @dataclass
-class TrainObjectDetectionJob(Job):
+class TrainObjectDetectionJob(TrainingJob):
     """Train an object detector (RetinaNet, Faster R-CNN, FCOS) from box, polygon, point or
     line labels of a labeling project, or from a COCO / VOC / YOLO chips folder."""
 
     kind = "train_object_detection"
+    chips_folder_kinds = "a COCO, VOC or YOLO chips folder"
     title = "Train Object Detection"
     group = "Object detection"
 
@@ -116,49 +119,19 @@ class TrainObjectDetectionJob(Job):
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if self.project and Path(self.project).is_dir():
-            if not (Path(self.project) / "manifest.json").is_file():
-                out.append(f"The folder {self.project} is not a chips export (no manifest.json):"
-                           " choose a labeling project or a COCO, VOC or YOLO chips folder.")
-        elif self.project and not Path(self.project).is_file():
-            out.append(f"The labeling project {self.project} does not exist: check PROJECT.")
         if self.patch_size % PATCH_MULTIPLE:
             out.append(f"Patch size {self.patch_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.patch_size)}.")
-        if not self.output_model:
-            out.append("Output model (OUTPUT_MODEL) is required: choose a file name.")
-        elif self.output_last_model and (Path(self.output_last_model).resolve()
-                                         == Path(self.output_model).resolve()):
-            out.append("The best and last models (OUTPUT_MODEL, OUTPUT_LAST_MODEL) must be "
-                       "different files: change one name.")
-        for path, name in ((self.init_model, "INIT_MODEL"), (self.resume_from, "RESUME_FROM")):
-            if path and not Path(path).is_file():
-                out.append(f"The model {path} ({name}) does not exist: check the path.")
-        if self.init_model and self.resume_from:
-            out.append("Fine-tune (INIT_MODEL) and resume (RESUME_FROM) exclude each other: "
-                       "clear one.")
         return out
-
-    def resolved_log_folder(self) -> str:
-        """LOG_FOLDER, or ``<output model stem>_logs`` next to the output model."""
-        if self.log_folder:
-            return self.log_folder
-        p = Path(self.output_model)
-        stem = p.name.split(".")[0] or "model"
-        return str(p.with_name(f"{stem}_logs"))
-
-    def run(self, ctx: JobContext) -> dict:
-        from ..families import train
-
-        return train(self, ctx)
 
 
 @register_job
 @dataclass
-class DetectObjectsJob(Job):
+class DetectObjectsJob(RasterModelJob):
     """Detect objects over a whole raster with a trained detector; boxes to a GeoPackage."""
 
     kind = "detect_objects"
+    output_missing = "Output boxes (OUTPUT) is required: choose a GeoPackage file name."
     title = "Detect Objects"
     group = "Object detection"
 
@@ -208,14 +181,6 @@ class DetectObjectsJob(Job):
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if self.input and not Path(self.input).is_file():
-            out.append(f"The input raster {self.input} does not exist: check INPUT.")
-        if self.model and not Path(self.model).is_file():
-            out.append(f"The model {self.model} does not exist: check MODEL.")
-        if self.grid_model and not Path(self.grid_model).is_file():
-            out.append(f"The grid model {self.grid_model} does not exist: check GRID_MODEL.")
-        if not self.output:
-            out.append("Output boxes (OUTPUT) is required: choose a GeoPackage file name.")
         if self.tile_size and self.tile_size % PATCH_MULTIPLE:
             out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.tile_size)}.")

@@ -12,6 +12,8 @@ from pathlib import Path
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..patchsize import PATCH_MULTIPLE, nearest_patch_size, patch_size_problem  # noqa: F401
+from ..raster_model_job import RasterModelJob
+from ..training_job import TrainingJob
 
 ARCHITECTURES = ("auto", "unetplusplus", "unet", "deeplabv3plus")
 ARCHITECTURE_LABELS = {"auto": "Automatic (U-Net on CPU, U-Net++ on GPU)",
@@ -66,7 +68,7 @@ def training_length(job, train_area_px: float) -> tuple[int, int, str]:
 
 
 def _device_problem(device: str) -> list[str]:
-    """DEVICE check kept for the chip-classifier and grid jobs (they import it)."""
+    """DEVICE check for the jobs whose DEVICE is free text (chip-classifier and grid jobs)."""
     d = (device or "auto").strip().lower()
     if d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit()):
         return []
@@ -86,10 +88,12 @@ def _per_class_problem(value, name: str) -> list[str]:
 
 @register_job
 @dataclass
-class TrainPixelSegmentationJob(Job):
+class TrainPixelSegmentationJob(TrainingJob):
     """Train a pixel segmentation model (U-Net++, U-Net, DeepLabV3+) from a labeling project."""
 
     kind = "train_pixel_segmentation"
+    input_files = (("encoder_weights_file", "ENCODER_WEIGHTS_FILE"),)
+    chips_folder_kinds = "a segmentation chips folder"
     title = "Train Pixel Segmentation"
     group = "Pixel segmentation"
     progress_phases = (("prepare", 0.05), ("epoch", 0.95))
@@ -240,27 +244,10 @@ class TrainPixelSegmentationJob(Job):
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if self.project and Path(self.project).is_dir():
-            if not (Path(self.project) / "manifest.json").is_file():
-                out.append(f"The folder {self.project} is not a chips export (no manifest.json):"
-                           " choose a labeling project or a segmentation chips folder.")
-        elif self.project and not Path(self.project).is_file():
-            out.append(f"The labeling project {self.project} does not exist: check PROJECT.")
         out += patch_size_problem(self.patch_size)
-        if not self.output_model:
-            out.append("Output model (OUTPUT_MODEL) is required: choose a file name.")
         if self.class_weight_min > self.class_weight_max:
             out.append(f"Class weight min ({self.class_weight_min:g}) is above max "
                        f"({self.class_weight_max:g}): swap them.")
-        for path, name in ((self.init_model, "INIT_MODEL"), (self.resume_from, "RESUME_FROM")):
-            if path and not Path(path).is_file():
-                out.append(f"The model {path} ({name}) does not exist: check the path.")
-        if self.init_model and self.resume_from:
-            out.append("Fine-tune (INIT_MODEL) and resume (RESUME_FROM) exclude each other: "
-                       "clear one.")
-        if self.encoder_weights_file and not Path(self.encoder_weights_file).is_file():
-            out.append(f"The encoder weights file {self.encoder_weights_file} does not exist: "
-                       "check ENCODER_WEIGHTS_FILE.")
         if self.architecture == "deeplabv3plus" and self.batch_size < 2:
             out.append("DeepLabV3+ needs at least 2 patches per batch (BATCH_SIZE): use 2 or "
                        "more.")
@@ -268,26 +255,14 @@ class TrainPixelSegmentationJob(Job):
         out += _per_class_problem(self.blur_distances, "Blur distances (BLUR_DISTANCES)")
         return out
 
-    def resolved_log_folder(self) -> str:
-        """LOG_FOLDER, or ``<output model stem>_logs`` next to the output model."""
-        if self.log_folder:
-            return self.log_folder
-        p = Path(self.output_model)
-        stem = p.name.split(".")[0] or "model"
-        return str(p.with_name(f"{stem}_logs"))
-
-    def run(self, ctx: JobContext) -> dict:
-        from ..families import train
-
-        return train(self, ctx)
-
 
 @register_job
 @dataclass
-class ClassifyPixelsJob(Job):
+class ClassifyPixelsJob(RasterModelJob):
     """Classify every pixel of a raster with a trained pixel segmentation model."""
 
     kind = "classify_pixels"
+    output_missing = "Output class raster (OUTPUT) is required: choose a file name."
     title = "Classify Pixels"
     group = "Pixel segmentation"
     progress_phases = (("tile", 0.9), ("polygons", 0.1))
@@ -354,14 +329,6 @@ class ClassifyPixelsJob(Job):
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if self.input and not Path(self.input).is_file():
-            out.append(f"The input raster {self.input} does not exist: check INPUT.")
-        if self.model and not Path(self.model).is_file():
-            out.append(f"The model {self.model} does not exist: check MODEL.")
-        if not self.output:
-            out.append("Output class raster (OUTPUT) is required: choose a file name.")
-        if self.grid_model and not Path(self.grid_model).is_file():
-            out.append(f"The grid model {self.grid_model} does not exist: check GRID_MODEL.")
         out += patch_size_problem(self.tile_size, "Tile size", "TILE_SIZE")
         return out
 
