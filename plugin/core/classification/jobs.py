@@ -10,6 +10,16 @@ from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..raster_model_job import RasterModelJob
 from ..segmentation.jobs import _device_problem
+from ..training_fields import (
+    MODEL_FILTER,
+    init_model_field,
+    log_folder_field,
+    num_workers_field,
+    output_last_model_field,
+    patience_field,
+    resume_from_field,
+    seed_field,
+)
 from ..training_job import TrainingJob
 from .gridcells import DEFAULT_MIN_COVER
 
@@ -17,7 +27,7 @@ ARCHITECTURES = ("resnet50", "resnet101", "resnet18", "resnet34", "efficientnet_
                  "convnext_tiny")
 GRID_MULTIPLE = 32
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
-_MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
+_MODEL_FILTER = MODEL_FILTER
 _WEIGHTS_FILTER = "Weights (*.safetensors *.pth *.pt *.bin)"
 GROUP = "Image classification"
 
@@ -102,23 +112,17 @@ class TrainGridModelJob(TrainingJob):
     weights: str = _weights()
     weights_file: str = _weights_file()
     beta: float = _beta()
-    seed: int = spec(0, "SEED", "Random seed", "int", minimum=0, advanced=True)
-    patience: int = spec(0, "PATIENCE", "Early stopping patience (epochs, 0 = off)", "int",
-                         minimum=0, advanced=True)
-    num_workers: int = spec(-1, "NUM_WORKERS", "Data loader workers (-1 = automatic)", "int",
-                            minimum=-1, maximum=64, advanced=True)
-    init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
-                           optional=True, advanced=True, file_filter=_MODEL_FILTER)
-    resume_from: str = spec("", "RESUME_FROM", "Resume from last model", "model_in",
-                            optional=True, advanced=True, file_filter=_MODEL_FILTER)
+    seed: int = seed_field()
+    patience: int = patience_field()
+    num_workers: int = num_workers_field()
+    init_model: str = init_model_field("model of this kind", advanced=True)
+    resume_from: str = resume_from_field()
     device: str = _device()
     output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
                              file_filter=_MODEL_FILTER,
                              help="The model with the lowest validation loss.")
-    output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
-                                  optional=True, file_filter=_MODEL_FILTER)
-    log_folder: str = spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)",
-                           "folder_out", optional=True, advanced=True)
+    output_last_model: str = output_last_model_field()
+    log_folder: str = log_folder_field()
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -218,24 +222,18 @@ class TrainChipClassifierJob(TrainingJob):
     weights_file: str = _weights_file()
     box_size: float = spec(25.0, "BOX_SIZE", "Box size for point labels (px, project input)",
                            "float", minimum=1, maximum=4096, advanced=True)
-    seed: int = spec(0, "SEED", "Random seed", "int", minimum=0, advanced=True)
-    patience: int = spec(0, "PATIENCE", "Early stopping patience (epochs, 0 = off)", "int",
-                         minimum=0, advanced=True)
-    num_workers: int = spec(-1, "NUM_WORKERS", "Data loader workers (-1 = automatic)", "int",
-                            minimum=-1, maximum=64, advanced=True)
-    init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
-                           optional=True, advanced=True, file_filter=_MODEL_FILTER)
-    resume_from: str = spec("", "RESUME_FROM", "Resume from last model", "model_in",
-                            optional=True, advanced=True, file_filter=_MODEL_FILTER)
+    seed: int = seed_field()
+    patience: int = patience_field()
+    num_workers: int = num_workers_field()
+    init_model: str = init_model_field("model of this kind", advanced=True)
+    resume_from: str = resume_from_field()
     device: str = _device()
     output_model: str = spec("", "OUTPUT_MODEL", "Output model", "model_out",
                              file_filter=_MODEL_FILTER,
                              help="The model with the lowest validation loss (of round 2 "
                                   "with two rounds).")
-    output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
-                                  optional=True, advanced=True, file_filter=_MODEL_FILTER)
-    log_folder: str = spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)",
-                           "folder_out", optional=True, advanced=True)
+    output_last_model: str = output_last_model_field(advanced=True)
+    log_folder: str = log_folder_field()
 
     def problems(self) -> list[str]:
         out = super().problems()

@@ -19,6 +19,16 @@ from ..segmentation.jobs import (
     PATCH_MULTIPLE,
     nearest_patch_size,
 )
+from ..training_fields import (
+    MODEL_FILTER,
+    init_model_field,
+    log_folder_field,
+    num_workers_field,
+    output_last_model_field,
+    patience_field,
+    resume_from_field,
+    seed_field,
+)
 from ..training_job import TrainingJob
 
 ARCHITECTURES = ("retinanet", "fasterrcnn", "fcos", "fcos_resnet18")
@@ -28,7 +38,7 @@ ARCHITECTURE_LABELS = {"retinanet": "RetinaNet (ResNet-50 FPN)",
                        "fcos_resnet18": "FCOS (ResNet-18 FPN, light: trains on a CPU)"}
 TASK = "object_detection"
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
-_MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
+_MODEL_FILTER = MODEL_FILTER
 _GPKG_FILTER = "GeoPackage (*.gpkg)"
 
 
@@ -53,10 +63,7 @@ class TrainObjectDetectionJob(TrainingJob):
                              help="RetinaNet (default), Faster R-CNN or FCOS on a ResNet-50 FPN "
                                   "backbone, or FCOS on a light ResNet-18 FPN that trains "
                                   "usefully on a CPU.")
-    init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
-                           optional=True, file_filter=_MODEL_FILTER,
-                           help="An object detection model to fine-tune; its architecture and "
-                                "normalisation are used.")
+    init_model: str = init_model_field("object detection model")
     patch_size: int = spec(512, "PATCH_SIZE", "Patch size (px)", "int", minimum=64,
                            maximum=4096,
                            help="Edge of the square patches the detector learns from; a "
@@ -67,7 +74,7 @@ class TrainObjectDetectionJob(TrainingJob):
     shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool",
                          help="Draw the training/validation split with the seed; off gives the "
                               "same split every run.")
-    seed: int = spec(0, "SEED", "Random seed", "int", minimum=0, advanced=True)
+    seed: int = seed_field()
     pad_small_features: bool = spec(True, "PAD_SMALL_FEATURES", "Pad small features", "bool",
                                     help="Grow boxes smaller than 25 px in x or y to 25 px "
                                          "around their centre (ENVI).")
@@ -94,28 +101,21 @@ class TrainObjectDetectionJob(TrainingJob):
                           advanced=True,
                           help="Overlap (IoU) above which the weaker of two boxes of a class is "
                                "suppressed; stored in the model.")
-    patience: int = spec(0, "PATIENCE", "Early stopping patience (epochs, 0 = off)", "int",
-                         minimum=0, advanced=True)
+    patience: int = patience_field()
     steps_per_epoch: int = spec(0, "STEPS_PER_EPOCH", "Batches per epoch (0 = one pass)",
                                 "int", minimum=0, advanced=True)
     max_patches: int = spec(0, "MAX_PATCHES", "Max training patches per epoch (0 = all)", "int",
                             minimum=0, advanced=True)
-    num_workers: int = spec(-1, "NUM_WORKERS", "Data loader workers (-1 = automatic)", "int",
-                            minimum=-1, maximum=64, advanced=True)
-    resume_from: str = spec("", "RESUME_FROM", "Resume from last model", "model_in",
-                            optional=True, advanced=True, file_filter=_MODEL_FILTER)
+    num_workers: int = num_workers_field()
+    resume_from: str = resume_from_field()
     device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
                        choice_labels=DEVICE_LABELS,
                        help="automatic takes the first CUDA GPU when there is one.")
     output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
                              file_filter=_MODEL_FILTER,
                              help="The model with the highest validation mAP50.")
-    output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
-                                  optional=True, file_filter=_MODEL_FILTER,
-                                  help="The model after the last epoch (to resume from).")
-    log_folder: str = spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)",
-                           "folder_out", optional=True, advanced=True,
-                           help="Empty: <output model>_logs next to the model.")
+    output_last_model: str = output_last_model_field()
+    log_folder: str = log_folder_field()
 
     def problems(self) -> list[str]:
         out = super().problems()

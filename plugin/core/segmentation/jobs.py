@@ -13,6 +13,16 @@ from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..patchsize import PATCH_MULTIPLE, nearest_patch_size, patch_size_problem  # noqa: F401
 from ..raster_model_job import RasterModelJob
+from ..training_fields import (
+    MODEL_FILTER,
+    init_model_field,
+    log_folder_field,
+    num_workers_field,
+    output_last_model_field,
+    patience_field,
+    resume_from_field,
+    seed_field,
+)
 from ..training_job import TrainingJob
 
 ARCHITECTURES = ("auto", "unetplusplus", "unet", "deeplabv3plus")
@@ -26,7 +36,7 @@ LOSS_LABELS = {"ce_dice": "Cross-entropy + Dice", "ce": "Cross-entropy", "focal"
 UNLABELLED = ("background", "unknown")
 MIN_STEPS = 300    # fewer optimiser steps than this get a warning before training
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
-_MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
+_MODEL_FILTER = MODEL_FILTER
 _RASTER_FILTER = "GeoTIFF (*.tif *.tiff)"
 MODEL_SUFFIX = ".dltmodel.safetensors"
 _TRAINING_DATA_FILTER = ("Labeling project (*.gpkg);;Segmentation chips folder (its manifest.json) "
@@ -124,10 +134,7 @@ class TrainPixelSegmentationJob(TrainingJob):
                                           "timm or torchvision checkpoint of the same encoder),"
                                           " for computers without internet; overrides Encoder "
                                           "weights.")
-    init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
-                           optional=True, file_filter=_MODEL_FILTER,
-                           help="An existing pixel segmentation model to fine-tune; its "
-                                "architecture, encoder and normalisation are used.")
+    init_model: str = init_model_field("pixel segmentation model")
     patch_size: int = spec(128, "PATCH_SIZE", "Patch size (px)", "int", minimum=32,
                            maximum=4096,
                            help="Edge of the square patches the model learns from; a multiple "
@@ -139,7 +146,7 @@ class TrainPixelSegmentationJob(TrainingJob):
     shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool",
                          help="Draw the training/validation split with the seed; off gives the "
                               "same split every run.")
-    seed: int = spec(0, "SEED", "Random seed", "int", minimum=0, advanced=True)
+    seed: int = seed_field()
     feature_patch_percentage: float = spec(
         1.0, "FEATURE_PATCH_PERCENTAGE", "Feature patch percentage", "float", minimum=0,
         maximum=1, help="Share (0–1) of the patches holding labelled features that are used.")
@@ -192,8 +199,7 @@ class TrainPixelSegmentationJob(TrainingJob):
     loss_weight: float = spec(0.0, "LOSS_WEIGHT", "Loss weight", "float", minimum=0, maximum=1,
                               help="0 treats feature and background pixels equally; higher "
                                    "values weigh feature pixels more in the loss.")
-    patience: int = spec(0, "PATIENCE", "Early stopping patience (epochs, 0 = off)", "int",
-                         minimum=0, advanced=True)
+    patience: int = patience_field()
     steps_per_epoch: int = spec(0, "STEPS_PER_EPOCH", "Batches per epoch (0 = automatic)",
                                 "int", minimum=0, advanced=True,
                                 help="Each epoch draws this many batches of new random windows "
@@ -201,12 +207,8 @@ class TrainPixelSegmentationJob(TrainingJob):
                                      "two passes over the training area, at least 20.")
     max_patches: int = spec(0, "MAX_PATCHES", "Max training patches per epoch (0 = all)", "int",
                             minimum=0, advanced=True)
-    num_workers: int = spec(-1, "NUM_WORKERS", "Data loader workers (-1 = automatic)", "int",
-                            minimum=-1, maximum=64, advanced=True)
-    resume_from: str = spec("", "RESUME_FROM", "Resume from last model", "model_in",
-                            optional=True, advanced=True, file_filter=_MODEL_FILTER,
-                            help="A last model written by an earlier run: training continues "
-                                 "after its epoch.")
+    num_workers: int = num_workers_field()
+    resume_from: str = resume_from_field()
     device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
                        choice_labels=DEVICE_LABELS,
                        help="Where training runs: automatic takes the first CUDA GPU when there "
@@ -215,17 +217,13 @@ class TrainPixelSegmentationJob(TrainingJob):
                              file_filter=_MODEL_FILTER,
                              help="The model with the best validation IoU of the feature "
                                   "classes (without validation: the last model).")
-    output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
-                                  optional=True, file_filter=_MODEL_FILTER,
-                                  help="The model after the last epoch (to resume from).")
+    output_last_model: str = output_last_model_field()
     save_optimizer: bool = spec(True, "SAVE_OPTIMIZER", "Save optimizer state beside the last "
                                 "model", "bool", advanced=True,
                                 help="Writes <last model>.optim.safetensors (the AdamW moments, "
                                      "about twice the model's size) so RESUME_FROM continues "
                                      "exactly; without it a resumed run restarts the optimizer.")
-    log_folder: str = spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)",
-                           "folder_out", optional=True, advanced=True,
-                           help="Empty: <output model>_logs next to the model.")
+    log_folder: str = log_folder_field()
 
     def __post_init__(self) -> None:
         self.output_model = model_file_name(self.output_model)
