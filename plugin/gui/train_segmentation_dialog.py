@@ -475,9 +475,9 @@ class TrainSegmentationDialog(TrainingDialog):
         self.output_last_edit.setToolTip("The model after the last epoch, to resume training "
                                          "from (its optimizer state is saved beside it).")
         form.addRow("Output model", model_output_row(
-            self, self.output_edit, "Output model", ".safetensors"))
+            self, self.output_edit, "Output model"))
         form.addRow("Output last model", model_output_row(
-            self, self.output_last_edit, "Output last model", ".safetensors"))
+            self, self.output_last_edit, "Output last model"))
         self.background_check = QCheckBox("Run in the background (progress in the task manager "
                                           "only)")
         self.tensorboard_check = QCheckBox("Open TensorBoard in the browser when training starts")

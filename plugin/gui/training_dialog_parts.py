@@ -27,12 +27,12 @@ from .job_dialog_support import (
 SUMMARY_WAITING = "The summary appears once the project and patch size are valid."
 
 
-def model_output_row(parent: QWidget, edit: QLineEdit, title: str,
-                     ending: str | None = None) -> QHBoxLayout:
-    """``edit`` with a "…" button asking for a model file to write (``.dltmodel.safetensors``
-    added to a name that does not end with ``ending``, by default that suffix)."""
+def model_output_row(parent: QWidget, edit: QLineEdit, title: str) -> QHBoxLayout:
+    """``edit`` with a "…" button asking for a model file to write: ``.dltmodel.safetensors``
+    is added to a name that does not end in ``.safetensors`` (the rule of the train jobs,
+    :func:`~..core.segmentation.jobs.model_file_name`)."""
     return file_row(edit, lambda: browse_save_file(parent, edit, title, MODEL_FILTER,
-                                                   MODEL_SUFFIX, ending))
+                                                   MODEL_SUFFIX, ".safetensors"))
 
 
 def confirm_replacing_models(parent: QWidget, job: Job) -> bool:
