@@ -138,8 +138,10 @@ class ClassifyPixelsDialog(RasterModelDialog):
         self.tta_check.setToolTip("Averages the predictions of 8 turned and flipped copies of "
                                   "each tile: smoother results, 8 × the time.")
         rf.addRow("", self.tta_check)
-        self.batch_spin = int_spin(1, 1024, tooltip="Tiles the model classifies at once; more "
-                                                    "is faster on a GPU and needs more memory.")
+        self.batch_spin = int_spin(0, 1024, special="automatic",
+                                   tooltip="Tiles the model classifies at once; more is faster "
+                                           "on a GPU and needs more memory. Automatic: from "
+                                           "the free GPU memory (4 on the CPU).")
         counted(self.batch_spin, "tile")
         rf.addRow("Tiles per batch", self.batch_spin)
         self.tile_spin = int_spin(
