@@ -13,6 +13,9 @@ from typing import ClassVar
 
 from .jobs import Job, JobContext
 
+#: Files a training run writes in its log folder (:mod:`.training.report`).
+LOG_FILES = ("metrics.csv", "report.json", "report.md", "learning_curves.png")
+
 
 class TrainingJob(Job):
     """Base of the train jobs. Subclasses are dataclasses with at least the fields
@@ -31,8 +34,33 @@ class TrainingJob(Job):
     chips_folder_kinds: ClassVar[str] = ""
 
     def problems(self) -> list[str]:
-        """The base checks, the project and the model files (each a sentence with its fix)."""
-        return super().problems() + self.project_problems() + self.model_problems()
+        """The base checks, the project, the model files and the log folder (each a sentence
+        with its fix)."""
+        return (super().problems() + self.project_problems() + self.model_problems()
+                + self.log_folder_problems())
+
+    def extra_outputs(self) -> list[tuple[str, str, bool]]:
+        """The default log folder (``<output model>_logs``) when LOG_FOLDER is empty (a given
+        LOG_FOLDER is checked as the output field it is)."""
+        if self.output_model and not self.log_folder:
+            return [("Log folder (LOG_FOLDER)", self.resolved_log_folder(), True)]
+        return []
+
+    def log_folder_problems(self) -> list[str]:
+        """A log folder that holds files but none of a training log (``metrics.csv``,
+        ``report.json``, TensorBoard events) is refused: the run would mix its logs with, and
+        replace, files the user keeps there."""
+        if not self.output_model:
+            return []
+        folder = Path(self.resolved_log_folder())
+        if not folder.is_dir():
+            return []
+        names = [p.name for p in folder.iterdir()]
+        ours = any(n in LOG_FILES or n.startswith("events.out.tfevents") for n in names)
+        if names and not ours:
+            return [f"The log folder {folder} (LOG_FOLDER) holds other files and no training "
+                    "log: choose a new or empty folder, or a log folder of an earlier run."]
+        return []
 
     def project_problems(self) -> list[str]:
         """PROJECT must be an existing labeling project, or (where the family reads one) a

@@ -40,6 +40,7 @@ TASK = "object_detection"
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = MODEL_FILTER
 _GPKG_FILTER = "GeoPackage (*.gpkg)"
+MIN_PATCH_SIZE = 64
 
 
 @register_job
@@ -64,7 +65,7 @@ class TrainObjectDetectionJob(TrainingJob):
                                   "backbone, or FCOS on a light ResNet-18 FPN that trains "
                                   "usefully on a CPU.")
     init_model: str = init_model_field("object detection model")
-    patch_size: int = spec(512, "PATCH_SIZE", "Patch size (px)", "int", minimum=64,
+    patch_size: int = spec(512, "PATCH_SIZE", "Patch size (px)", "int", minimum=MIN_PATCH_SIZE,
                            maximum=4096,
                            help="Edge of the square patches the detector learns from; a "
                                 "multiple of 32, larger than the largest object. The detector "
@@ -119,7 +120,7 @@ class TrainObjectDetectionJob(TrainingJob):
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if self.patch_size % PATCH_MULTIPLE:
+        if self.patch_size >= MIN_PATCH_SIZE and self.patch_size % PATCH_MULTIPLE:
             out.append(f"Patch size {self.patch_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.patch_size)}.")
         return out
@@ -211,7 +212,7 @@ class DetectionSummaryJob(Job):
     group = "Object detection"
 
     project: str = spec("", "PROJECT", "Labeling project or chips folder", "project_in")
-    patch_size: int = spec(512, "PATCH_SIZE", "Patch size (px)", "int", minimum=64,
+    patch_size: int = spec(512, "PATCH_SIZE", "Patch size (px)", "int", minimum=MIN_PATCH_SIZE,
                            maximum=4096)
     split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
                         minimum=0, maximum=100)

@@ -232,12 +232,10 @@ class TrainPixelSegmentationJob(TrainingJob):
     def extra_outputs(self) -> list[tuple[str, str, bool]]:
         from .modelfile import optimizer_path
 
-        out = []
+        out = super().extra_outputs()
         if self.output_last_model and self.save_optimizer:
             out.append(("Optimizer state beside the last model",
                         str(optimizer_path(self.output_last_model)), False))
-        if self.output_model:
-            out.append(("Log folder (LOG_FOLDER)", self.resolved_log_folder(), True))
         return out
 
     def problems(self) -> list[str]:
