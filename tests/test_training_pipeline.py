@@ -98,3 +98,17 @@ def test_device_sums_and_loader_workers():
     assert runtime.num_workers(-1, "cuda", cpus=16, processes=4) == 3   # a share per GPU
     assert runtime.num_workers(-1, "cpu", cpus=2) == 0
     assert runtime.num_workers(-1, "cpu", cpus=16) == 2
+
+
+def test_a_fresh_run_moves_the_earlier_metrics_aside_and_a_resumed_run_appends(tmp_path):
+    from plugin.core.training import report
+
+    report.append_csv(tmp_path, {"epoch": 1, "train_loss": 0.5})
+    assert report.start_csv(tmp_path, resumed=True) is None
+    report.append_csv(tmp_path, {"epoch": 2, "train_loss": 0.4})
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 3
+    moved = report.start_csv(tmp_path, resumed=False)
+    assert moved is not None and moved.read_text().count("\n") == 3
+    assert not (tmp_path / "metrics.csv").exists()
+    report.append_csv(tmp_path, {"epoch": 1, "train_loss": 0.9})
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == ["epoch,train_loss", "1,0.9"]

@@ -138,6 +138,8 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
                    "best_metrics": best_metrics})
 
     writer = SummaryWriter(str(log_folder / "tensorboard")) if main else None
+    if main and (moved := report.start_csv(log_folder, resumed=bool(history))):
+        ctx.log(f"The earlier run's metrics were moved to {moved.name}.")
     ctx.artifact("log_folder", str(log_folder))
     for epoch in range(start_epoch, job.epochs):
         if distributed.broadcast(ctx.cancelled):

@@ -15,6 +15,21 @@ REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 
 
+def start_csv(folder: Path, resumed: bool) -> Path | None:
+    """Before a run writes ``metrics.csv``: a fresh run (not ``resumed``) moves an earlier
+    run's file aside to ``metrics.<its time>.csv`` so rows of two runs never mix and nothing is
+    lost; a resumed run appends to it. The moved file's path, or None."""
+    import time
+
+    path = folder / CSV_NAME
+    if resumed or not path.is_file():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
+    old = folder / f"metrics.{stamp}.csv"
+    path.replace(old)
+    return old
+
+
 def append_csv(folder: Path, row: dict) -> Path:
     """Append ``row`` to ``metrics.csv`` (header from the first row written)."""
     path = folder / CSV_NAME
