@@ -225,6 +225,12 @@ class GridTask(ClassificationTask):
         per_class = {n: int(v) for n, v in zip(self.names, t_train.sum(0))}
         ctx.log(f"Grid cells: {len(train)} training, {len(val)} validation; training cells per "
                 f"class: {per_class}; background cells: {int((t_train.sum(1) == 0).sum())}.")
+        empty = [n for n, count in per_class.items() if not count]
+        if empty:
+            ctx.log(f"No training cell holds {', '.join(empty)} (each needs at least "
+                    f"{job.min_cover:g} of a cell): the model cannot learn "
+                    f"{'it' if len(empty) == 1 else 'them'}. Label more, lower MIN_COVER or use "
+                    "a smaller grid size.", "warning")
         with rasterio.open(sources[0].image) as ds:
             self.bands, res = ds.count, ds.res
             self.crs = ds.crs.to_string() if ds.crs else None
