@@ -494,10 +494,10 @@ class TrainSegmentationDialog(QDialog):
         box = QGroupBox("Output")
         form = QFormLayout(box)
         self.output_edit = QLineEdit()
-        self.output_edit.setPlaceholderText("Best model (best validation IoU of the features)")
+        self.output_edit.setPlaceholderText("Best model (best mean validation IoU)")
         self.output_last_edit = QLineEdit()
         self.output_last_edit.setPlaceholderText("Model after the last epoch (optional)")
-        self.output_edit.setToolTip("The model with the best validation IoU of the features; "
+        self.output_edit.setToolTip("The model with the best mean validation IoU of the classes; "
                                     ".dltmodel.safetensors is added to a name without it.")
         self.output_last_edit.setToolTip("The model after the last epoch, to resume training "
                                          "from (its optimizer state is saved beside it).")

@@ -209,8 +209,9 @@ class TrainPixelSegmentationJob(Job):
                             "is one.")
     output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
                              file_filter=_MODEL_FILTER,
-                             help="The model with the best validation IoU of the feature "
-                                  "classes (without validation: the last model).")
+                             help="The model with the best mean validation IoU of the "
+                                  "classes (background included when it is learnt; without "
+                                  "validation: the last model).")
     output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
                                   optional=True, file_filter=_MODEL_FILTER,
                                   help="The model after the last epoch (to resume from).")
