@@ -228,6 +228,8 @@ def trees(args) -> tuple[list[float], float]:
         project = _project(folder, left, crs, ["tree"], [(1, g) for g in boxes])
         preds = _train_and_classify(project, right, folder, args)
     ours = [iou(p == 1, truth[:, cut:]) for p in preds]
+    print(f"  tree share of the right half: truth {truth[:, cut:].mean():.3f}, ours (best) "
+          f"{(preds[0] == 1).mean():.3f}, left half truth {truth[:, :cut].mean():.3f}")
     exg = excess_green(image)
     cands = np.quantile(exg[:, :cut], np.linspace(0.02, 0.98, 97))
     best_t = max(cands, key=lambda t: iou(exg[:, :cut] > t, truth[:, :cut]))

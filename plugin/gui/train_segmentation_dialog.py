@@ -543,7 +543,7 @@ class TrainSegmentationDialog(QDialog):
         counted(self.steps_spin, "batch")
         self.steps_spin.setSpecialValueText("automatic")
         self.steps_spin.setToolTip("Batches of new random windows per epoch; automatic covers "
-                                   "the training area about twice, at least 20 batches.")
+                                   "the training area about twice, at least 12 batches.")
         self.max_patches_spin = QSpinBox()
         self.max_patches_spin.setRange(0, 10**8)
         counted(self.max_patches_spin, "patch")
