@@ -406,8 +406,9 @@ def class_covering(counts: list[dict[int, int]], n_val: int,
     holds every feature class it can without taking a class's last training unit.
 
     Classes are visited from the one in the fewest units; a class not yet validated gets the
-    unit that validates the most classes not yet validated, then takes the smallest share of
-    any class's pixels (ties: at random from ``rng``). The remaining units are drawn at random,
+    unit that takes at most half of any class's pixels, validates the most classes not yet
+    validated, then takes the smallest share of any class's pixels (ties: at random from
+    ``rng``). The remaining units are drawn at random,
     those that would leave a class without training first avoided. A class found in one unit
     only stays in training (the plan then warns that it has no validation samples). Sparse
     labels (land-cover polygons, a few per class) are what this is for: a purely random pick
@@ -428,6 +429,9 @@ def class_covering(counts: list[dict[int, int]], n_val: int,
     def keeps_training(i: int) -> bool:   # moving unit i leaves every class a training unit
         return all(left[k] > 1 for k in has[i])
 
+    def share(i: int) -> float:          # the largest share of a class's pixels in unit i
+        return max(counts[i].get(k, 0) / totals[k] for k in has[i])
+
     def take(i: int) -> None:
         val.add(i)
         covered.update(has[i])
@@ -441,8 +445,8 @@ def class_covering(counts: list[dict[int, int]], n_val: int,
             continue
         options = [i for i in order if i not in val and cls in has[i] and keeps_training(i)]
         if options:
-            take(min(options, key=lambda i: (-len(has[i] - covered), max(
-                counts[i].get(k, 0) / totals[k] for k in has[i]))))
+            take(min(options, key=lambda i: (share(i) > 0.5, -len(has[i] - covered),
+                                             share(i))))
     for spare in (True, False):    # the rest at random, sparing classes' last training units
         for i in order:
             if len(val) < n_val and i not in val and (keeps_training(i) or not spare):
