@@ -408,11 +408,12 @@ def class_covering(counts: list[dict[int, int]], n_val: int,
     Classes are visited from the one in the fewest units; a class not yet validated gets the
     unit that takes at most half of any class's pixels, validates the most classes not yet
     validated, then takes the smallest share of any class's pixels (ties: at random from
-    ``rng``). The remaining units are drawn at random,
-    those that would leave a class without training first avoided. A class found in one unit
-    only stays in training (the plan then warns that it has no validation samples). Sparse
-    labels (land-cover polygons, a few per class) are what this is for: a purely random pick
-    validated one or two classes and could take every label of a rare class out of training.
+    ``rng``); a class in every unit is left to the random draw. The remaining units are drawn
+    at random, those that would leave a class without training first avoided. A class found in
+    one unit only stays in training (the plan then warns that it has no validation samples).
+    Sparse labels (land-cover polygons, a few per class) are what this is for: a purely random
+    pick validated one or two classes and could take every label of a rare class out of
+    training.
     """
     has = [{k for k, v in c.items() if k and v} for c in counts]
     totals: dict[int, int] = {}
@@ -441,7 +442,7 @@ def class_covering(counts: list[dict[int, int]], n_val: int,
     for cls in sorted(totals, key=lambda k: (units_of[k], k)):
         if len(val) >= n_val:
             break
-        if cls in covered:
+        if cls in covered or units_of[cls] == len(counts):   # every unit validates it
             continue
         options = [i for i in order if i not in val and cls in has[i] and keeps_training(i)]
         if options:
