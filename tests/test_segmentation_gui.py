@@ -494,7 +494,7 @@ def test_classify_reopened_on_the_raster_it_classified_last(qgis_iface, tmp_path
     all the same, Classify is enabled, and output names follow a newly chosen raster."""
     from qgis.core import QgsRasterLayer
 
-    from plugin.gui import classify_pixels_dialog as cpd
+    from plugin.gui import raster_model_dialog as cpd  # the base that remembers the job
 
     model = write_fake_model(tmp_path / "m.dltmodel.safetensors", card())
     image = write_raster(tmp_path / "image.tif")
