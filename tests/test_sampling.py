@@ -275,3 +275,26 @@ def test_scanning_memory_does_not_grow_with_the_raster(tmp_path: Path):
     tracemalloc.stop()
     assert grid == (16, 16) and sum(1 for c in cands if c.counts.get(1)) == 8 * 14
     assert peak < size * size / 4    # well under the 16 MB a whole-raster read would take
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_validation_patches_hold_every_class_they_can(tmp_path: Path, seed: int):
+    """Sparse labels (issue 9): a random pick of 2 validation patches out of 10 feature patches
+    validated one or two classes and could take a rare class's only patch out of training.
+    Classes 2–4 lie in two patches each, class 5 in one only, class 1 everywhere else."""
+    lab = np.zeros((5 * 32, 2 * 32), np.uint8)
+    where = {2: (0, 1), 3: (2, 3), 4: (4, 5), 5: (6,)}
+    for k in range(10):
+        r, c = divmod(k, 2)
+        cls = next((c_ for c_, ks in where.items() if k in ks), 1)
+        lab[r * 32 + 4:r * 32 + 12, c * 32 + 4:c * 32 + 12] = cls
+    cfg = SamplingConfig(patch_size=32, split=70, shuffle=True, seed=seed,
+                         background_patch_ratio=0)
+    plan = plan_patches([source(tmp_path, lab)], cfg)
+    s = plan.summary()
+    assert s["patches"]["validation"]["feature"] == 3           # round(10 × 0.3): unchanged
+    assert set(s["pixels"]["validation"]) >= {2, 3, 4}          # 3 patches, 3 classes of 2
+    assert set(s["pixels"]["train"]) >= {1, 2, 3, 4, 5}         # nothing left out of training
+    assert any("5" in w and "no validation" in w for w in plan.warnings)
+    assert plan_mod.class_covering([{1: 9}, {1: 9}, {0: 5, 2: 1}], 3,
+                                   np.random.default_rng(0)) == {0, 1, 2}   # n_val is kept

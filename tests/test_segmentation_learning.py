@@ -139,7 +139,7 @@ def test_training_length_is_known_up_front():
 
     job = TrainPixelSegmentationJob(epochs=25, patch_size=128, batch_size=8)
     per_epoch, total, warning = training_length(job, 100_000)
-    assert per_epoch == 20 and total == 500 and not warning     # at least 20 batches/epoch
+    assert per_epoch == 12 and total == 300 and not warning     # at least 12 batches/epoch
     per_epoch, total, _ = training_length(job, 4_000_000)
     assert per_epoch == 62                                      # 2 × 4 Mpx / 128² / 8
     short = TrainPixelSegmentationJob(epochs=2, steps_per_epoch=10)

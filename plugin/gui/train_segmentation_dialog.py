@@ -467,10 +467,10 @@ class TrainSegmentationDialog(TrainingDialog):
         box = QGroupBox("Output")
         form = QFormLayout(box)
         self.output_edit = QLineEdit()
-        self.output_edit.setPlaceholderText("Best model (best validation IoU of the features)")
+        self.output_edit.setPlaceholderText("Best model (best mean validation IoU)")
         self.output_last_edit = QLineEdit()
         self.output_last_edit.setPlaceholderText("Model after the last epoch (optional)")
-        self.output_edit.setToolTip("The model with the best validation IoU of the features; "
+        self.output_edit.setToolTip("The model with the best mean validation IoU of the classes; "
                                     ".dltmodel.safetensors is added to a name without it.")
         self.output_last_edit.setToolTip("The model after the last epoch, to resume training "
                                          "from (its optimizer state is saved beside it).")
@@ -510,7 +510,7 @@ class TrainSegmentationDialog(TrainingDialog):
         self.steps_spin = counted(int_spin(
             0, 10**7, special="automatic",
             tooltip="Batches of new random windows per epoch; automatic covers the training "
-                    "area about twice, at least 20 batches."), "batch")
+                    "area about twice, at least 12 batches."), "batch")
         self.max_patches_spin = counted(int_spin(
             0, 10**8, special="all", tooltip="Use at most this many training patches per epoch "
                                              "(a random subset each epoch)."), "patch")

@@ -13,8 +13,10 @@ Rules (all counts are per split, all randomness seeded):
   ``blocked_split`` off) whole rasters are split: ``round(N × (100 − split) / 100)`` rasters go to
   validation (at least one and at most N − 1 when N ≥ 2), explicit validation rasters counting
   towards that number. A single ``auto`` raster is split by patches, feature and background
-  patches separately (stratified); with ``blocked_split`` every ``auto`` raster is split in blocks
-  of ``block_size × block_size`` grid positions, and train patches closer than
+  patches separately (stratified; the validation feature patches are chosen to hold every
+  class they can without taking a class's last training patch: :func:`class_covering`); with
+  ``blocked_split`` every ``auto`` raster is split in blocks of ``block_size × block_size`` grid
+  positions, and train patches closer than
   ``buffer_patches`` grid steps to a validation patch (plus the steps over which patches still
   overlap when stride < patch size) are dropped.
 - Shuffle (as ENVI's "Shuffle Rasters"): off → the split does not depend on the seed (the same
@@ -389,10 +391,68 @@ def _stratified(cands: list[_Candidate], config: SamplingConfig,
     out: dict[str, list] = {"train": [], "validation": []}
     for has in (True, False):
         group = [c for c in cands if any(k for k in c.counts if k) == has]
-        val = set(rng.permutation(len(group))[:n_validation(len(group), config.split)].tolist())
+        n_val = n_validation(len(group), config.split)
+        val = (class_covering([c.counts for c in group], n_val, rng) if has
+               else set(rng.permutation(len(group))[:n_val].tolist()))
         for k, c in enumerate(group):
             out["validation" if k in val else "train"].append(c)
     return out
+
+
+def class_covering(counts: list[dict[int, int]], n_val: int,
+                   rng: np.random.Generator) -> set[int]:
+    """Indices of ``n_val`` validation units (patches) among units with class pixel ``counts``
+    ({class id: pixels}; id 0, background, is not a class to cover), chosen so that validation
+    holds every feature class it can without taking a class's last training unit.
+
+    Classes are visited from the one in the fewest units; a class not yet validated gets the
+    unit that takes at most half of any class's pixels, validates the most classes not yet
+    validated, then takes the smallest share of any class's pixels (ties: at random from
+    ``rng``); a class in every unit is left to the random draw. The remaining units are drawn
+    at random, those that would leave a class without training first avoided. A class found in
+    one unit only stays in training (the plan then warns that it has no validation samples).
+    Sparse labels (land-cover polygons, a few per class) are what this is for: a purely random
+    pick validated one or two classes and could take every label of a rare class out of
+    training.
+    """
+    has = [{k for k, v in c.items() if k and v} for c in counts]
+    totals: dict[int, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            if k and v:
+                totals[k] = totals.get(k, 0) + v
+    units_of = {k: sum(k in h for h in has) for k in totals}
+    left = dict(units_of)          # training units per class
+    order = [int(i) for i in rng.permutation(len(counts))]
+    val: set[int] = set()
+    covered: set[int] = set()
+
+    def keeps_training(i: int) -> bool:   # moving unit i leaves every class a training unit
+        return all(left[k] > 1 for k in has[i])
+
+    def share(i: int) -> float:          # the largest share of a class's pixels in unit i
+        return max(counts[i].get(k, 0) / totals[k] for k in has[i])
+
+    def take(i: int) -> None:
+        val.add(i)
+        covered.update(has[i])
+        for k in has[i]:
+            left[k] -= 1
+
+    for cls in sorted(totals, key=lambda k: (units_of[k], k)):
+        if len(val) >= n_val:
+            break
+        if cls in covered or units_of[cls] == len(counts):   # every unit validates it
+            continue
+        options = [i for i in order if i not in val and cls in has[i] and keeps_training(i)]
+        if options:
+            take(min(options, key=lambda i: (share(i) > 0.5, -len(has[i] - covered),
+                                             share(i))))
+    for spare in (True, False):    # the rest at random, sparing classes' last training units
+        for i in order:
+            if len(val) < n_val and i not in val and (keeps_training(i) or not spare):
+                take(i)
+    return val
 
 
 def _blocked(cands: list[_Candidate], grid: tuple[int, int], config: SamplingConfig,
