@@ -174,3 +174,37 @@ def test_dltrain_runs_detect_objects_from_a_job_file(trained, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)["result"]
     assert result["output"] == job.output and (tmp_path / "cli.gpkg").is_file()
+
+
+def test_detect_objects_onnxruntime_gives_torchs_boxes(trained, tmp_path):
+    """The CPU engine (onnxruntime, the export cached per model and setting) and the torch
+    engine give the same merged boxes over a raster of several tiles, with and without TTA."""
+    import os
+
+    import pyogrio.raw
+    import shapely
+
+    scene = make_object_scene(tmp_path, size=160, n_objects=9, seed=21, sizes=(25, 34))
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    try:
+        for tta in (False, True):
+            found = {}
+            for engine in ("torch", "onnxruntime"):
+                out = tmp_path / f"{engine}_{tta}.gpkg"
+                res = DetectObjectsJob(input=str(scene.raster),
+                                       model=trained["result"]["output_model"], output=str(out),
+                                       engine=engine, tta=tta, device="cpu"
+                                       ).run(RecordingContext())
+                assert res["engine"] == engine
+                meta, _, geoms, fields = pyogrio.raw.read(str(out))
+                cols = dict(zip(meta["fields"], fields))
+                order = np.argsort(-cols["score"], kind="stable")
+                found[engine] = (shapely.bounds(shapely.from_wkb(geoms))[order],
+                                 cols["score"][order], cols["class_id"][order])
+            (ba, sa, la), (bb, sb, lb) = found["torch"], found["onnxruntime"]
+            assert len(ba) == len(bb) >= 8
+            np.testing.assert_allclose(ba, bb, atol=0.01)      # map units (m): 0.02 px
+            np.testing.assert_allclose(sa, sb, atol=2e-3)
+            assert (la == lb).all()
+    finally:
+        del os.environ["XDG_CACHE_HOME"]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -121,6 +122,19 @@ class TileDetector:
                 results = merged
             return [(b.cpu().numpy(), s.cpu().numpy(), lab.cpu().numpy())
                     for b, s, lab in results]
+
+
+def torch_tile_detector(job, card: dict, tile: int, score: float, nms_iou: float,
+                        device: str) -> TileDetector:
+    """A :class:`TileDetector` with the model's weights, set for ``job``'s thresholds."""
+    from .modelfile import load_detector
+    from .models import set_inference
+
+    network, card = load_detector(job.model, card)
+    network.transform.min_size, network.transform.max_size = (tile,), tile
+    set_inference(network, min(score, 0.05) if job.tta else score, nms_iou,
+                  job.max_detections)
+    return TileDetector(network, device, job.tta, nms_iou)
 
 
 def detect_raster(src, detector, fill: list[float], tile: int, overlap: int, batch: int,
@@ -218,15 +232,20 @@ def merge_across_tiles(boxes_map: np.ndarray, scores: np.ndarray, labels: np.nda
                        nms_iou: float, tile_ids: np.ndarray | None = None) -> np.ndarray:
     """Indices kept by per-class NMS in map coordinates (float64), best score first; with
     ``tile_ids``, then :func:`merge_seen_twice`."""
-    import torch
-    from torchvision.ops import batched_nms
-
     if len(boxes_map) == 0:
         return np.zeros(0, np.int64)
     origin = boxes_map[:, :2].min(0)
     local = boxes_map - np.concatenate([origin, origin])   # keeps float64 exact and small
-    keep = batched_nms(torch.from_numpy(local), torch.from_numpy(scores.astype(np.float64)),
-                       torch.from_numpy(labels), float(nms_iou)).numpy()
+    if "torch" in sys.modules:       # torchvision's batched_nms (the torch engine loaded it)
+        import torch
+        from torchvision.ops import batched_nms
+
+        keep = batched_nms(torch.from_numpy(local), torch.from_numpy(scores.astype(np.float64)),
+                           torch.from_numpy(labels), float(nms_iou)).numpy()
+    else:                            # onnxruntime engine: the same rule without torch
+        from .detect_onnx import nms_numpy
+
+        keep = nms_numpy(local, scores, labels, float(nms_iou))
     if tile_ids is not None:
         keep = keep[merge_seen_twice(local[keep], scores[keep], labels[keep], tile_ids[keep])]
     return keep
@@ -296,14 +315,15 @@ def _tmp(path: Path) -> Path:
 
 # -- the job ------------------------------------------------------------------------------------
 def detect_objects(job, ctx: JobContext) -> dict:
-    """Run a DetectObjectsJob (see the module docstring); return counts and output paths."""
+    """Run a DetectObjectsJob (see the module docstring); return counts and output paths.
+    On the CPU the tiles run through onnxruntime (:mod:`.detect_onnx`, torch is not imported
+    once the export is cached) unless ENGINE is torch; on CUDA through torch."""
     import rasterio
-    import torch
 
     from ..environment import resolve_device
     from ..segmentation.classify import PIXEL_SIZE_TOLERANCE
-    from .modelfile import load_detector, object_classes, read_card
-    from .models import set_inference
+    from .detect_onnx import ort_tile_detector
+    from .modelfile import object_classes, read_card
 
     started = time.monotonic()
     card = read_card(job.model)
@@ -335,11 +355,9 @@ def detect_objects(job, ctx: JobContext) -> dict:
                         f"pixel size ({float(px[0]):g}): objects will look larger or smaller "
                         "than in training. Resample the raster to the training pixel size.",
                         "warning")
-        network, card = load_detector(job.model, card)
-        network.transform.min_size, network.transform.max_size = (tile,), tile
-        set_inference(network, min(score, 0.05) if job.tta else score, nms_iou,
-                      job.max_detections)
-        detector = TileDetector(network, device, job.tta, nms_iou)
+        detector = ort_tile_detector(job, card, tile, score, nms_iou, device, ctx)
+        if detector is None:
+            detector = torch_tile_detector(job, card, tile, score, nms_iou, device)
         cells = None
         if job.grid_model:
             from ..classification.optimized import grid_filter
@@ -352,10 +370,12 @@ def detect_objects(job, ctx: JobContext) -> dict:
             found = detect_raster(src, detector, card["mean"], tile, overlap, job.batch_size,
                                   progress=lambda d, t: ctx.progress("tile", d, t, "Detecting"),
                                   cancelled=lambda: ctx.cancelled, cells=cells)
-        except torch.OutOfMemoryError:
-            raise UserError("The GPU ran out of memory while detecting.",
-                            "Use fewer tiles per batch (BATCH_SIZE) or a smaller TILE_SIZE."
-                            ) from None
+        except Exception as exc:
+            if type(exc).__name__ == "OutOfMemoryError":    # torch's, without importing it
+                raise UserError("The GPU ran out of memory while detecting.",
+                                "Use fewer tiles per batch (BATCH_SIZE) or a smaller "
+                                "TILE_SIZE.") from None
+            raise
         transform, crs = src.transform, src.crs
     sel = found["scores"] >= score
     boxes_map = to_map(found["boxes"][sel], transform)
@@ -392,6 +412,7 @@ def detect_objects(job, ctx: JobContext) -> dict:
                 f"{optimized['seconds_saved']:g} s saved.")
     return {**optimized, "output": job.output, "output_points": job.output_points or None,
             "detections": int(len(scores)), "per_class": per_class, "device": device,
+            "engine": getattr(detector, "name", "torch"),
             "tiles": found["tiles"], "tile_size": tile, "overlap": overlap,
             "score_threshold": score, "nms_iou": nms_iou, "area_field": area[0],
             "forward_seconds": round(found["forward_seconds"], 3),

@@ -202,6 +202,11 @@ class DetectObjectsJob(Job):
                                  "float", minimum=0.0, maximum=1.0, advanced=True,
                                  help="A cell is searched when a class's grid score reaches "
                                       "this; 0 uses the grid model's tuned thresholds.")
+    engine: str = spec("auto", "ENGINE", "Inference engine", "enum",
+                       choices=("auto", "torch", "onnxruntime"), advanced=True,
+                       choice_labels=("Automatic", "PyTorch", "ONNX Runtime"),
+                       help="auto: onnxruntime on the CPU when installed (faster there, and "
+                            "torch is not loaded), torch on CUDA.")
     device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
                        choice_labels=DEVICE_LABELS,
                        help="automatic takes the first CUDA GPU when there is one.")
