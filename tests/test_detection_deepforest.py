@@ -14,7 +14,7 @@ from plugin.core.detection.jobs import DetectObjectsJob, TrainObjectDetectionJob
 from plugin.core.jobs import RecordingContext
 from plugin.core.labeling.box_importers import import_box_annotations, read_boxes
 
-TRAIN_TILES = ("2019_YELL_2_541000_4977000_image_crop", "SOAP_061")
+TRAIN_TILES = ("2019_YELL_2_541000_4977000_image_crop", "2019_YELL_2_528000_4978000_image_crop2")
 
 
 def held_out_map50(found_gpkg, tif, truth_csv) -> dict:
@@ -51,8 +51,8 @@ def test_deepforest_trees_held_out_osbs(deepforest_dir, tmp_path):
         import_box_annotations(project, deepforest_dir / f"{name}.xml",
                                deepforest_dir / f"{name}.png")
     job = TrainObjectDetectionJob(
-        project=str(project), architecture="fcos_resnet18", patch_size=128, split=85,
-        epochs=10, steps_per_epoch=12, batch_size=4, learning_rate=0.001,
+        project=str(project), architecture="fcos_resnet18", patch_size=128, split=100,
+        epochs=10, steps_per_epoch=15, batch_size=4, learning_rate=0.001,
         background_patch_ratio=0.0, device="cpu", num_workers=0,
         output_model=str(tmp_path / "trees.safetensors"))
     trained = job.run(RecordingContext())

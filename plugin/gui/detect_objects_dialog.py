@@ -156,7 +156,7 @@ class DetectObjectsDialog(QDialog):
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 8192)
         self.tile_spin.setSingleStep(32)
-        self.tile_spin.setSpecialValueText("model's patch size")
+        self.tile_spin.setSpecialValueText("automatic")
         rf.addRow("Tile size", self.tile_spin)
         self.overlap_spin = QSpinBox()
         self.overlap_spin.setRange(-1, 8192)

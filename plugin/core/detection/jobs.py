@@ -183,8 +183,10 @@ class DetectObjectsJob(Job):
                                "into the best one, within and across tiles.")
     max_detections: int = spec(300, "MAX_DETECTIONS", "Maximum detections per tile", "int",
                                minimum=1, maximum=100000, advanced=True)
-    tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = model's patch size)", "int",
-                          minimum=0, maximum=8192)
+    tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = automatic)", "int",
+                          minimum=0, maximum=8192,
+                          help="Edge of the square tiles searched; automatic: the model's "
+                               "patch size, at least three tile overlaps.")
     overlap: int = spec(-1, "OVERLAP", "Tile overlap (px, -1 = automatic)", "int",
                         minimum=-1, maximum=8192,
                         help="Pixels shared by neighbouring tiles; at least the largest "
