@@ -75,7 +75,7 @@ def test_detect_objects_on_an_unseen_georeferenced_raster(trained, tmp_path):
     out = tmp_path / "found.gpkg"
     job = DetectObjectsJob(input=str(scene.raster), model=trained["result"]["output_model"],
                            output=str(out), output_points=str(tmp_path / "centres.gpkg"),
-                           device="cpu")
+                           tile_size=PATCH, device="cpu")
     assert job.problems() == []
     res = job.run(RecordingContext())
     assert res["tiles"] > 4 and res["area_field"] == "area_m2"
@@ -193,7 +193,7 @@ def test_detect_objects_onnxruntime_gives_torchs_boxes(trained, tmp_path):
                 out = tmp_path / f"{engine}_{tta}.gpkg"
                 res = DetectObjectsJob(input=str(scene.raster),
                                        model=trained["result"]["output_model"], output=str(out),
-                                       engine=engine, tta=tta, device="cpu"
+                                       engine=engine, tta=tta, tile_size=PATCH, device="cpu"
                                        ).run(RecordingContext())
                 assert res["engine"] == engine
                 meta, _, geoms, fields = pyogrio.raw.read(str(out))
