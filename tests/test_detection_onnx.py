@@ -30,6 +30,7 @@ print(json.dumps({"engine": result["engine"], "torch": "torch" in sys.modules,
 def test_cpu_detect_objects_never_imports_torch(tmp_path):
     import torch
 
+    from plugin.core.detection.detect import auto_tile
     from plugin.core.detection.detect_onnx import ort_tile_detector
     from plugin.core.detection.jobs import DetectObjectsJob
     from plugin.core.detection.modelfile import make_card, read_card, save_model
@@ -50,7 +51,8 @@ def test_cpu_detect_objects_never_imports_torch(tmp_path):
     try:   # caches the export the child then finds (random weights: scores near 0.01)
         job = DetectObjectsJob(input=str(scene.raster), model=str(model),
                                output=str(tmp_path / "x.gpkg"), score_threshold=0.001)
-        assert ort_tile_detector(job, read_card(model), 64, 0.001, 0.5, "cpu").name == (
+        card = read_card(model)
+        assert ort_tile_detector(job, card, auto_tile(card, 0), 0.001, 0.5, "cpu").name == (
             "onnxruntime")
     finally:
         del os.environ["XDG_CACHE_HOME"]

@@ -369,7 +369,10 @@ def detect_objects(job, ctx: JobContext) -> dict:
                         f"pixel size ({float(px[0]):g}): objects will look larger or smaller "
                         "than in training. Resample the raster to the training pixel size.",
                         "warning")
-        detector = ort_tile_detector(job, card, tile, score, nms_iou, device, ctx)
+        # a raster smaller than the tile is searched in one tile of its own size (rounded up
+        # to 32 px), as detect_raster does
+        square = min(tile, _ceil32(max(src.height, src.width)))
+        detector = ort_tile_detector(job, card, square, score, nms_iou, device, ctx)
         if detector is None:
             detector = torch_tile_detector(job, card, tile, score, nms_iou, device)
         cells = None

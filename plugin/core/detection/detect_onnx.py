@@ -53,8 +53,13 @@ class OrtTileDetector:
                                             providers=["CPUExecutionProvider"])
         self.tta = tta
         self.nms_iou = nms_iou
+        self.size = int(self.session.get_inputs()[0].shape[-1])   # the graph's tile size
 
     def _run(self, tile: np.ndarray):
+        h, w = tile.shape[-2:]
+        if (h, w) != (self.size, self.size):    # a strip of a raster narrower than the tile:
+            tile = np.pad(tile, ((0, 0), (0, self.size - h), (0, self.size - w)),
+                          mode="symmetric")     # mirrored, boxes centred there are dropped
         boxes, scores, labels = self.session.run(
             None, {"image": np.ascontiguousarray(tile[None], np.float32)})
         return boxes.astype(np.float32), scores.astype(np.float32), labels.astype(np.int64)
