@@ -37,7 +37,7 @@ def test_bad_job_files_get_clear_messages(tmp_path):
     with pytest.raises(UserError, match="stepz"):
         Job.load(bad)
     bad.write_text(json.dumps({"kind": "self_test", "params": {"steps": "many"}}))
-    with pytest.raises(UserError, match="not a int"):
+    with pytest.raises(UserError, match="not a whole number"):
         Job.load(bad)
     with pytest.raises(UserError, match="does not exist"):
         Job.load(tmp_path / "missing.json")

@@ -364,7 +364,7 @@ def test_segmentation_model_given_to_detect_objects(tmp_path):
     job = DetectObjectsJob(input=str(scene.raster), model=str(fake),
                            output=str(tmp_path / "o.gpkg"))
     text = " ".join(job.problems())
-    assert "'pixel_segmentation' model, not a 'object_detection' model" in text
+    assert "(task 'pixel_segmentation'); this tool needs" in text
 
 
 def test_module_paths_exist():

@@ -150,7 +150,7 @@ def test_detector_refused_by_classify_pixels(trained, tmp_path):
     from plugin.core.segmentation.jobs import ClassifyPixelsJob
     from plugin.core.segmentation.modelfile import read_model_card
 
-    with pytest.raises(UserError, match="'object_detection' model, not a 'pixel_segmentation'"):
+    with pytest.raises(UserError, match="'object_detection'.*needs .*'pixel_segmentation'"):
         read_model_card(trained["result"]["output_model"])
     scene = make_object_scene(tmp_path, size=64, n_objects=0)
     job = ClassifyPixelsJob(input=str(scene.raster), model=trained["result"]["output_model"],

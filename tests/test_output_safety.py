@@ -121,6 +121,49 @@ def test_train_output_on_a_training_raster_or_the_project_is_refused(project, mo
     assert scene.raster.read_bytes() == before
 
 
+def test_outputs_of_another_format_or_on_a_labeling_project_are_refused(project, model,
+                                                                        tmp_path):
+    from plugin.core.classification.jobs import ClassifyGridJob
+    from plugin.core.detection.jobs import DetectObjectsJob
+
+    scene, gpkg = project
+    mine = tmp_path / "mine.tif"
+    mine.write_bytes(b"the user's raster")
+    boxes = DetectObjectsJob(input=str(scene.raster), model=str(model), output=str(mine))
+    assert any("does not end in .gpkg" in p and "mine.gpkg" in p for p in boxes.problems())
+    pixels = ClassifyPixelsJob(input=str(scene.raster), model=str(model),
+                               output=str(tmp_path / "c.gpkg"))
+    assert any("does not end in .tif or .tiff" in p for p in pixels.problems())
+    for job in (ClassifyGridJob(input=str(scene.raster), model=str(model), output=str(gpkg)),
+                ClassifyPixelsJob(input=str(scene.raster), model=str(model),
+                                  output=str(tmp_path / "c.tif"), output_vector=str(gpkg))):
+        assert any("is a labeling project" in p for p in job.problems()), job.kind
+    before = gpkg.read_bytes()
+    done = dltrain(job, tmp_path)
+    assert done.returncode == 2 and "labeling project" in done.stderr
+    assert gpkg.read_bytes() == before and mine.read_bytes() == b"the user's raster"
+
+
+def test_a_given_log_folder_is_accepted_and_one_holding_other_files_refused(project, tmp_path):
+    _scene, gpkg = project
+    out = str(tmp_path / "m.dltmodel.safetensors")
+    fresh = TrainPixelSegmentationJob(project=str(gpkg), output_model=out,
+                                      log_folder=str(tmp_path / "new_logs"))
+    assert fresh.problems() == []
+    kept = tmp_path / "papers"
+    kept.mkdir()
+    (kept / "report.txt").write_text("mine")
+    used = TrainPixelSegmentationJob(project=str(gpkg), output_model=out, log_folder=str(kept))
+    assert any("holds other files and no training log" in p for p in used.problems())
+    (kept / "metrics.csv").write_text("epoch\n1\n")      # a log folder of an earlier run
+    assert used.problems() == []
+
+
+def test_a_folder_given_as_job_file_is_named_as_a_folder(tmp_path):
+    with pytest.raises(UserError, match="is a folder, not a job file"):
+        Job.load(tmp_path)
+
+
 def test_classify_output_equal_to_model_or_probabilities_is_refused(model, tmp_path):
     scene = make_scene(tmp_path / "s", size=64)
     job = ClassifyPixelsJob(input=str(scene.raster), model=str(model), output=str(model))

@@ -147,6 +147,9 @@ class Job:
     @staticmethod
     def load(path: str | Path) -> Job:
         p = Path(path)
+        if p.is_dir():
+            raise UserError(f"{p} is a folder, not a job file.",
+                            "Give the path of a job file (.json) inside it.")
         if not p.is_file():
             raise UserError(f"Job file {p} does not exist.", "Check the path.")
         try:
@@ -157,6 +160,10 @@ class Job:
         return Job.from_dict(data)
 
 
+_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number",
+               str: "text", list: "a list", tuple: "a list", dict: "an object ({...})"}
+
+
 def _coerce(kind: str, name: str, hint: Any, value: Any) -> Any:
     """Check a JSON value against a field's type hint, converting the harmless cases."""
     if hint is None or value is None:
@@ -165,8 +172,9 @@ def _coerce(kind: str, name: str, hint: Any, value: Any) -> Any:
     if origin is typing.Union or str(origin) == "types.UnionType":
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         return _coerce(kind, name, args[0], value) if len(args) == 1 else value
-    bad = UserError(f"Setting {name!r} of the {kind} job is {value!r}, which is not a "
-                    f"{getattr(origin, '__name__', origin)}.", "Correct the job file.")
+    type_name = _TYPE_NAMES.get(origin, getattr(origin, "__name__", str(origin)))
+    bad = UserError(f"Setting {name!r} of the {kind} job is {value!r}, which is not "
+                    f"{type_name}.", "Correct the job file.")
     if origin is bool:
         if not isinstance(value, bool):
             raise bad

@@ -185,6 +185,7 @@ def output_problems(job: Job) -> list[str]:
             if _same(path, other):
                 problems.append(f"{label} and {other_label} are the same file {path}: one would "
                                 "overwrite the other. Give them different names.")
+    problems += format_problems(job)
     problems += model_problems(job)
     if not problems:
         for label, path, is_folder in outputs:
@@ -192,6 +193,54 @@ def output_problems(job: Job) -> list[str]:
             if problem:
                 problems.append(problem)
     return problems
+
+
+def filter_suffixes(file_filter: str) -> tuple[str, ...]:
+    """The lower-case file name endings of a Qt file filter (``"GeoTIFF (*.tif *.tiff)"`` →
+    ``(".tif", ".tiff")``); () when it names none."""
+    import re
+
+    return tuple(m.lower() for m in re.findall(r"\*(\.[\w.]+)", file_filter))
+
+
+def is_labeling_project(path: str | Path) -> bool:
+    """True when ``path`` is a GeoPackage holding a labeling project (``dlt_*`` tables);
+    standard library only."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{p}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND "
+                              "name LIKE 'dlt\\_%' ESCAPE '\\'").fetchall()
+    except sqlite3.Error:
+        return False
+    return bool(rows)
+
+
+def format_problems(job: Job) -> list[str]:
+    """File outputs whose name does not end in the format the job writes (a GeoPackage named
+    ``.tif`` would replace a raster), and outputs that are an existing labeling project
+    (writing them would replace the labels)."""
+    out = []
+    for f, ps in param_fields(type(job)):
+        value = getattr(job, f.name)
+        if ps.kind not in OUT_KINDS or ps.kind in FOLDER_KINDS or not isinstance(value, str):
+            continue
+        path = _file_part(value)
+        if not path or _is_uri(path):
+            continue
+        label = f"{ps.label} ({ps.name})"
+        suffixes = filter_suffixes(ps.file_filter)
+        if ps.kind not in ("model_out", "project_out") and suffixes and \
+                not path.lower().endswith(suffixes):
+            stem = Path(path).name.split(".")[0] or "output"
+            out.append(f"{label} {path} does not end in {' or '.join(suffixes)}, the format "
+                       f"written there: name it like {stem}{suffixes[0]}.")
+        elif ps.kind != "project_out" and is_labeling_project(path):
+            out.append(f"{label} {path} is a labeling project: writing there would replace "
+                       "its labels. Choose another file name.")
+    return out
 
 
 def model_problems(job: Job) -> list[str]:

@@ -12,12 +12,9 @@ from pathlib import Path
 
 from qgis.core import QgsProject
 from qgis.PyQt import sip
-from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
@@ -40,36 +37,40 @@ from ..core.params import ParamSpec, param_fields
 from ..core.wording import for_dialog
 from . import messages, settings
 from .job_dialog_support import (
+    JobDialog,
     browse_file,
     browse_folder,
     browse_save_file,
     file_row,
     fill_devices,
     fit_to_screen,
+    lay_out_dialog,
+    main_window,
     problem_label,
-    remember_job,
     remembered_job,
     scrolled,
     select_device,
+    show_dialog,
     show_problems,
 )
+from .training_dialog_parts import training_window
 
 _FILE_KINDS = ("file_in", "raster_in", "vector_in", "project_in", "model_in")
 _SAVE_KINDS = ("file_out", "model_out")
 
 
-class JobFormDialog(QDialog):
+class JobFormDialog(JobDialog):
     """A form for one job class: a widget per parameter (advanced ones in a group)."""
 
     def __init__(self, job_cls: type[Job], parent: QWidget | None = None, plugin=None,
                  remember: bool = True) -> None:
         super().__init__(parent)
         self.job_cls, self.plugin, self.remember = job_cls, plugin, remember
-        self.key = f"deep_learning_trainer/{job_cls.kind}/last_job"
+        self.settings_key = f"deep_learning_trainer/{job_cls.kind}/last_job"
         self.setWindowTitle(job_cls.title)
         self.setObjectName(f"{job_cls.kind}_dialog")
         self.widgets: dict[str, tuple[ParamSpec, QWidget]] = {}
-        outer = QVBoxLayout(self)
+        outer = QVBoxLayout()
         form_widget = QWidget()
         layout = QVBoxLayout(form_widget)
         outer.addWidget(scrolled(form_widget), 1)
@@ -96,17 +97,11 @@ class JobFormDialog(QDialog):
         if self.training:
             outer.addWidget(self.background_check)
         self.reason_label = problem_label()
-        outer.addWidget(self.reason_label)
-        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        self.ok_button = buttons.button(QDialogButtonBox.Ok)
-        self.ok_button.setText("Train" if self.training else "Run")
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        outer.addWidget(buttons)
+        lay_out_dialog(self, outer, "Train" if self.training else "Run", self.reason_label)
         fit_to_screen(self, 640, form_widget.sizeHint().height() + 140)
         job = job_cls(device=settings.device())
         if remember:
-            job = remembered_job(self.key, job)
+            job = remembered_job(self.settings_key, job)
         for name, (ps, _) in self.widgets.items():   # never reuse outputs
             if ps.kind in _SAVE_KINDS or ps.kind == "folder_out":
                 setattr(job, name, "")
@@ -217,16 +212,6 @@ class JobFormDialog(QDialog):
             show_problems(self.reason_label, self.ok_button, self.problems())
 
     # -- running -------------------------------------------------------------------------------
-    def accept(self) -> None:
-        if self.problems():
-            self._changed()
-            return
-        job = self.job()
-        if self.remember:
-            remember_job(self.key, job)
-        self.start(job)
-        super().accept()
-
     def start(self, job: Job):
         if self.plugin is None:
             raise UserError(f"{self.job_cls.title} needs the plugin's job manager.",
@@ -235,14 +220,7 @@ class JobFormDialog(QDialog):
         verb = "Training" if self.training else "Running"
         self.task = self.plugin.jobs.start(job, f"{verb} {Path(target).name}")
         if self.training and not self.background_check.isChecked():
-            from .training_window import TrainingWindow
-
-            parent = self.plugin.iface.mainWindow() if getattr(self.plugin, "iface",
-                                                               None) else None
-            self.window = TrainingWindow(self.task, job, parent=parent, plugin=self.plugin)
-            windows = getattr(self.plugin, "windows", None)
-            if isinstance(windows, dict):
-                windows[f"training_window_{id(self.window)}"] = self.window
+            self.window = training_window(self.plugin, self.task, job)
             self.window.show()
         elif not self.training:
             project = QgsProject.instance()
@@ -260,15 +238,13 @@ class JobFormDialog(QDialog):
         return self.task
 
 
-def _open(job_cls: type[Job], plugin, **values) -> JobFormDialog:
-    parent = plugin.iface.mainWindow() if getattr(plugin, "iface", None) else None
-    dialog = JobFormDialog(job_cls, parent, plugin=plugin)
-    if values:
-        dialog.set_job(dataclasses.replace(dialog.job(), **values))
+def _open(job_cls: type[Job], plugin, field: str = "", value: str | None = None) -> JobFormDialog:
+    """The form of ``job_cls`` with the remembered values, ``field`` set to ``value`` if any."""
+    dialog = JobFormDialog(job_cls, main_window(plugin), plugin=plugin)
+    if value:
+        dialog.set_job(dataclasses.replace(dialog.job(), **{field: value}))
         dialog._changed()
-    dialog.setAttribute(Qt.WA_DeleteOnClose)
-    dialog.show()
-    return dialog
+    return show_dialog(dialog)
 
 
 def _labeling_project(plugin, path: str | None) -> str | None:
@@ -281,20 +257,16 @@ def _labeling_project(plugin, path: str | None) -> str | None:
 
 
 def open_train_grid_model(plugin, project_path: str | None = None) -> JobFormDialog:
-    project_path = _labeling_project(plugin, project_path)
-    return _open(TrainGridModelJob, plugin, **({"project": project_path} if project_path
-                                               else {}))
+    return _open(TrainGridModelJob, plugin, "project", _labeling_project(plugin, project_path))
 
 
 def open_classify_grid(plugin, model_path: str | None = None) -> JobFormDialog:
-    return _open(ClassifyGridJob, plugin, **({"model": model_path} if model_path else {}))
+    return _open(ClassifyGridJob, plugin, "model", model_path)
 
 
 def open_train_chip_classifier(plugin, input_path: str | None = None) -> JobFormDialog:
-    input_path = _labeling_project(plugin, input_path)
-    return _open(TrainChipClassifierJob, plugin, **({"input": input_path} if input_path
-                                                    else {}))
+    return _open(TrainChipClassifierJob, plugin, "input", _labeling_project(plugin, input_path))
 
 
 def open_classify_chips(plugin, model_path: str | None = None) -> JobFormDialog:
-    return _open(ClassifyChipsJob, plugin, **({"model": model_path} if model_path else {}))
+    return _open(ClassifyChipsJob, plugin, "model", model_path)

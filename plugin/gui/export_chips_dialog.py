@@ -9,19 +9,17 @@ import json
 from pathlib import Path
 
 from qgis.PyQt import sip
-from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDialog,
-    QDialogButtonBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QSlider,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -30,6 +28,7 @@ from ..core.sampling.jobs import FORMAT_LABELS, ExportChipsJob, SampleSummaryJob
 from ..core.wording import for_dialog
 from . import messages
 from .job_dialog_support import (
+    add_job_file_buttons,
     ask_load_job,
     ask_save_job,
     browse_file,
@@ -38,12 +37,17 @@ from .job_dialog_support import (
     double_spin,
     file_row,
     fit_to_screen,
+    form_group,
+    int_spin,
     labeling_tool_project,
+    lay_out_dialog,
+    on_change,
     problem_label,
     remember_job,
     remembered_job,
     scrolled,
     show_problems,
+    single_shot_timer,
 )
 from .task import JobManager
 
@@ -69,10 +73,7 @@ class ExportChipsDialog(QDialog):
         self.export_task = None
         self._summary_task = None
         self._summary_key = ""
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(SUMMARY_DELAY_MS)
-        self._timer.timeout.connect(self.refresh_summary)
+        self._timer = single_shot_timer(self, SUMMARY_DELAY_MS, self.refresh_summary)
         self._build()
         self.set_job(self._remembered())
         self._changed()
@@ -88,15 +89,8 @@ class ExportChipsDialog(QDialog):
         self.format_combo = QComboBox()
         for key, label in FORMAT_LABELS.items():
             self.format_combo.addItem(label, key)
-        self.patch_spin = QSpinBox()
-        self.patch_spin.setRange(8, 8192)
-        self.patch_spin.setSingleStep(32)
-        self.patch_spin.setSuffix(" px")
-        self.stride_spin = QSpinBox()
-        self.stride_spin.setRange(0, 8192)
-        self.stride_spin.setSingleStep(32)
-        self.stride_spin.setSuffix(" px")
-        self.stride_spin.setSpecialValueText("patch size (no overlap)")
+        self.patch_spin = int_spin(8, 8192, 32, " px")
+        self.stride_spin = int_spin(0, 8192, 32, " px", "patch size (no overlap)")
         self.split_slider = QSlider(Qt.Horizontal)
         self.split_slider.setRange(0, 100)
         self.split_slider.setTickInterval(10)
@@ -109,8 +103,7 @@ class ExportChipsDialog(QDialog):
         lay.addWidget(self.split_slider, 1)
         lay.addWidget(self.split_label)
         self.shuffle_check = QCheckBox("Shuffle rasters")
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin = int_spin(0, 2**31 - 1)
         self.fpp_spin = double_spin(0, 1, step=0.05)
         self.bpr_spin = double_spin(0, 100, step=0.05)
         self.pad_check = QCheckBox("Pad small features")
@@ -134,16 +127,15 @@ class ExportChipsDialog(QDialog):
         self.advanced_check = QCheckBox("Show advanced settings")
         self.advanced_check.setToolTip("Point box size, nodata limit, blocked split and the "
                                        "settings of feature chips and multi-label tags.")
-        self.advanced = QGroupBox("Advanced")
-        adv = QFormLayout(self.advanced)
+        self.advanced, adv = form_group("Advanced")
         self.box_spin = double_spin(1, 4096, step=1, suffix=" px")
         self.nodata_spin = double_spin(0, 100, decimals=0, step=5, suffix=" %")
         self.blocked_check = QCheckBox("Spatially blocked split within each raster")
-        self.block_spin = counted(self._ispin(1, 1000), "patch")
-        self.buffer_spin = counted(self._ispin(0, 100), "patch")
-        self.min_side_spin = self._ispin(0, 8192, " px")
-        self.max_side_spin = self._ispin(1, 8192, " px")
-        self.resize_spin = self._ispin(0, 8192, " px")
+        self.block_spin = counted(int_spin(1, 1000), "patch")
+        self.buffer_spin = counted(int_spin(0, 100), "patch")
+        self.min_side_spin = int_spin(0, 8192, suffix=" px")
+        self.max_side_spin = int_spin(1, 8192, suffix=" px")
+        self.resize_spin = int_spin(0, 8192, suffix=" px")
         self.resize_spin.setSpecialValueText("no resize")
         self.fraction_spin = double_spin(0, 100, decimals=1, step=1, suffix=" %")
         self.overwrite_check = QCheckBox("Replace a previous export in the output folder")
@@ -205,14 +197,6 @@ class ExportChipsDialog(QDialog):
         QVBoxLayout(summary_box).addWidget(self.summary_label)
 
         self.problem_label = problem_label()
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        self.buttons.button(QDialogButtonBox.Ok).setText("Export")
-        save = self.buttons.addButton("Save job…", QDialogButtonBox.ActionRole)
-        load = self.buttons.addButton("Load job…", QDialogButtonBox.ActionRole)
-        save.clicked.connect(self._save_job_file)
-        load.clicked.connect(self._load_job_file)
-        self.buttons.accepted.connect(self.accept)
-        self.buttons.rejected.connect(self.reject)
 
         columns = QHBoxLayout()
         left_widget = QWidget()
@@ -226,30 +210,15 @@ class ExportChipsDialog(QDialog):
         self.settings_area.setMinimumWidth(left_widget.sizeHint().width() + 24)
         columns.addWidget(self.settings_area, 5)
         columns.addWidget(summary_box, 4)
-        root = QVBoxLayout(self)
-        root.addLayout(columns, 1)
-        root.addWidget(self.problem_label)
-        root.addWidget(self.buttons)
+        lay_out_dialog(self, columns, "Export", self.problem_label)
+        add_job_file_buttons(self.buttons, self._save_job_file, self._load_job_file)
 
-        for w in (self.project_edit, self.output_edit):
-            w.textChanged.connect(self._changed)
-        self.format_combo.currentIndexChanged.connect(self._changed)
-        for w in (self.patch_spin, self.stride_spin, self.seed_spin, self.block_spin,
+        on_change(self._changed, self.project_edit, self.output_edit, self.format_combo,
+                  self.patch_spin, self.stride_spin, self.seed_spin, self.block_spin,
                   self.buffer_spin, self.min_side_spin, self.max_side_spin, self.resize_spin,
-                  self.split_slider):
-            w.valueChanged.connect(self._changed)
-        for w in (self.fpp_spin, self.bpr_spin, self.box_spin, self.nodata_spin,
-                  self.fraction_spin):
-            w.valueChanged.connect(self._changed)
-        for w in (self.shuffle_check, self.pad_check, self.blocked_check, self.overwrite_check):
-            w.toggled.connect(self._changed)
-
-    @staticmethod
-    def _ispin(lo: int, hi: int, suffix: str = "") -> QSpinBox:
-        s = QSpinBox()
-        s.setRange(lo, hi)
-        s.setSuffix(suffix)
-        return s
+                  self.split_slider, self.fpp_spin, self.bpr_spin, self.box_spin,
+                  self.nodata_spin, self.fraction_spin, self.shuffle_check, self.pad_check,
+                  self.blocked_check, self.overwrite_check)
 
     def _show_advanced(self, on: bool) -> None:
         """Advanced settings show inside the scroll area: the dialog keeps its size."""
@@ -339,8 +308,7 @@ class ExportChipsDialog(QDialog):
         split = self.split_slider.value()
         self.split_label.setText(f"{split} % training / {100 - split} % validation")
         self._enable_applicable()
-        show_problems(self.problem_label, self.buttons.button(QDialogButtonBox.Ok),
-                      self.problems(), limit=2)
+        show_problems(self.problem_label, self.ok_button, self.problems(), limit=2)
         key = json.dumps({k: getattr(self.job(), k) for k in _SUMMARY_FIELDS})
         if key != self._summary_key:
             self._summary_key = key

@@ -1,5 +1,7 @@
-"""What the job dialogs share: file rows and browsing, the reason label that keeps OK disabled,
-the device drop-down, the last job remembered in QgsSettings, and job files (Save/Load job…)."""
+"""What the job dialogs share: small widget builders (file rows, spin boxes, form groups, the
+OK/Cancel buttons, the device drop-down), the reason label that keeps OK disabled, browsing, the
+last job remembered in QgsSettings, job files (Save/Load job…) and opening a dialog from the
+menu."""
 
 from __future__ import annotations
 
@@ -9,15 +11,25 @@ from pathlib import Path
 from typing import TypeVar
 
 from qgis.core import QgsSettings
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import (
+    QAbstractButton,
+    QAbstractSlider,
+    QAbstractSpinBox,
     QComboBox,
+    QDialog,
+    QDialogButtonBox,
     QDoubleSpinBox,
     QFileDialog,
+    QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QMessageBox,
     QPushButton,
+    QSpinBox,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -27,6 +39,9 @@ from ..core.jobs import Job
 J = TypeVar("J", bound=Job)
 JOB_FILTER = "Job file (*.json)"
 PROBLEM_COLOR = "#b00020"
+WARNING_COLOR = "#a05a00"
+MODEL_SUFFIX = ".dltmodel.safetensors"
+MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
 
 
 # -- widgets -----------------------------------------------------------------------------------
@@ -80,6 +95,75 @@ def double_spin(lo: float, hi: float, decimals: int = 2, step: float = 1.0,
     return spin
 
 
+def int_spin(lo: int, hi: int, step: int = 1, suffix: str = "", special: str = "",
+             tooltip: str = "") -> QSpinBox:
+    """A QSpinBox from ``lo`` to ``hi``; ``special`` is the text shown at ``lo`` (e.g.
+    "automatic")."""
+    spin = QSpinBox()
+    spin.setRange(lo, hi)
+    spin.setSingleStep(step)
+    spin.setSuffix(suffix)
+    spin.setSpecialValueText(special)
+    spin.setToolTip(tooltip)
+    return spin
+
+
+def form_group(title: str) -> tuple[QGroupBox, QFormLayout]:
+    """A titled group box and the form layout inside it."""
+    box = QGroupBox(title)
+    return box, QFormLayout(box)
+
+
+def ok_cancel_buttons(dialog: QDialog, ok_text: str) -> QDialogButtonBox:
+    """OK (labelled ``ok_text``) and Cancel, wired to the dialog's accept and reject."""
+    buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+    buttons.button(QDialogButtonBox.Ok).setText(ok_text)
+    buttons.accepted.connect(dialog.accept)
+    buttons.rejected.connect(dialog.reject)
+    return buttons
+
+
+def lay_out_dialog(dialog: QDialog, body, ok_text: str, *notes: QWidget) -> QDialogButtonBox:
+    """The dialog's layout: ``body`` (a layout) taking the height, then the ``notes`` (warning
+    and reason labels), then OK (``ok_text``) and Cancel; sets ``dialog.buttons`` and
+    ``dialog.ok_button``."""
+    dialog.buttons = ok_cancel_buttons(dialog, ok_text)
+    dialog.ok_button = dialog.buttons.button(QDialogButtonBox.Ok)
+    layout = QVBoxLayout(dialog)
+    layout.addLayout(body, 1)
+    for note in notes:
+        layout.addWidget(note)
+    layout.addWidget(dialog.buttons)
+    return dialog.buttons
+
+
+def add_job_file_buttons(buttons: QDialogButtonBox, save: Callable[[], None],
+                         load: Callable[[], None]) -> tuple[QPushButton, QPushButton]:
+    """"Save job…" and "Load job…" beside OK and Cancel, calling ``save`` and ``load``."""
+    save_button = buttons.addButton("Save job…", QDialogButtonBox.ActionRole)
+    load_button = buttons.addButton("Load job…", QDialogButtonBox.ActionRole)
+    save_button.clicked.connect(save)
+    load_button.clicked.connect(load)
+    return save_button, load_button
+
+
+def on_change(slot: Callable, *widgets: QWidget) -> None:
+    """Call ``slot`` whenever one of ``widgets`` changes value: the text of a line edit, the
+    state of a check or radio button, the value of a spin box or slider, the item of a
+    drop-down."""
+    for w in widgets:
+        if isinstance(w, QLineEdit):
+            w.textChanged.connect(slot)
+        elif isinstance(w, QAbstractButton):
+            w.toggled.connect(slot)
+        elif isinstance(w, (QAbstractSpinBox, QAbstractSlider)):
+            w.valueChanged.connect(slot)
+        elif isinstance(w, QComboBox):
+            w.currentIndexChanged.connect(slot)
+        else:
+            raise TypeError(f"no change signal known for {type(w).__name__}")
+
+
 def counted(spin, word: str, many: str | None = None):
     """Give a spin box a unit suffix in the right number: "1 patch", "4 patches"."""
     from ..core.wording import plural
@@ -102,6 +186,35 @@ def fill_devices(combo: QComboBox, devices: list[dict], current: str) -> None:
         combo.addItem(f"CUDA {d['index']}: {d.get('name', 'GPU')}", f"cuda:{d['index']}")
     combo.blockSignals(False)
     select_device(combo, current)
+
+
+#: CUDA devices reported by the ML environment this session (None until a dialog has asked).
+_known_devices: list[dict] | None = None
+
+
+def known_devices() -> list[dict]:
+    """CUDA devices the ML environment reported this session (empty until it has)."""
+    return list(_known_devices or [])
+
+
+def devices_listed() -> bool:
+    """Whether the ML environment has reported its CUDA devices this session."""
+    return _known_devices is not None
+
+
+def set_known_devices(devices: list[dict]) -> None:
+    """Keep the CUDA devices the ML environment reported (an ``environment_report``'s
+    ``cuda_devices``) for the device lists opened later this session."""
+    global _known_devices
+    _known_devices = list(devices)
+
+
+def device_combo(tooltip: str = "") -> QComboBox:
+    """The device drop-down with the CUDA devices known this session, Automatic selected."""
+    combo = QComboBox()
+    combo.setToolTip(tooltip)
+    fill_devices(combo, known_devices(), "auto")
+    return combo
 
 
 def select_device(combo: QComboBox, value: str) -> None:
@@ -148,7 +261,6 @@ def fit_to_screen(widget: QWidget, width: int, height: int, margin: int = 60) ->
 
 def scrolled(inner: QWidget) -> QWidget:
     """``inner`` in a frameless vertical scroll area (for forms taller than small screens)."""
-    from qgis.PyQt.QtCore import Qt
     from qgis.PyQt.QtWidgets import QFrame, QScrollArea
 
     area = QScrollArea()
@@ -157,6 +269,28 @@ def scrolled(inner: QWidget) -> QWidget:
     area.setFrameShape(QFrame.NoFrame)
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
     return area
+
+
+def single_shot_timer(parent: QWidget, interval_ms: int, slot: Callable[[], None]) -> QTimer:
+    """A single-shot timer of ``parent`` that calls ``slot`` ``interval_ms`` after each
+    ``start()`` (restarting it waits again: a live summary runs once typing pauses)."""
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.setInterval(interval_ms)
+    timer.timeout.connect(slot)
+    return timer
+
+
+def main_window(plugin) -> QWidget | None:
+    """The QGIS main window of ``plugin`` (the parent of its dialogs); None without iface."""
+    return plugin.iface.mainWindow() if getattr(plugin, "iface", None) else None
+
+
+def show_dialog(dialog: QDialog) -> QDialog:
+    """Show a dialog opened from the menu (modeless, deleted when closed); the dialog."""
+    dialog.setAttribute(Qt.WA_DeleteOnClose)
+    dialog.show()
+    return dialog
 
 
 # -- browsing ----------------------------------------------------------------------------------
@@ -264,3 +398,36 @@ def ask_load_job(parent: QWidget, job_cls: type[J], start: str = "",
         else:
             QMessageBox.warning(parent, "Load job", text)
         return None
+
+
+# -- the OK button -----------------------------------------------------------------------------
+class JobDialog(QDialog):
+    """A dialog that describes one job: OK (``accept``) shows the problems while there are any
+    and starts nothing; else it asks what the job needs asked (:meth:`confirm`), remembers the
+    values (when ``self.remember``) and starts the job (``self.start(job)``).
+
+    Subclasses give ``problems()``, ``job()``, ``start(job)``, ``_changed()`` (shows the
+    problems) and :attr:`settings_key` (where the last job is remembered)."""
+
+    settings_key = ""
+    remember = True
+
+    def confirm(self, job: Job) -> bool:
+        """Whether to go on with ``job`` (e.g. after asking to replace files); yes by default."""
+        return True
+
+    def remember_values(self) -> None:
+        """Keep the values for the next time the dialog opens (QgsSettings)."""
+        remember_job(self.settings_key, self.job())
+
+    def accept(self) -> None:
+        if self.problems():
+            self._changed()
+            return
+        job = self.job()
+        if not self.confirm(job):
+            return
+        if self.remember:
+            self.remember_values()
+        self.start(job)
+        super().accept()

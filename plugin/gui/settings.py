@@ -26,7 +26,6 @@ from qgis.PyQt.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -34,7 +33,14 @@ from qgis.PyQt.QtWidgets import (
 from ..core import envsetup
 from ..core.basic_jobs import EnvironmentReportJob
 from ..core.pythonenv import DEDICATED_ENV, ml_python, set_configured_python
-from .job_dialog_support import browse_file, browse_folder, file_row, problem_label
+from .job_dialog_support import (
+    browse_file,
+    browse_folder,
+    file_row,
+    form_group,
+    int_spin,
+    problem_label,
+)
 from .task import CommandsTask, JobManager
 
 PREFIX = "deep_learning_trainer/"
@@ -90,6 +96,15 @@ def output_folder() -> str:
     return str(_value("output_folder", "", str) or "")
 
 
+def output_base(path: str | Path) -> Path:
+    """Where the outputs made from ``path`` (an input raster, a project, a chips folder) are
+    suggested: its path without the suffix, moved into :func:`output_folder` when one is set;
+    callers add "_classes.tif" and the like."""
+    stem = Path(path).with_suffix("")
+    folder = output_folder()
+    return Path(folder) / stem.name if folder else stem
+
+
 def set_output_folder(path: str) -> None:
     _set("output_folder", path or "")
 
@@ -139,8 +154,7 @@ class SettingsDialog(QDialog):
 
     # -- layout --------------------------------------------------------------------------------
     def _build(self) -> None:
-        general = QGroupBox("General")
-        form = QFormLayout(general)
+        general, form = form_group("General")
         self.device_combo = QComboBox()
         self.device_combo.setToolTip("Where training and classification run. Automatic uses the "
                                      "first CUDA GPU when there is one, else the CPU.")
@@ -158,9 +172,7 @@ class SettingsDialog(QDialog):
         column.addWidget(self.python_problem_label)
         form.addRow("Python environment", column)
 
-        self.port_spin = QSpinBox()
-        self.port_spin.setRange(1024, 65535)
-        self.port_spin.setToolTip("Local port of the TensorBoard server.")
+        self.port_spin = int_spin(1024, 65535, tooltip="Local port of the TensorBoard server.")
         form.addRow("TensorBoard port", self.port_spin)
 
         self.output_edit = QLineEdit()

@@ -1,28 +1,19 @@
 """The Train Object Detection dialog: ENVI's controls, a live pre-flight summary (patches per split
-and boxes per class, computed in a worker) and the Training Model window while it trains."""
+and boxes per class, computed in a worker) and the Training Model window while it trains. What it
+shares with the other training dialogs is in :mod:`.training_dialog_parts`."""
 
 from __future__ import annotations
 
 import html
-import json
-from pathlib import Path
 
 from qgis.PyQt import sip
-from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDialog,
-    QDialogButtonBox,
-    QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMessageBox,
-    QSpinBox,
     QTextBrowser,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -32,26 +23,30 @@ from ..core.detection.jobs import (
     DetectionSummaryJob,
     TrainObjectDetectionJob,
 )
-from ..core.errors import UserError
 from ..core.wording import for_dialog
-from . import messages, settings
+from . import settings
 from .job_dialog_support import (
     browse_file,
-    browse_save_file,
+    device_combo,
     double_spin,
     file_row,
-    fill_devices,
     fit_to_screen,
+    form_group,
+    int_spin,
+    lay_out_dialog,
+    main_window,
+    on_change,
     problem_label,
-    remember_job,
     remembered_job,
     select_device,
+    show_dialog,
     show_problems,
+    single_shot_timer,
 )
 from .task import JobManager
+from .training_dialog_parts import TrainingDialog, model_output_row
 
 SETTINGS_KEY = "deep_learning_trainer/train_object_detection/last_job"
-MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
 _SUMMARY_FIELDS = ("project", "patch_size", "split", "shuffle", "seed", "pad_small_features",
                    "feature_patch_percentage", "background_patch_ratio")
 
@@ -83,8 +78,12 @@ def detection_summary_html(summary: dict) -> str:
     return text
 
 
-class TrainDetectionDialog(QDialog):
+class TrainDetectionDialog(TrainingDialog):
     """Train Object Detection. ``job()`` gives the job the values describe."""
+
+    settings_key = SETTINGS_KEY
+    summary_fields = _SUMMARY_FIELDS
+    summary_title = "Detection sampling summary"
 
     def __init__(self, parent: QWidget | None = None, plugin=None, project_path: str | None = None,
                  remember: bool = True, live_summary: bool = True) -> None:
@@ -97,12 +96,7 @@ class TrainDetectionDialog(QDialog):
         self.window = None
         self.summary: dict | None = None
         self.summary_error = ""
-        self._summary_key = ""
-        self._summary_task = None
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(600)
-        self._timer.timeout.connect(self._start_summary)
+        self._timer = single_shot_timer(self, 600, self._start_summary)
         self.setWindowTitle("Train Object Detection")
         self.setObjectName("TrainDetectionDialog")
         self._build()
@@ -113,8 +107,7 @@ class TrainDetectionDialog(QDialog):
 
     # -- layout --------------------------------------------------------------------------------
     def _build(self) -> None:
-        data = QGroupBox("Training data")
-        f = QFormLayout(data)
+        data, f = form_group("Training data")
         self.project_edit = QLineEdit()
         self.project_edit.setPlaceholderText("Labeling project (.gpkg) or COCO/VOC/YOLO chips "
                                              "folder")
@@ -126,10 +119,7 @@ class TrainDetectionDialog(QDialog):
         f.addRow("", self.shuffle_check)
         self.pad_check = QCheckBox("Pad small features (to 25 px)")
         f.addRow("", self.pad_check)
-        self.patch_spin = QSpinBox()
-        self.patch_spin.setRange(64, 4096)
-        self.patch_spin.setSingleStep(32)
-        self.patch_spin.setSuffix(" px")
+        self.patch_spin = int_spin(64, 4096, 32, " px")
         f.addRow("Patch size", self.patch_spin)
         self.feature_spin = double_spin(0, 1, 2, 0.05)
         f.addRow("Feature patch percentage", self.feature_spin)
@@ -141,17 +131,14 @@ class TrainDetectionDialog(QDialog):
         f.addRow(self.summary_status)
         f.addRow(self.summary_view)
 
-        model = QGroupBox("Model and training")
-        m = QFormLayout(model)
+        model, m = form_group("Model and training")
         self.arch_combo = QComboBox()
         for a in ARCHITECTURES:
             self.arch_combo.addItem(ARCHITECTURE_LABELS[a], a)
         m.addRow("Architecture", self.arch_combo)
-        self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(1, 100000)
+        self.epochs_spin = int_spin(1, 100000)
         m.addRow("Number of epochs", self.epochs_spin)
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 1024)
+        self.batch_spin = int_spin(1, 1024)
         m.addRow("Patches per batch", self.batch_spin)
         self.lr_spin = double_spin(1e-7, 1.0, 6, 0.0001)
         m.addRow("Learning rate", self.lr_spin)
@@ -162,47 +149,29 @@ class TrainDetectionDialog(QDialog):
         for c in (self.rot_check, self.scale_check, self.flip_check):
             aug.addWidget(c)
         m.addRow("Augmentation", aug)
-        self.device_combo = QComboBox()
-        from . import train_segmentation_dialog as seg
-
-        fill_devices(self.device_combo, seg.known_devices(), "auto")
+        self.device_combo = device_combo()
         m.addRow("Device", self.device_combo)
         self.output_edit = QLineEdit()
-        m.addRow("Output model (best)", file_row(self.output_edit, lambda: browse_save_file(
-            self, self.output_edit, "Best model", MODEL_FILTER, ".dltmodel.safetensors")))
+        m.addRow("Output model (best)", model_output_row(self, self.output_edit, "Best model"))
         self.last_edit = QLineEdit()
-        m.addRow("Output last model", file_row(self.last_edit, lambda: browse_save_file(
-            self, self.last_edit, "Last model", MODEL_FILTER, ".dltmodel.safetensors")))
+        m.addRow("Output last model", model_output_row(self, self.last_edit, "Last model"))
         self.background_check = QCheckBox("Run in the background (no Training Model window)")
         self.tensorboard_check = QCheckBox("Open TensorBoard")
         m.addRow("", self.background_check)
         m.addRow("", self.tensorboard_check)
 
         self.reason_label = problem_label()
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        self.ok_button = self.buttons.button(QDialogButtonBox.Ok)
-        self.ok_button.setText("Train")
-        self.buttons.accepted.connect(self.accept)
-        self.buttons.rejected.connect(self.reject)
         cols = QHBoxLayout()
         cols.addWidget(data, 1)
         cols.addWidget(model, 1)
-        layout = QVBoxLayout(self)
-        layout.addLayout(cols, 1)
-        layout.addWidget(self.reason_label)
-        layout.addWidget(self.buttons)
+        lay_out_dialog(self, cols, "Train", self.reason_label)
         fit_to_screen(self, 1000, 600)
         self.project_edit.textChanged.connect(self._project_changed)
-        self.output_edit.textChanged.connect(self._changed)
-        self.last_edit.textChanged.connect(self._changed)
-        for c in (self.shuffle_check, self.pad_check, self.rot_check, self.scale_check,
-                  self.flip_check):
-            c.toggled.connect(self._changed)
-        for s in (self.split_spin, self.patch_spin, self.feature_spin, self.background_spin,
-                  self.epochs_spin, self.batch_spin, self.lr_spin):
-            s.valueChanged.connect(self._changed)
-        self.arch_combo.currentIndexChanged.connect(self._changed)
-        self.device_combo.currentIndexChanged.connect(self._changed)
+        on_change(self._changed, self.output_edit, self.last_edit, self.shuffle_check,
+                  self.pad_check, self.rot_check, self.scale_check, self.flip_check,
+                  self.split_spin, self.patch_spin, self.feature_spin, self.background_spin,
+                  self.epochs_spin, self.batch_spin, self.lr_spin, self.arch_combo,
+                  self.device_combo)
 
     # -- values <-> job ------------------------------------------------------------------------
     def job(self) -> TrainObjectDetectionJob:
@@ -252,9 +221,7 @@ class TrainDetectionDialog(QDialog):
     def _project_changed(self, *_args) -> None:
         path = self.project_edit.text().strip()
         if path and not self.output_edit.text().strip():
-            stem = Path(path).with_suffix("") if Path(path).suffix else Path(path)
-            folder = Path(settings.output_folder()) if settings.output_folder() else None
-            base = (folder / stem.name) if folder else stem
+            base = settings.output_base(path)
             self.output_edit.setText(f"{base}_detector.dltmodel.safetensors")
             self.last_edit.setText(f"{base}_detector_last.dltmodel.safetensors")
         self._changed()
@@ -278,34 +245,23 @@ class TrainDetectionDialog(QDialog):
 
     def _schedule_summary(self) -> None:
         job = self.summary_job()
-        key = json.dumps({k: getattr(job, k) for k in _SUMMARY_FIELDS}, sort_keys=True)
-        if key == self._summary_key:
+        if not self._summary_changed(job):
             return
-        self._summary_key = key
         self.summary, self.summary_error = None, ""
         if not job.project or job.problems() or job.patch_size % 32:
-            self.summary_status.setText("The summary appears once the project and patch size "
-                                        "are valid.")
-            self.summary_view.clear()
+            self._show_summary_waiting()
             return
         self.summary_status.setText("Sampling…")
         if self.live_summary:
             self._timer.start()
 
-    def _start_summary(self) -> None:
-        if self._summary_task is not None and not sip.isdeleted(self._summary_task):
-            self._summary_task.cancel()
-        key = self._summary_key
-        task = self.jobs.start(self.summary_job(), "Detection sampling summary", notify=False)
-        task.succeeded.connect(lambda result, k=key: self._summary_done(k, result, ""))
-        task.failed.connect(lambda message, fix, k=key: self._summary_done(
-            k, None, f"{message} {fix}".strip()))
-        self._summary_task = task
-
-    def _summary_done(self, key: str, summary: dict | None, error: str) -> None:
+    def _summary_done(self, key: str, state: str, value) -> None:
         if sip.isdeleted(self) or key != self._summary_key:
             return
-        self.set_summary(summary, error)
+        if state == "ready":
+            self.set_summary(value)
+        else:
+            self.set_summary(None, value)
 
     def set_summary(self, summary: dict | None, error: str = "") -> None:
         self.summary, self.summary_error = summary, error
@@ -317,52 +273,8 @@ class TrainDetectionDialog(QDialog):
             self.summary_view.setPlainText(error)
         show_problems(self.reason_label, self.ok_button, self.problems())
 
-    # -- running -------------------------------------------------------------------------------
-    def accept(self) -> None:
-        if self.problems():
-            self._changed()
-            return
-        job = self.job()
-        existing = [p for p in (job.output_model, job.output_last_model) if p and Path(p).exists()]
-        if existing and QMessageBox.question(
-                self, "Replace models?", "These files exist and will be replaced as training "
-                "writes new models:\n" + "\n".join(existing)) != QMessageBox.Yes:
-            return
-        if self.remember:
-            remember_job(SETTINGS_KEY, job)
-        self.start(job)
-        super().accept()
-
-    def start(self, job: TrainObjectDetectionJob):
-        """Train in the background; show the Training Model window and TensorBoard."""
-        from .training_window import TrainingWindow
-
-        if self.plugin is None:
-            raise UserError("Training needs the plugin's job manager.",
-                            "Open the dialog from the Deep Learning menu.")
-        self.task = self.plugin.jobs.start(job, f"Training {Path(job.output_model).name}")
-        parent = self.plugin.iface.mainWindow() if getattr(self.plugin, "iface", None) else None
-        if self.tensorboard_check.isChecked():
-            try:
-                from .tensorboard import manager
-
-                manager(self.plugin).open(job.resolved_log_folder())
-            except UserError as exc:
-                messages.show_error(getattr(self.plugin, "iface", None), exc.message, exc.fix)
-        if not self.background_check.isChecked():
-            self.window = TrainingWindow(self.task, job, parent=parent, plugin=self.plugin)
-            windows = getattr(self.plugin, "windows", None)
-            if isinstance(windows, dict):
-                windows[f"training_window_{id(self.window)}"] = self.window
-            self.window.show()
-        return self.task
-
-
 def open_train_detection(plugin, project_path: str | None = None) -> TrainDetectionDialog:
     """Menu opener, pre-filled with ``project_path`` (or the Labeling Tool's project)."""
     project_path = project_path or getattr(plugin, "labeling_project", None) or None
-    parent = plugin.iface.mainWindow() if getattr(plugin, "iface", None) else None
-    dialog = TrainDetectionDialog(parent, plugin=plugin, project_path=project_path)
-    dialog.setAttribute(Qt.WA_DeleteOnClose)
-    dialog.show()
-    return dialog
+    return show_dialog(TrainDetectionDialog(main_window(plugin), plugin=plugin,
+                                            project_path=project_path))

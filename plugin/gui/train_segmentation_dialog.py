@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
 from pathlib import Path
 
 from qgis.PyQt import sip
-from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QButtonGroup,
     QCheckBox,
     QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -31,12 +28,10 @@ from qgis.PyQt.QtWidgets import (
     QInputDialog,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QPushButton,
     QRadioButton,
     QScrollArea,
     QSlider,
-    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QTextBrowser,
@@ -62,33 +57,41 @@ from ..core.segmentation.jobs import (
     training_length,
 )
 from ..core.wording import for_dialog, plural
-from . import messages, settings
+from . import settings
 from .job_dialog_support import (
+    MODEL_FILTER,
+    MODEL_SUFFIX,
+    add_job_file_buttons,
     ask_load_job,
     ask_save_job,
     browse_file,
     browse_folder,
-    browse_save_file,
     counted,
+    devices_listed,
     double_spin,
     file_row,
     fill_devices,
     fit_to_screen,
+    int_spin,
+    known_devices,
     labeling_tool_project,
+    lay_out_dialog,
     load_job_file,
+    main_window,
     problem_label,
-    remember_job,
     remember_value,
     remembered_job,
     remembered_value,
     select_device,
+    set_known_devices,
+    show_dialog,
     show_problems,
+    single_shot_timer,
 )
 from .task import JobManager
+from .training_dialog_parts import TrainingDialog, model_output_row
 
 SETTINGS_KEY = "deep_learning_trainer/train_pixel_segmentation/last_job"
-MODEL_SUFFIX = ".dltmodel.safetensors"
-MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
 SUMMARY_DELAY_MS = 500
 _SUMMARY_FIELDS = ("project", "patch_size", "split", "shuffle", "seed",
                    "feature_patch_percentage", "background_patch_ratio")
@@ -99,15 +102,6 @@ _ARCH_HELP = {
             "(clouds, debris, vegetation).",
     "deeplabv3plus": "Atrous convolutions: fast to train, good results on large, uniform areas.",
 }
-#: CUDA devices reported by the ML environment this session (filled once, in the background).
-_known_devices: list[dict] | None = None
-
-
-def known_devices() -> list[dict]:
-    """CUDA devices the ML environment reported this session (empty until it has)."""
-    return list(_known_devices or [])
-
-
 def valid_patch_size(value: int, limit: int | None) -> int:
     """The multiple of 32 nearest to ``value`` that fits in ``limit`` px (the smallest raster)."""
     top = max(PATCH_MULTIPLE, (limit // PATCH_MULTIPLE) * PATCH_MULTIPLE) if limit else None
@@ -169,8 +163,12 @@ def summary_html(summary: dict, classes: list | None = None) -> str:
     return text
 
 
-class TrainSegmentationDialog(QDialog):
+class TrainSegmentationDialog(TrainingDialog):
     """Train Pixel Segmentation. ``job()`` gives the job the values describe."""
+
+    settings_key = SETTINGS_KEY
+    summary_fields = _SUMMARY_FIELDS
+    keeps_background_window = True
 
     def __init__(self, parent: QWidget | None = None, plugin=None, project_path: str | None = None,
                  remember: bool = True, live_summary: bool = True,
@@ -190,15 +188,10 @@ class TrainSegmentationDialog(QDialog):
         self.summary_error = ""
         self.summary_state = "idle"   # idle | waiting | running | ready | failed
         self._summary_cache: dict[str, tuple[str, object]] = {}
-        self._summary_key = ""
-        self._summary_task = None
         self._loading = False
         self.task = None
         self.window = None
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(SUMMARY_DELAY_MS)
-        self._timer.timeout.connect(self._start_summary)
+        self._timer = single_shot_timer(self, SUMMARY_DELAY_MS, self._start_summary)
         self._build()
         self._fill_devices(settings.device())
         job = self._remembered_job()
@@ -209,7 +202,7 @@ class TrainSegmentationDialog(QDialog):
                                       solid_distances={}, blur_distances={})
         self.set_job(job)
         self.restore_ui_state()
-        if probe_devices and _known_devices is None:
+        if probe_devices and not devices_listed():
             self._probe_devices()
 
     # -- layout --------------------------------------------------------------------------------
@@ -249,20 +242,9 @@ class TrainSegmentationDialog(QDialog):
 
         self.reason_label = problem_label()
         self.reason_label.setObjectName("reason_label")
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        self.ok_button = self.buttons.button(QDialogButtonBox.Ok)
-        self.ok_button.setText("Train")
-        self.save_button = self.buttons.addButton("Save job…", QDialogButtonBox.ActionRole)
-        self.load_button = self.buttons.addButton("Load job…", QDialogButtonBox.ActionRole)
-        self.save_button.clicked.connect(self._save_job_clicked)
-        self.load_button.clicked.connect(self._load_job_clicked)
-        self.buttons.accepted.connect(self.accept)
-        self.buttons.rejected.connect(self.reject)
-
-        layout = QVBoxLayout(self)
-        layout.addLayout(top, 1)
-        layout.addWidget(self.reason_label)
-        layout.addWidget(self.buttons)
+        lay_out_dialog(self, top, "Train", self.reason_label)
+        self.save_button, self.load_button = add_job_file_buttons(
+            self.buttons, self._save_job_clicked, self._load_job_clicked)
         fit_to_screen(self, 1180, 900)
 
     def _model_group(self) -> QGroupBox:
@@ -332,13 +314,10 @@ class TrainSegmentationDialog(QDialog):
     def _patch_group(self) -> QGroupBox:
         box = QGroupBox("Patches")
         form = QFormLayout(box)
-        self.patch_spin = QSpinBox()
-        self.patch_spin.setRange(32, 4096)
-        self.patch_spin.setSingleStep(PATCH_MULTIPLE)
-        self.patch_spin.setSuffix(" px")
-        self.patch_spin.setToolTip("Edge of the square patches: a multiple of 32, no larger "
-                                   "than the rasters. Larger patches see more context but need "
-                                   "more GPU memory.")
+        self.patch_spin = int_spin(
+            32, 4096, PATCH_MULTIPLE, " px",
+            tooltip="Edge of the square patches: a multiple of 32, no larger than the rasters. "
+                    "Larger patches see more context but need more GPU memory.")
         self.patch_fix_button = QPushButton()
         self.patch_fix_button.hide()
         self.patch_fix_button.clicked.connect(self._use_suggested_patch)
@@ -350,9 +329,7 @@ class TrainSegmentationDialog(QDialog):
 
         self.split_slider = QSlider(Qt.Horizontal)
         self.split_slider.setRange(0, 100)
-        self.split_spin = QSpinBox()
-        self.split_spin.setRange(0, 100)
-        self.split_spin.setSuffix(" % training")
+        self.split_spin = int_spin(0, 100, suffix=" % training")
         for w in (self.split_slider, self.split_spin):
             w.setToolTip("Percent of the rasters used for training; the rest validate (with a "
                          "single raster: of its patches).")
@@ -383,15 +360,11 @@ class TrainSegmentationDialog(QDialog):
     def _training_group(self) -> QGroupBox:
         box = QGroupBox("Training")
         grid = QGridLayout(box)
-        self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(1, 100000)
-        counted(self.epochs_spin, "epoch")
-        self.epochs_spin.setToolTip("Passes over the training patches. The best model (lowest "
-                                    "validation loss) is kept whatever the number.")
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 4096)
-        counted(self.batch_spin, "patch")
-        self.batch_spin.setToolTip("Patches per optimisation step; limited by GPU memory.")
+        self.epochs_spin = counted(int_spin(
+            1, 100000, tooltip="Passes over the training patches. The best model (lowest "
+                               "validation loss) is kept whatever the number."), "epoch")
+        self.batch_spin = counted(int_spin(
+            1, 4096, tooltip="Patches per optimisation step; limited by GPU memory."), "patch")
         self.lr_spin = double_spin(0.000001, 1, 6, 0.0001)
         self.lr_spin.setToolTip("Step size of the AdamW optimiser at the start (it decays "
                                 "over training); 0.001 suits most cases, lower it when "
@@ -413,7 +386,7 @@ class TrainSegmentationDialog(QDialog):
         self.loss_spin.setToolTip("0 weighs feature and background pixels equally; higher "
                                   "values push the loss towards feature pixels (sparse or "
                                   "partly labelled features).")
-        self.device_combo = QComboBox()
+        self.device_combo = QComboBox()   # filled after the layout (its width follows the rest)
         self.device_combo.setToolTip("Where training runs; Automatic picks the first CUDA GPU.")
         self.unlabelled_combo = QComboBox()
         for value, label in zip(UNLABELLED, ("background", "unknown (not learnt)")):
@@ -501,11 +474,10 @@ class TrainSegmentationDialog(QDialog):
                                     ".dltmodel.safetensors is added to a name without it.")
         self.output_last_edit.setToolTip("The model after the last epoch, to resume training "
                                          "from (its optimizer state is saved beside it).")
-        form.addRow("Output model", file_row(
-            self.output_edit, lambda: self._browse_output(self.output_edit, "Output model")))
-        form.addRow("Output last model", file_row(
-            self.output_last_edit,
-            lambda: self._browse_output(self.output_last_edit, "Output last model")))
+        form.addRow("Output model", model_output_row(
+            self, self.output_edit, "Output model"))
+        form.addRow("Output last model", model_output_row(
+            self, self.output_last_edit, "Output last model"))
         self.background_check = QCheckBox("Run in the background (progress in the task manager "
                                           "only)")
         self.tensorboard_check = QCheckBox("Open TensorBoard in the browser when training starts")
@@ -528,33 +500,23 @@ class TrainSegmentationDialog(QDialog):
         inner = QWidget()
         form = QFormLayout(inner)
         form.setContentsMargins(0, 0, 0, 0)
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 2**31 - 1)
-        self.seed_spin.setToolTip("Seed of the shuffled split, the patches drawn and the "
-                                  "initial weights: the same seed repeats a run.")
-        self.patience_spin = QSpinBox()
-        self.patience_spin.setRange(0, 100000)
-        counted(self.patience_spin, "epoch")
-        self.patience_spin.setSpecialValueText("off")
-        self.patience_spin.setToolTip("Stop when the validation loss has not improved for this "
-                                      "many epochs (off: run every epoch).")
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(0, 10**7)
-        counted(self.steps_spin, "batch")
-        self.steps_spin.setSpecialValueText("automatic")
-        self.steps_spin.setToolTip("Batches of new random windows per epoch; automatic covers "
-                                   "the training area about twice, at least 20 batches.")
-        self.max_patches_spin = QSpinBox()
-        self.max_patches_spin.setRange(0, 10**8)
-        counted(self.max_patches_spin, "patch")
-        self.max_patches_spin.setSpecialValueText("all")
-        self.max_patches_spin.setToolTip("Use at most this many training patches per epoch "
-                                         "(a random subset each epoch).")
-        self.workers_spin = QSpinBox()
-        self.workers_spin.setRange(-1, 64)
-        self.workers_spin.setSpecialValueText("automatic")
-        self.workers_spin.setToolTip("Processes reading patches while the model trains (0: in "
-                                     "the training process).")
+        self.seed_spin = int_spin(0, 2**31 - 1, tooltip="Seed of the shuffled split, the "
+                                  "patches drawn and the initial weights: the same seed repeats "
+                                  "a run.")
+        self.patience_spin = counted(int_spin(
+            0, 100000, special="off", tooltip="Stop when the validation loss has not improved "
+                                              "for this many epochs (off: run every epoch)."),
+            "epoch")
+        self.steps_spin = counted(int_spin(
+            0, 10**7, special="automatic",
+            tooltip="Batches of new random windows per epoch; automatic covers the training "
+                    "area about twice, at least 20 batches."), "batch")
+        self.max_patches_spin = counted(int_spin(
+            0, 10**8, special="all", tooltip="Use at most this many training patches per epoch "
+                                             "(a random subset each epoch)."), "patch")
+        self.workers_spin = int_spin(-1, 64, special="automatic",
+                                     tooltip="Processes reading patches while the model trains "
+                                             "(0: in the training process).")
         self.resume_edit = QLineEdit()
         self.resume_edit.setPlaceholderText("Last model of an earlier run")
         self.resume_edit.setToolTip("Continue an earlier run from its last model (and its "
@@ -859,21 +821,17 @@ class TrainSegmentationDialog(QDialog):
 
     def _schedule_summary(self) -> None:
         job = self.summary_job()
-        key = json.dumps({f: getattr(job, f) for f in _SUMMARY_FIELDS}, sort_keys=True)
-        if key == self._summary_key:
+        if not self._summary_changed(job):
             return
-        self._summary_key = key
-        if key in self._summary_cache:
+        if self._summary_key in self._summary_cache:
             self._timer.stop()
-            state, value = self._summary_cache[key]
+            state, value = self._summary_cache[self._summary_key]
             self._show_summary(state, value)
             return
         if not self._summary_ready_to_run(job):
             self._timer.stop()
             self.summary, self.summary_state, self.summary_error = None, "idle", ""
-            self.summary_status.setText("The summary appears once the project and patch size "
-                                        "are valid.")
-            self.summary_view.clear()
+            self._show_summary_waiting()
             return
         self.summary_state = "waiting"
         self.summary_status.setText("Sampling…")
@@ -881,15 +839,8 @@ class TrainSegmentationDialog(QDialog):
             self._timer.start()
 
     def _start_summary(self) -> None:
-        if self._summary_task is not None and not sip.isdeleted(self._summary_task):
-            self._summary_task.cancel()
-        key, job = self._summary_key, self.summary_job()
         self.summary_state = "running"
-        task = self.jobs.start(job, "Sampling summary", notify=False)
-        task.succeeded.connect(lambda result, k=key: self._summary_done(k, "ready", result))
-        task.failed.connect(
-            lambda message, fix, k=key: self._summary_done(k, "failed", f"{message} {fix}"))
-        self._summary_task = task
+        super()._start_summary()
 
     def _summary_done(self, key: str, state: str, value) -> None:
         if sip.isdeleted(self):
@@ -930,8 +881,7 @@ class TrainSegmentationDialog(QDialog):
         task.succeeded.connect(self._devices_known)
 
     def _devices_known(self, report: dict) -> None:
-        global _known_devices
-        _known_devices = list(report.get("cuda_devices") or [])
+        set_known_devices(report.get("cuda_devices") or [])
         if not sip.isdeleted(self):
             self._fill_devices(str(self.device_combo.currentData() or "auto"))
 
@@ -942,9 +892,17 @@ class TrainSegmentationDialog(QDialog):
 
     def remember_values(self) -> None:
         """Keep the values for the next time the dialog opens (QgsSettings)."""
-        remember_job(SETTINGS_KEY, self.job())
+        super().remember_values()
         remember_value(SETTINGS_KEY + "_ui", {"background": self.background_check.isChecked(),
                                               "tensorboard": self.tensorboard_check.isChecked()})
+
+    def restore_ui_state(self) -> None:
+        """Tick Background and TensorBoard as they were when the dialog was last accepted."""
+        state = remembered_value(SETTINGS_KEY + "_ui") if self.remember else None
+        if not isinstance(state, dict):
+            state = {}
+        self.background_check.setChecked(bool(state.get("background", False)))
+        self.tensorboard_check.setChecked(bool(state.get("tensorboard", True)))
 
     def save_job(self, path: str | Path) -> None:
         self.job().save(path)
@@ -982,9 +940,6 @@ class TrainSegmentationDialog(QDialog):
     def _browse_log(self) -> None:
         browse_folder(self, self.log_edit, "Log folder")
 
-    def _browse_output(self, edit: QLineEdit, title: str) -> None:
-        browse_save_file(self, edit, title, MODEL_FILTER, MODEL_SUFFIX, ".safetensors")
-
     def _set_all_clicked(self, column: int) -> None:
         what = "solid" if column == 1 else "blur"
         value, ok = QInputDialog.getDouble(self, "Set all to the same value",
@@ -992,61 +947,6 @@ class TrainSegmentationDialog(QDialog):
                                            0.0, 0.0, 10000.0, 1)
         if ok:
             self.set_all(column, value)
-
-    # -- running -------------------------------------------------------------------------------
-    def accept(self) -> None:
-        problems = self.problems()
-        if problems:
-            self._validate()
-            return
-        job = self.job()
-        existing = [p for p in (job.output_model, job.output_last_model) if p and Path(p).exists()]
-        if existing:
-            answer = QMessageBox.question(
-                self, "Replace models?", "These files exist and will be replaced as training "
-                "writes new models:\n" + "\n".join(existing))
-            if answer != QMessageBox.Yes:
-                return
-        if self.remember:
-            self.remember_values()
-        self.start(job)
-        super().accept()
-
-    def start(self, job: TrainPixelSegmentationJob):
-        """Start training in the background; show the Training Model window and TensorBoard."""
-        from .training_window import WINDOW_PREFIX, TrainingWindow
-
-        if self.plugin is None:
-            raise UserError("Training needs the plugin's job manager.", "Open the dialog from "
-                            "the Deep Learning menu.")
-        self.task = self.plugin.jobs.start(job, f"Training {Path(job.output_model).name}")
-        parent = self.plugin.iface.mainWindow() if getattr(self.plugin, "iface", None) else None
-        logdir = job.resolved_log_folder()
-        from .tensorboard import remember_log_folder
-
-        remember_log_folder(logdir)  # the TensorBoard… picker starts there
-        if self.tensorboard_check.isChecked():
-            try:
-                from .tensorboard import manager
-
-                manager(self.plugin).open(logdir)
-            except UserError as exc:
-                messages.show_error(getattr(self.plugin, "iface", None), exc.message, exc.fix)
-        # the window follows the task even in the background: the menu can show it later
-        self.window = TrainingWindow(self.task, job, parent=parent, plugin=self.plugin)
-        windows = getattr(self.plugin, "windows", None)
-        if isinstance(windows, dict):  # closed by plugin unload; reopened from the menu
-            windows[f"{WINDOW_PREFIX}{id(self.window)}"] = self.window
-        if not self.background_check.isChecked():
-            self.window.show()
-        return self.task
-
-    def restore_ui_state(self) -> None:
-        state = remembered_value(SETTINGS_KEY + "_ui") if self.remember else None
-        if not isinstance(state, dict):
-            state = {}
-        self.background_check.setChecked(bool(state.get("background", False)))
-        self.tensorboard_check.setChecked(bool(state.get("tensorboard", True)))
 
 
 def _select(combo: QComboBox, value) -> None:
@@ -1061,8 +961,5 @@ def open_train_segmentation(plugin, project_path: str | None = None) -> TrainSeg
     """Menu and Labeling Tool opener: the dialog, pre-filled with ``project_path`` (or the
     project the Labeling Tool passed in ``plugin.labeling_project``)."""
     project_path = project_path or labeling_tool_project(plugin)
-    parent = plugin.iface.mainWindow() if getattr(plugin, "iface", None) else None
-    dialog = TrainSegmentationDialog(parent, plugin=plugin, project_path=project_path)
-    dialog.setAttribute(Qt.WA_DeleteOnClose)
-    dialog.show()
-    return dialog
+    return show_dialog(TrainSegmentationDialog(main_window(plugin), plugin=plugin,
+                                               project_path=project_path))

@@ -8,13 +8,26 @@ from pathlib import Path
 
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
+from ..raster_model_job import RasterModelJob
+from ..segmentation.jobs import _device_problem
+from ..training_fields import (
+    MODEL_FILTER,
+    init_model_field,
+    log_folder_field,
+    num_workers_field,
+    output_last_model_field,
+    patience_field,
+    resume_from_field,
+    seed_field,
+)
+from ..training_job import TrainingJob
 from .gridcells import DEFAULT_MIN_COVER
 
 ARCHITECTURES = ("resnet50", "resnet101", "resnet18", "resnet34", "efficientnet_b0",
                  "convnext_tiny")
 GRID_MULTIPLE = 32
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
-_MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
+_MODEL_FILTER = MODEL_FILTER
 _WEIGHTS_FILTER = "Weights (*.safetensors *.pth *.pt *.bin)"
 GROUP = "Image classification"
 
@@ -54,40 +67,14 @@ def _beta():
                      "recall 4× precision (Planet).")
 
 
-def _problems(job) -> list[str]:
-    out = []
-    if not job.output_model:
-        out.append("Output model (OUTPUT_MODEL) is required: choose a file name.")
-    elif job.output_last_model and (Path(job.output_last_model).resolve()
-                                    == Path(job.output_model).resolve()):
-        out.append("The best and last models (OUTPUT_MODEL, OUTPUT_LAST_MODEL) must be "
-                   "different files: change one name.")
-    for path, name in ((job.init_model, "INIT_MODEL"), (job.resume_from, "RESUME_FROM"),
-                       (job.weights_file, "WEIGHTS_FILE")):
-        if path and not Path(path).is_file():
-            out.append(f"The file {path} ({name}) does not exist: check the path.")
-    if job.init_model and job.resume_from:
-        out.append("Fine-tune (INIT_MODEL) and resume (RESUME_FROM) exclude each other: "
-                   "clear one.")
-    from ..segmentation.jobs import _device_problem
-
-    return out + _device_problem(job.device)
-
-
-def _log_folder(job) -> str:
-    if job.log_folder:
-        return job.log_folder
-    p = Path(job.output_model)
-    return str(p.with_name(f"{p.name.split('.')[0] or 'model'}_logs"))
-
-
 @register_job
 @dataclass
-class TrainGridModelJob(Job):
+class TrainGridModelJob(TrainingJob):
     """Train a grid model (ENVI): a classification network that says which classes each grid
     cell of a raster holds (multi-label)."""
 
     kind = "train_grid_model"
+    input_files = (("weights_file", "WEIGHTS_FILE"),)
     title = "Train Grid Model"
     group = GROUP
 
@@ -125,49 +112,34 @@ class TrainGridModelJob(Job):
     weights: str = _weights()
     weights_file: str = _weights_file()
     beta: float = _beta()
-    seed: int = spec(0, "SEED", "Random seed", "int", minimum=0, advanced=True)
-    patience: int = spec(0, "PATIENCE", "Early stopping patience (epochs, 0 = off)", "int",
-                         minimum=0, advanced=True)
-    num_workers: int = spec(-1, "NUM_WORKERS", "Data loader workers (-1 = automatic)", "int",
-                            minimum=-1, maximum=64, advanced=True)
-    init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
-                           optional=True, advanced=True, file_filter=_MODEL_FILTER)
-    resume_from: str = spec("", "RESUME_FROM", "Resume from last model", "model_in",
-                            optional=True, advanced=True, file_filter=_MODEL_FILTER)
+    seed: int = seed_field()
+    patience: int = patience_field()
+    num_workers: int = num_workers_field()
+    init_model: str = init_model_field("model of this kind", advanced=True)
+    resume_from: str = resume_from_field()
     device: str = _device()
     output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
                              file_filter=_MODEL_FILTER,
                              help="The model with the lowest validation loss.")
-    output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
-                                  optional=True, file_filter=_MODEL_FILTER)
-    log_folder: str = spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)",
-                           "folder_out", optional=True, advanced=True)
+    output_last_model: str = output_last_model_field()
+    log_folder: str = log_folder_field()
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if self.project and not Path(self.project).is_file():
-            out.append(f"The labeling project {self.project} does not exist: check PROJECT.")
         if self.grid_size % GRID_MULTIPLE:
             near = max(GRID_MULTIPLE, round(self.grid_size / GRID_MULTIPLE) * GRID_MULTIPLE)
             out.append(f"Grid size {self.grid_size} is not a multiple of {GRID_MULTIPLE}: use "
                        f"{near}.")
-        return out + _problems(self)
-
-    def resolved_log_folder(self) -> str:
-        return _log_folder(self)
-
-    def run(self, ctx: JobContext) -> dict:
-        from ..families import train
-
-        return train(self, ctx)
+        return out + _device_problem(self.device)
 
 
 @register_job
 @dataclass
-class ClassifyGridJob(Job):
+class ClassifyGridJob(RasterModelJob):
     """Classify a raster cell by cell with a grid model: a GeoPackage of grid cells."""
 
     kind = "classify_grid"
+    output_missing = "Output (OUTPUT) is required: choose a GeoPackage file name."
     title = "Classify Grid"
     group = GROUP
 
@@ -188,14 +160,6 @@ class ClassifyGridJob(Job):
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if self.input and not Path(self.input).is_file():
-            out.append(f"The input raster {self.input} does not exist: check INPUT.")
-        if self.model and not Path(self.model).is_file():
-            out.append(f"The model {self.model} does not exist: check MODEL.")
-        if not self.output:
-            out.append("Output (OUTPUT) is required: choose a GeoPackage file name.")
-        from ..segmentation.jobs import _device_problem
-
         return out + _device_problem(self.device)
 
     def run(self, ctx: JobContext) -> dict:
@@ -206,11 +170,12 @@ class ClassifyGridJob(Job):
 
 @register_job
 @dataclass
-class TrainChipClassifierJob(Job):
+class TrainChipClassifierJob(TrainingJob):
     """Train a chip classifier (GBDX, Planet): one class (softmax) or several tags (sigmoid)
     per chip."""
 
     kind = "train_chip_classifier"
+    input_files = (("weights_file", "WEIGHTS_FILE"),)
     title = "Train Chip Classifier"
     group = GROUP
 
@@ -257,24 +222,18 @@ class TrainChipClassifierJob(Job):
     weights_file: str = _weights_file()
     box_size: float = spec(25.0, "BOX_SIZE", "Box size for point labels (px, project input)",
                            "float", minimum=1, maximum=4096, advanced=True)
-    seed: int = spec(0, "SEED", "Random seed", "int", minimum=0, advanced=True)
-    patience: int = spec(0, "PATIENCE", "Early stopping patience (epochs, 0 = off)", "int",
-                         minimum=0, advanced=True)
-    num_workers: int = spec(-1, "NUM_WORKERS", "Data loader workers (-1 = automatic)", "int",
-                            minimum=-1, maximum=64, advanced=True)
-    init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
-                           optional=True, advanced=True, file_filter=_MODEL_FILTER)
-    resume_from: str = spec("", "RESUME_FROM", "Resume from last model", "model_in",
-                            optional=True, advanced=True, file_filter=_MODEL_FILTER)
+    seed: int = seed_field()
+    patience: int = patience_field()
+    num_workers: int = num_workers_field()
+    init_model: str = init_model_field("model of this kind", advanced=True)
+    resume_from: str = resume_from_field()
     device: str = _device()
     output_model: str = spec("", "OUTPUT_MODEL", "Output model", "model_out",
                              file_filter=_MODEL_FILTER,
                              help="The model with the lowest validation loss (of round 2 "
                                   "with two rounds).")
-    output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
-                                  optional=True, advanced=True, file_filter=_MODEL_FILTER)
-    log_folder: str = spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)",
-                           "folder_out", optional=True, advanced=True)
+    output_last_model: str = output_last_model_field(advanced=True)
+    log_folder: str = log_folder_field()
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -291,10 +250,7 @@ class TrainChipClassifierJob(Job):
         if self.two_rounds and self.resume_from:
             out.append("Resuming (RESUME_FROM) a two-round training is not supported: clear "
                        "one.")
-        return out + _problems(self)
-
-    def resolved_log_folder(self) -> str:
-        return _log_folder(self)
+        return out + _device_problem(self.device)
 
     def run(self, ctx: JobContext) -> dict:
         from .train_chips import train_chip_classifier
@@ -340,8 +296,6 @@ class ClassifyChipsJob(Job):
             out.append(f"The model {self.model} does not exist: check MODEL.")
         if not self.output:
             out.append("Output (OUTPUT) is required: choose a file name.")
-        from ..segmentation.jobs import _device_problem
-
         return out + _device_problem(self.device)
 
     def run(self, ctx: JobContext) -> dict:

@@ -12,12 +12,24 @@ from pathlib import Path
 
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
+from ..raster_model_job import RasterModelJob
 from ..segmentation.jobs import (
     DEVICE_LABELS,
     DEVICES,
     PATCH_MULTIPLE,
     nearest_patch_size,
 )
+from ..training_fields import (
+    MODEL_FILTER,
+    init_model_field,
+    log_folder_field,
+    num_workers_field,
+    output_last_model_field,
+    patience_field,
+    resume_from_field,
+    seed_field,
+)
+from ..training_job import TrainingJob
 
 ARCHITECTURES = ("retinanet", "fasterrcnn", "fcos", "fcos_resnet18")
 ARCHITECTURE_LABELS = {"retinanet": "RetinaNet (ResNet-50 FPN)",
@@ -26,17 +38,19 @@ ARCHITECTURE_LABELS = {"retinanet": "RetinaNet (ResNet-50 FPN)",
                        "fcos_resnet18": "FCOS (ResNet-18 FPN, light: trains on a CPU)"}
 TASK = "object_detection"
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
-_MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
+_MODEL_FILTER = MODEL_FILTER
 _GPKG_FILTER = "GeoPackage (*.gpkg)"
+MIN_PATCH_SIZE = 64
 
 
 @register_job
 @dataclass
-class TrainObjectDetectionJob(Job):
+class TrainObjectDetectionJob(TrainingJob):
     """Train an object detector (RetinaNet, Faster R-CNN, FCOS) from box, polygon, point or
     line labels of a labeling project, or from a COCO / VOC / YOLO chips folder."""
 
     kind = "train_object_detection"
+    chips_folder_kinds = "a COCO, VOC or YOLO chips folder"
     title = "Train Object Detection"
     group = "Object detection"
 
@@ -50,11 +64,8 @@ class TrainObjectDetectionJob(Job):
                              help="RetinaNet (default), Faster R-CNN or FCOS on a ResNet-50 FPN "
                                   "backbone, or FCOS on a light ResNet-18 FPN that trains "
                                   "usefully on a CPU.")
-    init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
-                           optional=True, file_filter=_MODEL_FILTER,
-                           help="An object detection model to fine-tune; its architecture and "
-                                "normalisation are used.")
-    patch_size: int = spec(512, "PATCH_SIZE", "Patch size (px)", "int", minimum=64,
+    init_model: str = init_model_field("object detection model")
+    patch_size: int = spec(512, "PATCH_SIZE", "Patch size (px)", "int", minimum=MIN_PATCH_SIZE,
                            maximum=4096,
                            help="Edge of the square patches the detector learns from; a "
                                 "multiple of 32, larger than the largest object. The detector "
@@ -64,7 +75,7 @@ class TrainObjectDetectionJob(Job):
     shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool",
                          help="Draw the training/validation split with the seed; off gives the "
                               "same split every run.")
-    seed: int = spec(0, "SEED", "Random seed", "int", minimum=0, advanced=True)
+    seed: int = seed_field()
     pad_small_features: bool = spec(True, "PAD_SMALL_FEATURES", "Pad small features", "bool",
                                     help="Grow boxes smaller than 25 px in x or y to 25 px "
                                          "around their centre (ENVI).")
@@ -91,74 +102,37 @@ class TrainObjectDetectionJob(Job):
                           advanced=True,
                           help="Overlap (IoU) above which the weaker of two boxes of a class is "
                                "suppressed; stored in the model.")
-    patience: int = spec(0, "PATIENCE", "Early stopping patience (epochs, 0 = off)", "int",
-                         minimum=0, advanced=True)
+    patience: int = patience_field()
     steps_per_epoch: int = spec(0, "STEPS_PER_EPOCH", "Batches per epoch (0 = one pass)",
                                 "int", minimum=0, advanced=True)
     max_patches: int = spec(0, "MAX_PATCHES", "Max training patches per epoch (0 = all)", "int",
                             minimum=0, advanced=True)
-    num_workers: int = spec(-1, "NUM_WORKERS", "Data loader workers (-1 = automatic)", "int",
-                            minimum=-1, maximum=64, advanced=True)
-    resume_from: str = spec("", "RESUME_FROM", "Resume from last model", "model_in",
-                            optional=True, advanced=True, file_filter=_MODEL_FILTER)
+    num_workers: int = num_workers_field()
+    resume_from: str = resume_from_field()
     device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
                        choice_labels=DEVICE_LABELS,
                        help="automatic takes the first CUDA GPU when there is one.")
     output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
                              file_filter=_MODEL_FILTER,
                              help="The model with the highest validation mAP50.")
-    output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
-                                  optional=True, file_filter=_MODEL_FILTER,
-                                  help="The model after the last epoch (to resume from).")
-    log_folder: str = spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)",
-                           "folder_out", optional=True, advanced=True,
-                           help="Empty: <output model>_logs next to the model.")
+    output_last_model: str = output_last_model_field()
+    log_folder: str = log_folder_field()
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if self.project and Path(self.project).is_dir():
-            if not (Path(self.project) / "manifest.json").is_file():
-                out.append(f"The folder {self.project} is not a chips export (no manifest.json):"
-                           " choose a labeling project or a COCO, VOC or YOLO chips folder.")
-        elif self.project and not Path(self.project).is_file():
-            out.append(f"The labeling project {self.project} does not exist: check PROJECT.")
-        if self.patch_size % PATCH_MULTIPLE:
+        if self.patch_size >= MIN_PATCH_SIZE and self.patch_size % PATCH_MULTIPLE:
             out.append(f"Patch size {self.patch_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.patch_size)}.")
-        if not self.output_model:
-            out.append("Output model (OUTPUT_MODEL) is required: choose a file name.")
-        elif self.output_last_model and (Path(self.output_last_model).resolve()
-                                         == Path(self.output_model).resolve()):
-            out.append("The best and last models (OUTPUT_MODEL, OUTPUT_LAST_MODEL) must be "
-                       "different files: change one name.")
-        for path, name in ((self.init_model, "INIT_MODEL"), (self.resume_from, "RESUME_FROM")):
-            if path and not Path(path).is_file():
-                out.append(f"The model {path} ({name}) does not exist: check the path.")
-        if self.init_model and self.resume_from:
-            out.append("Fine-tune (INIT_MODEL) and resume (RESUME_FROM) exclude each other: "
-                       "clear one.")
         return out
-
-    def resolved_log_folder(self) -> str:
-        """LOG_FOLDER, or ``<output model stem>_logs`` next to the output model."""
-        if self.log_folder:
-            return self.log_folder
-        p = Path(self.output_model)
-        stem = p.name.split(".")[0] or "model"
-        return str(p.with_name(f"{stem}_logs"))
-
-    def run(self, ctx: JobContext) -> dict:
-        from ..families import train
-
-        return train(self, ctx)
 
 
 @register_job
 @dataclass
-class DetectObjectsJob(Job):
+class DetectObjectsJob(RasterModelJob):
     """Detect objects over a whole raster with a trained detector; boxes to a GeoPackage."""
 
     kind = "detect_objects"
+    output_missing = "Output boxes (OUTPUT) is required: choose a GeoPackage file name."
     title = "Detect Objects"
     group = "Object detection"
 
@@ -215,14 +189,6 @@ class DetectObjectsJob(Job):
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if self.input and not Path(self.input).is_file():
-            out.append(f"The input raster {self.input} does not exist: check INPUT.")
-        if self.model and not Path(self.model).is_file():
-            out.append(f"The model {self.model} does not exist: check MODEL.")
-        if self.grid_model and not Path(self.grid_model).is_file():
-            out.append(f"The grid model {self.grid_model} does not exist: check GRID_MODEL.")
-        if not self.output:
-            out.append("Output boxes (OUTPUT) is required: choose a GeoPackage file name.")
         if self.tile_size and self.tile_size % PATCH_MULTIPLE:
             out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.tile_size)}.")
@@ -253,7 +219,7 @@ class DetectionSummaryJob(Job):
     group = "Object detection"
 
     project: str = spec("", "PROJECT", "Labeling project or chips folder", "project_in")
-    patch_size: int = spec(512, "PATCH_SIZE", "Patch size (px)", "int", minimum=64,
+    patch_size: int = spec(512, "PATCH_SIZE", "Patch size (px)", "int", minimum=MIN_PATCH_SIZE,
                            maximum=4096)
     split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
                         minimum=0, maximum=100)

@@ -44,8 +44,8 @@ def prepare_output(folder: str | Path, overwrite: bool) -> Path:
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise UserError(f"The output folder {out} is not empty.",
-                            "Choose a new or empty folder, or tick Overwrite to replace a "
-                            "previous export.")
+                            "Choose a new or empty folder, or set Overwrite (OVERWRITE) to "
+                            "replace a previous export.")
         if not (out / MANIFEST).is_file():
             raise UserError(f"The output folder {out} is not empty and holds no previous chip "
                             "export, so it is not cleared.", "Choose a new or empty folder.")

@@ -12,6 +12,18 @@ from pathlib import Path
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..patchsize import PATCH_MULTIPLE, nearest_patch_size, patch_size_problem  # noqa: F401
+from ..raster_model_job import RasterModelJob
+from ..training_fields import (
+    MODEL_FILTER,
+    init_model_field,
+    log_folder_field,
+    num_workers_field,
+    output_last_model_field,
+    patience_field,
+    resume_from_field,
+    seed_field,
+)
+from ..training_job import TrainingJob
 
 ARCHITECTURES = ("auto", "unetplusplus", "unet", "deeplabv3plus")
 ARCHITECTURE_LABELS = {"auto": "Automatic (U-Net on CPU, U-Net++ on GPU)",
@@ -24,7 +36,7 @@ LOSS_LABELS = {"ce_dice": "Cross-entropy + Dice", "ce": "Cross-entropy", "focal"
 UNLABELLED = ("background", "unknown")
 MIN_STEPS = 300    # fewer optimiser steps than this get a warning before training
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
-_MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
+_MODEL_FILTER = MODEL_FILTER
 _RASTER_FILTER = "GeoTIFF (*.tif *.tiff)"
 MODEL_SUFFIX = ".dltmodel.safetensors"
 _TRAINING_DATA_FILTER = ("Labeling project (*.gpkg);;Segmentation chips folder (its manifest.json) "
@@ -66,7 +78,7 @@ def training_length(job, train_area_px: float) -> tuple[int, int, str]:
 
 
 def _device_problem(device: str) -> list[str]:
-    """DEVICE check kept for the chip-classifier and grid jobs (they import it)."""
+    """DEVICE check for the jobs whose DEVICE is free text (chip-classifier and grid jobs)."""
     d = (device or "auto").strip().lower()
     if d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit()):
         return []
@@ -86,10 +98,12 @@ def _per_class_problem(value, name: str) -> list[str]:
 
 @register_job
 @dataclass
-class TrainPixelSegmentationJob(Job):
+class TrainPixelSegmentationJob(TrainingJob):
     """Train a pixel segmentation model (U-Net++, U-Net, DeepLabV3+) from a labeling project."""
 
     kind = "train_pixel_segmentation"
+    input_files = (("encoder_weights_file", "ENCODER_WEIGHTS_FILE"),)
+    chips_folder_kinds = "a segmentation chips folder"
     title = "Train Pixel Segmentation"
     group = "Pixel segmentation"
     progress_phases = (("prepare", 0.05), ("epoch", 0.95))
@@ -120,10 +134,7 @@ class TrainPixelSegmentationJob(Job):
                                           "timm or torchvision checkpoint of the same encoder),"
                                           " for computers without internet; overrides Encoder "
                                           "weights.")
-    init_model: str = spec("", "INIT_MODEL", "Start from model (fine-tune)", "model_in",
-                           optional=True, file_filter=_MODEL_FILTER,
-                           help="An existing pixel segmentation model to fine-tune; its "
-                                "architecture, encoder and normalisation are used.")
+    init_model: str = init_model_field("pixel segmentation model")
     patch_size: int = spec(128, "PATCH_SIZE", "Patch size (px)", "int", minimum=32,
                            maximum=4096,
                            help="Edge of the square patches the model learns from; a multiple "
@@ -135,7 +146,7 @@ class TrainPixelSegmentationJob(Job):
     shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool",
                          help="Draw the training/validation split with the seed; off gives the "
                               "same split every run.")
-    seed: int = spec(0, "SEED", "Random seed", "int", minimum=0, advanced=True)
+    seed: int = seed_field()
     feature_patch_percentage: float = spec(
         1.0, "FEATURE_PATCH_PERCENTAGE", "Feature patch percentage", "float", minimum=0,
         maximum=1, help="Share (0–1) of the patches holding labelled features that are used.")
@@ -188,8 +199,7 @@ class TrainPixelSegmentationJob(Job):
     loss_weight: float = spec(0.0, "LOSS_WEIGHT", "Loss weight", "float", minimum=0, maximum=1,
                               help="0 treats feature and background pixels equally; higher "
                                    "values weigh feature pixels more in the loss.")
-    patience: int = spec(0, "PATIENCE", "Early stopping patience (epochs, 0 = off)", "int",
-                         minimum=0, advanced=True)
+    patience: int = patience_field()
     steps_per_epoch: int = spec(0, "STEPS_PER_EPOCH", "Batches per epoch (0 = automatic)",
                                 "int", minimum=0, advanced=True,
                                 help="Each epoch draws this many batches of new random windows "
@@ -197,12 +207,8 @@ class TrainPixelSegmentationJob(Job):
                                      "two passes over the training area, at least 20.")
     max_patches: int = spec(0, "MAX_PATCHES", "Max training patches per epoch (0 = all)", "int",
                             minimum=0, advanced=True)
-    num_workers: int = spec(-1, "NUM_WORKERS", "Data loader workers (-1 = automatic)", "int",
-                            minimum=-1, maximum=64, advanced=True)
-    resume_from: str = spec("", "RESUME_FROM", "Resume from last model", "model_in",
-                            optional=True, advanced=True, file_filter=_MODEL_FILTER,
-                            help="A last model written by an earlier run: training continues "
-                                 "after its epoch.")
+    num_workers: int = num_workers_field()
+    resume_from: str = resume_from_field()
     device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
                        choice_labels=DEVICE_LABELS,
                        help="Where training runs: automatic takes the first CUDA GPU when there "
@@ -211,17 +217,13 @@ class TrainPixelSegmentationJob(Job):
                              file_filter=_MODEL_FILTER,
                              help="The model with the best validation IoU of the feature "
                                   "classes (without validation: the last model).")
-    output_last_model: str = spec("", "OUTPUT_LAST_MODEL", "Output last model", "model_out",
-                                  optional=True, file_filter=_MODEL_FILTER,
-                                  help="The model after the last epoch (to resume from).")
+    output_last_model: str = output_last_model_field()
     save_optimizer: bool = spec(True, "SAVE_OPTIMIZER", "Save optimizer state beside the last "
                                 "model", "bool", advanced=True,
                                 help="Writes <last model>.optim.safetensors (the AdamW moments, "
                                      "about twice the model's size) so RESUME_FROM continues "
                                      "exactly; without it a resumed run restarts the optimizer.")
-    log_folder: str = spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)",
-                           "folder_out", optional=True, advanced=True,
-                           help="Empty: <output model>_logs next to the model.")
+    log_folder: str = log_folder_field()
 
     def __post_init__(self) -> None:
         self.output_model = model_file_name(self.output_model)
@@ -230,37 +232,18 @@ class TrainPixelSegmentationJob(Job):
     def extra_outputs(self) -> list[tuple[str, str, bool]]:
         from .modelfile import optimizer_path
 
-        out = []
+        out = super().extra_outputs()
         if self.output_last_model and self.save_optimizer:
             out.append(("Optimizer state beside the last model",
                         str(optimizer_path(self.output_last_model)), False))
-        if self.output_model:
-            out.append(("Log folder (LOG_FOLDER)", self.resolved_log_folder(), True))
         return out
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if self.project and Path(self.project).is_dir():
-            if not (Path(self.project) / "manifest.json").is_file():
-                out.append(f"The folder {self.project} is not a chips export (no manifest.json):"
-                           " choose a labeling project or a segmentation chips folder.")
-        elif self.project and not Path(self.project).is_file():
-            out.append(f"The labeling project {self.project} does not exist: check PROJECT.")
         out += patch_size_problem(self.patch_size)
-        if not self.output_model:
-            out.append("Output model (OUTPUT_MODEL) is required: choose a file name.")
         if self.class_weight_min > self.class_weight_max:
             out.append(f"Class weight min ({self.class_weight_min:g}) is above max "
                        f"({self.class_weight_max:g}): swap them.")
-        for path, name in ((self.init_model, "INIT_MODEL"), (self.resume_from, "RESUME_FROM")):
-            if path and not Path(path).is_file():
-                out.append(f"The model {path} ({name}) does not exist: check the path.")
-        if self.init_model and self.resume_from:
-            out.append("Fine-tune (INIT_MODEL) and resume (RESUME_FROM) exclude each other: "
-                       "clear one.")
-        if self.encoder_weights_file and not Path(self.encoder_weights_file).is_file():
-            out.append(f"The encoder weights file {self.encoder_weights_file} does not exist: "
-                       "check ENCODER_WEIGHTS_FILE.")
         if self.architecture == "deeplabv3plus" and self.batch_size < 2:
             out.append("DeepLabV3+ needs at least 2 patches per batch (BATCH_SIZE): use 2 or "
                        "more.")
@@ -268,26 +251,14 @@ class TrainPixelSegmentationJob(Job):
         out += _per_class_problem(self.blur_distances, "Blur distances (BLUR_DISTANCES)")
         return out
 
-    def resolved_log_folder(self) -> str:
-        """LOG_FOLDER, or ``<output model stem>_logs`` next to the output model."""
-        if self.log_folder:
-            return self.log_folder
-        p = Path(self.output_model)
-        stem = p.name.split(".")[0] or "model"
-        return str(p.with_name(f"{stem}_logs"))
-
-    def run(self, ctx: JobContext) -> dict:
-        from ..families import train
-
-        return train(self, ctx)
-
 
 @register_job
 @dataclass
-class ClassifyPixelsJob(Job):
+class ClassifyPixelsJob(RasterModelJob):
     """Classify every pixel of a raster with a trained pixel segmentation model."""
 
     kind = "classify_pixels"
+    output_missing = "Output class raster (OUTPUT) is required: choose a file name."
     title = "Classify Pixels"
     group = "Pixel segmentation"
     progress_phases = (("tile", 0.9), ("polygons", 0.1))
@@ -354,14 +325,6 @@ class ClassifyPixelsJob(Job):
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if self.input and not Path(self.input).is_file():
-            out.append(f"The input raster {self.input} does not exist: check INPUT.")
-        if self.model and not Path(self.model).is_file():
-            out.append(f"The model {self.model} does not exist: check MODEL.")
-        if not self.output:
-            out.append("Output class raster (OUTPUT) is required: choose a file name.")
-        if self.grid_model and not Path(self.grid_model).is_file():
-            out.append(f"The grid model {self.grid_model} does not exist: check GRID_MODEL.")
         out += patch_size_problem(self.tile_size, "Tile size", "TILE_SIZE")
         return out
 

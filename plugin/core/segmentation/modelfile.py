@@ -270,9 +270,9 @@ def read_model_card(path: str | Path, task: str | None = TASK) -> dict:
     if task and card.get("task") != task:
         from ..families import task_title
 
-        raise UserError(f"{p.name} is a {card.get('task', 'unknown')!r} model, not a "
-                        f"{task!r} model: it was trained for {task_title(card.get('task'))}, "
-                        f"this tool needs {task_title(task)}.",
+        raise UserError(f"{p.name} was trained for {task_title(card.get('task'))} (task "
+                        f"{card.get('task', 'unknown')!r}); this tool needs "
+                        f"{task_title(task)} (task {task!r}).",
                         "Choose a model trained for this tool.")
     return card
 

@@ -37,17 +37,34 @@ def _fmt(v):
     return f"{v:.6g}" if isinstance(v, float) else v
 
 
+def figure_class():
+    """matplotlib's ``Figure`` on the Agg backend, imported without the "Unable to import
+    Axes3D" warning a Debian matplotlib beside the pip one prints (no 3-D plots are drawn)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unable to import Axes3D")
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.projections  # noqa: F401  (where the warning comes from)
+        from matplotlib.figure import Figure
+    return Figure
+
+
+def _legend(ax) -> None:
+    """A legend when the axes have labelled lines (none when every value was missing)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+
+
 def learning_curves(folder: Path, history: list[dict], keys: tuple[str, ...] = (),
                     title: str = "") -> Path | None:
     """Loss per epoch (train and validation) and, in a second panel, the row ``keys`` (e.g.
     ``("train_miou", "val_miou")``) as a PNG."""
     if not history:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
+    Figure = figure_class()
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(9 if keys else 4.5, 3.6), dpi=100)
     axes = fig.subplots(1, 2 if keys else 1)
@@ -66,14 +83,14 @@ def learning_curves(folder: Path, history: list[dict], keys: tuple[str, ...] = (
         ax1.set_yscale("log")
     ax1.set_title("Loss")
     ax1.set_xlabel("epoch")
-    ax1.legend()
+    _legend(ax1)
     if ax2 is not None:
         for key in keys:
             plot(ax2, key)
         ax2.set_title(title or ", ".join(keys))
         ax2.set_xlabel("epoch")
         ax2.set_ylim(0, 1)
-        ax2.legend()
+        _legend(ax2)
     fig.tight_layout()
     path = folder / CURVES_NAME
     fig.savefig(path)

@@ -1,0 +1,39 @@
+"""What every job that applies a trained model to a raster shares (Classify Pixels, Detect
+Objects, Classify Grid): the input raster, the model file, the optional grid model (a grid
+model that picks the cells worth looking at) and the required main output.
+
+This base adds behaviour only, no fields: each job keeps its own fields in its own order.
+Nothing heavy at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from .jobs import Job
+
+
+class RasterModelJob(Job):
+    """Base of the jobs with fields ``input`` (raster path), ``model`` (model file path) and
+    ``output`` (path), and optionally ``grid_model``; paths are ``""`` when unset.
+
+    ``output_missing`` is the message when OUTPUT is empty (what it is, what to choose).
+    """
+
+    output_missing: ClassVar[str] = "Output (OUTPUT) is required: choose a file name."
+
+    def problems(self) -> list[str]:
+        """The base checks, then: the input raster and the model files must exist, and OUTPUT
+        is required (each a sentence with its fix)."""
+        out = super().problems()
+        if self.input and not Path(self.input).is_file():
+            out.append(f"The input raster {self.input} does not exist: check INPUT.")
+        if self.model and not Path(self.model).is_file():
+            out.append(f"The model {self.model} does not exist: check MODEL.")
+        grid_model = getattr(self, "grid_model", "")
+        if grid_model and not Path(grid_model).is_file():
+            out.append(f"The grid model {grid_model} does not exist: check GRID_MODEL.")
+        if not self.output:
+            out.append(self.output_missing)
+        return out

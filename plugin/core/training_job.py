@@ -1,0 +1,111 @@
+"""What every training job shares: its model outputs, fine-tune / resume inputs, log folder and
+the one training engine it runs in.
+
+Each family's train job (pixel segmentation, object detection, grid model, chip classifier)
+derives from :class:`TrainingJob` and keeps its own fields in its own order (Processing shows
+them in that order); this base adds behaviour only, no fields. Nothing heavy at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from .jobs import Job, JobContext
+
+#: Files a training run writes in its log folder (:mod:`.training.report`).
+LOG_FILES = ("metrics.csv", "report.json", "report.md", "learning_curves.png")
+
+
+class TrainingJob(Job):
+    """Base of the train jobs. Subclasses are dataclasses with at least the fields
+    ``output_model``, ``output_last_model``, ``init_model``, ``resume_from`` and
+    ``log_folder`` (paths, ``""`` when unset).
+
+    Class attributes a subclass may set:
+
+    * ``input_files``: ``(field, PARAMETER)`` pairs of further optional input files that must
+      exist when given (a weights file, say).
+    * ``chips_folder_kinds``: how the error names the chips folders PROJECT accepts; empty
+      when PROJECT takes only a labeling project.
+    """
+
+    input_files: ClassVar[tuple[tuple[str, str], ...]] = ()
+    chips_folder_kinds: ClassVar[str] = ""
+
+    def problems(self) -> list[str]:
+        """The base checks, the project, the model files and the log folder (each a sentence
+        with its fix)."""
+        return (super().problems() + self.project_problems() + self.model_problems()
+                + self.log_folder_problems())
+
+    def extra_outputs(self) -> list[tuple[str, str, bool]]:
+        """The default log folder (``<output model>_logs``) when LOG_FOLDER is empty (a given
+        LOG_FOLDER is checked as the output field it is)."""
+        if self.output_model and not self.log_folder:
+            return [("Log folder (LOG_FOLDER)", self.resolved_log_folder(), True)]
+        return []
+
+    def log_folder_problems(self) -> list[str]:
+        """A log folder that holds files but none of a training log (``metrics.csv``,
+        ``report.json``, TensorBoard events) is refused: the run would mix its logs with, and
+        replace, files the user keeps there."""
+        if not self.output_model:
+            return []
+        folder = Path(self.resolved_log_folder())
+        if not folder.is_dir():
+            return []
+        names = [p.name for p in folder.iterdir()]
+        ours = any(n in LOG_FILES or n.startswith("events.out.tfevents") for n in names)
+        if names and not ours:
+            return [f"The log folder {folder} (LOG_FOLDER) holds other files and no training "
+                    "log: choose a new or empty folder, or a log folder of an earlier run."]
+        return []
+
+    def project_problems(self) -> list[str]:
+        """PROJECT must be an existing labeling project, or (where the family reads one) a
+        chips folder holding Export Training Chips' ``manifest.json``."""
+        project = getattr(self, "project", "")
+        if not project:
+            return []
+        p = Path(project)
+        if p.is_dir() and self.chips_folder_kinds:
+            if not (p / "manifest.json").is_file():
+                return [f"The folder {project} is not a chips export (no manifest.json): "
+                        f"choose a labeling project or {self.chips_folder_kinds}."]
+            return []
+        if not p.is_file():
+            return [f"The labeling project {project} does not exist: check PROJECT."]
+        return []
+
+    def model_problems(self) -> list[str]:
+        """OUTPUT_MODEL is required; INIT_MODEL, RESUME_FROM and :attr:`input_files` must
+        exist; fine-tune and resume exclude each other. (Two outputs naming one file are
+        refused by the shared output checks of :mod:`.outputs`.)"""
+        out = []
+        if not self.output_model:
+            out.append("Output model (OUTPUT_MODEL) is required: choose a file name.")
+        files = (("init_model", "INIT_MODEL"), ("resume_from", "RESUME_FROM"),
+                 *self.input_files)
+        for field, name in files:
+            path = getattr(self, field)
+            if path and not Path(path).is_file():
+                out.append(f"The file {path} ({name}) does not exist: check the path.")
+        if self.init_model and self.resume_from:
+            out.append("Fine-tune (INIT_MODEL) and resume (RESUME_FROM) exclude each other: "
+                       "clear one.")
+        return out
+
+    def resolved_log_folder(self) -> str:
+        """LOG_FOLDER, or ``<output model stem>_logs`` next to the output model."""
+        if self.log_folder:
+            return self.log_folder
+        p = Path(self.output_model)
+        stem = p.name.split(".")[0] or "model"
+        return str(p.with_name(f"{stem}_logs"))
+
+    def run(self, ctx: JobContext) -> dict:
+        """Train in the one training engine with this family's task."""
+        from .families import train
+
+        return train(self, ctx)

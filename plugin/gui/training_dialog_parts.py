@@ -1,0 +1,146 @@
+"""What the training dialogs (Train Object Detection, Train Pixel Segmentation, the generated
+training forms) share: the best and last model output rows, asking before trained models are
+replaced, starting the training job, TensorBoard, the Training Model window, and the live
+pre-flight summary's sampling task."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from qgis.PyQt import sip
+from qgis.PyQt.QtWidgets import QHBoxLayout, QLineEdit, QMessageBox, QWidget
+
+from ..core.errors import UserError
+from ..core.jobs import Job
+from . import messages
+from .job_dialog_support import (
+    MODEL_FILTER,
+    MODEL_SUFFIX,
+    JobDialog,
+    browse_save_file,
+    file_row,
+    main_window,
+)
+
+SUMMARY_WAITING = "The summary appears once the project and patch size are valid."
+
+
+def model_output_row(parent: QWidget, edit: QLineEdit, title: str) -> QHBoxLayout:
+    """``edit`` with a "…" button asking for a model file to write: ``.dltmodel.safetensors``
+    is added to a name that does not end in ``.safetensors`` (the rule of the train jobs,
+    :func:`~..core.segmentation.jobs.model_file_name`)."""
+    return file_row(edit, lambda: browse_save_file(parent, edit, title, MODEL_FILTER,
+                                                   MODEL_SUFFIX, ".safetensors"))
+
+
+def confirm_replacing_models(parent: QWidget, job: Job) -> bool:
+    """True unless the job's output models exist and the user declines to replace them."""
+    existing = [p for p in (job.output_model, job.output_last_model) if p and Path(p).exists()]
+    return not existing or QMessageBox.question(
+        parent, "Replace models?", "These files exist and will be replaced as training writes "
+        "new models:\n" + "\n".join(existing)) == QMessageBox.Yes
+
+
+def start_training(plugin, job: Job):
+    """Start training ``job`` with the plugin's job manager; the task. UserError without a
+    plugin (the dialog was not opened from the menu)."""
+    if plugin is None:
+        raise UserError("Training needs the plugin's job manager.",
+                        "Open the dialog from the Deep Learning menu.")
+    return plugin.jobs.start(job, f"Training {Path(job.output_model).name}")
+
+
+def open_tensorboard(plugin, log_folder: str | Path) -> None:
+    """Open TensorBoard on ``log_folder``; a failure is shown in the message bar."""
+    try:
+        from .tensorboard import manager
+
+        manager(plugin).open(log_folder)
+    except UserError as exc:
+        messages.show_error(getattr(plugin, "iface", None), exc.message, exc.fix)
+
+
+def training_window(plugin, task, job: Job):
+    """A Training Model window following ``task`` (not shown yet), kept in ``plugin.windows``
+    so that plugin unload closes it and the menu can show it again."""
+    from .training_window import WINDOW_PREFIX, TrainingWindow
+
+    window = TrainingWindow(task, job, parent=main_window(plugin), plugin=plugin)
+    windows = getattr(plugin, "windows", None)
+    if isinstance(windows, dict):
+        windows[f"{WINDOW_PREFIX}{id(window)}"] = window
+    return window
+
+
+class TrainingDialog(JobDialog):
+    """A training dialog: OK asks before replacing existing output models, then trains in the
+    background with TensorBoard (``self.tensorboard_check``) and the Training Model window
+    (unless ``self.background_check``)."""
+
+    #: a background run keeps a hidden Training Model window (the menu can show it later)
+    keeps_background_window = False
+
+    def confirm(self, job: Job) -> bool:
+        return confirm_replacing_models(self, job)
+
+    def start(self, job: Job):
+        """Start training ``job``; TensorBoard and the Training Model window as chosen."""
+        from .tensorboard import remember_log_folder
+
+        self.task = start_training(self.plugin, job)
+        log_folder = job.resolved_log_folder()
+        remember_log_folder(log_folder)  # the TensorBoard… picker starts there
+        if self.tensorboard_check.isChecked():
+            open_tensorboard(self.plugin, log_folder)
+        background = self.background_check.isChecked()
+        if self.keeps_background_window or not background:
+            self.window = training_window(self.plugin, self.task, job)
+            if not background:
+                self.window.show()
+        return self.task
+
+    # -- live pre-flight summary (``summary_job()`` shown in summary_status and summary_view) --
+    summary_fields: tuple[str, ...] = ()   # the job fields the summary depends on
+    summary_title = "Sampling summary"     # the name of its task
+    _summary_key = ""
+    _summary_task = None
+
+    def _summary_changed(self, job: Job) -> bool:
+        """Whether ``job``'s :attr:`summary_fields` differ from the last ones (now noted)."""
+        key = summary_key(job, self.summary_fields)
+        if key == self._summary_key:
+            return False
+        self._summary_key = key
+        return True
+
+    def _show_summary_waiting(self) -> None:
+        self.summary_status.setText(SUMMARY_WAITING)
+        self.summary_view.clear()
+
+    def _start_summary(self) -> None:
+        """Run the summary job (the one running is cancelled); ``_summary_done(key, state,
+        value)`` follows, with the key of the values it was run for."""
+        key = self._summary_key
+        self._summary_task = start_summary(
+            self.jobs, self._summary_task, self.summary_job(), self.summary_title,
+            lambda state, value: self._summary_done(key, state, value))
+
+
+# -- live pre-flight summary -------------------------------------------------------------------
+def summary_key(job: Job, fields: Iterable[str]) -> str:
+    """The values of ``fields`` that the summary depends on, as one comparable text."""
+    return json.dumps({f: getattr(job, f) for f in fields}, sort_keys=True)
+
+
+def start_summary(jobs, previous, job: Job, title: str,
+                  done: Callable[[str, object], None]):
+    """Cancel the ``previous`` summary task (when still there) and run ``job``; ``done`` gets
+    ("ready", result) or ("failed", "message fix"). The new task."""
+    if previous is not None and not sip.isdeleted(previous):
+        previous.cancel()
+    task = jobs.start(job, title, notify=False)
+    task.succeeded.connect(lambda result: done("ready", result))
+    task.failed.connect(lambda message, fix: done("failed", f"{message} {fix}".strip()))
+    return task
