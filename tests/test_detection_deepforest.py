@@ -1,10 +1,16 @@
-"""Real data: DeepForest's NEON tiles. The PNG tiles' VOC annotations (YELL crops and SOAP_061,
+"""Real data: DeepForest's NEON tiles. The two YELL PNG crops' VOC annotations (853 trees,
 ungeoreferenced: imported in pixel coordinates) train a light detector from random weights in a
-CI-sized run; Detect Objects then runs over the georeferenced OSBS_029.tif, held out of training,
-and its mAP50 against the tile's 61 DeepForest boxes is measured and printed. The figure is small
-(no pretrained weights, a few minutes of CPU); the test asserts the whole path works on real data
-(boxes in the tile's CRS, within it) and prints the figure (0.009–0.014 mAP50 measured in 120
-steps: far more training, or pretrained weights, are needed for useful tree crowns)."""
+CI-sized run (150 steps, no validation split); Detect Objects then runs over the georeferenced
+OSBS_029.tif, held out of training (another site), and its mAP50 against the tile's 61 DeepForest
+boxes is measured and printed.
+
+Measured (one run each, loaded 2-core machine): mAP50 0.053 (P/R 0.10/0.31 at 0.3); 0.033 with
+the first crop alone; 0.009–0.014 before patches were kept inside their raster (the sample
+planner's last grid row ended past the raster edge: patches of mostly fill with boxes) and when
+SOAP_061's Alive/Dead classes split the trees into three classes. A single run per setting is no
+basis for a floor, so the figure is printed; the test asserts the real-data path (boxes in the
+held-out tile's CRS, within it). Automatic tiles (three overlaps wide) cut Detect Objects on the
+400 px tile from 1225 tiles of 128 px to 4."""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from plugin.core.detection.jobs import DetectObjectsJob, TrainObjectDetectionJob
 from plugin.core.jobs import RecordingContext
 from plugin.core.labeling.box_importers import import_box_annotations, read_boxes
 
-TRAIN_TILES = ("2019_YELL_2_541000_4977000_image_crop", "SOAP_061")
+TRAIN_TILES = ("2019_YELL_2_541000_4977000_image_crop", "2019_YELL_2_528000_4978000_image_crop2")
 
 
 def held_out_map50(found_gpkg, tif, truth_csv) -> dict:
@@ -51,8 +57,8 @@ def test_deepforest_trees_held_out_osbs(deepforest_dir, tmp_path):
         import_box_annotations(project, deepforest_dir / f"{name}.xml",
                                deepforest_dir / f"{name}.png")
     job = TrainObjectDetectionJob(
-        project=str(project), architecture="fcos_resnet18", patch_size=128, split=85,
-        epochs=10, steps_per_epoch=12, batch_size=4, learning_rate=0.001,
+        project=str(project), architecture="fcos_resnet18", patch_size=128, split=100,
+        epochs=10, steps_per_epoch=15, batch_size=4, learning_rate=0.001,
         background_patch_ratio=0.0, device="cpu", num_workers=0,
         output_model=str(tmp_path / "trees.safetensors"))
     trained = job.run(RecordingContext())
@@ -64,7 +70,7 @@ def test_deepforest_trees_held_out_osbs(deepforest_dir, tmp_path):
     print(f"\nDeepForest OSBS_029 held out: mAP50 {r['map50']:.3f}, mAP {r['map']:.3f}, "
           f"P/R/F1 at 0.3: {r['precision']:.3f}/{r['recall']:.3f}/{r['f1']:.3f}; "
           f"validation mAP50 {trained['metrics'].get('val_map50', 0):.3f}")
-    # a few CPU minutes from random weights find few crowns (mAP50 0.009–0.014 measured), so the
+    # a few CPU minutes from random weights find few crowns (mAP50 0.03–0.05 measured), so the
     # figure is printed, not asserted; what must hold is the path on real data: a model, and
     # boxes in the held-out tile's CRS lying within it
     import pyogrio

@@ -1,9 +1,12 @@
 """Object detection end to end through the one training engine: a synthetic scene with exact boxes
-is learned (validation mAP50 ≥ 0.5 in this CI-sized run of 120 steps from random weights:
-0.59–0.65 measured; the issue's 0.9 needs more steps than a CI test affords), Detect Objects finds
-the objects of an unseen raster at their true map coordinates (within a pixel) and once each, the
-ONNX export gives the same boxes, and a detector given to Classify Pixels is refused naming both
-tasks."""
+is learned (validation mAP50 ≥ 0.9 in this CI-sized run of 60 steps from random weights: 1.0
+measured with seeds 0 and 1, reached after 30–40 steps), Detect Objects finds the objects of an
+unseen raster at their true map coordinates and once each, the ONNX export gives the same boxes,
+and a detector given to Classify Pixels is refused naming both tasks.
+
+The training and validation scenes lie side by side (different seeds): a project's labels are
+map geometries, and when the two scenes overlapped each labelled the other's raster with objects
+that are not there (validation mAP50 0.59–0.65 then, whatever the training)."""
 
 from __future__ import annotations
 
@@ -23,16 +26,16 @@ PATCH = 64
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A light detector trained on one synthetic raster, validated on another (≈ 120 steps)."""
+    """A light detector trained on one synthetic raster, validated on another (60 steps)."""
     folder = tmp_path_factory.mktemp("det")
     train = make_object_scene(folder / "train", size=192, n_objects=16, seed=11,
                               sizes=(25, 34))
-    val = make_object_scene(folder / "val", size=128, n_objects=7, seed=12, sizes=(25, 34))
+    val = make_object_scene(folder / "val", size=192, n_objects=16, seed=12, sizes=(25, 34))
     scene_project(train, folder / "p.gpkg", role="train")
     scene_project(val, folder / "p.gpkg", role="validation")
     job = TrainObjectDetectionJob(
         project=str(folder / "p.gpkg"), architecture="fcos_resnet18", patch_size=PATCH,
-        epochs=12, steps_per_epoch=10, batch_size=4, learning_rate=0.001,
+        epochs=6, steps_per_epoch=10, batch_size=4, learning_rate=0.001,
         augment_scale=False, background_patch_ratio=0.0, device="cpu", num_workers=0,
         output_model=str(folder / "det.safetensors"),
         output_last_model=str(folder / "det_last.safetensors"))
@@ -47,7 +50,7 @@ def test_synthetic_scene_learned_map50(trained):
     print("validation metrics of the best epoch:", {k: round(v, 3) for k, v in
                                                      r["metrics"].items() if "val" in k})
     assert r["task"] == "object_detection" and r["best_metric"] == "val_map50"
-    assert r["metrics"]["val_map50"] >= 0.5      # measured 0.59–0.65 (see the module docstring)
+    assert r["metrics"]["val_map50"] >= 0.9      # 1.0 measured (see the module docstring)
     card = json.loads(Path(r["report_json"]).read_text())
     assert card is not None
     from plugin.core.detection.modelfile import read_card
@@ -72,7 +75,7 @@ def test_detect_objects_on_an_unseen_georeferenced_raster(trained, tmp_path):
     out = tmp_path / "found.gpkg"
     job = DetectObjectsJob(input=str(scene.raster), model=trained["result"]["output_model"],
                            output=str(out), output_points=str(tmp_path / "centres.gpkg"),
-                           device="cpu")
+                           tile_size=PATCH, device="cpu")
     assert job.problems() == []
     res = job.run(RecordingContext())
     assert res["tiles"] > 4 and res["area_field"] == "area_m2"
@@ -96,15 +99,12 @@ def test_detect_objects_on_an_unseen_georeferenced_raster(trained, tmp_path):
         near = inter / union >= 0.5
         twice += int((near & (found[:, 4] >= 0.5)).sum() > 1)
         matched += int(near.any())
-    # tiles of 64 px: most objects cross a tile border, yet no object has two confident boxes.
-    # The merging is exact with a perfect detector (test_detection_core.py); this weakly trained
-    # one also gives a few second, partial boxes scoring 0.3–0.4 inside one tile (its own NMS
-    # keeps them: their IoU with the first box is under 0.5)
-    assert twice == 0
-    # a 120-step detector: 4–7 of the 10 objects found at IoU ≥ 0.5 in the runs measured; the
-    # exact georeferencing (within a pixel) is tested with a perfect detector in
-    # test_detection_core.py::test_object_on_tile_borders_detected_once_at_its_true_place
-    assert matched >= 3
+    # tiles of 64 px: most objects cross a tile border, yet none has two confident boxes, and
+    # 10 of the 10 objects were found at IoU ≥ 0.5 (the exact georeferencing, within a pixel, is
+    # tested with a perfect detector in test_detection_core.py::
+    # test_object_on_tile_borders_detected_once_at_its_true_place)
+    print(f"matched {matched} of {len(truth)}, confident twice {twice}")
+    assert twice == 0 and matched >= 8
     k = int(np.argmin(np.abs(found[:, :4] - truth[0]).max(1)))
     assert found[k, 5] == pytest.approx((found[k, 2] - found[k, 0]) * (found[k, 3] - found[k, 1]))
     pds = ogr.Open(str(tmp_path / "centres.gpkg"))
@@ -174,3 +174,37 @@ def test_dltrain_runs_detect_objects_from_a_job_file(trained, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)["result"]
     assert result["output"] == job.output and (tmp_path / "cli.gpkg").is_file()
+
+
+def test_detect_objects_onnxruntime_gives_torchs_boxes(trained, tmp_path):
+    """The CPU engine (onnxruntime, the export cached per model and setting) and the torch
+    engine give the same merged boxes over a raster of several tiles, with and without TTA."""
+    import os
+
+    import pyogrio.raw
+    import shapely
+
+    scene = make_object_scene(tmp_path, size=160, n_objects=9, seed=21, sizes=(25, 34))
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    try:
+        for tta in (False, True):
+            found = {}
+            for engine in ("torch", "onnxruntime"):
+                out = tmp_path / f"{engine}_{tta}.gpkg"
+                res = DetectObjectsJob(input=str(scene.raster),
+                                       model=trained["result"]["output_model"], output=str(out),
+                                       engine=engine, tta=tta, tile_size=PATCH, device="cpu"
+                                       ).run(RecordingContext())
+                assert res["engine"] == engine
+                meta, _, geoms, fields = pyogrio.raw.read(str(out))
+                cols = dict(zip(meta["fields"], fields))
+                order = np.argsort(-cols["score"], kind="stable")
+                found[engine] = (shapely.bounds(shapely.from_wkb(geoms))[order],
+                                 cols["score"][order], cols["class_id"][order])
+            (ba, sa, la), (bb, sb, lb) = found["torch"], found["onnxruntime"]
+            assert len(ba) == len(bb) >= 8
+            np.testing.assert_allclose(ba, bb, atol=0.01)      # map units (m): 0.02 px
+            np.testing.assert_allclose(sa, sb, atol=2e-3)
+            assert (la == lb).all()
+    finally:
+        del os.environ["XDG_CACHE_HOME"]

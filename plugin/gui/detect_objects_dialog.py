@@ -97,7 +97,7 @@ class DetectObjectsDialog(RasterModelDialog):
         rf.addRow("NMS IoU", self.nms_spin)
         self.max_spin = int_spin(1, 100000)
         rf.addRow("Maximum detections per tile", self.max_spin)
-        self.tile_spin = int_spin(0, 8192, 32, special="model's patch size")
+        self.tile_spin = int_spin(0, 8192, 32, special="automatic")
         rf.addRow("Tile size", self.tile_spin)
         self.overlap_spin = int_spin(-1, 8192, suffix=" px",
                                      special="automatic (largest box + 10 %)")

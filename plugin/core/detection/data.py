@@ -265,7 +265,8 @@ def _zoom(image, boxes, z: float, fill: np.ndarray):
 class BoxDataset:
     """Map-style dataset of patches with their boxes: ``(image float32 (C, S, S) raw pixel
     values with nodata set to the band means, {"boxes": (K, 4) float32 xyxy px, "labels": (K,)
-    int64 class ids})``. ``jitter`` shifts training patches by up to that share of their size."""
+    int64 class ids})``. ``jitter`` shifts training patches by up to that share of their size;
+    every patch lies inside its raster (moved flush with the edge where it would stick out)."""
 
     def __init__(self, sources: list[SampleSource], boxes: list[list[Box]],
                  patches: list[Patch], mean: list[float], augment: BoxAugment | None = None,
@@ -282,15 +283,28 @@ class BoxDataset:
     def __len__(self) -> int:
         return len(self.patches)
 
+    def _inside(self, source: int, row: int, col: int, size: int) -> tuple[int, int]:
+        """The patch moved flush with the raster's edge where it would stick out (the planner's
+        grid ends past the edge: a 128 px patch at row 1024 of a 1035-row raster held 11 rows of
+        image and 117 of fill, with boxes on the rest); rasters smaller than the patch keep
+        their origin at 0."""
+        ds = self.reader.image_dataset(source)
+        return (min(max(row, 0), max(ds.height - size, 0)),
+                min(max(col, 0), max(ds.width - size, 0)))
+
     def __getitem__(self, index: int):
         import torch
 
         patch = self.patches[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        row, col = patch.row, patch.col
         if self.jitter > 0:
             j = int(patch.size * self.jitter)
             dr, dc = (int(v) for v in rng.integers(-j, j + 1, 2))
-            patch = dataclasses.replace(patch, row=patch.row + dr, col=patch.col + dc)
+            row, col = row + dr, col + dc
+        row, col = self._inside(patch.source, row, col, patch.size)
+        if (row, col) != (patch.row, patch.col):
+            patch = dataclasses.replace(patch, row=row, col=col)
         image, valid = self.reader._read_native(patch)
         image = image.astype(np.float32)
         np.copyto(image, np.broadcast_to(self.fill[:, None, None], image.shape),

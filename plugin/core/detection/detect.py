@@ -1,6 +1,10 @@
 """Detect Objects: tiled detection over rasters of any size, boxes merged across tiles.
 
-Tiling. Tiles of ``T`` px (the model's patch size unless TILE_SIZE is set) overlap by ``O`` px,
+Tiling. Tiles of ``T`` px overlap by ``O`` px. ``T`` is TILE_SIZE, or automatically the model's
+patch size grown to at least ``AUTO_TILE_OVERLAPS × O`` (rounded up to 32 px): with trees up to
+120 px trained on 128 px patches, tiles of the patch size moved 8 px at a time and ran 1225
+tiles over a 400 px raster (each pixel detected ~150 times); 384 px tiles run 4. The detector is
+convolutional and never resizes, so a larger tile sees objects at the same pixel size.
 ``O ≥`` the largest box the model was trained on (automatic: that + 10 %, at least 32 px), so
 every object of a trained size lies wholly inside at least one tile (for a tile stride
 ``S = T − O``, an object starting at ``a`` with width ``w ≤ O`` fits in tile ``⌊a / S⌋``). The
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -42,6 +47,7 @@ from ..jobs import JobContext
 EDGE_PX = 2.0            # px: a box this close to an inner tile edge is left to the neighbour
 AUTO_OVERLAP_MIN = 32    # px
 SEEN_TWICE_COVER = 0.6   # share of the smaller box two boxes from different tiles must share
+AUTO_TILE_OVERLAPS = 3   # automatic tiles are at least this many overlaps wide
 
 
 def overlap_for(card: dict, tile: int, requested: int, ctx: JobContext | None = None) -> int:
@@ -62,6 +68,15 @@ def overlap_for(card: dict, tile: int, requested: int, ctx: JobContext | None = 
                         f"largest trained box is {need} px).",
                         f"Use a tile size (TILE_SIZE) of at least {_ceil32(2 * overlap)} px.")
     return overlap
+
+
+def auto_tile(card: dict, requested: int) -> int:
+    """The tile size in px: ``requested`` when set, else the model's patch size grown to at
+    least AUTO_TILE_OVERLAPS automatic overlaps (see the module rules)."""
+    if requested:
+        return int(requested)
+    patch = int(card.get("patch_size") or 512)
+    return max(patch, _ceil32(AUTO_TILE_OVERLAPS * overlap_for(card, 1 << 30, -1)))
 
 
 def _ceil32(n: float) -> int:
@@ -121,6 +136,19 @@ class TileDetector:
                 results = merged
             return [(b.cpu().numpy(), s.cpu().numpy(), lab.cpu().numpy())
                     for b, s, lab in results]
+
+
+def torch_tile_detector(job, card: dict, tile: int, score: float, nms_iou: float,
+                        device: str) -> TileDetector:
+    """A :class:`TileDetector` with the model's weights, set for ``job``'s thresholds."""
+    from .modelfile import load_detector
+    from .models import set_inference
+
+    network, card = load_detector(job.model, card)
+    network.transform.min_size, network.transform.max_size = (tile,), tile
+    set_inference(network, min(score, 0.05) if job.tta else score, nms_iou,
+                  job.max_detections)
+    return TileDetector(network, device, job.tta, nms_iou)
 
 
 def detect_raster(src, detector, fill: list[float], tile: int, overlap: int, batch: int,
@@ -218,15 +246,20 @@ def merge_across_tiles(boxes_map: np.ndarray, scores: np.ndarray, labels: np.nda
                        nms_iou: float, tile_ids: np.ndarray | None = None) -> np.ndarray:
     """Indices kept by per-class NMS in map coordinates (float64), best score first; with
     ``tile_ids``, then :func:`merge_seen_twice`."""
-    import torch
-    from torchvision.ops import batched_nms
-
     if len(boxes_map) == 0:
         return np.zeros(0, np.int64)
     origin = boxes_map[:, :2].min(0)
     local = boxes_map - np.concatenate([origin, origin])   # keeps float64 exact and small
-    keep = batched_nms(torch.from_numpy(local), torch.from_numpy(scores.astype(np.float64)),
-                       torch.from_numpy(labels), float(nms_iou)).numpy()
+    if "torch" in sys.modules:       # torchvision's batched_nms (the torch engine loaded it)
+        import torch
+        from torchvision.ops import batched_nms
+
+        keep = batched_nms(torch.from_numpy(local), torch.from_numpy(scores.astype(np.float64)),
+                           torch.from_numpy(labels), float(nms_iou)).numpy()
+    else:                            # onnxruntime engine: the same rule without torch
+        from .detect_onnx import nms_numpy
+
+        keep = nms_numpy(local, scores, labels, float(nms_iou))
     if tile_ids is not None:
         keep = keep[merge_seen_twice(local[keep], scores[keep], labels[keep], tile_ids[keep])]
     return keep
@@ -296,21 +329,22 @@ def _tmp(path: Path) -> Path:
 
 # -- the job ------------------------------------------------------------------------------------
 def detect_objects(job, ctx: JobContext) -> dict:
-    """Run a DetectObjectsJob (see the module docstring); return counts and output paths."""
+    """Run a DetectObjectsJob (see the module docstring); return counts and output paths.
+    On the CPU the tiles run through onnxruntime (:mod:`.detect_onnx`, torch is not imported
+    once the export is cached) unless ENGINE is torch; on CUDA through torch."""
     import rasterio
-    import torch
 
     from ..environment import resolve_device
     from ..segmentation.classify import PIXEL_SIZE_TOLERANCE
-    from .modelfile import load_detector, object_classes, read_card
-    from .models import set_inference
+    from .detect_onnx import ort_tile_detector
+    from .modelfile import object_classes, read_card
 
     started = time.monotonic()
     card = read_card(job.model)
     score = float(card.get("score_threshold", 0.3)) if job.score_threshold < 0 else \
         float(job.score_threshold)
     nms_iou = float(card.get("nms_iou", 0.5)) if job.nms_iou < 0 else float(job.nms_iou)
-    tile = int(job.tile_size or card.get("patch_size") or 512)
+    tile = auto_tile(card, job.tile_size)
     overlap = overlap_for(card, tile, job.overlap, ctx)
     device = resolve_device(job.device)
     try:
@@ -335,11 +369,12 @@ def detect_objects(job, ctx: JobContext) -> dict:
                         f"pixel size ({float(px[0]):g}): objects will look larger or smaller "
                         "than in training. Resample the raster to the training pixel size.",
                         "warning")
-        network, card = load_detector(job.model, card)
-        network.transform.min_size, network.transform.max_size = (tile,), tile
-        set_inference(network, min(score, 0.05) if job.tta else score, nms_iou,
-                      job.max_detections)
-        detector = TileDetector(network, device, job.tta, nms_iou)
+        # a raster smaller than the tile is searched in one tile of its own size (rounded up
+        # to 32 px), as detect_raster does
+        square = min(tile, _ceil32(max(src.height, src.width)))
+        detector = ort_tile_detector(job, card, square, score, nms_iou, device, ctx)
+        if detector is None:
+            detector = torch_tile_detector(job, card, tile, score, nms_iou, device)
         cells = None
         if job.grid_model:
             from ..classification.optimized import grid_filter
@@ -352,10 +387,12 @@ def detect_objects(job, ctx: JobContext) -> dict:
             found = detect_raster(src, detector, card["mean"], tile, overlap, job.batch_size,
                                   progress=lambda d, t: ctx.progress("tile", d, t, "Detecting"),
                                   cancelled=lambda: ctx.cancelled, cells=cells)
-        except torch.OutOfMemoryError:
-            raise UserError("The GPU ran out of memory while detecting.",
-                            "Use fewer tiles per batch (BATCH_SIZE) or a smaller TILE_SIZE."
-                            ) from None
+        except Exception as exc:
+            if type(exc).__name__ == "OutOfMemoryError":    # torch's, without importing it
+                raise UserError("The GPU ran out of memory while detecting.",
+                                "Use fewer tiles per batch (BATCH_SIZE) or a smaller "
+                                "TILE_SIZE.") from None
+            raise
         transform, crs = src.transform, src.crs
     sel = found["scores"] >= score
     boxes_map = to_map(found["boxes"][sel], transform)
@@ -392,6 +429,7 @@ def detect_objects(job, ctx: JobContext) -> dict:
                 f"{optimized['seconds_saved']:g} s saved.")
     return {**optimized, "output": job.output, "output_points": job.output_points or None,
             "detections": int(len(scores)), "per_class": per_class, "device": device,
+            "engine": getattr(detector, "name", "torch"),
             "tiles": found["tiles"], "tile_size": tile, "overlap": overlap,
             "score_threshold": score, "nms_iou": nms_iou, "area_field": area[0],
             "forward_seconds": round(found["forward_seconds"], 3),

@@ -157,8 +157,10 @@ class DetectObjectsJob(RasterModelJob):
                                "into the best one, within and across tiles.")
     max_detections: int = spec(300, "MAX_DETECTIONS", "Maximum detections per tile", "int",
                                minimum=1, maximum=100000, advanced=True)
-    tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = model's patch size)", "int",
-                          minimum=0, maximum=8192)
+    tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = automatic)", "int",
+                          minimum=0, maximum=8192,
+                          help="Edge of the square tiles searched; automatic: the model's "
+                               "patch size, at least three tile overlaps.")
     overlap: int = spec(-1, "OVERLAP", "Tile overlap (px, -1 = automatic)", "int",
                         minimum=-1, maximum=8192,
                         help="Pixels shared by neighbouring tiles; at least the largest "
@@ -176,6 +178,11 @@ class DetectObjectsJob(RasterModelJob):
                                  "float", minimum=0.0, maximum=1.0, advanced=True,
                                  help="A cell is searched when a class's grid score reaches "
                                       "this; 0 uses the grid model's tuned thresholds.")
+    engine: str = spec("auto", "ENGINE", "Inference engine", "enum",
+                       choices=("auto", "torch", "onnxruntime"), advanced=True,
+                       choice_labels=("Automatic", "PyTorch", "ONNX Runtime"),
+                       help="auto: onnxruntime on the CPU when installed (faster there, and "
+                            "torch is not loaded), torch on CUDA.")
     device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
                        choice_labels=DEVICE_LABELS,
                        help="automatic takes the first CUDA GPU when there is one.")

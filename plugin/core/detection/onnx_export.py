@@ -53,8 +53,12 @@ def _wrapper(network, scale: float):
 
 def export_detector_onnx(model_path: str | Path, onnx_path: str | Path, *,
                          input_scale: float = 1.0, tile_size: int | None = None,
-                         tiles_overlap: int = 25, opset: int = 17) -> Path:
-    """Write the detector at ``model_path`` as ONNX (see the module docstring)."""
+                         tiles_overlap: int = 25, opset: int = 17,
+                         score_threshold: float = 0.05, nms_iou: float | None = None,
+                         max_detections: int = 300) -> Path:
+    """Write the detector at ``model_path`` as ONNX (see the module docstring); the graph keeps
+    boxes scoring at least ``score_threshold``, at most ``max_detections`` per tile after NMS
+    at ``nms_iou`` (default: the card's)."""
     import torch
 
     from .modelfile import load_detector, object_classes
@@ -66,7 +70,9 @@ def export_detector_onnx(model_path: str | Path, onnx_path: str | Path, *,
     network, card = load_detector(model_path)
     size = int(tile_size or card.get("patch_size") or 512)
     network.transform.min_size, network.transform.max_size = (size,), size
-    set_inference(network, 0.05, float(card.get("nms_iou", 0.5)), 300)
+    set_inference(network, float(score_threshold),
+                  float(card.get("nms_iou", 0.5) if nms_iou is None else nms_iou),
+                  int(max_detections))
     wrapper = _wrapper(network, float(input_scale))
     dummy = torch.rand(1, int(card["bands"]), size, size) * (255.0 / input_scale)
     path, tmp = common._atomic_target(onnx_path)

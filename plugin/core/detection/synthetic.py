@@ -2,6 +2,11 @@
 
 Objects are axis-aligned squares on pixel edges ("car": bright red, "roof": bright grey) on a
 noisy green-brown background; their boxes are known exactly, in pixels and in map coordinates.
+
+Scenes of different seeds lie side by side in map coordinates (:data:`SEED_SPACING` m apart, all
+in the same CRS), never on each other: a labeling project's labels are map geometries, so two
+overlapping scenes in one project would label each other's raster with boxes of objects that
+are not there.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 OBJECT_CLASSES = [(1, "car", "#e31a1c"), (2, "roof", "#6a3d9a")]
+SEED_SPACING = 5000.0     # map units between the left edges of scenes of consecutive seeds
 _COLOURS = {0: (0.30, 0.40, 0.25), 1: (0.90, 0.15, 0.10), 2: (0.80, 0.80, 0.85)}
 
 
@@ -35,17 +41,20 @@ def make_object_scene(folder: str | Path, size: int = 256, n_objects: int = 24,
                       seed: int = 0, sizes: tuple[int, int] = (25, 40), classes: int = 1,
                       crs: str = "EPSG:32631", pixel_size: float = 0.5,
                       name: str = "objects.tif",
-                      fixed: list[tuple[int, int, int, int, int]] | None = None
-                      ) -> ObjectScene:
+                      fixed: list[tuple[int, int, int, int, int]] | None = None,
+                      origin: tuple[float, float] | None = None) -> ObjectScene:
     """Write a 3-band uint8 GeoTIFF with ``n_objects`` non-touching squares of ``sizes`` px
-    (``classes`` 1 or 2) and return the scene; ``fixed`` boxes are placed first."""
+    (``classes`` 1 or 2) and return the scene; ``fixed`` boxes are placed first. ``origin``:
+    map coordinates of the bottom-left corner (default: x = 500000 + seed × SEED_SPACING,
+    y = 5600000, so scenes of different seeds never overlap)."""
     import rasterio
     from rasterio.transform import from_origin
 
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    transform = from_origin(500000.0, 5600000.0 + size * pixel_size, pixel_size, pixel_size)
+    x0, y0 = origin if origin is not None else (500000.0 + seed * SEED_SPACING, 5600000.0)
+    transform = from_origin(x0, y0 + size * pixel_size, pixel_size, pixel_size)
     paint = np.zeros((size, size), np.uint8)
     boxes = list(fixed or [])
     for cid, c0, r0, c1, r1 in boxes:
