@@ -17,20 +17,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from .data import AugmentSettings
 from .metrics import IGNORE
 
 
 @dataclasses.dataclass
-class BatchAugment:
-    rotation: bool = True
-    scale: bool = True
-    flip: bool = True
-    max_angle: float = 15.0
-    scale_range: tuple[float, float] = (0.8, 1.25)
-
-    @property
-    def active(self) -> bool:
-        return self.rotation or self.scale or self.flip
+class BatchAugment(AugmentSettings):
+    """The augmentation of :class:`.data.AugmentSettings`, drawn per patch, applied per batch."""
 
     def matrices(self, n: int, generator):
         """(n, 2, 3) float32 affine maps (output → input, normalised coordinates) drawn with

@@ -117,7 +117,10 @@ def sampling_probabilities(scores: np.ndarray, weight: float) -> np.ndarray:
 
 # -- augmentation -------------------------------------------------------------------------------
 @dataclasses.dataclass
-class Augment:
+class AugmentSettings:
+    """Which geometric augmentations training draws (ENVI's Augment Rotation / Augment Scale,
+    plus flips): a rotation of up to ±``max_angle`` degrees, a scale in ``scale_range``."""
+
     rotation: bool = True
     scale: bool = True
     flip: bool = True
@@ -127,6 +130,12 @@ class Augment:
     @property
     def active(self) -> bool:
         return self.rotation or self.scale or self.flip
+
+
+@dataclasses.dataclass
+class Augment(AugmentSettings):
+    """Per-patch augmentation in the data loader (the batch path is
+    :class:`.batch_augment.BatchAugment`)."""
 
     def __call__(self, image, mask, rng: np.random.Generator):
         """Same random geometric transform of ``image`` (C,H,W float tensor, normalised) and
