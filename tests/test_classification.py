@@ -244,6 +244,8 @@ def test_a_grid_model_is_refused_by_classify_pixels_and_classify_chips(tmp_path)
     scene = make_grid_scene(tmp_path / "s", cells=2, cell=32)
     job = ClassifyPixelsJob(input=str(scene.raster), model=str(path),
                             output=str(tmp_path / "o.tif"), device="cpu")
+    # refused before any work (dialogs, Processing's parameter check), and again at run
+    assert [p for p in job.problems() if "this tool needs Pixel Segmentation" in p]
     with pytest.raises(UserError, match=r"task 'grid'\); this tool needs Pixel Segmentation"):
         job.run(RecordingContext())
     with pytest.raises(UserError, match=r"task 'grid'\)"):

@@ -22,6 +22,8 @@ class RasterModelJob(Job):
     """
 
     output_missing: ClassVar[str] = "Output (OUTPUT) is required: choose a file name."
+    #: The model card's ``task`` this tool needs (MODEL); a grid model (GRID_MODEL) is "grid".
+    model_task: ClassVar[str] = ""
 
     def problems(self) -> list[str]:
         """The base checks, then: the input raster and the model files must exist, and OUTPUT
@@ -36,4 +38,28 @@ class RasterModelJob(Job):
             out.append(f"The grid model {grid_model} does not exist: check GRID_MODEL.")
         if not self.output:
             out.append(self.output_missing)
+        out += _task_problem(self.model, self.model_task)
+        out += _task_problem(grid_model, "grid")
         return out
+
+
+def _task_problem(path: str, task: str) -> list[str]:
+    """A model file trained for another task than ``task``, as a sentence with the fix, before
+    any work starts (a file that is no valid model is reported by the shared model checks of
+    :mod:`.outputs`; reading the card needs the standard library only)."""
+    if not task or not path or not Path(path).is_file():
+        return []
+    from .errors import UserError
+    from .segmentation.modelfile import read_model_card
+
+    try:
+        card = read_model_card(path, task=None)
+    except UserError:
+        return []
+    if card.get("task") == task:
+        return []
+    try:
+        read_model_card(path, task)
+    except UserError as exc:
+        return [str(exc)]
+    return []

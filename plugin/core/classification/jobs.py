@@ -140,6 +140,7 @@ class ClassifyGridJob(RasterModelJob):
 
     kind = "classify_grid"
     output_missing = "Output (OUTPUT) is required: choose a GeoPackage file name."
+    model_task = "grid"
     title = "Classify Grid"
     group = GROUP
 

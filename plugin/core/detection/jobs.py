@@ -133,6 +133,7 @@ class DetectObjectsJob(RasterModelJob):
 
     kind = "detect_objects"
     output_missing = "Output boxes (OUTPUT) is required: choose a GeoPackage file name."
+    model_task = TASK
     title = "Detect Objects"
     group = "Object detection"
 
@@ -192,14 +193,6 @@ class DetectObjectsJob(RasterModelJob):
         if self.tile_size and self.tile_size % PATCH_MULTIPLE:
             out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.tile_size)}.")
-        if self.model and Path(self.model).is_file():
-            from ..errors import UserError
-            from ..segmentation.modelfile import read_model_card
-
-            try:  # standard library only: the card is read from the file header
-                read_model_card(self.model, TASK)
-            except UserError as exc:
-                out.append(str(exc))
         return out
 
     def run(self, ctx: JobContext) -> dict:

@@ -265,6 +265,7 @@ class ClassifyPixelsJob(RasterModelJob):
 
     kind = "classify_pixels"
     output_missing = "Output class raster (OUTPUT) is required: choose a file name."
+    model_task = "pixel_segmentation"
     title = "Classify Pixels"
     group = "Pixel segmentation"
     progress_phases = (("tile", 0.9), ("polygons", 0.1))
