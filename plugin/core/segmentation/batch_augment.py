@@ -1,12 +1,21 @@
-"""Geometric augmentation of a whole training batch on its device (GPU or CPU), each patch with
-its own random transform: horizontal/vertical flips, a turn by a multiple of 90°, a rotation of
-up to ±``max_angle`` degrees and a scale in ``scale_range`` (log-uniform), as the per-patch
-:class:`.data.Augment` drew them, composed into one affine map per patch and applied with
-``torch.nn.functional.affine_grid`` / ``grid_sample``: bilinear for the image (new pixels 0, the
-band mean after normalisation), nearest for the mask (new pixels IGNORE, so they do not count),
-bilinear for soft targets (new pixels all 0: ignored). Doing it per batch on the device keeps
-the data-loader workers to reading (issue 12: 4.4 ms per patch with augmentation in a worker,
-1.85 ms without).
+"""Geometric (and photometric) augmentation of a whole training batch on its device (GPU or CPU),
+each patch with its own random transform: horizontal/vertical flips, a turn by a multiple of 90°,
+a rotation of up to ±``max_angle`` degrees and a scale in ``scale_range`` (log-uniform), as the
+per-patch :class:`.data.Augment` drew them, composed into one affine map per patch and applied
+with ``torch.nn.functional.affine_grid`` / ``grid_sample``: bilinear for the image (new pixels 0,
+the band mean after normalisation), nearest for the mask (new pixels IGNORE, so they do not
+count), bilinear for soft targets (new pixels all 0: ignored). With ``photometric``, each patch's
+contrast is jittered first, the same for all its bands (colour ratios such as excess green keep
+their meaning): the image, normalised to band mean 0 / std 1, becomes ``(x − m)·c + m + b`` with
+``m`` the patch's per-band mean, ``c`` log-uniform in ``contrast_range`` and ``b`` uniform in
+±``brightness`` band standard deviations (torchvision's ColorJitter, albumentations'
+RandomBrightnessContrast) — lighting and exposure differ across a scene. ``brightness`` is 0 by
+default: measured with bench/learn_real_imagery.py (64 px quick runs), contrast ×0.8–1.25 raised
+the OSBS_029 tree IoU from 0.565 to 0.598 and kept the Landsat land cover (0.791 → 0.798), while
+adding brightness ±0.2 std cost the land cover 0.08 (classes told apart by brightness).
+
+Doing it per batch on the device keeps the data-loader workers to reading (issue 12: 4.4 ms per
+patch with augmentation in a worker, 1.85 ms without).
 
 torch's own sampling ops rather than kornia: kornia 0.9 needs Python ≥ 3.11 and a Rust wheel
 (kornia-rs) where the core installs on 3.9, and has no separate fill value for masks.
@@ -23,7 +32,27 @@ from .metrics import IGNORE
 
 @dataclasses.dataclass
 class BatchAugment(AugmentSettings):
-    """The augmentation of :class:`.data.AugmentSettings`, drawn per patch, applied per batch."""
+    """The augmentation of :class:`.data.AugmentSettings`, drawn per patch, applied per batch,
+    plus the photometric jitter (``photometric``) described in the module docstring."""
+
+    photometric: bool = False
+    brightness: float = 0.0
+    contrast_range: tuple[float, float] = (0.8, 1.25)
+
+    def photometric_jitter(self, image, generator):
+        """``image`` (N, C, H, W) float, normalised → each patch's brightness and contrast
+        jittered (module docstring); the draws come from the CPU ``generator``."""
+        import torch
+
+        n = image.shape[0]
+        lo, hi = (math.log(s) for s in self.contrast_range)
+        c = torch.exp(lo + (hi - lo) * torch.rand(n, generator=generator))
+        b = self.brightness * (2 * torch.rand(n, generator=generator) - 1)
+        c = c.to(image.device, torch.float32).view(n, 1, 1, 1)
+        b = b.to(image.device, torch.float32).view(n, 1, 1, 1)
+        x = image.float()
+        m = x.mean(dim=(2, 3), keepdim=True)
+        return ((x - m) * c + m + b).to(image.dtype)
 
     def matrices(self, n: int, generator):
         """(n, 2, 3) float32 affine maps (output → input, normalised coordinates) drawn with
@@ -63,7 +92,11 @@ class BatchAugment(AugmentSettings):
         import torch
         from torch.nn import functional as F  # noqa: N812
 
-        if not self.active or image.shape[0] == 0:
+        if image.shape[0] == 0:
+            return image, mask, soft
+        if self.photometric:
+            image = self.photometric_jitter(image, generator)
+        if not self.active:
             return image, mask, soft
         n = image.shape[0]
         theta = self.matrices(n, generator)

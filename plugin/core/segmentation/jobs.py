@@ -173,6 +173,11 @@ class TrainPixelSegmentationJob(TrainingJob):
     augment_scale: bool = spec(True, "AUGMENT_SCALE", "Augment: scale", "bool",
                                help="Random zoom in/out by up to 20 %.")
     augment_flip: bool = spec(True, "AUGMENT_FLIP", "Augment: flips", "bool")
+    augment_photometric: bool = spec(True, "AUGMENT_PHOTOMETRIC",
+                                     "Augment: contrast", "bool",
+                                     help="Random contrast (×0.8–1.25) per patch, the same for "
+                                          "all bands: lighting and exposure differ across a "
+                                          "scene.")
     solid_distances: dict | list = spec({}, "SOLID_DISTANCES", "Solid distance per class (px)",
                                         "dict", optional=True, advanced=True,
                                  help="Pixels around point and line labels taken as the "

@@ -135,7 +135,8 @@ class PixelSegmentationTask(TrainingTask):
         job = self.job
         if self._train_ds is None:   # augmented per batch on the device (train_step)
             self._augment = BatchAugment(job.augment_rotation, job.augment_scale,
-                                         job.augment_flip)
+                                         job.augment_flip,
+                                         photometric=job.augment_photometric)
             self._train_ds = PatchDataset(self.setup.sources, [], self.mean, self.std,
                                           self.num_outputs, None, seed=job.seed,
                                           nodata=self.nodata, hidden=self.hidden,
