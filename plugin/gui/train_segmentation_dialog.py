@@ -372,10 +372,14 @@ class TrainSegmentationDialog(TrainingDialog):
         self.rotation_check = QCheckBox("Rotation")
         self.scale_check = QCheckBox("Scale")
         self.flip_check = QCheckBox("Flips")
+        self.contrast_check = QCheckBox("Contrast")
         for c, tip in ((self.rotation_check, "Random 90° turns and small rotations."),
                        (self.scale_check, "Random zoom in and out by up to 20 %."),
                        (self.flip_check, "Random horizontal and vertical flips.")):
             c.setToolTip(tip + " Applied to the image and its labels alike.")
+        self.contrast_check.setToolTip("Random contrast (×0.8–1.25) per patch, the same for all "
+                                       "bands: lighting and exposure differ across a scene. "
+                                       "Labels are unchanged.")
         self.cw_min_spin = double_spin(0, 10, 2, 0.5)
         self.cw_max_spin = double_spin(0, 10, 2, 0.5)
         for s in (self.cw_min_spin, self.cw_max_spin):
@@ -408,7 +412,7 @@ class TrainSegmentationDialog(TrainingDialog):
             grid.addWidget(QLabel(label), i, 0)
             grid.addWidget(w, i, 1)
         aug = QHBoxLayout()
-        for c in (self.rotation_check, self.scale_check, self.flip_check):
+        for c in (self.rotation_check, self.scale_check, self.flip_check, self.contrast_check):
             aug.addWidget(c)
         grid.addWidget(QLabel("Augmentation"), 0, 2)
         grid.addLayout(aug, 0, 3)
@@ -431,7 +435,7 @@ class TrainSegmentationDialog(TrainingDialog):
         for w in (self.epochs_spin, self.batch_spin, self.lr_spin, self.cw_min_spin,
                   self.cw_max_spin, self.loss_spin):
             w.valueChanged.connect(self._changed)
-        for c in (self.rotation_check, self.scale_check, self.flip_check):
+        for c in (self.rotation_check, self.scale_check, self.flip_check, self.contrast_check):
             c.toggled.connect(self._changed)
         self.device_combo.currentIndexChanged.connect(self._changed)
         return box
@@ -568,6 +572,7 @@ class TrainSegmentationDialog(TrainingDialog):
             augment_rotation=self.rotation_check.isChecked(),
             augment_scale=self.scale_check.isChecked(),
             augment_flip=self.flip_check.isChecked(),
+            augment_photometric=self.contrast_check.isChecked(),
             solid_distances=solid,
             blur_distances=blur,
             class_weight_min=self.cw_min_spin.value(),
@@ -613,6 +618,7 @@ class TrainSegmentationDialog(TrainingDialog):
             self.rotation_check.setChecked(bool(job.augment_rotation))
             self.scale_check.setChecked(bool(job.augment_scale))
             self.flip_check.setChecked(bool(job.augment_flip))
+            self.contrast_check.setChecked(bool(job.augment_photometric))
             self.cw_min_spin.setValue(float(job.class_weight_min))
             self.cw_max_spin.setValue(float(job.class_weight_max))
             self.loss_spin.setValue(float(job.loss_weight))
