@@ -60,17 +60,9 @@ class DetectionData:
 
     def epoch_patches(self, epoch: int) -> list[Patch]:
         """Training patches of ``epoch`` (later epochs redraw the subsample from the pool)."""
-        if epoch == 0 or not self.pool:
-            return self.plan.split("train")
-        from ..sampling import round_half_up
+        from ..sampling.plan import epoch_patches
 
-        rng = np.random.default_rng([self.config.seed, epoch, 11])
-        feat = [p for p in self.pool if p.has_features]
-        back = [p for p in self.pool if not p.has_features]
-        n_f = min(len(feat), round_half_up(len(feat) * self.config.feature_patch_percentage))
-        n_b = min(len(back), round_half_up(n_f * self.config.background_patch_ratio))
-        return ([feat[i] for i in sorted(rng.permutation(len(feat))[:n_f])]
-                + [back[i] for i in sorted(rng.permutation(len(back))[:n_b])])
+        return epoch_patches(self.plan, self.pool, self.config, epoch)
 
 
 def patch_boxes(boxes: list[Box], patch: Patch) -> list[tuple[Box, tuple]]:

@@ -509,3 +509,20 @@ def _plan_warnings(plan: SamplePlan) -> list[str]:
             out.append(f"Class {label(cid)} has no training samples. Label it (more) on the "
                        "training rasters.")
     return out
+
+
+def epoch_patches(plan: SamplePlan, pool: list, config: SamplingConfig, epoch: int) -> list:
+    """Training patches of ``epoch``: the plan's own for epoch 0 (or without a ``pool``);
+    later epochs draw the feature and background patches again from ``pool`` (every training
+    candidate) with the plan's counting rule (FEATURE_PATCH_PERCENTAGE of the feature patches,
+    BACKGROUND_PATCH_RATIO background patches per feature patch, ENVI), seeded by
+    ``(config.seed, epoch)``."""
+    if epoch == 0 or not pool:
+        return plan.split("train")
+    rng = np.random.default_rng([config.seed, epoch, 11])
+    feat = [p for p in pool if p.has_features]
+    back = [p for p in pool if not p.has_features]
+    n_f = min(len(feat), round_half_up(len(feat) * config.feature_patch_percentage))
+    n_b = min(len(back), round_half_up(n_f * config.background_patch_ratio))
+    return ([feat[i] for i in sorted(rng.permutation(len(feat))[:n_f])]
+            + [back[i] for i in sorted(rng.permutation(len(back))[:n_b])])
