@@ -6,9 +6,10 @@
 Pipeline: a synthetic scene and labeling project → the pixel segmentation task's epoch
 loader (label rasters, sample plan, rasterio reads, normalisation, sampler, DataLoader) → the
 engine's ``train_batch`` with the task's per-batch augmentation on the device (AMP and
-channels-last on CUDA), the loss read every ``runtime.LOSS_READ_STEPS`` steps as the engine does.
-Before: the same loader with the former per-patch augmentation in the loader workers
-(``data.Augment``) and the loss read every step. Bare: the same model and step, without
+channels-last on CUDA), the weight average updated and the loss read every
+``runtime.LOSS_READ_STEPS`` steps, as the engine does. Before: the same loader with the former
+per-patch augmentation in the loader workers (``data.Augment``) and the loss read every step
+(without the weight average, which came later). Bare: the same model and step, without
 augmentation, on one in-memory batch already on the device. Prints patches/s after warm-up
 steps side by side, and the ratios (target ≥ 0.9 of bare).
 """
@@ -76,6 +77,7 @@ def run(args, batch_size: int) -> tuple[int, float, float, float]:
     from plugin.core.segmentation.task import PixelSegmentationTask
     from plugin.core.training import runtime
     from plugin.core.training.engine import train_batch
+    from plugin.core.training.weight_average import WeightAverage
 
     warm = 3
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,7 +101,7 @@ def run(args, batch_size: int) -> tuple[int, float, float, float]:
         scaler = torch.amp.GradScaler("cuda", enabled=False)
         workers = runtime.num_workers(job.num_workers, device)
 
-        def timed(batches, read_every: int) -> float:
+        def timed(batches, read_every: int, average=None) -> float:
             t0 = None
             sums = runtime.DeviceSums(device)
             for i, batch in enumerate(batches):
@@ -107,6 +109,8 @@ def run(args, batch_size: int) -> tuple[int, float, float, float]:
                     sync(device)
                     t0 = time.perf_counter()
                 loss, _ = train_batch(task, net, opt, scaler, batch, device)
+                if average is not None:
+                    average.update(net)
                 sums.add(loss=loss)
                 if (i + 1) % read_every == 0:
                     sums.read()
@@ -128,11 +132,12 @@ def run(args, batch_size: int) -> tuple[int, float, float, float]:
             before = max(before, timed(task.train_loader(2 * r + 1, device), 1))
             task._train_ds.augment, task._augment = None, device_augment
             pipe = max(pipe, timed(task.train_loader(2 * r + 2, device),
-                                   runtime.LOSS_READ_STEPS))
+                                   runtime.LOSS_READ_STEPS, WeightAverage(net, 300)))
         print(f"device {device}  {args.architecture}/{args.encoder}  patch {args.patch}  "
               f"batch {batch_size}  loader workers {workers}  "
               f"patches in plan {len(task.train_patches)}")
-        print(f"  pipeline (loader + device augmentation + step): {pipe:8.2f} patches/s")
+        print(f"  pipeline (loader + device augmentation + step + weight average): "
+              f"{pipe:8.2f} patches/s")
         print(f"  before (augmentation in the loader, loss read every step): {before:8.2f}")
         print(f"  bare model step (in-memory batch, no augmentation): {bare:8.2f}")
         return batch_size, bare, before, pipe

@@ -1,7 +1,8 @@
 """Issue 9 (learning from real imagery): per-band nodata, random windows drawn anew each epoch
-(half centred on labels, flush with the edges, validation labels hidden), fresh augmentation per
-draw, the losses, unlabelled pixels as unknown, encoder weights from a local file, the training
-length up front, and a model's answer that does not depend on the inference tile size."""
+(up to half centred on labels, the fewer the more area the features cover, flush with the
+edges, validation labels hidden), fresh augmentation per draw, the losses, unlabelled pixels
+as unknown, encoder weights from a local file, the training length up front, and a model's
+answer that does not depend on the inference tile size."""
 
 from __future__ import annotations
 
@@ -63,6 +64,24 @@ def test_windows_are_centred_on_labels_flush_and_hide_validation_labels(tmp_path
         pytest.fail("no window reached the validation area")
     again = sampler.draw(400, 1.0, np.random.default_rng(2))   # another epoch: other windows
     assert {(w.row, w.col) for w in again} != {(w.row, w.col) for w in windows}
+
+
+def test_fewer_windows_are_centred_on_features_the_more_area_they_cover(tmp_path):
+    """Half the windows centred on sparse features; none when features cover half the training
+    area or more (centring would overstate how common they are)."""
+    image = _write(tmp_path / "i.tif", np.ones((1, 100, 100), np.uint8))
+    shares = []
+    for rows in (6, 30, 61):                      # features on 6 %, 30 %, 61 % of the pixels
+        labels = np.zeros((1, 100, 100), np.uint8)
+        labels[0, :rows] = 1
+        src = SampleSource(image, _write(tmp_path / f"l{rows}.tif", labels))
+        shares.append(WindowSampler.scan([src], [0], 32, {}).centred)
+    assert shares == pytest.approx([0.44, 0.2, 0.0])
+    labels = np.zeros((1, 100, 100), np.uint8)
+    labels[0, :30] = 1                            # 30 % of the raster, but the validation box
+    src = SampleSource(image, _write(tmp_path / "lh.tif", labels))   # hides 20 of those rows
+    hidden = {0: [(0, 0, 20, 100)]}
+    assert WindowSampler.scan([src], [0], 32, hidden).centred == pytest.approx(0.5 - 10 / 80)
 
 
 def test_each_draw_gets_its_own_augmentation(tmp_path):

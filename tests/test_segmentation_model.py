@@ -119,6 +119,14 @@ def test_optimizer_state_round_trip(tmp_path):
     for k in a["state"]:
         assert torch.equal(a["state"][k]["exp_avg"], b["state"][k]["exp_avg"])
     assert not modelfile.load_optimizer(tmp_path / "other.safetensors", opt2)
+    # with the training weights (the model file holding their average)
+    modelfile.save_optimizer(tmp_path / "last.safetensors", opt, net)
+    assert modelfile.load_optimizer(tmp_path / "last.safetensors", opt2)
+    other = torch.nn.Linear(3, 2)
+    assert modelfile.load_training_weights(tmp_path / "last.safetensors", other)
+    assert torch.equal(other.weight, net.weight) and torch.equal(other.bias, net.bias)
+    assert not modelfile.load_training_weights(tmp_path / "last.safetensors",
+                                               torch.nn.Linear(3, 4))   # does not fit
 
 
 def test_model_files_get_the_mode_of_other_outputs(tmp_path):

@@ -200,6 +200,7 @@ def test_cancel_after_first_epoch_keeps_a_loadable_best_model(tmp_path):
     steps = [e["step"] for e in rctx.events if e["event"] == "progress" and e["phase"] == "epoch"]
     assert steps == [2] and r2["epochs_run"] == 2
     assert any("Optimizer state restored" in e.get("message", "") for e in rctx.events)
+    assert any("Training weights restored" in e.get("message", "") for e in rctx.events)
 
 
 def test_solid_distance_override_and_blur(tmp_path):

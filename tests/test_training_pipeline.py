@@ -112,3 +112,35 @@ def test_a_fresh_run_moves_the_earlier_metrics_aside_and_a_resumed_run_appends(t
     assert not (tmp_path / "metrics.csv").exists()
     report.append_csv(tmp_path, {"epoch": 1, "train_loss": 0.9})
     assert (tmp_path / "metrics.csv").read_text().splitlines() == ["epoch,train_loss", "1,0.9"]
+
+
+def test_the_weight_average_follows_the_training_weights_and_their_batch_norm_statistics():
+    from plugin.core.training.weight_average import WeightAverage, decay_for
+
+    assert decay_for(300) == pytest.approx(0.98)            # the last sixth of training
+    assert decay_for(12_000) == pytest.approx(0.9995)
+    assert decay_for(30) == pytest.approx(0.8)
+    assert decay_for(4) == 0.0                              # a few steps: the last weights
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    torch.nn.init.zeros_(net[0].weight)
+    average = WeightAverage(net, total_steps=300)
+    average.update(net)                                     # the first update copies
+    assert torch.equal(average.module[0].weight, net[0].weight)
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[1].running_mean.fill_(4.0)
+    average.update(net)                                     # the mean of both, not 0.98
+    assert average.module[0].weight[0, 0].item() == pytest.approx(0.5)
+    assert average.module[1].running_mean[0].item() == pytest.approx(2.0)
+    average.update(net)
+    assert average.module[0].weight[0, 0].item() == pytest.approx(2 / 3)
+    for _ in range(300):
+        average.update(net)
+    assert average.module[0].weight[0, 0].item() == pytest.approx(1.0, abs=1e-3)
+    assert not average.module.training                    # validated as it is used
+    resumed = WeightAverage(average.module, total_steps=300, steps=250)
+    with torch.no_grad():
+        net[0].weight.fill_(0.0)
+    resumed.update(net)                                     # continues: no copy, decay 0.98
+    assert resumed.module[0].weight[0, 0].item() == pytest.approx(0.98, abs=1e-3)
+    assert average.module[0].weight[0, 0].item() == pytest.approx(1.0, abs=1e-3)   # a copy

@@ -266,6 +266,7 @@ class PatchDataset:
 
 
 # -- random windows -----------------------------------------------------------------------------
+CENTRED_MAX = 0.5         # share of feature-centred windows when features are sparse
 MAX_CENTRES = 200_000     # labelled pixels kept per class as window centres (a random subset)
 
 
@@ -273,8 +274,12 @@ MAX_CENTRES = 200_000     # labelled pixels kept per class as window centres (a 
 class WindowSampler:
     """Random training windows, drawn anew every epoch (issue 9, causes 1–2).
 
-    Half of the windows (``centred``) are centred on a labelled feature pixel of the training
+    A share ``centred`` of the windows is centred on a labelled feature pixel of the training
     area (jittered by up to a quarter window), the others lie anywhere in the training rasters.
+    :meth:`scan` sets it to ``CENTRED_MAX`` minus the features' share of the training area: half
+    the windows for sparse features (buildings covering 6 %), none when features cover half the
+    area or more, where centring would only teach the network that features are commoner than
+    they are.
     Class ``c`` of the centre is chosen with probability ∝ ``n_c ** (1 − w)`` for the class
     weight ``w`` (0: by pixel count, 1: every class equally often, > 1: rare classes more).
     Windows lie inside their raster, flush with its edges (a raster smaller than the window is
@@ -285,7 +290,7 @@ class WindowSampler:
     size: int
     shapes: dict[int, tuple[int, int]]
     centres: dict[int, np.ndarray]
-    centred: float = 0.5
+    centred: float = CENTRED_MAX
 
     @classmethod
     def scan(cls, sources: list[SampleSource], source_ids: list[int], size: int,
@@ -299,6 +304,7 @@ class WindowSampler:
         rng = np.random.default_rng([seed, 17])
         found: dict[int, list[np.ndarray]] = {}
         shapes = {}
+        feature_px = area_px = 0
         for sid in source_ids:
             with rasterio.open(sources[sid].labels) as ds:
                 shapes[sid] = (ds.height, ds.width)
@@ -307,6 +313,9 @@ class WindowSampler:
                     lab = ds.read(1, window=Window(0, r0, ds.width, n))
                     for b0, c0, b1, c1 in hidden.get(sid, ()):
                         lab[max(b0 - r0, 0):max(min(b1 - r0, n), 0), c0:c1] = IGNORE
+                    open_ = lab != IGNORE
+                    area_px += int(open_.sum())
+                    feature_px += int((open_ & (lab > 0)).sum())
                     for c in np.unique(lab):
                         if c == 0 or c == IGNORE:
                             continue
@@ -322,7 +331,8 @@ class WindowSampler:
             if len(arr) > MAX_CENTRES:
                 arr = arr[rng.choice(len(arr), MAX_CENTRES, replace=False)]
             centres[c] = arr
-        return cls(size, shapes, centres)
+        centred = max(0.0, CENTRED_MAX - feature_px / max(area_px, 1))
+        return cls(size, shapes, centres, centred)
 
     def draw(self, n: int, class_weight: float, rng: np.random.Generator) -> list[Patch]:
         """``n`` windows (Patch objects of split "train") for one epoch."""

@@ -213,7 +213,8 @@ class TrainPixelSegmentationJob(TrainingJob):
     steps_per_epoch: int = spec(0, "STEPS_PER_EPOCH", "Batches per epoch (0 = automatic)",
                                 "int", minimum=0, advanced=True,
                                 help="Each epoch draws this many batches of new random windows "
-                                     "(half centred on labelled pixels). 0: enough for about "
+                                     "(up to half centred on labelled pixels). 0: enough for "
+                                     "about "
                                      "two passes over the training area, at least 12.")
     max_patches: int = spec(0, "MAX_PATCHES", "Max training patches per epoch (0 = all)", "int",
                             minimum=0, advanced=True)
@@ -231,9 +232,11 @@ class TrainPixelSegmentationJob(TrainingJob):
     output_last_model: str = output_last_model_field()
     save_optimizer: bool = spec(True, "SAVE_OPTIMIZER", "Save optimizer state beside the last "
                                 "model", "bool", advanced=True,
-                                help="Writes <last model>.optim.safetensors (the AdamW moments, "
-                                     "about twice the model's size) so RESUME_FROM continues "
-                                     "exactly; without it a resumed run restarts the optimizer.")
+                                help="Writes <last model>.optim.safetensors (the AdamW moments "
+                                     "and the training weights, about three times the model's "
+                                     "size) so RESUME_FROM continues exactly; without it a "
+                                     "resumed run restarts the optimizer from the averaged "
+                                     "weights.")
     log_folder: str = log_folder_field()
 
     def __post_init__(self) -> None:

@@ -9,7 +9,8 @@ Layout (format version 1):
 
 Loading reads the JSON card and the raw tensors only; it never unpickles or executes anything from
 the file. The optimizer state of a *last* model (for resuming) lives beside it in
-``<model>.optim.safetensors``: flattened AdamW moment tensors, the rest as JSON metadata.
+``<model>.optim.safetensors``: flattened AdamW moment tensors and the training weights
+(``network.<name>``; the model file holds their moving average), the rest as JSON metadata.
 
 ONNX export (:func:`export_onnx`): the graph contains the normalisation and a softmax. Input
 ``image``: float32 (N, bands, H, W) in the training rasters' band order; output
@@ -324,12 +325,20 @@ def optimizer_path(model_path: str | Path) -> Path:
     return p.with_name(p.name + ".optim.safetensors")
 
 
-def save_optimizer(model_path: str | Path, optimizer) -> Path:
-    """The optimizer state as tensors + JSON (no pickle), written atomically."""
+NETWORK_PREFIX = "network."   # training weights in the optimizer file
+
+
+def save_optimizer(model_path: str | Path, optimizer, network=None) -> Path:
+    """The optimizer state as tensors + JSON (no pickle), written atomically; with ``network``
+    its weights too (``network.<name>``: the training weights, when the model file holds their
+    moving average)."""
     import torch
 
     sd = optimizer.state_dict()
     tensors, scalars = {}, {}
+    if network is not None:
+        tensors.update({f"{NETWORK_PREFIX}{k}": v.detach().to("cpu", copy=True).contiguous()
+                        for k, v in network.state_dict().items()})
     for idx, st in sd["state"].items():
         for key, val in st.items():
             if torch.is_tensor(val):
@@ -352,6 +361,8 @@ def load_optimizer(model_path: str | Path, optimizer) -> bool:
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
         for key in f.keys():
+            if key.startswith(NETWORK_PREFIX):
+                continue
             idx, name = key.split(".", 1)
             state.setdefault(int(idx), {})[name] = f.get_tensor(key)
     for key, val in json.loads(meta.get("scalars", "{}")).items():
@@ -359,6 +370,25 @@ def load_optimizer(model_path: str | Path, optimizer) -> bool:
         state.setdefault(int(idx), {})[name] = val
     groups = json.loads(meta["param_groups"])
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+    return True
+
+
+def load_training_weights(model_path: str | Path, network) -> bool:
+    """Load the training weights saved beside ``model_path`` (:func:`save_optimizer` with a
+    network) into ``network``; False (nothing changed) when there are none or they do not fit."""
+    from safetensors import safe_open
+
+    path = optimizer_path(model_path)
+    if not path.is_file():
+        return False
+    with safe_open(str(path), framework="pt") as f:
+        weights = {k[len(NETWORK_PREFIX):]: f.get_tensor(k) for k in f.keys()
+                   if k.startswith(NETWORK_PREFIX)}
+    own = network.state_dict()
+    if not weights or weights.keys() != own.keys() or any(
+            weights[k].shape != own[k].shape for k in own):
+        return False
+    network.load_state_dict(weights)
     return True
 
 

@@ -1,10 +1,11 @@
 """Pixel segmentation as a :class:`~..training.task.TrainingTask` of the one training engine.
 
-Data: every epoch draws new random training windows (``data.WindowSampler``: half centred on
-labelled feature pixels, rare classes favoured by the class weight max → min schedule, flush with
-the raster edges), each with its own augmentation, and soft targets for blurred labels; the
-validation patches of the sample plan (see ``train.prepare``; moved flush with the raster edges)
-are masked out of the training labels. Network: a segmentation-models-pytorch model
+Data: every epoch draws new random training windows (``data.WindowSampler``: up to half centred
+on labelled feature pixels, the fewer the more area the features cover, rare classes favoured by
+the class weight max → min schedule, flush with the raster edges), each with its own
+augmentation, and soft targets for blurred labels; the validation patches of the sample plan
+(see ``train.prepare``; moved flush with the raster edges) are masked out of the training
+labels. Network: a segmentation-models-pytorch model
 (``models.py``). Loss: cross-entropy (with feature-class weights, ``LOSS_WEIGHT``), + Dice, focal
 or Tversky (segmentation-models-pytorch).
 Metrics: confusion-matrix accuracy, precision, recall, F1 and IoU per class (``metrics.py``); the
@@ -18,6 +19,7 @@ was kept. The feature classes' mean IoU is still recorded (``val_feature_iou``).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -179,13 +181,16 @@ class PixelSegmentationTask(TrainingTask):
         return loss, terms
 
     def end_train_epoch(self) -> dict:
-        m = metrics_from_confusion(self._cm_train.compute().cpu().numpy(), self.class_ids)
+        with warnings.catch_warnings():   # add_confusion fills the state without ``update``,
+            warnings.filterwarnings("ignore", "The ``compute`` method")   # which it counts
+            matrix = self._cm_train.compute().cpu().numpy()
+        m = metrics_from_confusion(matrix, self.class_ids)
         m["split"] = "train"
         row = {"class_weight": self._class_weight, "train_accuracy": m["accuracy"],
                "train_miou": m["mean_iou"]}
         if not self.val_patches:   # the per-class columns come from training then
             row.update(self._per_class_columns(m))
-            row["_extra"] = self._extra(m, self._cm_train.compute().cpu().numpy())
+            row["_extra"] = self._extra(m, matrix)
         return row
 
     def validate(self, network, loader, device: str, epoch: int) -> dict:

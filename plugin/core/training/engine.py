@@ -5,10 +5,11 @@ network, loss, metrics and report section; this module does the rest. One run:
 
 1. ``task.prepare`` (labels, sample plan, band statistics); the network fresh, fine-tuned from
    ``job.init_model`` or resumed from ``job.resume_from`` (a last model: its card holds epoch,
-   step, best score and history; the optimizer state lies beside it).
+   step, best score and history; the optimizer state and the training weights lie beside it).
 2. Every epoch:
    a. draw the epoch's batches (``task.train_loader(epoch)``: fresh random samples allowed);
    b. per batch: forward + loss (``task.train_step``) under autocast, backward, AdamW step, the
+      moving average of the weights (:mod:`.weight_average`: what is validated and saved), the
       learning rate of the next step (linear warm-up, then cosine); the loss is summed on the
       device and read after the first step, every ``runtime.LOSS_READ_STEPS`` steps and at the
       epoch's end (reading waits for the GPU), so progress events show the mean loss of the
@@ -17,6 +18,7 @@ network, loss, metrics and report section; this module does the rest. One run:
    d. one row of numbers → metrics.csv, TensorBoard, a progress event;
    e. the best model (by ``task.best_metric``; the last one without validation) and the last
       model + optimizer, each written atomically, so a cancel or a crash never loses an epoch;
+      both models hold the averaged weights, the optimizer file the training weights;
    f. early stopping after ``job.patience`` epochs without improvement.
 3. Learning curves, report.md / report.json; the result dict.
 
@@ -44,6 +46,7 @@ from ..jobs import JobContext
 from ..segmentation import modelfile
 from . import report, runtime
 from .task import TrainingTask
+from .weight_average import WeightAverage
 
 WEIGHT_DECAY = 1e-4
 
@@ -103,7 +106,7 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
     if cuda:
         network = network.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    plain, network = network, distributed.wrap(network, device)   # plain: saved, validated
+    raw, network = network, distributed.wrap(network, device)   # raw: trained, not wrapped
     # fused: one kernel for all tensors (a ResNet-18 FCOS step on one CPU thread: 0.14 s of
     # AdamW per step single-tensor, 0.02 s fused)
     optimizer = torch.optim.AdamW(network.parameters(), lr=job.learning_rate,
@@ -115,6 +118,12 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
     per_epoch = distributed.share_count(task.steps_per_epoch(job))
     lr_at = runtime.lr_factor(per_epoch * job.epochs)
     step = int(state.get("global_step", 0))
+    # the average starts from the model file's weights (a resumed run's saved average); the
+    # network then continues from its own weights, saved beside the optimizer state
+    average = WeightAverage(raw, per_epoch * job.epochs, steps=step)
+    plain = average.module   # validated and saved
+    if job.resume_from and modelfile.load_training_weights(job.resume_from, raw):
+        ctx.log("Training weights restored.")
     _set_lr(optimizer, job.learning_rate * lr_at(step))
     val_loader = task.val_loader(device)
     if val_loader is None:
@@ -156,6 +165,7 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
             if ctx.cancelled and not distributed.active():   # ranks stop together, per epoch
                 break
             loss, terms = train_batch(task, network, optimizer, scaler, batch, device)
+            average.update(raw)
             step += 1
             _set_lr(optimizer, job.learning_rate * lr_at(step))
             n += 1
@@ -179,7 +189,6 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
         row.update(end_of_epoch)
         # -- 2c. validate
         if val_loader is not None:
-            network.eval()
             with torch.no_grad(), runtime.autocast(device), distributed.rank_local_metrics():
                 row.update(task.validate(plain, val_loader, device, epoch))
         images = row.pop("_images", [])
@@ -204,7 +213,7 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
             modelfile.save_model(job.output_last_model, plain,
                                  card(task.summary_metrics(row, extra), epoch + 1))
             if getattr(job, "save_optimizer", True):
-                modelfile.save_optimizer(job.output_last_model, optimizer)
+                modelfile.save_optimizer(job.output_last_model, optimizer, raw)
             else:   # an older run's state would not belong to this last model
                 modelfile.optimizer_path(job.output_last_model).unlink(missing_ok=True)
             ctx.artifact("last_model", job.output_last_model)

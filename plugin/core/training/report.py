@@ -53,17 +53,12 @@ def _fmt(v):
 
 
 def figure_class():
-    """matplotlib's ``Figure`` on the Agg backend, imported without the "Unable to import
-    Axes3D" warning a Debian matplotlib beside the pip one prints (no 3-D plots are drawn)."""
-    import warnings
+    """matplotlib's ``Figure`` on the Agg backend (``plugin.core`` silences the "Unable to
+    import Axes3D" warning of a Debian matplotlib beside the pip one)."""
+    import matplotlib
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Unable to import Axes3D")
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.projections  # noqa: F401  (where the warning comes from)
-        from matplotlib.figure import Figure
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
     return Figure
 
 
