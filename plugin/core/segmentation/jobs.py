@@ -214,8 +214,7 @@ class TrainPixelSegmentationJob(TrainingJob):
                                 "int", minimum=0, advanced=True,
                                 help="Each epoch draws this many batches of new random windows "
                                      "(up to half centred on labelled pixels). 0: enough for "
-                                     "about "
-                                     "two passes over the training area, at least 12.")
+                                     "about two passes over the training area, at least 12.")
     max_patches: int = spec(0, "MAX_PATCHES", "Max training patches per epoch (0 = all)", "int",
                             minimum=0, advanced=True)
     num_workers: int = num_workers_field()
