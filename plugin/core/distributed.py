@@ -2,10 +2,12 @@
 Classify Pixels; nothing here is hand-written communication beyond torch's collectives.
 
 A run is distributed when torch's launcher (``torchrun``, or ``dltrain run JOB --processes N``
-which calls it) set ``WORLD_SIZE`` > 1 in the environment. Each process (a *rank*) then joins the
-process group: NCCL when it trains on CUDA (one GPU per local rank), gloo on the CPU. Rank 0 is
-the *main* rank: it alone writes models, logs, TensorBoard and progress. Outside such a launch
-every function here is a no-op for a single process, so the callers need no second code path.
+which calls it) started it: it sets ``WORLD_SIZE`` and ``MASTER_ADDR`` in the environment, for one
+process too (``--processes 1`` runs the distributed path, NCCL included, on one GPU). Each process
+(a *rank*) then joins the process group: NCCL when it trains on CUDA (one GPU per local rank),
+gloo on the CPU. Rank 0 is the *main* rank: it alone writes models, logs, TensorBoard and
+progress. Outside such a launch every function here is a no-op for a single process, so the
+callers need no second code path.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ def local_rank() -> int:
 
 
 def active() -> bool:
-    """True inside a multi-process run."""
-    return world_size() > 1
+    """True inside a run torch's launcher started (``WORLD_SIZE`` and ``MASTER_ADDR`` set), even
+    one of a single process."""
+    return world_size() > 1 or ("WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ)
 
 
 def is_main() -> bool:
@@ -212,12 +215,13 @@ def gather(value: Any) -> list[Any]:
 
 
 def launch(args: list[str], processes: int) -> int:
-    """Run ``python -m plugin.cli <args>`` in ``processes`` processes on this machine through
-    torch's launcher (``torch.distributed.run``, the module behind ``torchrun``); its exit code.
+    """Run ``python -m plugin.cli <args>`` in ``processes`` processes on this machine (1: one
+    process on the distributed path, e.g. NCCL on one GPU) through torch's launcher
+    (``torch.distributed.run``, the module behind ``torchrun``); its exit code.
     For several machines call torchrun directly (README)."""
-    if processes < 2:
-        raise UserError(f"--processes {processes}: a distributed run needs 2 or more.",
-                        "Leave --processes out to run in one process.")
+    if processes < 1:
+        raise UserError(f"--processes {processes}: a distributed run needs 1 or more.",
+                        "Leave --processes out to run in this process.")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={processes}", "-m", __package__.rsplit(".", 1)[0] + ".cli", *args]
     env = {**os.environ}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import out_of_memory
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..raster_model_job import RasterModelJob
@@ -166,7 +167,8 @@ class ClassifyGridJob(RasterModelJob):
     def run(self, ctx: JobContext) -> dict:
         from .classify_grid import classify_grid
 
-        return classify_grid(self, ctx)
+        with out_of_memory("classifying grid cells", "Use fewer cells per batch (BATCH_SIZE)."):
+            return classify_grid(self, ctx)
 
 
 @register_job
@@ -302,4 +304,5 @@ class ClassifyChipsJob(Job):
     def run(self, ctx: JobContext) -> dict:
         from .classify_chips import classify_chips
 
-        return classify_chips(self, ctx)
+        with out_of_memory("classifying chips", "Use fewer chips per batch (BATCH_SIZE)."):
+            return classify_chips(self, ctx)
