@@ -87,16 +87,19 @@ class Sizes:
     chips_per_class: int         # chips of each class to classify
     oom_batch: int               # "far too large" batch of the forced out-of-memory runs
     det_patch: int               # detection training patch (the largest synthetic object: 40)
+    warm_jobs: bool              # run each classify job once before timing it
 
 
 FULL = Sizes(raster=8192, scene=2048, patch=256, batches=(32, 128), steps=20, rounds=2,
              encoder="resnet34", window=256, classify_batches=(0, 16, 64),
              det_arch="fcos_resnet18", det_tile=512, det_batch=8, cell=224, cls_arch="resnet50",
-             cls_batch=64, chips_per_class=500, oom_batch=256, det_patch=256)
-TINY = Sizes(raster=384, scene=256, patch=32, batches=(2,), steps=2, rounds=1,
+             cls_batch=64, chips_per_class=500, oom_batch=256, det_patch=256,
+             warm_jobs=True)
+TINY = Sizes(raster=256, scene=256, patch=32, batches=(2,), steps=2, rounds=1,
              encoder="resnet18", window=64, classify_batches=(0, 2), det_arch="fcos_resnet18",
              det_tile=128, det_batch=2, cell=32, cls_arch="resnet18", cls_batch=8,
-             chips_per_class=8, oom_batch=4 * OOM_TINY_LIMIT, det_patch=64)
+             chips_per_class=8, oom_batch=4 * OOM_TINY_LIMIT, det_patch=64,
+             warm_jobs=False)
 
 
 @dataclass
@@ -125,6 +128,7 @@ class Suite:
     sizes: Sizes
     rows: list[Row] = field(default_factory=list)
     not_exercised: list[str] = field(default_factory=list)
+    prepared: dict = field(default_factory=dict)   # (family, batch) → (job, task)
 
     def add(self, row: Row) -> Row:
         self.rows.append(row)
@@ -187,7 +191,7 @@ def train_segmentation(suite: Suite, folder: Path) -> None:
     s = suite.sizes
     for b in s.batches:
         args = ns(size=s.scene, patch=s.patch, steps=s.steps, rounds=s.rounds, workers=-1,
-                  encoder=s.encoder, architecture="unet", device=suite.device)
+                  encoder=s.encoder, architecture="unet", device=suite.device, before=False)
         mem: dict = {}
         with peak_memory(suite.device, mem):
             _, bare, _before, pipe = bench.run(args, b)
@@ -211,19 +215,23 @@ def train_detection(suite: Suite, folder: Path) -> None:
 
 def classifier_task(family: str, folder: Path, suite: Suite, batch: int):
     """(job, task, network, optimizer, scaler) of a grid model or chip classifier prepared on
-    synthetic data (bench/train_classifier.py's data), the network on the device."""
+    synthetic data (bench/train_classifier.py's data; once per batch size), a fresh network on
+    the device."""
     import torch
     import train_classifier as bench
 
     s = suite.sizes
     args = ns(architecture=s.cls_arch, batch=batch, device=suite.device, workers=-1,
               size=s.cell)
-    job, task = bench.make_task("grid" if family == "grid" else "chips", folder, args)
+    if (family, batch) not in suite.prepared:
+        suite.prepared[family, batch] = bench.make_task(
+            "grid" if family == "grid" else "chips", folder, args)
+    job, task = suite.prepared[family, batch]
     network = task.build_network(None).to(suite.device)
     if cuda(suite.device):
         network = network.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3, fused=True)   # as the engine
     scaler = torch.amp.GradScaler("cuda", enabled=False)   # bf16 needs no scaling
     return job, task, network.train(), optimizer, scaler
 
@@ -269,7 +277,8 @@ def classify_pixels(suite: Suite, folder: Path, raster: Path) -> None:
     mpix = s.raster ** 2 / 1e6
     for b in s.classify_batches:
         args = ns(tile=s.window, overlap=0.25, batch=b, device=suite.device, engine=engine)
-        bench.run_job(raster, model, folder / "warm.tif", args)        # caches, allocator
+        if s.warm_jobs:
+            bench.run_job(raster, model, folder / "warm.tif", args)    # caches, allocator
         mem: dict = {}
         with peak_memory(suite.device, mem):
             secs = bench.run_job(raster, model, folder / "c.tif", args)
@@ -315,8 +324,8 @@ def classifier_model(family: str, folder: Path, suite: Suite) -> tuple[Path, obj
     from plugin.core.classification.networks import load_classifier
     from plugin.core.segmentation import modelfile
 
-    _, task, net, _, _ = classifier_task(family, folder / f"{family}_model", suite,
-                                         suite.sizes.cls_batch)
+    b = suite.sizes.batches[0]   # the task prepared for training (any batch size would do)
+    _, task, net, _, _ = classifier_task(family, folder / f"{family}{b}", suite, b)
     card = modelfile.make_card(task=task.name, classes=task.classes, bands=task.bands,
                                mean=task.mean, std=task.std, nodata=task.nodata,
                                pixel_size=task.pixel_size, crs=task.crs, dtype=task.dtype,
@@ -350,7 +359,8 @@ def classify_grid(suite: Suite, folder: Path, raster: Path) -> None:
     model, predictor, card = classifier_model("grid", folder, suite)
     job = ClassifyGridJob(input=str(raster), model=str(model), output=str(folder / "g.gpkg"),
                           batch_size=s.cls_batch, device=suite.device)
-    job.run(JobContext())   # warm-up
+    if s.warm_jobs:
+        job.run(JobContext())
     mem: dict = {}
     with peak_memory(suite.device, mem):
         secs, result = timed(lambda: job.run(JobContext()))
@@ -373,7 +383,8 @@ def classify_chips(suite: Suite, folder: Path) -> None:
     make_chip_folder(chips, "imagefolder", per_class=s.chips_per_class, size=s.cell, seed=5)
     job = ClassifyChipsJob(input=str(chips), model=str(model), output=str(folder / "c.csv"),
                            batch_size=s.cls_batch, device=suite.device)
-    job.run(JobContext())   # warm-up
+    if s.warm_jobs:
+        job.run(JobContext())
     mem: dict = {}
     with peak_memory(suite.device, mem):
         secs, result = timed(lambda: job.run(JobContext()))
@@ -580,10 +591,12 @@ def run_suite(device: str = "auto", tiny: bool | None = None, only=FAMILIES,
 
 def guarded(suite: Suite, family: str, step, args) -> None:
     """Run one step of the suite; an exception becomes a failed row (the suite goes on)."""
+    name = getattr(step, "__name__", "step")
+    t0 = time.perf_counter()
     try:
         step(*args)
+        print(f"  [{family} {name}: {time.perf_counter() - t0:.1f} s]", flush=True)
     except Exception as exc:   # noqa: BLE001 (a failure is a finding, not the suite's end)
-        name = getattr(step, "__name__", "step")
         last = traceback.format_exception(exc)[-1].strip()
         traceback.print_exc()
         suite.add(Row(family, name, note=f"FAILED {last}", ok=False))

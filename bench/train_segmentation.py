@@ -128,8 +128,9 @@ def run(args, batch_size: int) -> tuple[int, float, float, float]:
         for r in range(args.rounds):   # alternating; best of each (the machine may be shared)
             task._augment = no_augment
             bare = max(bare, timed([batch] * (warm + args.steps), 10 ** 9))
-            task._train_ds.augment = old_augment           # as before: per patch, in workers
-            before = max(before, timed(task.train_loader(2 * r + 1, device), 1))
+            if getattr(args, "before", True):   # bench/gpu_suite.py leaves it out
+                task._train_ds.augment = old_augment       # as before: per patch, in workers
+                before = max(before, timed(task.train_loader(2 * r + 1, device), 1))
             task._train_ds.augment, task._augment = None, device_augment
             pipe = max(pipe, timed(task.train_loader(2 * r + 2, device),
                                    runtime.LOSS_READ_STEPS, WeightAverage(net, 300)))
