@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 OOM_LIMIT_MIB = 2048       # GPU memory the forced out-of-memory runs may use (CUDA)
-OOM_TINY_LIMIT = 16        # samples per forward beyond which the CPU stand-in raises OOM
+OOM_TINY_LIMIT = 4        # samples per forward beyond which the CPU stand-in raises OOM
 FAMILIES = ("pixel_segmentation", "object_detection", "grid", "chip_classification")
 # libraries each family's code paths import (wheels a bare CUDA machine lacks: build.py gpu-wheels)
 NEEDS = {"pixel_segmentation": ("rasterio", "segmentation_models_pytorch", "pyogrio", "shapely",

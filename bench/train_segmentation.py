@@ -139,7 +139,8 @@ def run(args, batch_size: int) -> tuple[int, float, float, float]:
               f"patches in plan {len(task.train_patches)}")
         print(f"  pipeline (loader + device augmentation + step + weight average): "
               f"{pipe:8.2f} patches/s")
-        print(f"  before (augmentation in the loader, loss read every step): {before:8.2f}")
+        if before:
+            print(f"  before (augmentation in the loader, loss read every step): {before:8.2f}")
         print(f"  bare model step (in-memory batch, no augmentation): {bare:8.2f}")
         return batch_size, bare, before, pipe
 
