@@ -24,7 +24,7 @@ def _load(name: str, path: Path):
     return module
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)   # about 45 s on 2 idle cores
 def test_tiny_suite_runs_every_family_on_the_cpu(capsys):
     suite_mod = _load("gpu_suite", ROOT / "bench" / "gpu_suite.py")
     suite = suite_mod.run_suite("cpu", tiny=True)
