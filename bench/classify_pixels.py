@@ -42,8 +42,8 @@ CLASSES = [{"id": i, "name": n, "color": c} for i, n, c in
 def make_model(path: Path, architecture: str, encoder: str) -> Path:
     import torch
 
-    from plugin.core.segmentation import modelfile
-    from plugin.core.segmentation.models import build_network
+    from plugin.core import modelfile
+    from plugin.core.segmentation.network import build_network
 
     torch.manual_seed(0)
     net = build_network(architecture, encoder, 3, len(CLASSES))
@@ -118,7 +118,7 @@ def bare_loop(engine, n_tiles: int, batch: int, tile: int, device: str) -> float
 
 def child(args) -> None:
     """--child: run one job and print its peak RSS (MB) as JSON."""
-    import plugin.core.segmentation.classify as cl
+    import plugin.core.segmentation.predict as cl
 
     if args.stub:
         class Stub:
@@ -172,14 +172,10 @@ def main() -> None:
         return
 
     from plugin.core.environment import resolve_device
-    from plugin.core.segmentation import modelfile
-    from plugin.core.segmentation.classify import (
-        OrtEngine,
-        TorchEngine,
-        make_engine,
-        onnx_cache_path,
-        tile_starts,
-    )
+    from plugin.core.inference import OrtEngine, TorchEngine, make_engine, onnx_cache_path
+    from plugin.core.segmentation import export as segexport
+    from plugin.core.segmentation import modelfile as segmodel
+    from plugin.core.tiling import tile_starts
 
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,14 +183,14 @@ def main() -> None:
         os.environ["XDG_CACHE_HOME"] = str(folder / "cache")   # ONNX exports stay in tmp
         model = make_model(folder / "m.dltmodel.safetensors", args.architecture, args.encoder)
         tif, vrt = make_rasters(folder, args.size, args.memory_size)
-        predictor, card = modelfile.load_model(model)
+        predictor, card = segmodel.load_model(model)
         engine = make_engine(model, predictor, device, args.engine)   # caches the ONNX export
         stride = args.tile - int(round(args.overlap * args.tile / 2)) * 2
         n_tiles = len(tile_starts(args.size, args.tile, stride)) ** 2
         mp = args.size * args.size / 1e6
         run_job(tif, model, folder / "warm.tif", args)      # warm-up (caches, allocator)
         secs = run_job(tif, model, folder / "c.tif", args)
-        from plugin.core.segmentation.blend import auto_windows
+        from plugin.core.blend import auto_windows
 
         batch = args.batch or auto_windows(device, args.tile, 3, len(CLASSES))
         bare = bare_loop(engine, n_tiles, batch, args.tile, device)
@@ -208,9 +204,9 @@ def main() -> None:
             others.append(TorchEngine(predictor, device))
         elif device == "cpu":
             others.append(OrtEngine(onnx_cache_path(model) if onnx_cache_path(model).is_file()
-                                    else modelfile.export_onnx(model, folder / "m.onnx")))
+                                    else segexport.export_onnx(model, folder / "m.onnx")))
         else:
-            path = modelfile.export_onnx(model, folder / "m.onnx")
+            path = segexport.export_onnx(model, folder / "m.onnx")
             others.append(OrtEngine(path))
         for other in others:
             t = bare_loop(other, n_tiles, batch, args.tile, device)

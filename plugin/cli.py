@@ -16,7 +16,10 @@ import signal
 import sys
 import time
 
-from .core import distributed
+from .core import (
+    distributed,
+    job_catalog,  # noqa: F401  (registers every job class)
+)
 from .core.errors import JobCancelled, UserError
 from .core.jobs import Job, JobContext, job_class, job_classes
 

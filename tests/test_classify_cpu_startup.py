@@ -27,9 +27,9 @@ print(json.dumps({"engine": result["engine"], "torch": "torch" in sys.modules,
 def test_cpu_classify_never_imports_torch(tmp_path, make_synthetic):
     import torch
 
-    from plugin.core.segmentation import modelfile
-    from plugin.core.segmentation.classify import make_engine
-    from plugin.core.segmentation.models import build_network
+    from plugin.core import modelfile
+    from plugin.core.inference import make_engine
+    from plugin.core.segmentation.network import build_network
 
     classes = [{"id": 0, "name": "background", "color": "#000000"},
                {"id": 1, "name": "thing", "color": "#ff0000"}]

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugin.core.segmentation.classify import predict_raster, rank_rows
+from plugin.core.segmentation.predict import predict_raster
+from plugin.core.tiling import rank_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,8 +71,8 @@ def test_classify_pixels_in_two_processes_equals_one(tmp_path, make_synthetic):
     import rasterio
     import torch
 
-    from plugin.core.segmentation import modelfile
-    from plugin.core.segmentation.models import build_network
+    from plugin.core import modelfile
+    from plugin.core.segmentation.network import build_network
 
     torch.manual_seed(1)
     classes = [{"id": 0, "name": "background", "color": "#000000"},

@@ -328,8 +328,8 @@ def test_qgis_process_writes_relative_outputs_in_the_callers_folder(tmp_path, ma
 
     import torch
 
-    from plugin.core.segmentation import modelfile
-    from plugin.core.segmentation.models import build_network
+    from plugin.core import modelfile
+    from plugin.core.segmentation.network import build_network
 
     scene = make_synthetic("rel", size=64, bands=3, seed=1)
     work = tmp_path / "work"

@@ -19,8 +19,8 @@ from qgis.core import (
 from plugin.core.errors import UserError
 from plugin.core.jobs import Job
 from plugin.core.labeling.project import LabelingProject
+from plugin.core.modelfile import read_model_card
 from plugin.core.segmentation.jobs import ClassifyPixelsJob, TrainPixelSegmentationJob
-from plugin.core.segmentation.modelfile import read_model_card
 from plugin.gui.classify_pixels_dialog import ClassifyPixelsDialog
 from plugin.gui.output_layers import add_classification
 from plugin.gui.task import pump_until

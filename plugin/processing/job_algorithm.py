@@ -39,6 +39,7 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
+from ..core import job_catalog  # noqa: F401  (registers every job class)
 from ..core.errors import JobCancelled, UserError, WorkerError
 from ..core.jobs import Job, job_class
 from ..core.outputs import absolute_path  # made absolute before the job leaves this process

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..job_fields import device_problem
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..raster_model_job import RasterModelJob
-from ..segmentation.jobs import _device_problem
-from ..training_fields import (
+from ..training.fields import (
     MODEL_FILTER,
     init_model_field,
     log_folder_field,
@@ -20,7 +20,7 @@ from ..training_fields import (
     resume_from_field,
     seed_field,
 )
-from ..training_job import TrainingJob
+from ..training.job import TrainingJob
 from .gridcells import DEFAULT_MIN_COVER
 
 ARCHITECTURES = ("resnet50", "resnet101", "resnet18", "resnet34", "efficientnet_b0",
@@ -53,7 +53,7 @@ def _weights_file():
 
 
 def _device():
-    from ..segmentation.jobs import DEVICE_LABELS, DEVICES
+    from ..job_fields import DEVICE_LABELS, DEVICES
 
     return spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
                 choice_labels=DEVICE_LABELS,
@@ -130,7 +130,7 @@ class TrainGridModelJob(TrainingJob):
             near = max(GRID_MULTIPLE, round(self.grid_size / GRID_MULTIPLE) * GRID_MULTIPLE)
             out.append(f"Grid size {self.grid_size} is not a multiple of {GRID_MULTIPLE}: use "
                        f"{near}.")
-        return out + _device_problem(self.device)
+        return out + device_problem(self.device)
 
 
 @register_job
@@ -161,10 +161,10 @@ class ClassifyGridJob(RasterModelJob):
 
     def problems(self) -> list[str]:
         out = super().problems()
-        return out + _device_problem(self.device)
+        return out + device_problem(self.device)
 
     def run(self, ctx: JobContext) -> dict:
-        from .classify_grid import classify_grid
+        from .predict_grid import classify_grid
 
         return classify_grid(self, ctx)
 
@@ -251,7 +251,7 @@ class TrainChipClassifierJob(TrainingJob):
         if self.two_rounds and self.resume_from:
             out.append("Resuming (RESUME_FROM) a two-round training is not supported: clear "
                        "one.")
-        return out + _device_problem(self.device)
+        return out + device_problem(self.device)
 
     def run(self, ctx: JobContext) -> dict:
         from .train_chips import train_chip_classifier
@@ -297,9 +297,9 @@ class ClassifyChipsJob(Job):
             out.append(f"The model {self.model} does not exist: check MODEL.")
         if not self.output:
             out.append("Output (OUTPUT) is required: choose a file name.")
-        return out + _device_problem(self.device)
+        return out + device_problem(self.device)
 
     def run(self, ctx: JobContext) -> dict:
-        from .classify_chips import classify_chips
+        from .predict_chips import classify_chips
 
         return classify_chips(self, ctx)

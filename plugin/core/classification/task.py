@@ -43,7 +43,7 @@ class ClassificationTask(TrainingTask):
         return [c["name"] for c in self.classes]
 
     def build_network(self, base_card: dict | None):
-        from .networks import build_classifier, freeze_all_but_head
+        from .network import build_classifier, freeze_all_but_head
 
         job = self.job
         self.architecture = job.architecture
@@ -182,7 +182,7 @@ class GridTask(ClassificationTask):
 
         from ..sampling import SamplingConfig, plan_patches, sources_from_project
         from ..sampling.sources import project_classes
-        from ..segmentation.data import band_statistics
+        from ..sampling.statistics import band_statistics
         from .data import CellDataset
         from .gridcells import cell_targets
 

@@ -10,16 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..job_fields import DEVICE_LABELS, DEVICES
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
+from ..patchsize import PATCH_MULTIPLE, nearest_patch_size
 from ..raster_model_job import RasterModelJob
-from ..segmentation.jobs import (
-    DEVICE_LABELS,
-    DEVICES,
-    PATCH_MULTIPLE,
-    nearest_patch_size,
-)
-from ..training_fields import (
+from ..training.fields import (
     MODEL_FILTER,
     init_model_field,
     log_folder_field,
@@ -29,7 +25,7 @@ from ..training_fields import (
     resume_from_field,
     seed_field,
 )
-from ..training_job import TrainingJob
+from ..training.job import TrainingJob
 
 ARCHITECTURES = ("retinanet", "fasterrcnn", "fcos", "fcos_resnet18")
 ARCHITECTURE_LABELS = {"retinanet": "RetinaNet (ResNet-50 FPN)",
@@ -196,7 +192,7 @@ class DetectObjectsJob(RasterModelJob):
         return out
 
     def run(self, ctx: JobContext) -> dict:
-        from .detect import detect_objects
+        from .predict import detect_objects
 
         return detect_objects(self, ctx)
 

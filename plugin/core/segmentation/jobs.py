@@ -5,15 +5,14 @@ Nothing heavy at import time: the engine modules (torch, rasterio, smp) are impo
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from pathlib import Path
 
-from ..jobs import Job, JobContext, register_job
+from ..job_fields import DEVICE_LABELS, DEVICES, TILE_SIZE_LABEL, model_file_name
+from ..jobs import JobContext, register_job
 from ..params import spec
 from ..patchsize import PATCH_MULTIPLE, nearest_patch_size, patch_size_problem  # noqa: F401
 from ..raster_model_job import RasterModelJob
-from ..training_fields import (
+from ..training.fields import (
     MODEL_FILTER,
     init_model_field,
     log_folder_field,
@@ -23,7 +22,7 @@ from ..training_fields import (
     resume_from_field,
     seed_field,
 )
-from ..training_job import TrainingJob
+from ..training.job import TrainingJob
 
 ARCHITECTURES = ("auto", "unetplusplus", "unet", "deeplabv3plus")
 ARCHITECTURE_LABELS = {"auto": "Automatic (U-Net on CPU, U-Net++ on GPU)",
@@ -34,60 +33,11 @@ LOSSES = ("ce_dice", "ce", "focal", "tversky")
 LOSS_LABELS = {"ce_dice": "Cross-entropy + Dice", "ce": "Cross-entropy", "focal": "Focal",
                "tversky": "Tversky"}
 UNLABELLED = ("background", "unknown")
-MIN_STEPS = 300    # fewer optimiser steps than this get a warning before training
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = MODEL_FILTER
 _RASTER_FILTER = "GeoTIFF (*.tif *.tiff)"
-MODEL_SUFFIX = ".dltmodel.safetensors"
 _TRAINING_DATA_FILTER = ("Labeling project (*.gpkg);;Segmentation chips folder (its manifest.json) "
                          "(manifest.json)")
-#: Devices a job can run on (Processing shows them as a drop-down; the dialogs list the GPUs).
-DEVICES = ("auto", "cpu", "cuda") + tuple(f"cuda:{i}" for i in range(8))
-DEVICE_LABELS = {"auto": "Automatic (first GPU if available)", "cpu": "CPU",
-                 "cuda": "CUDA (first GPU)", **{f"cuda:{i}": f"CUDA GPU {i}" for i in range(8)}}
-TILE_SIZE_LABEL = "Tile size (px, 0 = automatic: the model's patch size)"
-
-
-def model_file_name(path: str) -> str:
-    """``path`` ending in ``.dltmodel.safetensors``: a word suffix is replaced (``best.model``
-    → ``best.dltmodel.safetensors``), other names get it appended (``run.v2`` → ``run.v2.
-    dltmodel.safetensors``); names already ending in ``.safetensors`` are kept."""
-    if not path or path.lower().endswith(".safetensors"):
-        return path
-    p = Path(path)
-    replace = p.suffix[1:].isalpha() and len(p.suffix) <= 9    # best.model, scene.tif → best, scene
-    stem = p.name[:-len(p.suffix)] if replace else p.name
-    return str(p.with_name(stem + MODEL_SUFFIX)) if stem else path
-
-
-#: Fewest batches per epoch (automatic length): 12 × the default 25 epochs = 300 steps, the
-#: MIN_STEPS a model needs (issue 9). A small project (about 0.2 megapixels) then trains in about
-#: 300 × 1.7 s ≈ 9 minutes with the defaults (U-Net/ResNet-18, 8 × 128² px) on one thread of a
-#: 2-core CPU, within the issue's 10 minutes; 20 took 500 steps (14 minutes) and learnt no more:
-#: validation IoU peaked halfway (bench/learn_real_imagery.py).
-MIN_STEPS_PER_EPOCH = 12
-
-
-def training_length(job, train_area_px: float) -> tuple[int, int, str]:
-    """(batches per epoch, total optimiser steps, warning or "") of ``job`` for a training area
-    of ``train_area_px`` pixels. STEPS_PER_EPOCH 0 (automatic): random windows covering the
-    training area about twice, at least MIN_STEPS_PER_EPOCH batches; MAX_PATCHES caps it."""
-    per_epoch = job.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(
-        2 * train_area_px / job.patch_size ** 2 / max(job.batch_size, 1)))
-    if job.max_patches:
-        per_epoch = min(per_epoch, max(1, math.ceil(job.max_patches / job.batch_size)))
-    total = per_epoch * job.epochs
-    warning = (f"Only {total} training steps: models usually need a few hundred (raise EPOCHS "
-               "or STEPS_PER_EPOCH)." if total < MIN_STEPS else "")
-    return per_epoch, total, warning
-
-
-def _device_problem(device: str) -> list[str]:
-    """DEVICE check for the jobs whose DEVICE is free text (chip-classifier and grid jobs)."""
-    d = (device or "auto").strip().lower()
-    if d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit()):
-        return []
-    return [f"Device (DEVICE) is {device!r}: use auto, cpu, cuda or cuda:N."]
 
 
 def _per_class_problem(value, name: str) -> list[str]:
@@ -243,7 +193,7 @@ class TrainPixelSegmentationJob(TrainingJob):
         self.output_last_model = model_file_name(self.output_last_model)
 
     def extra_outputs(self) -> list[tuple[str, str, bool]]:
-        from .modelfile import optimizer_path
+        from ..modelfile import optimizer_path
 
         out = super().extra_outputs()
         if self.output_last_model and self.save_optimizer:
@@ -344,67 +294,8 @@ class ClassifyPixelsJob(RasterModelJob):
         return out
 
     def run(self, ctx: JobContext) -> dict:
-        from .classify import classify_pixels
+        from .predict import classify_pixels
 
         return classify_pixels(self, ctx)
 
 
-INPUT_SCALES = ("unit", "raw")
-
-
-@register_job
-@dataclass
-class ExportOnnxJob(Job):
-    """Export a pixel segmentation model to ONNX for Deepness, GeoDeep or any onnxruntime
-    user: normalisation and softmax are inside the graph, and the classes, resolution, tile
-    size and the full model card are in its metadata."""
-
-    kind = "export_onnx"
-    title = "Export Model to ONNX"
-    group = "Pixel segmentation"
-
-    model: str = spec("", "MODEL", "Model", "model_in", file_filter=_MODEL_FILTER)
-    output: str = spec("", "OUTPUT", "Output ONNX file", "file_out",
-                       file_filter="ONNX model (*.onnx)")
-    input_scale: str = spec("unit", "INPUT_SCALE", "Input values", "enum",
-                            choices=INPUT_SCALES,
-                            choice_labels=("Divided by the scale (0–1)", "Raw pixel values"),
-                            help="unit: the network takes pixel values divided by SCALE (0–1 "
-                                 "for 8-bit imagery, as Deepness and GeoDeep feed it); raw: "
-                                 "it takes raw pixel values, like Classify Pixels.")
-    scale: float = spec(255.0, "SCALE", "Scale (pixel value of 1.0, for unit)", "float",
-                        minimum=1e-6,
-                        help="255 for 8-bit imagery; for other data the value that stands for "
-                             "1.0 (e.g. 65535, or 10000 for reflectance ×10000).")
-    tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = the model's patch size)", "int",
-                          minimum=0, maximum=8192, advanced=True,
-                          help="The fixed input size of the exported network (Deepness and "
-                               "GeoDeep read the tile size from it); a multiple of 32.")
-    tiles_overlap: int = spec(25, "TILES_OVERLAP", "Suggested tile overlap (%)", "int",
-                              minimum=0, maximum=75, advanced=True)
-
-    def problems(self) -> list[str]:
-        out = super().problems()
-        if self.model and not Path(self.model).is_file():
-            out.append(f"The model {self.model} does not exist: check MODEL.")
-        if not self.output:
-            out.append("Output ONNX file (OUTPUT) is required: choose a file name.")
-        out += patch_size_problem(self.tile_size, "Tile size", "TILE_SIZE")
-        if self.model and Path(self.model).is_file():
-            from ..errors import UserError
-            from .modelfile import read_model_card
-            from .onnx_export import check_input_scale
-
-            try:   # the card is read from the file header with the standard library only
-                card = read_model_card(self.model, None)
-                if card.get("task") not in ("pixel_segmentation", "object_detection"):
-                    read_model_card(self.model)   # the UserError naming both tasks
-                check_input_scale(card, self.input_scale, self.scale)
-            except UserError as exc:
-                out.append(str(exc))
-        return out
-
-    def run(self, ctx: JobContext) -> dict:
-        from .onnx_export import export_onnx_model
-
-        return export_onnx_model(self, ctx)

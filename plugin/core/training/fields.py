@@ -5,7 +5,7 @@ help in every family (dialogs, Processing, ``dltrain``).
 
 from __future__ import annotations
 
-from .params import spec
+from ..params import spec
 
 MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
 
