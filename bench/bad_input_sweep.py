@@ -89,7 +89,7 @@ def make_model(path: Path, **card_changes) -> Path:
 
     net = build_network("unet", "resnet18", 3, 3)
     card = modelfile.make_card(
-        architecture="unet", encoder="resnet18",
+        task="pixel_segmentation", architecture="unet", encoder="resnet18",
         classes=[{"id": 0, "name": "background", "color": "#000000"},
                  {"id": 1, "name": "a", "color": "#ff0000"},
                  {"id": 2, "name": "b", "color": "#00ff00"}],

@@ -116,6 +116,7 @@ def main() -> None:
         sys.path.insert(0, args.geodeep)
 
     from plugin.core.inference import OrtEngine, make_engine
+    from plugin.core.segmentation.export import export_onnx
     from plugin.core.tiling import tile_starts
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,7 +126,7 @@ def main() -> None:
         tif, _ = make_rasters(folder, args.size, 512)
         (folder / "small").mkdir()
         small, _ = make_rasters(folder / "small", args.tile, 512)
-        engine = make_engine(model, None, "cpu", "onnxruntime")    # caches the ONNX export
+        engine = make_engine(model, None, "cpu", "onnxruntime", export=export_onnx)
         assert isinstance(engine, OrtEngine)
         if not args.skip_fixed:
             before = fixed_cost(small, model, folder, args, "before")

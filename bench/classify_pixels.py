@@ -47,7 +47,8 @@ def make_model(path: Path, architecture: str, encoder: str) -> Path:
 
     torch.manual_seed(0)
     net = build_network(architecture, encoder, 3, len(CLASSES))
-    card = modelfile.make_card(architecture=architecture, encoder=encoder, classes=CLASSES,
+    card = modelfile.make_card(task="pixel_segmentation",
+                               architecture=architecture, encoder=encoder, classes=CLASSES,
                                bands=3, mean=[100.0] * 3, std=[50.0] * 3, nodata=None,
                                patch_size=256, pixel_size=(0.5, 0.5), crs="EPSG:32631")
     return modelfile.save_model(path, net, card)
@@ -184,7 +185,7 @@ def main() -> None:
         model = make_model(folder / "m.dltmodel.safetensors", args.architecture, args.encoder)
         tif, vrt = make_rasters(folder, args.size, args.memory_size)
         predictor, card = segmodel.load_model(model)
-        engine = make_engine(model, predictor, device, args.engine)   # caches the ONNX export
+        engine = make_engine(model, predictor, device, args.engine, export=segexport.export_onnx)
         stride = args.tile - int(round(args.overlap * args.tile / 2)) * 2
         n_tiles = len(tile_starts(args.size, args.tile, stride)) ** 2
         mp = args.size * args.size / 1e6

@@ -31,7 +31,7 @@ def random_pixel_model(path: Path, encoder: str, bands: int, classes: list[dict]
     from plugin.core.segmentation.network import build_network
 
     net = build_network("unet", encoder, bands, len(classes) + 1)
-    card = modelfile.make_card(architecture="unet", encoder=encoder,
+    card = modelfile.make_card(task="pixel_segmentation", architecture="unet", encoder=encoder,
                                classes=[{"id": 0, "name": "background", "color": "#000000"},
                                         *classes], bands=bands, mean=[100.0] * bands,
                                std=[20.0] * bands, nodata=None, patch_size=256,

@@ -126,7 +126,8 @@ def _random_pixel_model(path: Path) -> str:
     classes = [{"id": 0, "name": "background", "color": "#000000"},
                {"id": 1, "name": "building", "color": "#ff0000"},
                {"id": 2, "name": "water", "color": "#0000ff"}]
-    card = modelfile.make_card(architecture="unet", encoder="resnet18", classes=classes,
+    card = modelfile.make_card(task="pixel_segmentation",
+                               architecture="unet", encoder="resnet18", classes=classes,
                                bands=3, mean=[100.0] * 3, std=[20.0] * 3, nodata=None,
                                patch_size=64, pixel_size=None, crs=None)
     modelfile.save_model(path, build_network("unet", "resnet18", 3, 3), card)

@@ -351,7 +351,8 @@ def test_segmentation_model_given_to_detect_objects(tmp_path):
     from plugin.core import modelfile
     from plugin.core.detection.jobs import DetectObjectsJob
 
-    card = modelfile.make_card(classes=[{"id": 0, "name": "background", "color": "#000000"},
+    card = modelfile.make_card(task="pixel_segmentation",
+                               classes=[{"id": 0, "name": "background", "color": "#000000"},
                                         {"id": 1, "name": "car", "color": "#e31a1c"}],
                                bands=3, mean=[1.0] * 3, std=[1.0] * 3, nodata=None,
                                pixel_size=(0.5, 0.5), crs="EPSG:32631", architecture="unet",

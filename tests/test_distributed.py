@@ -78,7 +78,8 @@ def test_classify_pixels_in_two_processes_equals_one(tmp_path, make_synthetic):
     classes = [{"id": 0, "name": "background", "color": "#000000"},
                {"id": 1, "name": "bright", "color": "#ff0000"},
                {"id": 2, "name": "dark", "color": "#0000ff"}]
-    card = modelfile.make_card(architecture="unet", encoder="resnet18", classes=classes, bands=3,
+    card = modelfile.make_card(task="pixel_segmentation",
+                               architecture="unet", encoder="resnet18", classes=classes, bands=3,
                                mean=[100.0] * 3, std=[50.0] * 3, nodata=0, patch_size=64,
                                pixel_size=(0.5, 0.5), crs="EPSG:32631")
     model = modelfile.save_model(tmp_path / "m.dltmodel.safetensors",

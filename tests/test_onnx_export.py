@@ -29,7 +29,8 @@ def make_model(path, **card_changes):
 
     torch.manual_seed(0)
     net = build_network("unet", "resnet18", 3, 4)
-    card = modelfile.make_card(architecture="unet", encoder="resnet18", classes=CLASSES,
+    card = modelfile.make_card(task="pixel_segmentation",
+                               architecture="unet", encoder="resnet18", classes=CLASSES,
                                bands=3, mean=MEAN, std=STD, nodata=None, patch_size=64,
                                pixel_size=(0.5, 0.5), crs="EPSG:32631", dtype="uint8")
     card.update(card_changes)
@@ -160,7 +161,7 @@ def test_a_file_that_is_not_a_model_is_a_user_error(tmp_path):
     job = ExportOnnxJob(model=str(junk), output=str(tmp_path / "m.onnx"))
     with pytest.raises(UserError, match="not a Deep Learning Trainer model") as info:
         job.run(RecordingContext())
-    assert "Train Pixel Segmentation" in info.value.fix
+    assert "Train" in info.value.fix
     assert not (tmp_path / "m.onnx").exists()
     problems = " ".join(ExportOnnxJob(model=str(tmp_path / "none.safetensors"), output="",
                                       tile_size=100).problems())

@@ -54,7 +54,8 @@ def model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("safety_model")
     torch.manual_seed(1)
     net = build_network("unet", "resnet18", 3, 3)
-    card = modelfile.make_card(architecture="unet", encoder="resnet18", classes=CLASSES,
+    card = modelfile.make_card(task="pixel_segmentation",
+                               architecture="unet", encoder="resnet18", classes=CLASSES,
                                bands=3, mean=[100.0] * 3, std=[50.0] * 3, nodata=None,
                                patch_size=64, pixel_size=(0.5, 0.5), crs="EPSG:32631",
                                dtype="uint8")

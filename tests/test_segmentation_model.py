@@ -28,7 +28,8 @@ def tiny_model(path, architecture="unet", bands=4, task=None):
 
     torch.manual_seed(0)
     net = build_network(architecture, "resnet18", bands, 3)
-    card = modelfile.make_card(architecture=architecture, encoder="resnet18", classes=CLASSES,
+    card = modelfile.make_card(task="pixel_segmentation",
+                               architecture=architecture, encoder="resnet18", classes=CLASSES,
                                bands=bands, mean=[10.0] * bands, std=[2.0] * bands,
                                nodata=0, patch_size=64, pixel_size=(0.5, 0.5),
                                crs="EPSG:32631", training={"epochs": 1},
@@ -71,7 +72,7 @@ def test_not_a_model_and_wrong_task_are_user_errors(tmp_path):
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00" * 100)
     with pytest.raises(UserError, match="not a Deep Learning Trainer model"):
-        modelfile.read_card(junk)
+        segmodel.read_card(junk)
     plain = tmp_path / "plain.safetensors"
     save_file({"w": np.zeros(3, np.float32)}, str(plain))
     with pytest.raises(UserError, match="not a Deep Learning Trainer model"):
@@ -81,7 +82,7 @@ def test_not_a_model_and_wrong_task_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="object_detection"):
         segmodel.load_model(other)
     with pytest.raises(UserError, match="does not exist"):
-        modelfile.read_card(tmp_path / "missing.safetensors")
+        segmodel.read_card(tmp_path / "missing.safetensors")
 
 
 def test_onnx_export_matches_torch_and_carries_the_card(tmp_path):

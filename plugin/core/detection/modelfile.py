@@ -36,7 +36,7 @@ def make_card(*, architecture: str, classes: list[dict], bands: int, mean: list[
     card = common.make_card(architecture=architecture, encoder="", classes=with_bg, bands=bands,
                             mean=mean, std=std, nodata=nodata, patch_size=patch_size,
                             pixel_size=pixel_size, crs=crs, training=training, metrics=metrics,
-                            state=state, dtype=dtype)
+                            state=state, dtype=dtype, task=TASK)
     card.update(detection_card_fields(architecture=architecture, score_threshold=score_threshold,
                                       nms_iou=nms_iou, max_box_px=max_box_px))
     return card
