@@ -97,7 +97,7 @@ class ExportOnnxJob(Job):
 
     kind = "export_onnx"
     title = "Export Model to ONNX"
-    group = "Models"
+    group = "Tools"
 
     model: str = spec("", "MODEL", "Model", "model_in", file_filter=MODEL_FILTER)
     output: str = spec("", "OUTPUT", "Output ONNX file", "file_out",
