@@ -73,7 +73,11 @@ def export_onnx_model(job, ctx: JobContext) -> dict:
         raise UserError(unexportable(job.model, card["task"]),
                         "Export a model of one of those families.")
     factor = check_input_scale(card, job.input_scale, job.scale)
-    return export(job, card, factor, ctx)
+    ctx.progress("export", 0, 1, "Exporting to ONNX")
+    result = export(job, card, factor, ctx)
+    ctx.progress("export", 1, 1, "Exported")
+    ctx.artifact("onnx", result["OUTPUT"])
+    return result
 
 
 def unexportable(model: str, task: str) -> str:

@@ -123,11 +123,8 @@ def export_job(job, card: dict, factor: float, ctx: JobContext) -> dict:
     ``card`` was read and whose input scale ``factor`` was checked; the result names the
     readers that can use the file."""
     tile = int(job.tile_size or card.get("patch_size") or 512)
-    ctx.progress("export", 0, 1, "Exporting to ONNX")
     out = export_detector_onnx(job.model, job.output, input_scale=factor,
                                tile_size=job.tile_size or None, tiles_overlap=job.tiles_overlap)
-    ctx.progress("export", 1, 1, "Exported")
-    ctx.artifact("onnx", str(out))
     return {"OUTPUT": str(out), "input_scale": factor, "task": card["task"], "tile_size": tile,
             "bands": int(card["bands"]), "readers": "onnxruntime; GeoDeep (det_type "
             "retinanet, 3-band 8-bit models); not Deepness"}

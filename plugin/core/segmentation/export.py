@@ -113,11 +113,8 @@ def export_job(job, card: dict, factor: float, ctx: JobContext) -> dict:
     if int(card["bands"]) != 3:
         ctx.log(f"The model takes {card['bands']} bands: Deepness maps them from the layer's "
                 "bands; GeoDeep feeds 3-band RGB only.", "warning")
-    ctx.progress("export", 0, 1, "Exporting to ONNX")
     out = export_onnx(job.model, job.output, input_scale=factor, tile_size=tile,
                       tiles_overlap=job.tiles_overlap)
-    ctx.progress("export", 1, 1, "Exported")
-    ctx.artifact("onnx", str(out))
     props = onnx_metadata(card, input_scale=factor, tile_size=tile,
                           tiles_overlap=job.tiles_overlap)
     shown = {k: json.loads(v) for k, v in props.items() if k != "dltrainer_card"}
