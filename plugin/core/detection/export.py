@@ -27,14 +27,13 @@ Metadata (``metadata_props``, values JSON text): ``model_type`` "Detector", ``de
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from .. import modelfile as common
 from ..errors import UserError
 from ..jobs import JobContext
-from ..onnxfile import finish_onnx, resolution_cm
+from ..onnxfile import finish_onnx, metadata_props
 
 
 def _wrapper(network, scale: float):
@@ -110,12 +109,7 @@ def onnx_detector_metadata(card: dict, classes: list[dict], input_scale: float, 
             "training band order; normalisation, decoding and NMS inside; outputs boxes (K, 4) "
             "xyxy tile pixels, scores (K,), labels (K,) class ids"),
     }
-    res = resolution_cm(card)
-    if res is not None:
-        props["resolution"] = res
-    out = {k: json.dumps(v) for k, v in props.items()}
-    out["dltrainer_card"] = json.dumps(card, default=common.json_default)
-    return out
+    return metadata_props(props, card)
 
 
 def export_job(job, card: dict, factor: float, ctx: JobContext) -> dict:
