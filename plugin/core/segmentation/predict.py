@@ -252,14 +252,13 @@ def classify_pixels(job, ctx: JobContext) -> dict:
     from .. import distributed
     from ..blend import auto_windows
     from ..environment import resolve_device
-    from ..modelfile import read_model_card
     from ..raster_input import input_scaling
     from ..raster_parts import assemble, part_path
     from .export import export_onnx
-    from .modelfile import load_model
+    from .modelfile import load_model, read_card
 
     started = time.monotonic()
-    card = read_model_card(job.model)
+    card = read_card(job.model)
     device = distributed.device_for(resolve_device(job.device))
     distributed.setup(device)   # several processes (torchrun): each classifies a share of rows
     classes = card["classes"]
