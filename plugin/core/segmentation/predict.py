@@ -30,7 +30,7 @@ from ..inference import inference_context, make_engine, tta_predict
 from ..jobs import JobContext
 from ..outputs import gdal_write_guard
 from ..raster_input import PIXEL_SIZE_TOLERANCE
-from ..tiling import batches, open_again, prefetch, rank_rows, read_tile, stacked, tile_grid
+from ..tiling import rank_rows, read_tile, read_tiles, tile_grid
 from ..validpixels import data_band_count
 
 # -- tiling -------------------------------------------------------------------------------------
@@ -85,8 +85,7 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
     or the writer are raised here; cancel (:class:`JobCancelled`) stops both.
     """
     from ..blend import NumpyBand, TorchBand
-    from ..tile_io import BackgroundWriter, OrderedReader, reader_threads
-    from ..training.runtime import available_cpus
+    from ..tile_io import BackgroundWriter
 
     H, W = src.height, src.width
     th, tw, ov_h, ov_w, rows, cols = tile_grid(H, W, tile, overlap)
@@ -129,11 +128,8 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
         writer.put(write, band.take(r0, n, off))
 
     keys = [(ri, c0) for ri in range(first, part.stop) for c0 in cols]
-    n_readers = readers or reader_threads(available_cpus())
-    reader = OrderedReader(keys, read, lambda: open_again(src), n_readers,
-                           depth=batch + 2 * n_readers)
     writer = BackgroundWriter()
-    tiles = prefetch(stacked(batches(iter(reader), batch)))
+    tiles = read_tiles(src, keys, read, batch, readers)
     done = run = skipped = 0
     forward_s = 0.0
     current = first
@@ -170,8 +166,7 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
         writer.abort()
         raise
     finally:
-        tiles.close()      # stops the batching thread, then the readers
-        reader.close()
+        tiles.close()      # stops the reading threads
     return {"tiles": total, "tiles_run": run, "tiles_skipped_by_grid": skipped,
             "tile_height": th, "tile_width": tw, "forward_seconds": forward_s}
 
