@@ -161,15 +161,15 @@ def main(argv: list[str] | None = None) -> int:
         distributed.record_failure(exc)
         print(f"error: {exc.message}" + (f"\nfix: {exc.fix}" if exc.fix else ""), file=sys.stderr)
         return 2
-    except Exception as exc:
-        distributed.record_failure(exc)   # a rank's unexpected error: its launcher says why
-        raise
     except JobCancelled as exc:
         kept = getattr(exc, "result", None)
         if kept:
             print(json.dumps({"event": "cancelled", "result": kept}, default=str))
         print("cancelled: stopped at your request; finished work was kept", file=sys.stderr)
         return 130
+    except Exception as exc:
+        distributed.record_failure(exc)   # a rank's unexpected error: its launcher says why
+        raise
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import pytest
 
 from plugin import cli
 from plugin.core import distributed
+from plugin.core.errors import UserError
 from plugin.core.labeling.project import LabelingProject
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,3 +145,27 @@ def test_detect_objects_negative_nms_refused_by_dltrain(tmp_path, capsys):
                     nms_iou=-0.5)
     assert cli.main(["run", job]) == 2
     assert "NMS_IOU -0.5 is neither between 0 and 1 nor -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("exitcode", "said"), [
+    (-9, "Process 1 of 4 failed: it was ended by signal 9 (SIGKILL; a SIGKILL is often the "
+         "system running out of memory)"),
+    (1, "Process 1 of 4 failed: exit code 1 (its output above says why)")])
+def test_a_killed_rank_is_named_with_its_signal(monkeypatch, tmp_path, exitcode, said):
+    """torch's ChildFailedError (one entry per rank) becomes one line about the first failure."""
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    def failing(args):
+        first = ProcessFailure(local_rank=1, pid=11, exitcode=exitcode,
+                               error_file=str(tmp_path / "none.json"))
+        later = ProcessFailure(local_rank=0, pid=10, exitcode=-15,
+                               error_file=str(tmp_path / "none.json"))
+        later.timestamp = first.timestamp + 1
+        raise ChildFailedError("plugin.cli", {1: first, 0: later, 2: later, 3: later})
+
+    monkeypatch.setattr(torchrun, "run", failing)
+    with pytest.raises(UserError) as err:
+        distributed.launch(["run", "job.json"], 4)
+    assert err.value.message == said
+    assert "--processes" in err.value.fix

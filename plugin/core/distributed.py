@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import JobCancelled, UserError
 
 
 def world_size() -> int:
@@ -262,7 +262,7 @@ def launch(args: list[str], processes: int) -> int:
     process); 0 when every rank succeeded. For several machines call torchrun directly (README).
 
     Raises UserError naming the first rank that failed and the first line of its error (or the
-    signal that ended it) instead of torch's per-rank failure table; returns 130 when the run
+    signal that ended it) instead of torch's per-rank failure table; JobCancelled when the run
     was stopped by a signal (Ctrl+C)."""
     import logging
 
@@ -276,24 +276,23 @@ def launch(args: list[str], processes: int) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
     parsed = torchrun.parse_args(["--standalone", f"--nproc-per-node={processes}", "-m",
                                   __package__.rsplit(".", 1)[0] + ".cli", *args])
-    quiet = [logging.getLogger(n) for n in ("torch.distributed.run",
-                                            "torch.distributed.elastic")]
-    levels = [q.level for q in quiet]
-    for q in quiet:
-        q.setLevel(logging.CRITICAL)   # its per-rank failure table: summed up below instead
+    disabled = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)   # the launcher's own log and failure table: summed up below
     try:
         torchrun.run(parsed)
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         why = failure.message
-        if not failure.error_file_data.get("message") and failure.exitcode >= 0:
+        if failure.exitcode < 0:
+            why = (f"it was ended by signal {-failure.exitcode} ({failure.signal_name()}; a "
+                   "SIGKILL is often the system running out of memory)")
+        elif not Path(failure.error_file).is_file():   # the rank wrote no error (record_failure)
             why = f"exit code {failure.exitcode} (its output above says why)"
         raise UserError(f"Process {rank} of {processes} failed: {why}",
                         "Fix that problem and run again; if the processes were killed, run "
                         "fewer (--processes) or a smaller BATCH_SIZE (memory).") from None
-    except SignalException:
-        return 130
+    except SignalException:   # Ctrl+C (or a kill) of this launcher: the ranks were stopped
+        raise JobCancelled() from None
     finally:
-        for q, level in zip(quiet, levels):
-            q.setLevel(level)
+        logging.disable(disabled)
     return 0
