@@ -225,12 +225,16 @@ def process_limit(device: str) -> tuple[int, str]:
     return n, f"this machine has {n} CPU core(s) for this run, one per process"
 
 
-def check_processes(processes: int, device: str) -> None:
-    """UserError unless ``processes`` (``--processes``) is 2 or more and within
-    :func:`process_limit` of ``device``."""
+def _at_least_two(processes: int) -> None:
     if processes < 2:
         raise UserError(f"--processes {processes}: a distributed run needs 2 or more.",
                         "Leave --processes out to run in one process.")
+
+
+def check_processes(processes: int, device: str) -> None:
+    """UserError unless ``processes`` (``--processes``) is 2 or more and within
+    :func:`process_limit` of ``device``."""
+    _at_least_two(processes)
     most, why = process_limit(device)
     if processes > most:
         raise UserError(f"--processes {processes} is more than this machine can run: {why}.",
@@ -270,9 +274,7 @@ def launch(args: list[str], processes: int) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    if processes < 2:
-        raise UserError(f"--processes {processes}: a distributed run needs 2 or more.",
-                        "Leave --processes out to run in one process.")
+    _at_least_two(processes)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
     parsed = torchrun.parse_args(["--standalone", f"--nproc-per-node={processes}", "-m",
                                   __package__.rsplit(".", 1)[0] + ".cli", *args])

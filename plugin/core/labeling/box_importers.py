@@ -167,7 +167,8 @@ def read_coco(path: Path, image_name: str) -> Found:
         if "id" not in c or not str(c.get("name", "")).strip():
             raise UserError(f"{path.name}, category {i}: it lacks an 'id' or a 'name'.",
                             "Give every category an id and a name, then import again.")
-        cats[c["id"]] = str(c["name"]).strip()
+        if isinstance(c["id"], (int, str)):
+            cats[c["id"]] = str(c["name"]).strip()
     for i, im in enumerate(images, 1):
         if "id" not in im:
             raise UserError(f"{path.name}, image {i} ({im.get('file_name', 'no file_name')}): "
@@ -193,7 +194,7 @@ def read_coco(path: Path, image_name: str) -> Found:
                             "then import again.")
         x, y, w, h = (_number(found, where, f"bbox[{k}]", v) for k, v in enumerate(bbox))
         category = a.get("category_id")
-        if category not in cats:
+        if not isinstance(category, (int, str)) or category not in cats:
             found.skip(where, f"category_id {category!r} is not in 'categories' "
                               f"({', '.join(map(str, cats)) or 'none'})")
             continue
