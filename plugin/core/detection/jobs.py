@@ -103,6 +103,9 @@ class TrainObjectDetectionJob(TrainingJob):
         return out
 
 
+MODEL_VALUE = -1.0   # SCORE_THRESHOLD / NMS_IOU of Detect Objects: "the value stored in the model"
+
+
 @register_job
 @dataclass
 class DetectObjectsJob(RasterModelJob):
@@ -127,12 +130,13 @@ class DetectObjectsJob(RasterModelJob):
     score_threshold: float = spec(-1.0, "SCORE_THRESHOLD",
                                   "Score threshold (-1 = the model's)", "float",
                                   minimum=-1, maximum=1,
-                                  help="Boxes scoring lower are dropped; -1 uses the value "
-                                       "stored in the model.")
+                                  help="Boxes scoring lower are dropped (0 to 1); -1 uses the "
+                                       "value stored in the model.")
     nms_iou: float = spec(-1.0, "NMS_IOU", "NMS IoU (-1 = the model's)", "float", minimum=-1,
                           maximum=1,
-                          help="Boxes of a class overlapping more than this (IoU) are merged "
-                               "into the best one, within and across tiles.")
+                          help="Boxes of a class overlapping more than this (IoU, 0 to 1) are "
+                               "merged into the best one, within and across tiles; -1 uses "
+                               "the value stored in the model.")
     max_detections: int = spec(300, "MAX_DETECTIONS", "Maximum detections per tile", "int",
                                minimum=1, maximum=100000, advanced=True)
     tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = automatic)", "int",
@@ -165,6 +169,11 @@ class DetectObjectsJob(RasterModelJob):
 
     def problems(self) -> list[str]:
         out = super().problems()
+        for name, value in (("SCORE_THRESHOLD", self.score_threshold),
+                            ("NMS_IOU", self.nms_iou)):
+            if value != MODEL_VALUE and not 0 <= value <= 1:
+                out.append(f"{name} {value:g} is neither between 0 and 1 nor {MODEL_VALUE:g} "
+                           f"(the model's value): use a value from 0 to 1, or {MODEL_VALUE:g}.")
         if self.tile_size and self.tile_size % PATCH_MULTIPLE:
             out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.tile_size)}.")
