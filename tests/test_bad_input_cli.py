@@ -84,12 +84,13 @@ def test_cuda_processes_are_limited_to_the_gpus(monkeypatch):
 def test_a_failing_rank_is_named_with_its_error(tmp_path, synthetic_scene):
     """Every rank fails on a 5-band model for a 3-band raster (found only when the job runs):
     one line naming the rank and its error, not torch's ChildFailedError table."""
-    from plugin.core.segmentation import modelfile
-    from plugin.core.segmentation.models import build_network
+    from plugin.core import modelfile
+    from plugin.core.segmentation.network import build_network
 
     classes = [{"id": 0, "name": "background", "color": "#000000"},
                {"id": 1, "name": "a", "color": "#ff0000"}]
-    card = modelfile.make_card(architecture="unet", encoder="resnet18", classes=classes, bands=5,
+    card = modelfile.make_card(task="pixel_segmentation", architecture="unet",
+                               encoder="resnet18", classes=classes, bands=5,
                                mean=[100.0] * 5, std=[50.0] * 5, nodata=None, patch_size=64,
                                pixel_size=(0.5, 0.5), crs="EPSG:32631", dtype="uint8")
     model = modelfile.save_model(tmp_path / "m5.dltmodel.safetensors",
