@@ -24,8 +24,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from plugin.core import modelfile  # noqa: E402
 from plugin.core.labeling.project import LabelingProject  # noqa: E402
-from plugin.core.segmentation import modelfile  # noqa: E402
 from plugin.core.synthetic import make_scene  # noqa: E402
 
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
@@ -85,11 +85,11 @@ def qgis_run(env: dict, alg: str, cwd: Path, **params) -> subprocess.CompletedPr
 
 
 def make_model(path: Path, **card_changes) -> Path:
-    from plugin.core.segmentation.models import build_network
+    from plugin.core.segmentation.network import build_network
 
     net = build_network("unet", "resnet18", 3, 3)
     card = modelfile.make_card(
-        architecture="unet", encoder="resnet18",
+        task="pixel_segmentation", architecture="unet", encoder="resnet18",
         classes=[{"id": 0, "name": "background", "color": "#000000"},
                  {"id": 1, "name": "a", "color": "#ff0000"},
                  {"id": 2, "name": "b", "color": "#00ff00"}],

@@ -81,7 +81,7 @@ def geodeep_seconds(raster: Path, model: Path, folder: Path, args) -> float | No
     except ImportError:
         return None
     from plugin.core.jobs import JobContext
-    from plugin.core.segmentation.jobs import ExportOnnxJob
+    from plugin.core.onnx_export import ExportOnnxJob
 
     onnx = folder / "geodeep.onnx"
     if not onnx.exists():
@@ -115,7 +115,9 @@ def main() -> None:
     if args.geodeep:
         sys.path.insert(0, args.geodeep)
 
-    from plugin.core.segmentation.classify import OrtEngine, make_engine, tile_starts
+    from plugin.core.inference import OrtEngine, make_engine
+    from plugin.core.segmentation.export import export_onnx
+    from plugin.core.tiling import tile_starts
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -124,7 +126,7 @@ def main() -> None:
         tif, _ = make_rasters(folder, args.size, 512)
         (folder / "small").mkdir()
         small, _ = make_rasters(folder / "small", args.tile, 512)
-        engine = make_engine(model, None, "cpu", "onnxruntime")    # caches the ONNX export
+        engine = make_engine(model, None, "cpu", "onnxruntime", export=export_onnx)
         assert isinstance(engine, OrtEngine)
         if not args.skip_fixed:
             before = fixed_cost(small, model, folder, args, "before")

@@ -42,12 +42,13 @@ CLASSES = [{"id": i, "name": n, "color": c} for i, n, c in
 def make_model(path: Path, architecture: str, encoder: str, patch_size: int = 256) -> Path:
     import torch
 
-    from plugin.core.segmentation import modelfile
-    from plugin.core.segmentation.models import build_network
+    from plugin.core import modelfile
+    from plugin.core.segmentation.network import build_network
 
     torch.manual_seed(0)
     net = build_network(architecture, encoder, 3, len(CLASSES))
-    card = modelfile.make_card(architecture=architecture, encoder=encoder, classes=CLASSES,
+    card = modelfile.make_card(task="pixel_segmentation",
+                               architecture=architecture, encoder=encoder, classes=CLASSES,
                                bands=3, mean=[100.0] * 3, std=[50.0] * 3, nodata=None,
                                patch_size=patch_size, pixel_size=(0.5, 0.5), crs="EPSG:32631")
     return modelfile.save_model(path, net, card)
@@ -118,7 +119,7 @@ def bare_loop(engine, n_tiles: int, batch: int, tile: int, device: str) -> float
 
 def child(args) -> None:
     """--child: run one job and print its peak RSS (MB) as JSON."""
-    import plugin.core.segmentation.classify as cl
+    import plugin.core.segmentation.predict as cl
 
     if args.stub:
         class Stub:
@@ -172,14 +173,10 @@ def main() -> None:
         return
 
     from plugin.core.environment import resolve_device
-    from plugin.core.segmentation import modelfile
-    from plugin.core.segmentation.classify import (
-        OrtEngine,
-        TorchEngine,
-        make_engine,
-        onnx_cache_path,
-        tile_starts,
-    )
+    from plugin.core.inference import OrtEngine, TorchEngine, make_engine, onnx_cache_path
+    from plugin.core.segmentation import export as segexport
+    from plugin.core.segmentation import modelfile as segmodel
+    from plugin.core.tiling import tile_starts
 
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,14 +184,14 @@ def main() -> None:
         os.environ["XDG_CACHE_HOME"] = str(folder / "cache")   # ONNX exports stay in tmp
         model = make_model(folder / "m.dltmodel.safetensors", args.architecture, args.encoder)
         tif, vrt = make_rasters(folder, args.size, args.memory_size)
-        predictor, card = modelfile.load_model(model)
-        engine = make_engine(model, predictor, device, args.engine)   # caches the ONNX export
+        predictor, card = segmodel.load_model(model)
+        engine = make_engine(model, predictor, device, args.engine, export=segexport.export_onnx)
         stride = args.tile - int(round(args.overlap * args.tile / 2)) * 2
         n_tiles = len(tile_starts(args.size, args.tile, stride)) ** 2
         mp = args.size * args.size / 1e6
         run_job(tif, model, folder / "warm.tif", args)      # warm-up (caches, allocator)
         secs = run_job(tif, model, folder / "c.tif", args)
-        from plugin.core.segmentation.blend import auto_windows
+        from plugin.core.blend import auto_windows
 
         batch = args.batch or auto_windows(device, args.tile, 3, len(CLASSES))
         bare = bare_loop(engine, n_tiles, batch, args.tile, device)
@@ -208,9 +205,9 @@ def main() -> None:
             others.append(TorchEngine(predictor, device))
         elif device == "cpu":
             others.append(OrtEngine(onnx_cache_path(model) if onnx_cache_path(model).is_file()
-                                    else modelfile.export_onnx(model, folder / "m.onnx")))
+                                    else segexport.export_onnx(model, folder / "m.onnx")))
         else:
-            path = modelfile.export_onnx(model, folder / "m.onnx")
+            path = segexport.export_onnx(model, folder / "m.onnx")
             others.append(OrtEngine(path))
         for other in others:
             t = bare_loop(other, n_tiles, batch, args.tile, device)

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 def make_model(path: Path, architecture: str, patch: int) -> Path:
     import torch
 
-    from plugin.core.detection.models import build_detector
-    from plugin.core.segmentation import modelfile
+    from plugin.core import modelfile
+    from plugin.core.detection.network import build_detector
 
     torch.manual_seed(0)
     classes = [{"id": 0, "name": "background", "color": "#000000"},
@@ -52,11 +52,11 @@ def bench_detect(folder: Path, args) -> tuple[float, float, int, str]:
     """(job seconds, bare seconds, tiles, engine) for Detect Objects on the big raster."""
     import torch
 
-    from plugin.core.detection.detect import TileDetector
-    from plugin.core.detection.detect_onnx import ort_tile_detector
     from plugin.core.detection.jobs import DetectObjectsJob
     from plugin.core.detection.modelfile import load_detector, read_card
-    from plugin.core.detection.models import set_inference
+    from plugin.core.detection.network import set_inference
+    from plugin.core.detection.predict import TileDetector
+    from plugin.core.detection.predict_onnx import ort_tile_detector
     from plugin.core.detection.synthetic import make_object_scene
     from plugin.core.environment import resolve_device
     from plugin.core.jobs import JobContext
@@ -95,13 +95,14 @@ def same_tiles(raster: Path, tile: int, overlap: int, fill: list[float]) -> np.n
     """The tiles Detect Objects reads, in memory (N, bands, tile, tile) float32."""
     import rasterio
 
-    from plugin.core.segmentation.classify import _read_tiles, tile_starts
+    from plugin.core.tiling import read_tile, tile_starts
 
     with rasterio.open(raster) as src:
         rows = tile_starts(src.height, tile, tile - overlap)
         cols = tile_starts(src.width, tile, tile - overlap)
         fill_a = np.asarray(fill, np.float32)[:, None, None]
-        return np.stack([t[2] for t in _read_tiles(src, rows, cols, tile, tile, fill_a)])
+        return np.stack([read_tile(src, r0, c0, tile, tile, fill_a)[0]
+                         for r0 in rows for c0 in cols])
 
 
 def bench_train(folder: Path, args) -> tuple[float, float, int]:

@@ -272,9 +272,10 @@ def train_classifier(suite: Suite, folder: Path, family: str) -> None:
 def classify_pixels(suite: Suite, folder: Path, raster: Path) -> None:
     import classify_pixels as bench
 
-    from plugin.core.segmentation.blend import auto_windows
-    from plugin.core.segmentation.classify import make_engine, tile_starts
+    from plugin.core.blend import auto_windows
+    from plugin.core.inference import make_engine
     from plugin.core.segmentation.modelfile import load_model
+    from plugin.core.tiling import tile_starts
 
     s = suite.sizes
     model = seg_model(folder, suite)
@@ -331,8 +332,8 @@ def detect_objects(suite: Suite, folder: Path) -> None:
 def classifier_model(family: str, folder: Path, suite: Suite) -> tuple[Path, object, dict]:
     """A model file of the family made from a prepared task (random weights): (path,
     predictor, card)."""
-    from plugin.core.classification.networks import load_classifier
-    from plugin.core.segmentation import modelfile
+    from plugin.core import modelfile
+    from plugin.core.classification.network import load_classifier
 
     b = suite.sizes.batches[0]   # the task prepared for training (any batch size would do)
     _, task, net, _, _ = classifier_task(family, folder / f"{family}{b}", suite, b)

@@ -32,7 +32,7 @@ def make_inputs(folder: Path, size: int, bands: int) -> tuple[Path, Path]:
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
-    from plugin.core.labeling import LabelingProject
+    from plugin.core.labeling.project import LabelingProject
 
     raster = folder / f"big_{size}.tif"
     transform = from_origin(500000.0, 6000000.0, 0.5, 0.5)
@@ -75,8 +75,8 @@ def measure(project_path: str, out: str, window: int | None) -> dict:
     """Build the first raster's label raster in this process; time and memory figures."""
     import rasterio.features  # noqa: F401 - imported before measuring: not part of the build
 
-    from plugin.core.labeling import LabelingProject
     from plugin.core.labeling.labelraster import build_label_raster
+    from plugin.core.labeling.project import LabelingProject
 
     project = LabelingProject.open(project_path)
     raster = project.rasters()[0]

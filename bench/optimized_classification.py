@@ -27,11 +27,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def random_pixel_model(path: Path, encoder: str, bands: int, classes: list[dict]) -> str:
-    from plugin.core.segmentation import modelfile
-    from plugin.core.segmentation.models import build_network
+    from plugin.core import modelfile
+    from plugin.core.segmentation.network import build_network
 
     net = build_network("unet", encoder, bands, len(classes) + 1)
-    card = modelfile.make_card(architecture="unet", encoder=encoder,
+    card = modelfile.make_card(task="pixel_segmentation", architecture="unet", encoder=encoder,
                                classes=[{"id": 0, "name": "background", "color": "#000000"},
                                         *classes], bands=bands, mean=[100.0] * bands,
                                std=[20.0] * bands, nodata=None, patch_size=256,
@@ -57,8 +57,8 @@ def main() -> None:
     import rasterio
 
     from plugin.core.classification.jobs import TrainGridModelJob
-    from plugin.core.classification.optimized import grid_filter
     from plugin.core.classification.synthetic import make_grid_scene
+    from plugin.core.gridfilter import grid_filter
     from plugin.core.jobs import RecordingContext
     from plugin.core.segmentation.jobs import ClassifyPixelsJob
 

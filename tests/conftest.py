@@ -14,7 +14,7 @@ if str(ROOT) not in sys.path:
 # The worker process must use this environment's Python (the one running the tests).
 os.environ.setdefault("DLTRAINER_PYTHON", sys.executable)
 
-from plugin.core import sampledata  # noqa: E402
+from plugin.core import job_catalog, sampledata  # noqa: E402, F401  (job_catalog registers every job)
 from plugin.core.synthetic import Scene, make_scene  # noqa: E402
 
 

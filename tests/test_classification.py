@@ -120,13 +120,14 @@ def test_grid_model_separates_feature_cells_and_classifies_a_raster(tmp_path):
 
 
 def _random_pixel_model(path: Path) -> str:
-    from plugin.core.segmentation import modelfile
-    from plugin.core.segmentation.models import build_network
+    from plugin.core import modelfile
+    from plugin.core.segmentation.network import build_network
 
     classes = [{"id": 0, "name": "background", "color": "#000000"},
                {"id": 1, "name": "building", "color": "#ff0000"},
                {"id": 2, "name": "water", "color": "#0000ff"}]
-    card = modelfile.make_card(architecture="unet", encoder="resnet18", classes=classes,
+    card = modelfile.make_card(task="pixel_segmentation",
+                               architecture="unet", encoder="resnet18", classes=classes,
                                bands=3, mean=[100.0] * 3, std=[20.0] * 3, nodata=None,
                                patch_size=64, pixel_size=None, crs=None)
     modelfile.save_model(path, build_network("unet", "resnet18", 3, 3), card)
@@ -187,7 +188,7 @@ def test_multilabel_thresholds_beat_half_on_the_test_set(tmp_path):
                                     batch_size=16, learning_rate=0.002, test_size=40,
                                     output_model=str(model), **FAST).run(RecordingContext())
     from plugin.core.classification.metrics import samples_fbeta
-    from plugin.core.classification.networks import load_classifier
+    from plugin.core.classification.network import load_classifier
     from plugin.core.classification.train_chips import evaluate_chips  # noqa: F401
 
     _, card = load_classifier(model, "chip_classification")
@@ -229,8 +230,8 @@ def test_bad_chip_folders_give_one_clear_message(tmp_path):
 def test_a_grid_model_is_refused_by_classify_pixels_and_classify_chips(tmp_path):
     import torch
 
-    from plugin.core.classification.networks import build_classifier
-    from plugin.core.segmentation import modelfile
+    from plugin.core import modelfile
+    from plugin.core.classification.network import build_classifier
     from plugin.core.segmentation.jobs import ClassifyPixelsJob
 
     net = build_classifier("resnet18", 3, 2)

@@ -27,14 +27,16 @@ print(json.dumps({"engine": result["engine"], "torch": "torch" in sys.modules,
 def test_cpu_classify_never_imports_torch(tmp_path, make_synthetic):
     import torch
 
-    from plugin.core.segmentation import modelfile
-    from plugin.core.segmentation.classify import make_engine
-    from plugin.core.segmentation.models import build_network
+    from plugin.core import modelfile
+    from plugin.core.inference import make_engine
+    from plugin.core.segmentation.export import export_onnx
+    from plugin.core.segmentation.network import build_network
 
     classes = [{"id": 0, "name": "background", "color": "#000000"},
                {"id": 1, "name": "thing", "color": "#ff0000"}]
     torch.manual_seed(0)
-    card = modelfile.make_card(architecture="unet", encoder="resnet18", classes=classes, bands=3,
+    card = modelfile.make_card(task="pixel_segmentation",
+                               architecture="unet", encoder="resnet18", classes=classes, bands=3,
                                mean=[100.0] * 3, std=[50.0] * 3, nodata=None, patch_size=64,
                                pixel_size=(0.5, 0.5), crs="EPSG:32631")
     model = modelfile.save_model(tmp_path / "m.dltmodel.safetensors",
@@ -43,7 +45,7 @@ def test_cpu_classify_never_imports_torch(tmp_path, make_synthetic):
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
     os.environ["XDG_CACHE_HOME"] = env["XDG_CACHE_HOME"]
     try:
-        assert make_engine(model, None, "cpu").name == "onnxruntime"   # caches the export
+        assert make_engine(model, None, "cpu", export=export_onnx).name == "onnxruntime"
     finally:
         del os.environ["XDG_CACHE_HOME"]
     for device in ("cpu", "auto"):

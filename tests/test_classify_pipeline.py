@@ -10,15 +10,11 @@ import time
 import numpy as np
 import pytest
 
+from plugin.core.blend import CLASS_NODATA, NumpyBand, TorchBand, window_1d, windows_for_memory
 from plugin.core.errors import JobCancelled
-from plugin.core.segmentation.blend import (
-    CLASS_NODATA,
-    NumpyBand,
-    TorchBand,
-    windows_for_memory,
-)
-from plugin.core.segmentation.classify import TorchEngine, predict_raster, window_1d
-from plugin.core.segmentation.tile_io import BackgroundWriter, OrderedReader
+from plugin.core.inference import TorchEngine
+from plugin.core.segmentation.predict import predict_raster
+from plugin.core.tile_io import BackgroundWriter, OrderedReader
 
 
 def _pipeline_threads() -> list[str]:
@@ -201,7 +197,7 @@ def test_failing_reader_or_writer_surfaces_and_cancel_stops_the_threads(tmp_path
                                                                         monkeypatch):
     import rasterio
 
-    import plugin.core.segmentation.classify as cl
+    import plugin.core.segmentation.predict as cl
 
     path = _raster(tmp_path)
     calls = [0]
@@ -212,17 +208,17 @@ def test_failing_reader_or_writer_surfaces_and_cancel_stops_the_threads(tmp_path
             raise OSError("read failed")
         return real_read(ds, r0, c0, *a, **k)
 
-    real_read = cl._read_tile
+    real_read = cl.read_tile
 
     def classify(on_rows, cancelled=lambda: False):
         with rasterio.open(path) as src:
             predict_raster(src, _stub, 2, [0.0], 64, 0.0, 1, False, on_rows,
                            cancelled=cancelled, readers=2)
 
-    monkeypatch.setattr(cl, "_read_tile", bad_read)
+    monkeypatch.setattr(cl, "read_tile", bad_read)
     finished, exc = _in_thread(lambda: classify(lambda *a: None))
     assert finished and isinstance(exc, OSError) and "read failed" in str(exc)
-    monkeypatch.setattr(cl, "_read_tile", real_read)
+    monkeypatch.setattr(cl, "read_tile", real_read)
 
     def bad_write(*a):
         raise OSError("no space left on device")
@@ -260,7 +256,7 @@ def test_cpu_caches_hash_once_and_reuse_the_optimised_graph(tmp_path):
     torch = pytest.importorskip("torch")
     import hashlib
 
-    from plugin.core.segmentation.ort_cache import content_hash, optimized_path, session
+    from plugin.core.ort_cache import content_hash, optimized_path, session
 
     f = tmp_path / "model.bin"
     f.write_bytes(b"a" * 1000)

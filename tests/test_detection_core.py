@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from plugin.core.detection.data import BoxAugment, BoxDataset, check_patch_fits, patch_boxes
-from plugin.core.detection.detect import detect_raster, merge_across_tiles, overlap_for, to_map
 from plugin.core.detection.metrics import DetectionMetrics, match_counts
+from plugin.core.detection.predict import detect_raster, merge_across_tiles, overlap_for, to_map
 from plugin.core.detection.synthetic import make_object_scene, scene_project
 from plugin.core.errors import UserError
 from plugin.core.labeling.box_importers import import_box_annotations, read_boxes
@@ -131,7 +131,7 @@ class Oracle:
 def _oracle_run(scene, tile, overlap):
     import rasterio
 
-    from plugin.core.segmentation.classify import tile_starts
+    from plugin.core.tiling import tile_starts
 
     rows = tile_starts(scene.height, tile, tile - overlap)
     cols = tile_starts(scene.width, tile, tile - overlap)
@@ -175,7 +175,7 @@ def test_area_field_and_geopackage(tmp_path):
     from osgeo import ogr
     from rasterio.crs import CRS
 
-    from plugin.core.detection.detect import area_field, write_detections
+    from plugin.core.detection.predict import area_field, write_detections
 
     assert area_field(CRS.from_epsg(32631)) == ("area_m2", 1.0)
     assert area_field(CRS.from_epsg(4326))[0] == "area_deg2"
@@ -348,10 +348,11 @@ def test_segmentation_model_given_to_detect_objects(tmp_path):
     """A pixel segmentation model given to Detect Objects names both tasks before any work."""
     from safetensors.numpy import save_file
 
+    from plugin.core import modelfile
     from plugin.core.detection.jobs import DetectObjectsJob
-    from plugin.core.segmentation import modelfile
 
-    card = modelfile.make_card(classes=[{"id": 0, "name": "background", "color": "#000000"},
+    card = modelfile.make_card(task="pixel_segmentation",
+                               classes=[{"id": 0, "name": "background", "color": "#000000"},
                                         {"id": 1, "name": "car", "color": "#e31a1c"}],
                                bands=3, mean=[1.0] * 3, std=[1.0] * 3, nodata=None,
                                pixel_size=(0.5, 0.5), crs="EPSG:32631", architecture="unet",
@@ -416,7 +417,7 @@ def test_validation_ignores_objects_cut_by_the_patch_edge():
 
 
 def test_boxes_of_one_object_from_two_tiles_merge_but_neighbours_in_a_tile_do_not():
-    from plugin.core.detection.detect import merge_seen_twice
+    from plugin.core.detection.predict import merge_seen_twice
 
     boxes = np.array([[0.0, 0, 30, 30], [2, 2, 40, 36], [50, 0, 80, 30], [52, 0, 70, 30]])
     scores = np.array([0.9, 0.8, 0.7, 0.6])
@@ -430,8 +431,8 @@ def test_grid_model_cells_limit_the_tiles_searched_and_the_boxes_kept(tmp_path):
     holding that cell reach the detector and only boxes centred in it are kept."""
     import rasterio
 
-    from plugin.core.classification.optimized import CellFilter
-    from plugin.core.segmentation.classify import tile_starts
+    from plugin.core.gridfilter import CellFilter
+    from plugin.core.tiling import tile_starts
 
     fixed = [(1, 20, 50, 52, 80), (1, 100, 100, 130, 130)]
     scene = make_object_scene(tmp_path, size=160, n_objects=4, seed=5, fixed=fixed)

@@ -20,8 +20,8 @@ from plugin.processing.provider import DeepLearningTrainerProvider
 
 _RANDOM_DETECTOR = """
 import sys
-from plugin.core.detection.models import build_detector
-from plugin.core.segmentation import modelfile
+from plugin.core.detection.network import build_detector
+from plugin.core import modelfile
 patch = int(sys.argv[2])
 classes = [{"id": 0, "name": "background", "color": "#000000"},
            {"id": 1, "name": "car", "color": "#e31a1c"}]
@@ -119,7 +119,7 @@ def test_boxes_added_to_the_map_styled_by_class(qgis_iface, tmp_path):
     import numpy as np
     from rasterio.crs import CRS
 
-    from plugin.core.detection.detect import write_detections
+    from plugin.core.detection.predict import write_detections
 
     out = tmp_path / "d.gpkg"
     write_detections(out, np.array([[0.0, 0, 2, 3]]), np.array([0.8]), np.array([1]),

@@ -30,11 +30,11 @@ print(json.dumps({"engine": result["engine"], "torch": "torch" in sys.modules,
 def test_cpu_detect_objects_never_imports_torch(tmp_path):
     import torch
 
-    from plugin.core.detection.detect import auto_tile
-    from plugin.core.detection.detect_onnx import ort_tile_detector
     from plugin.core.detection.jobs import DetectObjectsJob
     from plugin.core.detection.modelfile import make_card, read_card, save_model
-    from plugin.core.detection.models import build_detector
+    from plugin.core.detection.network import build_detector
+    from plugin.core.detection.predict import auto_tile
+    from plugin.core.detection.predict_onnx import ort_tile_detector
     from plugin.core.detection.synthetic import make_object_scene
 
     torch.manual_seed(0)
@@ -69,7 +69,7 @@ def test_numpy_nms_keeps_what_batched_nms_keeps():
     import torch
     from torchvision.ops import batched_nms
 
-    from plugin.core.detection.detect_onnx import nms_numpy
+    from plugin.core.detection.predict_onnx import nms_numpy
 
     rng = np.random.default_rng(0)
     for n in (0, 1, 50, 400):

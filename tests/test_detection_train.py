@@ -116,8 +116,8 @@ def test_onnx_export_gives_the_same_boxes(trained, tmp_path):
     import torch
 
     from plugin.core.detection.modelfile import load_detector
-    from plugin.core.detection.models import set_inference
-    from plugin.core.segmentation.jobs import ExportOnnxJob
+    from plugin.core.detection.network import set_inference
+    from plugin.core.onnx_export import ExportOnnxJob
 
     model = trained["result"]["output_model"]
     onnx_path = tmp_path / "det.onnx"
@@ -147,11 +147,11 @@ def test_onnx_export_gives_the_same_boxes(trained, tmp_path):
 
 
 def test_detector_refused_by_classify_pixels(trained, tmp_path):
+    from plugin.core.modelfile import read_model_card
     from plugin.core.segmentation.jobs import ClassifyPixelsJob
-    from plugin.core.segmentation.modelfile import read_model_card
 
     with pytest.raises(UserError, match="'object_detection'.*needs .*'pixel_segmentation'"):
-        read_model_card(trained["result"]["output_model"])
+        read_model_card(trained["result"]["output_model"], "pixel_segmentation")
     scene = make_object_scene(tmp_path, size=64, n_objects=0)
     job = ClassifyPixelsJob(input=str(scene.raster), model=trained["result"]["output_model"],
                             output=str(tmp_path / "c.tif"))

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugin.core.segmentation.classify import predict_raster, rank_rows
+from plugin.core.segmentation.predict import predict_raster
+from plugin.core.tiling import rank_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,14 +71,15 @@ def test_classify_pixels_in_two_processes_equals_one(tmp_path, make_synthetic):
     import rasterio
     import torch
 
-    from plugin.core.segmentation import modelfile
-    from plugin.core.segmentation.models import build_network
+    from plugin.core import modelfile
+    from plugin.core.segmentation.network import build_network
 
     torch.manual_seed(1)
     classes = [{"id": 0, "name": "background", "color": "#000000"},
                {"id": 1, "name": "bright", "color": "#ff0000"},
                {"id": 2, "name": "dark", "color": "#0000ff"}]
-    card = modelfile.make_card(architecture="unet", encoder="resnet18", classes=classes, bands=3,
+    card = modelfile.make_card(task="pixel_segmentation",
+                               architecture="unet", encoder="resnet18", classes=classes, bands=3,
                                mean=[100.0] * 3, std=[50.0] * 3, nodata=0, patch_size=64,
                                pixel_size=(0.5, 0.5), crs="EPSG:32631")
     model = modelfile.save_model(tmp_path / "m.dltmodel.safetensors",

@@ -18,7 +18,6 @@ from scipy import ndimage
 
 from plugin.core.errors import JobCancelled, UserError
 from plugin.core.jobs import RecordingContext
-from plugin.core.labeling import LabelingProject, TrainingRaster
 from plugin.core.labeling.importers import import_label_raster, import_vector_labels
 from plugin.core.labeling.labelraster import (
     IGNORE,
@@ -27,6 +26,7 @@ from plugin.core.labeling.labelraster import (
     build_label_rasters,
     label_raster_path,
 )
+from plugin.core.labeling.project import LabelingProject, TrainingRaster
 from plugin.core.runner import run_in_worker
 
 CRS = "EPSG:32631"

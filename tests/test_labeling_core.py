@@ -11,10 +11,9 @@ from osgeo import ogr
 
 from plugin.core.errors import UserError
 from plugin.core.jobs import Job, RecordingContext
-from plugin.core.labeling import LabelingProject, TrainingRaster
 from plugin.core.labeling.importers import import_vector_labels, parse_value_classes
 from plugin.core.labeling.jobs import BuildLabelRastersJob, ImportLabelsJob
-from plugin.core.labeling.project import LAYERS
+from plugin.core.labeling.project import LAYERS, LabelingProject, TrainingRaster
 
 
 def _square(x: float, y: float, size: float) -> dict:

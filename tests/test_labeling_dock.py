@@ -25,7 +25,7 @@ from qgis.core import (
 from qgis.PyQt.QtWidgets import QApplication
 
 from plugin import classFactory
-from plugin.core.labeling import LabelingProject
+from plugin.core.labeling.project import LabelingProject
 from plugin.gui.labeling.dock import LabelingDock, open_labeling_tool
 from plugin.gui.task import JobManager, wait_for
 from plugin.gui.tools import TOOLS

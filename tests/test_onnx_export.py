@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from plugin.core import modelfile, onnxfile
 from plugin.core.errors import UserError
 from plugin.core.jobs import RecordingContext
-from plugin.core.segmentation import modelfile
-from plugin.core.segmentation.jobs import ExportOnnxJob
-from plugin.core.segmentation.onnx_export import check_input_scale, eight_bit_problem
+from plugin.core.onnx_export import ExportOnnxJob, check_input_scale, eight_bit_problem
+from plugin.core.segmentation import export as segexport
+from plugin.core.segmentation import modelfile as segmodel
 
 # class id 2 is never learnt: Deepness needs consecutive class names all the same
 CLASSES = [{"id": 0, "name": "background", "color": "#000000"},
@@ -24,11 +25,12 @@ def make_model(path, **card_changes):
     """An untrained 3-band U-Net (resnet18) with an 8-bit card, saved to ``path``."""
     import torch
 
-    from plugin.core.segmentation.models import build_network
+    from plugin.core.segmentation.network import build_network
 
     torch.manual_seed(0)
     net = build_network("unet", "resnet18", 3, 4)
-    card = modelfile.make_card(architecture="unet", encoder="resnet18", classes=CLASSES,
+    card = modelfile.make_card(task="pixel_segmentation",
+                               architecture="unet", encoder="resnet18", classes=CLASSES,
                                bands=3, mean=MEAN, std=STD, nodata=None, patch_size=64,
                                pixel_size=(0.5, 0.5), crs="EPSG:32631", dtype="uint8")
     card.update(card_changes)
@@ -46,7 +48,7 @@ def model(tmp_path_factory):
 def torch_probabilities(model_path, raw: np.ndarray) -> np.ndarray:
     import torch
 
-    predictor, _ = modelfile.load_model(model_path)
+    predictor, _ = segmodel.load_model(model_path)
     with torch.no_grad():
         return predictor(torch.from_numpy(raw)).numpy()
 
@@ -80,14 +82,14 @@ def test_unit_export_gives_the_torch_probabilities_on_pixels_over_255(model, tmp
     np.testing.assert_allclose(got, expect, atol=1e-4)
     assert np.allclose(got.sum(axis=1), 1, atol=1e-5)
     # the raw export (our own classifier's convention) takes the pixel values themselves
-    raw_onnx = modelfile.export_onnx(model, tmp_path / "raw.onnx", input_scale=1.0,
+    raw_onnx = segexport.export_onnx(model, tmp_path / "raw.onnx", input_scale=1.0,
                                      tile_size=64)
     np.testing.assert_allclose(ort_session(raw_onnx).run(None, {"image": raw})[0], expect,
                                atol=1e-4)
 
 
 def test_metadata_is_what_deepness_and_geodeep_parse(model, tmp_path):
-    out = modelfile.export_onnx(model, tmp_path / "m.onnx", input_scale=255.0, tile_size=64)
+    out = segexport.export_onnx(model, tmp_path / "m.onnx", input_scale=255.0, tile_size=64)
     meta = ort_session(out).get_modelmeta().custom_metadata_map
     values = {k: json.loads(v) for k, v in meta.items()}     # every value is JSON text
     assert values["model_type"] == "Segmentor"
@@ -108,7 +110,7 @@ def test_metadata_is_what_deepness_and_geodeep_parse(model, tmp_path):
     np.testing.assert_allclose(ort_session(out).run(None, {"image": fed})[0],
                                torch_probabilities(model, raw), atol=1e-4)
     # a raw export tells Deepness to undo its division by 255
-    raw_out = modelfile.export_onnx(model, tmp_path / "raw.onnx", tile_size=64)
+    raw_out = segexport.export_onnx(model, tmp_path / "raw.onnx", tile_size=64)
     raw_meta = {k: json.loads(v) for k, v in
                 ort_session(raw_out).get_modelmeta().custom_metadata_map.items()}
     std = np.float32(raw_meta["standardization_std"]).reshape(1, -1, 1, 1)
@@ -119,10 +121,10 @@ def test_metadata_is_what_deepness_and_geodeep_parse(model, tmp_path):
 
 def test_resolution_in_cm_follows_the_crs_units():
     card = {"pixel_size": [2.0, 2.0], "crs": "EPSG:2229"}         # US survey feet
-    assert modelfile.resolution_cm(card) == pytest.approx(2 * 30.48006, rel=1e-5)
+    assert onnxfile.resolution_cm(card) == pytest.approx(2 * 30.48006, rel=1e-5)
     card = {"pixel_size": [1e-5, 1e-5], "crs": "EPSG:4326"}       # degrees ≈ 1.11 m
-    assert modelfile.resolution_cm(card) == pytest.approx(111.32, rel=1e-3)
-    assert modelfile.resolution_cm({"pixel_size": None, "crs": None}) is None
+    assert onnxfile.resolution_cm(card) == pytest.approx(111.32, rel=1e-3)
+    assert onnxfile.resolution_cm({"pixel_size": None, "crs": None}) is None
 
 
 def test_unit_scale_refuses_models_not_trained_on_8bit_data(tmp_path):
@@ -132,7 +134,7 @@ def test_unit_scale_refuses_models_not_trained_on_8bit_data(tmp_path):
     path = tmp_path / "u16.safetensors"     # the card alone is enough for the job's checks
     save_file({"w": np.zeros(1, np.float32)}, str(path), metadata={
         "format": modelfile.FORMAT, "card": json.dumps({
-            **card, "task": modelfile.TASK, "bands": 1, "patch_size": 64,
+            **card, "task": segmodel.TASK, "bands": 1, "patch_size": 64,
             "classes": [{"id": 0, "name": "background"}, {"id": 1, "name": "a"}]})})
     job = ExportOnnxJob(model=str(path), output=str(tmp_path / "m.onnx"))
     assert any("uint16" in p and "SCALE" in p for p in job.problems())
@@ -159,7 +161,7 @@ def test_a_file_that_is_not_a_model_is_a_user_error(tmp_path):
     job = ExportOnnxJob(model=str(junk), output=str(tmp_path / "m.onnx"))
     with pytest.raises(UserError, match="not a Deep Learning Trainer model") as info:
         job.run(RecordingContext())
-    assert "Train Pixel Segmentation" in info.value.fix
+    assert "Train" in info.value.fix
     assert not (tmp_path / "m.onnx").exists()
     problems = " ".join(ExportOnnxJob(model=str(tmp_path / "none.safetensors"), output="",
                                       tile_size=100).problems())

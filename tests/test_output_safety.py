@@ -19,20 +19,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from plugin.core import modelfile
 from plugin.core.errors import UserError
 from plugin.core.jobs import Job, RecordingContext
 from plugin.core.labeling.jobs import BuildLabelRastersJob, ImportLabelsJob
 from plugin.core.labeling.project import LabelingProject
+from plugin.core.onnx_export import ExportOnnxJob
 from plugin.core.outputs import OutputLocks, absolute_paths, lock_path
 from plugin.core.perclass import parse_per_class
 from plugin.core.runner import WorkerRun
 from plugin.core.sampling.jobs import ExportChipsJob
-from plugin.core.segmentation import modelfile
-from plugin.core.segmentation.jobs import (
-    ClassifyPixelsJob,
-    ExportOnnxJob,
-    TrainPixelSegmentationJob,
-)
+from plugin.core.segmentation.jobs import ClassifyPixelsJob, TrainPixelSegmentationJob
 from plugin.core.synthetic import make_scene
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,12 +49,13 @@ def model(tmp_path_factory):
     """A tiny U-Net (random weights) trained — per its card — on uint8 3-band imagery."""
     import torch
 
-    from plugin.core.segmentation.models import build_network
+    from plugin.core.segmentation.network import build_network
 
     folder = tmp_path_factory.mktemp("safety_model")
     torch.manual_seed(1)
     net = build_network("unet", "resnet18", 3, 3)
-    card = modelfile.make_card(architecture="unet", encoder="resnet18", classes=CLASSES,
+    card = modelfile.make_card(task="pixel_segmentation",
+                               architecture="unet", encoder="resnet18", classes=CLASSES,
                                bands=3, mean=[100.0] * 3, std=[50.0] * 3, nodata=None,
                                patch_size=64, pixel_size=(0.5, 0.5), crs="EPSG:32631",
                                dtype="uint8")
@@ -375,7 +373,7 @@ def test_input_of_another_dtype_is_refused_and_rescale_maps_it(model, tmp_path):
 def test_alpha_is_a_mask_not_data_everywhere(model, tmp_path):
     import rasterio
 
-    from plugin.core.segmentation.data import band_statistics
+    from plugin.core.sampling.statistics import band_statistics
     from plugin.core.validpixels import data_band_count, valid_mask
 
     scene = make_scene(tmp_path / "s", size=64, seed=5)
@@ -407,7 +405,7 @@ def test_polygon_area_in_square_metres_on_the_ellipsoid(tmp_path):
     import rasterio
     from rasterio.transform import from_origin
 
-    from plugin.core.segmentation.classify import polygonize
+    from plugin.core.segmentation.predict import polygonize
 
     cls = np.zeros((20, 20), np.uint8)
     cls[5:15, 5:15] = 1                                # 10 × 10 px of 0.0001° at the equator
@@ -518,7 +516,7 @@ def test_export_refuses_the_patch_sizes_training_refuses(tmp_path):
 def test_model_files_are_0644_and_the_optimizer_file_is_optional(model, tmp_path):
     import torch
 
-    from plugin.core.segmentation.models import build_network
+    from plugin.core.segmentation.network import build_network
 
     old = os.umask(0o022)    # the usual umask: other outputs are 0644
     try:

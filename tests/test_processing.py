@@ -328,8 +328,8 @@ def test_qgis_process_writes_relative_outputs_in_the_callers_folder(tmp_path, ma
 
     import torch
 
-    from plugin.core.segmentation import modelfile
-    from plugin.core.segmentation.models import build_network
+    from plugin.core import modelfile
+    from plugin.core.segmentation.network import build_network
 
     scene = make_synthetic("rel", size=64, bands=3, seed=1)
     work = tmp_path / "work"
@@ -338,7 +338,8 @@ def test_qgis_process_writes_relative_outputs_in_the_callers_folder(tmp_path, ma
     torch.manual_seed(0)
     classes = [{"id": 0, "name": "background", "color": "#000000"},
                {"id": 1, "name": "bright", "color": "#ff0000"}]
-    card = modelfile.make_card(architecture="unet", encoder="resnet18", classes=classes, bands=3,
+    card = modelfile.make_card(task="pixel_segmentation",
+                               architecture="unet", encoder="resnet18", classes=classes, bands=3,
                                mean=[100.0] * 3, std=[50.0] * 3, nodata=None, patch_size=64,
                                pixel_size=(0.5, 0.5), crs="EPSG:32631")
     modelfile.save_model(work / "m.dltmodel.safetensors",

@@ -5,11 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from plugin.core import modelfile
 from plugin.core.errors import JobCancelled, UserError
+from plugin.core.inference import OrtEngine, TorchEngine
 from plugin.core.jobs import RecordingContext
-from plugin.core.segmentation import modelfile
-from plugin.core.segmentation.classify import OrtEngine, TorchEngine, predict_raster, tile_starts
+from plugin.core.segmentation import export as segexport
+from plugin.core.segmentation import modelfile as segmodel
 from plugin.core.segmentation.jobs import ClassifyPixelsJob
+from plugin.core.segmentation.predict import predict_raster
+from plugin.core.tiling import tile_starts
 
 CLASSES = [{"id": 0, "name": "background", "color": "#000000"},
            {"id": 1, "name": "bright", "color": "#ff0000"},
@@ -27,12 +31,13 @@ def model(tmp_path_factory):
     """A tiny U-Net with random weights (spatially varying output), 3 bands, 3 classes."""
     import torch
 
-    from plugin.core.segmentation.models import build_network
+    from plugin.core.segmentation.network import build_network
 
     folder = tmp_path_factory.mktemp("cls_model")
     torch.manual_seed(1)
     net = build_network("unet", "resnet18", 3, 3)
-    card = modelfile.make_card(architecture="unet", encoder="resnet18", classes=CLASSES,
+    card = modelfile.make_card(task="pixel_segmentation",
+                               architecture="unet", encoder="resnet18", classes=CLASSES,
                                bands=3, mean=[100.0] * 3, std=[50.0] * 3, nodata=0,
                                patch_size=64, pixel_size=(0.5, 0.5), crs="EPSG:32631")
     path = folder / "m.dltmodel.safetensors"
@@ -138,8 +143,8 @@ def test_band_count_and_pixel_size_checks(tmp_path, model, make_synthetic):
 def test_onnxruntime_and_torch_agree_and_tta(tmp_path, model, scene):
     import rasterio
 
-    predictor, card = modelfile.load_model(model)
-    onnx_path = modelfile.export_onnx(model, tmp_path / "m.onnx")
+    predictor, card = segmodel.load_model(model)
+    onnx_path = segexport.export_onnx(model, tmp_path / "m.onnx")
     maps = {}
     for name, engine in (("torch", TorchEngine(predictor, "cpu")), ("ort", OrtEngine(onnx_path))):
         for tta in (False, True):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from plugin.core.sampling import Patch, SampleSource
+from plugin.core.sampling.statistics import band_statistics
 from plugin.core.segmentation.data import (
     Augment,
-    band_statistics,
     class_weight_at,
     rarity_scores,
     sampling_probabilities,

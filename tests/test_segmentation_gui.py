@@ -19,8 +19,8 @@ from qgis.core import (
 from plugin.core.errors import UserError
 from plugin.core.jobs import Job
 from plugin.core.labeling.project import LabelingProject
+from plugin.core.modelfile import read_model_card
 from plugin.core.segmentation.jobs import ClassifyPixelsJob, TrainPixelSegmentationJob
-from plugin.core.segmentation.modelfile import read_model_card
 from plugin.gui.classify_pixels_dialog import ClassifyPixelsDialog
 from plugin.gui.output_layers import add_classification
 from plugin.gui.task import pump_until
@@ -434,7 +434,7 @@ def test_model_card_is_read_without_torch(tmp_path):
     assert read_model_card(model)["classes"] == CLASSES
     other = write_fake_model(tmp_path / "d.safetensors", card(task="object_detection"))
     with pytest.raises(UserError, match="'object_detection'.*needs .*'pixel_segmentation'"):
-        read_model_card(other)
+        read_model_card(other, "pixel_segmentation")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\xff" * 64)
     with pytest.raises(UserError, match="is not a Deep Learning Trainer model file"):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from plugin.core.sampling import SampleSource
-from plugin.core.segmentation.data import IGNORE, PatchDataset, WindowSampler, band_statistics
+from plugin.core.sampling.statistics import band_statistics
+from plugin.core.segmentation.data import IGNORE, PatchDataset, WindowSampler
 
 
 def _write(path, data, nodata=None):
@@ -136,7 +137,7 @@ def test_encoder_weights_from_a_local_torchvision_checkpoint(tmp_path):
     import torchvision
 
     from plugin.core.errors import UserError
-    from plugin.core.segmentation.models import build_network, load_encoder_weights
+    from plugin.core.segmentation.network import build_network, load_encoder_weights
 
     torch.manual_seed(0)
     resnet = torchvision.models.resnet18()
@@ -154,7 +155,8 @@ def test_encoder_weights_from_a_local_torchvision_checkpoint(tmp_path):
 
 
 def test_training_length_is_known_up_front():
-    from plugin.core.segmentation.jobs import MIN_STEPS, TrainPixelSegmentationJob, training_length
+    from plugin.core.segmentation.jobs import TrainPixelSegmentationJob
+    from plugin.core.training.length import MIN_STEPS, training_length
 
     job = TrainPixelSegmentationJob(epochs=25, patch_size=128, batch_size=8)
     per_epoch, total, warning = training_length(job, 100_000)

@@ -8,10 +8,12 @@ import pickle
 import numpy as np
 import pytest
 
+from plugin.core import modelfile
 from plugin.core.errors import UserError
 from plugin.core.jobs import Job, job_classes
 from plugin.core.params import param_fields
-from plugin.core.segmentation import modelfile
+from plugin.core.segmentation import export as segexport
+from plugin.core.segmentation import modelfile as segmodel
 from plugin.core.segmentation.jobs import ClassifyPixelsJob, TrainPixelSegmentationJob
 
 CLASSES = [{"id": 0, "name": "background", "color": "#000000"},
@@ -22,11 +24,12 @@ CLASSES = [{"id": 0, "name": "background", "color": "#000000"},
 def tiny_model(path, architecture="unet", bands=4, task=None):
     import torch
 
-    from plugin.core.segmentation.models import build_network
+    from plugin.core.segmentation.network import build_network
 
     torch.manual_seed(0)
     net = build_network(architecture, "resnet18", bands, 3)
-    card = modelfile.make_card(architecture=architecture, encoder="resnet18", classes=CLASSES,
+    card = modelfile.make_card(task="pixel_segmentation",
+                               architecture=architecture, encoder="resnet18", classes=CLASSES,
                                bands=bands, mean=[10.0] * bands, std=[2.0] * bands,
                                nodata=0, patch_size=64, pixel_size=(0.5, 0.5),
                                crs="EPSG:32631", training={"epochs": 1},
@@ -50,7 +53,7 @@ def test_round_trip_without_pickle(tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "load", no_pickle)
     monkeypatch.setattr(pickle, "Unpickler", no_pickle)
     monkeypatch.setattr(torch, "load", no_pickle)
-    predictor, loaded = modelfile.load_model(path)
+    predictor, loaded = segmodel.load_model(path)
     assert loaded["classes"] == CLASSES and loaded["bands"] == 4
     assert loaded["task"] == "pixel_segmentation" and loaded["format_version"] == 1
     assert loaded["plugin_version"] not in ("", None)
@@ -69,17 +72,17 @@ def test_not_a_model_and_wrong_task_are_user_errors(tmp_path):
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00" * 100)
     with pytest.raises(UserError, match="not a Deep Learning Trainer model"):
-        modelfile.read_card(junk)
+        segmodel.read_card(junk)
     plain = tmp_path / "plain.safetensors"
     save_file({"w": np.zeros(3, np.float32)}, str(plain))
     with pytest.raises(UserError, match="not a Deep Learning Trainer model"):
-        modelfile.load_model(plain)
+        segmodel.load_model(plain)
     other = tmp_path / "det.safetensors"
     tiny_model(other, task="object_detection")
     with pytest.raises(UserError, match="object_detection"):
-        modelfile.load_model(other)
+        segmodel.load_model(other)
     with pytest.raises(UserError, match="does not exist"):
-        modelfile.read_card(tmp_path / "missing.safetensors")
+        segmodel.read_card(tmp_path / "missing.safetensors")
 
 
 def test_onnx_export_matches_torch_and_carries_the_card(tmp_path):
@@ -89,7 +92,7 @@ def test_onnx_export_matches_torch_and_carries_the_card(tmp_path):
 
     path = tmp_path / "m.safetensors"
     tiny_model(path, bands=4)
-    out = modelfile.export_onnx(path, tmp_path / "m.onnx")
+    out = segexport.export_onnx(path, tmp_path / "m.onnx")
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     card = json.loads(props["dltrainer_card"])
     assert card["task"] == "pixel_segmentation" and json.loads(props["model_type"]) == "Segmentor"
@@ -97,7 +100,7 @@ def test_onnx_export_matches_torch_and_carries_the_card(tmp_path):
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = (np.random.default_rng(0).random((2, 4, 96, 128)) * 20).astype(np.float32)
     y = sess.run(None, {"image": x})[0]
-    predictor, _ = modelfile.load_model(path)
+    predictor, _ = segmodel.load_model(path)
     with torch.no_grad():
         expect = predictor(torch.from_numpy(x)).numpy()
     assert y.shape == (2, 3, 96, 128)
@@ -162,7 +165,7 @@ def test_job_specs_and_problems(tmp_path):
         assert n in names
     job = TrainPixelSegmentationJob()
     assert job.architecture == "auto" and job.encoder == "auto"     # chosen for the device
-    from plugin.core.segmentation.models import resolve_auto
+    from plugin.core.segmentation.network import resolve_auto
 
     assert resolve_auto("auto", "auto", "cpu") == ("unet", "resnet18")
     assert resolve_auto("auto", "auto", "cuda") == ("unetplusplus", "resnet34")
@@ -184,7 +187,7 @@ def test_job_specs_and_problems(tmp_path):
 
 
 def test_imagenet_weights_offline_is_a_user_error(monkeypatch):
-    from plugin.core.segmentation import models
+    from plugin.core.segmentation import network as models
 
     monkeypatch.setattr(models, "_online", lambda *a, **k: False)
     monkeypatch.setattr(models, "_weights_cached", lambda *a: False)

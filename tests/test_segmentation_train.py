@@ -13,9 +13,9 @@ import pytest
 from plugin.core.errors import UserError
 from plugin.core.jobs import RecordingContext
 from plugin.core.labeling.project import LabelingProject
-from plugin.core.segmentation.classify import predict_raster
 from plugin.core.segmentation.jobs import ClassifyPixelsJob, TrainPixelSegmentationJob
 from plugin.core.segmentation.modelfile import load_model, read_card
+from plugin.core.segmentation.predict import predict_raster
 from plugin.core.synthetic import make_scene
 
 SOLID = {1: 0, 2: 0, 3: 2, 4: 1}   # trees are painted as discs of radius 2, roads 3 px wide
@@ -306,9 +306,9 @@ def test_trains_from_an_exported_chips_folder(tmp_path, make_synthetic):
     """Issue 4: trainers also read an exported segmentation folder back through its manifest."""
     from plugin.core.jobs import RecordingContext
     from plugin.core.labeling.project import LabelingProject
+    from plugin.core.modelfile import read_model_card
     from plugin.core.sampling.jobs import ExportChipsJob
     from plugin.core.segmentation.jobs import TrainPixelSegmentationJob
-    from plugin.core.segmentation.modelfile import read_model_card
 
     scene = make_synthetic("chips_scene", size=96, seed=3)
     project = LabelingProject.create(tmp_path / "p.gpkg", scene.crs)

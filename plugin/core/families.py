@@ -1,15 +1,20 @@
 """The model families: ONE row per family (after Deepness's ``ModelDefinition``).
 
-A row names the family's model-file task, its job kinds, the :class:`~.training.task.TrainingTask`
-subclass the one training engine runs, and the GUI entries. The job catalogue (CLI, worker), the
-Processing provider, the Deep Learning menu and the model-file loader all read this table, so a
-new family is one row here plus its own modules (jobs, task, dialogs). Strings only: this module
-is imported inside QGIS, where torch must never be loaded.
+A row names everything a family is: its model-file task, its job kinds, the
+:class:`~.training.task.TrainingTask` subclass the one training engine runs, how its model files
+load (``loader``) and export to ONNX (``exporter``), and its GUI entries. The job catalogue (CLI,
+worker), the Processing provider, the Deep Learning menu, the Training Model window and the
+model-file loader (:func:`.modelfile.load_model`) all read this table, so a new family is one row
+here plus its own folder (``jobs``, ``task``, ``data``, ``network``, ``predict``, ``export``).
+
+Strings only and no imports of the core: this module is imported inside QGIS, where torch must
+never be loaded, and by every shared layer (it closes no import circle).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -25,15 +30,17 @@ class Tool:
 
 @dataclass(frozen=True)
 class Family:
-    """One model family."""
+    """One model family (the ``"module:name"`` strings are relative to ``plugin.core``)."""
 
     task: str                 # the model file's ``task`` field, e.g. "pixel_segmentation"
     title: str                # e.g. "Pixel Segmentation"
     train_kind: str           # job kind that trains it, e.g. "train_pixel_segmentation"
     classify_kinds: tuple[str, ...]    # job kinds that apply a model, e.g. ("classify_pixels",)
-    task_class: str           # "module:Class" (module relative to plugin.core) of its TrainingTask
-    jobs_module: str          # module (relative to plugin.core) whose import registers its jobs
-    other_kinds: tuple[str, ...] = ()  # more job kinds offered in Processing (e.g. export_onnx)
+    task_class: str           # "module:Class" of its TrainingTask
+    jobs_module: str          # module whose import registers its jobs
+    loader: str               # "module:function": (path, card) → (predictor on the CPU, card)
+    exporter: str = ""        # "module:function": (ExportOnnxJob, card, input scale, ctx) → result
+    other_kinds: tuple[str, ...] = ()  # more job kinds offered in Processing
     train_tool: Tool | None = None     # entry in Deep Learning ▸ Train
     classify_tools: tuple[Tool, ...] = field(default_factory=tuple)  # ▸ Classify
 
@@ -41,34 +48,47 @@ class Family:
     def job_kinds(self) -> tuple[str, ...]:
         return (self.train_kind, *self.classify_kinds, *self.other_kinds)
 
+    @property
+    def window_tool(self) -> Tool | None:
+        """The classify tool the Training Model window offers for a model of this family."""
+        return self.classify_tools[0] if self.classify_tools else None
+
 
 FAMILIES: list[Family] = [
     Family("pixel_segmentation", "Pixel Segmentation", "train_pixel_segmentation",
            ("classify_pixels",), "segmentation.task:PixelSegmentationTask",
-           "segmentation.jobs", other_kinds=("export_onnx",),
+           "segmentation.jobs", loader="segmentation.modelfile:load_model",
+           exporter="segmentation.export:export_job",
            train_tool=Tool("train_pixel_segmentation", "Pixel Segmentation…",
                            "train_segmentation_dialog:open_train_segmentation"),
            classify_tools=(Tool("classify_pixels", "Classify Pixels…",
                                 "classify_pixels_dialog:open_classify_pixels"),)),
     Family("object_detection", "Object Detection", "train_object_detection",
            ("detect_objects",), "detection.task:ObjectDetectionTask", "detection.jobs",
+           loader="detection.modelfile:load_detector",
+           exporter="detection.export:export_job",
            train_tool=Tool("train_object_detection", "Object Detection…",
                            "train_detection_dialog:open_train_detection"),
            classify_tools=(Tool("detect_objects", "Detect Objects…",
                                 "detect_objects_dialog:open_detect_objects"),)),
     Family("grid", "Grid Model", "train_grid_model", ("classify_grid",),
            "classification.task:GridTask", "classification.jobs",
+           loader="classification.network:load_classifier",
            train_tool=Tool("train_grid_model", "Grid Model…",
                            "classification_dialogs:open_train_grid_model"),
            classify_tools=(Tool("classify_grid", "Classify Grid…",
                                 "classification_dialogs:open_classify_grid"),)),
     Family("chip_classification", "Chip Classifier", "train_chip_classifier",
            ("classify_chips",), "classification.task:ChipTask", "classification.jobs",
+           loader="classification.network:load_classifier",
            train_tool=Tool("train_chip_classifier", "Chip Classifier…",
                            "classification_dialogs:open_train_chip_classifier"),
            classify_tools=(Tool("classify_chips", "Classify Chips…",
                                 "classification_dialogs:open_classify_chips"),)),
 ]
+
+#: Job kinds every family shares (registered by shared modules, listed in Processing once).
+SHARED_KINDS: tuple[str, ...] = ("export_onnx",)
 
 
 def family(task: str) -> Family | None:
@@ -88,8 +108,19 @@ def task_title(task: str | None) -> str:
 
 
 def job_kinds() -> list[str]:
-    """Every family's job kinds (train, classify, others), in table order."""
-    return [k for f in FAMILIES for k in f.job_kinds]
+    """Every family's job kinds (train, classify, others), in table order, then the shared
+    ones."""
+    return [k for f in FAMILIES for k in f.job_kinds] + list(SHARED_KINDS)
+
+
+def exportable_titles() -> list[str]:
+    """Titles of the families whose models export to ONNX."""
+    return [f.title for f in FAMILIES if f.exporter]
+
+
+def _resolve(ref: str) -> Callable:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
 def import_job_modules() -> None:
@@ -103,12 +134,19 @@ def make_task(kind: str):
     fam = next((f for f in FAMILIES if f.train_kind == kind), None)
     if fam is None:
         raise KeyError(f"No model family is trained by job kind {kind!r}.")
-    module, _, cls = fam.task_class.partition(":")
-    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)()
+    return _resolve(fam.task_class)()
 
 
-def train(job, ctx) -> dict:
-    """Run a training job of any family in the one training engine."""
-    from .training.engine import run_training
+def load_function(task: str, path=None) -> Callable:
+    """The loader of ``task``'s family: ``(path, card) → (predictor, card)``. Raises KeyError
+    for a task no family has (the model-file reader refuses such cards before)."""
+    fam = family(task)
+    if fam is None:
+        raise KeyError(f"No model family has task {task!r} ({path}).")
+    return _resolve(fam.loader)
 
-    return run_training(job, make_task(job.kind), ctx)
+
+def export_function(task: str) -> Callable | None:
+    """The ONNX export of ``task``'s family, or None when it has none."""
+    fam = family(task)
+    return _resolve(fam.exporter) if fam and fam.exporter else None

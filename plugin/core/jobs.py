@@ -29,9 +29,9 @@ def register_job(cls: type[Job]) -> type[Job]:
 
 
 def job_classes() -> dict[str, type[Job]]:
-    """All registered job classes by kind (importing the modules that define them)."""
-    from . import job_catalog  # noqa: F401  (registers every job class)
-
+    """All registered job classes by kind. Every job module registers its classes when it is
+    imported; entry points (CLI, worker, Processing, the plugin) import :mod:`.job_catalog`,
+    which imports them all, so this module imports none (it closes no import circle)."""
     return dict(_REGISTRY)
 
 

@@ -31,15 +31,17 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .errors import UserError
 from .params import param_fields
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .jobs import Job
+#: A job (a :class:`.jobs.Job` dataclass whose fields carry ParamSpecs); not imported from
+#: ``.jobs``, which imports this module.
+Job = Any
 
-IN_KINDS = ("file_in", "folder_in", "raster_in", "vector_in", "project_in", "model_in")
+IN_KINDS = ("file_in", "folder_in", "raster_in", "vector_in", "vector_or_file_in", "project_in",
+            "model_in")
 OUT_KINDS = ("file_out", "folder_out", "model_out", "project_out", "raster_out", "vector_out")
 LIST_IN_KINDS = ("raster_list", "vector_list")
 FOLDER_KINDS = ("folder_in", "folder_out")
@@ -245,7 +247,7 @@ def format_problems(job: Job) -> list[str]:
 
 def model_problems(job: Job) -> list[str]:
     """Model inputs that are not valid model files (read by content, whatever their name)."""
-    from .segmentation.modelfile import read_model_card
+    from .modelfile import read_model_card
 
     out = []
     for f, ps in param_fields(type(job)):

@@ -15,6 +15,12 @@ def nearest_patch_size(value: int) -> int:
     return max(PATCH_MULTIPLE, int(round(value / PATCH_MULTIPLE)) * PATCH_MULTIPLE)
 
 
+def ceil_multiple(value: float) -> int:
+    """``value`` px rounded up to a multiple of 32 px (at least 32): the smallest tile a
+    network takes that holds ``value`` pixels."""
+    return max(PATCH_MULTIPLE, -(-int(-(-value // 1)) // PATCH_MULTIPLE) * PATCH_MULTIPLE)
+
+
 def patch_size_problem(value: int, what: str = "Patch size",
                        name: str = "PATCH_SIZE") -> list[str]:
     """[sentence with the fix] when ``value`` px breaks the rule, else []; 0 (automatic)

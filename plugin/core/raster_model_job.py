@@ -50,7 +50,7 @@ def _task_problem(path: str, task: str) -> list[str]:
     if not task or not path or not Path(path).is_file():
         return []
     from .errors import UserError
-    from .segmentation.modelfile import read_model_card
+    from .modelfile import read_model_card
 
     try:
         card = read_model_card(path, task=None)

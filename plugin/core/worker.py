@@ -13,6 +13,7 @@ import sys
 import threading
 import traceback
 
+from . import job_catalog  # noqa: F401  (registers every job class)
 from .errors import JobCancelled, UserError
 from .jobs import Job, JobContext
 

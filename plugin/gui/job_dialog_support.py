@@ -33,6 +33,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..core import job_catalog  # noqa: F401  (registers every job class)
 from ..core.errors import UserError
 from ..core.jobs import Job
 

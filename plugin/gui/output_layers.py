@@ -72,7 +72,7 @@ def output_styler(job, name: str) -> Callable[[object], object] | None:
     the model's class colours for Classify Pixels outputs; None for others."""
     if getattr(job, "kind", "") != "classify_pixels" or not getattr(job, "model", ""):
         return None
-    from ..core.segmentation.modelfile import read_model_card
+    from ..core.modelfile import read_model_card
 
     classes = read_model_card(job.model).get("classes") or []
     return {"OUTPUT": lambda layer: style_class_raster(layer, classes),

@@ -29,7 +29,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core.errors import UserError
 from ..core.jobs import Job
-from ..core.segmentation.modelfile import read_model_card
+from ..core.modelfile import read_model_card
 from ..core.wording import for_dialog, plural
 from . import messages, settings
 from .job_dialog_support import (

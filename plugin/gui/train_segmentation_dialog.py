@@ -43,6 +43,7 @@ from ..core.basic_jobs import EnvironmentReportJob
 from ..core.errors import UserError
 from ..core.labeling.grid import read_grid
 from ..core.labeling.project import LabelingProject
+from ..core.patchsize import PATCH_MULTIPLE, nearest_patch_size
 from ..core.sampling.jobs import SampleSummaryJob
 from ..core.segmentation.jobs import (
     ARCHITECTURE_LABELS,
@@ -50,12 +51,10 @@ from ..core.segmentation.jobs import (
     ENCODERS,
     LOSS_LABELS,
     LOSSES,
-    PATCH_MULTIPLE,
     UNLABELLED,
     TrainPixelSegmentationJob,
-    nearest_patch_size,
-    training_length,
 )
+from ..core.training.length import training_length
 from ..core.wording import for_dialog, plural
 from . import settings
 from .job_dialog_support import (

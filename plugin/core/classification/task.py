@@ -43,7 +43,7 @@ class ClassificationTask(TrainingTask):
         return [c["name"] for c in self.classes]
 
     def build_network(self, base_card: dict | None):
-        from .networks import build_classifier, freeze_all_but_head
+        from .network import build_classifier, freeze_all_but_head
 
         job = self.job
         self.architecture = job.architecture
@@ -69,11 +69,7 @@ class ClassificationTask(TrainingTask):
         return max(1, math.ceil(self.train_count / job.batch_size))
 
     def _loader_kw(self, device: str) -> dict:
-        workers = runtime.num_workers(getattr(self.job, "num_workers", -1), device)
-        kw = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
-        if workers:
-            kw["prefetch_factor"] = 4
-        return kw
+        return runtime.loader_kwargs(getattr(self.job, "num_workers", -1), device)
 
     def train_loader(self, epoch: int, device: str):
         import torch
@@ -182,7 +178,7 @@ class GridTask(ClassificationTask):
 
         from ..sampling import SamplingConfig, plan_patches, sources_from_project
         from ..sampling.sources import project_classes
-        from ..segmentation.data import band_statistics
+        from ..sampling.statistics import band_statistics
         from .data import CellDataset
         from .gridcells import cell_targets
 

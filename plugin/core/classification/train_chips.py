@@ -67,8 +67,8 @@ def evaluate_chips(model_path: str, chips, data, batch_size: int = 32) -> dict:
     """Metrics of a chip classifier (file) on ``chips`` with their labels, through the same
     predictor Classify Chips uses (card thresholds for multi-label)."""
     from .chipsplit import chip_targets
-    from .classify_chips import predict_chips
-    from .networks import load_classifier
+    from .network import load_classifier
+    from .predict_chips import predict_chips
 
     predictor, card = load_classifier(model_path, "chip_classification")
     probs = predict_chips(predictor, card, [c.path for c in chips], batch_size)

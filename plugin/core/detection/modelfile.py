@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..segmentation import modelfile as common
+from .. import modelfile as common
 
 TASK = "object_detection"
 
@@ -36,7 +36,7 @@ def make_card(*, architecture: str, classes: list[dict], bands: int, mean: list[
     card = common.make_card(architecture=architecture, encoder="", classes=with_bg, bands=bands,
                             mean=mean, std=std, nodata=nodata, patch_size=patch_size,
                             pixel_size=pixel_size, crs=crs, training=training, metrics=metrics,
-                            state=state, dtype=dtype)
+                            state=state, dtype=dtype, task=TASK)
     card.update(detection_card_fields(architecture=architecture, score_threshold=score_threshold,
                                       nms_iou=nms_iou, max_box_px=max_box_px))
     return card
@@ -54,7 +54,7 @@ def object_classes(card: dict) -> list[dict]:
 
 def network_from_card(card: dict):
     """A detector shaped as ``card`` describes (random weights)."""
-    from .models import build_detector
+    from .network import build_detector
 
     return build_detector(card["architecture"], int(card["bands"]), int(card["num_outputs"]),
                           int(card["patch_size"]), card["mean"], card["std"],
@@ -65,18 +65,16 @@ def network_from_card(card: dict):
 def load_detector(path: str | Path, card: dict | None = None):
     """(detector in eval mode on the CPU with the file's weights, card). Only tensors and JSON
     are read from the file (safetensors)."""
-    from safetensors.torch import load_file
-
     from ..errors import UserError
 
     card = card or read_card(path)
-    network = network_from_card(card)
-    state = load_file(str(path))
-    missing, unexpected = network.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UserError(f"The weights in {Path(path).name} do not fit a {card['architecture']} "
-                        f"detector ({len(missing)} missing, {len(unexpected)} unexpected).",
-                        "The file is damaged; train again.")
+    try:
+        network = network_from_card(card)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"The model card of {Path(path).name} names a detector this plugin "
+                        f"cannot build ({exc}).", "Use the model file as training wrote it, "
+                        "or train again.") from None
+    common.load_weights(network, path, f"a {card['architecture']} detector")
     return network.eval(), card
 
 

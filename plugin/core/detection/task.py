@@ -38,7 +38,7 @@ class ObjectDetectionTask(TrainingTask):
     def prepare(self, job, ctx, log_folder: Path) -> None:
         import rasterio
 
-        from ..segmentation.data import band_statistics
+        from ..sampling.statistics import band_statistics
         from .data import prepare_detection_data
 
         self.job, self.ctx, self.log_folder = job, ctx, Path(log_folder)
@@ -67,7 +67,7 @@ class ObjectDetectionTask(TrainingTask):
         self.max_box_px = data.largest_box()
 
     def build_network(self, base_card: dict | None):
-        from .models import build_detector
+        from .network import build_detector
 
         if base_card is not None:
             self.adopt_card(base_card)
@@ -96,12 +96,9 @@ class ObjectDetectionTask(TrainingTask):
         from ..training import runtime
         from .data import collate
 
-        workers = runtime.num_workers(self.job.num_workers, device)
-        kw = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
-        if workers:
-            kw["prefetch_factor"] = 4
         return DataLoader(dataset, batch_size=self.job.batch_size, sampler=sampler,
-                          collate_fn=collate, **kw)
+                          collate_fn=collate,
+                          **runtime.loader_kwargs(self.job.num_workers, device))
 
     def train_loader(self, epoch: int, device: str):
         import torch
@@ -213,7 +210,7 @@ def patch_edge_rule(images, preds: list[dict], targets: list[dict]):
     would be dropped) is marked ``iscrowd`` (COCO's ignore flag: matching it neither counts nor
     costs). With a smaller margin for truths than for predictions, a whole object 1 px from the
     edge counted as missed however well it was found."""
-    from .detect import EDGE_PX
+    from .predict import EDGE_PX
 
     out_p, out_t = [], []
     for img, p, t in zip(images, preds, targets):

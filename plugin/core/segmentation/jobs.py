@@ -5,25 +5,15 @@ Nothing heavy at import time: the engine modules (torch, rasterio, smp) are impo
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from pathlib import Path
 
-from ..jobs import Job, JobContext, register_job
+from ..job_fields import TILE_SIZE_LABEL, device_field, model_file_name
+from ..jobs import JobContext, register_job
 from ..params import spec
 from ..patchsize import PATCH_MULTIPLE, nearest_patch_size, patch_size_problem  # noqa: F401
 from ..raster_model_job import RasterModelJob
-from ..training_fields import (
-    MODEL_FILTER,
-    init_model_field,
-    log_folder_field,
-    num_workers_field,
-    output_last_model_field,
-    patience_field,
-    resume_from_field,
-    seed_field,
-)
-from ..training_job import TrainingJob
+from ..training import fields as trainer
+from ..training.job import TrainingJob
 
 ARCHITECTURES = ("auto", "unetplusplus", "unet", "deeplabv3plus")
 ARCHITECTURE_LABELS = {"auto": "Automatic (U-Net on CPU, U-Net++ on GPU)",
@@ -34,60 +24,11 @@ LOSSES = ("ce_dice", "ce", "focal", "tversky")
 LOSS_LABELS = {"ce_dice": "Cross-entropy + Dice", "ce": "Cross-entropy", "focal": "Focal",
                "tversky": "Tversky"}
 UNLABELLED = ("background", "unknown")
-MIN_STEPS = 300    # fewer optimiser steps than this get a warning before training
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
-_MODEL_FILTER = MODEL_FILTER
+_MODEL_FILTER = trainer.MODEL_FILTER
 _RASTER_FILTER = "GeoTIFF (*.tif *.tiff)"
-MODEL_SUFFIX = ".dltmodel.safetensors"
 _TRAINING_DATA_FILTER = ("Labeling project (*.gpkg);;Segmentation chips folder (its manifest.json) "
                          "(manifest.json)")
-#: Devices a job can run on (Processing shows them as a drop-down; the dialogs list the GPUs).
-DEVICES = ("auto", "cpu", "cuda") + tuple(f"cuda:{i}" for i in range(8))
-DEVICE_LABELS = {"auto": "Automatic (first GPU if available)", "cpu": "CPU",
-                 "cuda": "CUDA (first GPU)", **{f"cuda:{i}": f"CUDA GPU {i}" for i in range(8)}}
-TILE_SIZE_LABEL = "Tile size (px, 0 = automatic: the model's patch size)"
-
-
-def model_file_name(path: str) -> str:
-    """``path`` ending in ``.dltmodel.safetensors``: a word suffix is replaced (``best.model``
-    → ``best.dltmodel.safetensors``), other names get it appended (``run.v2`` → ``run.v2.
-    dltmodel.safetensors``); names already ending in ``.safetensors`` are kept."""
-    if not path or path.lower().endswith(".safetensors"):
-        return path
-    p = Path(path)
-    replace = p.suffix[1:].isalpha() and len(p.suffix) <= 9    # best.model, scene.tif → best, scene
-    stem = p.name[:-len(p.suffix)] if replace else p.name
-    return str(p.with_name(stem + MODEL_SUFFIX)) if stem else path
-
-
-#: Fewest batches per epoch (automatic length): 12 × the default 25 epochs = 300 steps, the
-#: MIN_STEPS a model needs (issue 9). A small project (about 0.2 megapixels) then trains in about
-#: 300 × 1.7 s ≈ 9 minutes with the defaults (U-Net/ResNet-18, 8 × 128² px) on one thread of a
-#: 2-core CPU, within the issue's 10 minutes; 20 took 500 steps (14 minutes) and learnt no more:
-#: validation IoU peaked halfway (bench/learn_real_imagery.py).
-MIN_STEPS_PER_EPOCH = 12
-
-
-def training_length(job, train_area_px: float) -> tuple[int, int, str]:
-    """(batches per epoch, total optimiser steps, warning or "") of ``job`` for a training area
-    of ``train_area_px`` pixels. STEPS_PER_EPOCH 0 (automatic): random windows covering the
-    training area about twice, at least MIN_STEPS_PER_EPOCH batches; MAX_PATCHES caps it."""
-    per_epoch = job.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(
-        2 * train_area_px / job.patch_size ** 2 / max(job.batch_size, 1)))
-    if job.max_patches:
-        per_epoch = min(per_epoch, max(1, math.ceil(job.max_patches / job.batch_size)))
-    total = per_epoch * job.epochs
-    warning = (f"Only {total} training steps: models usually need a few hundred (raise EPOCHS "
-               "or STEPS_PER_EPOCH)." if total < MIN_STEPS else "")
-    return per_epoch, total, warning
-
-
-def _device_problem(device: str) -> list[str]:
-    """DEVICE check for the jobs whose DEVICE is free text (chip-classifier and grid jobs)."""
-    d = (device or "auto").strip().lower()
-    if d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit()):
-        return []
-    return [f"Device (DEVICE) is {device!r}: use auto, cpu, cuda or cuda:N."]
 
 
 def _per_class_problem(value, name: str) -> list[str]:
@@ -139,35 +80,23 @@ class TrainPixelSegmentationJob(TrainingJob):
                                           "timm or torchvision checkpoint of the same encoder),"
                                           " for computers without internet; overrides Encoder "
                                           "weights.")
-    init_model: str = init_model_field("pixel segmentation model")
+    init_model: str = trainer.init_model_field("pixel segmentation model")
     patch_size: int = spec(128, "PATCH_SIZE", "Patch size (px)", "int", minimum=32,
                            maximum=4096,
                            help="Edge of the square patches the model learns from; a multiple "
                                 "of 32, smaller than the rasters.")
-    split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
-                        minimum=0, maximum=100, decimals=0,
-                        help="Percent of the rasters (or patches) used for training; the rest "
-                             "validates.")
-    shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool",
-                         help="Draw the training/validation split with the seed; off gives the "
-                              "same split every run.")
-    seed: int = seed_field()
+    split: float = trainer.split_field()
+    shuffle: bool = trainer.shuffle_field()
+    seed: int = trainer.seed_field()
     feature_patch_percentage: float = spec(
         1.0, "FEATURE_PATCH_PERCENTAGE", "Feature patch percentage", "float", minimum=0,
         maximum=1, help="Share (0–1) of the patches holding labelled features that are used.")
     background_patch_ratio: float = spec(
         0.15, "BACKGROUND_PATCH_RATIO", "Background patch ratio", "float", minimum=0,
         help="Background patches (no features) per feature patch.")
-    epochs: int = spec(25, "EPOCHS", "Number of epochs", "int", minimum=1, maximum=100000,
-                       help="Passes over the training patches; the best model is kept "
-                            "whatever the number.")
-    batch_size: int = spec(8, "BATCH_SIZE", "Patches per batch", "int", minimum=1,
-                           maximum=4096, help="Patches per optimisation step; limited by GPU "
-                                              "memory.")
-    learning_rate: float = spec(0.001, "LEARNING_RATE", "Learning rate", "float",
-                                minimum=1e-7, maximum=1.0,
-                                help="Initial step size of the optimiser (it decays over "
-                                     "training); lower it when fine-tuning.")
+    epochs: int = trainer.epochs_field(25)
+    batch_size: int = trainer.batch_size_field(8)
+    learning_rate: float = trainer.learning_rate_field(0.001)
     augment_rotation: bool = spec(True, "AUGMENT_ROTATION", "Augment: rotation", "bool",
                                   help="Random 90° turns plus small rotations.")
     augment_scale: bool = spec(True, "AUGMENT_SCALE", "Augment: scale", "bool",
@@ -209,26 +138,19 @@ class TrainPixelSegmentationJob(TrainingJob):
     loss_weight: float = spec(0.0, "LOSS_WEIGHT", "Loss weight", "float", minimum=0, maximum=1,
                               help="0 treats feature and background pixels equally; higher "
                                    "values weigh feature pixels more in the loss.")
-    patience: int = patience_field()
-    steps_per_epoch: int = spec(0, "STEPS_PER_EPOCH", "Batches per epoch (0 = automatic)",
-                                "int", minimum=0, advanced=True,
-                                help="Each epoch draws this many batches of new random windows "
-                                     "(up to half centred on labelled pixels). 0: enough for "
-                                     "about two passes over the training area, at least 12.")
-    max_patches: int = spec(0, "MAX_PATCHES", "Max training patches per epoch (0 = all)", "int",
-                            minimum=0, advanced=True)
-    num_workers: int = num_workers_field()
-    resume_from: str = resume_from_field()
-    device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
-                       choice_labels=DEVICE_LABELS,
-                       help="Where training runs: automatic takes the first CUDA GPU when there "
-                            "is one.")
-    output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
-                             file_filter=_MODEL_FILTER,
-                             help="The model with the best mean validation IoU of the "
-                                  "classes (background included when it is learnt; without "
-                                  "validation: the last model).")
-    output_last_model: str = output_last_model_field()
+    patience: int = trainer.patience_field()
+    steps_per_epoch: int = trainer.steps_per_epoch_field(
+        "Batches per epoch (0 = automatic)",
+        "Each epoch draws this many batches of new random windows (up to half centred on "
+        "labelled pixels). 0: enough for about two passes over the training area, at least 12.")
+    max_patches: int = trainer.max_patches_field()
+    num_workers: int = trainer.num_workers_field()
+    resume_from: str = trainer.resume_from_field()
+    device: str = device_field("training")
+    output_model: str = trainer.output_model_field(
+        "the best mean validation IoU of the classes (background included when it is learnt; "
+        "without validation: the last model)")
+    output_last_model: str = trainer.output_last_model_field()
     save_optimizer: bool = spec(True, "SAVE_OPTIMIZER", "Save optimizer state beside the last "
                                 "model", "bool", advanced=True,
                                 help="Writes <last model>.optim.safetensors (the AdamW moments "
@@ -236,14 +158,14 @@ class TrainPixelSegmentationJob(TrainingJob):
                                      "size) so RESUME_FROM continues exactly; without it a "
                                      "resumed run restarts the optimizer from the averaged "
                                      "weights.")
-    log_folder: str = log_folder_field()
+    log_folder: str = trainer.log_folder_field()
 
     def __post_init__(self) -> None:
         self.output_model = model_file_name(self.output_model)
         self.output_last_model = model_file_name(self.output_last_model)
 
     def extra_outputs(self) -> list[tuple[str, str, bool]]:
-        from .modelfile import optimizer_path
+        from ..modelfile import optimizer_path
 
         out = super().extra_outputs()
         if self.output_last_model and self.save_optimizer:
@@ -333,10 +255,7 @@ class ClassifyPixelsJob(RasterModelJob):
                              "raster of another data type whose values do not fit is refused). "
                              "dtype: map the input data type's range onto the training data "
                              "type's (uint16 0–65535 or float 0–1 → uint8 0–255).")
-    device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
-                       choice_labels=DEVICE_LABELS,
-                       help="Where the model runs: automatic takes the first CUDA GPU when "
-                            "there is one.")
+    device: str = device_field()
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -344,67 +263,8 @@ class ClassifyPixelsJob(RasterModelJob):
         return out
 
     def run(self, ctx: JobContext) -> dict:
-        from .classify import classify_pixels
+        from .predict import classify_pixels
 
         return classify_pixels(self, ctx)
 
 
-INPUT_SCALES = ("unit", "raw")
-
-
-@register_job
-@dataclass
-class ExportOnnxJob(Job):
-    """Export a pixel segmentation model to ONNX for Deepness, GeoDeep or any onnxruntime
-    user: normalisation and softmax are inside the graph, and the classes, resolution, tile
-    size and the full model card are in its metadata."""
-
-    kind = "export_onnx"
-    title = "Export Model to ONNX"
-    group = "Pixel segmentation"
-
-    model: str = spec("", "MODEL", "Model", "model_in", file_filter=_MODEL_FILTER)
-    output: str = spec("", "OUTPUT", "Output ONNX file", "file_out",
-                       file_filter="ONNX model (*.onnx)")
-    input_scale: str = spec("unit", "INPUT_SCALE", "Input values", "enum",
-                            choices=INPUT_SCALES,
-                            choice_labels=("Divided by the scale (0–1)", "Raw pixel values"),
-                            help="unit: the network takes pixel values divided by SCALE (0–1 "
-                                 "for 8-bit imagery, as Deepness and GeoDeep feed it); raw: "
-                                 "it takes raw pixel values, like Classify Pixels.")
-    scale: float = spec(255.0, "SCALE", "Scale (pixel value of 1.0, for unit)", "float",
-                        minimum=1e-6,
-                        help="255 for 8-bit imagery; for other data the value that stands for "
-                             "1.0 (e.g. 65535, or 10000 for reflectance ×10000).")
-    tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = the model's patch size)", "int",
-                          minimum=0, maximum=8192, advanced=True,
-                          help="The fixed input size of the exported network (Deepness and "
-                               "GeoDeep read the tile size from it); a multiple of 32.")
-    tiles_overlap: int = spec(25, "TILES_OVERLAP", "Suggested tile overlap (%)", "int",
-                              minimum=0, maximum=75, advanced=True)
-
-    def problems(self) -> list[str]:
-        out = super().problems()
-        if self.model and not Path(self.model).is_file():
-            out.append(f"The model {self.model} does not exist: check MODEL.")
-        if not self.output:
-            out.append("Output ONNX file (OUTPUT) is required: choose a file name.")
-        out += patch_size_problem(self.tile_size, "Tile size", "TILE_SIZE")
-        if self.model and Path(self.model).is_file():
-            from ..errors import UserError
-            from .modelfile import read_model_card
-            from .onnx_export import check_input_scale
-
-            try:   # the card is read from the file header with the standard library only
-                card = read_model_card(self.model, None)
-                if card.get("task") not in ("pixel_segmentation", "object_detection"):
-                    read_model_card(self.model)   # the UserError naming both tasks
-                check_input_scale(card, self.input_scale, self.scale)
-            except UserError as exc:
-                out.append(str(exc))
-        return out
-
-    def run(self, ctx: JobContext) -> dict:
-        from .onnx_export import export_onnx_model
-
-        return export_onnx_model(self, ctx)

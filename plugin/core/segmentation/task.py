@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from ..training import runtime
+from ..training.length import training_length
 from ..training.task import TrainingTask
 from ..validpixels import data_band_count
 from .data import WindowSampler
-from .jobs import training_length
 from .metrics import IGNORE, confusion_metric, metrics_from_confusion
 
 N_PREVIEW = 4     # validation patches shown in TensorBoard
@@ -47,7 +47,7 @@ class PixelSegmentationTask(TrainingTask):
     def prepare(self, job, ctx, log_folder: Path) -> None:
         import rasterio
 
-        from .data import band_statistics
+        from ..sampling.statistics import band_statistics
         from .train import _loss_weights, prepare
 
         self.job, self.ctx = job, ctx
@@ -69,7 +69,7 @@ class PixelSegmentationTask(TrainingTask):
         self.class_ids = [c["id"] for c in self.classes]
         self.unknown = job.unlabelled_pixels == "unknown"
         self.feature_ids = [c for c in self.class_ids if c > 0]
-        from .models import resolve_auto
+        from .network import resolve_auto
 
         self.architecture, self.encoder = resolve_auto(
             job.architecture, job.encoder, runtime.resolve_device(job.device))
@@ -94,7 +94,7 @@ class PixelSegmentationTask(TrainingTask):
         self._train_ds = None
 
     def build_network(self, base_card: dict | None):
-        from .models import build_network, load_encoder_weights
+        from .network import build_network, load_encoder_weights
 
         if base_card is not None:
             self.adopt_card(base_card)
@@ -121,11 +121,7 @@ class PixelSegmentationTask(TrainingTask):
 
     # -- data ----------------------------------------------------------------------------------
     def _loader_kw(self, device: str) -> dict:
-        workers = runtime.num_workers(self.job.num_workers, device)
-        kw = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
-        if workers:
-            kw["prefetch_factor"] = 4
-        return kw
+        return runtime.loader_kwargs(self.job.num_workers, device)
 
     def train_loader(self, epoch: int, device: str):
         import torch

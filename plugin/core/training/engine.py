@@ -40,10 +40,9 @@ import math
 import time
 from pathlib import Path
 
-from .. import distributed
+from .. import distributed, modelfile
 from ..errors import UserError
 from ..jobs import JobContext
-from ..segmentation import modelfile
 from . import report, runtime
 from .task import TrainingTask
 from .weight_average import WeightAverage

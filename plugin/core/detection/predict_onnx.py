@@ -30,7 +30,7 @@ EXPORT_SCORE = 0.05      # the export keeps boxes from this score (as torch's de
 def onnx_detector_cache(model_path: str | Path, tile: int, score: float, nms_iou: float,
                         max_detections: int) -> Path:
     """The cached export of ``model_path`` for these graph settings."""
-    from ..segmentation.classify import onnx_cache_path
+    from ..inference import onnx_cache_path
 
     base = onnx_cache_path(model_path)
     return base.with_name(f"{base.stem}_det{tile}_s{score:g}_n{nms_iou:g}_k{max_detections}"
@@ -132,8 +132,8 @@ def ort_tile_detector(job, card: dict, tile: int, score: float, nms_iou: float, 
     if path.is_file():
         path.touch()
     else:
-        from ..segmentation.classify import _prune_cache
-        from .onnx_export import export_detector_onnx
+        from ..inference import prune_cache
+        from .export import export_detector_onnx
 
         if ctx:
             ctx.log("Preparing the detector for fast CPU inference (once per model and "
@@ -141,7 +141,7 @@ def ort_tile_detector(job, card: dict, tile: int, score: float, nms_iou: float, 
         path.parent.mkdir(parents=True, exist_ok=True)
         export_detector_onnx(job.model, path, tile_size=tile, score_threshold=keep_from,
                              nms_iou=nms_iou, max_detections=int(job.max_detections))
-        _prune_cache(path.parent)
+        prune_cache(path.parent)
         for opt in path.parent.glob("*_det*.opt"):     # optimized graphs of pruned exports
             if not opt.with_name(opt.name.split(".ort")[0] + ".onnx").is_file():
                 opt.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UserError
+from .errors import UserError
 
 RESCALE_CHOICES = ("none", "dtype")
 
@@ -33,7 +33,7 @@ def dtype_range(dtype: str) -> tuple[float, float] | None:
 def _sample(src, max_windows: int = 16, size: int = 256) -> np.ndarray:
     from rasterio.windows import Window
 
-    from ..validpixels import read_data, valid_mask
+    from .validpixels import read_data, valid_mask
 
     wins = [Window(c, r, min(size, src.width - c), min(size, src.height - r))
             for r in range(0, src.height, size) for c in range(0, src.width, size)]
@@ -88,3 +88,6 @@ def input_scaling(src, card: dict, rescale: str = "none") -> tuple[float, float,
         "give wrong classes.",
         f"Set RESCALE to 'dtype' to map {given}'s range onto {trained}'s, or convert the raster "
         f"to {trained} with the training rasters' scaling.")
+
+
+PIXEL_SIZE_TOLERANCE = 1.5     # ratio to the training pixel size that triggers a warning

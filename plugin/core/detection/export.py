@@ -27,12 +27,13 @@ Metadata (``metadata_props``, values JSON text): ``model_type`` "Detector", ``de
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from .. import modelfile as common
 from ..errors import UserError
-from ..segmentation import modelfile as common
+from ..jobs import JobContext
+from ..onnxfile import finish_onnx, metadata_props
 
 
 def _wrapper(network, scale: float):
@@ -62,7 +63,7 @@ def export_detector_onnx(model_path: str | Path, onnx_path: str | Path, *,
     import torch
 
     from .modelfile import load_detector, object_classes
-    from .models import set_inference
+    from .network import set_inference
 
     if not input_scale > 0:
         raise UserError(f"The input scale {input_scale:g} is not positive.",
@@ -75,7 +76,7 @@ def export_detector_onnx(model_path: str | Path, onnx_path: str | Path, *,
                   int(max_detections))
     wrapper = _wrapper(network, float(input_scale))
     dummy = torch.rand(1, int(card["bands"]), size, size) * (255.0 / input_scale)
-    path, tmp = common._atomic_target(onnx_path)
+    path, tmp = common.atomic_target(onnx_path)
     try:
         with torch.no_grad():
             torch.onnx.export(wrapper, (dummy,), str(tmp), input_names=["image"],
@@ -83,7 +84,8 @@ def export_detector_onnx(model_path: str | Path, onnx_path: str | Path, *,
                               dynamic_axes={"boxes": {0: "detections"},
                                             "scores": {0: "detections"},
                                             "labels": {0: "detections"}}, dynamo=False)
-        _write_metadata(tmp, card, object_classes(card), float(input_scale), size, tiles_overlap)
+        finish_onnx(tmp, onnx_detector_metadata(card, object_classes(card), float(input_scale),
+                                               size, tiles_overlap))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -107,23 +109,16 @@ def onnx_detector_metadata(card: dict, classes: list[dict], input_scale: float, 
             "training band order; normalisation, decoding and NMS inside; outputs boxes (K, 4) "
             "xyxy tile pixels, scores (K,), labels (K,) class ids"),
     }
-    res = common.resolution_cm(card)
-    if res is not None:
-        props["resolution"] = res
-    out = {k: json.dumps(v) for k, v in props.items()}
-    out["dltrainer_card"] = json.dumps(card, default=common._json_default)
-    return out
+    return metadata_props(props, card)
 
 
-def _write_metadata(path: Path, card: dict, classes: list[dict], scale: float, size: int,
-                    overlap: int) -> None:
-    import onnx
-
-    model = onnx.load(str(path))
-    del model.metadata_props[:]
-    for key, value in onnx_detector_metadata(card, classes, scale, size, overlap).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    model.producer_name = "Deep Learning Trainer"
-    model.producer_version = common.plugin_version()
-    onnx.save(model, str(path))
+def export_job(job, card: dict, factor: float, ctx: JobContext) -> dict:
+    """Run Export Model to ONNX (:class:`..onnx_export.ExportOnnxJob`) for a detector whose
+    ``card`` was read and whose input scale ``factor`` was checked; the result names the
+    readers that can use the file."""
+    tile = int(job.tile_size or card.get("patch_size") or 512)
+    out = export_detector_onnx(job.model, job.output, input_scale=factor,
+                               tile_size=job.tile_size or None, tiles_overlap=job.tiles_overlap)
+    return {"OUTPUT": str(out), "input_scale": factor, "task": card["task"], "tile_size": tile,
+            "bands": int(card["bands"]), "readers": "onnxruntime; GeoDeep (det_type "
+            "retinanet, 3-band 8-bit models); not Deepness"}

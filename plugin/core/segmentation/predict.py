@@ -15,45 +15,25 @@ once to a cache folder); on CUDA through torch with bf16/fp16 autocast and chann
 
 from __future__ import annotations
 
-import contextlib
 import os
-import queue
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from ..areas import area_and_length
+from ..blend import CLASS_NODATA, window_1d
 from ..errors import JobCancelled, UserError
+from ..inference import inference_context, make_engine, tta_predict
 from ..jobs import JobContext
 from ..outputs import gdal_write_guard
-from ..validpixels import data_band_count, read_data, valid_mask
-from .blend import CLASS_NODATA  # noqa: F401  (255: no class; imported from here too)
-
-PIXEL_SIZE_TOLERANCE = 1.5     # ratio to the training pixel size that triggers a warning
-
+from ..raster_input import PIXEL_SIZE_TOLERANCE
+from ..tiling import rank_rows, read_tile, read_tiles, tile_grid
+from ..validpixels import data_band_count
 
 # -- tiling -------------------------------------------------------------------------------------
-def tile_starts(length: int, tile: int, stride: int) -> list[int]:
-    """Starts covering ``[0, length)`` with tiles of ``tile`` (last one flush with the end)."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return starts
-
-
-def window_1d(n: int, smooth: bool) -> np.ndarray:
-    if not smooth:
-        return np.ones(n, np.float32)
-    i = np.arange(n, dtype=np.float64)
-    return (np.sin(np.pi * (i + 0.5) / n) ** 2).astype(np.float32)
-
-
-def _ceil32(n: int) -> int:
-    return max(32, -(-n // 32) * 32)
 
 
 def network_window(card: dict, tile_size: int, batch_size: int) -> tuple[int, int]:
@@ -72,266 +52,9 @@ def network_window(card: dict, tile_size: int, batch_size: int) -> tuple[int, in
 
 
 # -- forward engines ----------------------------------------------------------------------------
-class TorchEngine:
-    """Probabilities of a batch (N, bands, H, W float32) with the torch predictor."""
-
-    name = "torch"
-
-    def __init__(self, predictor, device: str) -> None:
-        import torch
-
-        self.device = device
-        self.cuda = device.startswith("cuda")
-        self.predictor = predictor.to(device).eval()
-        if self.cuda:
-            self.predictor = self.predictor.to(memory_format=torch.channels_last)
-            torch.backends.cudnn.benchmark = True
-            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """NumPy probabilities (N, C, H, W float32) of ``batch`` (copied back to the host)."""
-        return self.tensor(batch).cpu().numpy()
-
-    def tensor(self, batch: np.ndarray, tta: bool = False):
-        """Probabilities (N, C, H, W) float32 of ``batch`` as a tensor on the device; ``tta``:
-        the mean over the 8 turns/flips of the windows, done on the device."""
-        import torch
-
-        try:
-            with torch.inference_mode():
-                x = torch.from_numpy(batch)
-                if self.cuda:
-                    x = x.pin_memory().to(self.device, non_blocking=True)
-                if not tta:
-                    return self._forward(x)
-                total = None
-                for flip in (False, True):
-                    xf = x.flip(-1) if flip else x
-                    for k in range(4):
-                        y = torch.rot90(self._forward(torch.rot90(xf, k, (-2, -1))), -k,
-                                        (-2, -1))
-                        y = y.flip(-1) if flip else y
-                        total = y if total is None else total + y
-                return total / 8.0
-        except torch.OutOfMemoryError:
-            raise UserError("The GPU ran out of memory while classifying.",
-                            "Use fewer tiles per batch (BATCH_SIZE) or a smaller "
-                            "TILE_SIZE.") from None
-
-    def _forward(self, x):
-        import torch
-
-        if not self.cuda:
-            return self.predictor(x.contiguous()).float()
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=self.dtype):
-            return self.predictor(x).float()
-
-
-class OrtEngine:
-    """Probabilities of a batch with onnxruntime on the CPU."""
-
-    name = "onnxruntime"
-
-    def __init__(self, onnx_path: str | Path, threads: int | None = None,
-                 cache: bool = False) -> None:
-        """``threads``: intra-op threads (default: the cores this process may use);
-        ``cache``: ``onnx_path`` is a cached export (:func:`.ort_cache.session`)."""
-        from ..training.runtime import available_cpus
-        from .ort_cache import session
-
-        self.session = session(onnx_path, threads or available_cpus(), cache)
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"image": np.ascontiguousarray(batch, np.float32)})[0]
-
-
-def onnx_cache_path(model_path: str | Path) -> Path:
-    """Where the ONNX export of ``model_path`` is cached (keyed by the file's content hash)."""
-    from .ort_cache import content_hash
-
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dltrainer"
-    return base / "onnx" / f"{content_hash(model_path, base / 'hashes')[:24]}.onnx"
-
-
-def _prune_cache(folder: Path, keep: int = 6) -> None:
-    """Keep the ``keep`` most recently used ONNX exports (and their optimised graphs)."""
-    files = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in files[keep:]:
-        for opt in folder.glob(f"{old.stem}.*.opt"):
-            opt.unlink(missing_ok=True)
-    for old in files[keep:]:
-        try:
-            old.unlink()
-        except OSError:
-            pass
-
-
-def make_engine(model_path: str | Path, predictor, device: str, choice: str = "auto",
-                ctx: JobContext | None = None):
-    """``choice`` 'auto': onnxruntime on the CPU when installed (faster there), torch
-    otherwise; 'torch' or 'onnxruntime' (CPU only) force one. ``predictor`` is the torch
-    network or a function returning it: it is only called for the torch engine, so that a CPU
-    run on onnxruntime with a cached export never imports torch (about 4 s and 1 GB less)."""
-    if choice == "onnxruntime" and device != "cpu":
-        raise UserError("The onnxruntime engine runs on the CPU only.",
-                        "Set DEVICE to cpu or ENGINE to auto/torch.")
-    if device == "cpu" and choice in ("auto", "onnxruntime"):
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            if choice == "onnxruntime":
-                raise UserError("onnxruntime is not installed.",
-                                "Install it in the ML environment or set ENGINE to auto."
-                                ) from None
-        else:
-            from .modelfile import export_onnx
-
-            path = onnx_cache_path(model_path)
-            if not path.is_file():
-                if ctx:
-                    ctx.log("Preparing the model for fast CPU inference (once per model).")
-                export_onnx(model_path, path)
-                _prune_cache(path.parent)
-            else:
-                path.touch()
-            return OrtEngine(path, cache=True)
-    return TorchEngine(predictor() if callable(predictor) and not hasattr(predictor, "forward")
-                       else predictor, device)
-
-
-def tta_predict(engine: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:
-    """Mean probabilities over the 8 rotations/flips of the tiles."""
-    total = None
-    for flip in (False, True):
-        x = batch[..., ::-1] if flip else batch
-        for k in range(4):
-            y = engine(np.ascontiguousarray(np.rot90(x, k, axes=(-2, -1))))
-            y = np.rot90(y, -k, axes=(-2, -1))
-            if flip:
-                y = y[..., ::-1]
-            total = y.copy() if total is None else total + y
-    return total / 8.0
 
 
 # -- the tiled loop -----------------------------------------------------------------------------
-def _read_tile(ds, r0: int, c0: int, th: int, tw: int, fill: np.ndarray,
-               scale: tuple[float, float] = (1.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
-    """(data float32 (bands, th, tw), valid (th, tw)) of the tile at raster row ``r0``, column
-    ``c0`` of the open dataset ``ds``; the data is ``a·x + b`` for ``scale`` (a, b), invalid
-    pixels and a band's nodata hold ``fill``, a tile crossing the raster's edge is mirrored."""
-    from rasterio.windows import Window
-
-    h, w = min(th, ds.height - r0), min(tw, ds.width - c0)
-    win = Window(c0, r0, w, h)
-    data = read_data(ds, window=win)
-    valid = valid_mask(ds, data, win)
-    band_nodata = (data == ds.nodata) if ds.nodata is not None else None
-    data = data.astype(np.float32)
-    if scale != (1.0, 0.0):
-        data = data * np.float32(scale[0]) + np.float32(scale[1])
-    np.copyto(data, fill, where=~valid[None])
-    if band_nodata is not None:   # one band's nodata: that band's mean, as in training
-        np.copyto(data, np.broadcast_to(fill, data.shape), where=band_nodata)
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        np.copyto(data, np.broadcast_to(fill, data.shape), where=~np.isfinite(data))
-    if h < th or w < tw:
-        data = np.pad(data, ((0, 0), (0, th - h), (0, tw - w)), mode="symmetric")
-        valid = np.pad(valid, ((0, th - h), (0, tw - w)))
-    return data, valid
-
-
-def _read_tiles(src, rows: list[int], cols: list[int], th: int, tw: int,
-                fill: np.ndarray, tile_rows: range | None = None,
-                scale: tuple[float, float] = (1.0, 0.0)
-                ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """(row index, col, data, valid) of :func:`_read_tile` tile by tile in this thread, for the
-    tile rows ``tile_rows`` (all by default); Detect Objects reads this way."""
-    for ri in tile_rows if tile_rows is not None else range(len(rows)):
-        for c0 in cols:
-            yield ri, c0, *_read_tile(src, rows[ri], c0, th, tw, fill, scale)
-
-
-def _batches(tiles: Iterator, batch: int) -> Iterator[list]:
-    """Groups of ``batch`` tiles to predict (item[4]; tiles entirely nodata or outside the
-    cells a grid model flagged pass through without a forward pass); groups may span tile
-    rows."""
-    group: list = []
-    n_work = 0
-    for item in tiles:
-        group.append(item)
-        n_work += bool(item[4])
-        if n_work == batch:
-            yield group
-            group, n_work = [], 0
-    if group:
-        yield group
-
-
-def _stacked(groups: Iterator[list]) -> Iterator[tuple[list, np.ndarray | None]]:
-    """Each group of :func:`_batches` with the stacked data of its tiles to predict (None when
-    none is)."""
-    for group in groups:
-        work = [it[2] for it in group if it[4]]
-        yield group, np.stack(work) if work else None
-
-
-def _prefetch(gen: Iterator, depth: int = 2) -> Iterator:
-    """Run ``gen`` in a thread (reading overlaps the forward pass)."""
-    q: queue.Queue = queue.Queue(depth)
-    stop = threading.Event()
-    done = object()
-
-    def work() -> None:
-        try:
-            for item in gen:
-                if stop.is_set():
-                    return
-                q.put(item)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            q.put(exc)
-        q.put(done)
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while t.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                t.join(0.05)
-
-
-def tile_grid(height: int, width: int, tile: int, overlap: float
-              ) -> tuple[int, int, int, int, list[int], list[int]]:
-    """(tile height, tile width, overlap rows, overlap cols, tile row starts, tile col starts)
-    of a ``height`` × ``width`` raster (pixels)."""
-    th, tw = min(tile, _ceil32(height)), min(tile, _ceil32(width))
-    ov_h, ov_w = (int(round(overlap * t / 2)) * 2 for t in (th, tw))
-    rows = tile_starts(height, th, max(th - ov_h, 1))
-    cols = tile_starts(width, tw, max(tw - ov_w, 1))
-    return th, tw, ov_h, ov_w, rows, cols
-
-
-def rank_rows(height: int, width: int, tile: int, overlap: float, rank: int,
-              world: int) -> tuple[range, int, int]:
-    """The share of rank ``rank`` of ``world`` processes: (tile rows whose finished rows it
-    writes, first raster row, end raster row). Shares are contiguous, in rank order, and cover
-    the raster exactly once; a rank may get none (range empty, first == end)."""
-    rows = tile_grid(height, width, tile, overlap)[4]
-    a, b = len(rows) * rank // world, len(rows) * (rank + 1) // world
-    y0 = rows[a] if a < len(rows) else height
-    y1 = rows[b] if b < len(rows) else height
-    return range(a, b), y0, y1
 
 
 def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes: int,
@@ -361,9 +84,8 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
     other callable returns NumPy probabilities (:class:`.blend.NumpyBand`). Errors in a reader
     or the writer are raised here; cancel (:class:`JobCancelled`) stops both.
     """
-    from ..training.runtime import available_cpus
-    from .blend import NumpyBand, TorchBand
-    from .tile_io import BackgroundWriter, OrderedReader, reader_threads
+    from ..blend import NumpyBand, TorchBand
+    from ..tile_io import BackgroundWriter
 
     H, W = src.height, src.width
     th, tw, ov_h, ov_w, rows, cols = tile_grid(H, W, tile, overlap)
@@ -377,14 +99,14 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
     fill_a = np.asarray(fill, np.float32)[:, None, None]
     total = (part.stop - first) * len(cols)
     on_device = hasattr(engine, "tensor")
-    with _inference(on_device):
+    with inference_context(on_device):
         band = (TorchBand(num_classes, th, W, win2d, probs, engine.device) if on_device
                 else NumpyBand(num_classes, th, W, win2d, probs))
         background = band.background(th, tw)
 
     def read(key, ds):
         ri, c0 = key
-        data, valid = _read_tile(ds, rows[ri], c0, th, tw, fill_a, scale)
+        data, valid = read_tile(ds, rows[ri], c0, th, tw, fill_a, scale)
         work = valid.any() and (cell_mask is None or bool(
             (valid & cell_mask(rows[ri], c0, th, tw)).any()))
         return ri, c0, data, valid, work
@@ -406,16 +128,13 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
         writer.put(write, band.take(r0, n, off))
 
     keys = [(ri, c0) for ri in range(first, part.stop) for c0 in cols]
-    n_readers = readers or reader_threads(available_cpus())
-    reader = OrderedReader(keys, read, lambda: _open_again(src), n_readers,
-                           depth=batch + 2 * n_readers)
     writer = BackgroundWriter()
-    tiles = _prefetch(_stacked(_batches(iter(reader), batch)))
+    tiles = read_tiles(src, keys, read, batch, readers)
     done = run = skipped = 0
     forward_s = 0.0
     current = first
     try:
-        with _inference(on_device):
+        with inference_context(on_device):
             for group, x in tiles:
                 if cancelled():
                     raise JobCancelled()
@@ -447,26 +166,9 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
         writer.abort()
         raise
     finally:
-        tiles.close()      # stops the batching thread, then the readers
-        reader.close()
+        tiles.close()      # stops the reading threads
     return {"tiles": total, "tiles_run": run, "tiles_skipped_by_grid": skipped,
             "tile_height": th, "tile_width": tw, "forward_seconds": forward_s}
-
-
-def _open_again(src):
-    """A second handle on the dataset ``src`` (GDAL handles must not be shared by threads)."""
-    import rasterio
-
-    return rasterio.open(src.name)
-
-
-def _inference(on_device: bool):
-    """torch.inference_mode for the device-side band, nothing otherwise."""
-    if not on_device:
-        return contextlib.nullcontext()
-    import torch
-
-    return torch.inference_mode()
 
 
 # -- outputs ------------------------------------------------------------------------------------
@@ -491,26 +193,6 @@ def _profile(src, count: int, dtype: str, nodata, rows: tuple[int, int] | None =
     if src.width >= bs and src.height >= bs:
         prof.update(tiled=True, blockxsize=bs, blockysize=bs)
     return prof
-
-
-def area_and_length(crs_wkt: str | None):
-    """A function ``shapely geometry → (area m², perimeter m)`` for the CRS ``crs_wkt``: on the
-    ellipsoid (``pyproj.Geod``, Karney's algorithm) for a geographic CRS, planar area × (metres
-    per map unit)² for a projected one; map units when there is no CRS."""
-    from pyproj import CRS
-
-    crs = CRS.from_user_input(crs_wkt) if crs_wkt else None
-    if crs is not None and crs.is_geographic:
-        geod = crs.get_geod()
-
-        def geodesic(geom):
-            area, perimeter = geod.geometry_area_perimeter(geom)
-            return abs(area), perimeter
-        return geodesic
-    metres = 1.0
-    if crs is not None and crs.axis_info:
-        metres = crs.axis_info[0].unit_conversion_factor or 1.0
-    return lambda geom: (geom.area * metres ** 2, geom.length * metres)
 
 
 def polygonize(class_raster: Path, out_gpkg: Path, classes: list[dict], min_area: float,
@@ -563,14 +245,15 @@ def classify_pixels(job, ctx: JobContext) -> dict:
     from rasterio.windows import Window
 
     from .. import distributed
+    from ..blend import auto_windows
     from ..environment import resolve_device
-    from .blend import auto_windows
-    from .classify_parts import assemble, part_path
-    from .input_range import input_scaling
-    from .modelfile import load_model, read_model_card
+    from ..raster_input import input_scaling
+    from ..raster_parts import assemble, part_path
+    from .export import export_onnx
+    from .modelfile import load_model, read_card
 
     started = time.monotonic()
-    card = read_model_card(job.model)
+    card = read_card(job.model)
     device = distributed.device_for(resolve_device(job.device))
     distributed.setup(device)   # several processes (torchrun): each classifies a share of rows
     classes = card["classes"]
@@ -607,12 +290,12 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                 ctx.log(f"{batch} windows of {tile} px per forward pass (BATCH_SIZE auto).")
             cells = None
             if getattr(job, "grid_model", ""):
-                from ..classification.optimized import grid_filter
+                from ..gridfilter import grid_filter
 
                 cells = grid_filter(src, job.grid_model, job.grid_threshold, 16, device, ctx)
             with distributed.main_first():   # one ONNX export into the shared cache
                 engine = make_engine(job.model, lambda: load_model(job.model)[0], device,
-                                     job.engine, ctx=ctx)
+                                     job.engine, ctx=ctx, export=export_onnx)
             rank, world = distributed.rank(), distributed.world_size()
             part, y0, y1 = rank_rows(src.height, src.width, tile, job.overlap, rank, world)
             ctx.log(f"Classifying {src.width} × {src.height} px with {engine.name} on {device}, "

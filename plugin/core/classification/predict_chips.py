@@ -84,7 +84,7 @@ def _device(requested: str) -> str:
 
 
 def classify_chips(job, ctx: JobContext) -> dict:
-    from .networks import load_classifier
+    from .network import load_classifier
 
     started = time.monotonic()
     predictor, card = load_classifier(job.model, "chip_classification")

@@ -210,3 +210,10 @@ class TorchBand(NumpyBand):
         self.acc[:, keep:] = 0
         self.wsum[keep:] = 0
         self.valid[keep:] = False
+
+
+def window_1d(n: int, smooth: bool) -> np.ndarray:
+    if not smooth:
+        return np.ones(n, np.float32)
+    i = np.arange(n, dtype=np.float64)
+    return (np.sin(np.pi * (i + 0.5) / n) ** 2).astype(np.float32)

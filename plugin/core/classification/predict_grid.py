@@ -15,74 +15,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import JobCancelled, UserError
+from ..errors import UserError
+from ..gridfilter import cell_windows, predict_cells, thresholds_of
 from ..jobs import JobContext
 
 BACKGROUND = "background"
-
-
-def cell_windows(height: int, width: int, size: int) -> list[tuple[int, int, int, int]]:
-    """(row index, col index, row0, col0) of every cell, row-major."""
-    return [(ri, ci, r0, c0) for ri, r0 in enumerate(range(0, height, size))
-            for ci, c0 in enumerate(range(0, width, size))]
-
-
-def predict_cells(src, predictor, card: dict, batch_size: int, device: str = "cpu",
-                  cancelled: Callable[[], bool] = lambda: False,
-                  progress: Callable[[int, int], None] = lambda d, t: None
-                  ) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
-    """(ri, ci, row0, col0, scores (C,)) for every cell holding valid pixels of the open
-    rasterio dataset ``src``."""
-    import torch
-    from rasterio.windows import Window
-
-    from ..segmentation.classify import valid_mask
-
-    size = int(card["grid_size"])
-    fill = np.asarray(card["mean"], np.float32)[:, None, None]
-    cells = cell_windows(src.height, src.width, size)
-    batch: list = []
-
-    def run():
-        x = torch.from_numpy(np.stack([b[4] for b in batch])).to(device)
-        with torch.inference_mode():
-            scores = predictor(x).float().cpu().numpy()
-        done = [(*b[:4], s) for b, s in zip(batch, scores)]
-        batch.clear()
-        return done
-
-    for k, (ri, ci, r0, c0) in enumerate(cells):
-        if cancelled():
-            raise JobCancelled()
-        h, w = min(size, src.height - r0), min(size, src.width - c0)
-        win = Window(c0, r0, w, h)
-        data = src.read(window=win)
-        valid = valid_mask(src, data, win)
-        if not valid.any():
-            continue
-        arr = np.broadcast_to(fill, (fill.shape[0], size, size)).copy()
-        part = data.astype(np.float32)
-        part = np.where(valid[None] & np.isfinite(part), part, fill)
-        arr[:, :h, :w] = part
-        batch.append((ri, ci, r0, c0, arr))
-        if len(batch) == batch_size:
-            yield from run()
-            progress(k + 1, len(cells))
-    if batch:
-        yield from run()
-    progress(len(cells), len(cells))
-
-
-def thresholds_of(card: dict, threshold: float) -> np.ndarray:
-    n = len(card["classes"])
-    if threshold and threshold > 0:
-        return np.full(n, float(threshold), np.float32)
-    return np.asarray(card.get("thresholds") or [0.5] * n, np.float32)
 
 
 def classify_grid(job, ctx: JobContext) -> dict:
@@ -91,7 +32,7 @@ def classify_grid(job, ctx: JobContext) -> dict:
     from pyogrio.raw import write
 
     from ..environment import resolve_device
-    from .networks import load_classifier
+    from .network import load_classifier
 
     started = time.monotonic()
     predictor, card = load_classifier(job.model, "grid")

@@ -43,6 +43,7 @@ import numpy as np
 
 from ..errors import JobCancelled, UserError
 from ..jobs import JobContext
+from ..patchsize import ceil_multiple
 
 EDGE_PX = 2.0            # px: a box this close to an inner tile edge is left to the neighbour
 AUTO_OVERLAP_MIN = 32    # px
@@ -66,7 +67,7 @@ def overlap_for(card: dict, tile: int, requested: int, ctx: JobContext | None = 
     if overlap >= tile:
         raise UserError(f"A tile overlap of {overlap} px does not fit tiles of {tile} px (the "
                         f"largest trained box is {need} px).",
-                        f"Use a tile size (TILE_SIZE) of at least {_ceil32(2 * overlap)} px.")
+                        f"Use a tile size (TILE_SIZE) of at least {ceil_multiple(2 * overlap)} px.")
     return overlap
 
 
@@ -76,11 +77,7 @@ def auto_tile(card: dict, requested: int) -> int:
     if requested:
         return int(requested)
     patch = int(card.get("patch_size") or 512)
-    return max(patch, _ceil32(AUTO_TILE_OVERLAPS * overlap_for(card, 1 << 30, -1)))
-
-
-def _ceil32(n: float) -> int:
-    return max(32, int(math.ceil(n / 32.0)) * 32)
+    return max(patch, ceil_multiple(AUTO_TILE_OVERLAPS * overlap_for(card, 1 << 30, -1)))
 
 
 def area_field(crs) -> tuple[str, float]:
@@ -142,7 +139,7 @@ def torch_tile_detector(job, card: dict, tile: int, score: float, nms_iou: float
                         device: str) -> TileDetector:
     """A :class:`TileDetector` with the model's weights, set for ``job``'s thresholds."""
     from .modelfile import load_detector
-    from .models import set_inference
+    from .network import set_inference
 
     network, card = load_detector(job.model, card)
     network.transform.min_size, network.transform.max_size = (tile,), tile
@@ -156,13 +153,13 @@ def detect_raster(src, detector, fill: list[float], tile: int, overlap: int, bat
     """Detect over the open rasterio dataset ``src``; boxes in raster pixel coordinates before
     the cross-tile NMS: {"boxes" (K, 4) float64, "scores", "labels", "tiles", "tiles_run",
     "forward_seconds"}. ``cells``: a grid model's
-    :class:`~plugin.core.classification.optimized.CellFilter`; tiles without a flagged cell are
+    :class:`~plugin.core.gridfilter.CellFilter`; tiles without a flagged cell are
     not run and boxes centred in an unflagged cell are dropped (optimized classification).
     """
-    from ..segmentation.classify import _batches, _prefetch, _read_tiles, tile_starts
+    from ..tiling import read_tile, read_tiles, tile_starts
 
     H, W = src.height, src.width
-    th, tw = min(tile, _ceil32(H)), min(tile, _ceil32(W))
+    th, tw = min(tile, ceil_multiple(H)), min(tile, ceil_multiple(W))
     rows = tile_starts(H, th, max(th - overlap, 1))
     cols = tile_starts(W, tw, max(tw - overlap, 1))
     fill_a = np.asarray(fill, np.float32)[:, None, None]
@@ -174,31 +171,40 @@ def detect_raster(src, detector, fill: list[float], tile: int, overlap: int, bat
     else:
         def searched(ri, c0, valid):
             return valid
-    reader = ((ri, c0, data, v, bool(v.any()))     # (…, holds pixels to search)
-              for ri, c0, data, valid in _read_tiles(src, rows, cols, th, tw, fill_a)
-              for v in (searched(ri, c0, valid),))
+
+    def read(key, ds):
+        ri, c0 = key
+        data, valid = read_tile(ds, rows[ri], c0, th, tw, fill_a)
+        v = searched(ri, c0, valid)
+        return ri, c0, data, v, bool(v.any())     # (…, holds pixels to search)
+
     tiles_run = 0
-    for group in _prefetch(_batches(reader, batch)):
-        if cancelled():
-            raise JobCancelled()
-        work = [it for it in group if it[4]]
-        tiles_run += len(work)
-        if work:
-            t0 = time.perf_counter()
-            found = detector(np.stack([it[2] for it in work]))
-            forward_s += time.perf_counter() - t0
-            for (ri, c0, _, valid, _work), (b, s, lab) in zip(work, found):
-                r0 = rows[ri]
-                keep = _inside_tile(b, r0, c0, th, tw, H, W) & _valid_centre(b, valid)
-                b = b[keep].astype(np.float64)
-                b[:, [0, 2]] += c0
-                b[:, [1, 3]] += r0
-                boxes.append(b)
-                scores.append(s[keep])
-                labels.append(lab[keep])
-                tiles.append(np.full(len(b), ri * len(cols) + cols.index(c0), np.int64))
-        done += len(group)
-        progress(done, total)
+    keys = [(ri, c0) for ri in range(len(rows)) for c0 in cols]
+    groups = read_tiles(src, keys, read, batch)
+    try:
+        for group, x in groups:
+            if cancelled():
+                raise JobCancelled()
+            work = [it for it in group if it[4]]
+            tiles_run += len(work)
+            if work:
+                t0 = time.perf_counter()
+                found = detector(x)
+                forward_s += time.perf_counter() - t0
+                for (ri, c0, _, valid, _work), (b, s, lab) in zip(work, found):
+                    r0 = rows[ri]
+                    keep = _inside_tile(b, r0, c0, th, tw, H, W) & _valid_centre(b, valid)
+                    b = b[keep].astype(np.float64)
+                    b[:, [0, 2]] += c0
+                    b[:, [1, 3]] += r0
+                    boxes.append(b)
+                    scores.append(s[keep])
+                    labels.append(lab[keep])
+                    tiles.append(np.full(len(b), ri * len(cols) + cols.index(c0), np.int64))
+            done += len(group)
+            progress(done, total)
+    finally:
+        groups.close()      # stops the reading threads
     return {"boxes": _cat(boxes, (0, 4), np.float64), "scores": _cat(scores, (0,), np.float32),
             "labels": _cat(labels, (0,), np.int64), "tile_ids": _cat(tiles, (0,), np.int64),
             "tiles": total, "tiles_run": tiles_run,
@@ -257,7 +263,7 @@ def merge_across_tiles(boxes_map: np.ndarray, scores: np.ndarray, labels: np.nda
         keep = batched_nms(torch.from_numpy(local), torch.from_numpy(scores.astype(np.float64)),
                            torch.from_numpy(labels), float(nms_iou)).numpy()
     else:                            # onnxruntime engine: the same rule without torch
-        from .detect_onnx import nms_numpy
+        from .predict_onnx import nms_numpy
 
         keep = nms_numpy(local, scores, labels, float(nms_iou))
     if tile_ids is not None:
@@ -335,9 +341,9 @@ def detect_objects(job, ctx: JobContext) -> dict:
     import rasterio
 
     from ..environment import resolve_device
-    from ..segmentation.classify import PIXEL_SIZE_TOLERANCE
-    from .detect_onnx import ort_tile_detector
+    from ..raster_input import PIXEL_SIZE_TOLERANCE
     from .modelfile import object_classes, read_card
+    from .predict_onnx import ort_tile_detector
 
     started = time.monotonic()
     card = read_card(job.model)
@@ -371,13 +377,13 @@ def detect_objects(job, ctx: JobContext) -> dict:
                         "warning")
         # a raster smaller than the tile is searched in one tile of its own size (rounded up
         # to 32 px), as detect_raster does
-        square = min(tile, _ceil32(max(src.height, src.width)))
+        square = min(tile, ceil_multiple(max(src.height, src.width)))
         detector = ort_tile_detector(job, card, square, score, nms_iou, device, ctx)
         if detector is None:
             detector = torch_tile_detector(job, card, tile, score, nms_iou, device)
         cells = None
         if job.grid_model:
-            from ..classification.optimized import grid_filter
+            from ..gridfilter import grid_filter
 
             cells = grid_filter(src, job.grid_model, job.grid_threshold, 16, device, ctx)
         ctx.log(f"Detecting objects in {src.width} × {src.height} px on {device}: tiles of "

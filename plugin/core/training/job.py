@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from .jobs import Job, JobContext
+from ..jobs import Job, JobContext
 
 #: Files a training run writes in its log folder (:mod:`.training.report`).
 LOG_FILES = ("metrics.csv", "report.json", "report.md", "learning_curves.png")
@@ -106,6 +106,7 @@ class TrainingJob(Job):
 
     def run(self, ctx: JobContext) -> dict:
         """Train in the one training engine with this family's task."""
-        from .families import train
+        from ..families import make_task
+        from .engine import run_training
 
-        return train(self, ctx)
+        return run_training(self, make_task(self.kind), ctx)

@@ -111,21 +111,25 @@ class ClassifierPredictor(nn.Module):
         return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
 
 
-def load_classifier(path: str | Path, task: str):
-    """(:class:`ClassifierPredictor` in eval mode on the CPU, card) of a ``task`` model file
-    ('grid' or 'chip_classification'); UserError for another task's model. Tensors are read with
-    safetensors only (no pickle)."""
-    from safetensors.torch import load_file
+def load_classifier(path: str | Path, card: dict | str | None = None):
+    """(:class:`ClassifierPredictor` in eval mode on the CPU, card) of a grid model or chip
+    classifier file: raw pixels (N, bands, H, W) float32 → scores (N, classes). ``card``: the
+    card already read, or the task the caller needs ('grid' or 'chip_classification'; a model
+    of another task raises UserError naming both); None reads it and accepts either. Tensors
+    are read with safetensors only (no pickle). The loader of both families' table rows."""
+    from ..modelfile import load_weights, read_model_card
 
-    from ..segmentation.modelfile import read_model_card
-
-    card = read_model_card(path, task)
-    net = build_classifier(card["architecture"], int(card["bands"]), len(card["classes"]))
-    state = load_file(str(path))
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UserError(f"The weights in {Path(path).name} do not fit a {card['architecture']} "
-                        f"network ({len(missing)} missing, {len(unexpected)} unexpected).",
-                        "The file is damaged; train again.")
-    predictor = ClassifierPredictor(net, card["mean"], card["std"], card["multi_label"]).eval()
+    if not isinstance(card, dict):
+        card = read_model_card(path, card)
+        if card.get("task") not in ("grid", "chip_classification"):
+            read_model_card(path, "grid")   # the UserError naming both tasks
+    try:
+        net = build_classifier(card["architecture"], int(card["bands"]), len(card["classes"]))
+        multi_label = bool(card["multi_label"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise UserError(f"The model card of {Path(path).name} names a network this plugin "
+                        f"cannot build ({exc}).", "Use the model file as training wrote it, "
+                        "or train again.") from None
+    load_weights(net, path, f"a {card['architecture']} network")
+    predictor = ClassifierPredictor(net, card["mean"], card["std"], multi_label).eval()
     return predictor, card

@@ -1,0 +1,119 @@
+"""ONNX export of a pixel segmentation model (normalisation + network + softmax in the graph),
+with the metadata Deepness and GeoDeep read; the conventions are in :mod:`..modelfile`'s
+docstring and docs/model_file.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..jobs import JobContext
+from ..modelfile import atomic_target
+from ..onnx_export import EIGHT_BIT_MAX
+from ..onnxfile import ONNX_TILES_OVERLAP, finish_onnx, metadata_props
+from .modelfile import load_network
+
+
+def export_onnx(model_path: str | Path, onnx_path: str | Path, opset: int = 17, *,
+                input_scale: float = 1.0, tile_size: int | None = None,
+                tiles_overlap: int = ONNX_TILES_OVERLAP) -> Path:
+    """Export the model (normalisation + network + softmax) to ONNX with the card and the
+    Deepness/GeoDeep keys in its metadata (see the module docstring for the conventions).
+
+    ``input_scale``: the graph takes ``pixel / input_scale``; ``tile_size``: fixed square
+    input size (None: dynamic height and width)."""
+    import torch
+
+    from .network import Predictor
+
+    if not input_scale > 0:
+        raise UserError(f"The input scale {input_scale:g} is not positive.",
+                        "Use the value that stands for 1.0 in the data, e.g. 255.")
+    network, card = load_network(model_path)
+    scale = float(input_scale)
+    predictor = Predictor(network, [m / scale for m in card["mean"]],
+                          [s / scale for s in card["std"]]).eval()
+    onnx_path, tmp = atomic_target(onnx_path)
+    size = int(tile_size or card.get("patch_size") or 256)
+    dummy = torch.zeros(1, int(card["bands"]), size, size)
+    if tile_size:
+        axes = {"image": {0: "batch"}, "probabilities": {0: "batch"}}
+    else:
+        axes = {"image": {0: "batch", 2: "height", 3: "width"},
+                "probabilities": {0: "batch", 2: "height", 3: "width"}}
+    try:
+        with torch.no_grad():
+            torch.onnx.export(predictor, (dummy,), str(tmp), input_names=["image"],
+                              output_names=["probabilities"], opset_version=opset,
+                              dynamic_axes=axes, dynamo=False)
+        out_dims = ["batch", int(card["num_outputs"])] + (
+            [size, size] if tile_size else ["height", "width"])
+        finish_onnx(tmp, onnx_metadata(card, input_scale=scale, tile_size=size,
+                                        tiles_overlap=tiles_overlap), out_dims)
+        os.replace(tmp, onnx_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return onnx_path
+
+
+def onnx_class_names(card: dict) -> dict[str, str]:
+    """``{"0": name, …}`` for every output channel (consecutive ids; gaps named ``unused_k``)."""
+    names = {int(c["id"]): str(c["name"]) for c in card["classes"]}
+    n = int(card.get("num_outputs") or max(names) + 1)
+    return {str(k): names.get(k, f"unused_{k}") for k in range(n)}
+
+
+def onnx_metadata(card: dict, *, input_scale: float = 1.0, tile_size: int | None = None,
+                  tiles_overlap: int = ONNX_TILES_OVERLAP) -> dict[str, str]:
+    """The ONNX ``metadata_props`` for ``card`` (every value JSON text)."""
+    bands = int(card["bands"])
+    size = int(tile_size or card.get("patch_size") or 256)
+    # Deepness computes (x / 255 - mean) / std; our graph normalises itself
+    deepness_std = 1.0 if input_scale != 1.0 else 1.0 / 255.0
+    props: dict[str, Any] = {
+        "model_type": "Segmentor",
+        "class_names": onnx_class_names(card),
+        "tiles_size": size,
+        "tile_size": size,
+        "tiles_overlap": int(tiles_overlap),
+        "seg_thresh": 0.0,
+        "seg_small_segment": 0,
+        "standardization_mean": [0.0] * bands,
+        "standardization_std": [deepness_std] * bands,
+        "dltrainer_input_scale": float(input_scale),
+        "input_convention": (
+            f"float32 (N, {bands}, H, W) = pixel values / {input_scale:g} in the training "
+            "band order; normalisation and softmax inside; output (N, classes, H, W) "
+            "probabilities, channel k = class id k"),
+    }
+    return metadata_props(props, card)
+
+
+def export_job(job, card: dict, factor: float, ctx: JobContext) -> dict:
+    """Run Export Model to ONNX (:class:`..onnx_export.ExportOnnxJob`) for a pixel
+    segmentation model whose ``card`` was read and whose input scale ``factor`` was checked;
+    the result holds the metadata written."""
+    tile = int(job.tile_size or card.get("patch_size") or 256)
+    if tile % 32:
+        raise UserError(f"The tile size {tile} is not a multiple of 32.",
+                        "Set TILE_SIZE to a multiple of 32 (0 = the model's patch size).")
+    if card.get("dtype") is None and job.input_scale == "unit" and factor == EIGHT_BIT_MAX:
+        ctx.log("The model card does not record the training data type; its band statistics "
+                "fit 8-bit imagery, so pixel/255 inputs are assumed.", "warning")
+    if int(card["bands"]) != 3:
+        ctx.log(f"The model takes {card['bands']} bands: Deepness maps them from the layer's "
+                "bands; GeoDeep feeds 3-band RGB only.", "warning")
+    out = export_onnx(job.model, job.output, input_scale=factor, tile_size=tile,
+                      tiles_overlap=job.tiles_overlap)
+    props = onnx_metadata(card, input_scale=factor, tile_size=tile,
+                          tiles_overlap=job.tiles_overlap)
+    shown = {k: json.loads(v) for k, v in props.items() if k != "dltrainer_card"}
+    ctx.log(f"Wrote {Path(out).name}: input (N, {card['bands']}, {tile}, {tile}) = pixel / "
+            f"{factor:g}; metadata {', '.join(sorted(props))}.")
+    return {"OUTPUT": str(out), "input_scale": factor, "tile_size": tile,
+            "bands": int(card["bands"]), "metadata": shown}

@@ -1,0 +1,31 @@
+"""The training length in optimiser steps, shown before training and warned about when short;
+the same rule for every family.
+"""
+
+from __future__ import annotations
+
+import math
+
+MIN_STEPS = 300    # fewer optimiser steps than this get a warning before training
+
+
+#: Fewest batches per epoch (automatic length): 12 × the default 25 epochs = 300 steps, the
+#: MIN_STEPS a model needs (issue 9). A small project (about 0.2 megapixels) then trains in about
+#: 300 × 1.7 s ≈ 9 minutes with the defaults (U-Net/ResNet-18, 8 × 128² px) on one thread of a
+#: 2-core CPU, within the issue's 10 minutes; 20 took 500 steps (14 minutes) and learnt no more:
+#: validation IoU peaked halfway (bench/learn_real_imagery.py).
+MIN_STEPS_PER_EPOCH = 12
+
+
+def training_length(job, train_area_px: float) -> tuple[int, int, str]:
+    """(batches per epoch, total optimiser steps, warning or "") of ``job`` for a training area
+    of ``train_area_px`` pixels. STEPS_PER_EPOCH 0 (automatic): random windows covering the
+    training area about twice, at least MIN_STEPS_PER_EPOCH batches; MAX_PATCHES caps it."""
+    per_epoch = job.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(
+        2 * train_area_px / job.patch_size ** 2 / max(job.batch_size, 1)))
+    if job.max_patches:
+        per_epoch = min(per_epoch, max(1, math.ceil(job.max_patches / job.batch_size)))
+    total = per_epoch * job.epochs
+    warning = (f"Only {total} training steps: models usually need a few hundred (raise EPOCHS "
+               "or STEPS_PER_EPOCH)." if total < MIN_STEPS else "")
+    return per_epoch, total, warning
