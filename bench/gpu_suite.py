@@ -628,9 +628,9 @@ def format_row(row: Row) -> str:
 
     ratio = f"{row.ratio:6.2f}" if row.ratio is not None else f"{'':>6s}"
     if row.target is not None:
-        ratio += f" {'<' if row.ratio < row.target else '≥'}{row.target:.2f}"
+        ratio += f" {'<' if row.ratio < row.target else '≥'}{row.target:.2f} "
     else:
-        ratio += " " * 6
+        ratio += " " * 7
     peak = f"{row.peak_mib:9.0f}" if row.peak_mib is not None else f"{'':>9s}"
     return f"{num(row.ours)} {num(row.bare)} {ratio} {row.unit:<10s}{peak}  {row.note}"
 
@@ -638,7 +638,7 @@ def format_row(row: Row) -> str:
 def table(suite: Suite) -> str:
     """The suite's rows as one text table, then the paths not exercised."""
     head = (f"{'family':<20s} {'path':<34s} {'ours':>10s} {'bare':>10s} {'ratio':>6s} "
-            f"{'target':<6s}{'unit':<10s}{'peak MiB':>9s}  note")
+            f"{'target':<7s}{'unit':<10s}{'peak MiB':>9s}  note")
     lines = [f"GPU suite, device {suite.device}, "
              f"{'tiny' if suite.sizes is TINY else 'full'} sizes", head, "-" * len(head)]
     lines += [f"{r.family:<20s} {r.path:<34s} {format_row(r)}" for r in suite.rows]
