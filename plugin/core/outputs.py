@@ -465,21 +465,16 @@ def gdal_write_guard(path: str | Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` (mode ``mode``),
-    on any failure it is removed and ``path`` keeps its previous content. OSErrors become a
-    :class:`UserError` naming ``path``."""
+def atomic_file(path: str | Path, mode: int | None = None) -> Iterator[Path]:
+    """:func:`.atomic.atomic_write` (a temporary path beside ``path``; on success it replaces
+    ``path``, on any failure it is removed and ``path`` keeps its previous content) with
+    OSErrors turned into a :class:`UserError` naming ``path``."""
+    from .atomic import atomic_write
+
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
     try:
-        yield tmp
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        with atomic_write(target, mode) as tmp:
+            yield tmp
     except OSError as exc:
         err = io_user_error(exc, [str(target)]) or UserError(f"Writing {target} failed: {exc}.")
         raise err from None
-    finally:
-        with contextlib.suppress(OSError):
-            if tmp.exists():
-                tmp.unlink()
