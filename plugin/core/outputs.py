@@ -139,6 +139,16 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
+def _inside(path: str, folder: str) -> bool:
+    """True when ``path`` lies inside the existing folder ``folder`` (links resolved)."""
+    try:
+        f = Path(folder)
+        return f.is_dir() and Path(path).resolve().is_relative_to(f.resolve()) and \
+            not _same(path, folder)
+    except OSError:
+        return False
+
+
 def _existing_parent(path: Path) -> Path:
     p = path.absolute().parent
     while not p.exists() and p != p.parent:
@@ -182,6 +192,10 @@ def output_problems(job: Job) -> list[str]:
             if _same(path, in_path):
                 problems.append(f"{label} {path} is also the {in_label}: it would be "
                                 "overwritten. Choose another output name.")
+            elif _inside(path, in_path):
+                problems.append(f"{label} {path} is inside the {in_label} {in_path}, which the "
+                                "job reads: it could replace a file there, and a later run "
+                                "would read it as one. Choose a location outside that folder.")
         for other_label, other, _ in outputs[i + 1:]:
             if _same(path, other):
                 problems.append(f"{label} and {other_label} are the same file {path}: one would "
@@ -221,8 +235,10 @@ def is_labeling_project(path: str | Path) -> bool:
 
 def format_problems(job: Job) -> list[str]:
     """File outputs whose name does not end in the format the job writes (a GeoPackage named
-    ``.tif`` would replace a raster), and outputs that are an existing labeling project
-    (writing them would replace the labels)."""
+    ``.tif`` would replace a raster), outputs that are an existing labeling project (writing
+    them would replace the labels), and GeoPackage outputs that are an existing file of another
+    format or whose layer name (field ``<output>_layer`` or ``output_layer``) is reserved or held
+    by a table that is not a layer of features (:func:`.vector_output.layer_problem`)."""
     out = []
     for f, ps in param_fields(type(job)):
         value = getattr(job, f.name)
@@ -241,6 +257,13 @@ def format_problems(job: Job) -> list[str]:
         elif ps.kind != "project_out" and is_labeling_project(path):
             out.append(f"{label} {path} is a labeling project: writing there would replace "
                        "its labels. Choose another file name.")
+        elif path.lower().endswith(".gpkg"):
+            from .vector_output import layer_problem
+
+            layer = getattr(job, f"{f.name}_layer", None) or getattr(job, "output_layer", None)
+            problem = layer_problem(path, layer or "any_layer", label)
+            if problem:
+                out.append(problem)
     return out
 
 
@@ -275,16 +298,30 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+#: s: a lock file younger than this may still be being written by the run that made it
+LOCK_WRITE_GRACE = 10.0
+
+
 def read_lock(path: Path) -> dict | None:
+    """The JSON of the lock file ``path``; ``{"unreadable": age in s}`` when it is empty or not
+    a lock's JSON (a run that failed while writing it, e.g. on a full disk); None when gone."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
+        if isinstance(data, dict) and "pid" in data:
+            return data
     except (OSError, ValueError):
-        return None if not path.exists() else {}
+        pass
+    try:
+        return {"unreadable": time.time() - path.stat().st_mtime}
+    except OSError:
+        return None
 
 
 def lock_is_stale(info: dict) -> bool:
-    """A lock is stale when its process (on this host) no longer runs."""
+    """A lock is stale when its process (on this host) no longer runs, or when it is
+    unreadable (empty, not JSON) and older than :data:`LOCK_WRITE_GRACE`."""
+    if "unreadable" in info:
+        return info["unreadable"] > LOCK_WRITE_GRACE
     if info.get("host") != socket.gethostname():
         return False
     try:
@@ -335,8 +372,13 @@ class OutputLocks:
                     f"{other.get('host', '?')}, started {other.get('started', '?')}).",
                     f"Wait for that run to finish or choose another output name; if no such "
                     f"run exists, delete {lock}.") from None
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(info, f)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump(info, f)
+            except OSError as exc:      # a full disk: no empty lock left to block the next run
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+                raise io_user_error(exc, [str(lock)]) or exc from None
             self.held.append(lock)
             return
         raise UserError(f"Cannot lock {output} for writing.", f"Delete {lock} and try again.")
@@ -383,7 +425,8 @@ def io_user_error(exc: BaseException, outputs: list[str] | None = None,
                  and isinstance(e.errno, int) and e.errno in _WHY), None)
     low = text.lower()
     if code is None:
-        code = (errno.ENOSPC if "no space left" in low else errno.EFBIG if "too large" in low
+        code = (errno.ENOSPC if "no space left" in low or "disk is full" in low
+                else errno.EFBIG if "too large" in low
                 else errno.EACCES if "permission denied" in low else None)
     name = next((e.filename for e in chain if getattr(e, "filename", None)), None)
     if not name:
@@ -393,7 +436,7 @@ def io_user_error(exc: BaseException, outputs: list[str] | None = None,
                 break
     module = type(exc).__module__ or ""
     is_io = isinstance(exc, OSError) or module.startswith(("rasterio", "osgeo", "pyogrio",
-                                                           "safetensors"))
+                                                           "safetensors", "sqlite3"))
     if not name and code is None and is_io:
         low = text.lower()
         guess = (outputs if "write" in low else inputs if "read" in low else None) or []

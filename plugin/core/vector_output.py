@@ -15,8 +15,10 @@ GeoPackage beside the target (``.<stem>.<pid>.tmp.gpkg``); then:
   layer of features (``gpkg_*`` tables, attribute tables, a labeling project's ``dlt_*``
   tables): refused with a :class:`UserError`, the file untouched.
 
-Geometries in a GeoPackage carry their CRS id in the blob header (GeoPackage 1.3, §2.1.3); when
-the target numbers the CRS differently the headers are rewritten.
+:func:`layer_problem` (standard library only) is part of every job's output checks
+(:func:`.outputs.format_problems`). Geometries in a GeoPackage carry their CRS id in the blob
+header (GeoPackage 1.3, §2.1.3); when the target numbers the CRS differently the headers are
+rewritten.
 """
 
 from __future__ import annotations
@@ -26,8 +28,6 @@ import sqlite3
 import struct
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from .atomic import atomic_write, remove_stale_temporaries, temp_path
 from .errors import UserError
@@ -89,6 +89,7 @@ def write_vector_layer(path: str | Path, layer: str, geometries: Sequence, field
     atomically (see the module docstring). Raises :class:`UserError` naming the file for a file
     that is not a GeoPackage, a reserved or taken layer name, or a failed write (full disk …),
     the file untouched. Returns ``path``."""
+    import numpy as np
     from pyogrio.raw import write
 
     target = Path(path)
@@ -101,6 +102,7 @@ def write_vector_layer(path: str | Path, layer: str, geometries: Sequence, field
               [np.asarray(v) for v in fields.values()], list(fields), layer=layer,
               driver="GPKG", geometry_type=geometry_type, crs=crs_wkt or None)
 
+    fresh = True      # while the new file is written: its own data cannot be at fault
     try:
         if not target.is_file() or target.stat().st_size == 0:
             with atomic_write(target) as tmp:
@@ -111,6 +113,7 @@ def write_vector_layer(path: str | Path, layer: str, geometries: Sequence, field
         try:
             tmp.unlink(missing_ok=True)
             write_new(tmp)
+            fresh = False
             _copy_layer(tmp, target, layer)
         finally:
             with contextlib.suppress(OSError):
@@ -118,26 +121,34 @@ def write_vector_layer(path: str | Path, layer: str, geometries: Sequence, field
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - pyogrio, sqlite3 and OS errors, named for users
-        from .outputs import io_user_error
-
-        err = io_user_error(exc, [str(target)]) if not isinstance(exc, sqlite3.Error) else \
-            _sqlite_error(exc, target)
+        err = write_error(exc, target, fresh)
         if err is None:
             raise
         raise err from exc
     return target
 
 
-def _sqlite_error(exc: sqlite3.Error, target: Path) -> UserError:
-    low = str(exc).lower()
-    if "full" in low or "i/o" in low:
+def write_error(exc: BaseException, target: Path, fresh: bool = False) -> UserError | None:
+    """A :class:`UserError` naming ``target`` for a failed GeoPackage write (full disk, file
+    kept busy by another program, damaged file), or None for an error of another kind.
+    ``fresh``: the error came while a new GeoPackage was written beside the target, where a
+    GDAL or SQLite error means the disk refused the data (a full disk shows there as ``no such
+    table: gpkg_contents``)."""
+    low = " ".join(str(e) for e in (exc, exc.__cause__, exc.__context__) if e).lower()
+    module = type(exc).__module__ or ""
+    refused = fresh and (isinstance(exc, (OSError, sqlite3.Error))
+                         or module.startswith("pyogrio"))
+    if refused or any(k in low for k in ("disk is full", "no space", "too large", "i/o error",
+                                         "quota")):
         why, fix = ("the disk is full (or refused the data)",
                     "Free disk space or choose a folder on another disk.")
     elif "locked" in low or "busy" in low:
         why, fix = ("another program kept it busy (reading or writing it) for 20 s",
                     "Close the layers of that file in QGIS (or the other program) and run again.")
-    else:
+    elif isinstance(exc, sqlite3.Error) or "sqlite" in low or "gpkg" in low:
         why, fix = (str(exc), "Check the file (open it in QGIS) or choose another file name.")
+    else:
+        return None
     return UserError(f"Writing the layer into {target} failed: {why}. The file was left as it "
                      "was.", fix)
 
