@@ -197,7 +197,14 @@ def test_every_family_writes_its_own_layer_into_a_geopackage_of_the_user(models,
     renamed = DetectObjectsJob(input=raster, model=str(models["detector"]), output=str(gpkg),
                                output_layer="run_2", engine="torch", device="cpu")
     renamed.execute(RecordingContext())
-    assert {str(n) for n, _ in pyogrio.list_layers(gpkg)} == layers | {"run_2"}
+    processing = f"ogr:dbname='{gpkg}' table=\"polygons 2\" (geom)"   # "Save to GeoPackage…"
+    named = ClassifyPixelsJob(input=raster, model=str(models["pixels"]),
+                              output=str(tmp_path / "classes.tif"), output_vector=processing,
+                              engine="torch", device="cpu").with_absolute_paths()
+    assert named.output_vector == f"{gpkg}|layername=polygons 2"
+    named.execute(RecordingContext())
+    assert {str(n) for n, _ in pyogrio.list_layers(gpkg)} == layers | {"run_2", "polygons 2"}
+    assert user_state(gpkg) == before
     bad = ClassifyGridJob(input=raster, model=str(models["grid"]), output=str(gpkg),
                           output_layer="notes")
     assert any("not a layer of features" in p for p in bad.problems())

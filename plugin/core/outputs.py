@@ -52,9 +52,24 @@ def _is_uri(text: str) -> bool:
     return "://" in text or text.startswith(("/vsi", "PG:", "MySQL:"))
 
 
+def _ogr_destination(text: str) -> str:
+    """QGIS's GeoPackage destination ``ogr:dbname='/x.gpkg' table="name" (geom)`` (Processing's
+    "Save to GeoPackage…") as ``/x.gpkg|layername=name``; other text unchanged."""
+    import re
+
+    m = re.match(r"""ogr:dbname='((?:[^']|'')*)'(?:\s+table="((?:[^"]|"")*)")?""", text)
+    if not m:
+        return text
+    path, layer = m.group(1).replace("''", "'"), (m.group(2) or "").replace('""', '"')
+    return path + ("|layername=" + layer if layer else "")
+
+
 def absolute_path(text: str, cwd: str | Path | None = None) -> str:
     """``text`` made absolute against ``cwd`` (default: the current folder) with ``~`` expanded;
-    a QGIS layer source's ``|layername=…`` suffix is kept; URIs and empty strings unchanged."""
+    a QGIS layer source's ``|layername=…`` suffix is kept (a GeoPackage destination
+    ``ogr:dbname='…' table="…"`` becomes one); URIs and empty strings unchanged."""
+    if isinstance(text, str):
+        text = _ogr_destination(text)
     if not isinstance(text, str) or not text.strip() or _is_uri(text):
         return text
     base, sep, rest = text.partition("|")
@@ -108,7 +123,7 @@ def job_outputs(job: Job) -> list[tuple[str, str, bool]]:
     for f, ps in param_fields(type(job)):
         value = getattr(job, f.name)
         if ps.kind in OUT_KINDS and isinstance(value, str) and value:
-            out.append((f"{ps.label} ({ps.name})", value, ps.kind in FOLDER_KINDS))
+            out.append((f"{ps.label} ({ps.name})", _file_part(value), ps.kind in FOLDER_KINDS))
     extra = getattr(job, "extra_outputs", None)
     if extra is not None:
         out += [(label, str(path), bool(folder)) for label, path, folder in extra()]
@@ -258,10 +273,10 @@ def format_problems(job: Job) -> list[str]:
             out.append(f"{label} {path} is a labeling project: writing there would replace "
                        "its labels. Choose another file name.")
         elif path.lower().endswith(".gpkg"):
-            from .vector_output import layer_problem
+            from .vector_output import layer_problem, split_layer
 
             layer = getattr(job, f"{f.name}_layer", None) or getattr(job, "output_layer", None)
-            problem = layer_problem(path, layer or "any_layer", label)
+            problem = layer_problem(path, split_layer(value, layer or "any_layer")[1], label)
             if problem:
                 out.append(problem)
     return out

@@ -33,6 +33,7 @@ from ..outputs import gdal_write_guard
 from ..raster_input import PIXEL_SIZE_TOLERANCE
 from ..tiling import batches, open_again, prefetch, rank_rows, read_tile, stacked, tile_grid
 from ..validpixels import data_band_count
+from ..vector_output import split_layer
 
 # -- tiling -------------------------------------------------------------------------------------
 
@@ -264,7 +265,8 @@ def classify_pixels(job, ctx: JobContext) -> dict:
     num_classes = int(card["num_outputs"])
     out_path = Path(job.output)
     prob_path = Path(job.output_probabilities) if job.output_probabilities else None
-    vec_path = Path(job.output_vector) if job.output_vector else None
+    vec_text, vec_layer = split_layer(job.output_vector or "", job.output_vector_layer)
+    vec_path = Path(vec_text) if vec_text else None
     try:
         src = rasterio.open(job.input)
     except rasterio.errors.RasterioIOError as exc:
@@ -387,7 +389,7 @@ def classify_pixels(job, ctx: JobContext) -> dict:
         if vec_path:
             ctx.progress("polygons", 0, 1, "Vectorising")
             n_polygons = polygonize(out_path, vec_path, classes, job.min_area, crs_wkt,
-                                    job.min_pixels, job.output_vector_layer)
+                                    job.min_pixels, vec_layer)
             ctx.artifact("polygons", str(vec_path))
             ctx.progress("polygons", 1, 1, "Done")
     finally:
