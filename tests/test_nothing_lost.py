@@ -307,22 +307,33 @@ def test_an_empty_lock_of_a_failed_run_is_stale_and_a_failed_lock_write_leaves_n
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".lock")]
 
 
-def test_the_files_a_failed_training_made_do_not_block_its_rerun(tmp_path):
-    from plugin.core.segmentation.jobs import TrainPixelSegmentationJob
+def test_the_files_a_failed_training_made_do_not_block_its_rerun(models, tmp_path):
 
+    from plugin.core.labeling.project import LabelingProject
+    from plugin.core.segmentation.jobs import TrainPixelSegmentationJob
+    from plugin.core.synthetic import make_scene
+
+    scene = make_scene(tmp_path / "scene", size=96, bands=3, seed=3)
+    gpkg = tmp_path / "labels.gpkg"
+    p = LabelingProject.create(gpkg, scene.crs)
+    for _, name, color in scene.classes:
+        p.add_class(name, color)
+    p.add_raster(scene.raster)
+    p.add_features([(f["class_id"], f["geometry"]) for f in scene.features])
     out = tmp_path / "m.dltmodel.safetensors"
+    failing = TrainPixelSegmentationJob(project=str(gpkg), output_model=str(out),
+                                        init_model=str(models["grid"]), device="cpu")
+    with pytest.raises(UserError):                 # a grid model cannot start a U-Net
+        failing.execute(RecordingContext())
     logs = tmp_path / "m_logs"
-    (logs / "label_rasters").mkdir(parents=True)
+    (logs / "label_rasters").mkdir(parents=True, exist_ok=True)   # what a later failure leaves
     (logs / "label_rasters" / "scene_labels.tif").write_bytes(b"II*\0")
-    (logs / "tensorboard").mkdir()
-    (logs / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"")
-    job = TrainPixelSegmentationJob(project=str(tmp_path / "p.gpkg"), output_model=str(out))
-    assert not any("LOG_FOLDER" in p for p in job.problems())
+    rerun = TrainPixelSegmentationJob(project=str(gpkg), output_model=str(out))
+    assert not any("LOG_FOLDER" in p for p in rerun.problems())
     papers = tmp_path / "papers"
-    papers.mkdir()
+    (papers / "label_rasters").mkdir(parents=True)  # the user's own label rasters: no log
     (papers / "report.txt").write_text("mine")
-    (papers / "labels").mkdir()
-    kept = TrainPixelSegmentationJob(project=str(tmp_path / "p.gpkg"), output_model=str(out),
+    kept = TrainPixelSegmentationJob(project=str(gpkg), output_model=str(out),
                                      log_folder=str(papers))
     assert any("holds other files and no training log" in p for p in kept.problems())
 

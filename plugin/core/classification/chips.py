@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..training.job import is_training_log
+from ..training.logfolder import is_training_log
 
 EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation",

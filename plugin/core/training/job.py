@@ -8,31 +8,11 @@ them in that order); this base adds behaviour only, no fields. Nothing heavy at 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import ClassVar
 
 from ..jobs import Job, JobContext
-
-#: Files a training run writes in its log folder (:mod:`.training.report`).
-LOG_FILES = ("metrics.csv", "report.json", "report.md", "learning_curves.png")
-#: What a training run makes in its log folder, some of it before its first epoch (TensorBoard,
-#: the label rasters of the project, a project copy with solid distances): a run that failed
-#: early leaves only these, and its rerun must not be refused.
-LOG_ENTRIES = (*LOG_FILES, "tensorboard", "label_rasters", "project_solid_override.gpkg")
-_MOVED_CSV = re.compile(r"metrics\.\d{8}-\d{6}\.csv")   # an earlier run's, moved aside
-
-
-def is_training_log(folder: str | Path) -> bool:
-    """True when ``folder`` holds something a training run makes in its log folder
-    (:data:`LOG_ENTRIES`, TensorBoard event files, a rank's private folder, an earlier run's
-    moved ``metrics.<time>.csv``)."""
-    try:
-        names = [p.name for p in Path(folder).iterdir()]
-    except OSError:
-        return False
-    return any(n in LOG_ENTRIES or n.startswith(("events.out.tfevents", ".rank"))
-               or _MOVED_CSV.fullmatch(n) for n in names)
+from .logfolder import is_training_log
 
 
 class TrainingJob(Job):
@@ -66,8 +46,8 @@ class TrainingJob(Job):
 
     def log_folder_problems(self) -> list[str]:
         """A log folder that holds files but none of a training log (:func:`is_training_log`:
-        ``metrics.csv``, TensorBoard, the label rasters a failed run left …) is refused: the
-        run would mix its logs with, and replace, files the user keeps there."""
+        ``metrics.csv``, TensorBoard, the mark every run leaves first …) is refused: the run
+        would mix its logs with, and replace, files the user keeps there."""
         if not self.output_model:
             return []
         folder = Path(self.resolved_log_folder())
