@@ -136,8 +136,9 @@ def write_error(exc: BaseException, target: Path, fresh: bool = False) -> UserEr
     table: gpkg_contents``)."""
     low = " ".join(str(e) for e in (exc, exc.__cause__, exc.__context__) if e).lower()
     module = type(exc).__module__ or ""
-    refused = fresh and (isinstance(exc, (OSError, sqlite3.Error))
-                         or module.startswith("pyogrio"))
+    refused = fresh and (isinstance(exc, (OSError, sqlite3.Error)) or (
+        module.startswith("pyogrio") and ("sqlite" in low or type(exc).__name__ in (
+            "DataSourceError", "DataLayerError", "TransactionError"))))
     if refused or any(k in low for k in ("disk is full", "no space", "too large", "i/o error",
                                          "quota")):
         why, fix = ("the disk is full (or refused the data)",
