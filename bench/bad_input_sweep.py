@@ -100,6 +100,29 @@ def make_model(path: Path, **card_changes) -> Path:
     return path
 
 
+def user_geopackage(path: Path) -> Path:
+    """A GeoPackage of the user with a layer ``roads``."""
+    import shapely
+    from pyogrio.raw import write
+
+    write(str(path), shapely.to_wkb(np.array([shapely.Point(1, 2)], dtype=object)),
+          [np.array(["A1"], dtype=object)], ["name"], layer="roads", driver="GPKG",
+          geometry_type="Point", crs="EPSG:32631")
+    return path
+
+
+def kept_layers(done: subprocess.CompletedProcess, gpkg: Path, own: str) -> tuple[str, str]:
+    """'data lost' when the user's layer ``roads`` of ``gpkg`` is gone, else the outcome."""
+    import pyogrio
+
+    layers = {str(n) for n, _ in pyogrio.list_layers(gpkg)} if gpkg.is_file() else set()
+    if "roads" not in layers:
+        return "data lost", f"layers left: {sorted(layers)}"
+    if done.returncode:
+        return classify_output(done)
+    return ("clear" if own in layers else "unexpected"), f"layers: {sorted(layers)}"
+
+
 def bad_card(path: Path, card) -> Path:
     from safetensors.numpy import save_file
 
@@ -237,6 +260,32 @@ def main() -> int:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN),
         __import__("resource").setrlimit(__import__("resource").RLIMIT_FSIZE, (8000, 8000))))
     record("dltrain export chips, disk full while writing", *classify_output(done, "failed"))
+    # issue 18: GeoPackage outputs keep the user's other layers; outputs inside what is read
+    mine = user_geopackage(work / "mine.gpkg")
+    done = dltrain(job("classify_pixels", input=raster, model=str(model),
+                       output=str(work / "v.tif"), output_vector=str(mine), engine="torch",
+                       device="cpu"), work, "vector_into_gpkg")
+    record("dltrain classify OUTPUT_VECTOR = a GeoPackage holding other layers",
+           *kept_layers(done, mine, "classes"))
+    done = dltrain(job("classify_pixels", input=raster, model=str(model),
+                       output=str(work / "v.tif"), output_vector=str(mine), engine="torch",
+                       device="cpu"), work, "vector_full", preexec_fn=lambda: (
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN),
+        __import__("resource").setrlimit(__import__("resource").RLIMIT_FSIZE, (60000, 60000))))
+    outcome = classify_output(done, "disk is full")
+    record("dltrain classify, disk full while writing polygons into a GeoPackage",
+           outcome[0] if kept_layers(done, mine, "classes")[0] == "clear" else "data lost",
+           outcome[1])
+    from plugin.core.classification.synthetic import make_chip_folder
+
+    make_chip_folder(work / "tags", layout="multilabel_csv", per_class=3, multi_label=True)
+    labels = work / "tags" / "labels.csv"
+    before = labels.read_bytes()
+    done = dltrain(job("classify_chips", input=str(work / "tags"), model=str(model),
+                       output=str(labels)), work, "chips_onto_labels")
+    outcome = classify_output(done, "inside")
+    record("dltrain classify chips OUTPUT = the chips folder's labels.csv",
+           outcome[0] if labels.read_bytes() == before else "data lost", outcome[1])
     # model files
     data = model.read_bytes()
     (work / "trunc.dltmodel.safetensors").write_bytes(data[: len(data) // 3])
@@ -401,6 +450,12 @@ def main() -> int:
             if imm:
                 subprocess.run(["chattr", "-i", str(ro)])
             ro.chmod(0o755)
+        mine = user_geopackage(work / "qmine.gpkg")
+        done = qgis_run(env, "classifypixels", work, INPUT=raster, MODEL=str(model),
+                        OUTPUT=str(work / "q.tif"), OUTPUT_VECTOR=str(mine), ENGINE=1,
+                        DEVICE="cpu")
+        record("qgis_process classify OUTPUT_VECTOR = a GeoPackage holding other layers",
+               *kept_layers(done, mine, "classes"))
         done = qgis_run(env, "exportchips", work, PROJECT=gpkg, PATCH_SIZE=100,
                         OUTPUT_FOLDER=str(work / "q100"))
         record("qgis_process export chips PATCH_SIZE=100", *classify_output(done, "use 96"))

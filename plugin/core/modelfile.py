@@ -21,7 +21,6 @@ conventions are in its ``export`` module.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -71,33 +70,16 @@ def make_card(*, classes: list[dict], bands: int, mean: list[float], std: list[f
     return card
 
 
-def atomic_target(path: str | Path) -> tuple[Path, Path]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path, path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _usual_mode(path: Path) -> None:
-    """Give ``path`` the mode a new file of the user gets (0644 under the usual umask 022);
-    the safetensors writer creates files 0600, unlike every other output."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 def write_safetensors(tensors: dict, target: str | Path, meta: dict) -> Path:
-    """Write ``tensors`` with string ``meta`` to ``target`` atomically (tmp file + replace)."""
+    """Write ``tensors`` with string ``meta`` to ``target`` atomically
+    (:func:`.atomic.atomic_write`: temporary file beside it, mode 0644, then replace)."""
     from safetensors.torch import save_file
 
-    path, tmp = atomic_target(target)
-    try:
+    from .atomic import atomic_write
+
+    with atomic_write(target) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        _usual_mode(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(target)
 
 
 def save_model(path: str | Path, network, card: dict) -> Path:

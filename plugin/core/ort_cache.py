@@ -17,15 +17,7 @@ import os
 import platform
 from pathlib import Path
 
-
-def _replace_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+from .atomic import atomic_write
 
 
 def content_hash(path: str | Path, index_folder: Path) -> str:
@@ -47,8 +39,8 @@ def content_hash(path: str | Path, index_folder: Path) -> str:
     digest = h.hexdigest()
     try:
         index_folder.mkdir(parents=True, exist_ok=True)
-        _replace_atomically(memo, lambda p: p.write_text(json.dumps(
-            {"key": key, "sha256": digest})))
+        with atomic_write(memo) as tmp:
+            tmp.write_text(json.dumps({"key": key, "sha256": digest}))
     except OSError:   # a read-only cache only costs the hash next time
         pass
     return digest
@@ -105,14 +97,9 @@ def session(onnx_path: str | Path, threads: int, cache: bool = False):
                 ort.GraphOptimizationLevel.ORT_DISABLE_ALL), providers=providers)
         except Exception:  # noqa: BLE001 - a damaged cache entry: optimise again below
             opt.unlink(missing_ok=True)
-    tmp = opt.with_name(f".{opt.name}.{os.getpid()}.tmp")
     try:
-        s = ort.InferenceSession(str(onnx_path), options(full, tmp), providers=providers)
-        if tmp.is_file():
-            os.replace(tmp, opt)
+        with atomic_write(opt) as tmp:
+            s = ort.InferenceSession(str(onnx_path), options(full, tmp), providers=providers)
         return s
     except Exception:  # noqa: BLE001 - the cache is not writable: the plain session
         return ort.InferenceSession(str(onnx_path), options(full), providers=providers)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -53,9 +53,24 @@ def _is_uri(text: str) -> bool:
     return "://" in text or text.startswith(("/vsi", "PG:", "MySQL:"))
 
 
+def _ogr_destination(text: str) -> str:
+    """QGIS's GeoPackage destination ``ogr:dbname='/x.gpkg' table="name" (geom)`` (Processing's
+    "Save to GeoPackage…") as ``/x.gpkg|layername=name``; other text unchanged."""
+    import re
+
+    m = re.match(r"""ogr:dbname='((?:[^']|'')*)'(?:\s+table="((?:[^"]|"")*)")?""", text)
+    if not m:
+        return text
+    path, layer = m.group(1).replace("''", "'"), (m.group(2) or "").replace('""', '"')
+    return path + ("|layername=" + layer if layer else "")
+
+
 def absolute_path(text: str, cwd: str | Path | None = None) -> str:
     """``text`` made absolute against ``cwd`` (default: the current folder) with ``~`` expanded;
-    a QGIS layer source's ``|layername=…`` suffix is kept; URIs and empty strings unchanged."""
+    a QGIS layer source's ``|layername=…`` suffix is kept (a GeoPackage destination
+    ``ogr:dbname='…' table="…"`` becomes one); URIs and empty strings unchanged."""
+    if isinstance(text, str):
+        text = _ogr_destination(text)
     if not isinstance(text, str) or not text.strip() or _is_uri(text):
         return text
     base, sep, rest = text.partition("|")
@@ -109,7 +124,7 @@ def job_outputs(job: Job) -> list[tuple[str, str, bool]]:
     for f, ps in param_fields(type(job)):
         value = getattr(job, f.name)
         if ps.kind in OUT_KINDS and isinstance(value, str) and value:
-            out.append((f"{ps.label} ({ps.name})", value, ps.kind in FOLDER_KINDS))
+            out.append((f"{ps.label} ({ps.name})", _file_part(value), ps.kind in FOLDER_KINDS))
     extra = getattr(job, "extra_outputs", None)
     if extra is not None:
         out += [(label, str(path), bool(folder)) for label, path, folder in extra()]
@@ -136,6 +151,16 @@ def _same(a: str, b: str) -> bool:
         if pa.exists() and pb.exists():
             return os.path.samefile(pa, pb)
         return pa.resolve() == pb.resolve()
+    except OSError:
+        return False
+
+
+def _inside(path: str, folder: str) -> bool:
+    """True when ``path`` lies inside the existing folder ``folder`` (links resolved)."""
+    try:
+        f = Path(folder)
+        return f.is_dir() and Path(path).resolve().is_relative_to(f.resolve()) and \
+            not _same(path, folder)
     except OSError:
         return False
 
@@ -183,6 +208,10 @@ def output_problems(job: Job) -> list[str]:
             if _same(path, in_path):
                 problems.append(f"{label} {path} is also the {in_label}: it would be "
                                 "overwritten. Choose another output name.")
+            elif _inside(path, in_path):
+                problems.append(f"{label} {path} is inside the {in_label} {in_path}, which the "
+                                "job reads: it could replace a file there, and a later run "
+                                "would read it as one. Choose a location outside that folder.")
         for other_label, other, _ in outputs[i + 1:]:
             if _same(path, other):
                 problems.append(f"{label} and {other_label} are the same file {path}: one would "
@@ -222,8 +251,10 @@ def is_labeling_project(path: str | Path) -> bool:
 
 def format_problems(job: Job) -> list[str]:
     """File outputs whose name does not end in the format the job writes (a GeoPackage named
-    ``.tif`` would replace a raster), and outputs that are an existing labeling project
-    (writing them would replace the labels)."""
+    ``.tif`` would replace a raster), outputs that are an existing labeling project (writing
+    them would replace the labels), and GeoPackage outputs that are an existing file of another
+    format or whose layer name (field ``<output>_layer`` or ``output_layer``) is reserved or held
+    by a table that is not a layer of features (:func:`.vector_output.layer_problem`)."""
     out = []
     for f, ps in param_fields(type(job)):
         value = getattr(job, f.name)
@@ -242,6 +273,13 @@ def format_problems(job: Job) -> list[str]:
         elif ps.kind != "project_out" and is_labeling_project(path):
             out.append(f"{label} {path} is a labeling project: writing there would replace "
                        "its labels. Choose another file name.")
+        elif path.lower().endswith(".gpkg"):
+            from .vector_output import layer_problem, split_layer
+
+            layer = getattr(job, f"{f.name}_layer", None) or getattr(job, "output_layer", None)
+            problem = layer_problem(path, split_layer(value, layer or "any_layer")[1], label)
+            if problem:
+                out.append(problem)
     return out
 
 
@@ -276,16 +314,30 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+#: s: a lock file younger than this may still be being written by the run that made it
+LOCK_WRITE_GRACE = 10.0
+
+
 def read_lock(path: Path) -> dict | None:
+    """The JSON of the lock file ``path``; ``{"unreadable": age in s}`` when it is empty or not
+    a lock's JSON (a run that failed while writing it, e.g. on a full disk); None when gone."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
+        if isinstance(data, dict) and "pid" in data:
+            return data
     except (OSError, ValueError):
-        return None if not path.exists() else {}
+        pass
+    try:
+        return {"unreadable": time.time() - path.stat().st_mtime}
+    except OSError:
+        return None
 
 
 def lock_is_stale(info: dict) -> bool:
-    """A lock is stale when its process (on this host) no longer runs."""
+    """A lock is stale when its process (on this host) no longer runs, or when it is
+    unreadable (empty, not JSON) and older than :data:`LOCK_WRITE_GRACE`."""
+    if "unreadable" in info:
+        return info["unreadable"] > LOCK_WRITE_GRACE
     if info.get("host") != socket.gethostname():
         return False
     try:
@@ -336,8 +388,13 @@ class OutputLocks:
                     f"{other.get('host', '?')}, started {other.get('started', '?')}).",
                     f"Wait for that run to finish or choose another output name; if no such "
                     f"run exists, delete {lock}.") from None
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(info, f)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump(info, f)
+            except OSError as exc:      # a full disk: no empty lock left to block the next run
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+                raise io_user_error(exc, [str(lock)]) or exc from None
             self.held.append(lock)
             return
         raise UserError(f"Cannot lock {output} for writing.", f"Delete {lock} and try again.")
@@ -384,7 +441,8 @@ def io_user_error(exc: BaseException, outputs: list[str] | None = None,
                  and isinstance(e.errno, int) and e.errno in _WHY), None)
     low = text.lower()
     if code is None:
-        code = (errno.ENOSPC if "no space left" in low else errno.EFBIG if "too large" in low
+        code = (errno.ENOSPC if "no space left" in low or "disk is full" in low
+                else errno.EFBIG if "too large" in low
                 else errno.EACCES if "permission denied" in low else None)
     name = next((e.filename for e in chain if getattr(e, "filename", None)), None)
     if not name:
@@ -394,7 +452,7 @@ def io_user_error(exc: BaseException, outputs: list[str] | None = None,
                 break
     module = type(exc).__module__ or ""
     is_io = isinstance(exc, OSError) or module.startswith(("rasterio", "osgeo", "pyogrio",
-                                                           "safetensors"))
+                                                           "safetensors", "sqlite3"))
     if not name and code is None and is_io:
         low = text.lower()
         guess = (outputs if "write" in low else inputs if "read" in low else None) or []
@@ -466,21 +524,16 @@ def gdal_write_guard(path: str | Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` (mode ``mode``),
-    on any failure it is removed and ``path`` keeps its previous content. OSErrors become a
-    :class:`UserError` naming ``path``."""
+def atomic_file(path: str | Path, mode: int | None = None) -> Iterator[Path]:
+    """:func:`.atomic.atomic_write` (a temporary path beside ``path``; on success it replaces
+    ``path``, on any failure it is removed and ``path`` keeps its previous content) with
+    OSErrors turned into a :class:`UserError` naming ``path``."""
+    from .atomic import atomic_write
+
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
     try:
-        yield tmp
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        with atomic_write(target, mode) as tmp:
+            yield tmp
     except OSError as exc:
         err = io_user_error(exc, [str(target)]) or UserError(f"Writing {target} failed: {exc}.")
         raise err from None
-    finally:
-        with contextlib.suppress(OSError):
-            if tmp.exists():
-                tmp.unlink()

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..training.logfolder import is_training_log
 
 EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation",
@@ -77,14 +78,20 @@ def detect_layout(folder: Path) -> str:
         return "gbdx"
     if (folder / "labels.csv").is_file():
         return "multilabel_csv"
-    if any(_images(d) for d in folder.iterdir() if d.is_dir()) or any(
-            _images(s) for d in folder.iterdir() if d.is_dir() for s in d.iterdir()
-            if s.is_dir()):
+    if any(_images(d) for d in _class_dirs(folder)) or any(
+            _images(s) for d in _class_dirs(folder) for s in _class_dirs(d)):
         return "imagefolder"
     raise UserError(f"{folder} is in no chip layout this tool reads.",
                     "Use a folder from Export Training Chips, or one in the ImageFolder "
                     "(<class>/<chip>.tif), GBDX (ref.geojson + chips/) or multi-label CSV "
                     "(labels.csv + images/) layout.")
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` that can hold chips: not hidden, not a training's log
+    folder (its learning curves would be read as chips of a class named like the folder)."""
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")
+                  and not is_training_log(d))
 
 
 def _images(folder: Path) -> list[Path]:
@@ -101,11 +108,11 @@ def _manifest_colors(folder: Path) -> dict[str, str]:
 
 def read_imagefolder(folder: Path) -> list[Chip]:
     out = []
-    subdirs = sorted(d for d in folder.iterdir() if d.is_dir())
+    subdirs = _class_dirs(folder)
     split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_NAMES]
     if split_dirs and len(split_dirs) == len(subdirs):
         for sd in split_dirs:
-            for cd in sorted(d for d in sd.iterdir() if d.is_dir()):
+            for cd in _class_dirs(sd):
                 out += [Chip(p, [cd.name], SPLIT_NAMES[sd.name.lower()]) for p in _images(cd)]
     else:
         for cd in subdirs:

@@ -129,6 +129,9 @@ class ClassifyGridJob(RasterModelJob):
                        help="GeoPackage of cells (the raster's CRS): class (top class, or "
                             "background when no class passes its threshold), score, "
                             "score_<class> per class, classes (those over the threshold).")
+    output_layer: str = spec("grid_cells", "OUTPUT_LAYER", "Layer name in the GeoPackage", "str",
+                             advanced=True, help="The layer written (or replaced) in OUTPUT; "
+                                                 "its other layers are kept.")
     threshold: float = spec(0.0, "THRESHOLD", "Threshold (0 = the model's tuned thresholds)",
                             "float", minimum=0.0, maximum=1.0,
                             help="A class is in a cell when its score reaches this; 0 uses the "
@@ -250,6 +253,10 @@ class ClassifyChipsJob(Job):
                        help="Folder INPUT: a CSV with chip, class, score and one probability "
                             "per class; vector INPUT: a GeoPackage copy of the layer with "
                             "those fields.")
+    output_layer: str = spec("", "OUTPUT_LAYER", "Layer name in the GeoPackage (empty = the "
+                             "input layer's)", "str", optional=True, advanced=True,
+                             help="Vector INPUT: the layer written (or replaced) in OUTPUT; its "
+                                  "other layers are kept.")
     batch_size: int = spec(32, "BATCH_SIZE", "Chips per batch", "int", minimum=1,
                            maximum=4096, advanced=True)
     device: str = device_field()

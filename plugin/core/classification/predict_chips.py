@@ -14,7 +14,6 @@ Outputs: ``chip`` (folder: the path relative to INPUT), ``class`` (the top class
 from __future__ import annotations
 
 import csv
-import os
 import time
 from pathlib import Path
 
@@ -128,13 +127,14 @@ def _progress_reads(paths, ctx):
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    """``rows`` as a CSV written atomically (a failed write keeps the previous file and names
+    ``path``: :func:`~plugin.core.outputs.atomic_file`)."""
+    from ..outputs import atomic_file
+
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["chip", "class"])
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _vector_layer(path: str) -> str | None:
@@ -204,15 +204,17 @@ def classify_features(job, predictor, card: dict, device: str, ctx: JobContext) 
         probs = predict_arrays(predictor, card, images(), job.batch_size, device,
                                lambda: ctx.cancelled)
     rows = dict(zip(order, prediction_fields(probs, card)))
-    _write_layer_copy(Path(job.output), meta, fids, wkb, fields, rows, card, layer)
+    _write_layer_copy(Path(job.output), meta, fids, wkb, fields, rows, card,
+                      job.output_layer or layer)
     return list(rows.values())
 
 
 def _write_layer_copy(out: Path, meta: dict, fids, wkb, fields, rows: dict, card: dict,
                       layer: str) -> None:
     """The input features with their fields and the prediction fields (empty where a feature
-    was not classified), as a GeoPackage written atomically."""
-    from pyogrio.raw import write
+    was not classified), as the layer ``layer`` of the GeoPackage ``out`` (its other layers
+    kept, a previous ``layer`` replaced atomically)."""
+    from ..vector_output import write_vector_layer
 
     names = [n for n in ["class", "score", "tags"] if n != "tags" or card.get("multi_label")]
     names += [f"prob_{c['name']}" for c in card["classes"]]
@@ -223,12 +225,5 @@ def _write_layer_copy(out: Path, meta: dict, fids, wkb, fields, rows: dict, card
         values = [rows.get(int(fid), {}).get(n) for fid in fids]
         data.append(np.array([v if v is not None else ("" if text else np.nan)
                               for v in values], dtype=object if text else np.float64))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.gpkg")
-    tmp.unlink(missing_ok=True)
-    try:
-        write(str(tmp), wkb, data, own + names, layer=layer or "chips", driver="GPKG",
-              geometry_type=meta.get("geometry_type") or "Unknown", crs=meta.get("crs"))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_vector_layer(out, layer or "chips", wkb, dict(zip(own + names, data)), meta.get("crs"),
+                       meta.get("geometry_type") or "Unknown")

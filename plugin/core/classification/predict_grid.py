@@ -1,4 +1,5 @@
-"""Classify Grid: a grid model applied cell by cell to a raster → a GeoPackage of cells.
+"""Classify Grid: a grid model applied cell by cell to a raster → a GeoPackage layer of cells
+(OUTPUT_LAYER, ``grid_cells``; the file's other layers are kept).
 
 Cells of the model's ``grid_size`` px from the raster's top-left corner (the last row and column
 may reach past the edge; the part outside is filled with the band means and the polygon is
@@ -13,7 +14,6 @@ with 0 the per-class thresholds tuned on validation (model card).
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -29,9 +29,9 @@ BACKGROUND = "background"
 def classify_grid(job, ctx: JobContext) -> dict:
     import rasterio
     import shapely
-    from pyogrio.raw import write
 
     from ..environment import resolve_device
+    from ..vector_output import write_vector_layer
     from .network import load_classifier
 
     started = time.monotonic()
@@ -77,15 +77,8 @@ def classify_grid(job, ctx: JobContext) -> dict:
     data = [np.asarray(rows["row"], np.int32), np.asarray(rows["col"], np.int32),
             np.asarray(rows["class"], dtype=object), np.asarray(rows["score"], np.float64),
             np.asarray(rows["classes"], dtype=object)] + [score[:, k] for k in range(len(names))]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.gpkg")
-    tmp.unlink(missing_ok=True)
-    try:
-        write(str(tmp), shapely.to_wkb(np.array(geoms, dtype=object)), data, fields,
-              layer="grid_cells", driver="GPKG", geometry_type="Polygon", crs=crs_wkt)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_vector_layer(out, job.output_layer, shapely.to_wkb(np.array(geoms, dtype=object)),
+                       dict(zip(fields, data)), crs_wkt, "Polygon")
     ctx.artifact("output", str(out))
     return {"output": str(out), "cells": total, "cells_classified": len(geoms),
             "cells_skipped_nodata": total - len(geoms), "per_class": counts,

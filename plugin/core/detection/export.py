@@ -27,10 +27,9 @@ Metadata (``metadata_props``, values JSON text): ``model_type`` "Detector", ``de
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from .. import modelfile as common
+from ..atomic import atomic_write
 from ..errors import UserError
 from ..jobs import JobContext
 from ..onnxfile import finish_onnx, metadata_props
@@ -76,8 +75,7 @@ def export_detector_onnx(model_path: str | Path, onnx_path: str | Path, *,
                   int(max_detections))
     wrapper = _wrapper(network, float(input_scale))
     dummy = torch.rand(1, int(card["bands"]), size, size) * (255.0 / input_scale)
-    path, tmp = common.atomic_target(onnx_path)
-    try:
+    with atomic_write(onnx_path) as tmp:
         with torch.no_grad():
             torch.onnx.export(wrapper, (dummy,), str(tmp), input_names=["image"],
                               output_names=["boxes", "scores", "labels"], opset_version=opset,
@@ -86,11 +84,7 @@ def export_detector_onnx(model_path: str | Path, onnx_path: str | Path, *,
                                             "labels": {0: "detections"}}, dynamo=False)
         finish_onnx(tmp, onnx_detector_metadata(card, object_classes(card), float(input_scale),
                                                size, tiles_overlap))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(onnx_path)
 
 
 def onnx_detector_metadata(card: dict, classes: list[dict], input_scale: float, size: int,

@@ -127,6 +127,10 @@ class DetectObjectsJob(RasterModelJob):
     output_points: str = spec("", "OUTPUT_POINTS", "Output centre points", "file_out",
                               optional=True, file_filter=_GPKG_FILTER,
                               help="Optional GeoPackage with one point per box centre.")
+    output_layer: str = spec("detections", "OUTPUT_LAYER", "Layer name in the GeoPackage(s)",
+                             "str", advanced=True,
+                             help="The layer written (or replaced) in OUTPUT and "
+                                  "OUTPUT_POINTS; their other layers are kept.")
     score_threshold: float = spec(-1.0, "SCORE_THRESHOLD",
                                   "Score threshold (-1 = the model's)", "float",
                                   minimum=-1, maximum=1,

@@ -25,16 +25,16 @@ Boxes whose centre pixel is nodata, and tiles that are entirely nodata, are skip
 TTA (flips): every tile is also detected flipped left-right and up-down; the boxes are flipped
 back and merged by the same per-class NMS.
 
-Output: a GeoPackage layer ``detections`` of box polygons in the raster's CRS with ``class_id``,
-``class_name``, ``score`` and the area in m² (``area_m2``) in a projected CRS, or in the CRS's
-unit otherwise (``area_deg2`` for degrees, ``area_px`` for an ungeoreferenced image, whose boxes
-are in pixel coordinates with y down); optionally a second GeoPackage of box centre points.
+Output: a GeoPackage layer (OUTPUT_LAYER, ``detections``; the file's other layers are kept) of
+box polygons in the raster's CRS with ``class_id``, ``class_name``, ``score`` and the area in m²
+(``area_m2``) in a projected CRS, or in the CRS's unit otherwise (``area_deg2`` for degrees,
+``area_px`` for an ungeoreferenced image, whose boxes are in pixel coordinates with y down);
+optionally the same layer of box centre points in a second GeoPackage.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -305,12 +305,14 @@ def merge_seen_twice(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
 # -- output -------------------------------------------------------------------------------------
 def write_detections(path: Path, boxes_map: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                      names: dict[int, str], crs_wkt: str | None, area: tuple[str, float],
-                     points: bool = False) -> int:
-    """Box polygons (or centre points) with class_id, class_name, score, area into a new
-    GeoPackage (layer ``detections``, written with pyogrio: no GDAL bindings needed); returns the
-    number written."""
+                     points: bool = False, layer: str = "detections") -> int:
+    """Box polygons (or centre points) with class_id, class_name, score, area as the layer
+    ``layer`` of the GeoPackage ``path`` (:func:`~plugin.core.vector_output.write_vector_layer`:
+    its other layers are kept, a previous ``layer`` replaced atomically); returns the number
+    written."""
     import shapely
-    from pyogrio.raw import write
+
+    from ..vector_output import write_vector_layer
 
     b = np.asarray(boxes_map, np.float64).reshape(-1, 4)
     if points:
@@ -318,19 +320,13 @@ def write_detections(path: Path, boxes_map: np.ndarray, scores: np.ndarray, labe
     else:
         geoms = shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3], ccw=True)
     ids = np.asarray(labels, np.int32).reshape(-1)
-    if path.exists():
-        path.unlink()
-    write(str(path), shapely.to_wkb(np.asarray(geoms, dtype=object)),
-          [ids, np.array([names.get(int(i), str(int(i))) for i in ids], dtype=object),
-           np.round(np.asarray(scores, np.float64), 4),
-           (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) * area[1]],
-          ["class_id", "class_name", "score", area[0]], layer="detections", driver="GPKG",
-          geometry_type="Point" if points else "Polygon", crs=crs_wkt or None)
+    write_vector_layer(path, layer, shapely.to_wkb(np.asarray(geoms, dtype=object)), {
+        "class_id": ids,
+        "class_name": np.array([names.get(int(i), str(int(i))) for i in ids], dtype=object),
+        "score": np.round(np.asarray(scores, np.float64), 4),
+        area[0]: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) * area[1]},
+        crs_wkt, "Point" if points else "Polygon")
     return len(ids)
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
 
 
 # -- the job ------------------------------------------------------------------------------------
@@ -412,14 +408,8 @@ def detect_objects(job, ctx: JobContext) -> dict:
     if job.output_points:
         outputs.append((Path(job.output_points), True))
     for path, points in outputs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp(path)
-        try:
-            write_detections(tmp, boxes_map, scores, labels, names, crs_wkt, area, points)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        write_detections(path, boxes_map, scores, labels, names, crs_wkt, area, points,
+                         job.output_layer)
         ctx.artifact("points" if points else "detections", str(path))
     per_class = {names.get(int(k), str(k)): int((labels == k).sum()) for k in np.unique(labels)}
     optimized = {}

@@ -6,13 +6,12 @@ docstring and docs/model_file.md.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write
 from ..errors import UserError
 from ..jobs import JobContext
-from ..modelfile import atomic_target
 from ..onnx_export import EIGHT_BIT_MAX
 from ..onnxfile import ONNX_TILES_OVERLAP, finish_onnx, metadata_props
 from .modelfile import load_network
@@ -37,7 +36,6 @@ def export_onnx(model_path: str | Path, onnx_path: str | Path, opset: int = 17, 
     scale = float(input_scale)
     predictor = Predictor(network, [m / scale for m in card["mean"]],
                           [s / scale for s in card["std"]]).eval()
-    onnx_path, tmp = atomic_target(onnx_path)
     size = int(tile_size or card.get("patch_size") or 256)
     dummy = torch.zeros(1, int(card["bands"]), size, size)
     if tile_size:
@@ -45,7 +43,7 @@ def export_onnx(model_path: str | Path, onnx_path: str | Path, opset: int = 17, 
     else:
         axes = {"image": {0: "batch", 2: "height", 3: "width"},
                 "probabilities": {0: "batch", 2: "height", 3: "width"}}
-    try:
+    with atomic_write(onnx_path) as tmp:
         with torch.no_grad():
             torch.onnx.export(predictor, (dummy,), str(tmp), input_names=["image"],
                               output_names=["probabilities"], opset_version=opset,
@@ -54,11 +52,7 @@ def export_onnx(model_path: str | Path, onnx_path: str | Path, opset: int = 17, 
             [size, size] if tile_size else ["height", "width"])
         finish_onnx(tmp, onnx_metadata(card, input_scale=scale, tile_size=size,
                                         tiles_overlap=tiles_overlap), out_dims)
-        os.replace(tmp, onnx_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return onnx_path
+    return Path(onnx_path)
 
 
 def onnx_class_names(card: dict) -> dict[str, str]:

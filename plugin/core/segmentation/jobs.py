@@ -213,6 +213,10 @@ class ClassifyPixelsJob(RasterModelJob):
                               optional=True, file_filter="GeoPackage (*.gpkg)",
                               help="Optional GeoPackage of class polygons with class id, name "
                                    "and area.")
+    output_vector_layer: str = spec("classes", "OUTPUT_VECTOR_LAYER",
+                                    "Layer name of the polygons", "str", advanced=True,
+                                    help="The layer written (or replaced) in OUTPUT_VECTOR; its "
+                                         "other layers are kept.")
     min_area: float = spec(0.0, "MIN_AREA", "Minimum polygon area (m²)", "float",
                            minimum=0, help="Smaller polygons are left out of OUTPUT_VECTOR. "
                                            "Areas are in m² (on the ellipsoid for a "

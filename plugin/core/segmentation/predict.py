@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..areas import area_and_length
+from ..atomic import remove_stale_temporaries, temp_path
 from ..blend import CLASS_NODATA, window_1d
 from ..errors import JobCancelled, UserError
 from ..inference import inference_context, make_engine, tta_predict
@@ -32,6 +33,7 @@ from ..outputs import gdal_write_guard
 from ..raster_input import PIXEL_SIZE_TOLERANCE
 from ..tiling import rank_rows, read_tile, read_tiles, tile_grid
 from ..validpixels import data_band_count
+from ..vector_output import split_layer
 
 # -- tiling -------------------------------------------------------------------------------------
 
@@ -177,10 +179,6 @@ def _rgba(color: str) -> tuple[int, int, int, int]:
     return (int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16), 255)
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-
-
 def _profile(src, count: int, dtype: str, nodata, rows: tuple[int, int] | None = None) -> dict:
     """GeoTIFF profile on ``src``'s grid, or on its raster rows ``rows`` = (first, end)."""
     from rasterio.transform import Affine
@@ -196,18 +194,21 @@ def _profile(src, count: int, dtype: str, nodata, rows: tuple[int, int] | None =
 
 
 def polygonize(class_raster: Path, out_gpkg: Path, classes: list[dict], min_area: float,
-               crs_wkt: str | None, min_pixels: int = 0) -> int:
+               crs_wkt: str | None, min_pixels: int = 0, layer: str = "classes") -> int:
     """Class polygons (no background, no nodata) with class_id, class_name, area (m²) and
-    perimeter (m) into a GeoPackage layer 'classes', dropping polygons under ``min_area`` m² (on
-    the ellipsoid for geographic CRSs, :func:`area_and_length`) or of fewer than ``min_pixels``
-    pixels (ENVI's aggregate minimum size); returns the number kept. GDAL's polygonize
+    perimeter (m) as the layer ``layer`` of the GeoPackage ``out_gpkg`` (its other layers kept,
+    a previous ``layer`` replaced atomically: :mod:`~plugin.core.vector_output`), dropping
+    polygons under ``min_area`` m² (on the ellipsoid for geographic CRSs,
+    :func:`area_and_length`) or of fewer than ``min_pixels`` pixels (ENVI's aggregate minimum
+    size); returns the number kept. GDAL's polygonize
     (4-connected, through rasterio) works on the band, not on a copy."""
     import numpy as np
     import rasterio
     import shapely
-    from pyogrio.raw import write
     from rasterio.features import shapes
     from shapely.geometry import shape
+
+    from ..vector_output import write_vector_layer
 
     names = {int(c["id"]): c["name"] for c in classes}
     measure = area_and_length(crs_wkt)
@@ -229,13 +230,11 @@ def polygonize(class_raster: Path, out_gpkg: Path, classes: list[dict], min_area
             geoms.append(geom)
             areas.append(area)
             perimeters.append(perimeter)
-    if out_gpkg.exists():
-        out_gpkg.unlink()
-    write(str(out_gpkg), shapely.to_wkb(np.array(geoms, dtype=object)),
-          [np.array(ids, np.int32), np.array([names.get(i, str(i)) for i in ids], dtype=object),
-           np.array(areas, np.float64), np.array(perimeters, np.float64)],
-          ["class_id", "class_name", "area", "perimeter"],
-          layer="classes", driver="GPKG", geometry_type="Polygon", crs=crs_wkt or None)
+    write_vector_layer(out_gpkg, layer, shapely.to_wkb(np.array(geoms, dtype=object)), {
+        "class_id": np.array(ids, np.int32),
+        "class_name": np.array([names.get(i, str(i)) for i in ids], dtype=object),
+        "area": np.array(areas, np.float64), "perimeter": np.array(perimeters, np.float64)},
+        crs_wkt, "Polygon")
     return len(ids)
 
 
@@ -260,7 +259,8 @@ def classify_pixels(job, ctx: JobContext) -> dict:
     num_classes = int(card["num_outputs"])
     out_path = Path(job.output)
     prob_path = Path(job.output_probabilities) if job.output_probabilities else None
-    vec_path = Path(job.output_vector) if job.output_vector else None
+    vec_text, vec_layer = split_layer(job.output_vector or "", job.output_vector_layer)
+    vec_path = Path(vec_text) if vec_text else None
     try:
         src = rasterio.open(job.input)
     except rasterio.errors.RasterioIOError as exc:
@@ -301,7 +301,10 @@ def classify_pixels(job, ctx: JobContext) -> dict:
             ctx.log(f"Classifying {src.width} × {src.height} px with {engine.name} on {device}, "
                     f"tiles of {tile} px, overlap {job.overlap:g}" + (", TTA" if job.tta else ""))
             out_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp_cls = part_path(out_path, rank) if world > 1 else _tmp(out_path)
+            for final in (out_path, prob_path):   # left by a run that was killed
+                if final is not None and distributed.is_main():
+                    remove_stale_temporaries(final)
+            tmp_cls = part_path(out_path, rank) if world > 1 else temp_path(out_path)
             tmps.append(tmp_cls)
             written = " and ".join(str(p) for p in (out_path, prob_path) if p)
             guard = gdal_write_guard(written)   # errors GDAL signals when blocks are flushed
@@ -311,7 +314,7 @@ def classify_pixels(job, ctx: JobContext) -> dict:
             pdst = None
             if prob_path:
                 prob_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp_prob = part_path(prob_path, rank) if world > 1 else _tmp(prob_path)
+                tmp_prob = part_path(prob_path, rank) if world > 1 else temp_path(prob_path)
                 tmps.append(tmp_prob)
                 pdst = rasterio.open(tmp_prob, "w",
                                      **_profile(src, num_classes, "uint8", None, (y0, y1)))
@@ -363,13 +366,13 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                         if final is None:
                             continue
                         parts = [part_path(final, r) for r in range(world)]
-                        tmps += [*parts, _tmp(final)]
-                        assemble(parts, spans, _tmp(final),
+                        tmps += [*parts, temp_path(final)]
+                        assemble(parts, spans, temp_path(final),
                                  _profile(src, count, "uint8", nodata))
                 finally:
                     distributed.barrier()
-                tmp_cls = _tmp(out_path)
-                tmp_prob = _tmp(prob_path) if prob_path else None
+                tmp_cls = temp_path(out_path)
+                tmp_prob = temp_path(prob_path) if prob_path else None
             os.replace(tmp_cls, out_path)
             ctx.artifact("class_raster", str(out_path))
             if prob_path:
@@ -379,12 +382,8 @@ def classify_pixels(job, ctx: JobContext) -> dict:
         n_polygons = None
         if vec_path:
             ctx.progress("polygons", 0, 1, "Vectorising")
-            vec_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp_vec = _tmp(vec_path)
-            tmps.append(tmp_vec)
-            n_polygons = polygonize(out_path, tmp_vec, classes, job.min_area, crs_wkt,
-                                    job.min_pixels)
-            os.replace(tmp_vec, vec_path)
+            n_polygons = polygonize(out_path, vec_path, classes, job.min_area, crs_wkt,
+                                    job.min_pixels, vec_layer)
             ctx.artifact("polygons", str(vec_path))
             ctx.progress("polygons", 1, 1, "Done")
     finally:

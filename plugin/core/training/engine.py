@@ -44,6 +44,7 @@ from .. import distributed, modelfile
 from ..errors import UserError
 from ..jobs import JobContext
 from . import report, runtime
+from .logfolder import mark_log_folder
 from .task import TrainingTask
 from .weight_average import WeightAverage
 
@@ -78,7 +79,7 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
 
     started = time.monotonic()
     log_folder = log_folder_of(job)
-    log_folder.mkdir(parents=True, exist_ok=True)
+    mark_log_folder(log_folder)   # before anything else: a failed run's rerun is not refused
     device = distributed.device_for(runtime.resolve_device(job.device))
     distributed.setup(device)
     main = distributed.is_main()

@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..jobs import Job, JobContext
-
-#: Files a training run writes in its log folder (:mod:`.training.report`).
-LOG_FILES = ("metrics.csv", "report.json", "report.md", "learning_curves.png")
+from .logfolder import is_training_log
 
 
 class TrainingJob(Job):
@@ -47,17 +45,15 @@ class TrainingJob(Job):
         return []
 
     def log_folder_problems(self) -> list[str]:
-        """A log folder that holds files but none of a training log (``metrics.csv``,
-        ``report.json``, TensorBoard events) is refused: the run would mix its logs with, and
-        replace, files the user keeps there."""
+        """A log folder that holds files but none of a training log (:func:`is_training_log`:
+        ``metrics.csv``, TensorBoard, the mark every run leaves first …) is refused: the run
+        would mix its logs with, and replace, files the user keeps there."""
         if not self.output_model:
             return []
         folder = Path(self.resolved_log_folder())
         if not folder.is_dir():
             return []
-        names = [p.name for p in folder.iterdir()]
-        ours = any(n in LOG_FILES or n.startswith("events.out.tfevents") for n in names)
-        if names and not ours:
+        if any(folder.iterdir()) and not is_training_log(folder):
             return [f"The log folder {folder} (LOG_FOLDER) holds other files and no training "
                     "log: choose a new or empty folder, or a log folder of an earlier run."]
         return []

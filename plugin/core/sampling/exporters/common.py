@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ...atomic import atomic_write
 from ...jobs import JobContext
 from ..plan import IGNORE, SampleSource, SamplingConfig
 
@@ -162,9 +163,9 @@ def write_manifest(state: ExportState, layout: dict, summary: dict, parameters: 
     if extra:
         data.update(extra)
     path = state.folder / MANIFEST
-    tmp = path.with_name(MANIFEST + ".part")
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, default=_json_default) + "\n",
+                       encoding="utf-8")
     return path
 
 
