@@ -27,11 +27,11 @@ BACKGROUND = "background"
 
 
 def classify_grid(job, ctx: JobContext) -> dict:
-    import rasterio
     import shapely
     from pyogrio.raw import write
 
     from ..environment import resolve_device
+    from ..raster_input import check_input, open_raster
     from .network import load_classifier
 
     started = time.monotonic()
@@ -48,10 +48,8 @@ def classify_grid(job, ctx: JobContext) -> dict:
     rows: dict[str, list] = {k: [] for k in ("row", "col", "class", "score", "classes")}
     scores_all: list[np.ndarray] = []
     geoms = []
-    with rasterio.open(job.input) as src:
-        if src.count != int(card["bands"]):
-            raise UserError(f"The raster has {src.count} bands, the grid model "
-                            f"{card['bands']}.", "Classify a raster with the training bands.")
+    with open_raster(job.input) as src:
+        check_input(src, card, ctx.log)
         size = int(card["grid_size"])
         total = len(cell_windows(src.height, src.width, size))
         crs_wkt = src.crs.to_wkt() if src.crs else None

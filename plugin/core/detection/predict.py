@@ -329,10 +329,8 @@ def detect_objects(job, ctx: JobContext) -> dict:
     """Run a DetectObjectsJob (see the module docstring); return counts and output paths.
     On the CPU the tiles run through onnxruntime (:mod:`.detect_onnx`, torch is not imported
     once the export is cached) unless ENGINE is torch; on CUDA through torch."""
-    import rasterio
-
     from ..environment import resolve_device
-    from ..raster_input import PIXEL_SIZE_TOLERANCE
+    from ..raster_input import check_input, open_raster
     from .modelfile import object_classes, read_card
     from .predict_onnx import ort_tile_detector
 
@@ -344,28 +342,11 @@ def detect_objects(job, ctx: JobContext) -> dict:
     tile = auto_tile(card, job.tile_size)
     overlap = overlap_for(card, tile, job.overlap, ctx)
     device = resolve_device(job.device)
-    try:
-        src = rasterio.open(job.input)
-    except rasterio.errors.RasterioIOError as exc:
-        raise UserError(f"Cannot read the input raster {job.input}: {exc}.",
-                        "Choose a raster file GDAL can read.") from None
-    with src:
-        if src.count != int(card["bands"]):
-            raise UserError(f"The input raster has {src.count} band(s) but the model was "
-                            f"trained on {card['bands']}.",
-                            "Detect on a raster with the same bands as the training rasters.")
-        georeferenced = src.crs is not None or not src.transform.is_identity
-        if not georeferenced:
+    with open_raster(job.input) as src:
+        check_input(src, card, ctx.log)
+        if src.crs is None and src.transform.is_identity:
             ctx.log(f"{Path(job.input).name} is not georeferenced: the boxes are in pixel "
                     "coordinates (x right, y down).", "warning")
-        px = card.get("pixel_size")
-        if px and px[0] and georeferenced:
-            ratio = abs(src.res[0]) / float(px[0])
-            if ratio > PIXEL_SIZE_TOLERANCE or ratio < 1 / PIXEL_SIZE_TOLERANCE:
-                ctx.log(f"The input pixel size ({abs(src.res[0]):g}) is far from the training "
-                        f"pixel size ({float(px[0]):g}): objects will look larger or smaller "
-                        "than in training. Resample the raster to the training pixel size.",
-                        "warning")
         # a raster smaller than the tile is searched in one tile of its own size (rounded up
         # to 32 px), as detect_raster does
         square = min(tile, ceil_multiple(max(src.height, src.width)))

@@ -27,7 +27,6 @@ import numpy as np
 from ..training import runtime
 from ..training.length import training_length
 from ..training.task import TrainingTask
-from ..validpixels import data_band_count
 from .data import WindowSampler
 from .metrics import IGNORE, confusion_metric, metrics_from_confusion
 
@@ -45,7 +44,6 @@ class PixelSegmentationTask(TrainingTask):
 
     # -- preparation ---------------------------------------------------------------------------
     def prepare(self, job, ctx, log_folder: Path) -> None:
-        import rasterio
 
         from ..sampling.statistics import band_statistics
         from .train import _loss_weights, prepare
@@ -56,11 +54,7 @@ class PixelSegmentationTask(TrainingTask):
         self.val_patches = flush_patches(setup.plan.split("validation"), setup.sources)
         ctx.log(f"Patches: {setup.plan.summary()['patches']}")
         ctx.progress("prepare", 2, 3, "Band statistics")
-        with rasterio.open(setup.sources[0].image) as ds:
-            self.bands, res = data_band_count(ds), ds.res
-            self.crs = ds.crs.to_string() if ds.crs else None
-            self.dtype = ds.dtypes[0]
-        self.pixel_size = (abs(res[0]), abs(res[1]))
+        self.describe_rasters(setup.sources[0].image)
         train_sources = sorted({p.source for p in self.train_patches})
         self.mean, self.std, self.nodata = band_statistics(
             [setup.sources[i] for i in train_sources])

@@ -1,0 +1,81 @@
+"""Rules every model family obeys, checked for each row of the family table (a new row gets the
+checks for free once tests/family_models.py can build a tiny model of it): the raster input
+check, areas in m², model-card validation, the training length shown in optimiser steps, and
+Classify Chips on a layer off the raster."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from plugin.core.errors import UserError
+from plugin.core.families import FAMILIES
+from tests.family_models import TASKS, apply_model, tiny_model, warnings, write_raster
+
+FAMILY_TASKS = [f.task for f in FAMILIES]
+
+
+def test_every_family_has_a_tiny_model():
+    assert sorted(FAMILY_TASKS) == sorted(TASKS)
+
+
+@pytest.fixture(autouse=True)
+def onnx_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("family_models")
+    return {task: tiny_model(task, folder) for task in FAMILY_TASKS}
+
+
+# -- 1. raster input ----------------------------------------------------------------------------
+def _outputs(path) -> list[tuple]:
+    """Every field of every feature of a vector output, rounded (float noise aside)."""
+    from pyogrio.raw import read
+
+    meta, _, geoms, fields = read(str(path))
+    columns = [np.round(f.astype(float), 5) if f.dtype.kind == "f" else f for f in fields]
+    return sorted(zip(*(list(c) for c in columns), list(geoms)))
+
+
+@pytest.mark.parametrize("task", FAMILY_TASKS)
+def test_an_rgba_raster_classifies_as_its_rgb_copy_with_alpha_as_nodata(task, models,
+                                                                         tmp_path):
+    rgb = write_raster(tmp_path / "rgb.tif", "rgb")
+    rgba = write_raster(tmp_path / "rgba.tif", "rgba")
+    _, ctx_rgb, out_rgb = apply_model(task, models[task], rgb, tmp_path / "a")
+    _, ctx_rgba, out_rgba = apply_model(task, models[task], rgba, tmp_path / "b")
+    first, second = _outputs(out_rgb), _outputs(out_rgba)
+    assert first and first == second
+    assert warnings(ctx_rgb) == warnings(ctx_rgba) == []
+
+
+MESSAGES = {
+    "uint16": (UserError, r"input raster is uint16 with values up to 6\d+ .*, above the "
+                          r"model's uint8 training data"),
+    "coarse": ("warning", r"input pixel size \(5 m\) is far from the training pixel size "
+                          r"\(0\.5 m\)"),
+    "epsg4326": ("warning", r"CRS is WGS 84 \(geographic, degrees\) but the model was trained "
+                            r"on rasters in WGS 84 / UTM zone 31N \(projected\)\. Reproject "
+                            r"the raster to EPSG:32631"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(MESSAGES))
+@pytest.mark.parametrize("task", FAMILY_TASKS)
+def test_a_raster_unlike_the_training_rasters_gets_the_same_message_in_every_family(
+        task, variant, models, tmp_path):
+    import re
+
+    raster = write_raster(tmp_path / f"{variant}.tif", variant)
+    kind, pattern = MESSAGES[variant]
+    if kind is UserError:
+        with pytest.raises(UserError, match=pattern):
+            apply_model(task, models[task], raster, tmp_path / "out")
+        return
+    _, ctx, _ = apply_model(task, models[task], raster, tmp_path / "out")
+    assert [m for m in warnings(ctx) if re.search(pattern, m)], warnings(ctx)
+    if variant == "epsg4326":   # the same ground: its pixel size in metres is the training one
+        assert not [m for m in warnings(ctx) if "pixel size" in m]
