@@ -79,3 +79,32 @@ def test_a_raster_unlike_the_training_rasters_gets_the_same_message_in_every_fam
     assert [m for m in warnings(ctx) if re.search(pattern, m)], warnings(ctx)
     if variant == "epsg4326":   # the same ground: its pixel size in metres is the training one
         assert not [m for m in warnings(ctx) if "pixel size" in m]
+
+
+# -- 2. areas -----------------------------------------------------------------------------------
+#: the area field of each family's vector output; Classify Chips writes a copy of the user's
+#: layer (its features, their fields and the predictions), without areas of its own
+AREA_FIELDS = {"pixel_segmentation": "area", "object_detection": "area_m2", "grid": "area_m2",
+               "chip_classification": None}
+
+
+@pytest.mark.parametrize("task", FAMILY_TASKS)
+def test_vector_outputs_in_a_geographic_crs_report_geodesic_areas_in_m2(task, models,
+                                                                        tmp_path):
+    import shapely
+    from pyogrio.raw import read
+    from pyproj import Geod
+
+    field = AREA_FIELDS[task]
+    if field is None:
+        pytest.skip("the output is a copy of the user's layer")
+    raster = write_raster(tmp_path / "wgs84.tif", "epsg4326")
+    _, _, vector = apply_model(task, models[task], raster, tmp_path / "out")
+    meta, _, wkb, fields = read(str(vector))
+    assert "EPSG:4326" in str(meta["crs"]) and len(wkb)
+    given = fields[list(meta["fields"]).index(field)]
+    geod = Geod(ellps="WGS84")
+    expected = [abs(geod.geometry_area_perimeter(g)[0]) for g in shapely.from_wkb(wkb)]
+    assert given == pytest.approx(expected, rel=1e-6)
+    # the raster covers 32 m × 32 m of ground: the areas are m², not square degrees
+    assert 0 < max(given) <= 32 * 32 * 1.01

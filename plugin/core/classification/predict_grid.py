@@ -7,7 +7,9 @@ pixels inside a cell are set to the band means (0 after normalisation).
 
 Fields: ``row``, ``col`` (cell indices), ``class`` (the top class when it passes its threshold,
 else ``background``), ``score`` (the top class's score), ``classes`` (the classes passing
-their thresholds, comma-separated) and ``score_<class>`` per class. Thresholds: THRESHOLD, or
+their thresholds, comma-separated), ``score_<class>`` per class and the cell's area
+(``area_m2``, on the ellipsoid for a geographic CRS: :func:`..areas.area_and_length`;
+``area_px`` for an ungeoreferenced image). Thresholds: THRESHOLD, or
 with 0 the per-class thresholds tuned on validation (model card).
 """
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..areas import area_field, areas
 from ..errors import UserError
 from ..gridfilter import cell_windows, predict_cells, thresholds_of
 from ..jobs import JobContext
@@ -53,6 +56,7 @@ def classify_grid(job, ctx: JobContext) -> dict:
         size = int(card["grid_size"])
         total = len(cell_windows(src.height, src.width, size))
         crs_wkt = src.crs.to_wkt() if src.crs else None
+        georeferenced = src.crs is not None or not src.transform.is_identity
         ctx.log(f"Classifying {total} cells of {size} px on {device}.")
         t = src.transform
         for ri, ci, r0, c0, scores in predict_cells(
@@ -71,10 +75,12 @@ def classify_grid(job, ctx: JobContext) -> dict:
             geoms.append(shapely.Polygon([t * (c0, r0), t * (c0 + w, r0),
                                           t * (c0 + w, r0 + h), t * (c0, r0 + h)]))
     score = np.asarray(scores_all, np.float64).reshape(-1, len(names))
-    fields = ["row", "col", "class", "score", "classes"] + [f"score_{n}" for n in names]
+    fields = ["row", "col", "class", "score", "classes"] + [f"score_{n}" for n in names] + [
+        area_field(crs_wkt, georeferenced)]
     data = [np.asarray(rows["row"], np.int32), np.asarray(rows["col"], np.int32),
             np.asarray(rows["class"], dtype=object), np.asarray(rows["score"], np.float64),
-            np.asarray(rows["classes"], dtype=object)] + [score[:, k] for k in range(len(names))]
+            np.asarray(rows["classes"], dtype=object)] + [score[:, k] for k in range(len(names))
+                                                          ] + [areas(geoms, crs_wkt)]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.gpkg")
     tmp.unlink(missing_ok=True)

@@ -26,9 +26,10 @@ TTA (flips): every tile is also detected flipped left-right and up-down; the box
 back and merged by the same per-class NMS.
 
 Output: a GeoPackage layer ``detections`` of box polygons in the raster's CRS with ``class_id``,
-``class_name``, ``score`` and the area in m² (``area_m2``) in a projected CRS, or in the CRS's
-unit otherwise (``area_deg2`` for degrees, ``area_px`` for an ungeoreferenced image, whose boxes
-are in pixel coordinates with y down); optionally a second GeoPackage of box centre points.
+``class_name``, ``score`` and the area in m² (``area_m2``, on the ellipsoid for a geographic CRS:
+:func:`..areas.area_and_length`, as every output's areas), or ``area_px`` for an ungeoreferenced
+image, whose boxes are in pixel coordinates with y down; optionally a second GeoPackage of box
+centre points.
 """
 
 from __future__ import annotations
@@ -80,17 +81,18 @@ def auto_tile(card: dict, requested: int) -> int:
     return max(patch, ceil_multiple(AUTO_TILE_OVERLAPS * overlap_for(card, 1 << 30, -1)))
 
 
-def area_field(crs) -> tuple[str, float]:
-    """(field name, factor from squared map units to the field's unit) for a rasterio CRS."""
-    if crs is None:
-        return "area_px", 1.0
-    if crs.is_geographic:
-        return "area_deg2", 1.0
-    try:
-        name, factor = crs.linear_units_factor
-    except Exception:  # noqa: BLE001 - a CRS without a readable unit keeps map units
-        return "area_map_units2", 1.0
-    return "area_m2", float(factor) ** 2 if name else 1.0
+def box_areas(boxes_map: np.ndarray, crs_wkt: str | None, georeferenced: bool
+              ) -> tuple[str, np.ndarray]:
+    """(area field name, float64 (K,) areas) of (K, 4) map boxes: m² in every CRS (on the
+    ellipsoid for a geographic one, :func:`..areas.area_and_length`), px² for an
+    ungeoreferenced image."""
+    import shapely
+
+    from ..areas import area_field, areas
+
+    b = np.asarray(boxes_map, np.float64).reshape(-1, 4)
+    return (area_field(crs_wkt, georeferenced),
+            areas(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]), crs_wkt))
 
 
 # -- detection on tiles -------------------------------------------------------------------------
@@ -298,8 +300,8 @@ def write_detections(path: Path, boxes_map: np.ndarray, scores: np.ndarray, labe
                      names: dict[int, str], crs_wkt: str | None, area: tuple[str, float],
                      points: bool = False) -> int:
     """Box polygons (or centre points) with class_id, class_name, score, area into a new
-    GeoPackage (layer ``detections``, written with pyogrio: no GDAL bindings needed); returns the
-    number written."""
+    GeoPackage (layer ``detections``, written with pyogrio: no GDAL bindings needed); ``area``:
+    (field name, the boxes' areas, see :func:`box_areas`); returns the number written."""
     import shapely
     from pyogrio.raw import write
 
@@ -314,7 +316,7 @@ def write_detections(path: Path, boxes_map: np.ndarray, scores: np.ndarray, labe
     write(str(path), shapely.to_wkb(np.asarray(geoms, dtype=object)),
           [ids, np.array([names.get(int(i), str(int(i))) for i in ids], dtype=object),
            np.round(np.asarray(scores, np.float64), 4),
-           (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) * area[1]],
+           np.broadcast_to(np.asarray(area[1], np.float64), (len(b),))],
           ["class_id", "class_name", "score", area[0]], layer="detections", driver="GPKG",
           geometry_type="Point" if points else "Polygon", crs=crs_wkt or None)
     return len(ids)
@@ -344,7 +346,8 @@ def detect_objects(job, ctx: JobContext) -> dict:
     device = resolve_device(job.device)
     with open_raster(job.input) as src:
         check_input(src, card, ctx.log)
-        if src.crs is None and src.transform.is_identity:
+        georeferenced = src.crs is not None or not src.transform.is_identity
+        if not georeferenced:
             ctx.log(f"{Path(job.input).name} is not georeferenced: the boxes are in pixel "
                     "coordinates (x right, y down).", "warning")
         # a raster smaller than the tile is searched in one tile of its own size (rounded up
@@ -378,8 +381,8 @@ def detect_objects(job, ctx: JobContext) -> dict:
     keep = merge_across_tiles(boxes_map, scores, labels, nms_iou, found["tile_ids"][sel])
     boxes_map, scores, labels = boxes_map[keep], scores[keep], labels[keep]
     names = {int(c["id"]): c["name"] for c in object_classes(card)}
-    area = area_field(crs)
     crs_wkt = crs.to_wkt() if crs else None
+    area = box_areas(boxes_map, crs_wkt, georeferenced)
     outputs = [(Path(job.output), False)]
     if job.output_points:
         outputs.append((Path(job.output_points), True))
