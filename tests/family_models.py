@@ -194,3 +194,48 @@ def warnings(ctx: RecordingContext) -> list[str]:
     """The warning messages a job logged."""
     return [e["message"] for e in ctx.events
             if e.get("event") == "log" and e.get("level") == "warning"]
+
+
+def rgba_project(folder: Path) -> Path:
+    """A labeling project (synthetic grid scene: 4 × 4 cells of 32 px, a training and a
+    validation raster, buildings and water) whose rasters carry an alpha band (0 on the last
+    cell row, 255 elsewhere); returns the project path."""
+    import rasterio
+    from rasterio.enums import ColorInterp
+
+    from plugin.core.classification.synthetic import make_grid_scene
+
+    scene = make_grid_scene(folder, cells=4, cell=32, rasters=2, seed=1)
+    for raster in sorted(Path(folder).rglob("*.tif")):
+        with rasterio.open(raster) as src:
+            if src.count != 3:
+                continue
+            profile, data = src.profile, src.read()
+        alpha = np.full((1, *data.shape[1:]), 255, np.uint8)
+        alpha[:, -32:] = 0
+        profile.update(count=4, nodata=None)
+        with rasterio.open(raster, "w", **profile) as dst:
+            dst.write(np.concatenate([data, alpha]))
+            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue,
+                               ColorInterp.alpha]
+    return scene.project
+
+
+def train_job(task: str, project: Path, model: Path):
+    """The family's training job on ``project``: one epoch of very few optimiser steps."""
+    from plugin.core.classification.jobs import TrainChipClassifierJob, TrainGridModelJob
+    from plugin.core.detection.jobs import TrainObjectDetectionJob
+    from plugin.core.segmentation.jobs import TrainPixelSegmentationJob
+
+    common = {"epochs": 1, "device": "cpu", "num_workers": 0, "output_model": str(model)}
+    if task == "pixel_segmentation":
+        return TrainPixelSegmentationJob(project=str(project), patch_size=32, steps_per_epoch=2,
+                                         batch_size=2, **common)
+    if task == "object_detection":
+        return TrainObjectDetectionJob(project=str(project), patch_size=64, steps_per_epoch=2,
+                                       batch_size=2, architecture="fcos_resnet18", **common)
+    if task == "grid":
+        return TrainGridModelJob(project=str(project), grid_size=32, batch_size=16,
+                                 architecture="resnet18", **common)
+    return TrainChipClassifierJob(input=str(project), batch_size=16, test_size=0,
+                                  architecture="resnet18", **common)

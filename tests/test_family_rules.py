@@ -10,7 +10,15 @@ import pytest
 
 from plugin.core.errors import UserError
 from plugin.core.families import FAMILIES
-from tests.family_models import TASKS, apply_model, tiny_model, warnings, write_raster
+from tests.family_models import (
+    TASKS,
+    apply_model,
+    rgba_project,
+    tiny_model,
+    train_job,
+    warnings,
+    write_raster,
+)
 
 FAMILY_TASKS = [f.task for f in FAMILIES]
 
@@ -108,3 +116,39 @@ def test_vector_outputs_in_a_geographic_crs_report_geodesic_areas_in_m2(task, mo
     assert given == pytest.approx(expected, rel=1e-6)
     # the raster covers 32 m × 32 m of ground: the areas are m², not square degrees
     assert 0 < max(given) <= 32 * 32 * 1.01
+
+
+# -- 1 and 4. training: data bands only, the length in optimiser steps ---------------------------
+@pytest.fixture(scope="module")
+def rgba_labels(tmp_path_factory):
+    return rgba_project(tmp_path_factory.mktemp("rgba_project"))
+
+
+@pytest.mark.parametrize("task", FAMILY_TASKS)
+def test_training_on_rgba_rasters_reads_data_bands_and_shows_its_length_in_steps(
+        task, rgba_labels, tmp_path):
+    import re
+
+    from plugin.core import modelfile
+    from plugin.core.jobs import RecordingContext
+    from plugin.core.training.length import MIN_STEPS
+
+    model = tmp_path / "m.dltmodel.safetensors"
+    job = train_job(task, rgba_labels, model)
+    assert job.problems() == []
+    ctx = RecordingContext()
+    result = job.run(ctx)
+    assert modelfile.read_model_card(model, task)["bands"] == 3     # alpha is a mask
+    logs = [e["message"] for e in ctx.events if e.get("event") == "log"]
+    shown = [m for m in logs if m.startswith("Training length:")]
+    assert len(shown) == 1, logs
+    total, epochs, batches = map(int, re.match(
+        r"Training length: (\d+) optimiser steps \((\d+) epochs × (\d+) batches", shown[0]
+    ).groups())
+    assert total == epochs * batches == result["steps"] and epochs == 1
+    assert total < MIN_STEPS
+    assert [m for m in warnings(ctx) if m.startswith(f"Only {total} training steps")]
+    # shown before the first step
+    events = ctx.events
+    first_step = next(i for i, e in enumerate(events) if e.get("phase") == "batch")
+    assert events.index({"event": "log", "level": "info", "message": shown[0]}) < first_step

@@ -256,6 +256,7 @@ class ChipTask(ClassificationTask):
     title = "Chip classifier"
     curve_keys = ("val_macro_f1",)
     curve_title = "Macro F1 (validation)"
+    length_knobs = "EPOCHS or TRAIN_SIZE"
 
     def __init__(self, round: int = 1, data=None) -> None:   # noqa: A002 - GBDX's term
         self.round = round

@@ -33,6 +33,7 @@ class ObjectDetectionTask(TrainingTask):
     best_mode = "max"
     curve_keys = ("val_map50", "val_map", "val_f1")
     curve_title = "Validation mAP50, mAP and F1"
+    length_knobs = "EPOCHS or STEPS_PER_EPOCH"
 
     # -- preparation ---------------------------------------------------------------------------
     def prepare(self, job, ctx, log_folder: Path) -> None:

@@ -41,6 +41,7 @@ class PixelSegmentationTask(TrainingTask):
     best_mode = "max"
     curve_keys = ("train_miou", "val_miou")
     curve_title = "Mean IoU"
+    length_knobs = "EPOCHS or STEPS_PER_EPOCH"
 
     # -- preparation ---------------------------------------------------------------------------
     def prepare(self, job, ctx, log_folder: Path) -> None:
@@ -80,11 +81,7 @@ class PixelSegmentationTask(TrainingTask):
         area = sum(h * w for h, w in self.windows.shapes.values())
         area -= sum((r1 - r0) * (c1 - c0) for boxes in self.hidden.values()
                     for r0, c0, r1, c1 in boxes)
-        self.per_epoch, steps, warning = training_length(job, max(area, 0))
-        ctx.log(f"Training length: {job.epochs} epochs × {self.per_epoch} batches = {steps} "
-                f"steps of {job.batch_size} windows of {job.patch_size} px.")
-        if warning:
-            ctx.log(warning, "warning")
+        self.per_epoch = training_length(job, max(area, 0))[0]   # the engine shows the length
         self._train_ds = None
 
     def build_network(self, base_card: dict | None):

@@ -27,6 +27,7 @@ class TrainingTask:
     best_mode: str = "min"           # "min" or "max"
     curve_keys: tuple[str, ...] = ()  # row keys of the second learning-curve panel
     curve_title: str = ""
+    length_knobs: str = "EPOCHS"     # the job parameters that lengthen training, for the warning
 
     # set by prepare() (the model card stores them)
     classes: list[dict]              # [{id, name, color}]
