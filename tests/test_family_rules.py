@@ -152,3 +152,71 @@ def test_training_on_rgba_rasters_reads_data_bands_and_shows_its_length_in_steps
     events = ctx.events
     first_step = next(i for i, e in enumerate(events) if e.get("phase") == "batch")
     assert events.index({"event": "log", "level": "info", "message": shown[0]}) < first_step
+
+
+# -- 3. model cards -----------------------------------------------------------------------------
+def _edit_card(path, out, edit):
+    """A copy of the model file ``path`` at ``out`` with its card changed by ``edit(card)``."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    card = json.loads(meta["card"])
+    edit(card)
+    save_file(tensors, str(out), metadata={**meta, "card": json.dumps(card)})
+    return out
+
+
+def _drop_last_class(card):
+    card["classes"] = card["classes"][:-1]
+    if card.get("thresholds"):
+        card["thresholds"] = card["thresholds"][:-1]
+
+
+def _drop_first_class(card):
+    card["classes"] = [c for c in card["classes"] if c["id"] != 1]
+    if card.get("thresholds"):
+        card["thresholds"] = card["thresholds"][1:]
+
+
+def _set(**values):
+    return lambda card: card.update(values)
+
+
+#: another architecture the family knows: the card no longer fits the network's tensors
+OTHER_ARCHITECTURE = {"pixel_segmentation": "deeplabv3plus", "object_detection": "retinanet",
+                      "grid": "resnet34", "chip_classification": "resnet34"}
+EDITS = {
+    "unknown architecture": lambda task: _set(architecture="vgg99"),
+    "another architecture": lambda task: _set(architecture=OTHER_ARCHITECTURE[task]),
+    "last class removed": lambda task: _drop_last_class,
+    "first class removed": lambda task: _drop_first_class,
+    "thresholds of the wrong length": lambda task: _set(
+        thresholds=[0.5], score_threshold=[0.3, 0.3], nms_iou=[0.5]),
+    "thresholds out of range": lambda task: _set(
+        thresholds=[1.5, 0.5], score_threshold=2.0, nms_iou=-1.0),
+    "grid size and sides not numbers": lambda task: _set(
+        grid_size="big", max_side=None, patch_size="x"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+@pytest.mark.parametrize("task", FAMILY_TASKS)
+def test_an_edited_model_card_is_a_clear_error_in_every_family(task, edit, models, tmp_path):
+    from plugin.core.jobs import RecordingContext
+    from tests.family_models import classify_job
+
+    if task == "pixel_segmentation" and edit.startswith("thresholds"):
+        pytest.skip("a pixel segmentation card has no thresholds")
+    model = _edit_card(models[task], tmp_path / "edited.dltmodel.safetensors",
+                       EDITS[edit](task))
+    raster = write_raster(tmp_path / "rgb.tif")
+    job, _ = classify_job(task, model, raster, tmp_path / "out")
+    with pytest.raises(UserError, match="[Mm]odel") as caught:
+        job.run(RecordingContext())
+    assert not any(word in str(caught.value)
+                   for word in ("state_dict", "IndexError", "size mismatch"))

@@ -22,9 +22,8 @@ from ..training.fields import (
 )
 from ..training.job import TrainingJob
 from .gridcells import DEFAULT_MIN_COVER
+from .modelfile import ARCHITECTURES
 
-ARCHITECTURES = ("resnet50", "resnet101", "resnet18", "resnet34", "efficientnet_b0",
-                 "convnext_tiny")
 GRID_MULTIPLE = 32
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = MODEL_FILTER

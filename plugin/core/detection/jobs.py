@@ -26,8 +26,8 @@ from ..training.fields import (
     seed_field,
 )
 from ..training.job import TrainingJob
+from .modelfile import ARCHITECTURES
 
-ARCHITECTURES = ("retinanet", "fasterrcnn", "fcos", "fcos_resnet18")
 ARCHITECTURE_LABELS = {"retinanet": "RetinaNet (ResNet-50 FPN)",
                        "fasterrcnn": "Faster R-CNN (ResNet-50 FPN)",
                        "fcos": "FCOS (ResNet-50 FPN)",
