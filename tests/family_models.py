@@ -5,8 +5,9 @@ that hold for all families (tests/test_family_rules.py).
 of ``plugin.core.families.FAMILIES``) with the family's own ``make_card`` and ``save_model``;
 ``write_raster`` writes a 64 × 64 px 3-band uint8 raster (0.5 m pixels, EPSG:32631) with a
 nodata corner and its variants; ``apply_model`` runs the family's classify tool on a raster and
-returns (result, log messages, vector output or None). A family added to the table needs one
-entry in :data:`BUILDERS` and :data:`APPLY`.
+returns (result, log messages, vector output or None); ``train_job`` a one-epoch training job
+of the family on ``rgba_project``. A family added to the table needs one entry in
+:data:`BUILDERS` and :data:`APPLY` and a branch in ``train_job``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import numpy as np
 from plugin.core import modelfile
 from plugin.core.jobs import RecordingContext
 
-TASKS = ("pixel_segmentation", "object_detection", "grid", "chip_classification")
 CLASSES = [{"id": 1, "name": "bright", "color": "#ff0000"},
            {"id": 2, "name": "dark", "color": "#0000ff"}]
 COMMON = {"bands": 3, "mean": [100.0] * 3, "std": [50.0] * 3, "nodata": 0,
@@ -62,6 +62,9 @@ BUILDERS = {
         "chip_classification", {"max_side": 32, "resize": 0, "min_side": 0, "round": 1,
                                 "box_size": 25.0}),
 }
+
+
+TASKS = tuple(BUILDERS)   # the families this module can build (tests check it is the table's)
 
 
 def tiny_model(task: str, folder: Path, name: str = "m") -> Path:

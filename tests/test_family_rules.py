@@ -220,3 +220,27 @@ def test_an_edited_model_card_is_a_clear_error_in_every_family(task, edit, model
         job.run(RecordingContext())
     assert not any(word in str(caught.value)
                    for word in ("state_dict", "IndexError", "size mismatch"))
+
+
+# -- 5. Classify Chips with a layer off the raster ----------------------------------------------
+def test_classify_chips_refuses_a_layer_that_does_not_overlap_the_raster(models, tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from plugin.core.classification.jobs import ClassifyChipsJob
+    from plugin.core.jobs import RecordingContext
+    from tests.family_models import write_features
+
+    here = write_raster(tmp_path / "here.tif")
+    features = write_features(tmp_path / "features.gpkg", here)
+    elsewhere = write_raster(tmp_path / "elsewhere.tif")
+    with rasterio.open(elsewhere, "r+") as ds:    # moved 10 km east: no feature lies on it
+        ds.transform = from_origin(510_000.0, 5_000_000.0, 0.5, 0.5)
+    out = tmp_path / "chips.gpkg"
+    job = ClassifyChipsJob(input=str(features), raster=str(elsewhere),
+                           model=str(models["chip_classification"]), output=str(out),
+                           device="cpu")
+    with pytest.raises(UserError, match=r"None of the 4 features of features\.gpkg lies on the "
+                                        r"raster elsewhere\.tif"):
+        job.run(RecordingContext())
+    assert not out.exists()
