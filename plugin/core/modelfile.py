@@ -166,8 +166,8 @@ def card_problem(card) -> str | None:
     """What is wrong with a model card's shape (a phrase), or None. The schema: an object with
     ``format_version`` ≤ :data:`FORMAT_VERSION`, ``task`` text, ``classes`` a list of
     {id 0…254, name} objects with unique ids, ``num_outputs`` above every id (≤ 255)
-    ``num_outputs`` = the highest id + 1, as :func:`make_card` writes it, every id from 1 to
-    ``num_outputs − 1`` named (a labeling project's ids are 1…N),
+    ``num_outputs`` = the highest id + 1, as :func:`make_card` writes it (ids below may be
+    unnamed: the ONNX export names such outputs ``unused_k``),
     ``bands`` 1…1000, ``mean`` and ``std`` lists of ``bands`` finite numbers (std > 0),
     ``patch_size`` (when present) 32…8192 px, ``nodata`` a number or null."""
     import math
@@ -200,11 +200,9 @@ def card_problem(card) -> str | None:
     outputs = card.get("num_outputs", max(ids) + 1)
     if not number(outputs) or int(outputs) != outputs or not max(ids) < outputs <= MAX_CLASSES:
         return f"num_outputs {outputs!r} does not fit the class ids"
-    missing = sorted(set(range(1, int(outputs))) - set(ids))
-    if missing:   # class ids are 1…N in every project and export (0: background)
-        return (f"the network has {int(outputs)} outputs but the card names no class for "
-                f"output id(s) {', '.join(map(str, missing))} (a class was removed from the "
-                "card)")
+    if outputs != max(ids) + 1:   # as make_card writes it: the highest class was removed
+        return (f"the network has {int(outputs)} outputs but the classes end at id {max(ids)} "
+                "(a class was removed from the card)")
     bands = card.get("bands")
     if not number(bands) or int(bands) != bands or not 1 <= bands <= MAX_BANDS:
         return f"bands {bands!r} is not a number of bands (1–{MAX_BANDS})"

@@ -381,6 +381,15 @@ def detect_objects(job, ctx: JobContext) -> dict:
     keep = merge_across_tiles(boxes_map, scores, labels, nms_iou, found["tile_ids"][sel])
     boxes_map, scores, labels = boxes_map[keep], scores[keep], labels[keep]
     names = {int(c["id"]): c["name"] for c in object_classes(card)}
+    # background (0, never a training positive) and outputs the card names no class for (an
+    # edited card: warned) are no detections
+    named = np.isin(labels, list(names))
+    unnamed = sorted(set(labels[~named].tolist()) - {0})
+    if unnamed:
+        ctx.log(f"{int((~named & (labels != 0)).sum())} detection(s) of output id(s) "
+                f"{unnamed}, for which the model card names no class, were dropped: use the "
+                "model file as training wrote it.", "warning")
+    boxes_map, scores, labels = boxes_map[named], scores[named], labels[named]
     crs_wkt = crs.to_wkt() if crs else None
     area = box_areas(boxes_map, crs_wkt, georeferenced)
     outputs = [(Path(job.output), False)]
