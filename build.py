@@ -7,6 +7,7 @@
     python3 build.py package                    dist/deep_learning_trainer.zip, checked
     python3 build.py deploy [--profile NAME] [--link]   install into a QGIS profile and enable it
     python3 build.py qgis [--profile NAME]      open QGIS with the plugin and the sample loaded
+    python3 build.py gpu-wheels [--dest .whl]   wheels a bare CUDA machine (torch only) lacks
 """
 
 from __future__ import annotations
@@ -131,6 +132,65 @@ def cmd_demo(args) -> int:
     out = Path(args.output).resolve()
     return subprocess.call([str(PY), "-m", "plugin.cli", "demo", "--output", str(out)],
                            cwd=ROOT, env=test_env())
+
+
+# -- gpu-wheels ----------------------------------------------------------------------------------
+GPU_PYTHON = "3.12"
+GPU_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+# What a CUDA machine that has torch (and torchvision, which must match its torch) lacks to run
+# `dltrain` and bench/gpu_suite.py: pyproject.toml's dependencies but torch and torchvision, and
+# their own dependencies (pip download cannot resolve them without fetching torch again, hence
+# --no-deps and this list). Versions: constraints.txt where pinned, GPU_WHEEL_PINS, else newest.
+GPU_WHEELS = (
+    "numpy", "affine", "rasterio", "attrs", "certifi", "click", "cligj", "click-plugins",
+    "pyparsing", "shapely", "pyproj", "pyogrio", "packaging", "scipy",
+    "segmentation-models-pytorch", "timm", "huggingface_hub", "hf-xet", "httpx2", "httpcore2",
+    "h11", "anyio", "idna", "truststore", "pyyaml", "tqdm", "safetensors", "torchmetrics",
+    "lightning-utilities", "tensorboard", "tensorboard-data-server", "absl-py", "grpcio",
+    "markdown", "werkzeug", "markupsafe", "protobuf", "onnx", "ml-dtypes", "onnxruntime",
+    "flatbuffers", "matplotlib", "contourpy", "cycler", "fonttools", "kiwisolver",
+    "python-dateutil", "six", "pillow", "pycocotools", "typing-extensions",
+)
+# dependencies of dependencies whose newest release would not fit (tensorboard: protobuf < 8;
+# httpx2 2.17.0: httpcore2 == 2.17.0; huggingface_hub: click < 9; contourpy 1.4: numpy 2;
+# python-dateutil 4: tzdata). typing-extensions is fetched too: anyio wants a newer one than
+# torch brings. Checked with `pip install --dry-run` on Python 3.12 beside torch 2.11.
+GPU_WHEEL_PINS = ("protobuf==7.36.2", "httpx2==2.17.0", "httpcore2==2.17.0", "click==8.5.1",
+                  "hf-xet==1.8.0", "tensorboard-data-server==0.7.2", "grpcio==1.85.3",
+                  "lightning-utilities==0.15.3", "ml-dtypes==0.5.4", "contourpy==1.3.3",
+                  "python-dateutil==2.9.0.post0")
+
+
+def gpu_wheels_commands(dest: Path, python: str = GPU_PYTHON, torchvision: str = ""
+                        ) -> tuple[list[str], list[str]]:
+    """(the pip download command run here, the pip install command run on the CUDA machine from
+    the repository root). ``torchvision``: a version to fetch too (the machine's torch's)."""
+    pins = {re.split(r"[=<>]", p)[0]: p for p in GPU_WHEEL_PINS}
+    names = [pins.get(n, n) for n in GPU_WHEELS]
+    if torchvision:
+        names.append(f"torchvision=={torchvision}")
+    download = [str(PY if PY.exists() else sys.executable), "-m", "pip", "download",
+                "--no-deps", "--only-binary=:all:", "--python-version", python,
+                "--implementation", "cp"]
+    for platform in GPU_PLATFORMS:
+        download += ["--platform", platform]
+    download += ["-c", str(ROOT / "constraints.txt"), "-d", str(dest), *names]
+    install = ["python3", "-m", "pip", "install", "--no-index", "--find-links", ".whl",
+               "-r", ".whl/gpu-requirements.txt"]
+    return download, install
+
+
+def cmd_gpu_wheels(args) -> int:
+    dest = Path(args.dest).resolve()
+    download, install = gpu_wheels_commands(dest, args.python, args.torchvision)
+    dest.mkdir(parents=True, exist_ok=True)
+    names = list(GPU_WHEELS) + (["torchvision"] if args.torchvision else [])
+    (dest / "gpu-requirements.txt").write_text("\n".join(names) + "\n")
+    run(download)
+    say(f"wheels in {dest}; copy the repository with {dest.name}/ to the CUDA machine and run "
+        "there, from its root:\n  " + " ".join(install)
+        + "\n  python3 bench/gpu_suite.py --json gpu_suite.json")
+    return 0
 
 
 # -- package ---------------------------------------------------------------------------------
@@ -300,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     p_demo = sub.add_parser("demo")
     p_demo.add_argument("--output", default=str(ROOT / "demo_output"))
     sub.add_parser("package")
+    p_gpu = sub.add_parser("gpu-wheels")
+    p_gpu.add_argument("--dest", default=str(ROOT / ".whl"))
+    p_gpu.add_argument("--python", default=GPU_PYTHON, help="the CUDA machine's Python (X.Y)")
+    p_gpu.add_argument("--torchvision", default="",
+                       help="also fetch this torchvision (the one matching its torch)")
     for name in ("deploy", "qgis"):
         p = sub.add_parser(name)
         p.add_argument("--profile", default="default")
@@ -310,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error("unrecognized arguments: " + " ".join(extra))
     handlers = {"setup": cmd_setup, "test": cmd_test, "demo": cmd_demo,
-                "package": cmd_package, "deploy": cmd_deploy, "qgis": cmd_qgis}
+                "package": cmd_package, "deploy": cmd_deploy, "qgis": cmd_qgis,
+                "gpu-wheels": cmd_gpu_wheels}
     return handlers[args.command](args) or 0
 
 

@@ -39,7 +39,7 @@ CLASSES = [{"id": i, "name": n, "color": c} for i, n, c in
             (3, "tree", "#33a02c"), (4, "road", "#ff7f00")]]
 
 
-def make_model(path: Path, architecture: str, encoder: str) -> Path:
+def make_model(path: Path, architecture: str, encoder: str, patch_size: int = 256) -> Path:
     import torch
 
     from plugin.core import modelfile
@@ -50,7 +50,7 @@ def make_model(path: Path, architecture: str, encoder: str) -> Path:
     card = modelfile.make_card(task="pixel_segmentation",
                                architecture=architecture, encoder=encoder, classes=CLASSES,
                                bands=3, mean=[100.0] * 3, std=[50.0] * 3, nodata=None,
-                               patch_size=256, pixel_size=(0.5, 0.5), crs="EPSG:32631")
+                               patch_size=patch_size, pixel_size=(0.5, 0.5), crs="EPSG:32631")
     return modelfile.save_model(path, net, card)
 
 

@@ -95,13 +95,14 @@ def same_tiles(raster: Path, tile: int, overlap: int, fill: list[float]) -> np.n
     """The tiles Detect Objects reads, in memory (N, bands, tile, tile) float32."""
     import rasterio
 
-    from plugin.core.tiling import read_tiles, tile_starts
+    from plugin.core.tiling import read_tile, tile_starts
 
     with rasterio.open(raster) as src:
         rows = tile_starts(src.height, tile, tile - overlap)
         cols = tile_starts(src.width, tile, tile - overlap)
         fill_a = np.asarray(fill, np.float32)[:, None, None]
-        return np.stack([t[2] for t in read_tiles(src, rows, cols, tile, tile, fill_a)])
+        return np.stack([read_tile(src, r0, c0, tile, tile, fill_a)[0]
+                         for r0 in rows for c0 in cols])
 
 
 def bench_train(folder: Path, args) -> tuple[float, float, int]:

@@ -128,8 +128,9 @@ def run(args, batch_size: int) -> tuple[int, float, float, float]:
         for r in range(args.rounds):   # alternating; best of each (the machine may be shared)
             task._augment = no_augment
             bare = max(bare, timed([batch] * (warm + args.steps), 10 ** 9))
-            task._train_ds.augment = old_augment           # as before: per patch, in workers
-            before = max(before, timed(task.train_loader(2 * r + 1, device), 1))
+            if getattr(args, "before", True):   # bench/gpu_suite.py leaves it out
+                task._train_ds.augment = old_augment       # as before: per patch, in workers
+                before = max(before, timed(task.train_loader(2 * r + 1, device), 1))
             task._train_ds.augment, task._augment = None, device_augment
             pipe = max(pipe, timed(task.train_loader(2 * r + 2, device),
                                    runtime.LOSS_READ_STEPS, WeightAverage(net, 300)))
@@ -138,7 +139,8 @@ def run(args, batch_size: int) -> tuple[int, float, float, float]:
               f"patches in plan {len(task.train_patches)}")
         print(f"  pipeline (loader + device augmentation + step + weight average): "
               f"{pipe:8.2f} patches/s")
-        print(f"  before (augmentation in the loader, loss read every step): {before:8.2f}")
+        if before:
+            print(f"  before (augmentation in the loader, loss read every step): {before:8.2f}")
         print(f"  bare model step (in-memory batch, no augmentation): {bare:8.2f}")
         return batch_size, bare, before, pipe
 

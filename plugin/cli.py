@@ -145,20 +145,23 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "env":
             job = job_class("environment_report")()
-        elif args.processes and not distributed.active():
-            Job.load(args.job_file).validate()   # bad input stops before N processes start
-            return distributed.launch(_without_processes(argv if argv is not None
-                                                         else sys.argv[1:]), args.processes)
         else:
             job = Job.load(args.job_file)
             if args.set:
                 merged = {**job.to_dict()["params"], **_parse_set(args.set)}
                 job = type(job).from_params(merged)
+            if args.processes and not distributed.active():
+                # bad input (with the --set values applied) stops before N processes start
+                job.validate()
+                distributed.check_processes(args.processes, getattr(job, "device", "cpu"))
+                return distributed.launch(_without_processes(argv if argv is not None
+                                                             else sys.argv[1:]), args.processes)
         result = run_job(job, as_json=getattr(args, "json", False))
         print(json.dumps({"event": "result", "result": result}, indent=None if
                          getattr(args, "json", False) else 2, default=str))
         return 0
     except UserError as exc:
+        distributed.record_failure(exc)
         print(f"error: {exc.message}" + (f"\nfix: {exc.fix}" if exc.fix else ""), file=sys.stderr)
         return 2
     except JobCancelled as exc:
@@ -167,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"event": "cancelled", "result": kept}, default=str))
         print("cancelled: stopped at your request; finished work was kept", file=sys.stderr)
         return 130
+    except Exception as exc:
+        distributed.record_failure(exc)   # a rank's unexpected error: its launcher says why
+        raise
 
 
 if __name__ == "__main__":

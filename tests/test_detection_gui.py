@@ -21,7 +21,7 @@ from plugin.processing.provider import DeepLearningTrainerProvider
 _RANDOM_DETECTOR = """
 import sys
 from plugin.core.detection.network import build_detector
-from plugin.core.segmentation import modelfile
+from plugin.core import modelfile
 patch = int(sys.argv[2])
 classes = [{"id": 0, "name": "background", "color": "#000000"},
            {"id": 1, "name": "car", "color": "#e31a1c"}]

@@ -151,7 +151,7 @@ def test_detector_refused_by_classify_pixels(trained, tmp_path):
     from plugin.core.segmentation.jobs import ClassifyPixelsJob
 
     with pytest.raises(UserError, match="'object_detection'.*needs .*'pixel_segmentation'"):
-        read_model_card(trained["result"]["output_model"])
+        read_model_card(trained["result"]["output_model"], "pixel_segmentation")
     scene = make_object_scene(tmp_path, size=64, n_objects=0)
     job = ClassifyPixelsJob(input=str(scene.raster), model=trained["result"]["output_model"],
                             output=str(tmp_path / "c.tif"))

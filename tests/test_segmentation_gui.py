@@ -434,7 +434,7 @@ def test_model_card_is_read_without_torch(tmp_path):
     assert read_model_card(model)["classes"] == CLASSES
     other = write_fake_model(tmp_path / "d.safetensors", card(task="object_detection"))
     with pytest.raises(UserError, match="'object_detection'.*needs .*'pixel_segmentation'"):
-        read_model_card(other)
+        read_model_card(other, "pixel_segmentation")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\xff" * 64)
     with pytest.raises(UserError, match="is not a Deep Learning Trainer model file"):

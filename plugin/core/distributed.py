@@ -2,10 +2,12 @@
 Classify Pixels; nothing here is hand-written communication beyond torch's collectives.
 
 A run is distributed when torch's launcher (``torchrun``, or ``dltrain run JOB --processes N``
-which calls it) set ``WORLD_SIZE`` > 1 in the environment. Each process (a *rank*) then joins the
-process group: NCCL when it trains on CUDA (one GPU per local rank), gloo on the CPU. Rank 0 is
-the *main* rank: it alone writes models, logs, TensorBoard and progress. Outside such a launch
-every function here is a no-op for a single process, so the callers need no second code path.
+which calls it) started it: it sets ``WORLD_SIZE`` and ``MASTER_ADDR`` in the environment, for one
+process too (``--processes 1`` runs the distributed path, NCCL included, on one GPU). Each process
+(a *rank*) then joins the process group: NCCL when it trains on CUDA (one GPU per local rank),
+gloo on the CPU. Rank 0 is the *main* rank: it alone writes models, logs, TensorBoard and
+progress. Outside such a launch every function here is a no-op for a single process, so the
+callers need no second code path.
 """
 
 from __future__ import annotations
@@ -13,13 +15,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import JobCancelled, UserError
 
 
 def world_size() -> int:
@@ -38,8 +38,9 @@ def local_rank() -> int:
 
 
 def active() -> bool:
-    """True inside a multi-process run."""
-    return world_size() > 1
+    """True inside a run torch's launcher started (``WORLD_SIZE`` and ``MASTER_ADDR`` set), even
+    one of a single process."""
+    return world_size() > 1 or ("WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ)
 
 
 def is_main() -> bool:
@@ -211,15 +212,94 @@ def gather(value: Any) -> list[Any]:
     return out
 
 
+def process_limit(device: str) -> tuple[int, str]:
+    """(most processes, what limits them) for a run on ``device`` ('auto', 'cpu', 'cuda',
+    'cuda:N'): one process per GPU on CUDA (NCCL needs a GPU each), one per CPU core on the CPU
+    (more only share the cores and multiply the memory). UserError for an unknown device."""
+    from .environment import resolve_device
+    from .training.runtime import available_cpus
+
+    if resolve_device(device).startswith("cuda"):
+        import torch
+
+        n = torch.cuda.device_count()
+        return n, f"this machine has {n} CUDA GPU(s), one per process"
+    n = available_cpus()
+    return n, f"this machine has {n} CPU core(s) for this run, one per process"
+
+
+def _at_least_one(processes: int) -> None:
+    if processes < 1:
+        raise UserError(f"--processes {processes}: a distributed run needs 1 or more (1: one "
+                        "process on the distributed path, e.g. NCCL on one GPU).",
+                        "Leave --processes out to run in this process.")
+
+
+def check_processes(processes: int, device: str) -> None:
+    """UserError unless ``processes`` (``--processes``) is 1 or more and within
+    :func:`process_limit` of ``device``."""
+    _at_least_one(processes)
+    most, why = process_limit(device)
+    if processes > most:
+        raise UserError(f"--processes {processes} is more than this machine can run: {why}.",
+                        f"Use --processes {most} or fewer" + (" (or leave it out)." if most < 2
+                                                              else "."))
+
+
+def record_failure(exc: BaseException) -> None:
+    """In a rank started by :func:`launch`: write the first line of ``exc`` to the error file
+    torch's launcher reads (``TORCHELASTIC_ERROR_FILE``), so that :func:`launch` can say why
+    this rank failed. Does nothing outside such a run."""
+    import json
+    import time
+
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path or not active():
+        return
+    text = (getattr(exc, "message", "") or str(exc) or type(exc).__name__).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    if not isinstance(exc, UserError):
+        line = f"{type(exc).__name__}: {line}"
+    with contextlib.suppress(OSError):
+        Path(path).write_text(json.dumps({"message": line, "timestamp": int(time.time())}))
+
+
 def launch(args: list[str], processes: int) -> int:
-    """Run ``python -m plugin.cli <args>`` in ``processes`` processes on this machine through
-    torch's launcher (``torch.distributed.run``, the module behind ``torchrun``); its exit code.
-    For several machines call torchrun directly (README)."""
-    if processes < 2:
-        raise UserError(f"--processes {processes}: a distributed run needs 2 or more.",
-                        "Leave --processes out to run in one process.")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={processes}", "-m", __package__.rsplit(".", 1)[0] + ".cli", *args]
-    env = {**os.environ}
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
-    return subprocess.call(cmd, env=env)
+    """Run ``python -m plugin.cli <args>`` in ``processes`` processes on this machine (1: one
+    process on the distributed path) through torch's launcher (``torch.distributed.run``, the
+    module behind ``torchrun``, here in this process); 0 when every rank succeeded. For
+    several machines call torchrun directly (README).
+
+    Raises UserError naming the first rank that failed and the first line of its error (or the
+    signal that ended it) instead of torch's per-rank failure table; JobCancelled when the run
+    was stopped by a signal (Ctrl+C)."""
+    import logging
+
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    _at_least_one(processes)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    parsed = torchrun.parse_args(["--standalone", f"--nproc-per-node={processes}", "-m",
+                                  __package__.rsplit(".", 1)[0] + ".cli", *args])
+    disabled = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)   # the launcher's own log and failure table: summed up below
+    try:
+        torchrun.run(parsed)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        why = failure.message
+        if failure.exitcode < 0:
+            why = (f"it was ended by signal {-failure.exitcode} ({failure.signal_name()}; a "
+                   "SIGKILL is often the system running out of memory)")
+        elif not Path(failure.error_file).is_file():   # the rank wrote no error (record_failure)
+            why = f"exit code {failure.exitcode} (its output above says why)"
+        raise UserError(f"Process {rank} of {processes} failed: {why}",
+                        "Fix that problem and run again; if the processes were killed, run "
+                        "fewer (--processes) or a smaller BATCH_SIZE (memory).") from None
+    except SignalException:   # Ctrl+C (or a kill) of this launcher: the ranks were stopped
+        raise JobCancelled() from None
+    finally:
+        logging.disable(disabled)
+    return 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class UserError(Exception):
     """A problem the user can fix (bad input, missing file, wrong setting).
@@ -32,3 +35,16 @@ class WorkerError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+
+
+@contextlib.contextmanager
+def out_of_memory(doing: str, fix: str) -> Iterator[None]:
+    """Inside the block, torch's out-of-memory error (``torch.OutOfMemoryError``, recognised by
+    its name so that this module never imports torch) becomes ``UserError("The GPU ran out of
+    memory while <doing>.", fix)``; other errors pass unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        if type(exc).__name__ != "OutOfMemoryError":
+            raise
+        raise UserError(f"The GPU ran out of memory while {doing}.", fix) from None

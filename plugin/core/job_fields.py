@@ -32,9 +32,9 @@ def model_file_name(path: str) -> str:
     return str(p.with_name(stem + MODEL_SUFFIX)) if stem else path
 
 
-def device_problem(device: str) -> list[str]:
-    """DEVICE check for the jobs whose DEVICE is free text (chip-classifier and grid jobs)."""
-    d = (device or "auto").strip().lower()
-    if d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit()):
-        return []
-    return [f"Device (DEVICE) is {device!r}: use auto, cpu, cuda or cuda:N."]
+def device_field(what: str = "the model"):
+    """DEVICE: where ``what`` runs (one of :data:`DEVICES`)."""
+    from .params import spec
+
+    return spec("auto", "DEVICE", "Device", "enum", choices=DEVICES, choice_labels=DEVICE_LABELS,
+                help=f"Where {what} runs: automatic takes the first CUDA GPU when there is one.")

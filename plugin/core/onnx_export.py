@@ -73,7 +73,11 @@ def export_onnx_model(job, ctx: JobContext) -> dict:
         raise UserError(unexportable(job.model, card["task"]),
                         "Export a model of one of those families.")
     factor = check_input_scale(card, job.input_scale, job.scale)
-    return export(job, card, factor, ctx)
+    ctx.progress("export", 0, 1, "Exporting to ONNX")
+    result = export(job, card, factor, ctx)
+    ctx.progress("export", 1, 1, "Exported")
+    ctx.artifact("onnx", result["OUTPUT"])
+    return result
 
 
 def unexportable(model: str, task: str) -> str:
@@ -97,7 +101,7 @@ class ExportOnnxJob(Job):
 
     kind = "export_onnx"
     title = "Export Model to ONNX"
-    group = "Models"
+    group = "Tools"
 
     model: str = spec("", "MODEL", "Model", "model_in", file_filter=MODEL_FILTER)
     output: str = spec("", "OUTPUT", "Output ONNX file", "file_out",

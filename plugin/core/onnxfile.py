@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
-from .modelfile import plugin_version
+from .modelfile import json_default, plugin_version
 
 ONNX_TILES_OVERLAP = 25      # percent, the default overlap written for ONNX consumers
 
@@ -57,3 +59,15 @@ def finish_onnx(path: Path, props: dict[str, str], out_dims: list | None = None)
     model.producer_name = "Deep Learning Trainer"
     model.producer_version = plugin_version()
     onnx.save(model, str(path))
+
+
+def metadata_props(props: dict[str, Any], card: dict) -> dict[str, str]:
+    """``props`` with the card's ``resolution`` (cm/px, when known) as ONNX ``metadata_props``:
+    every value JSON text (Deepness ``json.loads`` each one), plus ``dltrainer_card``, the full
+    model card."""
+    res = resolution_cm(card)
+    if res is not None:
+        props = {**props, "resolution": res}
+    out = {key: json.dumps(value) for key, value in props.items()}
+    out["dltrainer_card"] = json.dumps(card, default=json_default)
+    return out

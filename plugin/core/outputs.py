@@ -40,7 +40,8 @@ from .params import param_fields
 #: ``.jobs``, which imports this module.
 Job = Any
 
-IN_KINDS = ("file_in", "folder_in", "raster_in", "vector_in", "project_in", "model_in")
+IN_KINDS = ("file_in", "folder_in", "raster_in", "vector_in", "vector_or_file_in", "project_in",
+            "model_in")
 OUT_KINDS = ("file_out", "folder_out", "model_out", "project_out", "raster_out", "vector_out")
 LIST_IN_KINDS = ("raster_list", "vector_list")
 FOLDER_KINDS = ("folder_in", "folder_out")

@@ -16,7 +16,8 @@ from typing import Any
 KINDS = (
     "int", "float", "bool", "str", "enum",
     "file_in", "file_out", "folder_in", "folder_out", "raster_out", "vector_out",
-    "raster_in", "vector_in", "raster_list", "vector_list", "project_in", "project_out",
+    "raster_in", "vector_in", "vector_or_file_in", "raster_list", "vector_list", "project_in",
+    "project_out",
     "model_in", "model_out",
     "str_list", "int_list", "float_list", "dict",
 )

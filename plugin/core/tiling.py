@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -55,15 +55,27 @@ def read_tile(ds, r0: int, c0: int, th: int, tw: int, fill: np.ndarray,
     return data, valid
 
 
-def read_tiles(src, rows: list[int], cols: list[int], th: int, tw: int,
-                fill: np.ndarray, tile_rows: range | None = None,
-                scale: tuple[float, float] = (1.0, 0.0)
-                ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """(row index, col, data, valid) of :func:`read_tile` tile by tile in this thread, for the
-    tile rows ``tile_rows`` (all by default); Detect Objects reads this way."""
-    for ri in tile_rows if tile_rows is not None else range(len(rows)):
-        for c0 in cols:
-            yield ri, c0, *read_tile(src, rows[ri], c0, th, tw, fill, scale)
+def read_tiles(src, keys: list[tuple[int, int]], read: Callable, batch: int,
+               readers: int | None = None) -> Iterator[tuple[list, np.ndarray | None]]:
+    """Every tile of ``keys`` ((tile row index, column start) pairs, in order) read by
+    ``read(key, dataset)`` → (ri, c0, data, valid, work) in ``readers`` threads (default
+    :func:`.tile_io.reader_threads` of the cores this process may use), each with its own
+    handle on ``src.name``; yields the groups of :func:`batches` (``batch`` tiles to run) with
+    their data stacked (:func:`stacked`: (n, bands, T, T) float32, None when no tile of the
+    group is to run), prepared ahead in a thread (:func:`prefetch`) so that reading overlaps
+    the forward pass. The one reading pipeline of Classify Pixels and Detect Objects. Close the
+    iterator to stop the threads."""
+    from .tile_io import OrderedReader, reader_threads
+    from .training.runtime import available_cpus
+
+    n = readers or reader_threads(available_cpus())
+    reader = OrderedReader(keys, read, lambda: open_again(src), n, depth=batch + 2 * n)
+    groups = prefetch(stacked(batches(iter(reader), batch)))
+    try:
+        yield from groups
+    finally:
+        groups.close()      # stops the batching thread, then the readers
+        reader.close()
 
 
 def batches(tiles: Iterator, batch: int) -> Iterator[list]:

@@ -55,7 +55,8 @@ from .job_dialog_support import (
 )
 from .training_dialog_parts import training_window
 
-_FILE_KINDS = ("file_in", "raster_in", "vector_in", "project_in", "model_in")
+_FILE_KINDS = ("file_in", "raster_in", "vector_in", "vector_or_file_in", "project_in",
+               "model_in")
 _SAVE_KINDS = ("file_out", "model_out")
 
 

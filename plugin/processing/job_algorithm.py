@@ -119,7 +119,7 @@ def make_parameter(ps: ParamSpec, default: Any) -> QgsProcessingParameterDefinit
                                                         ps.optional, not ps.optional)
     elif kind == "raster_in":
         param = QgsProcessingParameterRasterLayer(name, label, default or None, ps.optional)
-    elif kind == "vector_in":
+    elif kind in ("vector_in", "vector_or_file_in"):  # files: see checkParameterValues
         param = QgsProcessingParameterVectorLayer(
             name, label, [QgsProcessing.TypeVectorAnyGeometry], default or None, ps.optional)
     elif kind in ("raster_list", "vector_list"):
@@ -287,7 +287,7 @@ class JobAlgorithm(QgsProcessingAlgorithm):
             return absolute_path(self.parameterAsOutputLayer(parameters, name, context))
         if kind in DESTINATIONS:
             return absolute_path(self.parameterAsFileOutput(parameters, name, context))
-        if kind in ("raster_in", "vector_in"):
+        if kind in ("raster_in", "vector_in", "vector_or_file_in"):
             layer = (self.parameterAsRasterLayer(parameters, name, context) if kind == "raster_in"
                      else self.parameterAsVectorLayer(parameters, name, context))
             if layer is not None:
@@ -321,7 +321,19 @@ class JobAlgorithm(QgsProcessingAlgorithm):
             return False, str(exc)
         if problems:
             return False, " ".join(problems)
-        return super().checkParameterValues(self._normalized(parameters), context)
+        parameters = self._normalized(parameters)
+        files = {ps.name for _f, ps in param_fields(self.job_cls) if ps.kind == "vector_or_file_in"
+                 and isinstance(parameters.get(ps.name), str)
+                 and Path(absolute_path(parameters[ps.name])).is_file()}
+        if not files:
+            return super().checkParameterValues(parameters, context)
+        # a file that is no vector layer (box annotations): the job reads and checks it itself;
+        # the other parameters as QgsProcessingAlgorithm.checkParameterValues checks them
+        for param in self.parameterDefinitions():
+            if param.name() not in files and not param.checkValueIsAcceptable(
+                    parameters.get(param.name()), context):
+                return False, f"Incorrect parameter value for {param.name()}"
+        return True, ""
 
     # -- running -------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802

@@ -6,27 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..job_fields import device_problem
+from ..errors import out_of_memory
+from ..job_fields import device_field
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..raster_model_job import RasterModelJob
-from ..training.fields import (
-    MODEL_FILTER,
-    init_model_field,
-    log_folder_field,
-    num_workers_field,
-    output_last_model_field,
-    patience_field,
-    resume_from_field,
-    seed_field,
-)
+from ..training import fields as trainer
 from ..training.job import TrainingJob
 from .gridcells import DEFAULT_MIN_COVER
 from .modelfile import ARCHITECTURES
 
 GRID_MULTIPLE = 32
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
-_MODEL_FILTER = MODEL_FILTER
+_MODEL_FILTER = trainer.MODEL_FILTER
 _WEIGHTS_FILTER = "Weights (*.safetensors *.pth *.pt *.bin)"
 GROUP = "Image classification"
 
@@ -49,15 +41,6 @@ def _weights_file():
                 advanced=True, file_filter=_WEIGHTS_FILTER,
                 help="Local weights of the same architecture (e.g. ImageNet weights copied "
                      "for an offline computer); overrides WEIGHTS.")
-
-
-def _device():
-    from ..job_fields import DEVICE_LABELS, DEVICES
-
-    return spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
-                choice_labels=DEVICE_LABELS,
-                help="Where the network runs: automatic takes the first CUDA GPU when there is "
-                     "one.")
 
 
 def _beta():
@@ -88,14 +71,11 @@ class TrainGridModelJob(TrainingJob):
                             help="A cell is labelled with a class when the class covers at "
                                  "least this share of the cell's valid pixels; cells with no "
                                  "such class are background cells.")
-    split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
-                        minimum=0, maximum=100)
-    shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool")
-    epochs: int = spec(100, "EPOCHS", "Number of epochs", "int", minimum=1, maximum=100000)
-    batch_size: int = spec(5, "BATCH_SIZE", "Patches per batch", "int", minimum=1,
-                           maximum=4096)
-    learning_rate: float = spec(0.0005, "LEARNING_RATE", "Learning rate", "float",
-                                minimum=1e-7, maximum=1.0)
+    split: float = trainer.split_field()
+    shuffle: bool = trainer.shuffle_field()
+    epochs: int = trainer.epochs_field(100)
+    batch_size: int = trainer.batch_size_field(5)
+    learning_rate: float = trainer.learning_rate_field(0.0005)
     feature_patch_percentage: float = spec(
         1.0, "FEATURE_PATCH_PERCENTAGE", "Feature patch percentage", "float", minimum=0,
         maximum=1, help="Share (0–1) of the cells holding labelled features that are used.")
@@ -111,17 +91,15 @@ class TrainGridModelJob(TrainingJob):
     weights: str = _weights()
     weights_file: str = _weights_file()
     beta: float = _beta()
-    seed: int = seed_field()
-    patience: int = patience_field()
-    num_workers: int = num_workers_field()
-    init_model: str = init_model_field("model of this kind", advanced=True)
-    resume_from: str = resume_from_field()
-    device: str = _device()
-    output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
-                             file_filter=_MODEL_FILTER,
-                             help="The model with the lowest validation loss.")
-    output_last_model: str = output_last_model_field()
-    log_folder: str = log_folder_field()
+    seed: int = trainer.seed_field()
+    patience: int = trainer.patience_field()
+    num_workers: int = trainer.num_workers_field()
+    init_model: str = trainer.init_model_field("model of this kind", advanced=True)
+    resume_from: str = trainer.resume_from_field()
+    device: str = device_field("training")
+    output_model: str = trainer.output_model_field("the lowest validation loss")
+    output_last_model: str = trainer.output_last_model_field()
+    log_folder: str = trainer.log_folder_field()
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -129,7 +107,7 @@ class TrainGridModelJob(TrainingJob):
             near = max(GRID_MULTIPLE, round(self.grid_size / GRID_MULTIPLE) * GRID_MULTIPLE)
             out.append(f"Grid size {self.grid_size} is not a multiple of {GRID_MULTIPLE}: use "
                        f"{near}.")
-        return out + device_problem(self.device)
+        return out
 
 
 @register_job
@@ -156,16 +134,13 @@ class ClassifyGridJob(RasterModelJob):
                                  "per-class thresholds tuned on validation.")
     batch_size: int = spec(16, "BATCH_SIZE", "Cells per batch", "int", minimum=1,
                            maximum=4096, advanced=True)
-    device: str = _device()
-
-    def problems(self) -> list[str]:
-        out = super().problems()
-        return out + device_problem(self.device)
+    device: str = device_field()
 
     def run(self, ctx: JobContext) -> dict:
         from .predict_grid import classify_grid
 
-        return classify_grid(self, ctx)
+        with out_of_memory("classifying grid cells", "Use fewer cells per batch (BATCH_SIZE)."):
+            return classify_grid(self, ctx)
 
 
 @register_job
@@ -200,10 +175,9 @@ class TrainChipClassifierJob(TrainingJob):
     two_rounds: bool = spec(False, "TWO_ROUNDS", "Train in two rounds", "bool",
                             help="Round 1 on balanced classes; round 2 on the original "
                                  "distribution, training only the last layer (GBDX).")
-    epochs: int = spec(35, "EPOCHS", "Epochs (round 1)", "int", minimum=1, maximum=100000)
+    epochs: int = trainer.epochs_field(35, "Epochs (round 1)")
     epochs_2: int = spec(8, "EPOCHS_2", "Epochs (round 2)", "int", minimum=1, maximum=100000)
-    learning_rate: float = spec(0.001, "LEARNING_RATE", "Learning rate (round 1)", "float",
-                                minimum=1e-7, maximum=1.0)
+    learning_rate: float = trainer.learning_rate_field(0.001, "Learning rate (round 1)")
     learning_rate_2: float = spec(0.01, "LEARNING_RATE_2", "Learning rate (round 2)", "float",
                                   minimum=1e-7, maximum=1.0)
     train_size: int = spec(0, "TRAIN_SIZE", "Training chips per epoch (0 = all)", "int",
@@ -213,27 +187,24 @@ class TrainChipClassifierJob(TrainingJob):
     test_size: int = spec(100, "TEST_SIZE", "Test chips held out", "int", minimum=0,
                           help="Chips kept out of training for the test report (at most a "
                                "third; 0 = no test).")
-    split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
-                        minimum=0, maximum=100)
-    batch_size: int = spec(32, "BATCH_SIZE", "Chips per batch", "int", minimum=1, maximum=4096)
+    split: float = trainer.split_field()
+    batch_size: int = trainer.batch_size_field(32, "Chips")
     beta: float = _beta()
     augment: bool = spec(True, "AUGMENT", "Augment: flips and 90° turns", "bool")
     weights: str = _weights()
     weights_file: str = _weights_file()
     box_size: float = spec(25.0, "BOX_SIZE", "Box size for point labels (px, project input)",
                            "float", minimum=1, maximum=4096, advanced=True)
-    seed: int = seed_field()
-    patience: int = patience_field()
-    num_workers: int = num_workers_field()
-    init_model: str = init_model_field("model of this kind", advanced=True)
-    resume_from: str = resume_from_field()
-    device: str = _device()
-    output_model: str = spec("", "OUTPUT_MODEL", "Output model", "model_out",
-                             file_filter=_MODEL_FILTER,
-                             help="The model with the lowest validation loss (of round 2 "
-                                  "with two rounds).")
-    output_last_model: str = output_last_model_field(advanced=True)
-    log_folder: str = log_folder_field()
+    seed: int = trainer.seed_field()
+    patience: int = trainer.patience_field()
+    num_workers: int = trainer.num_workers_field()
+    init_model: str = trainer.init_model_field("model of this kind", advanced=True)
+    resume_from: str = trainer.resume_from_field()
+    device: str = device_field("training")
+    output_model: str = trainer.output_model_field(
+        "the lowest validation loss (of round 2 with two rounds)", "Output model")
+    output_last_model: str = trainer.output_last_model_field(advanced=True)
+    log_folder: str = trainer.log_folder_field()
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -250,7 +221,7 @@ class TrainChipClassifierJob(TrainingJob):
         if self.two_rounds and self.resume_from:
             out.append("Resuming (RESUME_FROM) a two-round training is not supported: clear "
                        "one.")
-        return out + device_problem(self.device)
+        return out
 
     def run(self, ctx: JobContext) -> dict:
         from .train_chips import train_chip_classifier
@@ -280,7 +251,7 @@ class ClassifyChipsJob(Job):
                             "those fields.")
     batch_size: int = spec(32, "BATCH_SIZE", "Chips per batch", "int", minimum=1,
                            maximum=4096, advanced=True)
-    device: str = _device()
+    device: str = device_field()
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -296,9 +267,10 @@ class ClassifyChipsJob(Job):
             out.append(f"The model {self.model} does not exist: check MODEL.")
         if not self.output:
             out.append("Output (OUTPUT) is required: choose a file name.")
-        return out + device_problem(self.device)
+        return out
 
     def run(self, ctx: JobContext) -> dict:
         from .predict_chips import classify_chips
 
-        return classify_chips(self, ctx)
+        with out_of_memory("classifying chips", "Use fewer chips per batch (BATCH_SIZE)."):
+            return classify_chips(self, ctx)

@@ -69,11 +69,7 @@ class ClassificationTask(TrainingTask):
         return max(1, math.ceil(self.train_count / job.batch_size))
 
     def _loader_kw(self, device: str) -> dict:
-        workers = runtime.num_workers(getattr(self.job, "num_workers", -1), device)
-        kw = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
-        if workers:
-            kw["prefetch_factor"] = 4
-        return kw
+        return runtime.loader_kwargs(getattr(self.job, "num_workers", -1), device)
 
     def train_loader(self, epoch: int, device: str):
         import torch

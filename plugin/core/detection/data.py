@@ -141,8 +141,9 @@ def prepare_detection_data(job, ctx: JobContext, work: Path) -> DetectionData:
 
     Raises UserError when there is no box, no box on a raster, or the patch size is smaller
     than the largest box."""
-    from ..sampling import SamplingConfig, plan_patches
+    from ..sampling import SamplingConfig
     from ..sampling.export import write_box_labels
+    from ..sampling.plan import plan_training
 
     config = SamplingConfig(patch_size=job.patch_size, split=job.split, shuffle=job.shuffle,
                             seed=job.seed, feature_patch_percentage=job.feature_patch_percentage,
@@ -166,19 +167,8 @@ def prepare_detection_data(job, ctx: JobContext, work: Path) -> DetectionData:
     planned = [write_box_labels(s, b, box_dir / f"boxes_{i}.tif")
                for i, (s, b) in enumerate(zip(sources, boxes))]
     names = {c["id"]: c["name"] for c in classes}
-    plan = plan_patches(planned, config, class_names=names, cancelled=lambda: ctx.cancelled)
-    ctx.check_cancelled()
-    for w in plan.warnings:
-        ctx.log(w, "warning")
-    if not plan.split("train"):
-        raise UserError("The sample plan has no training patches.",
-                        "Label more objects, lower the patch size or raise the split.")
-    pool = []
-    dropped = plan.stats.get("dropped", {})
-    if dropped.get("feature_subsample") or dropped.get("background_subsample"):
-        everything = dataclasses.replace(config, feature_patch_percentage=1.0,
-                                         background_patch_ratio=1e9)
-        pool = plan_patches(planned, everything, cancelled=lambda: ctx.cancelled).split("train")
+    plan, pool = plan_training(planned, config, ctx, "Label more objects, lower the patch size "
+                               "or raise the split.", class_names=names)
     images = [SampleSource(s.image, p.labels, s.role, s.name) for s, p in zip(sources, planned)]
     return DetectionData(images, boxes, plan, classes, config, pool)
 

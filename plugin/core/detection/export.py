@@ -27,14 +27,13 @@ Metadata (``metadata_props``, values JSON text): ``model_type`` "Detector", ``de
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from .. import modelfile as common
 from ..errors import UserError
 from ..jobs import JobContext
-from ..onnxfile import finish_onnx, resolution_cm
+from ..onnxfile import finish_onnx, metadata_props
 
 
 def _wrapper(network, scale: float):
@@ -110,12 +109,7 @@ def onnx_detector_metadata(card: dict, classes: list[dict], input_scale: float, 
             "training band order; normalisation, decoding and NMS inside; outputs boxes (K, 4) "
             "xyxy tile pixels, scores (K,), labels (K,) class ids"),
     }
-    res = resolution_cm(card)
-    if res is not None:
-        props["resolution"] = res
-    out = {k: json.dumps(v) for k, v in props.items()}
-    out["dltrainer_card"] = json.dumps(card, default=common.json_default)
-    return out
+    return metadata_props(props, card)
 
 
 def export_job(job, card: dict, factor: float, ctx: JobContext) -> dict:
@@ -123,11 +117,8 @@ def export_job(job, card: dict, factor: float, ctx: JobContext) -> dict:
     ``card`` was read and whose input scale ``factor`` was checked; the result names the
     readers that can use the file."""
     tile = int(job.tile_size or card.get("patch_size") or 512)
-    ctx.progress("export", 0, 1, "Exporting to ONNX")
     out = export_detector_onnx(job.model, job.output, input_scale=factor,
                                tile_size=job.tile_size or None, tiles_overlap=job.tiles_overlap)
-    ctx.progress("export", 1, 1, "Exported")
-    ctx.artifact("onnx", str(out))
     return {"OUTPUT": str(out), "input_scale": factor, "task": card["task"], "tile_size": tile,
             "bands": int(card["bands"]), "readers": "onnxruntime; GeoDeep (det_type "
             "retinanet, 3-band 8-bit models); not Deepness"}

@@ -10,21 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..job_fields import DEVICE_LABELS, DEVICES
+from ..job_fields import device_field
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..patchsize import PATCH_MULTIPLE, nearest_patch_size
 from ..raster_model_job import RasterModelJob
-from ..training.fields import (
-    MODEL_FILTER,
-    init_model_field,
-    log_folder_field,
-    num_workers_field,
-    output_last_model_field,
-    patience_field,
-    resume_from_field,
-    seed_field,
-)
+from ..training import fields as trainer
 from ..training.job import TrainingJob
 from .modelfile import ARCHITECTURES
 
@@ -34,7 +25,7 @@ ARCHITECTURE_LABELS = {"retinanet": "RetinaNet (ResNet-50 FPN)",
                        "fcos_resnet18": "FCOS (ResNet-18 FPN, light: trains on a CPU)"}
 TASK = "object_detection"
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
-_MODEL_FILTER = MODEL_FILTER
+_MODEL_FILTER = trainer.MODEL_FILTER
 _GPKG_FILTER = "GeoPackage (*.gpkg)"
 MIN_PATCH_SIZE = 64
 
@@ -60,18 +51,15 @@ class TrainObjectDetectionJob(TrainingJob):
                              help="RetinaNet (default), Faster R-CNN or FCOS on a ResNet-50 FPN "
                                   "backbone, or FCOS on a light ResNet-18 FPN that trains "
                                   "usefully on a CPU.")
-    init_model: str = init_model_field("object detection model")
+    init_model: str = trainer.init_model_field("object detection model")
     patch_size: int = spec(512, "PATCH_SIZE", "Patch size (px)", "int", minimum=MIN_PATCH_SIZE,
                            maximum=4096,
                            help="Edge of the square patches the detector learns from; a "
                                 "multiple of 32, larger than the largest object. The detector "
                                 "never resizes them (the pixel size stays the raster's).")
-    split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
-                        minimum=0, maximum=100)
-    shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool",
-                         help="Draw the training/validation split with the seed; off gives the "
-                              "same split every run.")
-    seed: int = seed_field()
+    split: float = trainer.split_field()
+    shuffle: bool = trainer.shuffle_field()
+    seed: int = trainer.seed_field()
     pad_small_features: bool = spec(True, "PAD_SMALL_FEATURES", "Pad small features", "bool",
                                     help="Grow boxes smaller than 25 px in x or y to 25 px "
                                          "around their centre (ENVI).")
@@ -81,10 +69,9 @@ class TrainObjectDetectionJob(TrainingJob):
     background_patch_ratio: float = spec(
         0.15, "BACKGROUND_PATCH_RATIO", "Background patch ratio", "float", minimum=0,
         help="Background patches (no boxes) per feature patch.")
-    epochs: int = spec(100, "EPOCHS", "Number of epochs", "int", minimum=1, maximum=100000)
-    batch_size: int = spec(4, "BATCH_SIZE", "Patches per batch", "int", minimum=1, maximum=1024)
-    learning_rate: float = spec(0.0005, "LEARNING_RATE", "Learning rate", "float",
-                                minimum=1e-7, maximum=1.0)
+    epochs: int = trainer.epochs_field(100)
+    batch_size: int = trainer.batch_size_field(4)
+    learning_rate: float = trainer.learning_rate_field(0.0005)
     augment_rotation: bool = spec(True, "AUGMENT_ROTATION", "Augment: rotation", "bool",
                                   help="Random 90° turns (boxes turned with the image).")
     augment_scale: bool = spec(True, "AUGMENT_SCALE", "Augment: scale", "bool",
@@ -98,21 +85,15 @@ class TrainObjectDetectionJob(TrainingJob):
                           advanced=True,
                           help="Overlap (IoU) above which the weaker of two boxes of a class is "
                                "suppressed; stored in the model.")
-    patience: int = patience_field()
-    steps_per_epoch: int = spec(0, "STEPS_PER_EPOCH", "Batches per epoch (0 = one pass)",
-                                "int", minimum=0, advanced=True)
-    max_patches: int = spec(0, "MAX_PATCHES", "Max training patches per epoch (0 = all)", "int",
-                            minimum=0, advanced=True)
-    num_workers: int = num_workers_field()
-    resume_from: str = resume_from_field()
-    device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
-                       choice_labels=DEVICE_LABELS,
-                       help="automatic takes the first CUDA GPU when there is one.")
-    output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
-                             file_filter=_MODEL_FILTER,
-                             help="The model with the highest validation mAP50.")
-    output_last_model: str = output_last_model_field()
-    log_folder: str = log_folder_field()
+    patience: int = trainer.patience_field()
+    steps_per_epoch: int = trainer.steps_per_epoch_field("Batches per epoch (0 = one pass)")
+    max_patches: int = trainer.max_patches_field()
+    num_workers: int = trainer.num_workers_field()
+    resume_from: str = trainer.resume_from_field()
+    device: str = device_field("training")
+    output_model: str = trainer.output_model_field("the highest validation mAP50")
+    output_last_model: str = trainer.output_last_model_field()
+    log_folder: str = trainer.log_folder_field()
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -120,6 +101,9 @@ class TrainObjectDetectionJob(TrainingJob):
             out.append(f"Patch size {self.patch_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.patch_size)}.")
         return out
+
+
+MODEL_VALUE = -1.0   # SCORE_THRESHOLD / NMS_IOU of Detect Objects: "the value stored in the model"
 
 
 @register_job
@@ -146,12 +130,13 @@ class DetectObjectsJob(RasterModelJob):
     score_threshold: float = spec(-1.0, "SCORE_THRESHOLD",
                                   "Score threshold (-1 = the model's)", "float",
                                   minimum=-1, maximum=1,
-                                  help="Boxes scoring lower are dropped; -1 uses the value "
-                                       "stored in the model.")
+                                  help="Boxes scoring lower are dropped (0 to 1); -1 uses the "
+                                       "value stored in the model.")
     nms_iou: float = spec(-1.0, "NMS_IOU", "NMS IoU (-1 = the model's)", "float", minimum=-1,
                           maximum=1,
-                          help="Boxes of a class overlapping more than this (IoU) are merged "
-                               "into the best one, within and across tiles.")
+                          help="Boxes of a class overlapping more than this (IoU, 0 to 1) are "
+                               "merged into the best one, within and across tiles; -1 uses "
+                               "the value stored in the model.")
     max_detections: int = spec(300, "MAX_DETECTIONS", "Maximum detections per tile", "int",
                                minimum=1, maximum=100000, advanced=True)
     tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = automatic)", "int",
@@ -180,12 +165,15 @@ class DetectObjectsJob(RasterModelJob):
                        choice_labels=("Automatic", "PyTorch", "ONNX Runtime"),
                        help="auto: onnxruntime on the CPU when installed (faster there, and "
                             "torch is not loaded), torch on CUDA.")
-    device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
-                       choice_labels=DEVICE_LABELS,
-                       help="automatic takes the first CUDA GPU when there is one.")
+    device: str = device_field()
 
     def problems(self) -> list[str]:
         out = super().problems()
+        for name, value in (("SCORE_THRESHOLD", self.score_threshold),
+                            ("NMS_IOU", self.nms_iou)):
+            if value != MODEL_VALUE and not 0 <= value <= 1:
+                out.append(f"{name} {value:g} is neither between 0 and 1 nor {MODEL_VALUE:g} "
+                           f"(the model's value): use a value from 0 to 1, or {MODEL_VALUE:g}.")
         if self.tile_size and self.tile_size % PATCH_MULTIPLE:
             out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.tile_size)}.")

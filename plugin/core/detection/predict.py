@@ -158,7 +158,7 @@ def detect_raster(src, detector, fill: list[float], tile: int, overlap: int, bat
     :class:`~plugin.core.gridfilter.CellFilter`; tiles without a flagged cell are
     not run and boxes centred in an unflagged cell are dropped (optimized classification).
     """
-    from ..tiling import batches, prefetch, read_tiles, tile_starts
+    from ..tiling import read_tile, read_tiles, tile_starts
 
     H, W = src.height, src.width
     th, tw = min(tile, ceil_multiple(H)), min(tile, ceil_multiple(W))
@@ -173,31 +173,40 @@ def detect_raster(src, detector, fill: list[float], tile: int, overlap: int, bat
     else:
         def searched(ri, c0, valid):
             return valid
-    reader = ((ri, c0, data, v, bool(v.any()))     # (…, holds pixels to search)
-              for ri, c0, data, valid in read_tiles(src, rows, cols, th, tw, fill_a)
-              for v in (searched(ri, c0, valid),))
+
+    def read(key, ds):
+        ri, c0 = key
+        data, valid = read_tile(ds, rows[ri], c0, th, tw, fill_a)
+        v = searched(ri, c0, valid)
+        return ri, c0, data, v, bool(v.any())     # (…, holds pixels to search)
+
     tiles_run = 0
-    for group in prefetch(batches(reader, batch)):
-        if cancelled():
-            raise JobCancelled()
-        work = [it for it in group if it[4]]
-        tiles_run += len(work)
-        if work:
-            t0 = time.perf_counter()
-            found = detector(np.stack([it[2] for it in work]))
-            forward_s += time.perf_counter() - t0
-            for (ri, c0, _, valid, _work), (b, s, lab) in zip(work, found):
-                r0 = rows[ri]
-                keep = _inside_tile(b, r0, c0, th, tw, H, W) & _valid_centre(b, valid)
-                b = b[keep].astype(np.float64)
-                b[:, [0, 2]] += c0
-                b[:, [1, 3]] += r0
-                boxes.append(b)
-                scores.append(s[keep])
-                labels.append(lab[keep])
-                tiles.append(np.full(len(b), ri * len(cols) + cols.index(c0), np.int64))
-        done += len(group)
-        progress(done, total)
+    keys = [(ri, c0) for ri in range(len(rows)) for c0 in cols]
+    groups = read_tiles(src, keys, read, batch)
+    try:
+        for group, x in groups:
+            if cancelled():
+                raise JobCancelled()
+            work = [it for it in group if it[4]]
+            tiles_run += len(work)
+            if work:
+                t0 = time.perf_counter()
+                found = detector(x)
+                forward_s += time.perf_counter() - t0
+                for (ri, c0, _, valid, _work), (b, s, lab) in zip(work, found):
+                    r0 = rows[ri]
+                    keep = _inside_tile(b, r0, c0, th, tw, H, W) & _valid_centre(b, valid)
+                    b = b[keep].astype(np.float64)
+                    b[:, [0, 2]] += c0
+                    b[:, [1, 3]] += r0
+                    boxes.append(b)
+                    scores.append(s[keep])
+                    labels.append(lab[keep])
+                    tiles.append(np.full(len(b), ri * len(cols) + cols.index(c0), np.int64))
+            done += len(group)
+            progress(done, total)
+    finally:
+        groups.close()      # stops the reading threads
     return {"boxes": _cat(boxes, (0, 4), np.float64), "scores": _cat(scores, (0,), np.float32),
             "labels": _cat(labels, (0,), np.int64), "tile_ids": _cat(tiles, (0,), np.int64),
             "tiles": total, "tiles_run": tiles_run,

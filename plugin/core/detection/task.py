@@ -92,12 +92,9 @@ class ObjectDetectionTask(TrainingTask):
         from ..training import runtime
         from .data import collate
 
-        workers = runtime.num_workers(self.job.num_workers, device)
-        kw = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
-        if workers:
-            kw["prefetch_factor"] = 4
         return DataLoader(dataset, batch_size=self.job.batch_size, sampler=sampler,
-                          collate_fn=collate, **kw)
+                          collate_fn=collate,
+                          **runtime.loader_kwargs(self.job.num_workers, device))
 
     def train_loader(self, epoch: int, device: str):
         import torch

@@ -56,9 +56,11 @@ class ImportLabelsJob(Job):
                              "CRS when it does not exist.", file_filter=_PROJECT_FILTER)
     rasters: list = spec([], "RASTERS", "Training rasters", "raster_list", optional=True,
                          help="Rasters to add to the project (the labels are drawn on them).")
-    labels: str = spec("", "LABELS", "Labels (vector layer)", "vector_in",
+    labels: str = spec("", "LABELS", "Labels (vector layer or box annotation file)",
+                       "vector_or_file_in",
                        help="Polygons, points or lines with a class field (GeoPackage, "
-                            "Shapefile, GeoJSON…).")
+                            "Shapefile, GeoJSON…), or boxes in a VOC .xml, COCO .json, YOLO "
+                            ".txt or DeepForest .csv file.")
     class_field: str = spec("", "CLASS_FIELD", "Class field", "str", optional=True,
                             help="Each distinct value (number or text) becomes a class (vector "
                                  "layers only; box annotations carry their class names).")
@@ -79,6 +81,8 @@ class ImportLabelsJob(Job):
             out.append("The labeling project (PROJECT) must be a .gpkg file: change its name.")
         fmt = self.label_format()
         if fmt != "vector":
+            if self.labels and not Path(self.labels).is_file():
+                out.append(f"The labels file {self.labels} does not exist: check LABELS.")
             if len(self.rasters) != 1:
                 out.append(f"{fmt.upper()} box annotations are in pixels of one image: give "
                            "exactly that raster in RASTERS.")

@@ -30,6 +30,7 @@ Rules (all counts are per split, all randomness seeded):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -526,3 +527,28 @@ def epoch_patches(plan: SamplePlan, pool: list, config: SamplingConfig, epoch: i
     n_b = min(len(back), round_half_up(n_f * config.background_patch_ratio))
     return ([feat[i] for i in sorted(rng.permutation(len(feat))[:n_f])]
             + [back[i] for i in sorted(rng.permutation(len(back))[:n_b])])
+
+
+def plan_training(sources: list[SampleSource], config: SamplingConfig, ctx, fix: str,
+                  class_names: dict[int, str] | None = None) -> tuple[SamplePlan, list]:
+    """The sample plan of a training run and its pool of every candidate training patch.
+
+    Logs the plan's warnings on ``ctx`` (a JobContext) and raises UserError("no training
+    patches", ``fix``) when the training split is empty. The pool (empty when the plan keeps
+    every candidate) is what :func:`epoch_patches` redraws FEATURE_PATCH_PERCENTAGE and
+    BACKGROUND_PATCH_RATIO from each epoch: one more scan now instead of one per epoch, with
+    every candidate and the same split."""
+    plan = plan_patches(sources, config, class_names=class_names,
+                        cancelled=lambda: ctx.cancelled)
+    ctx.check_cancelled()
+    for warning in plan.warnings:
+        ctx.log(warning, "warning")
+    if not plan.split("train"):
+        raise UserError("The sample plan has no training patches.", fix)
+    pool: list = []
+    dropped = plan.stats.get("dropped", {})
+    if dropped.get("feature_subsample") or dropped.get("background_subsample"):
+        everything = dataclasses.replace(config, feature_patch_percentage=1.0,
+                                         background_patch_ratio=1e9)
+        pool = plan_patches(sources, everything, cancelled=lambda: ctx.cancelled).split("train")
+    return plan, pool

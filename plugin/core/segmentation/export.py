@@ -12,9 +12,9 @@ from typing import Any
 
 from ..errors import UserError
 from ..jobs import JobContext
-from ..modelfile import atomic_target, json_default
+from ..modelfile import atomic_target
 from ..onnx_export import EIGHT_BIT_MAX
-from ..onnxfile import ONNX_TILES_OVERLAP, finish_onnx, resolution_cm
+from ..onnxfile import ONNX_TILES_OVERLAP, finish_onnx, metadata_props
 from .modelfile import load_network
 
 
@@ -91,12 +91,7 @@ def onnx_metadata(card: dict, *, input_scale: float = 1.0, tile_size: int | None
             "band order; normalisation and softmax inside; output (N, classes, H, W) "
             "probabilities, channel k = class id k"),
     }
-    res = resolution_cm(card)
-    if res is not None:
-        props["resolution"] = res
-    out = {key: json.dumps(value) for key, value in props.items()}
-    out["dltrainer_card"] = json.dumps(card, default=json_default)
-    return out
+    return metadata_props(props, card)
 
 
 def export_job(job, card: dict, factor: float, ctx: JobContext) -> dict:
@@ -113,11 +108,8 @@ def export_job(job, card: dict, factor: float, ctx: JobContext) -> dict:
     if int(card["bands"]) != 3:
         ctx.log(f"The model takes {card['bands']} bands: Deepness maps them from the layer's "
                 "bands; GeoDeep feeds 3-band RGB only.", "warning")
-    ctx.progress("export", 0, 1, "Exporting to ONNX")
     out = export_onnx(job.model, job.output, input_scale=factor, tile_size=tile,
                       tiles_overlap=job.tiles_overlap)
-    ctx.progress("export", 1, 1, "Exported")
-    ctx.artifact("onnx", str(out))
     props = onnx_metadata(card, input_scale=factor, tile_size=tile,
                           tiles_overlap=job.tiles_overlap)
     shown = {k: json.loads(v) for k, v in props.items() if k != "dltrainer_card"}

@@ -7,21 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..job_fields import DEVICE_LABELS, DEVICES, TILE_SIZE_LABEL, model_file_name
+from ..job_fields import TILE_SIZE_LABEL, device_field, model_file_name
 from ..jobs import JobContext, register_job
 from ..params import spec
 from ..patchsize import PATCH_MULTIPLE, nearest_patch_size, patch_size_problem  # noqa: F401
 from ..raster_model_job import RasterModelJob
-from ..training.fields import (
-    MODEL_FILTER,
-    init_model_field,
-    log_folder_field,
-    num_workers_field,
-    output_last_model_field,
-    patience_field,
-    resume_from_field,
-    seed_field,
-)
+from ..training import fields as trainer
 from ..training.job import TrainingJob
 from .modelfile import NETWORKS
 
@@ -35,7 +26,7 @@ LOSS_LABELS = {"ce_dice": "Cross-entropy + Dice", "ce": "Cross-entropy", "focal"
                "tversky": "Tversky"}
 UNLABELLED = ("background", "unknown")
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
-_MODEL_FILTER = MODEL_FILTER
+_MODEL_FILTER = trainer.MODEL_FILTER
 _RASTER_FILTER = "GeoTIFF (*.tif *.tiff)"
 _TRAINING_DATA_FILTER = ("Labeling project (*.gpkg);;Segmentation chips folder (its manifest.json) "
                          "(manifest.json)")
@@ -90,35 +81,23 @@ class TrainPixelSegmentationJob(TrainingJob):
                                           "timm or torchvision checkpoint of the same encoder),"
                                           " for computers without internet; overrides Encoder "
                                           "weights.")
-    init_model: str = init_model_field("pixel segmentation model")
+    init_model: str = trainer.init_model_field("pixel segmentation model")
     patch_size: int = spec(128, "PATCH_SIZE", "Patch size (px)", "int", minimum=32,
                            maximum=4096,
                            help="Edge of the square patches the model learns from; a multiple "
                                 "of 32, smaller than the rasters.")
-    split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
-                        minimum=0, maximum=100, decimals=0,
-                        help="Percent of the rasters (or patches) used for training; the rest "
-                             "validates.")
-    shuffle: bool = spec(False, "SHUFFLE", "Shuffle rasters", "bool",
-                         help="Draw the training/validation split with the seed; off gives the "
-                              "same split every run.")
-    seed: int = seed_field()
+    split: float = trainer.split_field()
+    shuffle: bool = trainer.shuffle_field()
+    seed: int = trainer.seed_field()
     feature_patch_percentage: float = spec(
         1.0, "FEATURE_PATCH_PERCENTAGE", "Feature patch percentage", "float", minimum=0,
         maximum=1, help="Share (0–1) of the patches holding labelled features that are used.")
     background_patch_ratio: float = spec(
         0.15, "BACKGROUND_PATCH_RATIO", "Background patch ratio", "float", minimum=0,
         help="Background patches (no features) per feature patch.")
-    epochs: int = spec(25, "EPOCHS", "Number of epochs", "int", minimum=1, maximum=100000,
-                       help="Passes over the training patches; the best model is kept "
-                            "whatever the number.")
-    batch_size: int = spec(8, "BATCH_SIZE", "Patches per batch", "int", minimum=1,
-                           maximum=4096, help="Patches per optimisation step; limited by GPU "
-                                              "memory.")
-    learning_rate: float = spec(0.001, "LEARNING_RATE", "Learning rate", "float",
-                                minimum=1e-7, maximum=1.0,
-                                help="Initial step size of the optimiser (it decays over "
-                                     "training); lower it when fine-tuning.")
+    epochs: int = trainer.epochs_field(25)
+    batch_size: int = trainer.batch_size_field(8)
+    learning_rate: float = trainer.learning_rate_field(0.001)
     augment_rotation: bool = spec(True, "AUGMENT_ROTATION", "Augment: rotation", "bool",
                                   help="Random 90° turns plus small rotations.")
     augment_scale: bool = spec(True, "AUGMENT_SCALE", "Augment: scale", "bool",
@@ -160,26 +139,19 @@ class TrainPixelSegmentationJob(TrainingJob):
     loss_weight: float = spec(0.0, "LOSS_WEIGHT", "Loss weight", "float", minimum=0, maximum=1,
                               help="0 treats feature and background pixels equally; higher "
                                    "values weigh feature pixels more in the loss.")
-    patience: int = patience_field()
-    steps_per_epoch: int = spec(0, "STEPS_PER_EPOCH", "Batches per epoch (0 = automatic)",
-                                "int", minimum=0, advanced=True,
-                                help="Each epoch draws this many batches of new random windows "
-                                     "(up to half centred on labelled pixels). 0: enough for "
-                                     "about two passes over the training area, at least 12.")
-    max_patches: int = spec(0, "MAX_PATCHES", "Max training patches per epoch (0 = all)", "int",
-                            minimum=0, advanced=True)
-    num_workers: int = num_workers_field()
-    resume_from: str = resume_from_field()
-    device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
-                       choice_labels=DEVICE_LABELS,
-                       help="Where training runs: automatic takes the first CUDA GPU when there "
-                            "is one.")
-    output_model: str = spec("", "OUTPUT_MODEL", "Output model (best)", "model_out",
-                             file_filter=_MODEL_FILTER,
-                             help="The model with the best mean validation IoU of the "
-                                  "classes (background included when it is learnt; without "
-                                  "validation: the last model).")
-    output_last_model: str = output_last_model_field()
+    patience: int = trainer.patience_field()
+    steps_per_epoch: int = trainer.steps_per_epoch_field(
+        "Batches per epoch (0 = automatic)",
+        "Each epoch draws this many batches of new random windows (up to half centred on "
+        "labelled pixels). 0: enough for about two passes over the training area, at least 12.")
+    max_patches: int = trainer.max_patches_field()
+    num_workers: int = trainer.num_workers_field()
+    resume_from: str = trainer.resume_from_field()
+    device: str = device_field("training")
+    output_model: str = trainer.output_model_field(
+        "the best mean validation IoU of the classes (background included when it is learnt; "
+        "without validation: the last model)")
+    output_last_model: str = trainer.output_last_model_field()
     save_optimizer: bool = spec(True, "SAVE_OPTIMIZER", "Save optimizer state beside the last "
                                 "model", "bool", advanced=True,
                                 help="Writes <last model>.optim.safetensors (the AdamW moments "
@@ -187,7 +159,7 @@ class TrainPixelSegmentationJob(TrainingJob):
                                      "size) so RESUME_FROM continues exactly; without it a "
                                      "resumed run restarts the optimizer from the averaged "
                                      "weights.")
-    log_folder: str = log_folder_field()
+    log_folder: str = trainer.log_folder_field()
 
     def __post_init__(self) -> None:
         self.output_model = model_file_name(self.output_model)
@@ -284,10 +256,7 @@ class ClassifyPixelsJob(RasterModelJob):
                              "raster of another data type whose values do not fit is refused). "
                              "dtype: map the input data type's range onto the training data "
                              "type's (uint16 0–65535 or float 0–1 → uint8 0–255).")
-    device: str = spec("auto", "DEVICE", "Device", "enum", choices=DEVICES,
-                       choice_labels=DEVICE_LABELS,
-                       help="Where the model runs: automatic takes the first CUDA GPU when "
-                            "there is one.")
+    device: str = device_field()
 
     def problems(self) -> list[str]:
         out = super().problems()

@@ -29,7 +29,7 @@ from ..errors import JobCancelled, UserError
 from ..inference import inference_context, make_engine, tta_predict
 from ..jobs import JobContext
 from ..outputs import gdal_write_guard
-from ..tiling import batches, open_again, prefetch, rank_rows, read_tile, stacked, tile_grid
+from ..tiling import rank_rows, read_tile, read_tiles, tile_grid
 
 # -- tiling -------------------------------------------------------------------------------------
 
@@ -83,8 +83,7 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
     or the writer are raised here; cancel (:class:`JobCancelled`) stops both.
     """
     from ..blend import NumpyBand, TorchBand
-    from ..tile_io import BackgroundWriter, OrderedReader, reader_threads
-    from ..training.runtime import available_cpus
+    from ..tile_io import BackgroundWriter
 
     H, W = src.height, src.width
     th, tw, ov_h, ov_w, rows, cols = tile_grid(H, W, tile, overlap)
@@ -127,11 +126,8 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
         writer.put(write, band.take(r0, n, off))
 
     keys = [(ri, c0) for ri in range(first, part.stop) for c0 in cols]
-    n_readers = readers or reader_threads(available_cpus())
-    reader = OrderedReader(keys, read, lambda: open_again(src), n_readers,
-                           depth=batch + 2 * n_readers)
     writer = BackgroundWriter()
-    tiles = prefetch(stacked(batches(iter(reader), batch)))
+    tiles = read_tiles(src, keys, read, batch, readers)
     done = run = skipped = 0
     forward_s = 0.0
     current = first
@@ -168,8 +164,7 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
         writer.abort()
         raise
     finally:
-        tiles.close()      # stops the batching thread, then the readers
-        reader.close()
+        tiles.close()      # stops the reading threads
     return {"tiles": total, "tiles_run": run, "tiles_skipped_by_grid": skipped,
             "tile_height": th, "tile_width": tw, "forward_seconds": forward_s}
 
@@ -250,14 +245,13 @@ def classify_pixels(job, ctx: JobContext) -> dict:
     from .. import distributed
     from ..blend import auto_windows
     from ..environment import resolve_device
-    from ..modelfile import read_model_card
     from ..raster_input import check_input, open_raster
     from ..raster_parts import assemble, part_path
     from .export import export_onnx
-    from .modelfile import load_model
+    from .modelfile import load_model, read_card
 
     started = time.monotonic()
-    card = read_model_card(job.model)
+    card = read_card(job.model)
     device = distributed.device_for(resolve_device(job.device))
     distributed.setup(device)   # several processes (torchrun): each classifies a share of rows
     classes = card["classes"]

@@ -112,11 +112,7 @@ class PixelSegmentationTask(TrainingTask):
 
     # -- data ----------------------------------------------------------------------------------
     def _loader_kw(self, device: str) -> dict:
-        workers = runtime.num_workers(self.job.num_workers, device)
-        kw = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
-        if workers:
-            kw["prefetch_factor"] = 4
-        return kw
+        return runtime.loader_kwargs(self.job.num_workers, device)
 
     def train_loader(self, epoch: int, device: str):
         import torch

@@ -7,7 +7,6 @@ The epochs themselves run in the one training engine (``plugin/core/training/eng
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +67,8 @@ def _per_class(value, classes: list, name: str) -> dict[int, float]:
 def prepare(job, ctx: JobContext, log_folder: Path) -> TrainSetup:
     """Label rasters, sample plan and class table of ``job``."""
     from ..labeling.project import LabelingProject
-    from ..sampling import SamplingConfig, plan_patches, sources_from_project
+    from ..sampling import SamplingConfig, sources_from_project
+    from ..sampling.plan import plan_training
 
     if Path(job.project).is_dir():  # an exported segmentation chips folder
         from ..labeling.project import LabelClass
@@ -110,20 +110,8 @@ def prepare(job, ctx: JobContext, log_folder: Path) -> TrainSetup:
                             background_patch_ratio=job.background_patch_ratio)
     ctx.progress("prepare", 1, 3, "Planning patches")
     names = {c.id: c.name for c in pclasses}
-    plan = plan_patches(sources, config, class_names=names, cancelled=lambda: ctx.cancelled)
-    ctx.check_cancelled()
-    for w in plan.warnings:
-        ctx.log(w, "warning")
-    if not plan.split("train"):
-        raise UserError("The sample plan has no training patches.",
-                        "Draw more labels, lower the patch size or raise the split.")
-    dropped = plan.stats.get("dropped", {})
-    pool = []
-    if dropped.get("feature_subsample") or dropped.get("background_subsample"):
-        # one more scan now instead of one per epoch: every candidate, same split
-        everything = dataclasses.replace(config, feature_patch_percentage=1.0,
-                                         background_patch_ratio=1e9)
-        pool = plan_patches(sources, everything, cancelled=lambda: ctx.cancelled).split("train")
+    plan, pool = plan_training(sources, config, ctx, "Draw more labels, lower the patch size or "
+                               "raise the split.", class_names=names)
     classes = [{"id": 0, "name": "background", "color": "#000000"}]
     classes += [{"id": c.id, "name": c.name, "color": c.color} for c in pclasses]
     return TrainSetup(sources, plan, classes, {k: v for k, v in blur.items() if v > 0}, config,

@@ -60,3 +60,55 @@ def log_folder_field():
     return spec("", "LOG_FOLDER", "Log folder (TensorBoard, CSV, report)", "folder_out",
                 optional=True, advanced=True,
                 help="Empty: <output model>_logs next to the model.")
+
+
+def split_field():
+    """SPLIT: percent of the training data used for training; the rest validates."""
+    return spec(80.0, "SPLIT", "Training/validation split (% training)", "float", minimum=0,
+                maximum=100, decimals=0,
+                help="Percent of the rasters (or patches, chips) used for training; the rest "
+                     "validates.")
+
+
+def shuffle_field():
+    """SHUFFLE: draw the training/validation split with the seed."""
+    return spec(False, "SHUFFLE", "Shuffle rasters", "bool",
+                help="Draw the training/validation split with the seed; off gives the same "
+                     "split every run.")
+
+
+def epochs_field(default: int, label: str = "Number of epochs"):
+    """EPOCHS with the family's ``default``."""
+    return spec(default, "EPOCHS", label, "int", minimum=1, maximum=100000,
+                help="Passes over the training data; the best model is kept whatever the "
+                     "number.")
+
+
+def batch_size_field(default: int, items: str = "Patches"):
+    """BATCH_SIZE of a trainer: ``items`` (patches, chips) per optimiser step."""
+    return spec(default, "BATCH_SIZE", f"{items} per batch", "int", minimum=1, maximum=4096,
+                help=f"{items} per optimisation step; limited by GPU memory.")
+
+
+def learning_rate_field(default: float, label: str = "Learning rate"):
+    """LEARNING_RATE with the family's ``default`` (AdamW, warm-up then cosine decay)."""
+    return spec(default, "LEARNING_RATE", label, "float", minimum=1e-7, maximum=1.0,
+                help="Initial step size of the optimiser (it decays over training); lower it "
+                     "when fine-tuning.")
+
+
+def steps_per_epoch_field(label: str, help: str = ""):
+    """STEPS_PER_EPOCH: batches drawn per epoch (0: the family's automatic length)."""
+    return spec(0, "STEPS_PER_EPOCH", label, "int", minimum=0, advanced=True, help=help)
+
+
+def max_patches_field():
+    """MAX_PATCHES: a cap on the training patches of an epoch."""
+    return spec(0, "MAX_PATCHES", "Max training patches per epoch (0 = all)", "int",
+                minimum=0, advanced=True)
+
+
+def output_model_field(best: str, label: str = "Output model (best)"):
+    """OUTPUT_MODEL: the model file training writes; ``best`` says which epoch's model it is."""
+    return spec("", "OUTPUT_MODEL", label, "model_out", file_filter=MODEL_FILTER,
+                help=f"The model with {best}.")

@@ -47,6 +47,17 @@ def num_workers(requested: int, device: str, cpus: int | None = None,
     return 0 if cpus <= 2 else min(2, cpus // 4)
 
 
+def loader_kwargs(requested: int, device: str) -> dict:
+    """DataLoader keyword arguments every family's training uses: :func:`num_workers` workers
+    (``requested``; -1 automatic), pinned memory beside a GPU, and 4 batches prefetched per
+    worker."""
+    workers = num_workers(requested, device)
+    kw: dict = {"num_workers": workers, "pin_memory": device.startswith("cuda")}
+    if workers:
+        kw["prefetch_factor"] = 4
+    return kw
+
+
 class DeviceSums:
     """Running sums of 0-d tensors (loss terms) kept on ``device``: adding never waits for the
     GPU; :meth:`read` copies them to the host once (``{name: float}``)."""
