@@ -217,12 +217,13 @@ def test_bad_chip_folders_give_one_clear_message(tmp_path):
     with pytest.raises(UserError, match="tree.*in no chip.*blue, green, red"):
         read_chips_folder(tmp_path / "f", ["red", "tree"])
     make_chip_folder(tmp_path / "mixed", "imagefolder", per_class=2, size=8)
-    make_chip_folder(tmp_path / "mixed4", "imagefolder", per_class=1, size=8, bands=4)
-    (tmp_path / "mixed4" / "red" / "chip_0000.tif").rename(
-        tmp_path / "mixed" / "red" / "four.tif")
+    # 5 bands: GDAL writes a 4-band uint8 GeoTIFF as RGBA, whose alpha band is no data band
+    make_chip_folder(tmp_path / "mixed5", "imagefolder", per_class=1, size=8, bands=5)
+    (tmp_path / "mixed5" / "red" / "chip_0000.tif").rename(
+        tmp_path / "mixed" / "red" / "five.tif")
     job = TrainChipClassifierJob(input=str(tmp_path / "mixed"), epochs=1, test_size=0,
                                  output_model=str(tmp_path / "m.dltmodel.safetensors"), **FAST)
-    with pytest.raises(UserError, match="different band counts.*3 bands.*4 bands"):
+    with pytest.raises(UserError, match="different band counts.*3 bands.*5 bands"):
         job.run(RecordingContext())
     assert not (tmp_path / "m.dltmodel.safetensors").exists()
 

@@ -171,19 +171,28 @@ def test_overlap_rules():
         overlap_for(card, 32, -1)
 
 
-def test_area_field_and_geopackage(tmp_path):
+def test_box_areas_in_m2_in_every_crs_and_geopackage(tmp_path):
     from osgeo import ogr
+    from pyproj import Geod
     from rasterio.crs import CRS
 
-    from plugin.core.detection.predict import area_field, write_detections
+    from plugin.core.detection.predict import box_areas, write_detections
 
-    assert area_field(CRS.from_epsg(32631)) == ("area_m2", 1.0)
-    assert area_field(CRS.from_epsg(4326))[0] == "area_deg2"
-    assert area_field(CRS.from_epsg(2263))[0] == "area_m2"            # US feet → m²
-    assert area_field(CRS.from_epsg(2263))[1] == pytest.approx(0.3048006 ** 2, rel=1e-5)
+    box = np.array([[0.0, 0, 2, 3]])
+    assert box_areas(box, CRS.from_epsg(32631).to_wkt(), True)[0] == "area_m2"
+    assert box_areas(box, CRS.from_epsg(32631).to_wkt(), True)[1] == pytest.approx([6.0])
+    feet = box_areas(box, CRS.from_epsg(2263).to_wkt(), True)            # US feet → m²
+    assert feet[0] == "area_m2" and feet[1] == pytest.approx([6 * 0.3048006 ** 2], rel=1e-5)
+    degrees = np.array([[10.0, 50.0, 10.001, 50.001]])
+    name, area = box_areas(degrees, CRS.from_epsg(4326).to_wkt(), True)
+    geodesic = abs(Geod(ellps="WGS84").polygon_area_perimeter(
+        [10.0, 10.001, 10.001, 10.0], [50.0, 50.0, 50.001, 50.001])[0])
+    assert name == "area_m2" and area == pytest.approx([geodesic], rel=1e-6)
+    assert 7_000 < geodesic < 8_000                      # 71.7 m × 111.2 m
+    assert box_areas(box, None, False) == ("area_px", pytest.approx([6.0]))
     out = tmp_path / "d.gpkg"
-    n = write_detections(out, np.array([[0.0, 0, 2, 3]]), np.array([0.8]), np.array([1]),
-                         {1: "car"}, CRS.from_epsg(32631).to_wkt(), ("area_m2", 1.0))
+    n = write_detections(out, box, np.array([0.8]), np.array([1]), {1: "car"},
+                         CRS.from_epsg(32631).to_wkt(), ("area_m2", np.array([6.0])))
     ds = ogr.Open(str(out))
     f = ds.GetLayer(0).GetNextFeature()
     assert n == 1 and f.GetField("class_name") == "car" and f.GetField("area_m2") == 6.0

@@ -135,6 +135,7 @@ def test_unit_scale_refuses_models_not_trained_on_8bit_data(tmp_path):
     save_file({"w": np.zeros(1, np.float32)}, str(path), metadata={
         "format": modelfile.FORMAT, "card": json.dumps({
             **card, "task": segmodel.TASK, "bands": 1, "patch_size": 64,
+            "architecture": "unet", "encoder": "resnet18",
             "classes": [{"id": 0, "name": "background"}, {"id": 1, "name": "a"}]})})
     job = ExportOnnxJob(model=str(path), output=str(tmp_path / "m.onnx"))
     assert any("uint16" in p and "SCALE" in p for p in job.problems())

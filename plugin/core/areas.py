@@ -22,3 +22,21 @@ def area_and_length(crs_wkt: str | None):
     if crs is not None and crs.axis_info:
         metres = crs.axis_info[0].unit_conversion_factor or 1.0
     return lambda geom: (geom.area * metres ** 2, geom.length * metres)
+
+
+def area_field(crs_wkt: str | None, georeferenced: bool = True) -> str:
+    """The name of the area field of a vector output: ``area_m2`` in every CRS (areas from
+    :func:`area_and_length`), ``area_px`` for an ungeoreferenced image (pixel coordinates), and
+    ``area_map_units2`` for a raster with a geotransform but no CRS."""
+    if crs_wkt:
+        return "area_m2"
+    return "area_map_units2" if georeferenced else "area_px"
+
+
+def areas(geoms, crs_wkt: str | None):
+    """float64 (n,): the area of each shapely geometry of ``geoms`` in the field's unit of
+    :func:`area_and_length` (m² on the ellipsoid for a geographic CRS)."""
+    import numpy as np
+
+    measure = area_and_length(crs_wkt)
+    return np.array([measure(g)[0] for g in geoms], np.float64)

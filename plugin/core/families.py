@@ -40,6 +40,8 @@ class Family:
     jobs_module: str          # module whose import registers its jobs
     loader: str               # "module:function": (path, card) → (predictor on the CPU, card)
     exporter: str = ""        # "module:function": (ExportOnnxJob, card, input scale, ctx) → result
+    card_check: str = ""      # "module:function": card → what is wrong with the family's own
+    #                           fields (a phrase) or None; light (read in QGIS, no torch)
     other_kinds: tuple[str, ...] = ()  # more job kinds offered in Processing
     train_tool: Tool | None = None     # entry in Deep Learning ▸ Train
     classify_tools: tuple[Tool, ...] = field(default_factory=tuple)  # ▸ Classify
@@ -58,6 +60,7 @@ FAMILIES: list[Family] = [
     Family("pixel_segmentation", "Pixel Segmentation", "train_pixel_segmentation",
            ("classify_pixels",), "segmentation.task:PixelSegmentationTask",
            "segmentation.jobs", loader="segmentation.modelfile:load_model",
+           card_check="segmentation.modelfile:card_problem",
            exporter="segmentation.export:export_job",
            train_tool=Tool("train_pixel_segmentation", "Pixel Segmentation…",
                            "train_segmentation_dialog:open_train_segmentation"),
@@ -66,6 +69,7 @@ FAMILIES: list[Family] = [
     Family("object_detection", "Object Detection", "train_object_detection",
            ("detect_objects",), "detection.task:ObjectDetectionTask", "detection.jobs",
            loader="detection.modelfile:load_detector",
+           card_check="detection.modelfile:card_problem",
            exporter="detection.export:export_job",
            train_tool=Tool("train_object_detection", "Object Detection…",
                            "train_detection_dialog:open_train_detection"),
@@ -74,6 +78,7 @@ FAMILIES: list[Family] = [
     Family("grid", "Grid Model", "train_grid_model", ("classify_grid",),
            "classification.task:GridTask", "classification.jobs",
            loader="classification.network:load_classifier",
+           card_check="classification.modelfile:card_problem",
            train_tool=Tool("train_grid_model", "Grid Model…",
                            "classification_dialogs:open_train_grid_model"),
            classify_tools=(Tool("classify_grid", "Classify Grid…",
@@ -81,6 +86,7 @@ FAMILIES: list[Family] = [
     Family("chip_classification", "Chip Classifier", "train_chip_classifier",
            ("classify_chips",), "classification.task:ChipTask", "classification.jobs",
            loader="classification.network:load_classifier",
+           card_check="classification.modelfile:card_problem",
            train_tool=Tool("train_chip_classifier", "Chip Classifier…",
                            "classification_dialogs:open_train_chip_classifier"),
            classify_tools=(Tool("classify_chips", "Classify Chips…",
@@ -144,6 +150,12 @@ def load_function(task: str, path=None) -> Callable:
     if fam is None:
         raise KeyError(f"No model family has task {task!r} ({path}).")
     return _resolve(fam.loader)
+
+
+def card_check_function(task: str) -> Callable | None:
+    """The check of ``task``'s family's own card fields (``card → phrase or None``), or None."""
+    fam = family(task)
+    return _resolve(fam.card_check) if fam and fam.card_check else None
 
 
 def export_function(task: str) -> Callable | None:

@@ -50,12 +50,19 @@ def grid_filter(src, grid_model: str, threshold: float = 0.0, batch_size: int = 
     not a grid model or its bands differ from the raster's."""
     from .errors import UserError
     from .modelfile import load_model
+    from .raster_input import check_input
 
     started = time.monotonic()
     predictor, card = load_model(grid_model, "grid")
-    if src.count != int(card["bands"]):
-        raise UserError(f"The grid model (GRID_MODEL) was trained on {card['bands']} band(s), "
-                        f"the raster has {src.count}.", "Choose a grid model of these bands.")
+    def log(message: str, level: str) -> None:
+        if ctx is not None:
+            ctx.log(f"Grid model (GRID_MODEL): {message}", level)
+
+    try:
+        check_input(src, card, log)
+    except UserError as exc:
+        raise UserError(f"The grid model (GRID_MODEL) does not fit the raster: {exc.message}",
+                        exc.fix) from None
     predictor = predictor.to(device)
     size = int(card["grid_size"])
     th = thresholds_of(card, threshold)
@@ -88,7 +95,7 @@ def predict_cells(src, predictor, card: dict, batch_size: int, device: str = "cp
     import torch
     from rasterio.windows import Window
 
-    from .validpixels import valid_mask
+    from .validpixels import read_data, valid_mask
 
     size = int(card["grid_size"])
     fill = np.asarray(card["mean"], np.float32)[:, None, None]
@@ -108,7 +115,7 @@ def predict_cells(src, predictor, card: dict, batch_size: int, device: str = "cp
             raise JobCancelled()
         h, w = min(size, src.height - r0), min(size, src.width - c0)
         win = Window(c0, r0, w, h)
-        data = src.read(window=win)
+        data = read_data(src, window=win)
         valid = valid_mask(src, data, win)
         if not valid.any():
             continue

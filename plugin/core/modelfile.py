@@ -147,7 +147,9 @@ MAX_PATCH = 8192
 def card_problem(card) -> str | None:
     """What is wrong with a model card's shape (a phrase), or None. The schema: an object with
     ``format_version`` ≤ :data:`FORMAT_VERSION`, ``task`` text, ``classes`` a list of
-    {id 0…254, name} objects with unique ids, ``num_outputs`` above every id (≤ 255),
+    {id 0…254, name} objects with unique ids, ``num_outputs`` above every id (≤ 255)
+    ``num_outputs`` = the highest id + 1, as :func:`make_card` writes it (ids below may be
+    unnamed: the ONNX export names such outputs ``unused_k``),
     ``bands`` 1…1000, ``mean`` and ``std`` lists of ``bands`` finite numbers (std > 0),
     ``patch_size`` (when present) 32…8192 px, ``nodata`` a number or null."""
     import math
@@ -180,6 +182,9 @@ def card_problem(card) -> str | None:
     outputs = card.get("num_outputs", max(ids) + 1)
     if not number(outputs) or int(outputs) != outputs or not max(ids) < outputs <= MAX_CLASSES:
         return f"num_outputs {outputs!r} does not fit the class ids"
+    if outputs != max(ids) + 1:   # as make_card writes it: the highest class was removed
+        return (f"the network has {int(outputs)} outputs but the classes end at id {max(ids)} "
+                "(a class was removed from the card)")
     bands = card.get("bands")
     if not number(bands) or int(bands) != bands or not 1 <= bands <= MAX_BANDS:
         return f"bands {bands!r} is not a number of bands (1–{MAX_BANDS})"
@@ -208,8 +213,9 @@ def read_model_card(path: str | Path, task: str | None = None) -> dict:
 
     ``task``: the family the caller needs (None: any). Raises UserError for a file that is no
     valid model ("not a valid model file", with the Train tool to use), a model of a newer
-    format, or a model of another ``task`` (naming both families)."""
-    from .families import family, task_title
+    format, a model of another ``task`` (naming both families), or a card whose family fields
+    do not fit (the ``card_check`` of the family's row: architecture, thresholds …)."""
+    from .families import card_check_function, family, task_title
 
     p = Path(path)
     if not p.is_file():
@@ -246,6 +252,13 @@ def read_model_card(path: str | Path, task: str | None = None) -> dict:
                         f"{card.get('task', 'unknown')!r}); this tool needs "
                         f"{task_title(task)} (task {task!r}).",
                         "Choose a model trained for this tool.")
+    check = card_check_function(card["task"])
+    problem = check(card) if check else None
+    if problem:
+        raise UserError(f"The model card of {p.name} does not describe a "
+                        f"{task_title(card['task'])} model this plugin can use: {problem}.",
+                        "Use the model file as training wrote it (an edited card does not "
+                        "change the network), or train again.")
     return card
 
 
@@ -368,3 +381,29 @@ def load_training_weights(model_path: str | Path, network) -> bool:
 # -- ONNX ---------------------------------------------------------------------------------------
 
 
+
+
+def field_problem(card: dict, key: str, low: float, high: float, *, whole: bool = False,
+                  optional: bool = False) -> str | None:
+    """What is wrong with the card's number ``key`` (a phrase) or None: it must be a finite
+    number in [``low``, ``high``] (a whole number with ``whole``); absent is fine when
+    ``optional``. For the families' card checks."""
+    import math
+
+    if key not in card and optional:
+        return None
+    value = card.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not low <= value <= high \
+            or (whole and int(value) != value):
+        kind = "a whole number" if whole else "a number"
+        return f"{key} {value!r} is not {kind} from {low:g} to {high:g}"
+    return None
+
+
+def choice_problem(card: dict, key: str, choices) -> str | None:
+    """What is wrong with the card's text ``key`` (a phrase) or None: it must be one of
+    ``choices``."""
+    if card.get(key) not in choices:
+        return f"{key} {card.get(key)!r} is not one of {', '.join(choices)}"
+    return None

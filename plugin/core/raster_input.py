@@ -91,3 +91,111 @@ def input_scaling(src, card: dict, rescale: str = "none") -> tuple[float, float,
 
 
 PIXEL_SIZE_TOLERANCE = 1.5     # ratio to the training pixel size that triggers a warning
+
+
+# -- the one check of a raster given to a model, for every family -------------------------------
+def open_raster(path, role: str = "input raster"):
+    """The rasterio dataset of ``path`` (the caller closes it); UserError naming the file when
+    GDAL cannot read it."""
+    import rasterio
+
+    try:
+        return rasterio.open(path)
+    except (rasterio.errors.RasterioIOError, OSError) as exc:
+        raise UserError(f"Cannot read the {role} {path}: {exc}.",
+                        "Choose a raster file GDAL can read.") from None
+
+
+def _crs(value):
+    """A pyproj CRS of a rasterio CRS or a card's CRS text; None when absent or unreadable."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    if not value:
+        return None
+    try:
+        return CRS.from_user_input(value.to_wkt() if hasattr(value, "to_wkt") else value)
+    except CRSError:
+        return None
+
+
+def _kind(crs) -> str:
+    return "geographic, degrees" if crs.is_geographic else "projected"
+
+
+def ground_pixel_size(size: float, crs, lonlat: tuple[float, float]) -> float:
+    """Metres covered by ``size`` map units of ``crs`` along x at ``lonlat`` (the raster's
+    centre in degrees): on the ellipsoid (``pyproj.Geod.inv``) for a geographic CRS, ``size ×
+    metres per unit`` for a projected one."""
+    if crs.is_geographic:
+        lon, lat = lonlat
+        return float(crs.get_geod().inv(lon, lat, lon + size, lat)[2])
+    factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+    return size * (factor or 1.0)
+
+
+def _centre_lonlat(src, crs) -> tuple[float, float]:
+    from pyproj import Transformer
+
+    x, y = src.transform * (src.width / 2, src.height / 2)
+    if crs.is_geographic:
+        return x, y
+    tr = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+    return tr.transform(x, y)
+
+
+def check_input(src, card: dict, log, rescale: str = "none") -> tuple[float, float]:
+    """Check the open rasterio dataset ``src`` against the model ``card`` before any work; the
+    one rule of every tool that applies a model to a raster (Classify Pixels, Detect Objects,
+    Classify Grid, Classify Chips on a raster, the grid filter). Returns the input scaling
+    ``(a, b)`` of :func:`input_scaling` (``(1, 0)`` unless ``rescale`` is ``dtype``); ``log(
+    message, level)`` receives notes and warnings (a :class:`..jobs.JobContext`'s ``log``).
+
+    - bands: the DATA bands (:mod:`.validpixels`: an alpha band is a mask, not data) must equal
+      the card's ``bands``, else UserError;
+    - data type and value range: :func:`input_scaling` (UserError for values far outside the
+      training data's, e.g. uint16 0–65535 for a uint8 model);
+    - CRS: a geographic raster for a model trained in a projected CRS, or the reverse, gets a
+      warning naming both CRSs and the fix (reproject). Not a refusal: the network sees pixels,
+      not coordinates, so a raster in degrees at the training ground resolution classifies
+      about as well (pixels slightly stretched); the pixel size below is then compared in
+      metres, where it means something;
+    - pixel size: the ground pixel size (metres, :func:`ground_pixel_size` at the raster's
+      centre, when both CRSs are known; else map units) beyond :data:`PIXEL_SIZE_TOLERANCE`
+      times the training pixel size either way gets a warning (objects look larger or smaller
+      than in training). Skipped for an ungeoreferenced raster (no CRS, identity transform).
+    """
+    from .validpixels import data_band_count
+
+    bands = data_band_count(src)
+    if bands != int(card["bands"]):
+        alpha = " (an alpha band is a mask, not data)" if bands != src.count else ""
+        raise UserError(f"The input raster has {bands} band(s) of data{alpha} but the model was "
+                        f"trained on {card['bands']}.",
+                        "Use a raster with the same bands as the training rasters.")
+    scale_a, scale_b, note = input_scaling(src, card, rescale)
+    if note:
+        log(note, "info")
+    georeferenced = src.crs is not None or not src.transform.is_identity
+    px = card.get("pixel_size")
+    if not georeferenced:
+        return scale_a, scale_b
+    given, trained = _crs(src.crs), _crs(card.get("crs"))
+    if given is not None and trained is not None and given.is_geographic != trained.is_geographic:
+        log(f"The input raster's CRS is {given.name} ({_kind(given)}) but the model was trained "
+            f"on rasters in {trained.name} ({_kind(trained)}). Reproject the raster to "
+            f"{card['crs']} (Raster ▸ Projections ▸ Warp) before applying the model.", "warning")
+    if not px or not px[0]:
+        return scale_a, scale_b
+    size, size_trained, unit = abs(src.res[0]), float(px[0]), ""
+    if given is not None and trained is not None:
+        lonlat = _centre_lonlat(src, given)
+        size = ground_pixel_size(size, given, lonlat)
+        size_trained = ground_pixel_size(size_trained, trained, lonlat)
+        unit = " m"
+    ratio = size / size_trained
+    if ratio > PIXEL_SIZE_TOLERANCE or ratio < 1 / PIXEL_SIZE_TOLERANCE:
+        log(f"The input pixel size ({size:.4g}{unit}) is far from the training pixel size "
+            f"({size_trained:.4g}{unit}): objects look larger or smaller than in training and "
+            "results may be poor. Resample the raster to the training pixel size.", "warning")
+    return scale_a, scale_b

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..training.logfolder import is_training_log
+from ..validpixels import data_band_count
 
 EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation",
@@ -241,7 +242,7 @@ def check_chips(chipset: ChipSet) -> None:
     for k, chip in enumerate(chipset.chips):
         try:
             with rasterio.open(chip.path) as ds:
-                counts.setdefault(ds.count, chip.path)
+                counts.setdefault(data_band_count(ds), chip.path)
                 chip.side = (ds.width, ds.height)
                 if k == 0:
                     chipset.dtype = ds.dtypes[0]
@@ -279,11 +280,34 @@ def pad_resize(image: np.ndarray, side: int, resize: int) -> np.ndarray:
 
 
 def read_chip(path: Path) -> np.ndarray:
-    """(bands, h, w) float32 of a chip file; nodata pixels 0."""
+    """(data bands, h, w) float32 of a chip file (an alpha band is a mask, not data); pixels
+    that are not valid (:mod:`..validpixels`: nodata, NaN, alpha 0) are 0."""
     import rasterio
 
     with rasterio.open(path) as ds:
-        data = ds.read().astype(np.float32)
-        if ds.nodata is not None and not np.isnan(ds.nodata):
-            data[data == ds.nodata] = 0.0
-    return np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+        return valid_pixels(ds)
+
+
+def valid_pixels(ds, window=None) -> np.ndarray:
+    """(data bands, h, w) float32 of the open dataset ``ds`` in ``window`` (may reach outside
+    the raster); pixels outside it or not valid (:mod:`..validpixels`) are 0, the chips'
+    padding value."""
+    from rasterio.windows import Window
+
+    from ..validpixels import read_data, valid_mask
+
+    if window is None:
+        window = Window(0, 0, ds.width, ds.height)
+    row, col, h, w = int(window.row_off), int(window.col_off), int(window.height), \
+        int(window.width)
+    out = np.zeros((data_band_count(ds), h, w), np.float32)
+    r0, c0 = max(row, 0), max(col, 0)
+    r1, c1 = min(row + h, ds.height), min(col + w, ds.width)
+    if r1 > r0 and c1 > c0:
+        inside = Window(c0, r0, c1 - c0, r1 - r0)
+        data = read_data(ds, window=inside)
+        valid = valid_mask(ds, data, inside)
+        part = np.where(valid[None], data.astype(np.float32), 0.0)
+        out[:, r0 - row:r1 - row, c0 - col:c1 - col] = np.nan_to_num(
+            part, nan=0.0, posinf=0.0, neginf=0.0)
+    return out

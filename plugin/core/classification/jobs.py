@@ -14,9 +14,8 @@ from ..raster_model_job import RasterModelJob
 from ..training import fields as trainer
 from ..training.job import TrainingJob
 from .gridcells import DEFAULT_MIN_COVER
+from .modelfile import ARCHITECTURES
 
-ARCHITECTURES = ("resnet50", "resnet101", "resnet18", "resnet34", "efficientnet_b0",
-                 "convnext_tiny")
 GRID_MULTIPLE = 32
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = trainer.MODEL_FILTER

@@ -18,9 +18,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .modelfile import ARCHITECTURES
 
-ARCHITECTURES = ("resnet50", "resnet101", "resnet18", "resnet34", "efficientnet_b0",
-                 "convnext_tiny")
 WEIGHTS = ("none", "imagenet")
 
 

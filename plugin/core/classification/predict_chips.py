@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..jobs import JobContext
-from .chips import EXTENSIONS, pad_resize, read_chip
+from .chips import EXTENSIONS, pad_resize, read_chip, valid_pixels
 
 
 def predict_arrays(predictor, card: dict, images, batch_size: int, device: str = "cpu",
@@ -155,11 +155,11 @@ def classify_features(job, predictor, card: dict, device: str, ctx: JobContext) 
     from types import SimpleNamespace
 
     import pyogrio
-    import rasterio
     import shapely
     from pyogrio.raw import read
     from rasterio.windows import Window
 
+    from ..raster_input import check_input, open_raster
     from ..sampling.boxes import feature_boxes
     from ..sampling.exporters.feature_chips import chip_window
 
@@ -172,7 +172,8 @@ def classify_features(job, predictor, card: dict, device: str, ctx: JobContext) 
                         "Choose a vector file (INPUT).")
     meta, fids, wkb, fields = read(job.input, layer=layer, return_fids=True)
     geoms = shapely.from_wkb(wkb)
-    with rasterio.open(job.raster) as ds:
+    with open_raster(job.raster, "raster (RASTER)") as ds:
+        check_input(ds, card, ctx.log)
         if meta.get("crs") and ds.crs:
             from pyproj import CRS, Transformer
 
@@ -191,6 +192,11 @@ def classify_features(job, predictor, card: dict, device: str, ctx: JobContext) 
         boxes = {b.fid: b for b in feature_boxes(feats, ds.transform, ds.width, ds.height,
                                                   point_box=float(card.get("box_size", 25.0)))}
         order = [int(f) for f in fids if int(f) in boxes]
+        if not order:
+            raise UserError(f"None of the {len(fids)} features of {Path(job.input).name} lies "
+                            f"on the raster {Path(job.raster).name} (RASTER).",
+                            "Choose the raster the features were drawn on, or a vector layer "
+                            "over this raster.")
         ctx.log(f"Classifying {len(order)} of {len(fids)} features on {device}.")
 
         def images():
@@ -198,8 +204,7 @@ def classify_features(job, predictor, card: dict, device: str, ctx: JobContext) 
                 if k % 32 == 0:
                     ctx.progress("chips", k, len(order), f"{k} of {len(order)} features")
                 row, col, h, w = chip_window(boxes[fid])
-                data = ds.read(window=Window(col, row, w, h), boundless=True, fill_value=0)
-                yield data.astype(np.float32)
+                yield valid_pixels(ds, Window(col, row, w, h))
 
         probs = predict_arrays(predictor, card, images(), job.batch_size, device,
                                lambda: ctx.cancelled)

@@ -8,7 +8,9 @@ pixels inside a cell are set to the band means (0 after normalisation).
 
 Fields: ``row``, ``col`` (cell indices), ``class`` (the top class when it passes its threshold,
 else ``background``), ``score`` (the top class's score), ``classes`` (the classes passing
-their thresholds, comma-separated) and ``score_<class>`` per class. Thresholds: THRESHOLD, or
+their thresholds, comma-separated), ``score_<class>`` per class and the cell's area
+(``area_m2``, on the ellipsoid for a geographic CRS: :func:`..areas.area_and_length`;
+``area_px`` for an ungeoreferenced image). Thresholds: THRESHOLD, or
 with 0 the per-class thresholds tuned on validation (model card).
 """
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..areas import area_field, areas
 from ..errors import UserError
 from ..gridfilter import cell_windows, predict_cells, thresholds_of
 from ..jobs import JobContext
@@ -27,10 +30,10 @@ BACKGROUND = "background"
 
 
 def classify_grid(job, ctx: JobContext) -> dict:
-    import rasterio
     import shapely
 
     from ..environment import resolve_device
+    from ..raster_input import check_input, open_raster
     from ..vector_output import write_vector_layer
     from .network import load_classifier
 
@@ -48,13 +51,12 @@ def classify_grid(job, ctx: JobContext) -> dict:
     rows: dict[str, list] = {k: [] for k in ("row", "col", "class", "score", "classes")}
     scores_all: list[np.ndarray] = []
     geoms = []
-    with rasterio.open(job.input) as src:
-        if src.count != int(card["bands"]):
-            raise UserError(f"The raster has {src.count} bands, the grid model "
-                            f"{card['bands']}.", "Classify a raster with the training bands.")
+    with open_raster(job.input) as src:
+        check_input(src, card, ctx.log)
         size = int(card["grid_size"])
         total = len(cell_windows(src.height, src.width, size))
         crs_wkt = src.crs.to_wkt() if src.crs else None
+        georeferenced = src.crs is not None or not src.transform.is_identity
         ctx.log(f"Classifying {total} cells of {size} px on {device}.")
         t = src.transform
         for ri, ci, r0, c0, scores in predict_cells(
@@ -73,10 +75,12 @@ def classify_grid(job, ctx: JobContext) -> dict:
             geoms.append(shapely.Polygon([t * (c0, r0), t * (c0 + w, r0),
                                           t * (c0 + w, r0 + h), t * (c0, r0 + h)]))
     score = np.asarray(scores_all, np.float64).reshape(-1, len(names))
-    fields = ["row", "col", "class", "score", "classes"] + [f"score_{n}" for n in names]
+    fields = ["row", "col", "class", "score", "classes"] + [f"score_{n}" for n in names] + [
+        area_field(crs_wkt, georeferenced)]
     data = [np.asarray(rows["row"], np.int32), np.asarray(rows["col"], np.int32),
             np.asarray(rows["class"], dtype=object), np.asarray(rows["score"], np.float64),
-            np.asarray(rows["classes"], dtype=object)] + [score[:, k] for k in range(len(names))]
+            np.asarray(rows["classes"], dtype=object)] + [score[:, k] for k in range(len(names))
+                                                          ] + [areas(geoms, crs_wkt)]
     write_vector_layer(out, job.output_layer, shapely.to_wkb(np.array(geoms, dtype=object)),
                        dict(zip(fields, data)), crs_wkt, "Polygon")
     ctx.artifact("output", str(out))

@@ -174,7 +174,6 @@ class GridTask(ClassificationTask):
     curve_title = "Macro F1 (validation)"
 
     def prepare(self, job, ctx, log_folder: Path) -> None:
-        import rasterio
 
         from ..sampling import SamplingConfig, plan_patches, sources_from_project
         from ..sampling.sources import project_classes
@@ -227,11 +226,7 @@ class GridTask(ClassificationTask):
                     f"{job.min_cover:g} of a cell): the model cannot learn "
                     f"{'it' if len(empty) == 1 else 'them'}. Label more, lower MIN_COVER or use "
                     "a smaller grid size.", "warning")
-        with rasterio.open(sources[0].image) as ds:
-            self.bands, res = ds.count, ds.res
-            self.crs = ds.crs.to_string() if ds.crs else None
-            self.dtype = ds.dtypes[0]
-        self.pixel_size = (abs(res[0]), abs(res[1]))
+        self.describe_rasters(sources[0].image)
         ctx.progress("prepare", 2, 3, "Band statistics")
         train_sources = sorted({p.source for p in train})
         self.mean, self.std, self.nodata = band_statistics([sources[i] for i in train_sources])
@@ -257,6 +252,7 @@ class ChipTask(ClassificationTask):
     title = "Chip classifier"
     curve_keys = ("val_macro_f1",)
     curve_title = "Macro F1 (validation)"
+    length_knobs = "EPOCHS or TRAIN_SIZE"
 
     def __init__(self, round: int = 1, data=None) -> None:   # noqa: A002 - GBDX's term
         self.round = round

@@ -17,8 +17,8 @@ from ..patchsize import PATCH_MULTIPLE, nearest_patch_size
 from ..raster_model_job import RasterModelJob
 from ..training import fields as trainer
 from ..training.job import TrainingJob
+from .modelfile import ARCHITECTURES
 
-ARCHITECTURES = ("retinanet", "fasterrcnn", "fcos", "fcos_resnet18")
 ARCHITECTURE_LABELS = {"retinanet": "RetinaNet (ResNet-50 FPN)",
                        "fasterrcnn": "Faster R-CNN (ResNet-50 FPN)",
                        "fcos": "FCOS (ResNet-50 FPN)",

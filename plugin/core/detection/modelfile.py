@@ -3,7 +3,7 @@
 
 Card fields of a detector (besides the common ones: classes, bands, mean, std, nodata, patch and
 pixel size, CRS, training parameters, metrics, state): ``architecture`` (one of
-:data:`.models.ARCHITECTURES`), ``score_threshold`` and ``nms_iou`` (defaults of Detect Objects),
+:data:`ARCHITECTURES`), ``score_threshold`` and ``nms_iou`` (defaults of Detect Objects),
 ``max_box_px`` (longest training box side in pixels: Detect Objects overlaps tiles by at least
 that) and ``num_outputs`` (max class id + 1; 0 is background).
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import modelfile as common
 
 TASK = "object_detection"
+ARCHITECTURES = ("retinanet", "fasterrcnn", "fcos", "fcos_resnet18")
 
 
 def detection_card_fields(*, architecture: str, score_threshold: float, nms_iou: float,
@@ -79,3 +80,18 @@ def load_detector(path: str | Path, card: dict | None = None):
 
 
 save_model = common.save_model
+
+
+def card_problem(card: dict) -> str | None:
+    """What is wrong with a detector card's own fields (a phrase) or None: an ``architecture``
+    of :data:`ARCHITECTURES`, ``patch_size``, ``score_threshold`` and ``nms_iou`` numbers
+    from 0 to 1, ``max_box_px`` ≥ 0 and class 0 the background. The ``card_check`` of this
+    family's row (read in QGIS: no torch)."""
+    if 0 not in [int(c["id"]) for c in card["classes"]]:
+        return "class 0 (background) is missing"
+    return (common.choice_problem(card, "architecture", ARCHITECTURES)
+            or common.field_problem(card, "patch_size", 32, common.MAX_PATCH, whole=True)
+            or common.field_problem(card, "score_threshold", 0.0, 1.0, optional=True)
+            or common.field_problem(card, "nms_iou", 0.0, 1.0, optional=True)
+            or common.field_problem(card, "max_box_px", 0.0, float(common.MAX_PATCH),
+                                    optional=True))

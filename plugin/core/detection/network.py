@@ -19,7 +19,6 @@ from torch import nn
 
 from ..errors import UserError
 
-ARCHITECTURES = ("retinanet", "fasterrcnn", "fcos", "fcos_resnet18")
 LIGHT_CHANNELS = 128   # FPN and head width of the light model (256 in the reference models)
 
 
@@ -66,9 +65,11 @@ def build_detector(architecture: str, bands: int, num_classes: int, patch_size: 
     Raises UserError for an unknown architecture."""
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-    if architecture not in ARCHITECTURES:
+    if architecture not in ("retinanet", "fasterrcnn", "fcos", "fcos_resnet18"):
+        # the names of .modelfile.ARCHITECTURES (not imported: the model file loader imports
+        # this module)
         raise UserError(f"Unknown detection architecture {architecture!r}.",
-                        f"Use one of: {', '.join(ARCHITECTURES)}.")
+                        "Use retinanet, fasterrcnn, fcos or fcos_resnet18.")
     if len(mean) != bands or len(std) != bands:
         raise UserError(f"The normalisation has {len(mean)} values for {bands} bands.",
                         "Train the model again.")

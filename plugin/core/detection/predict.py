@@ -27,9 +27,9 @@ back and merged by the same per-class NMS.
 
 Output: a GeoPackage layer (OUTPUT_LAYER, ``detections``; the file's other layers are kept) of
 box polygons in the raster's CRS with ``class_id``, ``class_name``, ``score`` and the area in m²
-(``area_m2``) in a projected CRS, or in the CRS's unit otherwise (``area_deg2`` for degrees,
-``area_px`` for an ungeoreferenced image, whose boxes are in pixel coordinates with y down);
-optionally the same layer of box centre points in a second GeoPackage.
+(``area_m2``, on the ellipsoid for a geographic CRS: :func:`..areas.area_and_length`, as every
+output's areas), or ``area_px`` for an ungeoreferenced image, whose boxes are in pixel
+coordinates with y down; optionally the same layer of box centre points in a second GeoPackage.
 """
 
 from __future__ import annotations
@@ -80,17 +80,18 @@ def auto_tile(card: dict, requested: int) -> int:
     return max(patch, ceil_multiple(AUTO_TILE_OVERLAPS * overlap_for(card, 1 << 30, -1)))
 
 
-def area_field(crs) -> tuple[str, float]:
-    """(field name, factor from squared map units to the field's unit) for a rasterio CRS."""
-    if crs is None:
-        return "area_px", 1.0
-    if crs.is_geographic:
-        return "area_deg2", 1.0
-    try:
-        name, factor = crs.linear_units_factor
-    except Exception:  # noqa: BLE001 - a CRS without a readable unit keeps map units
-        return "area_map_units2", 1.0
-    return "area_m2", float(factor) ** 2 if name else 1.0
+def box_areas(boxes_map: np.ndarray, crs_wkt: str | None, georeferenced: bool
+              ) -> tuple[str, np.ndarray]:
+    """(area field name, float64 (K,) areas) of (K, 4) map boxes: m² in every CRS (on the
+    ellipsoid for a geographic one, :func:`..areas.area_and_length`), px² for an
+    ungeoreferenced image."""
+    import shapely
+
+    from ..areas import area_field, areas
+
+    b = np.asarray(boxes_map, np.float64).reshape(-1, 4)
+    return (area_field(crs_wkt, georeferenced),
+            areas(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]), crs_wkt))
 
 
 # -- detection on tiles -------------------------------------------------------------------------
@@ -304,12 +305,12 @@ def merge_seen_twice(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
 
 # -- output -------------------------------------------------------------------------------------
 def write_detections(path: Path, boxes_map: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                     names: dict[int, str], crs_wkt: str | None, area: tuple[str, float],
+                     names: dict[int, str], crs_wkt: str | None, area: tuple[str, np.ndarray],
                      points: bool = False, layer: str = "detections") -> int:
     """Box polygons (or centre points) with class_id, class_name, score, area as the layer
     ``layer`` of the GeoPackage ``path`` (:func:`~plugin.core.vector_output.write_vector_layer`:
-    its other layers are kept, a previous ``layer`` replaced atomically); returns the number
-    written."""
+    its other layers are kept, a previous ``layer`` replaced atomically); ``area``: (field name,
+    the boxes' areas, see :func:`box_areas`); returns the number written."""
     import shapely
 
     from ..vector_output import write_vector_layer
@@ -324,7 +325,7 @@ def write_detections(path: Path, boxes_map: np.ndarray, scores: np.ndarray, labe
         "class_id": ids,
         "class_name": np.array([names.get(int(i), str(int(i))) for i in ids], dtype=object),
         "score": np.round(np.asarray(scores, np.float64), 4),
-        area[0]: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) * area[1]},
+        area[0]: np.broadcast_to(np.asarray(area[1], np.float64), (len(b),))},
         crs_wkt, "Point" if points else "Polygon")
     return len(ids)
 
@@ -334,10 +335,8 @@ def detect_objects(job, ctx: JobContext) -> dict:
     """Run a DetectObjectsJob (see the module docstring); return counts and output paths.
     On the CPU the tiles run through onnxruntime (:mod:`.detect_onnx`, torch is not imported
     once the export is cached) unless ENGINE is torch; on CUDA through torch."""
-    import rasterio
-
     from ..environment import resolve_device
-    from ..raster_input import PIXEL_SIZE_TOLERANCE
+    from ..raster_input import check_input, open_raster
     from .modelfile import object_classes, read_card
     from .predict_onnx import ort_tile_detector
 
@@ -349,28 +348,12 @@ def detect_objects(job, ctx: JobContext) -> dict:
     tile = auto_tile(card, job.tile_size)
     overlap = overlap_for(card, tile, job.overlap, ctx)
     device = resolve_device(job.device)
-    try:
-        src = rasterio.open(job.input)
-    except rasterio.errors.RasterioIOError as exc:
-        raise UserError(f"Cannot read the input raster {job.input}: {exc}.",
-                        "Choose a raster file GDAL can read.") from None
-    with src:
-        if src.count != int(card["bands"]):
-            raise UserError(f"The input raster has {src.count} band(s) but the model was "
-                            f"trained on {card['bands']}.",
-                            "Detect on a raster with the same bands as the training rasters.")
+    with open_raster(job.input) as src:
+        check_input(src, card, ctx.log)
         georeferenced = src.crs is not None or not src.transform.is_identity
         if not georeferenced:
             ctx.log(f"{Path(job.input).name} is not georeferenced: the boxes are in pixel "
                     "coordinates (x right, y down).", "warning")
-        px = card.get("pixel_size")
-        if px and px[0] and georeferenced:
-            ratio = abs(src.res[0]) / float(px[0])
-            if ratio > PIXEL_SIZE_TOLERANCE or ratio < 1 / PIXEL_SIZE_TOLERANCE:
-                ctx.log(f"The input pixel size ({abs(src.res[0]):g}) is far from the training "
-                        f"pixel size ({float(px[0]):g}): objects will look larger or smaller "
-                        "than in training. Resample the raster to the training pixel size.",
-                        "warning")
         # a raster smaller than the tile is searched in one tile of its own size (rounded up
         # to 32 px), as detect_raster does
         square = min(tile, ceil_multiple(max(src.height, src.width)))
@@ -402,8 +385,17 @@ def detect_objects(job, ctx: JobContext) -> dict:
     keep = merge_across_tiles(boxes_map, scores, labels, nms_iou, found["tile_ids"][sel])
     boxes_map, scores, labels = boxes_map[keep], scores[keep], labels[keep]
     names = {int(c["id"]): c["name"] for c in object_classes(card)}
-    area = area_field(crs)
+    # background (0, never a training positive) and outputs the card names no class for (an
+    # edited card: warned) are no detections
+    named = np.isin(labels, list(names))
+    unnamed = sorted(set(labels[~named].tolist()) - {0})
+    if unnamed:
+        ctx.log(f"{int((~named & (labels != 0)).sum())} detection(s) of output id(s) "
+                f"{unnamed}, for which the model card names no class, were dropped: use the "
+                "model file as training wrote it.", "warning")
+    boxes_map, scores, labels = boxes_map[named], scores[named], labels[named]
     crs_wkt = crs.to_wkt() if crs else None
+    area = box_areas(boxes_map, crs_wkt, georeferenced)
     outputs = [(Path(job.output), False)]
     if job.output_points:
         outputs.append((Path(job.output_points), True))

@@ -33,10 +33,10 @@ class ObjectDetectionTask(TrainingTask):
     best_mode = "max"
     curve_keys = ("val_map50", "val_map", "val_f1")
     curve_title = "Validation mAP50, mAP and F1"
+    length_knobs = "EPOCHS or STEPS_PER_EPOCH"
 
     # -- preparation ---------------------------------------------------------------------------
     def prepare(self, job, ctx, log_folder: Path) -> None:
-        import rasterio
 
         from ..sampling.statistics import band_statistics
         from .data import prepare_detection_data
@@ -51,11 +51,7 @@ class ObjectDetectionTask(TrainingTask):
                 + "; ".join(f"{s} " + ", ".join(f"{names.get(k, k)} {n}" for k, n in c.items())
                             for s, c in counts.items()))
         ctx.progress("prepare", 2, 3, "Band statistics")
-        with rasterio.open(data.sources[0].image) as ds:
-            self.bands, res = ds.count, ds.res
-            self.crs = ds.crs.to_string() if ds.crs else None
-            self.dtype = ds.dtypes[0]
-        self.pixel_size = (abs(res[0]), abs(res[1]))
+        self.describe_rasters(data.sources[0].image)
         train_sources = sorted({p.source for p in self.train_patches})
         self.mean, self.std, self.nodata = band_statistics(
             [data.sources[i] for i in train_sources])

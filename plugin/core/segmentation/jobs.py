@@ -14,8 +14,9 @@ from ..patchsize import PATCH_MULTIPLE, nearest_patch_size, patch_size_problem  
 from ..raster_model_job import RasterModelJob
 from ..training import fields as trainer
 from ..training.job import TrainingJob
+from .modelfile import NETWORKS
 
-ARCHITECTURES = ("auto", "unetplusplus", "unet", "deeplabv3plus")
+ARCHITECTURES = ("auto", *NETWORKS)
 ARCHITECTURE_LABELS = {"auto": "Automatic (U-Net on CPU, U-Net++ on GPU)",
                        "unetplusplus": "U-Net++", "unet": "U-Net", "deeplabv3plus": "DeepLabV3+"}
 ENCODERS = ("auto", "resnet34", "resnet18", "resnet50", "efficientnet-b0", "mobilenet_v2")

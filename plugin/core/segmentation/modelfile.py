@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from ..modelfile import load_weights, read_model_card
+from ..modelfile import MAX_PATCH, choice_problem, field_problem, load_weights, read_model_card
 
 TASK = "pixel_segmentation"
+NETWORKS = ("unetplusplus", "unet", "deeplabv3plus")   # the architectures a card can name
 
 
 def load_network(path: str | Path, card: dict | None = None):
@@ -47,3 +48,13 @@ def load_model(path: str | Path, card: dict | None = None):
     network, card = load_network(path, card)
     predictor = Predictor(network, card["mean"], card["std"]).eval()
     return predictor, card
+
+
+def card_problem(card: dict) -> str | None:
+    """What is wrong with a pixel segmentation card's own fields (a phrase) or None: an
+    ``architecture`` of :data:`NETWORKS`, an ``encoder`` name and a ``patch_size``. The
+    ``card_check`` of this family's row (read in QGIS: no torch)."""
+    return (choice_problem(card, "architecture", NETWORKS)
+            or (None if isinstance(card.get("encoder"), str) and card["encoder"]
+                else f"encoder {card.get('encoder')!r} is not an encoder name")
+            or field_problem(card, "patch_size", 32, MAX_PATCH, whole=True))

@@ -30,9 +30,7 @@ from ..errors import JobCancelled, UserError
 from ..inference import inference_context, make_engine, tta_predict
 from ..jobs import JobContext
 from ..outputs import gdal_write_guard
-from ..raster_input import PIXEL_SIZE_TOLERANCE
 from ..tiling import rank_rows, read_tile, read_tiles, tile_grid
-from ..validpixels import data_band_count
 from ..vector_output import split_layer
 
 # -- tiling -------------------------------------------------------------------------------------
@@ -246,7 +244,7 @@ def classify_pixels(job, ctx: JobContext) -> dict:
     from .. import distributed
     from ..blend import auto_windows
     from ..environment import resolve_device
-    from ..raster_input import input_scaling
+    from ..raster_input import check_input, open_raster
     from ..raster_parts import assemble, part_path
     from .export import export_onnx
     from .modelfile import load_model, read_card
@@ -261,29 +259,11 @@ def classify_pixels(job, ctx: JobContext) -> dict:
     prob_path = Path(job.output_probabilities) if job.output_probabilities else None
     vec_text, vec_layer = split_layer(job.output_vector or "", job.output_vector_layer)
     vec_path = Path(vec_text) if vec_text else None
-    try:
-        src = rasterio.open(job.input)
-    except rasterio.errors.RasterioIOError as exc:
-        raise UserError(f"Cannot read the input raster {job.input}: {exc}.",
-                        "Choose a raster file GDAL can read.") from None
+    src = open_raster(job.input)
     tmps: list[Path] = []
     try:
         with src:
-            if data_band_count(src) != int(card["bands"]):
-                raise UserError(f"The input raster has {data_band_count(src)} band(s) of "
-                                "data (an alpha band is a mask, not data) but the model was "
-                                f"trained on {card['bands']}.",
-                                "Classify a raster with the same bands as the training rasters.")
-            px = card.get("pixel_size")
-            if px and px[0]:
-                ratio = abs(src.res[0]) / float(px[0])
-                if ratio > PIXEL_SIZE_TOLERANCE or ratio < 1 / PIXEL_SIZE_TOLERANCE:
-                    ctx.log(f"The input pixel size ({abs(src.res[0]):g}) is far from the "
-                            f"training pixel size ({float(px[0]):g}): results may be poor. "
-                            "Resample the raster to the training pixel size.", "warning")
-            scale_a, scale_b, note = input_scaling(src, card, job.rescale)
-            if note:
-                ctx.log(note)
+            scale_a, scale_b = check_input(src, card, ctx.log, job.rescale)
             tile, batch = network_window(card, job.tile_size, job.batch_size)
             if not job.batch_size:   # auto: from the free GPU memory
                 batch = auto_windows(device, tile, int(card["bands"]), num_classes)

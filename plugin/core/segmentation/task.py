@@ -27,7 +27,6 @@ import numpy as np
 from ..training import runtime
 from ..training.length import training_length
 from ..training.task import TrainingTask
-from ..validpixels import data_band_count
 from .data import WindowSampler
 from .metrics import IGNORE, confusion_metric, metrics_from_confusion
 
@@ -42,10 +41,10 @@ class PixelSegmentationTask(TrainingTask):
     best_mode = "max"
     curve_keys = ("train_miou", "val_miou")
     curve_title = "Mean IoU"
+    length_knobs = "EPOCHS or STEPS_PER_EPOCH"
 
     # -- preparation ---------------------------------------------------------------------------
     def prepare(self, job, ctx, log_folder: Path) -> None:
-        import rasterio
 
         from ..sampling.statistics import band_statistics
         from .train import _loss_weights, prepare
@@ -56,11 +55,7 @@ class PixelSegmentationTask(TrainingTask):
         self.val_patches = flush_patches(setup.plan.split("validation"), setup.sources)
         ctx.log(f"Patches: {setup.plan.summary()['patches']}")
         ctx.progress("prepare", 2, 3, "Band statistics")
-        with rasterio.open(setup.sources[0].image) as ds:
-            self.bands, res = data_band_count(ds), ds.res
-            self.crs = ds.crs.to_string() if ds.crs else None
-            self.dtype = ds.dtypes[0]
-        self.pixel_size = (abs(res[0]), abs(res[1]))
+        self.describe_rasters(setup.sources[0].image)
         train_sources = sorted({p.source for p in self.train_patches})
         self.mean, self.std, self.nodata = band_statistics(
             [setup.sources[i] for i in train_sources])
@@ -86,11 +81,7 @@ class PixelSegmentationTask(TrainingTask):
         area = sum(h * w for h, w in self.windows.shapes.values())
         area -= sum((r1 - r0) * (c1 - c0) for boxes in self.hidden.values()
                     for r0, c0, r1, c1 in boxes)
-        self.per_epoch, steps, warning = training_length(job, max(area, 0))
-        ctx.log(f"Training length: {job.epochs} epochs × {self.per_epoch} batches = {steps} "
-                f"steps of {job.batch_size} windows of {job.patch_size} px.")
-        if warning:
-            ctx.log(warning, "warning")
+        self.per_epoch = training_length(job, max(area, 0))[0]   # the engine shows the length
         self._train_ds = None
 
     def build_network(self, base_card: dict | None):

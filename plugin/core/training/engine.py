@@ -5,7 +5,9 @@ network, loss, metrics and report section; this module does the rest. One run:
 
 1. ``task.prepare`` (labels, sample plan, band statistics); the network fresh, fine-tuned from
    ``job.init_model`` or resumed from ``job.resume_from`` (a last model: its card holds epoch,
-   step, best score and history; the optimizer state and the training weights lie beside it).
+   step, best score and history; the optimizer state and the training weights lie beside it);
+   the training length in optimiser steps (``task.steps_per_epoch`` × epochs) logged, with a
+   warning below :data:`.length.MIN_STEPS` (:func:`.length.length_lines`), for every family.
 2. Every epoch:
    a. draw the epoch's batches (``task.train_loader(epoch)``: fresh random samples allowed);
    b. per batch: forward + loss (``task.train_step``) under autocast, backward, AdamW step, the
@@ -44,6 +46,7 @@ from .. import distributed, modelfile
 from ..errors import UserError
 from ..jobs import JobContext
 from . import report, runtime
+from .length import length_lines
 from .logfolder import mark_log_folder
 from .task import TrainingTask
 from .weight_average import WeightAverage
@@ -115,7 +118,13 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and not torch.cuda.is_bf16_supported())
     if job.resume_from and modelfile.load_optimizer(job.resume_from, optimizer):
         ctx.log("Optimizer state restored.")
-    per_epoch = distributed.share_count(task.steps_per_epoch(job))
+    batches = task.steps_per_epoch(job)
+    per_epoch = distributed.share_count(batches)
+    shown, short = length_lines(job.epochs, batches, getattr(job, "batch_size", None),
+                                task.length_knobs)
+    ctx.log(shown)
+    if short:
+        ctx.log(short, "warning")
     lr_at = runtime.lr_factor(per_epoch * job.epochs)
     step = int(state.get("global_step", 0))
     # the average starts from the model file's weights (a resumed run's saved average); the

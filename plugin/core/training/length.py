@@ -1,5 +1,5 @@
 """The training length in optimiser steps, shown before training and warned about when short;
-the same rule for every family.
+the same rule for every family (the training engine logs :func:`length_lines`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,22 @@ def training_length(job, train_area_px: float) -> tuple[int, int, str]:
     if job.max_patches:
         per_epoch = min(per_epoch, max(1, math.ceil(job.max_patches / job.batch_size)))
     total = per_epoch * job.epochs
-    warning = (f"Only {total} training steps: models usually need a few hundred (raise EPOCHS "
-               "or STEPS_PER_EPOCH)." if total < MIN_STEPS else "")
-    return per_epoch, total, warning
+    return per_epoch, total, short_warning(total)
+
+
+def short_warning(total: int, knobs: str = "EPOCHS or STEPS_PER_EPOCH") -> str:
+    """The warning for a run of ``total`` optimiser steps below :data:`MIN_STEPS` ("" when
+    long enough); ``knobs``: the job's parameters that lengthen it."""
+    return (f"Only {total} training steps: models usually need a few hundred (raise {knobs})."
+            if total < MIN_STEPS else "")
+
+
+def length_lines(epochs: int, per_epoch: int, batch_size: int | None,
+                 knobs: str = "EPOCHS or STEPS_PER_EPOCH") -> tuple[str, str]:
+    """(the training length for the log, the warning or "") of a run of ``epochs`` × ``per_epoch``
+    batches of ``batch_size`` samples: what the training engine shows before training, for
+    every family."""
+    total = epochs * per_epoch
+    of = f" of {batch_size}" if batch_size else ""
+    return (f"Training length: {total} optimiser steps ({epochs} epochs × {per_epoch} "
+            f"batches{of}).", short_warning(total, knobs))

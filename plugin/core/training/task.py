@@ -27,6 +27,7 @@ class TrainingTask:
     best_mode: str = "min"           # "min" or "max"
     curve_keys: tuple[str, ...] = ()  # row keys of the second learning-curve panel
     curve_title: str = ""
+    length_knobs: str = "EPOCHS"     # the job parameters that lengthen training, for the warning
 
     # set by prepare() (the model card stores them)
     classes: list[dict]              # [{id, name, color}]
@@ -96,6 +97,20 @@ class TrainingTask:
         return ""
 
     # -- helpers for subclasses ----------------------------------------------------------------
+    def describe_rasters(self, image) -> None:
+        """Set ``bands``, ``crs``, ``dtype`` and ``pixel_size`` from the training raster
+        ``image`` (a path): ``bands`` counts its DATA bands (an alpha band is a mask, not data,
+        :mod:`..validpixels`), as every family's patch reader reads them."""
+        import rasterio
+
+        from ..validpixels import data_band_count
+
+        with rasterio.open(image) as ds:
+            self.bands, res = data_band_count(ds), ds.res
+            self.crs = ds.crs.to_string() if ds.crs else None
+            self.dtype = ds.dtypes[0]
+        self.pixel_size = (abs(res[0]), abs(res[1]))
+
     def adopt_card(self, card: dict) -> None:
         """Take the normalisation of the model started from (fine-tune / resume); UserError when
         its band count differs from the training rasters'."""

@@ -1,0 +1,40 @@
+"""Grid model and chip classifier model files: the shared format of :mod:`..modelfile` with task
+``grid`` or ``chip_classification``.
+
+Card fields of both (besides the common ones): ``architecture`` (one of
+:data:`ARCHITECTURES`), ``multi_label``, ``thresholds`` (one per class, tuned on
+validation; optional). A grid model adds ``grid_size`` (px), a chip classifier ``max_side``,
+``resize`` (px, 0 = none) and ``box_size`` (px, for point features). The network has one output
+per listed class. Loading: :func:`.network.load_classifier`.
+"""
+
+from __future__ import annotations
+
+from ..modelfile import MAX_PATCH, choice_problem, field_problem
+
+ARCHITECTURES = ("resnet50", "resnet101", "resnet18", "resnet34", "efficientnet_b0",
+                 "convnext_tiny")
+
+
+def card_problem(card: dict) -> str | None:
+    """What is wrong with a grid model's or chip classifier's own card fields (a phrase) or
+    None (see the module docstring). The ``card_check`` of both families' rows (read in QGIS:
+    no torch)."""
+    import math
+
+    problem = choice_problem(card, "architecture", ARCHITECTURES)
+    if problem:
+        return problem
+    if not isinstance(card.get("multi_label"), bool):
+        return f"multi_label {card.get('multi_label')!r} is not true or false"
+    n = len(card["classes"])
+    th = card.get("thresholds")
+    if th is not None and (not isinstance(th, list) or len(th) != n or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and 0 <= v <= 1 for v in th)):
+        return f"thresholds {th!r} is not a list of {n} numbers from 0 to 1 (one per class)"
+    if card.get("task") == "grid":
+        return field_problem(card, "grid_size", 1, MAX_PATCH, whole=True)
+    return (field_problem(card, "max_side", 1, MAX_PATCH, whole=True)
+            or field_problem(card, "resize", 0, MAX_PATCH, whole=True, optional=True)
+            or field_problem(card, "box_size", 0.0, float(MAX_PATCH), optional=True))
