@@ -1,8 +1,12 @@
 """What a valid pixel is, defined once for label rasters, sampling, statistics, training and
 classification.
 
-A raster's *data bands* are its bands except alpha bands (``ColorInterp.alpha``): an alpha band is
-a mask, never data. A pixel is **valid** unless
+A raster's *data bands* are its bands except alpha bands: an alpha band is a mask, never data. A
+band counts as alpha when its colour interpretation says so (``ColorInterp.alpha``) AND its values
+are those of a mask: only 0 and the data type's maximum in a sample of the band (256 × 256 px at
+most, nearest neighbour, read once per file). GDAL writes a 4-band 8-bit GeoTIFF as RGBA by
+default, so an RGB + near-infrared image saved that way declares its infrared band alpha; its
+varied values keep it a data band. A pixel is **valid** unless
 
 - every data band equals the declared nodata value (GDAL's per-dataset nodata rule), or
 - a data band is NaN or ±inf (floating-point rasters; a NaN cannot be fed to a network), or
@@ -14,7 +18,11 @@ Needs numpy and rasterio (worker side only).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+ALPHA_SAMPLE_PX = 256   # edge of the sample read to tell a mask from a data band
 
 
 def alpha_bands(ds) -> list[int]:
@@ -28,7 +36,31 @@ def alpha_bands(ds) -> list[int]:
         # rasterio reports an error GDAL left from an earlier, unrelated call (e.g. a colour
         # table written to another file); reading it cleared that state
         interp = ds.colorinterp
-    return [i + 1 for i, ci in enumerate(interp) if ci == ColorInterp.alpha]
+    declared = [i + 1 for i, ci in enumerate(interp) if ci == ColorInterp.alpha]
+    return [b for b in declared if _holds_a_mask(ds, b)]
+
+
+_MASK_BANDS: dict[tuple, bool] = {}
+
+
+def _holds_a_mask(ds, band: int) -> bool:
+    """True when band ``band`` of ``ds`` holds only 0 and its data type's maximum (a sample,
+    remembered per file, band and modification time)."""
+    try:
+        key = (ds.name, os.stat(ds.name).st_mtime_ns, band)
+    except (OSError, TypeError, ValueError):
+        key = None     # not a file (in memory): sampled every time
+    if key is not None and key in _MASK_BANDS:
+        return _MASK_BANDS[key]
+    dtype = np.dtype(ds.dtypes[band - 1])
+    top = np.iinfo(dtype).max if dtype.kind in "iu" else 1.0
+    shape = (min(ds.height, ALPHA_SAMPLE_PX), min(ds.width, ALPHA_SAMPLE_PX))
+    mask = bool(np.isin(np.unique(ds.read(band, out_shape=shape)), [0, top]).all())
+    if key is not None:
+        if len(_MASK_BANDS) > 1024:
+            _MASK_BANDS.clear()
+        _MASK_BANDS[key] = mask
+    return mask
 
 
 def data_bands(ds) -> list[int]:
@@ -69,8 +101,8 @@ def valid_mask(ds, data: np.ndarray | None = None, window=None) -> np.ndarray:
     elif ds.nodata is None:
         first = data_bands(ds)[0]
         flags = ds.mask_flag_enums[first - 1]
-        if MaskFlags.all_valid not in flags and MaskFlags.nodata not in flags:
-            valid &= ds.read_masks(first, window=window) > 0
+        if not {MaskFlags.all_valid, MaskFlags.nodata, MaskFlags.alpha} & set(flags):
+            valid &= ds.read_masks(first, window=window) > 0   # alpha: a data band here
     return valid
 
 
@@ -84,7 +116,8 @@ def describe(ds) -> str:
     alpha = alpha_bands(ds)
     if alpha:
         parts.append(f"alpha band {alpha[0]}")
-    elif ds.nodata is None and MaskFlags.per_dataset in ds.mask_flag_enums[0]:
+    elif ds.nodata is None and MaskFlags.per_dataset in ds.mask_flag_enums[0] \
+            and MaskFlags.alpha not in ds.mask_flag_enums[0]:
         parts.append("mask band")
     if ds.dtypes[0].startswith("float"):
         parts.append("NaN")
