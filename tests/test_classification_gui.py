@@ -25,7 +25,8 @@ def _write_card_only_model(path) -> None:
     """A model file holding a card and no tensor (enough for the dialogs' checks)."""
     card = {"format": "dltrainer-model", "format_version": 1, "task": "grid",
             "classes": [{"id": 1, "name": "a", "color": "#ff0000"}], "num_outputs": 2,
-            "bands": 3, "mean": [0.0] * 3, "std": [1.0] * 3, "nodata": None}
+            "bands": 3, "mean": [0.0] * 3, "std": [1.0] * 3, "nodata": None,
+            "architecture": "resnet18", "multi_label": False, "grid_size": 224}
     header = json.dumps({"__metadata__": {"format": "dltrainer-model", "format_version": "1",
                                           "card": json.dumps(card)}}).encode()
     path.write_bytes(struct.pack("<Q", len(header)) + header)
