@@ -114,7 +114,12 @@ class Job:
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "version": JOB_FILE_VERSION, "params": dataclasses.asdict(self)}
+        """``{"kind", "version", "params"}``, the params in :func:`.params.param_fields` order."""
+        params = dataclasses.asdict(self)
+        order = [f.name for f, _ in param_fields(type(self))]
+        ordered = {name: params[name] for name in order if name in params}
+        return {"kind": self.kind, "version": JOB_FILE_VERSION,
+                "params": {**ordered, **{k: v for k, v in params.items() if k not in ordered}}}
 
     @classmethod
     def from_params(cls, params: dict) -> Job:

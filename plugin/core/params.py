@@ -87,8 +87,16 @@ def spec(
 
 
 def param_fields(job_cls: type) -> list[tuple[dataclasses.Field, ParamSpec]]:
-    """The fields of a job class that carry a parameter spec, in declaration order."""
-    return [(f, f.metadata["param"]) for f in dataclasses.fields(job_cls) if "param" in f.metadata]
+    """The fields of a job class that carry a parameter spec, in the order dialogs, Processing
+    and job files show them: declaration order, except that the names in the class's
+    ``trailing_fields`` (fields a base class declares for every subclass, e.g. the outputs and
+    settings every trainer has) come last, in that order."""
+    fields = [(f, f.metadata["param"]) for f in dataclasses.fields(job_cls)
+              if "param" in f.metadata]
+    last = list(getattr(job_cls, "trailing_fields", ()))
+    if last:
+        fields.sort(key=lambda fp: last.index(fp[0].name) + 1 if fp[0].name in last else 0)
+    return fields
 
 
 def check_value(spec_: ParamSpec, value: Any) -> str | None:

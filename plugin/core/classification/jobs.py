@@ -91,15 +91,8 @@ class TrainGridModelJob(TrainingJob):
     weights: str = _weights()
     weights_file: str = _weights_file()
     beta: float = _beta()
-    seed: int = trainer.seed_field()
-    patience: int = trainer.patience_field()
-    num_workers: int = trainer.num_workers_field()
     init_model: str = trainer.init_model_field("model of this kind", advanced=True)
-    resume_from: str = trainer.resume_from_field()
-    device: str = device_field("training")
     output_model: str = trainer.output_model_field("the lowest validation loss")
-    output_last_model: str = trainer.output_last_model_field()
-    log_folder: str = trainer.log_folder_field()
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -198,16 +191,10 @@ class TrainChipClassifierJob(TrainingJob):
     weights_file: str = _weights_file()
     box_size: float = spec(25.0, "BOX_SIZE", "Box size for point labels (px, project input)",
                            "float", minimum=1, maximum=4096, advanced=True)
-    seed: int = trainer.seed_field()
-    patience: int = trainer.patience_field()
-    num_workers: int = trainer.num_workers_field()
     init_model: str = trainer.init_model_field("model of this kind", advanced=True)
-    resume_from: str = trainer.resume_from_field()
-    device: str = device_field("training")
     output_model: str = trainer.output_model_field(
         "the lowest validation loss (of round 2 with two rounds)", "Output model")
     output_last_model: str = trainer.output_last_model_field(advanced=True)
-    log_folder: str = trainer.log_folder_field()
 
     def problems(self) -> list[str]:
         out = super().problems()

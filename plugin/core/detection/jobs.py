@@ -59,7 +59,6 @@ class TrainObjectDetectionJob(TrainingJob):
                                 "never resizes them (the pixel size stays the raster's).")
     split: float = trainer.split_field()
     shuffle: bool = trainer.shuffle_field()
-    seed: int = trainer.seed_field()
     pad_small_features: bool = spec(True, "PAD_SMALL_FEATURES", "Pad small features", "bool",
                                     help="Grow boxes smaller than 25 px in x or y to 25 px "
                                          "around their centre (ENVI).")
@@ -85,15 +84,9 @@ class TrainObjectDetectionJob(TrainingJob):
                           advanced=True,
                           help="Overlap (IoU) above which the weaker of two boxes of a class is "
                                "suppressed; stored in the model.")
-    patience: int = trainer.patience_field()
     steps_per_epoch: int = trainer.steps_per_epoch_field("Batches per epoch (0 = one pass)")
     max_patches: int = trainer.max_patches_field()
-    num_workers: int = trainer.num_workers_field()
-    resume_from: str = trainer.resume_from_field()
-    device: str = device_field("training")
     output_model: str = trainer.output_model_field("the highest validation mAP50")
-    output_last_model: str = trainer.output_last_model_field()
-    log_folder: str = trainer.log_folder_field()
 
     def problems(self) -> list[str]:
         out = super().problems()

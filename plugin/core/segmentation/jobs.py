@@ -88,7 +88,6 @@ class TrainPixelSegmentationJob(TrainingJob):
                                 "of 32, smaller than the rasters.")
     split: float = trainer.split_field()
     shuffle: bool = trainer.shuffle_field()
-    seed: int = trainer.seed_field()
     feature_patch_percentage: float = spec(
         1.0, "FEATURE_PATCH_PERCENTAGE", "Feature patch percentage", "float", minimum=0,
         maximum=1, help="Share (0–1) of the patches holding labelled features that are used.")
@@ -139,19 +138,14 @@ class TrainPixelSegmentationJob(TrainingJob):
     loss_weight: float = spec(0.0, "LOSS_WEIGHT", "Loss weight", "float", minimum=0, maximum=1,
                               help="0 treats feature and background pixels equally; higher "
                                    "values weigh feature pixels more in the loss.")
-    patience: int = trainer.patience_field()
     steps_per_epoch: int = trainer.steps_per_epoch_field(
         "Batches per epoch (0 = automatic)",
         "Each epoch draws this many batches of new random windows (up to half centred on "
         "labelled pixels). 0: enough for about two passes over the training area, at least 12.")
     max_patches: int = trainer.max_patches_field()
-    num_workers: int = trainer.num_workers_field()
-    resume_from: str = trainer.resume_from_field()
-    device: str = device_field("training")
     output_model: str = trainer.output_model_field(
         "the best mean validation IoU of the classes (background included when it is learnt; "
         "without validation: the last model)")
-    output_last_model: str = trainer.output_last_model_field()
     save_optimizer: bool = spec(True, "SAVE_OPTIMIZER", "Save optimizer state beside the last "
                                 "model", "bool", advanced=True,
                                 help="Writes <last model>.optim.safetensors (the AdamW moments "
@@ -159,7 +153,6 @@ class TrainPixelSegmentationJob(TrainingJob):
                                      "size) so RESUME_FROM continues exactly; without it a "
                                      "resumed run restarts the optimizer from the averaged "
                                      "weights.")
-    log_folder: str = trainer.log_folder_field()
 
     def __post_init__(self) -> None:
         self.output_model = model_file_name(self.output_model)

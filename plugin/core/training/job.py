@@ -2,19 +2,25 @@
 the one training engine it runs in.
 
 Each family's train job (pixel segmentation, object detection, grid model, chip classifier)
-derives from :class:`TrainingJob` and keeps its own fields in its own order (Processing shows
-them in that order); this base adds behaviour only, no fields. Nothing heavy at import time.
+derives from :class:`TrainingJob`, which declares the fields every trainer has with the same
+meaning (SEED, PATIENCE, NUM_WORKERS, RESUME_FROM, DEVICE, OUTPUT_LAST_MODEL, LOG_FOLDER); the
+family declares its own fields in its own order, and those of ``trailing_fields`` come last in
+dialogs, Processing and job files. Nothing heavy at import time.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from ..job_fields import device_field
 from ..jobs import Job, JobContext
+from . import fields as trainer
 from .logfolder import is_training_log
 
 
+@dataclass
 class TrainingJob(Job):
     """Base of the train jobs. Subclasses are dataclasses with at least the fields
     ``output_model``, ``output_last_model``, ``init_model``, ``resume_from`` and
@@ -30,6 +36,18 @@ class TrainingJob(Job):
 
     input_files: ClassVar[tuple[tuple[str, str], ...]] = ()
     chips_folder_kinds: ClassVar[str] = ""
+    #: Shown after the family's own fields, in this order (:func:`..params.param_fields`).
+    trailing_fields: ClassVar[tuple[str, ...]] = (
+        "seed", "patience", "num_workers", "resume_from", "device", "output_model",
+        "output_last_model", "save_optimizer", "log_folder")
+
+    seed: int = trainer.seed_field()
+    patience: int = trainer.patience_field()
+    num_workers: int = trainer.num_workers_field()
+    resume_from: str = trainer.resume_from_field()
+    device: str = device_field("training")
+    output_last_model: str = trainer.output_last_model_field()
+    log_folder: str = trainer.log_folder_field()
 
     def problems(self) -> list[str]:
         """The base checks, the project, the model files and the log folder (each a sentence
