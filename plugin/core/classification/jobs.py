@@ -76,18 +76,14 @@ class TrainGridModelJob(TrainingJob):
     epochs: int = trainer.epochs_field(100)
     batch_size: int = trainer.batch_size_field(5)
     learning_rate: float = trainer.learning_rate_field(0.0005)
-    feature_patch_percentage: float = spec(
-        1.0, "FEATURE_PATCH_PERCENTAGE", "Feature patch percentage", "float", minimum=0,
-        maximum=1, help="Share (0–1) of the cells holding labelled features that are used.")
-    background_patch_ratio: float = spec(
-        0.5, "BACKGROUND_PATCH_RATIO", "Background patch ratio", "float", minimum=0,
-        help="Background cells (no features) per feature cell.")
+    feature_patch_percentage: float = trainer.feature_patch_percentage_field("cells")
+    background_patch_ratio: float = trainer.background_patch_ratio_field(0.5, "cell")
     pad_small_features: bool = spec(True, "PAD_SMALL_FEATURES", "Pad small features", "bool",
                                     help="A class with at least 64 px in a cell labels it "
                                          "even below the minimum cover.")
-    augment_rotation: bool = spec(True, "AUGMENT_ROTATION", "Augment: rotation", "bool")
-    augment_scale: bool = spec(True, "AUGMENT_SCALE", "Augment: scale", "bool")
-    augment_flip: bool = spec(True, "AUGMENT_FLIP", "Augment: flips and 90° turns", "bool")
+    augment_rotation: bool = trainer.augment_rotation_field()
+    augment_scale: bool = trainer.augment_scale_field()
+    augment_flip: bool = trainer.augment_flip_field("Augment: flips and 90° turns")
     weights: str = _weights()
     weights_file: str = _weights_file()
     beta: float = _beta()

@@ -62,20 +62,16 @@ class TrainObjectDetectionJob(TrainingJob):
     pad_small_features: bool = spec(True, "PAD_SMALL_FEATURES", "Pad small features", "bool",
                                     help="Grow boxes smaller than 25 px in x or y to 25 px "
                                          "around their centre (ENVI).")
-    feature_patch_percentage: float = spec(
-        1.0, "FEATURE_PATCH_PERCENTAGE", "Feature patch percentage", "float", minimum=0,
-        maximum=1, help="Share (0–1) of the patches holding boxes that are used.")
-    background_patch_ratio: float = spec(
-        0.15, "BACKGROUND_PATCH_RATIO", "Background patch ratio", "float", minimum=0,
-        help="Background patches (no boxes) per feature patch.")
+    feature_patch_percentage: float = trainer.feature_patch_percentage_field(features="boxes")
+    background_patch_ratio: float = trainer.background_patch_ratio_field(0.15, features="boxes")
     epochs: int = trainer.epochs_field(100)
     batch_size: int = trainer.batch_size_field(4)
     learning_rate: float = trainer.learning_rate_field(0.0005)
-    augment_rotation: bool = spec(True, "AUGMENT_ROTATION", "Augment: rotation", "bool",
-                                  help="Random 90° turns (boxes turned with the image).")
-    augment_scale: bool = spec(True, "AUGMENT_SCALE", "Augment: scale", "bool",
-                               help="Random zoom in/out by up to 20 % (boxes scaled with it).")
-    augment_flip: bool = spec(True, "AUGMENT_FLIP", "Augment: flips", "bool")
+    augment_rotation: bool = trainer.augment_rotation_field(
+        "Random 90° turns (boxes turned with the image).")
+    augment_scale: bool = trainer.augment_scale_field(
+        "Random zoom in/out by up to 20 % (boxes scaled with it).")
+    augment_flip: bool = trainer.augment_flip_field()
     score_threshold: float = spec(0.3, "SCORE_THRESHOLD", "Score threshold", "float",
                                   minimum=0, maximum=1, advanced=True,
                                   help="Stored in the model as the default of Detect Objects; "

@@ -88,20 +88,15 @@ class TrainPixelSegmentationJob(TrainingJob):
                                 "of 32, smaller than the rasters.")
     split: float = trainer.split_field()
     shuffle: bool = trainer.shuffle_field()
-    feature_patch_percentage: float = spec(
-        1.0, "FEATURE_PATCH_PERCENTAGE", "Feature patch percentage", "float", minimum=0,
-        maximum=1, help="Share (0–1) of the patches holding labelled features that are used.")
-    background_patch_ratio: float = spec(
-        0.15, "BACKGROUND_PATCH_RATIO", "Background patch ratio", "float", minimum=0,
-        help="Background patches (no features) per feature patch.")
+    feature_patch_percentage: float = trainer.feature_patch_percentage_field()
+    background_patch_ratio: float = trainer.background_patch_ratio_field(0.15)
     epochs: int = trainer.epochs_field(25)
     batch_size: int = trainer.batch_size_field(8)
     learning_rate: float = trainer.learning_rate_field(0.001)
-    augment_rotation: bool = spec(True, "AUGMENT_ROTATION", "Augment: rotation", "bool",
-                                  help="Random 90° turns plus small rotations.")
-    augment_scale: bool = spec(True, "AUGMENT_SCALE", "Augment: scale", "bool",
-                               help="Random zoom in/out by up to 20 %.")
-    augment_flip: bool = spec(True, "AUGMENT_FLIP", "Augment: flips", "bool")
+    augment_rotation: bool = trainer.augment_rotation_field(
+        "Random 90° turns plus small rotations.")
+    augment_scale: bool = trainer.augment_scale_field("Random zoom in/out by up to 20 %.")
+    augment_flip: bool = trainer.augment_flip_field()
     augment_photometric: bool = spec(True, "AUGMENT_PHOTOMETRIC",
                                      "Augment: contrast", "bool",
                                      help="Random contrast (×0.8–1.25) per patch, the same for "

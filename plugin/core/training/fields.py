@@ -112,3 +112,34 @@ def output_model_field(best: str, label: str = "Output model (best)"):
     """OUTPUT_MODEL: the model file training writes; ``best`` says which epoch's model it is."""
     return spec("", "OUTPUT_MODEL", label, "model_out", file_filter=MODEL_FILTER,
                 help=f"The model with {best}.")
+
+
+def feature_patch_percentage_field(patches: str = "patches", features: str = "labelled features"):
+    """FEATURE_PATCH_PERCENTAGE (ENVI): the share of the ``patches`` holding ``features`` used."""
+    return spec(1.0, "FEATURE_PATCH_PERCENTAGE", "Feature patch percentage", "float", minimum=0,
+                maximum=1, help=f"Share (0–1) of the {patches} holding {features} that are used.")
+
+
+def background_patch_ratio_field(default: float, patch: str = "patch",
+                                 features: str = "features"):
+    """BACKGROUND_PATCH_RATIO (ENVI): background patches (``patch``: "patch" or "cell"; no
+    ``features``) per feature patch, with the family's ``default``."""
+    plural = "patches" if patch == "patch" else f"{patch}s"
+    return spec(default, "BACKGROUND_PATCH_RATIO", "Background patch ratio", "float", minimum=0,
+                help=f"Background {plural} (no {features}) per feature {patch}.")
+
+
+
+def augment_rotation_field(help: str = ""):
+    """AUGMENT_ROTATION: random turns of the training patches (on by default)."""
+    return spec(True, "AUGMENT_ROTATION", "Augment: rotation", "bool", help=help)
+
+
+def augment_scale_field(help: str = ""):
+    """AUGMENT_SCALE: random zoom of the training patches (on by default)."""
+    return spec(True, "AUGMENT_SCALE", "Augment: scale", "bool", help=help)
+
+
+def augment_flip_field(label: str = "Augment: flips"):
+    """AUGMENT_FLIP: random flips of the training patches (on by default)."""
+    return spec(True, "AUGMENT_FLIP", label, "bool")
