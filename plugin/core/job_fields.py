@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
+
 MODEL_SUFFIX = ".dltmodel.safetensors"
 
 
@@ -38,3 +40,33 @@ def device_field(what: str = "the model"):
 
     return spec("auto", "DEVICE", "Device", "enum", choices=DEVICES, choice_labels=DEVICE_LABELS,
                 help=f"Where {what} runs: automatic takes the first CUDA GPU when there is one.")
+
+
+def grid_model_field(effect: str):
+    """GRID_MODEL (ENVI's optimized classification): an optional grid model; ``effect`` says
+    what it changes for this tool."""
+    from .params import spec
+
+    return spec("", "GRID_MODEL", "Grid model (optimized classification)", "model_in",
+                optional=True, file_filter=MODEL_FILTER, help=f"Optional: {effect}")
+
+
+def grid_threshold_field(verb: str):
+    """GRID_THRESHOLD: the grid score from which a cell is ``verb`` (0: the tuned ones)."""
+    from .params import spec
+
+    return spec(0.0, "GRID_THRESHOLD", "Grid model threshold (0 = tuned)", "float", minimum=0.0,
+                maximum=1.0, advanced=True,
+                help=f"A cell is {verb} when a class's grid score reaches this; 0 uses the grid "
+                     "model's tuned thresholds.")
+
+
+def engine_field():
+    """ENGINE: torch or onnxruntime for the forward pass (:func:`..inference.make_engine`)."""
+    from .params import spec
+
+    return spec("auto", "ENGINE", "Inference engine", "enum",
+                choices=("auto", "torch", "onnxruntime"), advanced=True,
+                choice_labels=("Automatic", "PyTorch", "ONNX Runtime"),
+                help="auto: onnxruntime on the CPU when installed (faster there, and torch is "
+                     "not loaded), torch on CUDA.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..job_fields import device_field
+from ..job_fields import device_field, engine_field, grid_model_field, grid_threshold_field
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..patchsize import PATCH_MULTIPLE, nearest_patch_size
@@ -144,20 +144,11 @@ class DetectObjectsJob(RasterModelJob):
                      help="Also detects on the flipped tiles and merges the boxes: better "
                           "recall, 3 × slower.")
     batch_size: int = spec(2, "BATCH_SIZE", "Tiles per batch", "int", minimum=1, maximum=256)
-    grid_model: str = spec("", "GRID_MODEL", "Grid model (optimized classification)",
-                           "model_in", optional=True, file_filter=_MODEL_FILTER,
-                           help="Optional: only the tiles holding a grid cell this grid model "
-                                "flags are searched, and boxes centred in other cells are "
-                                "dropped.")
-    grid_threshold: float = spec(0.0, "GRID_THRESHOLD", "Grid model threshold (0 = tuned)",
-                                 "float", minimum=0.0, maximum=1.0, advanced=True,
-                                 help="A cell is searched when a class's grid score reaches "
-                                      "this; 0 uses the grid model's tuned thresholds.")
-    engine: str = spec("auto", "ENGINE", "Inference engine", "enum",
-                       choices=("auto", "torch", "onnxruntime"), advanced=True,
-                       choice_labels=("Automatic", "PyTorch", "ONNX Runtime"),
-                       help="auto: onnxruntime on the CPU when installed (faster there, and "
-                            "torch is not loaded), torch on CUDA.")
+    grid_model: str = grid_model_field(
+        "only the tiles holding a grid cell this grid model flags are "
+        "searched, and boxes centred in other cells are dropped.")
+    grid_threshold: float = grid_threshold_field("searched")
+    engine: str = engine_field()
     device: str = device_field()
 
     def problems(self) -> list[str]:

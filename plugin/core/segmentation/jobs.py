@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..job_fields import TILE_SIZE_LABEL, device_field, model_file_name
+from ..job_fields import (
+    TILE_SIZE_LABEL,
+    device_field,
+    engine_field,
+    grid_model_field,
+    grid_threshold_field,
+    model_file_name,
+)
 from ..jobs import JobContext, register_job
 from ..params import spec
 from ..patchsize import PATCH_MULTIPLE, nearest_patch_size, patch_size_problem  # noqa: F401
@@ -229,19 +236,11 @@ class ClassifyPixelsJob(RasterModelJob):
                                "windows of the model's patch size (the size it learnt on), so "
                                "the answer does not depend on it; larger tiles only use more "
                                "memory per batch.")
-    grid_model: str = spec("", "GRID_MODEL", "Grid model (optimized classification)",
-                           "model_in", optional=True, file_filter=_MODEL_FILTER,
-                           help="Optional: only the grid cells this grid model flags are "
-                                "classified; the others come out as background.")
-    grid_threshold: float = spec(0.0, "GRID_THRESHOLD", "Grid model threshold (0 = tuned)",
-                                 "float", minimum=0.0, maximum=1.0, advanced=True,
-                                 help="A cell is classified when a class's grid score reaches "
-                                      "this; 0 uses the grid model's tuned thresholds.")
-    engine: str = spec("auto", "ENGINE", "Inference engine", "enum",
-                       choices=("auto", "torch", "onnxruntime"), advanced=True,
-                       choice_labels=("Automatic", "PyTorch", "ONNX Runtime"),
-                       help="auto: onnxruntime on the CPU when installed (faster there), torch "
-                            "on CUDA.")
+    grid_model: str = grid_model_field(
+        "only the grid cells this grid model flags are classified; the others "
+        "come out as background.")
+    grid_threshold: float = grid_threshold_field("classified")
+    engine: str = engine_field()
     rescale: str = spec("none", "RESCALE", "Rescale input values", "enum",
                         choices=("none", "dtype"), advanced=True,
                         help="none: the input must hold values like the training rasters (a "

@@ -5,9 +5,8 @@ help in every family (dialogs, Processing, ``dltrain``).
 
 from __future__ import annotations
 
+from ..job_fields import MODEL_FILTER
 from ..params import spec
-
-MODEL_FILTER = "Deep Learning Trainer model (*.dltmodel.safetensors *.safetensors)"
 
 
 def seed_field():
