@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 from test_output_safety import CLASSES, dltrain
 
 from plugin.core import modelfile
@@ -169,8 +170,12 @@ def test_every_family_writes_its_own_layer_into_a_geopackage_of_the_user(models,
 
     scene = make_scene(tmp_path / "scene", size=64, bands=3, seed=2)
     boxes = tmp_path / "boxes.gpkg"
-    write(str(boxes), shapely.to_wkb(np.array([shapely.box(*b) for b in (
-        (0, 0, 10, 10), (20, 20, 30, 30))], dtype=object)), [np.array([1, 2])], ["id"],
+    with rasterio.open(scene.raster) as src:       # two boxes on the raster, in map units
+        x0, y0 = src.bounds.left, src.bounds.bottom
+    write(str(boxes), shapely.to_wkb(np.array([shapely.box(x0 + a, y0 + b, x0 + c, y0 + d)
+                                               for a, b, c, d in ((0, 0, 10, 10),
+                                                                  (20, 20, 30, 30))],
+                                              dtype=object)), [np.array([1, 2])], ["id"],
         layer="trees", driver="GPKG", geometry_type="Polygon", crs=scene.crs)
     gpkg = user_geopackage(tmp_path / "mine.gpkg")
     before = user_state(gpkg)
