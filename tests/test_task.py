@@ -181,3 +181,38 @@ def test_finished_message_names_the_files_with_an_open_folder_button(qgis_app, t
     assert opened == [str(out)]
     iface.bar.clearWidgets()
     iface.bar.deleteLater()
+
+
+def _train_kinds() -> list[str]:
+    from plugin.core.families import FAMILIES
+
+    return [fam.train_kind for fam in FAMILIES]
+
+
+#: What a training run reports, in order, across the families: the task's preparation (label
+#: rasters burnt one by one, grid cells, band statistics), 2 epochs of 2 batches, a test set.
+TRAINING_EVENTS = [("prepare", 0, 3, "Reading labels"), ("raster", 1, 1, "Burning labels"),
+                   ("prepare", 1, 3, "Planning"), ("cells", 4, 4, "Grid model"),
+                   ("prepare", 2, 3, "Band statistics"),
+                   ("batch", 1, 2, "epoch 1"), ("batch", 2, 2, "epoch 1"), ("epoch", 1, 2, ""),
+                   ("batch", 1, 2, "epoch 2"), ("batch", 2, 2, "epoch 2"), ("epoch", 2, 2, ""),
+                   ("test", 0, 1, "Test set"), ("test", 1, 1, "Test set")]
+
+
+@pytest.mark.parametrize("kind", _train_kinds())
+def test_training_progress_rises_with_the_epochs_for_every_family(qgis_app, kind):
+    """The task manager's bar of every family's training (events as the worker sends them):
+    a few percent while preparing, half way after the first of two epochs, 100 % at the end.
+    Detection, grid and chip training used to show 100 % from the first second."""
+    from plugin.core.jobs import job_class
+
+    task = JobTask(job_class(kind)(epochs=2), "Training")
+    shown = []
+    for phase, step, total, message in TRAINING_EVENTS:
+        task._on_event({"event": "progress", "phase": phase, "step": step, "total": total,
+                        "message": message})
+        shown.append(task.progress())
+    assert shown == sorted(shown)
+    assert max(shown[:5]) < 6                      # preparing: at most the prepare share
+    assert 25 < shown[6] <= shown[7] <= 55         # epoch 1 of 2 done
+    assert shown[10] == pytest.approx(100) and shown[-1] == pytest.approx(100)
