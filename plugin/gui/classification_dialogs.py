@@ -41,6 +41,7 @@ from .job_dialog_support import (
     browse_file,
     browse_folder,
     browse_save_file,
+    checked_problems,
     file_row,
     fill_devices,
     fit_to_screen,
@@ -53,10 +54,24 @@ from .job_dialog_support import (
     show_dialog,
     show_problems,
 )
-from .training_dialog_parts import training_window
+from .training_dialog_parts import confirm_replacing, suggest_model_outputs, training_window
 
 _FILE_KINDS = ("file_in", "raster_in", "vector_in", "project_in", "model_in")
 _SAVE_KINDS = ("file_out", "model_out")
+#: The field whose file the outputs are named after, and the word or ending added to its stem.
+NAMED_AFTER = {"train_grid_model": ("project", "grid"),
+               "train_chip_classifier": ("input", "chip_classifier"),
+               "classify_grid": ("input", "_grid_cells.gpkg"),
+               "classify_chips": ("input", "_chip_classes")}
+
+
+def classify_output_ending(kind: str, source: Path) -> str:
+    """The output name ending a classify form suggests after ``source`` (Classify Chips: a CSV
+    for a chips folder, a GeoPackage for a vector file)."""
+    ending = NAMED_AFTER[kind][1]
+    if kind == "classify_chips":
+        ending += ".gpkg" if source.is_file() else ".csv"
+    return ending
 
 
 class JobFormDialog(JobDialog):
@@ -102,11 +117,41 @@ class JobFormDialog(JobDialog):
         job = job_cls(device=settings.device())
         if remember:
             job = remembered_job(self.settings_key, job)
-        for name, (ps, _) in self.widgets.items():   # never reuse outputs
-            if ps.kind in _SAVE_KINDS or ps.kind == "folder_out":
-                setattr(job, name, "")
+        for name in self.output_fields():   # never reuse outputs
+            setattr(job, name, "")
         self.set_job(job)
+        source = NAMED_AFTER.get(job_cls.kind, ("",))[0]
+        if source in self.widgets:
+            self.widgets[source][1].editingFinished.connect(self.suggest_outputs)
+        self.suggest_outputs()
         self._changed()
+
+    def output_fields(self) -> list[str]:
+        """The job fields that name files or folders this job writes."""
+        return [name for name, (ps, _w) in self.widgets.items()
+                if ps.kind in _SAVE_KINDS or ps.kind == "folder_out"]
+
+    def suggest_outputs(self) -> None:
+        """Output names after the source file (project, chips folder, raster) when that file
+        exists and the outputs are empty: on leaving the source field or choosing a file,
+        never per keystroke."""
+        if self.job_cls.kind not in NAMED_AFTER:
+            return
+        field, word = NAMED_AFTER[self.job_cls.kind]
+        text = self.widgets[field][1].text()
+        if self.training:
+            last = self.widgets.get("output_last_model", (None, None))[1]
+            suggest_model_outputs(text, word, self.widgets["output_model"][1], last)
+            return
+        source, out = Path(text.strip()), self.widgets["output"][1]
+        if text.strip() and source.name and source.exists() and not out.text().strip():
+            ending = classify_output_ending(self.job_cls.kind, source)
+            out.setText(f"{settings.output_base(source)}{ending}")
+
+    def confirm(self, job: Job) -> bool:
+        """Ask before replacing output files that exist."""
+        return confirm_replacing(self, [getattr(job, name) for name in self.output_fields()
+                                        if self.widgets[name][0].kind in _SAVE_KINDS])
 
     # -- widgets -------------------------------------------------------------------------------
     def _widget(self, name: str, ps: ParamSpec):
@@ -150,23 +195,28 @@ class JobFormDialog(JobDialog):
             elif ps.kind in _SAVE_KINDS:
                 row = file_row(w, lambda e=w, p=ps: self._browse_out(e, p))
             elif ps.kind in ("folder_in", "folder_out"):
-                row = file_row(w, lambda e=w, p=ps: browse_folder(self, e, p.label),
-                               "Folder…")
+                row = file_row(w, lambda e=w, p=ps: browse_folder(self, e, p.label)
+                               and self.suggest_outputs(), "Folder…")
                 if ps.kind == "folder_in":   # chips folder, or a project / vector file
                     button = QPushButton("File…")
                     button.clicked.connect(lambda _=False, e=w, p=ps: browse_file(
                         self, e, p.label, "Labeling project or vector (*.gpkg *.shp "
-                        "*.geojson);;All files (*)"))
+                        "*.geojson);;All files (*)") and self.suggest_outputs())
                     row.addWidget(button)
         w.setToolTip(tip)
         return w, row
 
     def _browse_in(self, edit: QLineEdit, ps: ParamSpec) -> None:
-        browse_file(self, edit, ps.label, ps.file_filter or "All files (*)")
+        if browse_file(self, edit, ps.label, ps.file_filter or "All files (*)"):
+            self.suggest_outputs()
 
     def _browse_out(self, edit: QLineEdit, ps: ParamSpec) -> None:
-        suffix = ".dltmodel.safetensors" if ps.kind == "model_out" else (
-            ".gpkg" if "gpkg" in ps.file_filter else ".csv")
+        if ps.kind == "model_out":
+            suffix = ".dltmodel.safetensors"
+        elif self.job_cls.kind == "classify_chips":   # the format follows the input
+            suffix = ".gpkg" if Path(self.job().input).is_file() else ".csv"
+        else:
+            suffix = ".gpkg" if "gpkg" in ps.file_filter else ".csv"
         browse_save_file(self, edit, ps.label, ps.file_filter or "All files (*)", suffix)
 
     def set_job(self, job: Job) -> None:
@@ -205,7 +255,7 @@ class JobFormDialog(JobDialog):
         return dataclasses.replace(self.job_cls(), **values)
 
     def problems(self) -> list[str]:
-        return [for_dialog(p, self.job_cls) for p in self.job().problems()]
+        return [for_dialog(p, self.job_cls) for p in checked_problems(self.job())]
 
     def _changed(self, *_args) -> None:
         if hasattr(self, "reason_label"):
@@ -241,8 +291,10 @@ class JobFormDialog(JobDialog):
 def _open(job_cls: type[Job], plugin, field: str = "", value: str | None = None) -> JobFormDialog:
     """The form of ``job_cls`` with the remembered values, ``field`` set to ``value`` if any."""
     dialog = JobFormDialog(job_cls, main_window(plugin), plugin=plugin)
-    if value:
-        dialog.set_job(dataclasses.replace(dialog.job(), **{field: value}))
+    if value:   # outputs named after this source, not the remembered one
+        dialog.set_job(dataclasses.replace(dialog.job(), **{field: value},
+                                           **dict.fromkeys(dialog.output_fields(), "")))
+        dialog.suggest_outputs()
         dialog._changed()
     return show_dialog(dialog)
 

@@ -33,6 +33,7 @@ from .job_dialog_support import (
     ask_save_job,
     browse_file,
     browse_folder,
+    checked_problems,
     counted,
     double_spin,
     file_row,
@@ -293,7 +294,7 @@ class ExportChipsDialog(QDialog):
     # -- validation ----------------------------------------------------------------------------
     def problems(self) -> list[str]:
         job = self.job()
-        out = job.problems()
+        out = checked_problems(job)
         folder = Path(job.output_folder) if job.output_folder else None
         if folder and folder.is_dir() and any(folder.iterdir()):
             if not job.overwrite:

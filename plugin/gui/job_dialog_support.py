@@ -400,6 +400,23 @@ def ask_load_job(parent: QWidget, job_cls: type[J], start: str = "",
         return None
 
 
+# -- checking ----------------------------------------------------------------------------------
+def checked_problems(job: Job) -> list[str]:
+    """``job.problems()`` for a dialog that checks at each keystroke: an unexpected error there
+    (a bug with a half-typed value) becomes one sentence that keeps OK disabled, its traceback
+    in the log, instead of a Python error dialog per key."""
+    try:
+        return list(job.problems())
+    except Exception as exc:  # noqa: BLE001 - the form must stay usable while typing
+        import traceback
+
+        from . import messages
+
+        messages.log(f"Checking {job.kind} failed:\n{traceback.format_exc()}", "warning")
+        return [f"These values cannot be checked ({type(exc).__name__}: {exc}): complete or "
+                "correct the paths."]
+
+
 # -- the OK button -----------------------------------------------------------------------------
 class JobDialog(QDialog):
     """A dialog that describes one job: OK (``accept``) shows the problems while there are any

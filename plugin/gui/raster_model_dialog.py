@@ -37,6 +37,7 @@ from .job_dialog_support import (
     WARNING_COLOR,
     JobDialog,
     browse_file,
+    checked_problems,
     file_row,
     fit_to_screen,
     form_group,
@@ -283,7 +284,7 @@ class RasterModelDialog(JobDialog):
         if self.card and self.input_info and self.input_info["bands"] != int(self.card["bands"]):
             out.append(self.band_problem(self.input_info["bands"], self.card["bands"]))
         out += self.output_problems(job)
-        own = job.problems()
+        own = checked_problems(job)
         if not job.input:
             own = [p for p in own if "(INPUT) is required" not in p]
         if not job.model:

@@ -60,12 +60,12 @@ from ..core.wording import for_dialog, plural
 from . import settings
 from .job_dialog_support import (
     MODEL_FILTER,
-    MODEL_SUFFIX,
     add_job_file_buttons,
     ask_load_job,
     ask_save_job,
     browse_file,
     browse_folder,
+    checked_problems,
     counted,
     devices_listed,
     double_spin,
@@ -89,7 +89,7 @@ from .job_dialog_support import (
     single_shot_timer,
 )
 from .task import JobManager
-from .training_dialog_parts import TrainingDialog, model_output_row
+from .training_dialog_parts import TrainingDialog, model_output_row, suggest_model_outputs
 
 SETTINGS_KEY = "deep_learning_trainer/train_pixel_segmentation/last_job"
 SUMMARY_DELAY_MS = 500
@@ -706,13 +706,9 @@ class TrainSegmentationDialog(TrainingDialog):
                     self.class_table.cellWidget(row, column).setValue(float(by_id[str(c.id)]))
 
     def _suggest_outputs(self) -> None:
-        if not self.project or self.output_edit.text().strip():
-            return
-        folder = Path(settings.output_folder() or self.project.path.parent)
-        stem = f"{self.project.path.stem}_segmentation"
-        self.output_edit.setText(str(folder / f"{stem}{MODEL_SUFFIX}"))
-        if not self.output_last_edit.text().strip():
-            self.output_last_edit.setText(str(folder / f"{stem}_last{MODEL_SUFFIX}"))
+        if self.project:
+            suggest_model_outputs(str(self.project.path), "segmentation", self.output_edit,
+                                  self.output_last_edit)
 
     # -- checks --------------------------------------------------------------------------------
     def patch_limit(self) -> int | None:
@@ -727,7 +723,7 @@ class TrainSegmentationDialog(TrainingDialog):
         """Why the job cannot start (OK is disabled while there is any)."""
         job = self.job()
         out = []
-        own = job.problems()
+        own = checked_problems(job)
         if not job.project:
             out.append("Choose a labeling project.")
             own = [p for p in own if "(PROJECT) is required" not in p]

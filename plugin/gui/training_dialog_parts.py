@@ -35,12 +35,37 @@ def model_output_row(parent: QWidget, edit: QLineEdit, title: str) -> QHBoxLayou
                                                    MODEL_SUFFIX, ".safetensors"))
 
 
+def suggest_model_outputs(source: str, word: str, best: QLineEdit,
+                          last: QLineEdit | None = None) -> bool:
+    """Fill empty model outputs after ``source`` (a project, chips folder or vector file that
+    exists): ``<source stem>_<word>.dltmodel.safetensors`` and ``…_<word>_last…`` (in the
+    output folder of the settings when one is set). Call it when the user has chosen or left
+    the source field, never per keystroke. Whether names were filled."""
+    from . import settings
+
+    path = Path(source.strip()) if source.strip() else None
+    if path is None or not path.name or not path.exists() or best.text().strip():
+        return False
+    base = settings.output_base(path)
+    best.setText(f"{base}_{word}{MODEL_SUFFIX}")
+    if last is not None and not last.text().strip():
+        last.setText(f"{base}_{word}_last{MODEL_SUFFIX}")
+    return True
+
+
 def confirm_replacing_models(parent: QWidget, job: Job) -> bool:
     """True unless the job's output models exist and the user declines to replace them."""
-    existing = [p for p in (job.output_model, job.output_last_model) if p and Path(p).exists()]
+    return confirm_replacing(parent, [job.output_model, job.output_last_model],
+                             "Replace models?", "as training writes new models")
+
+
+def confirm_replacing(parent: QWidget, paths: Iterable[str], title: str = "Replace files?",
+                      when: str = "by this run") -> bool:
+    """True unless one of ``paths`` exists and the user declines to replace them."""
+    existing = [p for p in paths if p and Path(p).exists()]
     return not existing or QMessageBox.question(
-        parent, "Replace models?", "These files exist and will be replaced as training writes "
-        "new models:\n" + "\n".join(existing)) == QMessageBox.Yes
+        parent, title, f"These files exist and will be replaced {when}:\n"
+        + "\n".join(existing)) == QMessageBox.Yes
 
 
 def start_training(plugin, job: Job):
