@@ -88,3 +88,82 @@ def project_field(dialog, job) -> QLineEdit:
         if found:
             return edit
     raise AssertionError(f"no field sets {field}")
+
+
+def _wheel(widget, steps: int = 1) -> None:
+    """Turn the mouse wheel ``steps`` notches up over the middle of ``widget``."""
+    from qgis.PyQt.QtCore import QPoint, QPointF, Qt
+    from qgis.PyQt.QtGui import QWheelEvent
+    from qgis.PyQt.QtWidgets import QApplication
+
+    centre = QPointF(widget.width() / 2, widget.height() / 2)
+    event = QWheelEvent(centre, QPointF(widget.mapToGlobal(centre.toPoint())), QPoint(0, 0),
+                        QPoint(0, 120 * steps), Qt.NoButton, Qt.NoModifier, Qt.NoScrollPhase,
+                        False)
+    QApplication.sendEvent(widget, event)
+
+
+@pytest.mark.parametrize("tool", TRAIN_TOOLS)
+def test_the_wheel_scrolls_a_train_form_instead_of_changing_the_value_under_it(plugin, tool):
+    """Over an unfocused spin box or drop-down the wheel leaves the value alone (it goes to the
+    scrolled form); once the field has the focus the wheel changes it as usual."""
+    from qgis.PyQt.QtWidgets import QApplication, QScrollArea
+
+    dialog = open_tool(tool, plugin)
+    spins = [s for s in dialog.findChildren(QAbstractSpinBox) if s.isEnabled()
+             and s.isVisible() and s.value() < s.maximum()]
+    combos = [c for c in dialog.findChildren(QComboBox) if c.isEnabled() and c.isVisible()
+              and 0 < c.currentIndex() + 1 < c.count()]
+    assert spins and combos
+    dialog.resize(dialog.width(), 300)   # the forms scroll
+    QApplication.processEvents()
+    for field in (spins[0], combos[0]):
+        area = next((a for a in dialog.findChildren(QScrollArea) if a.isAncestorOf(field)), None)
+        scroll = area.verticalScrollBar() if area is not None else None
+        if scroll is not None:
+            scroll.setValue(scroll.maximum() // 2)
+        position = scroll.value() if scroll is not None else None
+        before = field.value() if field in spins else field.currentIndex()
+        _wheel(field)
+        after = field.value() if field in spins else field.currentIndex()
+        assert after == before, (tool.kind, type(field).__name__)
+        if scroll is not None and position:
+            assert scroll.value() < position          # the form scrolled up instead
+    spin = spins[0]
+    spin.setFocus()
+    dialog.activateWindow()
+    if spin.hasFocus():   # (focus needs an active window; offscreen platforms may refuse it)
+        before = spin.value()
+        _wheel(spin)
+        assert spin.value() > before
+    dialog.close()
+
+
+@pytest.mark.parametrize("family", [pytest.param(f, id=f.task) for f in FAMILIES
+                                    if f.train_tool and f.classify_tools])
+def test_training_window_offers_the_familys_own_classify_tool(plugin, family, tmp_path):
+    """After training a grid model the window offers Classify Grid (it offered Classify Pixels
+    to every family but detection), and opens it with the best model."""
+    from plugin.core.jobs import job_class
+    from plugin.gui.training_window import TrainingWindow
+
+    window = TrainingWindow(None, job_class(family.train_kind)(), plugin=plugin)
+    tool = family.classify_tools[0]
+    assert window.classify_button.text() == tool.label
+    model = tmp_path / "best.dltmodel.safetensors"
+    model.write_bytes(b"x")
+    window._succeeded({"output_model": str(model), "epochs_run": 1, "best_epoch": 1})
+    assert not window.classify_button.isHidden()
+    dialog = window.open_classify()
+    assert dialog is not None and dialog.isVisible()
+    assert str(model) in [e.text() for e in dialog.findChildren(QLineEdit)] or \
+        str(model) in json_of(dialog)
+    dialog.close()
+    window.close()
+
+
+def json_of(dialog) -> str:
+    """The dialog's job as JSON (a model chosen in a picker rather than a line edit)."""
+    import json
+
+    return json.dumps(dialog.job().to_dict())

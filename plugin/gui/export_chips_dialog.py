@@ -39,6 +39,7 @@ from .job_dialog_support import (
     file_row,
     fit_to_screen,
     form_group,
+    guard_wheel,
     int_spin,
     labeling_tool_project,
     lay_out_dialog,
@@ -449,5 +450,6 @@ def open_export_chips(plugin) -> ExportChipsDialog:
     if project:
         dialog.project_edit.setText(project)
     plugin._export_chips_dialog = dialog
+    guard_wheel(dialog)
     dialog.show()
     return dialog

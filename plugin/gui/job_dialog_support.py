@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from qgis.core import QgsSettings
-from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtCore import QEvent, QObject, QPoint, QPointF, Qt, QTimer
 from qgis.PyQt.QtWidgets import (
     QAbstractButton,
+    QAbstractScrollArea,
     QAbstractSlider,
     QAbstractSpinBox,
+    QApplication,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -28,6 +30,7 @@ from qgis.PyQt.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPushButton,
+    QScrollBar,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -245,6 +248,53 @@ def labeling_tool_project(plugin) -> str | None:
     return path if ok and path and Path(path).is_file() else None
 
 
+class _WheelGuard(QObject):
+    """Event filter: a wheel turned over an unfocused spin box, drop-down or slider scrolls the
+    form around it instead of changing the value under the cursor."""
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() != QEvent.Wheel or not isinstance(obj, QWidget) or obj.hasFocus():
+            return False
+        area = obj.parentWidget()
+        while area is not None and not isinstance(area, QAbstractScrollArea):
+            area = area.parentWidget()
+        if area is None:          # no form to scroll: Qt passes the ignored wheel on
+            event.ignore()
+            return True
+        from qgis.PyQt.QtGui import QWheelEvent
+
+        viewport = area.viewport()
+        forwarded = QWheelEvent(QPointF(obj.mapTo(viewport, event.pos())),
+                                QPointF(event.globalPosF()), QPoint(event.pixelDelta()),
+                                QPoint(event.angleDelta()), event.buttons(), event.modifiers(),
+                                event.phase(), event.inverted())
+        QApplication.sendEvent(viewport, forwarded)
+        event.accept()
+        return True
+
+
+_WHEEL_GUARD: _WheelGuard | None = None
+
+
+def guard_wheel(root: QWidget) -> int:
+    """Make every spin box, drop-down and slider under ``root`` ignore the mouse wheel unless
+    it has the keyboard focus (click or Tab into it first), so that the wheel scrolls long
+    forms; call again after adding such widgets (those already guarded are skipped). The
+    number newly guarded."""
+    global _WHEEL_GUARD
+    if _WHEEL_GUARD is None:
+        _WHEEL_GUARD = _WheelGuard()
+    count = 0
+    for w in root.findChildren((QAbstractSpinBox, QComboBox, QAbstractSlider)):
+        if w.property("dlt_wheel_guarded") or isinstance(w, QScrollBar):
+            continue
+        w.setProperty("dlt_wheel_guarded", True)
+        w.setFocusPolicy(Qt.StrongFocus)   # the wheel alone never focuses it
+        w.installEventFilter(_WHEEL_GUARD)
+        count += 1
+    return count
+
+
 def fit_to_screen(widget: QWidget, width: int, height: int, margin: int = 60) -> None:
     """Resize ``widget`` to ``width`` × ``height``, or less so that it fits the screen it opens
     on with room for the window frame and task bar (every dialog usable on 1366 × 768)."""
@@ -289,6 +339,7 @@ def main_window(plugin) -> QWidget | None:
 def show_dialog(dialog: QDialog) -> QDialog:
     """Show a dialog opened from the menu (modeless, deleted when closed); the dialog."""
     dialog.setAttribute(Qt.WA_DeleteOnClose)
+    guard_wheel(dialog)
     dialog.show()
     return dialog
 
@@ -428,6 +479,10 @@ class JobDialog(QDialog):
 
     settings_key = ""
     remember = True
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        guard_wheel(self)
+        super().showEvent(event)
 
     def confirm(self, job: Job) -> bool:
         """Whether to go on with ``job`` (e.g. after asking to replace files); yes by default."""

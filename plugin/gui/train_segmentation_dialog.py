@@ -72,6 +72,7 @@ from .job_dialog_support import (
     file_row,
     fill_devices,
     fit_to_screen,
+    guard_wheel,
     int_spin,
     known_devices,
     labeling_tool_project,
@@ -692,6 +693,7 @@ class TrainSegmentationDialog(TrainingDialog):
                 spin.setValue(float(value))
                 spin.valueChanged.connect(self._changed)
                 self.class_table.setCellWidget(row, col, spin)
+        guard_wheel(self.class_table)
 
     def _apply_distances(self, solid, blur) -> None:
         for column, values in ((1, solid), (2, blur)):
