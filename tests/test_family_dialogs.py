@@ -28,7 +28,9 @@ def plugin(qgis_app):
     from plugin.gui.task import JobManager
 
     set_known_devices([])   # no device probe in a worker
-    return SimpleNamespace(iface=None, jobs=JobManager(), windows={}, labeling_project=None)
+    plugin = SimpleNamespace(iface=None, jobs=JobManager(), windows={}, labeling_project=None)
+    yield plugin
+    plugin.jobs.cancel_all()   # live summaries the dialogs started
 
 
 def typed_fields(dialog) -> list[QLineEdit]:
@@ -167,3 +169,69 @@ def json_of(dialog) -> str:
     import json
 
     return json.dumps(dialog.job().to_dict())
+
+
+ALL_TOOLS = TRAIN_TOOLS + [pytest.param(t, id=t.kind) for fam in FAMILIES
+                           for t in fam.classify_tools]
+
+
+def _button_texts(dialog) -> list[str]:
+    return [b.text() for b in dialog.buttons.buttons()]
+
+
+@pytest.mark.parametrize("tool", ALL_TOOLS)
+def test_every_dialog_has_the_same_buttons_and_explained_fields(plugin, tool, tmp_path):
+    """One look for all families: Train (or the tool's verb), Save job…, Load job…, Cancel;
+    every field has a tooltip; a saved job loads back unchanged."""
+    from qgis.PyQt.QtWidgets import QAbstractButton
+
+    dialog = open_tool(tool, plugin)
+    verb = "Train" if tool.kind.startswith("train_") else tool.label.split()[0]
+    assert sorted(_button_texts(dialog)) == sorted([verb, "Save job…", "Load job…", "Cancel"])
+    fields = [w for w in dialog.findChildren((QLineEdit, QAbstractSpinBox, QComboBox))
+              if not isinstance(w.parent(), (QAbstractSpinBox, QComboBox))
+              and not w.parent().inherits("QTableWidget") and w.isVisibleTo(dialog)]
+    bare = [(type(w).__name__, w.objectName()) for w in fields
+            if not w.toolTip() and not any(isinstance(p, QAbstractButton) for p in [w])]
+    assert bare == [], bare
+    saved = tmp_path / "job.json"
+    dialog.save_job(saved)
+    again = open_tool(tool, plugin)
+    again.load_job(saved)
+    assert again.job() == dialog.job()
+    dialog.close()
+    again.close()
+
+
+@pytest.mark.parametrize("tool", TRAIN_TOOLS)
+def test_train_dialogs_start_with_the_labeling_tools_project(plugin, tool, tmp_path):
+    project = LabelingProject.create(tmp_path / "handed.gpkg", "EPSG:32631")
+    plugin.labeling_project = str(project.path)
+    dialog = open_tool(tool, plugin)
+    job = dialog.job()
+    assert str(project.path) in (getattr(job, "project", ""), getattr(job, "input", ""))
+    dialog.close()
+
+
+@pytest.mark.parametrize("family", [pytest.param(f, id=f.task) for f in FAMILIES
+                                    if f.classify_tools])
+def test_classify_dialogs_show_the_model_card(plugin, family, tmp_path):
+    """The model to apply is shown with its classes in every family's classify dialog."""
+    import json
+    import struct
+
+    classes = [{"id": 0, "name": "background", "color": "#000000"},
+               {"id": 1, "name": "roofs", "color": "#e31a1c"}]
+    card = {"format": "dltrainer-model", "format_version": 1, "task": family.task,
+            "classes": classes, "num_outputs": 2, "bands": 3, "mean": [0, 0, 0],
+            "std": [1, 1, 1], "patch_size": 64, "grid_size": 32, "max_side": 32,
+            "architecture": "x"}
+    raw = json.dumps({"__metadata__": {"format": "dltrainer-model", "format_version": "1",
+                                       "card": json.dumps(card)},
+                      "w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    model = tmp_path / "m.dltmodel.safetensors"
+    model.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 16)
+    dialog = open_tool(family.classify_tools[0], plugin, str(model))
+    assert dialog.card_view is not None
+    assert "roofs" in dialog.card_view.toPlainText(), dialog.card_view.toPlainText()
+    dialog.close()

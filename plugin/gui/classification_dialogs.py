@@ -8,6 +8,7 @@ styled by class.
 from __future__ import annotations
 
 import dataclasses
+import html
 from pathlib import Path
 
 from qgis.core import QgsProject
@@ -16,11 +17,14 @@ from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QGroupBox,
+    QHBoxLayout,
     QLineEdit,
     QPushButton,
     QSpinBox,
+    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
@@ -37,7 +41,6 @@ from ..core.params import ParamSpec, param_fields
 from ..core.wording import for_dialog
 from . import messages, settings
 from .job_dialog_support import (
-    JobDialog,
     browse_file,
     browse_folder,
     browse_save_file,
@@ -45,16 +48,25 @@ from .job_dialog_support import (
     file_row,
     fill_devices,
     fit_to_screen,
+    labeling_tool_project,
     lay_out_dialog,
+    layer_picker,
     main_window,
+    pick_path,
+    picked_path,
     problem_label,
     remembered_job,
     scrolled,
     select_device,
     show_dialog,
     show_problems,
+    spec_tooltip,
 )
-from .training_dialog_parts import confirm_replacing, suggest_model_outputs, training_window
+from .training_dialog_parts import (
+    TrainingDialog,
+    confirm_replacing,
+    suggest_model_outputs,
+)
 
 _FILE_KINDS = ("file_in", "raster_in", "vector_in", "project_in", "model_in")
 _SAVE_KINDS = ("file_out", "model_out")
@@ -74,13 +86,52 @@ def classify_output_ending(kind: str, source: Path) -> str:
     return ending
 
 
-class JobFormDialog(JobDialog):
-    """A form for one job class: a widget per parameter (advanced ones in a group)."""
+def ok_text(job_cls: type[Job]) -> str:
+    """The OK button of a job's form: "Train" for training, else the verb of its title
+    ("Classify" for Classify Grid), as Classify Pixels and Detect Objects say theirs."""
+    return "Train" if job_cls.kind.startswith("train_") else job_cls.title.split()[0]
+
+
+def model_card_html(card: dict) -> str:
+    """A model card of any family as rich text: its family, bands, sizes, classes in their
+    colours and the validation figures it was saved with."""
+    from ..core.families import task_title
+
+    rows = [("Trained for", task_title(card.get("task"))),
+            ("Architecture", card.get("architecture", "")),
+            ("Bands", card.get("bands", "?"))]
+    for key, label in (("grid_size", "Grid size"), ("patch_size", "Patch size"),
+                       ("max_side", "Chip size")):
+        if card.get(key):
+            rows.append((label, f"{card[key]} px"))
+    metrics = {k: v for k, v in (card.get("metrics") or {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    rows += [(k.replace("_", " "), f"{v:.3g}") for k, v in list(metrics.items())[:4]]
+    body = "".join(f"<tr><td><b>{html.escape(str(k))}</b></td>"
+                   f"<td>{html.escape(str(v))}</td></tr>" for k, v in rows if v != "")
+    classes = "".join(
+        f"<tr><td><span style='color:{html.escape(c.get('color') or '#777')}'>■</span></td>"
+        f"<td>{html.escape(str(c.get('name', c.get('id'))))}</td></tr>"
+        for c in card.get("classes", []))
+    return (f"<table cellpadding='2'>{body}</table><p><b>Classes</b></p>"
+            f"<table cellpadding='1'>{classes}</table>")
+
+
+class JobFormDialog(TrainingDialog):
+    """A form for one job class, built from its parameter specs: a widget per parameter
+    (advanced ones in a group), layer pickers for layers, the model card under a model to
+    apply, tooltips with units and ranges, Save/Load job, and for training the Training Model
+    window and TensorBoard as in the other train dialogs."""
 
     def __init__(self, job_cls: type[Job], parent: QWidget | None = None, plugin=None,
-                 remember: bool = True) -> None:
+                 remember: bool = True, project: QgsProject | None = None) -> None:
         super().__init__(parent)
         self.job_cls, self.plugin, self.remember = job_cls, plugin, remember
+        self.project = project or QgsProject.instance()
+        self.jobs = getattr(plugin, "jobs", None)
+        self.task = self.window = None
+        self.card: dict | None = None
+        self.card_view: QTextBrowser | None = None
         self.settings_key = f"deep_learning_trainer/{job_cls.kind}/last_job"
         self.setWindowTitle(job_cls.title)
         self.setObjectName(f"{job_cls.kind}_dialog")
@@ -90,11 +141,18 @@ class JobFormDialog(JobDialog):
         layout = QVBoxLayout(form_widget)
         outer.addWidget(scrolled(form_widget), 1)
         main, advanced = QFormLayout(), QFormLayout()
+        self.training = job_cls.kind.startswith("train_")
         for f, ps in param_fields(job_cls):
             widget, row = self._widget(f.name, ps)
             self.widgets[f.name] = (ps, widget)
             label = ps.label + (" (optional)" if ps.optional else "")
             (advanced if ps.advanced else main).addRow(label, row)
+            if ps.kind == "model_in" and f.name == "model" and not self.training:
+                self.card_view = QTextBrowser()   # what the model to apply was trained for
+                self.card_view.setMaximumHeight(150)
+                self.card_view.setToolTip("The model's card: its classes, bands and sizes.")
+                main.addRow("Model card", self.card_view)
+                widget.textChanged.connect(self._model_changed)
         layout.addLayout(main)
         box = QGroupBox("Advanced")
         box.setCheckable(True)
@@ -107,12 +165,20 @@ class JobFormDialog(JobDialog):
         inner.setVisible(False)
         layout.addWidget(box)
         layout.addStretch(1)
-        self.training = job_cls.kind.startswith("train_")
         self.background_check = QCheckBox("Run in the background (no Training Model window)")
+        self.tensorboard_check = QCheckBox("Open TensorBoard")
+        self.background_check.setToolTip("Train without the Training Model window; the task "
+                                         "manager shows the progress.")
+        self.tensorboard_check.setToolTip("Follow the losses and metrics in TensorBoard (in "
+                                          "the browser) while it trains.")
         if self.training:
-            outer.addWidget(self.background_check)
+            checks = QHBoxLayout()
+            checks.addWidget(self.background_check)
+            checks.addWidget(self.tensorboard_check)
+            checks.addStretch(1)
+            outer.addLayout(checks)
         self.reason_label = problem_label()
-        lay_out_dialog(self, outer, "Train" if self.training else "Run", self.reason_label)
+        lay_out_dialog(self, outer, ok_text(job_cls), self.reason_label)
         fit_to_screen(self, 640, form_widget.sizeHint().height() + 140)
         job = job_cls(device=settings.device())
         if remember:
@@ -121,9 +187,13 @@ class JobFormDialog(JobDialog):
             setattr(job, name, "")
         self.set_job(job)
         source = NAMED_AFTER.get(job_cls.kind, ("",))[0]
-        if source in self.widgets:
-            self.widgets[source][1].editingFinished.connect(self.suggest_outputs)
+        if source in self.widgets:   # a typed path once left, a layer once chosen
+            widget = self.widgets[source][1]
+            (widget.editingFinished if isinstance(widget, QLineEdit)
+             else widget.layerChanged).connect(self.suggest_outputs)
         self.suggest_outputs()
+        if self.card_view is not None:
+            self._model_changed()
         self._changed()
 
     def output_fields(self) -> list[str]:
@@ -138,7 +208,7 @@ class JobFormDialog(JobDialog):
         if self.job_cls.kind not in NAMED_AFTER:
             return
         field, word = NAMED_AFTER[self.job_cls.kind]
-        text = self.widgets[field][1].text()
+        text = str(getattr(self.job(), field) or "")
         if self.training:
             last = self.widgets.get("output_last_model", (None, None))[1]
             suggest_model_outputs(text, word, self.widgets["output_model"][1], last)
@@ -155,7 +225,13 @@ class JobFormDialog(JobDialog):
 
     # -- widgets -------------------------------------------------------------------------------
     def _widget(self, name: str, ps: ParamSpec):
-        tip = ps.help
+        tip = spec_tooltip(ps)
+        if ps.kind in ("raster_in", "vector_in"):
+            w = layer_picker(ps.kind, self.project)
+            w.currentIndexChanged.connect(self._changed)
+            w.setToolTip(tip)
+            return w, file_row(w, lambda p=ps, c=w: self._browse_layer(c, p),
+                               tooltip="Choose a file")
         if name == "device":
             w = QComboBox()
             fill_devices(w, [], "auto")
@@ -206,6 +282,34 @@ class JobFormDialog(JobDialog):
         w.setToolTip(tip)
         return w, row
 
+    def _browse_layer(self, combo, ps: ParamSpec) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, ps.label, picked_path(combo),
+                                              ps.file_filter or "All files (*)")
+        if path:
+            self._pick(combo, path)
+            self.suggest_outputs()
+
+    def _pick(self, combo, path: str) -> None:
+        pick_path(combo, path, self.project.mapLayers().values())
+        self._changed()
+
+    def _model_changed(self) -> None:
+        """Show the card of the model to apply (or why it cannot be read)."""
+        from ..core.errors import UserError
+        from ..core.segmentation.modelfile import read_model_card
+
+        path = self.widgets["model"][1].text().strip()
+        self.card = None
+        if not path:
+            self.card_view.setPlainText("Choose a model file to see its classes and bands.")
+            return
+        try:
+            self.card = read_model_card(path, task=None)
+        except UserError as exc:
+            self.card_view.setPlainText(f"{exc.message} {exc.fix}".strip())
+            return
+        self.card_view.setHtml(model_card_html(self.card))
+
     def _browse_in(self, edit: QLineEdit, ps: ParamSpec) -> None:
         if browse_file(self, edit, ps.label, ps.file_filter or "All files (*)"):
             self.suggest_outputs()
@@ -222,7 +326,9 @@ class JobFormDialog(JobDialog):
     def set_job(self, job: Job) -> None:
         for name, (ps, w) in self.widgets.items():
             value = getattr(job, name)
-            if isinstance(w, QCheckBox):
+            if ps.kind in ("raster_in", "vector_in"):
+                self._pick(w, str(value or ""))
+            elif isinstance(w, QCheckBox):
                 w.setChecked(bool(value))
             elif name == "device":
                 select_device(w, str(value))
@@ -238,7 +344,9 @@ class JobFormDialog(JobDialog):
     def job(self) -> Job:
         values = {}
         for name, (ps, w) in self.widgets.items():
-            if isinstance(w, QCheckBox):
+            if ps.kind in ("raster_in", "vector_in"):
+                values[name] = picked_path(w)
+            elif isinstance(w, QCheckBox):
                 values[name] = w.isChecked()
             elif name == "device":
                 values[name] = (w.currentData() or w.currentText() or "auto")
@@ -266,25 +374,21 @@ class JobFormDialog(JobDialog):
         if self.plugin is None:
             raise UserError(f"{self.job_cls.title} needs the plugin's job manager.",
                             "Open the dialog from the Deep Learning menu.")
-        target = getattr(job, "output_model", "") or getattr(job, "output", "")
-        verb = "Training" if self.training else "Running"
-        self.task = self.plugin.jobs.start(job, f"{verb} {Path(target).name}")
-        if self.training and not self.background_check.isChecked():
-            self.window = training_window(self.plugin, self.task, job)
-            self.window.show()
-        elif not self.training:
-            project = QgsProject.instance()
+        if self.training:   # the Training Model window and TensorBoard as chosen
+            return TrainingDialog.start(self, job)
+        self.task = self.plugin.jobs.start(job, f"Classifying {Path(job.output).name}")
+        project = self.project
 
-            def done(result: dict) -> None:
-                out = result.get("output", "")
-                if out.lower().endswith(".gpkg") and not sip.isdeleted(project):
-                    from .output_layers import add_class_layer
+        def done(result: dict) -> None:
+            out = result.get("output", "")
+            if out.lower().endswith(".gpkg") and not sip.isdeleted(project):
+                from .output_layers import add_class_layer
 
-                    add_class_layer(out, result.get("classes") or [], Path(out).stem, project)
-                elif out:
-                    messages.log(f"{self.job_cls.title}: wrote {out}.")
+                add_class_layer(out, result.get("classes") or [], Path(out).stem, project)
+            elif out:
+                messages.log(f"{self.job_cls.title}: wrote {out}.")
 
-            self.task.succeeded.connect(done)
+        self.task.succeeded.connect(done)
         return self.task
 
 
@@ -300,12 +404,9 @@ def _open(job_cls: type[Job], plugin, field: str = "", value: str | None = None)
 
 
 def _labeling_project(plugin, path: str | None) -> str | None:
-    """``path``, else the project the Labeling Tool passed in ``plugin.labeling_project``
-    (taken once)."""
-    path = path or getattr(plugin, "labeling_project", None) or None
-    if hasattr(plugin, "labeling_project"):
-        plugin.labeling_project = None
-    return path
+    """``path``, else the Labeling Tool's project (:func:`labeling_tool_project`), as the
+    other train dialogs start."""
+    return path or labeling_tool_project(plugin)
 
 
 def open_train_grid_model(plugin, project_path: str | None = None) -> JobFormDialog:

@@ -30,6 +30,7 @@ from .job_dialog_support import (
     checked_problems,
     device_combo,
     double_spin,
+    explain_fields,
     file_row,
     fit_to_screen,
     form_group,
@@ -169,6 +170,13 @@ class TrainDetectionDialog(TrainingDialog):
         lay_out_dialog(self, cols, "Train", self.reason_label)
         fit_to_screen(self, 1000, 600)
         self.project_edit.editingFinished.connect(self._suggest_outputs)
+        explain_fields(TrainObjectDetectionJob, {
+            "project": self.project_edit, "split": self.split_spin,
+            "patch_size": self.patch_spin, "feature_patch_percentage": self.feature_spin,
+            "background_patch_ratio": self.background_spin, "architecture": self.arch_combo,
+            "epochs": self.epochs_spin, "batch_size": self.batch_spin,
+            "learning_rate": self.lr_spin, "device": self.device_combo,
+            "output_model": self.output_edit, "output_last_model": self.last_edit})
         on_change(self._changed, self.project_edit, self.output_edit, self.last_edit,
                   self.shuffle_check, self.pad_check, self.rot_check, self.scale_check,
                   self.flip_check, self.split_spin, self.patch_spin, self.feature_spin,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-from pathlib import Path
 
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
@@ -60,9 +59,6 @@ from ..core.wording import for_dialog, plural
 from . import settings
 from .job_dialog_support import (
     MODEL_FILTER,
-    add_job_file_buttons,
-    ask_load_job,
-    ask_save_job,
     browse_file,
     browse_folder,
     checked_problems,
@@ -77,7 +73,6 @@ from .job_dialog_support import (
     known_devices,
     labeling_tool_project,
     lay_out_dialog,
-    load_job_file,
     main_window,
     problem_label,
     remember_value,
@@ -244,8 +239,6 @@ class TrainSegmentationDialog(TrainingDialog):
         self.reason_label = problem_label()
         self.reason_label.setObjectName("reason_label")
         lay_out_dialog(self, top, "Train", self.reason_label)
-        self.save_button, self.load_button = add_job_file_buttons(
-            self.buttons, self._save_job_clicked, self._load_job_clicked)
         fit_to_screen(self, 1180, 900)
 
     def _model_group(self) -> QGroupBox:
@@ -908,27 +901,9 @@ class TrainSegmentationDialog(TrainingDialog):
         self.background_check.setChecked(bool(state.get("background", False)))
         self.tensorboard_check.setChecked(bool(state.get("tensorboard", True)))
 
-    def save_job(self, path: str | Path) -> None:
-        self.job().save(path)
-
-    def load_job(self, path: str | Path) -> None:
-        self._show_loaded_job(load_job_file(path, TrainPixelSegmentationJob))
-
     def _show_loaded_job(self, job: TrainPixelSegmentationJob) -> None:
         self._project_path = None
         self.set_job(job)
-
-    def _save_job_clicked(self) -> None:
-        ask_save_job(self, self.job(), self._job_folder())
-
-    def _load_job_clicked(self) -> None:
-        job = ask_load_job(self, TrainPixelSegmentationJob, self._job_folder())
-        if job is not None:
-            self._show_loaded_job(job)
-
-    def _job_folder(self) -> str:
-        out = self.output_edit.text().strip()
-        return str(Path(out).parent) if out else settings.output_folder()
 
     # -- browsing ------------------------------------------------------------------------------
     def _browse_project(self) -> None:

@@ -47,6 +47,7 @@ from ..core.params import ParamSpec, param_fields
 from ..core.progress import for_job as progress_for_job
 from ..core.runner import WorkerRun
 from ..gui.icons import icon
+from ..gui.job_dialog_support import spec_notes
 from . import algorithms
 
 FILE_IN = ("file_in", "model_in", "project_in")
@@ -197,16 +198,7 @@ class JobAlgorithm(QgsProcessingAlgorithm):
         doc = html.escape(inspect.getdoc(self.job_cls) or "")
         items = []
         for _f, ps in param_fields(self.job_cls):
-            notes = []
-            if ps.minimum is not None or ps.maximum is not None:
-                low = "" if ps.minimum is None else f"{ps.minimum:g}"
-                high = "" if ps.maximum is None else f"{ps.maximum:g}"
-                notes.append(f"from {low} to {high}" if low and high else
-                             (f"at least {low}" if low else f"at most {high}"))
-            if ps.kind in LISTS:
-                notes.append("comma separated")
-            if ps.kind == "dict":
-                notes.append("a JSON object")
+            notes = spec_notes(ps)
             text = " ".join(filter(None, [html.escape(ps.help),
                                           f"({'; '.join(notes)})" if notes else ""]))
             if text:
