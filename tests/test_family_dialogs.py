@@ -30,7 +30,12 @@ def plugin(qgis_app):
     set_known_devices([])   # no device probe in a worker
     plugin = SimpleNamespace(iface=None, jobs=JobManager(), windows={}, labeling_project=None)
     yield plugin
-    plugin.jobs.cancel_all()   # live summaries the dialogs started
+    from qgis.core import QgsApplication
+
+    from plugin.gui.task import pump_until
+
+    plugin.jobs.cancel_all()   # live summaries the dialogs started, ended and deleted
+    assert pump_until(lambda: QgsApplication.taskManager().count() == 0, 30)
 
 
 def typed_fields(dialog) -> list[QLineEdit]:
@@ -234,4 +239,23 @@ def test_classify_dialogs_show_the_model_card(plugin, family, tmp_path):
     dialog = open_tool(family.classify_tools[0], plugin, str(model))
     assert dialog.card_view is not None
     assert "roofs" in dialog.card_view.toPlainText(), dialog.card_view.toPlainText()
+    dialog.close()
+
+
+def test_grid_form_shows_what_training_will_sample(plugin, tmp_path):
+    """Train Grid Model has a live pre-flight summary like the other train dialogs: the grid
+    cells of the project per split, from a worker."""
+    from plugin.core.classification.synthetic import make_grid_scene
+    from plugin.gui.classification_dialogs import open_train_grid_model
+    from plugin.gui.task import pump_until
+
+    scene = make_grid_scene(tmp_path / "scene", cells=4, cell=32, feature_share=0.5,
+                            rasters=2)
+    dialog = open_train_grid_model(plugin, str(scene.project))
+    dialog.widgets["grid_size"][1].setValue(32)
+    assert pump_until(lambda: "Training" in dialog.summary_view.toPlainText(), 60), \
+        dialog.summary_status.text() + dialog.summary_view.toPlainText()
+    text = dialog.summary_view.toPlainText()
+    assert "Patches of 32 px from 2 rasters" in text
+    assert dialog.summary_status.text().startswith("What training will sample")
     dialog.close()

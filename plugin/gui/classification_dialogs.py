@@ -21,6 +21,7 @@ from qgis.PyQt.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
@@ -48,6 +49,7 @@ from .job_dialog_support import (
     file_row,
     fill_devices,
     fit_to_screen,
+    form_group,
     labeling_tool_project,
     lay_out_dialog,
     layer_picker,
@@ -60,12 +62,16 @@ from .job_dialog_support import (
     select_device,
     show_dialog,
     show_problems,
+    single_shot_timer,
     spec_tooltip,
 )
+from .task import JobManager
 from .training_dialog_parts import (
+    SUMMARY_WAITING,
     TrainingDialog,
     confirm_replacing,
     suggest_model_outputs,
+    summary_html,
 )
 
 _FILE_KINDS = ("file_in", "raster_in", "vector_in", "project_in", "model_in")
@@ -84,6 +90,26 @@ def classify_output_ending(kind: str, source: Path) -> str:
     if kind == "classify_chips":
         ending += ".gpkg" if source.is_file() else ".csv"
     return ending
+
+
+def _grid_summary(job: TrainGridModelJob):
+    """The sampling summary of a grid model's training: its cells are the patches (grid size,
+    no overlap), picked with the same split and feature/background shares."""
+    from ..core.sampling.jobs import SampleSummaryJob
+
+    return SampleSummaryJob(project=job.project, patch_size=job.grid_size,
+                            stride=job.grid_size, split=job.split, shuffle=job.shuffle,
+                            seed=job.seed, feature_patch_percentage=job.feature_patch_percentage,
+                            background_patch_ratio=job.background_patch_ratio,
+                            pad_small_features=job.pad_small_features)
+
+
+#: Train forms with a live pre-flight summary: job kind → (the summary job of a train job,
+#: the line above the summary).
+SUMMARIES = {
+    "train_grid_model": (_grid_summary,
+                         "What training will sample (each grid cell is one patch):"),
+}
 
 
 def ok_text(job_cls: type[Job]) -> str:
@@ -128,7 +154,8 @@ class JobFormDialog(TrainingDialog):
         super().__init__(parent)
         self.job_cls, self.plugin, self.remember = job_cls, plugin, remember
         self.project = project or QgsProject.instance()
-        self.jobs = getattr(plugin, "jobs", None)
+        self.jobs = getattr(plugin, "jobs", None) or JobManager(None, self)
+        self.live_summary = True
         self.task = self.window = None
         self.card: dict | None = None
         self.card_view: QTextBrowser | None = None
@@ -154,6 +181,18 @@ class JobFormDialog(TrainingDialog):
                 main.addRow("Model card", self.card_view)
                 widget.textChanged.connect(self._model_changed)
         layout.addLayout(main)
+        self.summary_status = self.summary_view = None
+        if job_cls.kind in SUMMARIES:   # what training will sample, computed in a worker
+            group, summary_form = form_group("Pre-flight summary")
+            self.summary_status = QLabel(SUMMARY_WAITING)
+            self.summary_view = QTextBrowser()
+            self.summary_view.setMinimumHeight(170)
+            summary_form.addRow(self.summary_status)
+            summary_form.addRow(self.summary_view)
+            layout.addWidget(group)
+            self.summary_fields = tuple(f.name for f in dataclasses.fields(
+                SUMMARIES[job_cls.kind][0](job_cls())))
+            self._timer = single_shot_timer(self, 600, self._start_summary)
         box = QGroupBox("Advanced")
         box.setCheckable(True)
         box.setChecked(False)
@@ -368,6 +407,24 @@ class JobFormDialog(TrainingDialog):
     def _changed(self, *_args) -> None:
         if hasattr(self, "reason_label"):
             show_problems(self.reason_label, self.ok_button, self.problems())
+            if self.summary_view is not None:
+                self._schedule_summary()
+
+    # -- pre-flight summary (grid model: the cells as patches of the sampling summary) -------
+    def summary_job(self) -> Job:
+        return SUMMARIES[self.job_cls.kind][0](self.job())
+
+    def summary_ready(self, job: Job) -> bool:
+        return Path(job.project).is_file() and super().summary_ready(job)
+
+    def set_summary(self, summary: dict | None, error: str = "") -> None:
+        self.summary, self.summary_error = summary, error
+        if summary is not None:
+            self.summary_status.setText(SUMMARIES[self.job_cls.kind][1])
+            self.summary_view.setHtml(summary_html(summary))
+        else:
+            self.summary_status.setText("The sampling failed:")
+            self.summary_view.setPlainText(str(error))
 
     # -- running -------------------------------------------------------------------------------
     def start(self, job: Job):

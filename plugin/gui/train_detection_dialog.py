@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 
-from qgis.PyQt import sip
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -251,26 +250,6 @@ class TrainDetectionDialog(TrainingDialog):
     def summary_job(self) -> DetectionSummaryJob:
         job = self.job()
         return DetectionSummaryJob(**{k: getattr(job, k) for k in _SUMMARY_FIELDS})
-
-    def _schedule_summary(self) -> None:
-        job = self.summary_job()
-        if not self._summary_changed(job):
-            return
-        self.summary, self.summary_error = None, ""
-        if not job.project or job.problems() or job.patch_size % 32:
-            self._show_summary_waiting()
-            return
-        self.summary_status.setText("Sampling…")
-        if self.live_summary:
-            self._timer.start()
-
-    def _summary_done(self, key: str, state: str, value) -> None:
-        if sip.isdeleted(self) or key != self._summary_key:
-            return
-        if state == "ready":
-            self.set_summary(value)
-        else:
-            self.set_summary(None, value)
 
     def set_summary(self, summary: dict | None, error: str = "") -> None:
         self.summary, self.summary_error = summary, error

@@ -9,7 +9,6 @@ the reason, while the setup cannot train.
 from __future__ import annotations
 
 import dataclasses
-import html
 
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
@@ -55,7 +54,7 @@ from ..core.segmentation.jobs import (
     nearest_patch_size,
     training_length,
 )
-from ..core.wording import for_dialog, plural
+from ..core.wording import for_dialog
 from . import settings
 from .job_dialog_support import (
     MODEL_FILTER,
@@ -85,7 +84,12 @@ from .job_dialog_support import (
     single_shot_timer,
 )
 from .task import JobManager
-from .training_dialog_parts import TrainingDialog, model_output_row, suggest_model_outputs
+from .training_dialog_parts import (
+    TrainingDialog,
+    model_output_row,
+    suggest_model_outputs,
+    summary_html,
+)
 
 SETTINGS_KEY = "deep_learning_trainer/train_pixel_segmentation/last_job"
 SUMMARY_DELAY_MS = 500
@@ -118,45 +122,6 @@ def summary_blockers(summary: dict) -> list[str]:
         out.append("The training patches hold no labelled feature: label features on the "
                    "training rasters.")
     return out
-
-
-def summary_html(summary: dict, classes: list | None = None) -> str:
-    """The pre-flight summary as a compact rich-text table."""
-    names = {int(k): v for k, v in (summary.get("class_names") or {}).items()}
-    colors = {}
-    for c in classes or []:
-        names.setdefault(c.id, c.name)
-        colors[c.id] = c.color
-    patches = summary.get("patches", {})
-    pixels = {s: {int(k): v for k, v in (summary.get("pixels", {}).get(s) or {}).items()}
-              for s in ("train", "validation")}
-    rows = ["<tr><th></th><th align='right'>Training</th><th align='right'>Validation</th></tr>"]
-    for key, label in (("feature", "Feature patches"), ("background", "Background patches"),
-                       ("total", "Patches")):
-        t = patches.get("train", {}).get(key, 0)
-        v = patches.get("validation", {}).get(key, 0)
-        bold = ("<b>", "</b>") if key == "total" else ("", "")
-        rows.append(f"<tr><td>{bold[0]}{label}{bold[1]}</td><td align='right'>{bold[0]}{t:,}"
-                    f"{bold[1]}</td><td align='right'>{bold[0]}{v:,}{bold[1]}</td></tr>")
-    ids = sorted(set(pixels["train"]) | set(pixels["validation"]) | set(names))
-    if ids:
-        rows.append("<tr><td colspan='3'><i>Pixels per class</i></td></tr>")
-    for cid in ids:
-        name = "background" if cid == 0 else names.get(cid, f"class {cid}")
-        swatch = (f"<span style='color:{colors[cid]}'>■</span> " if cid in colors else "")
-        t, v = pixels["train"].get(cid, 0), pixels["validation"].get(cid, 0)
-        style = " style='color:#b00020'" if cid and (not t or not v) else ""
-        rows.append(f"<tr{style}><td>{swatch}{html.escape(name)}</td>"
-                    f"<td align='right'>{t:,}</td><td align='right'>{v:,}</td></tr>")
-    text = f"<table cellspacing='0' cellpadding='2' width='100%'>{''.join(rows)}</table>"
-    text += (f"<p style='color:#555'>Patches of {summary.get('patch_size', '?')} px "
-             f"from {plural(len(summary.get('sources', [])), 'raster')}.</p>")
-    warnings = summary.get("warnings") or []
-    if warnings:
-        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
-        text += (f"<p style='color:#a05a00'><b>Warnings</b></p>"
-                 f"<ul style='color:#a05a00'>{items}</ul>")
-    return text
 
 
 class TrainSegmentationDialog(TrainingDialog):
