@@ -166,7 +166,9 @@ class JobFormDialog(TrainingDialog):
         outer = QVBoxLayout()
         form_widget = QWidget()
         layout = QVBoxLayout(form_widget)
-        outer.addWidget(scrolled(form_widget), 1)
+        top = QHBoxLayout()   # the form; beside it the pre-flight summary when there is one
+        top.addWidget(scrolled(form_widget), 3)
+        outer.addLayout(top, 1)
         main, advanced = QFormLayout(), QFormLayout()
         self.training = job_cls.kind.startswith("train_")
         for f, ps in param_fields(job_cls):
@@ -189,7 +191,7 @@ class JobFormDialog(TrainingDialog):
             self.summary_view.setMinimumHeight(170)
             summary_form.addRow(self.summary_status)
             summary_form.addRow(self.summary_view)
-            layout.addWidget(group)
+            top.addWidget(group, 2)
             self.summary_fields = tuple(f.name for f in dataclasses.fields(
                 SUMMARIES[job_cls.kind][0](job_cls())))
             self._timer = single_shot_timer(self, 600, self._start_summary)
@@ -218,7 +220,8 @@ class JobFormDialog(TrainingDialog):
             outer.addLayout(checks)
         self.reason_label = problem_label()
         lay_out_dialog(self, outer, ok_text(job_cls), self.reason_label)
-        fit_to_screen(self, 640, form_widget.sizeHint().height() + 140)
+        fit_to_screen(self, 1060 if self.summary_view is not None else 640,
+                      form_widget.sizeHint().height() + 140)
         job = job_cls(device=settings.device())
         if remember:
             job = remembered_job(self.settings_key, job)
