@@ -174,7 +174,8 @@ class JobFormDialog(TrainingDialog):
         for f, ps in param_fields(job_cls):
             widget, row = self._widget(f.name, ps)
             self.widgets[f.name] = (ps, widget)
-            label = ps.label + (" (optional)" if ps.optional else "")
+            said = any(w in ps.label.lower() for w in ("optional", "empty", "0 ="))
+            label = ps.label + (" (optional)" if ps.optional and not said else "")
             (advanced if ps.advanced else main).addRow(label, row)
             if ps.kind == "model_in" and f.name == "model" and not self.training:
                 self.card_view = QTextBrowser()   # what the model to apply was trained for
