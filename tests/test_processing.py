@@ -381,3 +381,145 @@ def test_classifier_algorithms_run_from_paths(processing_run, tmp_path):
         "INPUT": str(tmp_path / "chips"), "MODEL": chips["output_model"],
         "OUTPUT": str(tmp_path / "chips.csv")})
     assert out["chips"] == 18 and Path(out["output"]).read_text().startswith("chip,class,score")
+
+
+def _family_classify_kinds() -> list[str]:
+    from plugin.core.families import FAMILIES
+
+    return [k for fam in FAMILIES for k in fam.classify_kinds]
+
+
+def _map_file(path: Path, raster: bool) -> Path:
+    """A 1-band class raster, or a GeoPackage of one square per class with ``class_id`` and
+    ``class`` (what the classify jobs write)."""
+    from osgeo import gdal, ogr, osr
+
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32631)
+    if raster:
+        ds = gdal.GetDriverByName("GTiff").Create(str(path), 8, 8, 1, gdal.GDT_Byte)
+        ds.SetGeoTransform((500000, 1, 0, 4500000, 0, -1))
+        ds.SetProjection(srs.ExportToWkt())
+        ds = None
+        return path
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = ds.CreateLayer("out", srs, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
+    layer.CreateField(ogr.FieldDefn("class", ogr.OFTString))
+    for cid, name in ((1, "car"), (2, "tree")):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("class_id", cid)
+        feature.SetField("class", name)
+        x = 500000 + 10 * cid
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(
+            f"POLYGON(({x} 4500000,{x + 5} 4500000,{x + 5} 4499995,{x} 4499995,{x} 4500000))"))
+        layer.CreateFeature(feature)
+    ds = None
+    return path
+
+
+@pytest.mark.parametrize("kind", _family_classify_kinds())
+def test_every_familys_classify_outputs_are_loaded_in_class_colours(qgis_processing, tmp_path,
+                                                                     kind):
+    """For each model family's classify job, the outputs it declares as map layers are loaded
+    when Processing completes, styled by class with the model's colours (Classify Pixels used
+    to be the only one)."""
+    import json
+    import struct
+
+    from qgis.core import (
+        QgsCategorizedSymbolRenderer,
+        QgsPalettedRasterRenderer,
+        QgsProcessingFeedback,
+        QgsProject,
+        QgsRasterLayer,
+        QgsVectorLayer,
+    )
+
+    from plugin.core.families import family_of_kind
+    from plugin.core.params import param_fields
+    from plugin.gui.output_layers import MAP_OUTPUTS
+
+    classes = [{"id": 0, "name": "background", "color": "#000000"},
+               {"id": 1, "name": "car", "color": "#e31a1c"},
+               {"id": 2, "name": "tree", "color": "#33a02c"}]
+    card = {"format": "dltrainer-model", "format_version": 1, "task": family_of_kind(kind).task,
+            "classes": classes, "num_outputs": 3, "bands": 3, "mean": [0, 0, 0],
+            "std": [1, 1, 1]}
+    raw = json.dumps({"__metadata__": {"format": "dltrainer-model", "format_version": "1",
+                                       "card": json.dumps(card)},
+                      "w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    model = tmp_path / "m.dltmodel.safetensors"
+    model.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 16)
+
+    alg = JobAlgorithm.for_kind(kind)
+    declared = MAP_OUTPUTS.get(kind)
+    assert declared, f"{kind}: no map outputs declared in gui.output_layers.MAP_OUTPUTS"
+    specs = {ps.name: (f.name, ps) for f, ps in param_fields(alg.job_cls)}
+    assert set(declared) <= set(specs)
+    values, context = {"model": str(model)}, QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    for name in declared:
+        field, ps = specs[name]
+        raster = ps.kind == "raster_out" or ".tif" in ps.file_filter
+        path = _map_file(tmp_path / f"{name.lower()}{'.tif' if raster else '.gpkg'}", raster)
+        values[field] = str(path)
+        if ps.kind in ("raster_out", "vector_out"):   # what QGIS registers when asked to open
+            context.addLayerToLoadOnCompletion(str(path), QgsProcessingContext.LayerDetails(
+                path.stem, QgsProject.instance(), name))
+    job = alg.job_cls(**values)
+
+    loaded = alg.load_outputs(job, context)
+
+    assert sorted(loaded) == sorted(values[specs[n][0]] for n in declared)
+    assert set(loaded) <= set(context.layersToLoadOnCompletion())
+    for path in loaded:
+        details = context.layerToLoadOnCompletionDetails(path)
+        layer = (QgsRasterLayer(path, "out") if path.endswith(".tif")
+                 else QgsVectorLayer(path, "out", "ogr"))
+        assert layer.isValid() and details.postProcessor() is not None
+        details.postProcessor().postProcessLayer(layer, context, QgsProcessingFeedback())
+        renderer = layer.renderer()
+        if isinstance(renderer, QgsPalettedRasterRenderer):
+            assert [c.color.name() for c in renderer.classes()][1:] == ["#e31a1c", "#33a02c"]
+        elif details.outputName == "OUTPUT_PROBABILITIES":
+            assert renderer.type() == "singlebandpseudocolor"
+        else:
+            assert isinstance(renderer, QgsCategorizedSymbolRenderer), (kind, details.outputName)
+            colours = {c.label().split()[-1]: (c.symbol().color().name(),  # fill or outline
+                                               c.symbol().symbolLayer(0).strokeColor().name())
+                       for c in renderer.categories()}
+            assert "#e31a1c" in colours["car"] and "#33a02c" in colours["tree"], colours
+
+
+def test_a_classified_chips_table_is_not_loaded_as_a_map_layer(qgis_processing, tmp_path):
+    from plugin.core.classification.jobs import ClassifyChipsJob
+
+    table = tmp_path / "chips.csv"
+    table.write_text("chip,class,score\na.tif,car,0.9\n")
+    job = ClassifyChipsJob(input=str(tmp_path), model="", output=str(table))
+    context = QgsProcessingContext()
+    assert JobAlgorithm.for_kind("classify_chips").load_outputs(job, context) == []
+    assert context.layersToLoadOnCompletion() == {}
+
+
+def test_classify_chips_output_must_be_named_as_the_format_written(qgis_processing, tmp_path):
+    """A vector INPUT gives a GeoPackage: an OUTPUT named .csv is refused before the run (it
+    used to be a GeoPackage named .csv); a chips folder gives a CSV."""
+    vector = _map_file(tmp_path / "features.gpkg", raster=False)
+    raster = _map_file(tmp_path / "scene.tif", raster=True)
+    model = tmp_path / "m.dltmodel.safetensors"
+    model.write_bytes(b"x")
+    alg = JobAlgorithm.for_kind("classify_chips")
+    ok, message = alg.checkParameterValues(
+        {"INPUT": str(vector), "RASTER": str(raster), "MODEL": str(model),
+         "OUTPUT": str(tmp_path / "out.csv")}, QgsProcessingContext())
+    assert not ok and "does not end in .gpkg" in message and "out.gpkg" in message
+    ok, message = alg.checkParameterValues(
+        {"INPUT": str(tmp_path), "MODEL": str(model), "OUTPUT": str(tmp_path / "o.gpkg")},
+        QgsProcessingContext())
+    assert not ok and "does not end in .csv" in message
+    job = alg.job_from_parameters({"INPUT": str(vector), "RASTER": str(raster),
+                                   "MODEL": str(model), "OUTPUT": str(tmp_path / "out.gpkg")},
+                                  QgsProcessingContext())
+    assert not [p for p in job.problems() if "OUTPUT" in p]

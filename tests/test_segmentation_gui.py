@@ -735,7 +735,7 @@ def test_processing_outputs_loaded_by_qgis_get_the_class_colours(qgis_processing
     context.addLayerToLoadOnCompletion(str(classes_tif), QgsProcessingContext.LayerDetails(
         "classes", QgsProject.instance(), "OUTPUT"))
     alg = JobAlgorithm.for_kind("classify_pixels")
-    alg._style_loaded_outputs(job, context)
+    alg.load_outputs(job, context)
     post = context.layerToLoadOnCompletionDetails(str(classes_tif)).postProcessor()
     assert post is not None
     layer = QgsRasterLayer(str(classes_tif), "classes")

@@ -181,3 +181,102 @@ def test_finished_message_names_the_files_with_an_open_folder_button(qgis_app, t
     assert opened == [str(out)]
     iface.bar.clearWidgets()
     iface.bar.deleteLater()
+
+
+def _train_kinds() -> list[str]:
+    from plugin.core.families import FAMILIES
+
+    return [fam.train_kind for fam in FAMILIES]
+
+
+#: What a training run reports, in order, across the families: the task's preparation (label
+#: rasters burnt one by one, grid cells, band statistics), 2 epochs of 2 batches, a test set.
+TRAINING_EVENTS = [("prepare", 0, 3, "Reading labels"), ("raster", 1, 1, "Burning labels"),
+                   ("prepare", 1, 3, "Planning"), ("cells", 4, 4, "Grid model"),
+                   ("prepare", 2, 3, "Band statistics"),
+                   ("batch", 1, 2, "epoch 1"), ("batch", 2, 2, "epoch 1"), ("epoch", 1, 2, ""),
+                   ("batch", 1, 2, "epoch 2"), ("batch", 2, 2, "epoch 2"), ("epoch", 2, 2, ""),
+                   ("test", 0, 1, "Test set"), ("test", 1, 1, "Test set")]
+
+
+@pytest.mark.parametrize("kind", _train_kinds())
+def test_training_progress_rises_with_the_epochs_for_every_family(qgis_app, kind):
+    """The task manager's bar of every family's training (events as the worker sends them):
+    a few percent while preparing, half way after the first of two epochs, 100 % at the end.
+    Detection, grid and chip training used to show 100 % from the first second."""
+    from plugin.core.jobs import job_class
+
+    task = JobTask(job_class(kind)(epochs=2), "Training")
+    shown = []
+    for phase, step, total, message in TRAINING_EVENTS:
+        task._on_event({"event": "progress", "phase": phase, "step": step, "total": total,
+                        "message": message})
+        shown.append(task.progress())
+    assert shown == sorted(shown)
+    assert max(shown[:5]) < 6                      # preparing: at most the prepare share
+    assert 25 < shown[6] <= shown[7] <= 55         # epoch 1 of 2 done
+    assert shown[10] == pytest.approx(100) and shown[-1] == pytest.approx(100)
+
+
+class _BarIface:
+    """An iface whose message bar is a real QgsMessageBar."""
+
+    def __init__(self) -> None:
+        from qgis.gui import QgsMessageBar
+
+        self.bar = QgsMessageBar()
+
+    def messageBar(self):  # noqa: N802
+        return self.bar
+
+
+@pytest.mark.parametrize("cancel", [False, True], ids=["finished", "cancelled"])
+def test_an_outcome_is_shown_once_and_qgis_task_notice_is_dropped(qgis_app, cancel):
+    """QGIS pushes "Task complete: <description>" (its notification without a desktop one) for
+    any task that ran 5 s, a cancelled one too; pushed over ours, it brought ours back 5 s later.
+    The manager removes that notice: the bar holds our one message, saying how it ended."""
+    iface = _BarIface()
+    jobs = JobManager(iface)
+    manager = QgsApplication.taskManager()
+
+    def qgis_notice(task_id: int, status: int) -> None:   # what QgisApp does (qgisapp.cpp)
+        task = manager.task(task_id)
+        if task is not None and status in (QgsTask.Complete, QgsTask.Terminated):
+            iface.bar.pushMessage("Task complete" if status == QgsTask.Complete
+                                  else "Task failed", task.description(), Qgis.Info)
+
+    manager.statusChanged.connect(qgis_notice)
+    try:
+        task = jobs.start(SelfTestJob(steps=2000 if cancel else 3, delay=0.01), "Self-test run")
+        if cancel:
+            assert pump_until(lambda: task.progress() > 0, 30)
+            task.cancel()
+        assert wait_for(task, 60) == ("cancelled" if cancel else "succeeded")
+        pump_until(lambda: False, 0.3)
+    finally:
+        manager.statusChanged.disconnect(qgis_notice)
+    texts = [(item.title(), item.text()) for item in iface.bar.items()]
+    assert [t for t in texts if t[0] in ("Task complete", "Task failed")] == []
+    ours = [text for _title, text in texts if text.startswith("Self-test run")]
+    assert len(ours) == 1, texts
+    assert ours[0].startswith("Self-test run: cancelled" if cancel else "Self-test run: finished")
+
+
+def test_finished_training_names_the_models_folder_not_the_label_rasters():
+    """A training announces label rasters (in its log folder) before its models: the message
+    names the models' folder first; the label rasters are left out."""
+    from plugin.gui import messages
+
+    artifacts = [("log_folder", "/w/logs"), ("label_raster", "/w/logs/label_rasters/r1.tif"),
+                 ("best_model", "/w/models/m.dltmodel.safetensors"),
+                 ("last_model", "/w/models/m_last.dltmodel.safetensors"),
+                 ("report", "/w/logs/report.md")]
+    paths = messages.output_paths({}, artifacts)
+    assert paths == ["/w/models/m.dltmodel.safetensors", "/w/models/m_last.dltmodel.safetensors",
+                     "/w/logs/report.md"]
+    bar = _BarIface()
+    messages.show_outputs(None, "x", paths)   # no iface: only logged
+    messages.show_outputs(bar, "Training m: finished.", paths)
+    text = bar.bar.currentItem().text()
+    assert "m.dltmodel.safetensors, m_last.dltmodel.safetensors in /w/models" in text
+    assert "label_rasters" not in text and "1 more" in text

@@ -110,6 +110,13 @@ class DetectObjectsDialog(RasterModelDialog):
         rf.addRow("Device", self.device_combo)
         return run
 
+    def _field_widgets(self) -> dict:
+        return {"output": self.output_edit, "output_points": self.points_edit,
+                "score_threshold": self.score_spin, "nms_iou": self.nms_spin,
+                "max_detections": self.max_spin, "tile_size": self.tile_spin,
+                "overlap": self.overlap_spin, "batch_size": self.batch_spin,
+                "device": self.device_combo}
+
     def _value_widgets(self) -> list:
         return [self.output_edit, self.points_edit, self.points_check, self.tta_check,
                 self.score_spin, self.nms_spin, self.max_spin, self.tile_spin,

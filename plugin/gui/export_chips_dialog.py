@@ -33,11 +33,13 @@ from .job_dialog_support import (
     ask_save_job,
     browse_file,
     browse_folder,
+    checked_problems,
     counted,
     double_spin,
     file_row,
     fit_to_screen,
     form_group,
+    guard_wheel,
     int_spin,
     labeling_tool_project,
     lay_out_dialog,
@@ -293,7 +295,7 @@ class ExportChipsDialog(QDialog):
     # -- validation ----------------------------------------------------------------------------
     def problems(self) -> list[str]:
         job = self.job()
-        out = job.problems()
+        out = checked_problems(job)
         folder = Path(job.output_folder) if job.output_folder else None
         if folder and folder.is_dir() and any(folder.iterdir()):
             if not job.overwrite:
@@ -448,5 +450,6 @@ def open_export_chips(plugin) -> ExportChipsDialog:
     if project:
         dialog.project_edit.setText(project)
     plugin._export_chips_dialog = dialog
+    guard_wheel(dialog)
     dialog.show()
     return dialog

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from qgis.core import QgsSettings
-from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtCore import QEvent, QObject, QPoint, QPointF, Qt, QTimer
 from qgis.PyQt.QtWidgets import (
     QAbstractButton,
+    QAbstractScrollArea,
     QAbstractSlider,
     QAbstractSpinBox,
+    QApplication,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -28,6 +30,7 @@ from qgis.PyQt.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPushButton,
+    QScrollBar,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -62,6 +65,45 @@ def file_row(field: QWidget, browse: Callable[[], None], text: str = "…",
     return row
 
 
+def spec_notes(ps) -> list[str]:
+    """What a field's help leaves out: its range (``from 32 to 1024``), list and table forms
+    (Processing's help and the forms' tooltips say the same)."""
+    notes = []
+    if ps.minimum is not None or ps.maximum is not None:
+        low = "" if ps.minimum is None else f"{ps.minimum:g}"
+        high = "" if ps.maximum is None else f"{ps.maximum:g}"
+        notes.append(f"from {low} to {high}" if low and high else
+                     (f"at least {low}" if low else f"at most {high}"))
+    if ps.kind in ("str_list", "int_list", "float_list"):
+        notes.append("comma separated")
+    if ps.kind == "dict":
+        notes.append("a JSON object")
+    return notes
+
+
+def spec_tooltip(ps) -> str:
+    """A form field's tooltip: its help, then its unit (from the label, e.g. "px") and range,
+    e.g. "Edge of the square grid cells. Unit: px; from 32 to 1024."."""
+    import re
+
+    unit = re.search(r"\((px|%|m|epochs?|patches|cells|s)\b[^)]*\)", ps.label)
+    notes = ([f"unit: {unit.group(1)}"] if unit else []) + spec_notes(ps)
+    text = ps.help.strip() or f"{ps.label}."
+    return f"{text} ({'; '.join(notes)})" if notes else text
+
+
+def explain_fields(job_cls: type[Job], fields: dict) -> None:
+    """Give each widget of ``fields`` (job field name → widget) without a tooltip the one
+    its spec gives (:func:`spec_tooltip`): hand-built forms explain their fields as the
+    generated ones do."""
+    from ..core.params import param_fields
+
+    specs = {f.name: ps for f, ps in param_fields(job_cls)}
+    for name, widget in fields.items():
+        if not widget.toolTip() and name in specs:
+            widget.setToolTip(spec_tooltip(specs[name]))
+
+
 def problem_label(color: str = PROBLEM_COLOR) -> QLabel:
     """A word-wrapped coloured label for the reasons OK is disabled (or for warnings)."""
     label = QLabel()
@@ -83,6 +125,47 @@ def show_problems(label: QLabel, ok_button: QPushButton, problems: list[str],
     ok_button.setEnabled(not problems)
     ok_button.setToolTip(" ".join(problems))
     show_messages(label, problems, limit)
+
+
+def layer_picker(kind: str, project=None):
+    """A drop-down of the project's raster (``kind`` "raster_in") or vector layers, empty
+    allowed, that also takes a file: see :func:`picked_path` and :func:`pick_path`."""
+    from qgis.core import QgsMapLayerProxyModel
+    from qgis.gui import QgsMapLayerComboBox
+
+    combo = QgsMapLayerComboBox()
+    combo.setFilters(QgsMapLayerProxyModel.RasterLayer if kind == "raster_in"
+                     else QgsMapLayerProxyModel.VectorLayer)
+    combo.setAllowEmptyLayer(True)
+    if project is not None and hasattr(combo, "setProject"):  # QGIS ≥ 3.24
+        combo.setProject(project)
+    return combo
+
+
+def picked_path(combo) -> str:
+    """The source of the layer chosen in a :func:`layer_picker`, else the file offered in it
+    (when it exists); "" when none."""
+    layer = combo.currentLayer()
+    if layer is not None:
+        return layer.source()
+    text = combo.currentText().strip()
+    return text if text and Path(text).exists() else ""
+
+
+def pick_path(combo, path: str, layers=()) -> None:
+    """Choose the layer of ``layers`` whose source is ``path`` in a :func:`layer_picker`, else
+    offer the file as an extra item and choose it; "" leaves the choice as it is."""
+    for layer in layers:
+        if layer.source() == path:
+            combo.setLayer(layer)
+            if combo.currentLayer() is layer:
+                return
+    if not path:
+        return
+    items = list(combo.additionalItems())
+    if path not in items:
+        combo.setAdditionalItems(items + [path])
+    combo.setCurrentIndex(combo.findText(path))
 
 
 def double_spin(lo: float, hi: float, decimals: int = 2, step: float = 1.0,
@@ -130,6 +213,9 @@ def lay_out_dialog(dialog: QDialog, body, ok_text: str, *notes: QWidget) -> QDia
     ``dialog.ok_button``."""
     dialog.buttons = ok_cancel_buttons(dialog, ok_text)
     dialog.ok_button = dialog.buttons.button(QDialogButtonBox.Ok)
+    if isinstance(dialog, JobDialog):   # every job dialog saves and loads its job
+        dialog.save_button, dialog.load_button = add_job_file_buttons(
+            dialog.buttons, dialog._save_job_clicked, dialog._load_job_clicked)
     layout = QVBoxLayout(dialog)
     layout.addLayout(body, 1)
     for note in notes:
@@ -246,6 +332,53 @@ def labeling_tool_project(plugin) -> str | None:
     return path if ok and path and Path(path).is_file() else None
 
 
+class _WheelGuard(QObject):
+    """Event filter: a wheel turned over an unfocused spin box, drop-down or slider scrolls the
+    form around it instead of changing the value under the cursor."""
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() != QEvent.Wheel or not isinstance(obj, QWidget) or obj.hasFocus():
+            return False
+        area = obj.parentWidget()
+        while area is not None and not isinstance(area, QAbstractScrollArea):
+            area = area.parentWidget()
+        if area is None:          # no form to scroll: Qt passes the ignored wheel on
+            event.ignore()
+            return True
+        from qgis.PyQt.QtGui import QWheelEvent
+
+        viewport = area.viewport()
+        forwarded = QWheelEvent(QPointF(obj.mapTo(viewport, event.pos())),
+                                QPointF(event.globalPosF()), QPoint(event.pixelDelta()),
+                                QPoint(event.angleDelta()), event.buttons(), event.modifiers(),
+                                event.phase(), event.inverted())
+        QApplication.sendEvent(viewport, forwarded)
+        event.accept()
+        return True
+
+
+_WHEEL_GUARD: _WheelGuard | None = None
+
+
+def guard_wheel(root: QWidget) -> int:
+    """Make every spin box, drop-down and slider under ``root`` ignore the mouse wheel unless
+    it has the keyboard focus (click or Tab into it first), so that the wheel scrolls long
+    forms; call again after adding such widgets (those already guarded are skipped). The
+    number newly guarded."""
+    global _WHEEL_GUARD
+    if _WHEEL_GUARD is None:
+        _WHEEL_GUARD = _WheelGuard()
+    count = 0
+    for w in root.findChildren((QAbstractSpinBox, QComboBox, QAbstractSlider)):
+        if w.property("dlt_wheel_guarded") or isinstance(w, QScrollBar):
+            continue
+        w.setProperty("dlt_wheel_guarded", True)
+        w.setFocusPolicy(Qt.StrongFocus)   # the wheel alone never focuses it
+        w.installEventFilter(_WHEEL_GUARD)
+        count += 1
+    return count
+
+
 def fit_to_screen(widget: QWidget, width: int, height: int, margin: int = 60) -> None:
     """Resize ``widget`` to ``width`` × ``height``, or less so that it fits the screen it opens
     on with room for the window frame and task bar (every dialog usable on 1366 × 768)."""
@@ -290,6 +423,7 @@ def main_window(plugin) -> QWidget | None:
 def show_dialog(dialog: QDialog) -> QDialog:
     """Show a dialog opened from the menu (modeless, deleted when closed); the dialog."""
     dialog.setAttribute(Qt.WA_DeleteOnClose)
+    guard_wheel(dialog)
     dialog.show()
     return dialog
 
@@ -401,6 +535,23 @@ def ask_load_job(parent: QWidget, job_cls: type[J], start: str = "",
         return None
 
 
+# -- checking ----------------------------------------------------------------------------------
+def checked_problems(job: Job) -> list[str]:
+    """``job.problems()`` for a dialog that checks at each keystroke: an unexpected error there
+    (a bug with a half-typed value) becomes one sentence that keeps OK disabled, its traceback
+    in the log, instead of a Python error dialog per key."""
+    try:
+        return list(job.problems())
+    except Exception as exc:  # noqa: BLE001 - the form must stay usable while typing
+        import traceback
+
+        from . import messages
+
+        messages.log(f"Checking {job.kind} failed:\n{traceback.format_exc()}", "warning")
+        return [f"These values cannot be checked ({type(exc).__name__}: {exc}): complete or "
+                "correct the paths."]
+
+
 # -- the OK button -----------------------------------------------------------------------------
 class JobDialog(QDialog):
     """A dialog that describes one job: OK (``accept``) shows the problems while there are any
@@ -413,6 +564,10 @@ class JobDialog(QDialog):
     settings_key = ""
     remember = True
 
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        guard_wheel(self)
+        super().showEvent(event)
+
     def confirm(self, job: Job) -> bool:
         """Whether to go on with ``job`` (e.g. after asking to replace files); yes by default."""
         return True
@@ -420,6 +575,41 @@ class JobDialog(QDialog):
     def remember_values(self) -> None:
         """Keep the values for the next time the dialog opens (QgsSettings)."""
         remember_job(self.settings_key, self.job())
+
+    # -- job files (the "Save job…" and "Load job…" buttons of :func:`lay_out_dialog`) --------
+    def save_job(self, path: str | Path) -> None:
+        """Write the job the dialog describes to ``path`` (JSON, as ``dltrain run`` reads)."""
+        self.job().save(path)
+
+    def load_job(self, path: str | Path) -> None:
+        """Show the job saved in ``path``; UserError when it holds another kind of job."""
+        self._show_loaded_job(load_job_file(path, type(self.job())))
+
+    def _show_loaded_job(self, job: Job) -> None:
+        self.set_job(job)
+        self._changed()
+
+    def _save_job_clicked(self) -> None:
+        ask_save_job(self, self.job(), self._job_folder())
+
+    def _load_job_clicked(self) -> None:
+        job = ask_load_job(self, type(self.job()), self._job_folder())
+        if job is not None:
+            self._show_loaded_job(job)
+
+    def _job_folder(self) -> str:
+        """Where Save/Load job start: the folder of the job's first output, else the output
+        folder of the settings."""
+        from ..core.outputs import OUT_KINDS
+        from ..core.params import param_fields
+        from .settings import output_folder
+
+        job = self.job()
+        for f, ps in param_fields(type(job)):
+            value = getattr(job, f.name)
+            if ps.kind in OUT_KINDS and isinstance(value, str) and value:
+                return str(Path(value).parent)
+        return output_folder()
 
     def accept(self) -> None:
         if self.problems():

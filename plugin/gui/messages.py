@@ -33,8 +33,13 @@ def show_outputs(iface, message: str, paths: list[str], duration_s: int = 20) ->
     first file) in the message bar."""
     from pathlib import Path
 
-    names = ", ".join(Path(p).name for p in paths)
-    text = f"{message} Wrote {names} in {Path(paths[0]).parent}." if paths else message
+    text = message
+    if paths:
+        folder = Path(paths[0]).parent
+        here = [Path(p).name for p in paths if Path(p).parent == folder]
+        more = len(paths) - len(here)
+        text = (f"{message} Wrote {', '.join(here)} in {folder}"
+                + (f" (and {more} more: see View ▸ Panels ▸ Log Messages)" if more else "") + ".")
     log(text + ("\n" + "\n".join(paths) if paths else ""), "success")
     if iface is None:
         return
@@ -55,11 +60,21 @@ def show_outputs(iface, message: str, paths: list[str], duration_s: int = 20) ->
     bar.pushWidget(item, Qgis.Success, duration_s)
 
 
+#: Artifacts named first in a finished message (the folder it names and "Open folder" opens
+#: is theirs): the models a training wrote, the main output of a classification.
+PRIMARY_ARTIFACTS = ("best_model", "last_model", "output", "class_raster", "detections")
+#: Artifacts written on the way (label rasters burnt into the log folder, the log folder):
+#: logged when announced, left out of the finished message.
+INTERMEDIATE_ARTIFACTS = ("label_raster", "log_folder")
+
+
 def output_paths(result: dict | None, artifacts: list[tuple[str, str]] = ()) -> list[str]:
-    """The files a job wrote: its artifact events, else the result's existing output paths."""
+    """The files a job wrote, the main ones first: its artifact events (models and main outputs
+    first, intermediate files left out), else the result's existing output paths."""
     from pathlib import Path
 
-    paths = [p for _n, p in artifacts if p]
+    kept = [(n, p) for n, p in artifacts if p and n not in INTERMEDIATE_ARTIFACTS]
+    paths = [p for n, p in sorted(kept, key=lambda item: item[0] not in PRIMARY_ARTIFACTS)]
     if not paths and isinstance(result, dict):
         paths = [v for k, v in result.items() if isinstance(v, str) and v
                  and (k.startswith("output") or k in ("report", "model")) and Path(v).exists()]

@@ -67,19 +67,6 @@ def style_probabilities(layer: QgsRasterLayer, classes: list[dict]) -> QgsRaster
     return layer
 
 
-def output_styler(job, name: str) -> Callable[[object], object] | None:
-    """How to style the output ``name`` (a Processing name) of ``job`` once QGIS loads it:
-    the model's class colours for Classify Pixels outputs; None for others."""
-    if getattr(job, "kind", "") != "classify_pixels" or not getattr(job, "model", ""):
-        return None
-    from ..core.modelfile import read_model_card
-
-    classes = read_model_card(job.model).get("classes") or []
-    return {"OUTPUT": lambda layer: style_class_raster(layer, classes),
-            "OUTPUT_PROBABILITIES": lambda layer: style_probabilities(layer, classes),
-            "OUTPUT_VECTOR": lambda layer: style_polygons(layer, classes)}.get(name)
-
-
 def style_class_raster(layer: QgsRasterLayer, classes: list[dict]) -> QgsRasterLayer:
     layer.setRenderer(paletted_renderer(layer, classes))
     layer.triggerRepaint()
@@ -172,27 +159,21 @@ def add_detections(result: dict, classes: list[dict], name: str = "",
                    project: QgsProject | None = None, show_scores: bool = False) -> list:
     """Add the boxes (and centre points) of a Detect Objects ``result`` to the map in one group,
     outlined in the class colours, with the score as a label option; returns the layers."""
-    from qgis.core import QgsMarkerSymbol
-
     project = project or QgsProject.instance()
     name = name or Path(result["output"]).stem
     group: QgsLayerTreeGroup = project.layerTreeRoot().insertGroup(0, name)
-    classes = [c for c in classes if int(c["id"]) != 0]
     added = []
     points = result.get("output_points")
     if points and Path(points).exists():
         layer = QgsVectorLayer(str(points), f"{name} centres", "ogr")
         if layer.isValid():
-            cats = [QgsRendererCategory(int(c["id"]), QgsMarkerSymbol.createSimple(
-                {"color": QColor(c["color"]).name(), "size": "1.6"}), f"{c['id']} {c['name']}")
-                for c in _sorted(classes)]
-            layer.setRenderer(QgsCategorizedSymbolRenderer(CLASS_FIELD, cats))
+            style_points(layer, classes)
             project.addMapLayer(layer, False)
             group.addLayer(layer)
             added.append(layer)
     layer = QgsVectorLayer(str(result["output"]), f"{name} boxes", "ogr")
     if layer.isValid():
-        layer.setRenderer(box_renderer(classes))
+        style_boxes(layer, classes)
         score_labels(layer, show_scores)
         project.addMapLayer(layer, False)
         group.addLayer(layer)
@@ -206,7 +187,7 @@ def name_renderer(classes: list[dict], field: str = "class",
     ``background`` cells drawn as hollow grey outlines."""
     categories = []
     for c in list(classes) + [{"name": "background", "color": ""}]:
-        if c["color"]:
+        if c.get("color"):
             color = QColor(c["color"])
             symbol = QgsFillSymbol.createSimple({
                 "color": f"{color.red()},{color.green()},{color.blue()},255",
@@ -219,6 +200,81 @@ def name_renderer(classes: list[dict], field: str = "class",
     return QgsCategorizedSymbolRenderer(field, categories)
 
 
+def style_boxes(layer: QgsVectorLayer, classes: list[dict]) -> QgsVectorLayer:
+    """Detection boxes outlined in their class colour (by ``class_id``)."""
+    layer.setRenderer(box_renderer([c for c in classes if int(c["id"]) != 0]))
+    score_labels(layer, False)
+    layer.triggerRepaint()
+    return layer
+
+
+def style_points(layer: QgsVectorLayer, classes: list[dict]) -> QgsVectorLayer:
+    """Box centres as dots in their class colour (by ``class_id``)."""
+    from qgis.core import QgsMarkerSymbol
+
+    cats = [QgsRendererCategory(int(c["id"]), QgsMarkerSymbol.createSimple(
+        {"color": QColor(c["color"]).name(), "size": "1.6"}), f"{c['id']} {c['name']}")
+        for c in _sorted(classes) if int(c["id"]) != 0]
+    layer.setRenderer(QgsCategorizedSymbolRenderer(CLASS_FIELD, cats))
+    layer.triggerRepaint()
+    return layer
+
+
+def style_by_name(layer: QgsVectorLayer, classes: list[dict]) -> QgsVectorLayer:
+    """Grid cells or classified chips filled by their ``class`` name in the class colours
+    (polygon layers; a table or points keep QGIS's default)."""
+    if layer.geometryType() == 2 and "class" in layer.fields().names():
+        layer.setRenderer(name_renderer(classes))
+        layer.triggerRepaint()
+    return layer
+
+
+#: The map outputs of each family's classify job: job kind → {Processing output name: how that
+#: layer is styled, ``style(layer, classes)`` with the model card's classes}. Processing loads
+#: these outputs on completion (:mod:`..processing.job_algorithm`); a family's new classify kind
+#: adds its row here (``tests/test_processing.py`` checks every family has one).
+MAP_OUTPUTS: dict[str, dict[str, Callable]] = {
+    "classify_pixels": {"OUTPUT": lambda layer, classes: style_class_raster(layer, classes),
+                        "OUTPUT_PROBABILITIES": lambda layer, classes:
+                            style_probabilities(layer, classes),
+                        "OUTPUT_VECTOR": lambda layer, classes: style_polygons(layer, classes)},
+    "detect_objects": {"OUTPUT": lambda layer, classes: style_boxes(layer, classes),
+                       "OUTPUT_POINTS": lambda layer, classes: style_points(layer, classes)},
+    "classify_grid": {"OUTPUT": lambda layer, classes: style_by_name(layer, classes)},
+    "classify_chips": {"OUTPUT": lambda layer, classes: style_by_name(layer, classes)},
+}
+
+
+def model_classes(model: str) -> list[dict]:
+    """The classes of the model card of ``model`` (any family), each with a colour (the
+    card's, else one of a fixed palette); [] when the file is no readable model."""
+    from ..core.errors import UserError
+    from ..core.modelfile import read_model_card
+
+    try:
+        classes = read_model_card(model, task=None).get("classes") or []
+    except UserError:
+        return []
+    return [dict(c, color=c.get("color") or PALETTE[i % len(PALETTE)])
+            for i, c in enumerate(classes)]
+
+
+#: Colours of classes whose card has none (Tableau 10).
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def output_styler(job, name: str) -> Callable[[object], object] | None:
+    """How to style the output ``name`` (a Processing name) of ``job`` once QGIS loads it:
+    the model's class colours for a map output of a classify job (:data:`MAP_OUTPUTS`); None
+    for an output that is no map layer."""
+    style = MAP_OUTPUTS.get(getattr(job, "kind", ""), {}).get(name)
+    if style is None or not getattr(job, "model", ""):
+        return None
+    classes = model_classes(job.model)
+    return lambda layer: style(layer, classes)
+
+
 def add_class_layer(path: str, classes: list[dict], name: str = "",
                     project: QgsProject | None = None) -> QgsVectorLayer | None:
     """Add a vector output with a ``class`` field (Classify Grid, Classify Chips) to the map,
@@ -227,7 +283,6 @@ def add_class_layer(path: str, classes: list[dict], name: str = "",
     layer = QgsVectorLayer(str(path), name or Path(path).stem, "ogr")
     if not layer.isValid():
         return None
-    if layer.geometryType() == 2:   # polygons; points and lines keep QGIS's default symbol
-        layer.setRenderer(name_renderer(classes))
+    style_by_name(layer, classes)
     project.addMapLayer(layer)
     return layer

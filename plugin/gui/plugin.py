@@ -5,7 +5,6 @@ Menu entries come from :data:`.tools.TOOLS`; a tool's module is imported only wh
 
 from __future__ import annotations
 
-import importlib
 import traceback
 
 from qgis.core import QgsApplication
@@ -17,7 +16,7 @@ from ..core.errors import UserError
 from . import messages, settings
 from .icons import icon
 from .task import JobManager
-from .tools import TOOLS, Tool
+from .tools import TOOLS, Tool, call_opener
 
 MENU_TITLE = "&Deep Learning"
 MENU_OBJECT_NAME = "DeepLearningTrainerMenu"
@@ -137,10 +136,8 @@ class DeepLearningTrainerPlugin:
 
     def open_tool(self, tool: Tool) -> None:
         """Import the tool's opener and call it with this plugin; errors go to the message bar."""
-        module_name, _, function = tool.opener.partition(":")
         try:
-            module = importlib.import_module(f".{module_name}", __package__)
-            getattr(module, function)(self)
+            call_opener(tool.opener, self)
         except UserError as exc:
             messages.show_error(self.iface, exc.message, exc.fix)
         except Exception as exc:  # noqa: BLE001 - never a traceback dialog for the user

@@ -13,8 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from osgeo import gdal
-from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
-from qgis.gui import QgsMapLayerComboBox
+from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt import sip
 from qgis.PyQt.QtWidgets import (
     QFileDialog,
@@ -37,12 +36,17 @@ from .job_dialog_support import (
     WARNING_COLOR,
     JobDialog,
     browse_file,
+    checked_problems,
+    explain_fields,
     file_row,
     fit_to_screen,
     form_group,
     lay_out_dialog,
+    layer_picker,
     main_window,
     on_change,
+    pick_path,
+    picked_path,
     problem_label,
     remembered_job,
     show_dialog,
@@ -138,18 +142,16 @@ class RasterModelDialog(JobDialog):
         lay_out_dialog(self, cols, self.ok_text, self.warning_label, self.reason_label)
         fit_to_screen(self, 1000, 560)
 
+        explain_fields(self.job_cls, {"input": self.input_combo, "model": self.model_edit,
+                                      **self._field_widgets()})
         self.input_combo.layerChanged.connect(lambda _layer: self._input_changed())
         self.model_edit.textChanged.connect(self._model_changed)
         on_change(self._changed, self.grid_edit, *self._value_widgets())
 
     def _input_group(self) -> QGroupBox:
         inputs, form = form_group("Input")
-        self.input_combo = QgsMapLayerComboBox()
-        self.input_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.input_combo.setAllowEmptyLayer(True)
+        self.input_combo = layer_picker("raster_in", self.project)
         self.input_combo.setToolTip(self.input_tooltip)
-        if hasattr(self.input_combo, "setProject"):  # QGIS ≥ 3.24; before: the main project
-            self.input_combo.setProject(self.project)
         form.addRow("Input raster", file_row(self.input_combo, self._browse_input,
                                              tooltip="Choose a raster file"))
         self.input_label = QLabel()
@@ -176,33 +178,24 @@ class RasterModelDialog(JobDialog):
     def _run_group(self) -> QGroupBox:
         raise NotImplementedError
 
+    def _field_widgets(self) -> dict:
+        """The subclass's widgets by the job field they set (those without a tooltip get
+        the field's help)."""
+        return {}
+
     def _value_widgets(self) -> list[QWidget]:
         """The subclass's widgets whose changes re-check the job."""
         return []
 
     # -- values <-> job ------------------------------------------------------------------------
     def input_path(self) -> str:
-        layer = self.input_combo.currentLayer()
-        if layer is not None:
-            return layer.source()
-        text = self.input_combo.currentText().strip()
-        return text if text and Path(text).exists() else ""
+        return picked_path(self.input_combo)
 
     def set_input(self, path: str) -> None:
         """Select the map layer with this source, else offer the file as an extra item."""
-        for layer in self.project.mapLayers().values():
-            if isinstance(layer, QgsRasterLayer) and layer.source() == path:
-                self.input_combo.setLayer(layer)
-                if self.input_combo.currentLayer() is layer:
-                    # no layerChanged when the combo already showed it: read it here
-                    self._input_changed()
-                    return
-        if path:
-            items = list(self.input_combo.additionalItems())
-            if path not in items:
-                self.input_combo.setAdditionalItems(items + [path])
-            self.input_combo.setCurrentIndex(self.input_combo.findText(path))
-        self._input_changed()
+        pick_path(self.input_combo, path, [layer for layer in self.project.mapLayers().values()
+                                           if isinstance(layer, QgsRasterLayer)])
+        self._input_changed()   # also when the combo showed it already (no layerChanged)
 
     def job(self) -> Job:
         raise NotImplementedError
@@ -283,7 +276,7 @@ class RasterModelDialog(JobDialog):
         if self.card and self.input_info and self.input_info["bands"] != int(self.card["bands"]):
             out.append(self.band_problem(self.input_info["bands"], self.card["bands"]))
         out += self.output_problems(job)
-        own = job.problems()
+        own = checked_problems(job)
         if not job.input:
             own = [p for p in own if "(INPUT) is required" not in p]
         if not job.model:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt import sip
-from qgis.PyQt.QtCore import QCoreApplication, QObject, pyqtSignal
+from qgis.PyQt.QtCore import QCoreApplication, QObject, QTimer, pyqtSignal
 
 from ..core.envsetup import run_commands
 from ..core.errors import JobCancelled, UserError, WorkerError
@@ -215,6 +215,10 @@ class JobManager(QObject):
         super().__init__(parent)
         self.iface = iface
         self._tasks: list[_OutcomeTask] = []
+        self._just_ended: dict[str, float] = {}   # description → when its outcome was shown
+        bar = iface.messageBar() if iface is not None else None
+        if hasattr(bar, "widgetAdded"):
+            bar.widgetAdded.connect(self._drop_qgis_notice)
 
     @property
     def tasks(self) -> list[_OutcomeTask]:
@@ -277,8 +281,29 @@ class JobManager(QObject):
         elif kind == "artifact":
             messages.log(f"{description}: wrote {event.get('name')}: {event.get('path')}")
 
+    def _drop_qgis_notice(self, item) -> None:
+        """Remove the "Task complete" / "Task failed" notice QGIS pushes when one of our tasks
+        that ran 5 s or more ends (its notification falls back to the message bar where the
+        desktop has none): our own message says how it ended (finished, failed, or cancelled,
+        which QGIS calls complete), and QGIS's notice, pushed on top, brought ours back a
+        second time when it expired."""
+        from qgis.gui import QgsMessageBarItem
+
+        if not isinstance(item, QgsMessageBarItem):
+            item = sip.cast(item, QgsMessageBarItem)
+        ended = self._just_ended.get(item.text())
+        if ended is None or time.monotonic() - ended > 5 or item.title() not in (
+                QCoreApplication.translate("QgisApp", "Task complete"),
+                QCoreApplication.translate("QgisApp", "Task failed")):
+            return
+        QTimer.singleShot(0, lambda: None if sip.isdeleted(item) else
+                          self.iface.messageBar().popWidget(item))
+
     def _ended(self, task: _OutcomeTask, outcome: str, notify: bool) -> None:
         description = task.description()
+        self._just_ended = {d: t for d, t in self._just_ended.items()
+                            if time.monotonic() - t < 60}
+        self._just_ended[description] = time.monotonic()
         iface = self.iface if notify else None
         if outcome == "succeeded":
             messages.log(f"Finished: {description}", "success")

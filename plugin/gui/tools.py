@@ -42,3 +42,23 @@ TOOLS: list[Tool] = [
          section=8),
     Tool("settings", "", "Settings…", "settings.svg", "settings:open_settings", section=9),
 ]
+
+
+def call_opener(opener: str, plugin, *args):
+    """Import ``opener`` (``"module:function"``, module relative to ``plugin.gui``) and call it
+    as ``function(plugin, *args)``; what it returns (the dialog)."""
+    import importlib
+
+    module_name, _, function = opener.partition(":")
+    module = importlib.import_module(f"{__package__}.{module_name}")
+    return getattr(module, function)(plugin, *args)
+
+
+def classify_tool(kind: str):
+    """The classify tool (a :class:`..core.families.Tool`) of the family trained or applied by
+    job ``kind``: what the Training Model window offers for the model it trained; None when
+    the family has none."""
+    from ..core.families import family_of_kind
+
+    fam = family_of_kind(kind)
+    return fam.classify_tools[0] if fam is not None and fam.classify_tools else None

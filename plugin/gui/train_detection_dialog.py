@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 
-from qgis.PyQt import sip
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -27,8 +26,10 @@ from ..core.wording import for_dialog
 from . import settings
 from .job_dialog_support import (
     browse_file,
+    checked_problems,
     device_combo,
     double_spin,
+    explain_fields,
     file_row,
     fit_to_screen,
     form_group,
@@ -44,7 +45,7 @@ from .job_dialog_support import (
     single_shot_timer,
 )
 from .task import JobManager
-from .training_dialog_parts import TrainingDialog, model_output_row
+from .training_dialog_parts import TrainingDialog, model_output_row, suggest_model_outputs
 
 SETTINGS_KEY = "deep_learning_trainer/train_object_detection/last_job"
 _SUMMARY_FIELDS = ("project", "patch_size", "split", "shuffle", "seed", "pad_small_features",
@@ -112,7 +113,8 @@ class TrainDetectionDialog(TrainingDialog):
         self.project_edit.setPlaceholderText("Labeling project (.gpkg) or COCO/VOC/YOLO chips "
                                              "folder")
         f.addRow("Project", file_row(self.project_edit, lambda: browse_file(
-            self, self.project_edit, "Labeling project", "Labeling project (*.gpkg)")))
+            self, self.project_edit, "Labeling project", "Labeling project (*.gpkg)")
+            and self._suggest_outputs()))
         self.split_spin = double_spin(0, 100, 1, 5, " % training")
         f.addRow("Split", self.split_spin)
         self.shuffle_check = QCheckBox("Shuffle rasters")
@@ -166,12 +168,19 @@ class TrainDetectionDialog(TrainingDialog):
         cols.addWidget(model, 1)
         lay_out_dialog(self, cols, "Train", self.reason_label)
         fit_to_screen(self, 1000, 600)
-        self.project_edit.textChanged.connect(self._project_changed)
-        on_change(self._changed, self.output_edit, self.last_edit, self.shuffle_check,
-                  self.pad_check, self.rot_check, self.scale_check, self.flip_check,
-                  self.split_spin, self.patch_spin, self.feature_spin, self.background_spin,
-                  self.epochs_spin, self.batch_spin, self.lr_spin, self.arch_combo,
-                  self.device_combo)
+        self.project_edit.editingFinished.connect(self._suggest_outputs)
+        explain_fields(TrainObjectDetectionJob, {
+            "project": self.project_edit, "split": self.split_spin,
+            "patch_size": self.patch_spin, "feature_patch_percentage": self.feature_spin,
+            "background_patch_ratio": self.background_spin, "architecture": self.arch_combo,
+            "epochs": self.epochs_spin, "batch_size": self.batch_spin,
+            "learning_rate": self.lr_spin, "device": self.device_combo,
+            "output_model": self.output_edit, "output_last_model": self.last_edit})
+        on_change(self._changed, self.project_edit, self.output_edit, self.last_edit,
+                  self.shuffle_check, self.pad_check, self.rot_check, self.scale_check,
+                  self.flip_check, self.split_spin, self.patch_spin, self.feature_spin,
+                  self.background_spin, self.epochs_spin, self.batch_spin, self.lr_spin,
+                  self.arch_combo, self.device_combo)
 
     # -- values <-> job ------------------------------------------------------------------------
     def job(self) -> TrainObjectDetectionJob:
@@ -192,7 +201,8 @@ class TrainDetectionDialog(TrainingDialog):
     def set_job(self, job: TrainObjectDetectionJob) -> None:
         self.output_edit.setText(job.output_model)
         self.last_edit.setText(job.output_last_model)
-        self.project_edit.setText(job.project)   # suggests outputs when they are empty
+        self.project_edit.setText(job.project)
+        self._suggest_outputs()
         index = self.arch_combo.findData(job.architecture)
         self.arch_combo.setCurrentIndex(max(index, 0))
         self.patch_spin.setValue(job.patch_size)
@@ -218,16 +228,14 @@ class TrainDetectionDialog(TrainingDialog):
         return job
 
     # -- reactions -----------------------------------------------------------------------------
-    def _project_changed(self, *_args) -> None:
-        path = self.project_edit.text().strip()
-        if path and not self.output_edit.text().strip():
-            base = settings.output_base(path)
-            self.output_edit.setText(f"{base}_detector.dltmodel.safetensors")
-            self.last_edit.setText(f"{base}_detector_last.dltmodel.safetensors")
-        self._changed()
+    def _suggest_outputs(self) -> None:
+        """Model names after the project, when the project is chosen or typed and left (never
+        from a half-typed path) and the outputs are empty."""
+        suggest_model_outputs(self.project_edit.text(), "detector", self.output_edit,
+                              self.last_edit)
 
     def problems(self) -> list[str]:
-        out = list(self.job().problems())
+        out = checked_problems(self.job())
         if self.summary_error:
             out.append(self.summary_error)
         elif self.summary and not self.summary.get("patches", {}).get("train", {}).get("feature"):
@@ -242,26 +250,6 @@ class TrainDetectionDialog(TrainingDialog):
     def summary_job(self) -> DetectionSummaryJob:
         job = self.job()
         return DetectionSummaryJob(**{k: getattr(job, k) for k in _SUMMARY_FIELDS})
-
-    def _schedule_summary(self) -> None:
-        job = self.summary_job()
-        if not self._summary_changed(job):
-            return
-        self.summary, self.summary_error = None, ""
-        if not job.project or job.problems() or job.patch_size % 32:
-            self._show_summary_waiting()
-            return
-        self.summary_status.setText("Sampling…")
-        if self.live_summary:
-            self._timer.start()
-
-    def _summary_done(self, key: str, state: str, value) -> None:
-        if sip.isdeleted(self) or key != self._summary_key:
-            return
-        if state == "ready":
-            self.set_summary(value)
-        else:
-            self.set_summary(None, value)
 
     def set_summary(self, summary: dict | None, error: str = "") -> None:
         self.summary, self.summary_error = summary, error

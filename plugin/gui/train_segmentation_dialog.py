@@ -9,8 +9,6 @@ the reason, while the setup cannot train.
 from __future__ import annotations
 
 import dataclasses
-import html
-from pathlib import Path
 
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
@@ -55,27 +53,24 @@ from ..core.segmentation.jobs import (
     TrainPixelSegmentationJob,
 )
 from ..core.training.length import training_length
-from ..core.wording import for_dialog, plural
+from ..core.wording import for_dialog
 from . import settings
 from .job_dialog_support import (
     MODEL_FILTER,
-    MODEL_SUFFIX,
-    add_job_file_buttons,
-    ask_load_job,
-    ask_save_job,
     browse_file,
     browse_folder,
+    checked_problems,
     counted,
     devices_listed,
     double_spin,
     file_row,
     fill_devices,
     fit_to_screen,
+    guard_wheel,
     int_spin,
     known_devices,
     labeling_tool_project,
     lay_out_dialog,
-    load_job_file,
     main_window,
     problem_label,
     remember_value,
@@ -88,7 +83,12 @@ from .job_dialog_support import (
     single_shot_timer,
 )
 from .task import JobManager
-from .training_dialog_parts import TrainingDialog, model_output_row
+from .training_dialog_parts import (
+    TrainingDialog,
+    model_output_row,
+    suggest_model_outputs,
+    summary_html,
+)
 
 SETTINGS_KEY = "deep_learning_trainer/train_pixel_segmentation/last_job"
 SUMMARY_DELAY_MS = 500
@@ -121,45 +121,6 @@ def summary_blockers(summary: dict) -> list[str]:
         out.append("The training patches hold no labelled feature: label features on the "
                    "training rasters.")
     return out
-
-
-def summary_html(summary: dict, classes: list | None = None) -> str:
-    """The pre-flight summary as a compact rich-text table."""
-    names = {int(k): v for k, v in (summary.get("class_names") or {}).items()}
-    colors = {}
-    for c in classes or []:
-        names.setdefault(c.id, c.name)
-        colors[c.id] = c.color
-    patches = summary.get("patches", {})
-    pixels = {s: {int(k): v for k, v in (summary.get("pixels", {}).get(s) or {}).items()}
-              for s in ("train", "validation")}
-    rows = ["<tr><th></th><th align='right'>Training</th><th align='right'>Validation</th></tr>"]
-    for key, label in (("feature", "Feature patches"), ("background", "Background patches"),
-                       ("total", "Patches")):
-        t = patches.get("train", {}).get(key, 0)
-        v = patches.get("validation", {}).get(key, 0)
-        bold = ("<b>", "</b>") if key == "total" else ("", "")
-        rows.append(f"<tr><td>{bold[0]}{label}{bold[1]}</td><td align='right'>{bold[0]}{t:,}"
-                    f"{bold[1]}</td><td align='right'>{bold[0]}{v:,}{bold[1]}</td></tr>")
-    ids = sorted(set(pixels["train"]) | set(pixels["validation"]) | set(names))
-    if ids:
-        rows.append("<tr><td colspan='3'><i>Pixels per class</i></td></tr>")
-    for cid in ids:
-        name = "background" if cid == 0 else names.get(cid, f"class {cid}")
-        swatch = (f"<span style='color:{colors[cid]}'>■</span> " if cid in colors else "")
-        t, v = pixels["train"].get(cid, 0), pixels["validation"].get(cid, 0)
-        style = " style='color:#b00020'" if cid and (not t or not v) else ""
-        rows.append(f"<tr{style}><td>{swatch}{html.escape(name)}</td>"
-                    f"<td align='right'>{t:,}</td><td align='right'>{v:,}</td></tr>")
-    text = f"<table cellspacing='0' cellpadding='2' width='100%'>{''.join(rows)}</table>"
-    text += (f"<p style='color:#555'>Patches of {summary.get('patch_size', '?')} px "
-             f"from {plural(len(summary.get('sources', [])), 'raster')}.</p>")
-    warnings = summary.get("warnings") or []
-    if warnings:
-        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
-        text += (f"<p style='color:#a05a00'><b>Warnings</b></p>"
-                 f"<ul style='color:#a05a00'>{items}</ul>")
-    return text
 
 
 class TrainSegmentationDialog(TrainingDialog):
@@ -242,8 +203,6 @@ class TrainSegmentationDialog(TrainingDialog):
         self.reason_label = problem_label()
         self.reason_label.setObjectName("reason_label")
         lay_out_dialog(self, top, "Train", self.reason_label)
-        self.save_button, self.load_button = add_job_file_buttons(
-            self.buttons, self._save_job_clicked, self._load_job_clicked)
         fit_to_screen(self, 1180, 900)
 
     def _model_group(self) -> QGroupBox:
@@ -691,6 +650,7 @@ class TrainSegmentationDialog(TrainingDialog):
                 spin.setValue(float(value))
                 spin.valueChanged.connect(self._changed)
                 self.class_table.setCellWidget(row, col, spin)
+        guard_wheel(self.class_table)
 
     def _apply_distances(self, solid, blur) -> None:
         for column, values in ((1, solid), (2, blur)):
@@ -705,13 +665,9 @@ class TrainSegmentationDialog(TrainingDialog):
                     self.class_table.cellWidget(row, column).setValue(float(by_id[str(c.id)]))
 
     def _suggest_outputs(self) -> None:
-        if not self.project or self.output_edit.text().strip():
-            return
-        folder = Path(settings.output_folder() or self.project.path.parent)
-        stem = f"{self.project.path.stem}_segmentation"
-        self.output_edit.setText(str(folder / f"{stem}{MODEL_SUFFIX}"))
-        if not self.output_last_edit.text().strip():
-            self.output_last_edit.setText(str(folder / f"{stem}_last{MODEL_SUFFIX}"))
+        if self.project:
+            suggest_model_outputs(str(self.project.path), "segmentation", self.output_edit,
+                                  self.output_last_edit)
 
     # -- checks --------------------------------------------------------------------------------
     def patch_limit(self) -> int | None:
@@ -726,7 +682,7 @@ class TrainSegmentationDialog(TrainingDialog):
         """Why the job cannot start (OK is disabled while there is any)."""
         job = self.job()
         out = []
-        own = job.problems()
+        own = checked_problems(job)
         if not job.project:
             out.append("Choose a labeling project.")
             own = [p for p in own if "(PROJECT) is required" not in p]
@@ -909,27 +865,9 @@ class TrainSegmentationDialog(TrainingDialog):
         self.background_check.setChecked(bool(state.get("background", False)))
         self.tensorboard_check.setChecked(bool(state.get("tensorboard", True)))
 
-    def save_job(self, path: str | Path) -> None:
-        self.job().save(path)
-
-    def load_job(self, path: str | Path) -> None:
-        self._show_loaded_job(load_job_file(path, TrainPixelSegmentationJob))
-
     def _show_loaded_job(self, job: TrainPixelSegmentationJob) -> None:
         self._project_path = None
         self.set_job(job)
-
-    def _save_job_clicked(self) -> None:
-        ask_save_job(self, self.job(), self._job_folder())
-
-    def _load_job_clicked(self) -> None:
-        job = ask_load_job(self, TrainPixelSegmentationJob, self._job_folder())
-        if job is not None:
-            self._show_loaded_job(job)
-
-    def _job_folder(self) -> str:
-        out = self.output_edit.text().strip()
-        return str(Path(out).parent) if out else settings.output_folder()
 
     # -- browsing ------------------------------------------------------------------------------
     def _browse_project(self) -> None:

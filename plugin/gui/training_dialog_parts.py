@@ -5,6 +5,7 @@ pre-flight summary's sampling task."""
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -14,6 +15,7 @@ from qgis.PyQt.QtWidgets import QHBoxLayout, QLineEdit, QMessageBox, QWidget
 
 from ..core.errors import UserError
 from ..core.jobs import Job
+from ..core.wording import plural as _plural
 from . import messages
 from .job_dialog_support import (
     MODEL_FILTER,
@@ -35,12 +37,37 @@ def model_output_row(parent: QWidget, edit: QLineEdit, title: str) -> QHBoxLayou
                                                    MODEL_SUFFIX, ".safetensors"))
 
 
+def suggest_model_outputs(source: str, word: str, best: QLineEdit,
+                          last: QLineEdit | None = None) -> bool:
+    """Fill empty model outputs after ``source`` (a project, chips folder or vector file that
+    exists): ``<source stem>_<word>.dltmodel.safetensors`` and ``…_<word>_last…`` (in the
+    output folder of the settings when one is set). Call it when the user has chosen or left
+    the source field, never per keystroke. Whether names were filled."""
+    from . import settings
+
+    path = Path(source.strip()) if source.strip() else None
+    if path is None or not path.name or not path.exists() or best.text().strip():
+        return False
+    base = settings.output_base(path)
+    best.setText(f"{base}_{word}{MODEL_SUFFIX}")
+    if last is not None and not last.text().strip():
+        last.setText(f"{base}_{word}_last{MODEL_SUFFIX}")
+    return True
+
+
 def confirm_replacing_models(parent: QWidget, job: Job) -> bool:
     """True unless the job's output models exist and the user declines to replace them."""
-    existing = [p for p in (job.output_model, job.output_last_model) if p and Path(p).exists()]
+    return confirm_replacing(parent, [job.output_model, job.output_last_model],
+                             "Replace models?", "as training writes new models")
+
+
+def confirm_replacing(parent: QWidget, paths: Iterable[str], title: str = "Replace files?",
+                      when: str = "by this run") -> bool:
+    """True unless one of ``paths`` exists and the user declines to replace them."""
+    existing = [p for p in paths if p and Path(p).exists()]
     return not existing or QMessageBox.question(
-        parent, "Replace models?", "These files exist and will be replaced as training writes "
-        "new models:\n" + "\n".join(existing)) == QMessageBox.Yes
+        parent, title, f"These files exist and will be replaced {when}:\n"
+        + "\n".join(existing)) == QMessageBox.Yes
 
 
 def start_training(plugin, job: Job):
@@ -119,6 +146,31 @@ class TrainingDialog(JobDialog):
         self.summary_status.setText(SUMMARY_WAITING)
         self.summary_view.clear()
 
+    def summary_ready(self, job: Job) -> bool:
+        """Whether the summary job's values can be sampled (else the summary waits)."""
+        return bool(job.project) and not job.problems() and job.patch_size % 32 == 0
+
+    def _schedule_summary(self) -> None:
+        """Sample again (once typing pauses) when the values the summary depends on changed."""
+        job = self.summary_job()
+        if not self._summary_changed(job):
+            return
+        self.summary, self.summary_error = None, ""
+        if not self.summary_ready(job):
+            self._show_summary_waiting()
+            return
+        self.summary_status.setText("Sampling…")
+        if self.live_summary:
+            self._timer.start()
+
+    def _summary_done(self, key: str, state: str, value) -> None:
+        if sip.isdeleted(self) or key != self._summary_key:
+            return
+        if state == "ready":
+            self.set_summary(value)
+        else:
+            self.set_summary(None, value)
+
     def _start_summary(self) -> None:
         """Run the summary job (the one running is cancelled); ``_summary_done(key, state,
         value)`` follows, with the key of the values it was run for."""
@@ -126,6 +178,47 @@ class TrainingDialog(JobDialog):
         self._summary_task = start_summary(
             self.jobs, self._summary_task, self.summary_job(), self.summary_title,
             lambda state, value: self._summary_done(key, state, value))
+
+
+def summary_html(summary: dict, classes: list | None = None) -> str:
+    """The pre-flight summary of a sampling (a ``sample_summary`` result) as a compact
+    rich-text table: patches and pixels per class per split, then the warnings; ``classes``
+    (labeling project classes) give the colours. Shared by the train dialogs."""
+    names = {int(k): v for k, v in (summary.get("class_names") or {}).items()}
+    colors = {}
+    for c in classes or []:
+        names.setdefault(c.id, c.name)
+        colors[c.id] = c.color
+    patches = summary.get("patches", {})
+    pixels = {s: {int(k): v for k, v in (summary.get("pixels", {}).get(s) or {}).items()}
+              for s in ("train", "validation")}
+    rows = ["<tr><th></th><th align='right'>Training</th><th align='right'>Validation</th></tr>"]
+    for key, label in (("feature", "Feature patches"), ("background", "Background patches"),
+                       ("total", "Patches")):
+        t = patches.get("train", {}).get(key, 0)
+        v = patches.get("validation", {}).get(key, 0)
+        bold = ("<b>", "</b>") if key == "total" else ("", "")
+        rows.append(f"<tr><td>{bold[0]}{label}{bold[1]}</td><td align='right'>{bold[0]}{t:,}"
+                    f"{bold[1]}</td><td align='right'>{bold[0]}{v:,}{bold[1]}</td></tr>")
+    ids = sorted(set(pixels["train"]) | set(pixels["validation"]) | set(names))
+    if ids:
+        rows.append("<tr><td colspan='3'><i>Pixels per class</i></td></tr>")
+    for cid in ids:
+        name = "background" if cid == 0 else names.get(cid, f"class {cid}")
+        swatch = (f"<span style='color:{colors[cid]}'>■</span> " if cid in colors else "")
+        t, v = pixels["train"].get(cid, 0), pixels["validation"].get(cid, 0)
+        style = " style='color:#b00020'" if cid and (not t or not v) else ""
+        rows.append(f"<tr{style}><td>{swatch}{html.escape(name)}</td>"
+                    f"<td align='right'>{t:,}</td><td align='right'>{v:,}</td></tr>")
+    text = f"<table cellspacing='0' cellpadding='2' width='100%'>{''.join(rows)}</table>"
+    text += (f"<p style='color:#555'>Patches of {summary.get('patch_size', '?')} px "
+             f"from {_plural(len(summary.get('sources', [])), 'raster')}.</p>")
+    warnings = summary.get("warnings") or []
+    if warnings:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        text += (f"<p style='color:#a05a00'><b>Warnings</b></p>"
+                 f"<ul style='color:#a05a00'>{items}</ul>")
+    return text
 
 
 # -- live pre-flight summary -------------------------------------------------------------------

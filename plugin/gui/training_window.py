@@ -28,6 +28,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.wording import plural
+from .tools import call_opener, classify_tool
 
 TRAIN_COLOR = QColor("#1f77b4")
 VAL_COLOR = QColor("#ff7f0e")
@@ -287,10 +288,11 @@ class TrainingWindow(QWidget):
         self.close_button.setToolTip("Close this window; training goes on in the background "
                                      "(see the task manager).")
         self.close_button.clicked.connect(self.close)
-        self.classify_button = QPushButton(
-            "Detect Objects…" if getattr(self.job, "kind", "") == "train_object_detection"
-            else "Classify Pixels…")
-        self.classify_button.setToolTip("Classify a raster with the best model.")
+        self.classify = classify_tool(getattr(self.job, "kind", ""))   # the family's own
+        self.classify_button = QPushButton(self.classify.label if self.classify else "")
+        self.classify_button.setToolTip(
+            f"Open {self.classify.label.rstrip('…')} with the best model." if self.classify
+            else "")
         self.classify_button.clicked.connect(self.open_classify)
         self.classify_button.hide()
         buttons = QHBoxLayout()
@@ -420,7 +422,8 @@ class TrainingWindow(QWidget):
                                  f"{result.get('best_epoch', '?')}.")
         if model:
             self.best_model = model
-            self.classify_button.setVisible(self.plugin is not None)
+            self.classify_button.setVisible(self.plugin is not None
+                                            and self.classify is not None)
             self.model_label.setText(f"Best model: {model}"
                                      + (f"\nReport: {result['report']}" if result.get("report")
                                         else ""))
@@ -437,7 +440,8 @@ class TrainingWindow(QWidget):
         self._ended("cancelled", f"Cancelled after {plural(self.epoch_done, 'finished epoch')}."
                                  f"{kept}")
         if self.best_model:  # the kept model classifies as well as a finished one
-            self.classify_button.setVisible(self.plugin is not None)
+            self.classify_button.setVisible(self.plugin is not None
+                                            and self.classify is not None)
             self.model_label.setText(f"Best model: {self.best_model}")
 
     # -- actions -------------------------------------------------------------------------------
@@ -486,18 +490,12 @@ class TrainingWindow(QWidget):
         for key, url in tb.urls.items():
             shown(key, url, True)
 
-    def open_classify(self) -> None:
-        """Open Classify Pixels (Detect Objects for a detector) with the best model."""
-        if self.plugin is None or not self.best_model:
-            return
-        if getattr(self.job, "kind", "") == "train_object_detection":
-            from .detect_objects_dialog import open_detect_objects
-
-            open_detect_objects(self.plugin, self.best_model)
-            return
-        from .classify_pixels_dialog import open_classify_pixels
-
-        open_classify_pixels(self.plugin, self.best_model)
+    def open_classify(self):
+        """Open the family's classify tool (Classify Pixels, Detect Objects, Classify Grid,
+        Classify Chips) with the best model; the dialog."""
+        if self.plugin is None or not self.best_model or self.classify is None:
+            return None
+        return call_opener(self.classify.opener, self.plugin, self.best_model)
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
         if self.state == "running":

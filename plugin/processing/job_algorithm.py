@@ -37,6 +37,7 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
     QgsProcessingParameterVectorLayer,
+    QgsProcessingUtils,
 )
 
 from ..core import job_catalog  # noqa: F401  (registers every job class)
@@ -47,6 +48,7 @@ from ..core.params import ParamSpec, param_fields
 from ..core.progress import for_job as progress_for_job
 from ..core.runner import WorkerRun
 from ..gui.icons import icon
+from ..gui.job_dialog_support import spec_notes
 from . import algorithms
 
 FILE_IN = ("file_in", "model_in", "project_in")
@@ -54,6 +56,8 @@ FILE_OUT = ("file_out", "model_out", "project_out")
 LISTS = ("str_list", "int_list", "float_list")
 LAYER_OUT = ("raster_out", "vector_out")
 DESTINATIONS = FILE_OUT + ("folder_out",) + LAYER_OUT
+#: File endings of file outputs QGIS can open as map layers.
+_MAP_SUFFIXES = (".gpkg", ".tif", ".tiff", ".shp", ".geojson")
 #: Post-processors of layers loaded on completion (QGIS keeps no reference to them).
 _POST_PROCESSORS: list = []
 CRASH_FIX = ("The log above has the worker's last output; a crash is often a lack of memory "
@@ -195,16 +199,7 @@ class JobAlgorithm(QgsProcessingAlgorithm):
         doc = html.escape(inspect.getdoc(self.job_cls) or "")
         items = []
         for _f, ps in param_fields(self.job_cls):
-            notes = []
-            if ps.minimum is not None or ps.maximum is not None:
-                low = "" if ps.minimum is None else f"{ps.minimum:g}"
-                high = "" if ps.maximum is None else f"{ps.maximum:g}"
-                notes.append(f"from {low} to {high}" if low and high else
-                             (f"at least {low}" if low else f"at most {high}"))
-            if ps.kind in LISTS:
-                notes.append("comma separated")
-            if ps.kind == "dict":
-                notes.append("a JSON object")
+            notes = spec_notes(ps)
             text = " ".join(filter(None, [html.escape(ps.help),
                                           f"({'; '.join(notes)})" if notes else ""]))
             if text:
@@ -390,23 +385,42 @@ class JobAlgorithm(QgsProcessingAlgorithm):
         for f, ps in param_fields(self.job_cls):
             if ps.kind in DESTINATIONS:
                 result[ps.name] = getattr(job, f.name) or None
-        self._style_loaded_outputs(job, context)
+        self.load_outputs(job, context)
         return result
 
-    def _style_loaded_outputs(self, job: Job, context: QgsProcessingContext) -> None:
-        """Outputs QGIS loads on completion get the job's styles (class colours…)."""
+    def load_outputs(self, job: Job, context: QgsProcessingContext) -> list[str]:
+        """Put the job's map outputs on the map when it completes, styled as the family's
+        outputs (class colours; :data:`..gui.output_layers.MAP_OUTPUTS` says which outputs of
+        which job are map layers). Layer outputs (raster/vector destinations) load when the
+        user asked QGIS to open them; file outputs that are map layers (boxes, grid cells,
+        classified chips as a GeoPackage) load whenever they were written. Only runs that QGIS
+        loads results for (the Processing dialog, ``runAndLoadResults``) show them. The paths
+        that will be loaded."""
         from ..gui.output_layers import output_styler
 
+        loaded = []
         for f, ps in param_fields(self.job_cls):
             path = getattr(job, f.name)
-            if ps.kind not in LAYER_OUT or not path or \
-                    not context.willLoadLayerOnCompletion(path):
+            if ps.kind not in DESTINATIONS or not path:
                 continue
             styler = output_styler(job, ps.name)
+            if ps.kind not in LAYER_OUT:
+                if styler is None or not Path(path).is_file() or \
+                        Path(path).suffix.lower() not in _MAP_SUFFIXES:
+                    continue
+                hint = (QgsProcessingUtils.LayerHint.Raster
+                        if Path(path).suffix.lower() in (".tif", ".tiff")
+                        else QgsProcessingUtils.LayerHint.Vector)
+                context.addLayerToLoadOnCompletion(path, QgsProcessingContext.LayerDetails(
+                    Path(path).stem, context.project(), ps.name, hint))
+            elif not context.willLoadLayerOnCompletion(path):
+                continue
+            loaded.append(path)
             if styler is not None:
                 post = _Styler(styler)
                 _POST_PROCESSORS[:] = _POST_PROCESSORS[-31:] + [post]
                 context.layerToLoadOnCompletionDetails(path).setPostProcessor(post)
+        return loaded
 
 
 class _Styler(QgsProcessingLayerPostProcessorInterface):

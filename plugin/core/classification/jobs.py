@@ -257,6 +257,13 @@ class ClassifyChipsJob(Job):
             out.append(f"The model {self.model} does not exist: check MODEL.")
         if not self.output:
             out.append("Output (OUTPUT) is required: choose a file name.")
+        elif p is not None and p.exists():   # the format written follows the input
+            suffix = ".gpkg" if p.is_file() else ".csv"
+            if not self.output.lower().endswith(suffix):
+                what = ("a vector INPUT gives a GeoPackage copy of the layer" if p.is_file()
+                        else "a chips folder gives a CSV table")
+                out.append(f"Output (OUTPUT) {Path(self.output).name} does not end in {suffix}: "
+                           f"{what}; name it like {Path(self.output).stem or 'output'}{suffix}.")
         return out
 
     def run(self, ctx: JobContext) -> dict:

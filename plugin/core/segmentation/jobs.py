@@ -60,7 +60,6 @@ class TrainPixelSegmentationJob(TrainingJob):
     chips_folder_kinds = "a segmentation chips folder"
     title = "Train Pixel Segmentation"
     group = "Pixel segmentation"
-    progress_phases = (("prepare", 0.05), ("epoch", 0.95))
 
     project: str = spec("", "PROJECT", "Labeling project", "project_in",
                         help="The labeling project (GeoPackage) with the training rasters and "

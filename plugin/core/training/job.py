@@ -48,6 +48,11 @@ class TrainingJob(Job):
     device: str = device_field("training")
     output_last_model: str = trainer.output_last_model_field()
     log_folder: str = trainer.log_folder_field()
+    #: Overall progress of every family's training (:mod:`.progress`): the task's ``prepare``
+    #: steps, then the engine's epochs (with their batches); other phases a task reports
+    #: while preparing (label ``raster`` i/n, grid ``cells``) or testing leave it unchanged.
+    progress_phases: ClassVar[tuple[tuple[str, float], ...]] = (("prepare", 0.05),
+                                                                 ("epoch", 0.95))
 
     def problems(self) -> list[str]:
         """The base checks, the project, the model files and the log folder (each a sentence
@@ -116,7 +121,7 @@ class TrainingJob(Job):
             return self.log_folder
         p = Path(self.output_model)
         stem = p.name.split(".")[0] or "model"
-        return str(p.with_name(f"{stem}_logs"))
+        return str(p.with_name(f"{stem}_logs") if p.name else p / f"{stem}_logs")  # "/", "."
 
     def run(self, ctx: JobContext) -> dict:
         """Train in the one training engine with this family's task."""
