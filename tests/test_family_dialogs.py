@@ -16,10 +16,31 @@ from plugin.core.labeling.project import LabelingProject
 TRAIN_TOOLS = [pytest.param(fam.train_tool, id=fam.task) for fam in FAMILIES if fam.train_tool]
 
 
+#: What a card of each family holds besides the common fields (hand-made cards below).
+CARD_FIELDS = {
+    "pixel_segmentation": {"architecture": "unet", "encoder": "resnet18"},
+    "object_detection": {"architecture": "fcos_resnet18", "encoder": "", "score_threshold": 0.3,
+                         "nms_iou": 0.5, "max_box_px": 30.0},
+    "grid": {"architecture": "resnet18", "multi_label": False, "grid_size": 32},
+    "chip_classification": {"architecture": "resnet18", "multi_label": False, "max_side": 32},
+}
+
+
 def open_tool(tool, plugin, *args):
-    """What the Deep Learning menu does for ``tool``: its opener with the plugin."""
-    module, _, function = tool.opener.partition(":")
+    """What the Deep Learning menu does for the family ``tool``: the dialog the GUI names for
+    its kind (``gui.tools.DIALOGS``), opened with the plugin."""
+    from plugin.gui.tools import DIALOGS
+
+    module, _, function = DIALOGS[tool.kind].partition(":")
     return getattr(importlib.import_module(f"plugin.gui.{module}"), function)(plugin, *args)
+
+
+def test_every_family_tool_has_a_dialog_and_a_menu_entry():
+    from plugin.gui.tools import DIALOGS, TOOLS
+
+    kinds = [t.kind for fam in FAMILIES for t in (fam.train_tool, *fam.classify_tools) if t]
+    assert sorted(kinds) == sorted(DIALOGS)
+    assert {t.id for t in TOOLS} >= set(kinds)
 
 
 @pytest.fixture
@@ -229,8 +250,7 @@ def test_classify_dialogs_show_the_model_card(plugin, family, tmp_path):
                {"id": 1, "name": "roofs", "color": "#e31a1c"}]
     card = {"format": "dltrainer-model", "format_version": 1, "task": family.task,
             "classes": classes, "num_outputs": 2, "bands": 3, "mean": [0, 0, 0],
-            "std": [1, 1, 1], "patch_size": 64, "grid_size": 32, "max_side": 32,
-            "architecture": "x"}
+            "std": [1, 1, 1], "patch_size": 64, **CARD_FIELDS[family.task]}
     raw = json.dumps({"__metadata__": {"format": "dltrainer-model", "format_version": "1",
                                        "card": json.dumps(card)},
                       "w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()

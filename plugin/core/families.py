@@ -2,10 +2,11 @@
 
 A row names everything a family is: its model-file task, its job kinds, the
 :class:`~.training.task.TrainingTask` subclass the one training engine runs, how its model files
-load (``loader``) and export to ONNX (``exporter``), and its GUI entries. The job catalogue (CLI,
-worker), the Processing provider, the Deep Learning menu, the Training Model window and the
-model-file loader (:func:`.modelfile.load_model`) all read this table, so a new family is one row
-here plus its own folder (``jobs``, ``task``, ``data``, ``network``, ``predict``, ``export``).
+load (``loader``), are checked (``card_check``) and export to ONNX (``exporter``), and its menu
+entries (the dialogs that open them are named on the GUI side: ``plugin/gui/tools.py``). The job
+catalogue (CLI, worker), the Processing provider, the Deep Learning menu, the Training Model
+window and the model-file loader (:func:`.modelfile.load_model`) all read this table, so a new
+family is one row here plus its own folder (``jobs``, ``task``, ``data``, ``network``, ``predict``, ``export``).
 
 Strings only and no imports of the core: this module is imported inside QGIS, where torch must
 never be loaded, and by every shared layer (it closes no import circle).
@@ -20,12 +21,11 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Tool:
-    """A GUI entry of a family: its job kind, the menu label and the dialog opener
-    (``"module:function"``, module relative to ``plugin.gui``, called as ``function(plugin)``)."""
+    """A tool of a family as menus show it: its job kind and menu label. Which dialog opens it
+    is the GUI's business (``plugin/gui/tools.py`` ``DIALOGS``): the core names no GUI module."""
 
     kind: str
     label: str
-    opener: str
 
 
 @dataclass(frozen=True)
@@ -62,35 +62,27 @@ FAMILIES: list[Family] = [
            "segmentation.jobs", loader="segmentation.modelfile:load_model",
            card_check="segmentation.modelfile:card_problem",
            exporter="segmentation.export:export_job",
-           train_tool=Tool("train_pixel_segmentation", "Pixel Segmentation…",
-                           "train_segmentation_dialog:open_train_segmentation"),
-           classify_tools=(Tool("classify_pixels", "Classify Pixels…",
-                                "classify_pixels_dialog:open_classify_pixels"),)),
+           train_tool=Tool("train_pixel_segmentation", "Pixel Segmentation…"),
+           classify_tools=(Tool("classify_pixels", "Classify Pixels…"),)),
     Family("object_detection", "Object Detection", "train_object_detection",
            ("detect_objects",), "detection.task:ObjectDetectionTask", "detection.jobs",
            loader="detection.modelfile:load_detector",
            card_check="detection.modelfile:card_problem",
            exporter="detection.export:export_job",
-           train_tool=Tool("train_object_detection", "Object Detection…",
-                           "train_detection_dialog:open_train_detection"),
-           classify_tools=(Tool("detect_objects", "Detect Objects…",
-                                "detect_objects_dialog:open_detect_objects"),)),
+           train_tool=Tool("train_object_detection", "Object Detection…"),
+           classify_tools=(Tool("detect_objects", "Detect Objects…"),)),
     Family("grid", "Grid Model", "train_grid_model", ("classify_grid",),
            "classification.task:GridTask", "classification.jobs",
            loader="classification.network:load_classifier",
            card_check="classification.modelfile:card_problem",
-           train_tool=Tool("train_grid_model", "Grid Model…",
-                           "classification_dialogs:open_train_grid_model"),
-           classify_tools=(Tool("classify_grid", "Classify Grid…",
-                                "classification_dialogs:open_classify_grid"),)),
+           train_tool=Tool("train_grid_model", "Grid Model…"),
+           classify_tools=(Tool("classify_grid", "Classify Grid…"),)),
     Family("chip_classification", "Chip Classifier", "train_chip_classifier",
            ("classify_chips",), "classification.task:ChipTask", "classification.jobs",
            loader="classification.network:load_classifier",
            card_check="classification.modelfile:card_problem",
-           train_tool=Tool("train_chip_classifier", "Chip Classifier…",
-                           "classification_dialogs:open_train_chip_classifier"),
-           classify_tools=(Tool("classify_chips", "Classify Chips…",
-                                "classification_dialogs:open_classify_chips"),)),
+           train_tool=Tool("train_chip_classifier", "Chip Classifier…"),
+           classify_tools=(Tool("classify_chips", "Classify Chips…"),)),
 ]
 
 #: Job kinds every family shares (registered by shared modules, listed in Processing once).

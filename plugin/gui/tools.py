@@ -26,15 +26,28 @@ class Tool:
     section: int = 1  # entries are grouped by section (ascending), separators between groups
 
 
+#: The dialog that opens each family tool (job kind → ``"module:function"``): the GUI's side of
+#: the family table (``plugin/core/families.py``), which names tools by job kind only.
+DIALOGS: dict[str, str] = {
+    "train_pixel_segmentation": "train_segmentation_dialog:open_train_segmentation",
+    "classify_pixels": "classify_pixels_dialog:open_classify_pixels",
+    "train_object_detection": "train_detection_dialog:open_train_detection",
+    "detect_objects": "detect_objects_dialog:open_detect_objects",
+    "train_grid_model": "classification_dialogs:open_train_grid_model",
+    "classify_grid": "classification_dialogs:open_classify_grid",
+    "train_chip_classifier": "classification_dialogs:open_train_chip_classifier",
+    "classify_chips": "classification_dialogs:open_classify_chips",
+}
+
 TOOLS: list[Tool] = [
     Tool("labeling", "", "Labeling Tool", "labeling.svg", "labeling.dock:open_labeling_tool",
          toolbar=True),
     Tool("export_chips", "", "Export Training Chips", "export_chips.svg",
          "export_chips_dialog:open_export_chips"),
     # one Train and one Classify entry per model family (plugin/core/families.py)
-    *(Tool(f.train_tool.kind, "Train", f.train_tool.label, "train.svg", f.train_tool.opener,
-           section=2) for f in FAMILIES if f.train_tool),
-    *(Tool(t.kind, "Classify", t.label, "classify.svg", t.opener, section=3)
+    *(Tool(f.train_tool.kind, "Train", f.train_tool.label, "train.svg",
+           DIALOGS[f.train_tool.kind], section=2) for f in FAMILIES if f.train_tool),
+    *(Tool(t.kind, "Classify", t.label, "classify.svg", DIALOGS[t.kind], section=3)
       for f in FAMILIES for t in f.classify_tools),
     Tool("training_window", "", "Training Model Window", "train.svg",
          "training_window:open_training_window", section=2),
@@ -54,11 +67,12 @@ def call_opener(opener: str, plugin, *args):
     return getattr(module, function)(plugin, *args)
 
 
-def classify_tool(kind: str):
-    """The classify tool (a :class:`..core.families.Tool`) of the family trained or applied by
-    job ``kind``: what the Training Model window offers for the model it trained; None when
-    the family has none."""
+def classify_tool(kind: str) -> Tool | None:
+    """The menu entry of the classify tool of the family trained or applied by job ``kind``
+    (the family's ``window_tool``): what the Training Model window offers for the model it
+    trained; None when the family has none."""
     from ..core.families import family_of_kind
 
     fam = family_of_kind(kind)
-    return fam.classify_tools[0] if fam is not None and fam.classify_tools else None
+    tool = fam.window_tool if fam is not None else None
+    return next((t for t in TOOLS if tool is not None and t.id == tool.kind), None)
