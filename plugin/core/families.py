@@ -6,7 +6,8 @@ load (``loader``), are checked (``card_check``) and export to ONNX (``exporter``
 entries (the dialogs that open them are named on the GUI side: ``plugin/gui/tools.py``). The job
 catalogue (CLI, worker), the Processing provider, the Deep Learning menu, the Training Model
 window and the model-file loader (:func:`.modelfile.load_model`) all read this table, so a new
-family is one row here plus its own folder (``jobs``, ``task``, ``data``, ``network``, ``predict``, ``export``).
+family is one row here plus its own folder (``jobs``, ``task``, ``data``, ``network``,
+``predict``, ``export``).
 
 Strings only and no imports of the core: this module is imported inside QGIS, where torch must
 never be loaded, and by every shared layer (it closes no import circle).
