@@ -8,22 +8,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from family_cards import CARD_FIELDS
 from qgis.PyQt.QtWidgets import QAbstractSpinBox, QComboBox, QLineEdit
 
 from plugin.core.families import FAMILIES
 from plugin.core.labeling.project import LabelingProject
 
 TRAIN_TOOLS = [pytest.param(fam.train_tool, id=fam.task) for fam in FAMILIES if fam.train_tool]
-
-
-#: What a card of each family holds besides the common fields (hand-made cards below).
-CARD_FIELDS = {
-    "pixel_segmentation": {"architecture": "unet", "encoder": "resnet18"},
-    "object_detection": {"architecture": "fcos_resnet18", "encoder": "", "score_threshold": 0.3,
-                         "nms_iou": 0.5, "max_box_px": 30.0},
-    "grid": {"architecture": "resnet18", "multi_label": False, "grid_size": 32},
-    "chip_classification": {"architecture": "resnet18", "multi_label": False, "max_side": 32},
-}
 
 
 def open_tool(tool, plugin, *args):

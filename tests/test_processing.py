@@ -389,9 +389,10 @@ def _family_classify_kinds() -> list[str]:
     return [k for fam in FAMILIES for k in fam.classify_kinds]
 
 
-def _map_file(path: Path, raster: bool) -> Path:
-    """A 1-band class raster, or a GeoPackage of one square per class with ``class_id`` and
-    ``class`` (what the classify jobs write)."""
+def _map_file(path: Path, raster: bool, layer_name: str = "out") -> Path:
+    """A 1-band class raster, or a GeoPackage with a user's layer ``other`` first and the layer
+    ``layer_name`` of one square per class with ``class_id`` and ``class`` (what the classify
+    jobs write)."""
     from osgeo import gdal, ogr, osr
 
     srs = osr.SpatialReference()
@@ -403,7 +404,8 @@ def _map_file(path: Path, raster: bool) -> Path:
         ds = None
         return path
     ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    layer = ds.CreateLayer("out", srs, ogr.wkbPolygon)
+    ds.CreateLayer("other", srs, ogr.wkbPoint)      # QGIS opens the first layer of a file
+    layer = ds.CreateLayer(layer_name, srs, ogr.wkbPolygon)
     layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
     layer.CreateField(ogr.FieldDefn("class", ogr.OFTString))
     for cid, name in ((1, "car"), (2, "tree")):
@@ -427,6 +429,7 @@ def test_every_familys_classify_outputs_are_loaded_in_class_colours(qgis_process
     import json
     import struct
 
+    from family_cards import CARD_FIELDS
     from qgis.core import (
         QgsCategorizedSymbolRenderer,
         QgsPalettedRasterRenderer,
@@ -445,7 +448,7 @@ def test_every_familys_classify_outputs_are_loaded_in_class_colours(qgis_process
                {"id": 2, "name": "tree", "color": "#33a02c"}]
     card = {"format": "dltrainer-model", "format_version": 1, "task": family_of_kind(kind).task,
             "classes": classes, "num_outputs": 3, "bands": 3, "mean": [0, 0, 0],
-            "std": [1, 1, 1]}
+            "std": [1, 1, 1], "patch_size": 64, **CARD_FIELDS[family_of_kind(kind).task]}
     raw = json.dumps({"__metadata__": {"format": "dltrainer-model", "format_version": "1",
                                        "card": json.dumps(card)},
                       "w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
@@ -459,11 +462,18 @@ def test_every_familys_classify_outputs_are_loaded_in_class_colours(qgis_process
     assert set(declared) <= set(specs)
     values, context = {"model": str(model)}, QgsProcessingContext()
     context.setProject(QgsProject.instance())
+    job_defaults = alg.job_cls()
+    expected = []
     for name in declared:
         field, ps = specs[name]
         raster = ps.kind == "raster_out" or ".tif" in ps.file_filter
-        path = _map_file(tmp_path / f"{name.lower()}{'.tif' if raster else '.gpkg'}", raster)
+        layer_name = (getattr(job_defaults, f"{field}_layer", None)
+                      or getattr(job_defaults, "output_layer", None))
+        path = _map_file(tmp_path / f"{name.lower()}{'.tif' if raster else '.gpkg'}", raster,
+                         layer_name or "out")
         values[field] = str(path)
+        expected.append(str(path) if raster or not layer_name
+                        else f"{path}|layername={layer_name}")
         if ps.kind in ("raster_out", "vector_out"):   # what QGIS registers when asked to open
             context.addLayerToLoadOnCompletion(str(path), QgsProcessingContext.LayerDetails(
                 path.stem, QgsProject.instance(), name))
@@ -471,7 +481,7 @@ def test_every_familys_classify_outputs_are_loaded_in_class_colours(qgis_process
 
     loaded = alg.load_outputs(job, context)
 
-    assert sorted(loaded) == sorted(values[specs[n][0]] for n in declared)
+    assert sorted(loaded) == sorted(expected)      # our layer of a GeoPackage, not the file
     assert set(loaded) <= set(context.layersToLoadOnCompletion())
     for path in loaded:
         details = context.layerToLoadOnCompletionDetails(path)

@@ -446,7 +446,8 @@ class JobFormDialog(TrainingDialog):
             if out.lower().endswith(".gpkg") and not sip.isdeleted(project):
                 from .output_layers import add_class_layer
 
-                add_class_layer(out, result.get("classes") or [], Path(out).stem, project)
+                add_class_layer(out, result.get("classes") or [], Path(out).stem, project,
+                                result.get("output_layer"))
             elif out:
                 messages.log(f"{self.job_cls.title}: wrote {out}.")
 

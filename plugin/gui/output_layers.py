@@ -98,38 +98,43 @@ def style_polygons(layer: QgsVectorLayer, classes: list[dict]) -> QgsVectorLayer
     return layer
 
 
+def layer_uri(path: str, layer: str | None = None) -> str:
+    """What QGIS opens for an output: ``path``, or ``path|layername=layer`` for a layer of a
+    GeoPackage (a GeoPackage of the user may hold other layers before ours)."""
+    return f"{path}|layername={layer}" if layer and str(path).lower().endswith(".gpkg") else path
+
+
+def _add_to_group(project: QgsProject, group: QgsLayerTreeGroup, layer, style, added: list,
+                  visible: bool = True) -> None:
+    """Style ``layer`` (``style(layer)``), add it to ``project`` inside ``group`` and to
+    ``added``, when it could be opened."""
+    if not layer.isValid():
+        return
+    style(layer)
+    project.addMapLayer(layer, False)
+    group.addLayer(layer).setItemVisibilityChecked(visible)
+    added.append(layer)
+
+
 def add_classification(result: dict, classes: list[dict], name: str = "",
                        project: QgsProject | None = None) -> list:
     """Add the class raster, probabilities and polygons of a Classify Pixels ``result`` to the
     map in one group, styled with ``classes``; returns the layers added."""
     project = project or QgsProject.instance()
     name = name or Path(result["output"]).stem
-    root = project.layerTreeRoot()
-    group: QgsLayerTreeGroup = root.insertGroup(0, name)
-    added = []
+    group: QgsLayerTreeGroup = project.layerTreeRoot().insertGroup(0, name)
+    added: list = []
     vector = result.get("output_vector")
     if vector and Path(vector).exists():
-        layer = QgsVectorLayer(str(vector), f"{name} polygons", "ogr")
-        if layer.isValid():
-            style_polygons(layer, classes)
-            project.addMapLayer(layer, False)
-            group.addLayer(layer)
-            added.append(layer)
-    raster = QgsRasterLayer(str(result["output"]), f"{name} classes")
-    if raster.isValid():
-        style_class_raster(raster, classes)
-        project.addMapLayer(raster, False)
-        group.addLayer(raster)
-        added.append(raster)
+        uri = layer_uri(vector, result.get("output_vector_layer"))
+        _add_to_group(project, group, QgsVectorLayer(uri, f"{name} polygons", "ogr"),
+                      lambda layer: style_polygons(layer, classes), added)
+    _add_to_group(project, group, QgsRasterLayer(str(result["output"]), f"{name} classes"),
+                  lambda layer: style_class_raster(layer, classes), added)
     probs = result.get("output_probabilities")
     if probs and Path(probs).exists():
-        layer = QgsRasterLayer(str(probs), f"{name} probabilities")
-        if layer.isValid():
-            style_probabilities(layer, classes)
-            project.addMapLayer(layer, False)
-            node = group.addLayer(layer)
-            node.setItemVisibilityChecked(False)
-            added.append(layer)
+        _add_to_group(project, group, QgsRasterLayer(str(probs), f"{name} probabilities"),
+                      lambda layer: style_probabilities(layer, classes), added, visible=False)
     return added
 
 
@@ -162,22 +167,19 @@ def add_detections(result: dict, classes: list[dict], name: str = "",
     project = project or QgsProject.instance()
     name = name or Path(result["output"]).stem
     group: QgsLayerTreeGroup = project.layerTreeRoot().insertGroup(0, name)
-    added = []
+    added: list = []
+    layer_name = result.get("output_layer")
     points = result.get("output_points")
     if points and Path(points).exists():
-        layer = QgsVectorLayer(str(points), f"{name} centres", "ogr")
-        if layer.isValid():
-            style_points(layer, classes)
-            project.addMapLayer(layer, False)
-            group.addLayer(layer)
-            added.append(layer)
-    layer = QgsVectorLayer(str(result["output"]), f"{name} boxes", "ogr")
-    if layer.isValid():
+        _add_to_group(project, group,
+                      QgsVectorLayer(layer_uri(points, layer_name), f"{name} centres", "ogr"),
+                      lambda layer: style_points(layer, classes), added)
+
+    def boxes(layer) -> None:
         style_boxes(layer, classes)
         score_labels(layer, show_scores)
-        project.addMapLayer(layer, False)
-        group.addLayer(layer)
-        added.append(layer)
+    _add_to_group(project, group, QgsVectorLayer(layer_uri(str(result["output"]), layer_name),
+                                                 f"{name} boxes", "ogr"), boxes, added)
     return added
 
 
@@ -276,11 +278,13 @@ def output_styler(job, name: str) -> Callable[[object], object] | None:
 
 
 def add_class_layer(path: str, classes: list[dict], name: str = "",
-                    project: QgsProject | None = None) -> QgsVectorLayer | None:
-    """Add a vector output with a ``class`` field (Classify Grid, Classify Chips) to the map,
-    styled by class name with the model's colours; None when it cannot be opened."""
+                    project: QgsProject | None = None,
+                    layer_name: str | None = None) -> QgsVectorLayer | None:
+    """Add a vector output with a ``class`` field (Classify Grid, Classify Chips; its layer
+    ``layer_name`` in a GeoPackage) to the map, styled by class name with the model's colours;
+    None when it cannot be opened."""
     project = project or QgsProject.instance()
-    layer = QgsVectorLayer(str(path), name or Path(path).stem, "ogr")
+    layer = QgsVectorLayer(layer_uri(str(path), layer_name), name or Path(path).stem, "ogr")
     if not layer.isValid():
         return None
     style_by_name(layer, classes)

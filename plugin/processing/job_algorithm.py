@@ -396,7 +396,7 @@ class JobAlgorithm(QgsProcessingAlgorithm):
         classified chips as a GeoPackage) load whenever they were written. Only runs that QGIS
         loads results for (the Processing dialog, ``runAndLoadResults``) show them. The paths
         that will be loaded."""
-        from ..gui.output_layers import output_styler
+        from ..gui.output_layers import layer_uri, output_styler
 
         loaded = []
         for f, ps in param_fields(self.job_cls):
@@ -404,6 +404,8 @@ class JobAlgorithm(QgsProcessingAlgorithm):
             if ps.kind not in DESTINATIONS or not path:
                 continue
             styler = output_styler(job, ps.name)
+            # the layer written into a GeoPackage (OUTPUT_LAYER for OUTPUT and OUTPUT_POINTS)
+            layer = getattr(job, f"{f.name}_layer", None) or getattr(job, "output_layer", None)
             if ps.kind not in LAYER_OUT:
                 if styler is None or not Path(path).is_file() or \
                         Path(path).suffix.lower() not in _MAP_SUFFIXES:
@@ -411,16 +413,31 @@ class JobAlgorithm(QgsProcessingAlgorithm):
                 hint = (QgsProcessingUtils.LayerHint.Raster
                         if Path(path).suffix.lower() in (".tif", ".tiff")
                         else QgsProcessingUtils.LayerHint.Vector)
+                path = layer_uri(path, layer)
                 context.addLayerToLoadOnCompletion(path, QgsProcessingContext.LayerDetails(
-                    Path(path).stem, context.project(), ps.name, hint))
+                    Path(path.partition("|")[0]).stem, context.project(), ps.name, hint))
             elif not context.willLoadLayerOnCompletion(path):
                 continue
+            elif layer and "|" not in path and path.lower().endswith(".gpkg"):
+                path = self._load_layer_of(context, path, layer)
             loaded.append(path)
             if styler is not None:
                 post = _Styler(styler)
                 _POST_PROCESSORS[:] = _POST_PROCESSORS[-31:] + [post]
                 context.layerToLoadOnCompletionDetails(path).setPostProcessor(post)
         return loaded
+
+
+    @staticmethod
+    def _load_layer_of(context: QgsProcessingContext, path: str, layer: str) -> str:
+        """Load the layer ``layer`` of the GeoPackage ``path`` on completion instead of the
+        file (QGIS would open its first layer, which may be one of the user's)."""
+        uri = f"{path}|layername={layer}"
+        layers = context.layersToLoadOnCompletion()
+        details = layers.pop(path)
+        layers[uri] = details
+        context.setLayersToLoadOnCompletion(layers)
+        return uri
 
 
 class _Styler(QgsProcessingLayerPostProcessorInterface):

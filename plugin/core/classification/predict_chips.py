@@ -113,7 +113,8 @@ def classify_chips(job, ctx: JobContext) -> dict:
     for r in rows:
         counts[r["class"]] = counts.get(r["class"], 0) + 1
     ctx.artifact("output", str(out))
-    return {"output": str(out), "output_kind": kind, "device": device,
+    layer = (job.output_layer or _vector_layer(job.input)) if kind == "vector" else None
+    return {"output": str(out), "output_kind": kind, "output_layer": layer, "device": device,
             "classes": card["classes"], "multi_label": bool(card["multi_label"]),
             "chips": len(rows),
             "seconds": round(time.monotonic() - started, 2), "per_class": counts}

@@ -84,7 +84,8 @@ def classify_grid(job, ctx: JobContext) -> dict:
     write_vector_layer(out, job.output_layer, shapely.to_wkb(np.array(geoms, dtype=object)),
                        dict(zip(fields, data)), crs_wkt, "Polygon")
     ctx.artifact("output", str(out))
-    return {"output": str(out), "cells": total, "cells_classified": len(geoms),
+    return {"output": str(out), "output_layer": job.output_layer,
+            "cells": total, "cells_classified": len(geoms),
             "cells_skipped_nodata": total - len(geoms), "per_class": counts,
             "classes": card["classes"], "thresholds": [float(v) for v in th],
             "device": device, "seconds": round(time.monotonic() - started, 2)}

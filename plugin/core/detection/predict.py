@@ -416,6 +416,7 @@ def detect_objects(job, ctx: JobContext) -> dict:
                 f"{skipped} of {found['tiles']} tiles not run, about "
                 f"{optimized['seconds_saved']:g} s saved.")
     return {**optimized, "output": job.output, "output_points": job.output_points or None,
+            "output_layer": job.output_layer,
             "detections": int(len(scores)), "per_class": per_class, "device": device,
             "engine": getattr(detector, "name", "torch"),
             "tiles": found["tiles"], "tile_size": tile, "overlap": overlap,

@@ -390,6 +390,7 @@ def classify_pixels(job, ctx: JobContext) -> dict:
     return {**optimized, "output": str(out_path),
             "output_probabilities": str(prob_path) if prob_path else None,
             "output_vector": str(vec_path) if vec_path else None, "polygons": n_polygons,
+            "output_vector_layer": vec_layer if vec_path else None,
             "engine": engine.name, "device": device, "pixels_per_class": pixels,
             "nodata_pixels": int(counts[CLASS_NODATA]), "tiles": stats["tiles"],
             "seconds": round(time.monotonic() - started, 2)}
