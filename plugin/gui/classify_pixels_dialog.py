@@ -24,7 +24,6 @@ from .job_dialog_support import (
     file_row,
     form_group,
     int_spin,
-    select_device,
 )
 from .output_layers import add_classification
 from .raster_model_dialog import (
@@ -162,19 +161,12 @@ class ClassifyPixelsDialog(RasterModelDialog):
     # -- values <-> job ------------------------------------------------------------------------
     def job(self) -> ClassifyPixelsJob:
         return ClassifyPixelsJob(
-            input=self.input_path(),
-            model=self.model_edit.text().strip(),
-            output=self.output_edit.text().strip(),
+            **self.shared_values(), output=self.output_edit.text().strip(),
             output_probabilities=(self.prob_edit.text().strip() if self.prob_check.isChecked()
                                   else ""),
             output_vector=self.vector_edit.text().strip() if self.vector_check.isChecked() else "",
-            min_area=self.min_area_spin.value(),
-            min_pixels=self.min_pixels_spin.value(),
-            overlap=self.overlap_spin.value() / 100.0,
-            tta=self.tta_check.isChecked(),
-            batch_size=self.batch_spin.value(),
-            tile_size=self.tile_spin.value(), grid_model=self.grid_edit.text().strip(),
-            device=str(self.device_combo.currentData() or "auto"))
+            min_area=self.min_area_spin.value(), min_pixels=self.min_pixels_spin.value(),
+            overlap=self.overlap_spin.value() / 100.0)
 
     def set_job(self, job: ClassifyPixelsJob) -> None:
         self.output_edit.setText(job.output)
@@ -182,16 +174,10 @@ class ClassifyPixelsDialog(RasterModelDialog):
         self.prob_edit.setText(job.output_probabilities)
         self.vector_check.setChecked(bool(job.output_vector))
         self.vector_edit.setText(job.output_vector)
-        self.set_input(job.input)  # fills the empty output names after the input
-        self.model_edit.setText(job.model)
+        self.show_shared_values(job)   # the input fills the output names still empty
         self.min_area_spin.setValue(job.min_area)
         self.min_pixels_spin.setValue(job.min_pixels)
         self.overlap_spin.setValue(int(round(job.overlap * 100)))
-        self.tta_check.setChecked(job.tta)
-        self.batch_spin.setValue(job.batch_size)
-        self.tile_spin.setValue(job.tile_size)
-        self.grid_edit.setText(job.grid_model)
-        select_device(self.device_combo, job.device)
         self._model_changed()
 
     # -- reactions -----------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from .job_dialog_support import (
     file_row,
     form_group,
     int_spin,
-    select_device,
 )
 from .output_layers import add_detections
 from .raster_model_dialog import RasterModelDialog, open_raster_model_dialog
@@ -125,31 +124,21 @@ class DetectObjectsDialog(RasterModelDialog):
     # -- values <-> job ------------------------------------------------------------------------
     def job(self) -> DetectObjectsJob:
         return DetectObjectsJob(
-            input=self.input_path(), model=self.model_edit.text().strip(),
-            output=self.output_edit.text().strip(),
+            **self.shared_values(), output=self.output_edit.text().strip(),
             output_points=(self.points_edit.text().strip() if self.points_check.isChecked()
                            else ""),
             score_threshold=self.score_spin.value(), nms_iou=self.nms_spin.value(),
-            max_detections=self.max_spin.value(), tile_size=self.tile_spin.value(),
-            overlap=self.overlap_spin.value(), tta=self.tta_check.isChecked(),
-            batch_size=self.batch_spin.value(), grid_model=self.grid_edit.text().strip(),
-            device=str(self.device_combo.currentData() or "auto"))
+            max_detections=self.max_spin.value(), overlap=self.overlap_spin.value())
 
     def set_job(self, job: DetectObjectsJob) -> None:
-        self.set_input(job.input)
-        self.model_edit.setText(job.model)
+        self.show_shared_values(job)
         self.output_edit.setText(job.output)
         self.points_check.setChecked(bool(job.output_points))
         self.points_edit.setText(job.output_points)
         self.score_spin.setValue(job.score_threshold)
         self.nms_spin.setValue(job.nms_iou)
         self.max_spin.setValue(job.max_detections)
-        self.tile_spin.setValue(job.tile_size)
         self.overlap_spin.setValue(job.overlap)
-        self.tta_check.setChecked(job.tta)
-        self.batch_spin.setValue(job.batch_size)
-        self.grid_edit.setText(job.grid_model)
-        select_device(self.device_combo, job.device)
         self._model_changed()
 
     # -- reactions -----------------------------------------------------------------------------

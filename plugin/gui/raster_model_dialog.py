@@ -49,6 +49,7 @@ from .job_dialog_support import (
     picked_path,
     problem_label,
     remembered_job,
+    select_device,
     show_dialog,
     show_messages,
     show_problems,
@@ -202,6 +203,26 @@ class RasterModelDialog(JobDialog):
 
     def set_job(self, job: Job) -> None:
         raise NotImplementedError
+
+    def shared_values(self) -> dict:
+        """The fields every apply-a-model dialog shows alike, as the job's keyword arguments:
+        INPUT, MODEL, TTA, BATCH_SIZE, TILE_SIZE, GRID_MODEL and DEVICE (a subclass makes the
+        widgets ``tta_check``, ``batch_spin``, ``tile_spin``, ``grid_edit``, ``device_combo``)."""
+        return {"input": self.input_path(), "model": self.model_edit.text().strip(),
+                "tta": self.tta_check.isChecked(), "batch_size": self.batch_spin.value(),
+                "tile_size": self.tile_spin.value(), "grid_model": self.grid_edit.text().strip(),
+                "device": str(self.device_combo.currentData() or "auto")}
+
+    def show_shared_values(self, job: Job) -> None:
+        """Show the fields of :meth:`shared_values` of ``job`` (the input first: it suggests
+        the output names that are still empty)."""
+        self.set_input(job.input)
+        self.model_edit.setText(job.model)
+        self.tta_check.setChecked(job.tta)
+        self.batch_spin.setValue(job.batch_size)
+        self.tile_spin.setValue(job.tile_size)
+        self.grid_edit.setText(job.grid_model)
+        select_device(self.device_combo, job.device)
 
     # -- reactions -----------------------------------------------------------------------------
     def input_text(self, info: dict) -> str:
