@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -34,11 +35,28 @@ DLTRAIN = [str(ROOT / ".venv/bin/python"), "-m", "plugin.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1",
        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 ROWS: list[tuple[str, str, str]] = []
+#: words of a fix inside an error line ("…: use 96", "…; check LABELS")
+FIX_WORDS = (r"\b(use|check|give|choose|set|change|add|remove|reproject|rename|run|pick|write|"
+             r"free|delete|move|make|train|export|retrain|save|select|try|name|keep|wait|stop|"
+             r"convert|takes|draw|import|lower|raise|open|close|install|update)\b")
 
 
 def record(case: str, outcome: str, note: str = "") -> None:
     ROWS.append((case, outcome, note))
     print(f"{outcome:12s} {case}  {note}"[:220], flush=True)
+
+
+def one_line(outcome: tuple[str, str], done: subprocess.CompletedProcess) -> tuple[str, str]:
+    """A 'clear' refusal of dltrain is ONE message: a single ``error: <cause>`` line and its fix
+    (a ``fix:`` line, or a clause of the error line telling what to do); no second error."""
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    if outcome[0] != "clear" or done.returncode == 0 or not errors:
+        return outcome    # a success, or qgis_process (its own wording around the message)
+    fixes = [ln for ln in done.stderr.splitlines() if ln.startswith("fix:")]
+    told = fixes or re.search(FIX_WORDS, errors[0].split(":", 2)[-1], re.I)
+    if len(errors) != 1 or not told:
+        return "unexpected", f"{len(errors)} error line(s), {len(fixes)} fix: {outcome[1]}"
+    return outcome[0], " ".join([errors[0], *fixes])[:300]
 
 
 def classify_output(done: subprocess.CompletedProcess, expect: str | None = None,
@@ -49,7 +67,7 @@ def classify_output(done: subprocess.CompletedProcess, expect: str | None = None
     if ok:
         return ("clear" if done.returncode == 0 else "unexpected"), _last_error(text)
     if done.returncode != 0 and (expect is None or expect.lower() in text.lower()):
-        return "clear", _last_error(text)
+        return one_line(("clear", _last_error(text)), done)
     return "unexpected", f"rc={done.returncode} {_last_error(text)}"
 
 
@@ -88,8 +106,11 @@ def qgis_run(env: dict, alg: str, cwd: Path, **params) -> subprocess.CompletedPr
 
 
 def make_model(path: Path, **card_changes) -> Path:
+    import torch
+
     from plugin.core.segmentation.network import build_network
 
+    torch.manual_seed(0)
     net = build_network("unet", "resnet18", 3, 3)
     card = modelfile.make_card(
         task="pixel_segmentation", architecture="unet", encoder="resnet18",
@@ -161,17 +182,6 @@ def expect_warning(done: subprocess.CompletedProcess, phrase: str) -> tuple[str,
     return "unexpected", f"rc={done.returncode} {_last_error(text)}"
 
 
-def one_line(outcome: tuple[str, str], done: subprocess.CompletedProcess) -> tuple[str, str]:
-    """A 'clear' refusal must be ONE line: 'error: <cause>. <fix>' (no stack, no second
-    error line)."""
-    if outcome[0] != "clear" or done.returncode == 0:
-        return outcome
-    errors = [ln for ln in done.stderr.splitlines() if ln.startswith(("error:", "ERROR:"))]
-    if len(errors) != 1 or len(errors[0]) < 40:
-        return "unexpected", f"{len(errors)} error line(s): {outcome[1]}"
-    return outcome
-
-
 def untouched(outcome: tuple[str, str], files: dict[Path, bytes | None]) -> tuple[str, str]:
     """'data lost' when a file of the user changed (or one that did not exist was made)."""
     for path, data in files.items():
@@ -195,6 +205,24 @@ def leftovers(folder: Path) -> list[str]:
     """Locks and temporaries a failed or killed run left in ``folder``."""
     return sorted(p.name for p in folder.iterdir()
                   if ".tmp" in p.name or p.name.endswith(".lock"))
+
+
+def killed_at(job_file: Path, folder: Path, start: str, delay: float, part: str = "") -> str:
+    """Run ``job_file``; kill -9 it ``delay`` s after a file whose name starts with ``start``
+    (and holds ``part``) appears in ``folder``. Returns that file's name, '' when the run ended
+    first."""
+    proc = subprocess.Popen([*DLTRAIN, "run", str(job_file)], cwd=folder,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    seen = ""
+    while not seen and proc.poll() is None:
+        seen = next((p.name for p in folder.iterdir()
+                     if p.name.startswith(start) and part in p.name), "")
+        time.sleep(0.002)
+    if seen:
+        time.sleep(delay)
+        proc.kill()
+    proc.wait()
+    return seen
 
 
 def family_cases(work: Path, scene) -> dict:
@@ -231,7 +259,7 @@ def family_cases(work: Path, scene) -> dict:
     done = dltrain(job("classify_chips", input=str(tags), model=str(models["chip_classification"]),
                        output=str(labels), **dev), fam, "chips_labels")
     record("dltrain classify_chips (chip model) OUTPUT = the chips folder's labels.csv",
-           *untouched(one_line(classify_output(done, "inside"), done),
+           *untouched(classify_output(done, "inside"),
                       {labels: labels.read_bytes()}))
     folder = fam / "imagefolder"
     make_chip_folder(folder, per_class=2)
@@ -241,7 +269,7 @@ def family_cases(work: Path, scene) -> dict:
                        epochs=1, batch_size=4, test_size=0, num_workers=0,
                        architecture="resnet18", **dev), fam, "chip_model_in_chips")
     record("dltrain train_chip_classifier OUTPUT_MODEL inside the chips folder, named like a chip",
-           *untouched(one_line(classify_output(done, "inside"), done),
+           *untouched(classify_output(done, "inside"),
                       {named: None, named.with_name(named.stem + ".dltmodel.safetensors"): None}))
 
     # box importers: skipped / clipped rows warn; malformed files are refused, no project left
@@ -308,7 +336,7 @@ def family_cases(work: Path, scene) -> dict:
         done = dltrain(job("import_labels", project=str(project), labels=str(sub / name),
                            rasters=[str(img)]), sub, "imp")
         if refused:
-            outcome = one_line(classify_output(done, phrase), done)
+            outcome = classify_output(done, phrase)
             if project.exists():
                 outcome = ("unexpected", f"a project was left behind; {outcome[1]}")
         else:
@@ -323,13 +351,13 @@ def family_cases(work: Path, scene) -> dict:
                            model=str(models["grid"]), output=str(fam / f"g_{variant}.gpkg"),
                            **dev), fam, f"grid_{variant}")
         record(f"dltrain classify_grid on a {variant} copy of its training raster",
-               *(one_line(classify_output(done, phrase), done) if refused
+               *(classify_output(done, phrase) if refused
                  else expect_warning(done, phrase)))
     done = dltrain(job("detect_objects", input=str(variants["uint16"]),
                        model=str(models["object_detection"]), output=str(fam / "d16.gpkg"),
                        engine="torch", **dev), fam, "det_uint16")
     record("dltrain detect_objects on a uint16 copy of its training raster",
-           *one_line(classify_output(done, "RESCALE"), done))
+           *classify_output(done, "RESCALE"))
     import rasterio
     from rasterio.transform import from_origin
 
@@ -340,7 +368,7 @@ def family_cases(work: Path, scene) -> dict:
                        model=str(models["chip_classification"]), output=str(fam / "off.gpkg"),
                        **dev), fam, "chips_off")
     record("dltrain classify_chips, vector layer not overlapping the raster",
-           *one_line(classify_output(done, "lies on the raster"), done))
+           *classify_output(done, "lies on the raster"))
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -380,7 +408,7 @@ def family_cases(work: Path, scene) -> dict:
             out.mkdir()
             done = dltrain(job(kind, **params), fam, "card")
             record(f"dltrain {kind}, model card: {name}",
-                   *one_line(classify_output(done, "model"), done))
+                   *classify_output(done, "model"))
     rgba = rgba_project(fam / "rgba_scene")
     done = dltrain(job("train_grid_model", project=str(rgba), grid_size=32, batch_size=16,
                        epochs=1, architecture="resnet18", num_workers=0,
@@ -412,7 +440,7 @@ def family_cases(work: Path, scene) -> dict:
         before = prev.read_bytes()
         params = {"model": str(models[task]), "output": str(prev), **dev, **extra}
         done = dltrain(job(kind, **params), fam, f"full_{kind}", preexec_fn=full_disk(size))
-        outcome = one_line(classify_output(done), done)
+        outcome = classify_output(done)
         said = done.stderr.lower()
         if outcome[0] == "clear" and not (("disk is full" in said or "too large" in said)
                                           and prev.name in done.stderr):
@@ -438,56 +466,57 @@ def family_cases(work: Path, scene) -> dict:
     done = subprocess.run([*DLTRAIN, "run", str(path), "--processes",
                            "64"], cwd=fam, capture_output=True, text=True, timeout=600, env=env)
     record(f"dltrain run --processes 64 on {os.cpu_count()} cores",
-           *one_line(classify_output(done, "CPU core"), done))
+           *classify_output(done, "CPU core"))
     done = subprocess.run([*DLTRAIN, "run", str(path), "--processes",
                            "2", "--set", "epochs=0"], cwd=fam, capture_output=True, text=True,
                           timeout=600, env=env)
     record("dltrain run job.json --processes 2 --set epochs=0",
-           *one_line(classify_output(done, "EPOCHS"), done))
+           *classify_output(done, "EPOCHS"))
     done = subprocess.run([*DLTRAIN, "run", str(path), "--processes",
                            "2", "--set", "nonsense"], cwd=fam, capture_output=True, text=True,
                           timeout=600, env=env)
     record("dltrain run job.json --processes 2 --set nonsense",
-           *one_line(classify_output(done, "name=value"), done))
+           *classify_output(done, "name=value"))
     done = dltrain(job("detect_objects", input=str(rgb), model=str(models["object_detection"]),
                        output=str(fam / "nms.gpkg"), nms_iou=-0.5, **dev), fam, "nms")
     record("dltrain detect_objects NMS_IOU -0.5",
-           *one_line(classify_output(done, "NMS_IOU -0.5"), done))
+           *classify_output(done, "NMS_IOU -0.5"))
     for task in ("grid", "chip_classification"):
         done = dltrain(job("export_onnx", model=str(models[task]),
                            output=str(fam / f"{task}.onnx")), fam, f"onnx_{task}")
         record(f"dltrain export_onnx of a {task} model",
-               *one_line(classify_output(done, "takes Pixel Segmentation and Object Detection"),
-                         done))
+               *classify_output(done, "takes Pixel Segmentation and Object Detection"))
 
-    # kill -9 during a training and during a GeoPackage write: the rerun is not blocked
+    # kill -9 while a training holds its lock, and while a GeoPackage layer is being written:
+    # the user's layers are kept and nothing left blocks the rerun
     out = fam / "killed.dltmodel.safetensors"
     long = {**seg, "epochs": 50, "steps_per_epoch": 2, "output_model": str(out)}
     path.write_text(json.dumps(job("train_pixel_segmentation", **long)))
-    proc = subprocess.Popen([*DLTRAIN, "run", str(path)], cwd=fam,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    time.sleep(10)
-    proc.kill()
-    proc.wait()
+    seen = killed_at(path, fam, f".{out.name}.dltrainer.lock", 3.0)
     done = dltrain(job("train_pixel_segmentation", **seg | {"output_model": str(out)}), fam,
                    "after_kill")
+    outcome = classify_output(done, ok=True)
     record("dltrain training killed with kill -9, then run again with the same OUTPUT_MODEL",
-           *classify_output(done, ok=True))
+           outcome[0] if seen else "unexpected", f"killed {seen or 'never'}; {outcome[1]}")
+    large = fam / "large.tif"        # 512 × 512 px: 256 cells, a write long enough to hit
+    with rasterio.open(rgb) as src:
+        profile, data = src.profile, src.read()
+    with rasterio.open(large, "w", **{**profile, "width": 512, "height": 512}) as dst:
+        dst.write(np.tile(data, (1, 8, 8)))
     mine = user_geopackage(fam / "mine_killed.gpkg")
     path = fam / "killgrid.json"
-    path.write_text(json.dumps(job("classify_grid", input=str(big), model=str(models["grid"]),
-                                   output=str(mine), **dev)))
-    proc = subprocess.Popen([*DLTRAIN, "run", str(path)], cwd=fam,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    time.sleep(4)
-    proc.kill()
-    proc.wait()
-    lost = kept_layers(subprocess.CompletedProcess([], 0, "", ""), mine, None)
-    done = dltrain(job("classify_grid", input=str(big), model=str(models["grid"]),
-                       output=str(mine), **dev), fam, "grid_after_kill")
+    params = {"input": str(large), "model": str(models["grid"]), "output": str(mine), **dev}
+    path.write_text(json.dumps(job("classify_grid", **params)))
+    for delay in (0.0, 0.03, 0.1):
+        seen = killed_at(path, fam, ".mine_killed.", delay, ".tmp")
+        lost = kept_layers(subprocess.CompletedProcess([], 0, "", ""), mine, None)
+        if lost[0] == "data lost":
+            break
+    done = dltrain(job("classify_grid", **params), fam, "grid_after_kill")
     outcome = kept_layers(done, mine, "grid_cells")
-    record("dltrain classify_grid into a GeoPackage killed with kill -9, then run again",
-           *(lost if lost[0] == "data lost" else outcome))
+    record("dltrain classify_grid killed with kill -9 while writing into a GeoPackage (3 times), "
+           "then run again", lost[0] if lost[0] == "data lost" else
+           (outcome[0] if seen else "unexpected"), f"killed {seen or 'never'}; {outcome[1]}")
 
     return {"models": models, "rgb": rgb, "variants": variants, "fam": fam}
 
@@ -737,13 +766,24 @@ def main() -> int:
     with rasterio.open(geo, "w", **{**prof, "crs": "EPSG:4326", "transform":
                                     rasterio.transform.from_origin(10, 50, 1e-5, 1e-5)}) as d:
         d.write(data)
-    done = dltrain(job("classify_pixels", input=str(geo), model=str(model),
-                       output=str(work / "geo_out.tif"), output_vector=str(work / "geo.gpkg"),
-                       min_area=1, engine="torch", device="cpu"), work, "geo")
+    from pyogrio.raw import read
+
+    areas = []     # m² of each polygon (the area field) with no minimum area
+    for min_area in (0, 1):
+        done = dltrain(job("classify_pixels", input=str(geo), model=str(model),
+                           output=str(work / f"geo_out{min_area}.tif"), min_pixels=0,
+                           output_vector=str(work / f"geo{min_area}.gpkg"), min_area=min_area,
+                           engine="torch", device="cpu"), work, "geo")
+        if done.returncode or min_area:
+            break
+        meta, _, _, fields = read(str(work / "geo0.gpkg"))
+        areas = fields[list(meta["fields"]).index("area")]
     kept = json.loads(done.stdout[done.stdout.index("{"):])["result"]["polygons"] \
-        if done.returncode == 0 else 0
-    record("dltrain classify EPSG:4326 raster, MIN_AREA=1 m²", "clear" if kept else
-           "wrong result", f"{kept} polygons kept")
+        if done.returncode == 0 else -1
+    expected = int((np.asarray(areas) >= 1).sum())
+    record("dltrain classify EPSG:4326 raster, MIN_AREA=1 m²",
+           "clear" if kept == expected and 0 < expected < len(areas) else "wrong result",
+           f"{kept} of {len(areas)} polygons kept, {expected} of them ≥ 1 m²")
 
     # -- messages ------------------------------------------------------------------------------
     wrong = work / "wrong.geojson"
