@@ -1,9 +1,14 @@
-"""Bad-input sweep (issue 8): feed faults through ``dltrain`` and ``qgis_process.bin`` and count
-how each ends: clear (a one-line cause and fix), traceback, wrong result, data lost.
+"""Bad-input sweep (issues 8 and 18): feed faults through ``dltrain`` and ``qgis_process.bin`` and
+count how each ends: clear (one error line naming the cause, and its fix), traceback, wrong
+result, data lost (the user's file or GeoPackage layers checked after the run).
 
-    .venv/bin/python bench/bad_input_sweep.py [--work DIR] [--skip-qgis]
+    .venv/bin/python bench/bad_input_sweep.py [--work DIR] [--skip-qgis] [--families-only]
 
-Prints one row per case and the totals. Small synthetic inputs; about 5 minutes on 2 cores.
+Every family (tiny random-weight models of tests/family_models.py): GeoPackage outputs beside
+the user's layers, outputs onto what a job reads, the box importers, rasters unlike the training
+raster, edited model cards, full disks (RLIMIT_FSIZE), --processes, ONNX export, kill -9.
+Runs THIS checkout's dltrain (``python -m plugin.cli``). Small synthetic inputs; about 5 minutes
+on 2 cores (--families-only: about 3).
 """
 
 from __future__ import annotations
@@ -67,7 +72,9 @@ def classify_output(done: subprocess.CompletedProcess, expect: str | None = None
     if ok:
         return ("clear" if done.returncode == 0 else "unexpected"), _last_error(text)
     if done.returncode != 0 and (expect is None or expect.lower() in text.lower()):
-        return one_line(("clear", _last_error(text)), done)
+        said = next((ln.strip() for ln in text.splitlines()
+                     if expect and expect.lower() in ln.lower()), _last_error(text))
+        return one_line(("clear", said[:200]), done)
     return "unexpected", f"rc={done.returncode} {_last_error(text)}"
 
 
@@ -414,8 +421,11 @@ def family_cases(work: Path, scene) -> dict:
                        epochs=1, architecture="resnet18", num_workers=0,
                        output_model=str(fam / "rgba_grid.dltmodel.safetensors"), **dev),
                    fam, "grid_rgba")
-    record("dltrain train_grid_model on an RGBA raster",
-           *classify_output(done, ok=True))
+    outcome = classify_output(done, ok=True)
+    if outcome[0] == "clear":
+        bands = modelfile.read_model_card(fam / "rgba_grid.dltmodel.safetensors")["bands"]
+        outcome = ("clear" if bands == 3 else "wrong result", f"model of {bands} bands")
+    record("dltrain train_grid_model on an RGBA raster (alpha = mask, 3 data bands)", *outcome)
 
     # full disks: the previous file kept, the message says disk full and names the file, and
     # nothing left that blocks the next run
@@ -472,6 +482,14 @@ def family_cases(work: Path, scene) -> dict:
                           timeout=600, env=env)
     record("dltrain run job.json --processes 2 --set epochs=0",
            *classify_output(done, "EPOCHS"))
+    two = fam / "two.dltmodel.safetensors"
+    done = subprocess.run([*DLTRAIN, "run", str(path), "--processes", "2", "--set",
+                           f"output_model={two}", "--set", "batch_size=2"], cwd=fam,
+                          capture_output=True, text=True, timeout=600, env=env)
+    outcome = classify_output(done, ok=True)
+    record("dltrain run job.json --processes 2 --set output_model=… --set batch_size=2",
+           outcome[0] if outcome[0] != "clear" or modelfile.is_model_file(two) else
+           "unexpected", outcome[1])
     done = subprocess.run([*DLTRAIN, "run", str(path), "--processes",
                            "2", "--set", "nonsense"], cwd=fam, capture_output=True, text=True,
                           timeout=600, env=env)
