@@ -161,6 +161,22 @@ def test_malformed_annotation_files_are_refused_naming_the_row(tmp_path, scene, 
     assert not (tmp_path / "p.gpkg").exists()
 
 
+
+def test_a_json_array_with_format_auto_is_refused_as_a_coco_file(tmp_path, scene):
+    """Sweep (issue 18): FORMAT auto took a .json array for a vector layer and asked for a
+    CLASS_FIELD; an array is no GeoJSON, so the COCO reader names what is wrong."""
+    labels = tmp_path / "boxes.json"
+    labels.write_text("[1, 2]")
+    job = ImportLabelsJob(project=str(tmp_path / "new.gpkg"), labels=str(labels),
+                          rasters=[str(scene.raster)])
+    assert job.label_format() == "coco" and job.problems() == []
+    with pytest.raises(UserError, match="boxes.json is not a COCO annotation file: its top level "
+                                        "is a list"):
+        job.execute(RecordingContext())
+    assert not (tmp_path / "new.gpkg").exists()
+    labels.write_text('{"type": "FeatureCollection", "features": []}')
+    assert job.label_format() == "vector"
+
 # -- unclear before: say which rows and what was wrong ------------------------------------------
 def test_empty_boxes_are_named_in_the_refusal(tmp_path, scene):
     coco = _coco(tmp_path / "a.json", [_ann(3, [30, 30, -10, 5])])

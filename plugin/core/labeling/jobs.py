@@ -19,7 +19,8 @@ LABEL_FORMATS = ("auto", "vector", "voc", "coco", "yolo", "deepforest_csv")
 
 def guess_label_format(path: str) -> str:
     """'voc', 'coco', 'yolo', 'deepforest_csv' or 'vector' from a labels file's name (and, for
-    .json, whether it holds COCO 'annotations'); reads at most 64 kB."""
+    .json, whether it holds COCO 'annotations'); reads at most 64 kB. A .json whose top level is
+    an array is no GeoJSON (always an object): 'coco', whose reader names what is wrong."""
     suffix = Path(str(path).split("|")[0]).suffix.lower()
     if suffix in (".xml", ".txt"):
         return "voc" if suffix == ".xml" else "yolo"
@@ -31,7 +32,8 @@ def guess_label_format(path: str) -> str:
                 head = fh.read(65536)
         except OSError:
             return "vector"
-        return "coco" if '"annotations"' in head and '"images"' in head else "vector"
+        coco = '"annotations"' in head and '"images"' in head or head.lstrip().startswith("[")
+        return "coco" if coco else "vector"
     return "vector"
 
 
