@@ -103,6 +103,7 @@ def test_family_row_resolves(fam):
     task = families.make_task(fam.train_kind)
     assert task.name == fam.task
     assert callable(families.load_function(fam.task))
+    assert callable(families.card_check_function(fam.task))
     export = families.export_function(fam.task)
     assert (export is not None) == bool(fam.exporter)
     assert fam.window_tool is not None and fam.window_tool.kind in fam.classify_kinds
@@ -116,7 +117,8 @@ def test_family_folders_have_the_same_file_names():
     for fam in FAMILIES:
         folder = core / fam.jobs_module.split(".")[0]
         names = {p.stem for p in folder.glob("*.py")}
-        for name in ("jobs", "task", "data", "network", "export" if fam.exporter else "jobs"):
+        for name in ("jobs", "task", "data", "network", "modelfile",
+                     "export" if fam.exporter else "jobs"):
             assert name in names, f"{folder.name}/ lacks {name}.py"
         assert any(n.startswith("predict") for n in names), f"{folder.name}/ lacks predict*.py"
 

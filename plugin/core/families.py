@@ -31,21 +31,44 @@ class Tool:
 
 @dataclass(frozen=True)
 class Family:
-    """One model family (the ``"module:name"`` strings are relative to ``plugin.core``)."""
+    """One model family. Its folder ``plugin/core/<package>/`` has the same file names as every
+    family's, so the row names only the folder and what differs; the rest follows:
+
+    - ``<package>.jobs`` registers its jobs (train, classify);
+    - ``<package>.task:<task_class>`` is the :class:`~.training.task.TrainingTask` it trains;
+    - ``<package>.modelfile:load_model`` loads its model files: ``(path, card) → (predictor on
+      the CPU, card)``, and ``<package>.modelfile:card_problem`` checks the family's own card
+      fields (a phrase or None; light: read in QGIS, no torch);
+    - with ``exports``, ``<package>.export:export_job`` writes its ONNX file:
+      ``(ExportOnnxJob, card, input scale, ctx) → result``.
+    """
 
     task: str                 # the model file's ``task`` field, e.g. "pixel_segmentation"
     title: str                # e.g. "Pixel Segmentation"
+    package: str              # its folder under plugin/core, e.g. "segmentation"
+    task_class: str           # the TrainingTask class in <package>.task
     train_kind: str           # job kind that trains it, e.g. "train_pixel_segmentation"
     classify_kinds: tuple[str, ...]    # job kinds that apply a model, e.g. ("classify_pixels",)
-    task_class: str           # "module:Class" of its TrainingTask
-    jobs_module: str          # module whose import registers its jobs
-    loader: str               # "module:function": (path, card) → (predictor on the CPU, card)
-    exporter: str = ""        # "module:function": (ExportOnnxJob, card, input scale, ctx) → result
-    card_check: str = ""      # "module:function": card → what is wrong with the family's own
-    #                           fields (a phrase) or None; light (read in QGIS, no torch)
+    exports: bool = False     # <package>.export exports its models to ONNX
     other_kinds: tuple[str, ...] = ()  # more job kinds offered in Processing
     train_tool: Tool | None = None     # entry in Deep Learning ▸ Train
     classify_tools: tuple[Tool, ...] = field(default_factory=tuple)  # ▸ Classify
+
+    @property
+    def jobs_module(self) -> str:
+        return f"{self.package}.jobs"
+
+    @property
+    def loader(self) -> str:
+        return f"{self.package}.modelfile:load_model"
+
+    @property
+    def card_check(self) -> str:
+        return f"{self.package}.modelfile:card_problem"
+
+    @property
+    def exporter(self) -> str:
+        return f"{self.package}.export:export_job" if self.exports else ""
 
     @property
     def job_kinds(self) -> tuple[str, ...]:
@@ -58,30 +81,19 @@ class Family:
 
 
 FAMILIES: list[Family] = [
-    Family("pixel_segmentation", "Pixel Segmentation", "train_pixel_segmentation",
-           ("classify_pixels",), "segmentation.task:PixelSegmentationTask",
-           "segmentation.jobs", loader="segmentation.modelfile:load_model",
-           card_check="segmentation.modelfile:card_problem",
-           exporter="segmentation.export:export_job",
+    Family("pixel_segmentation", "Pixel Segmentation", "segmentation", "PixelSegmentationTask",
+           "train_pixel_segmentation", ("classify_pixels",), exports=True,
            train_tool=Tool("train_pixel_segmentation", "Pixel Segmentation…"),
            classify_tools=(Tool("classify_pixels", "Classify Pixels…"),)),
-    Family("object_detection", "Object Detection", "train_object_detection",
-           ("detect_objects",), "detection.task:ObjectDetectionTask", "detection.jobs",
-           loader="detection.modelfile:load_detector",
-           card_check="detection.modelfile:card_problem",
-           exporter="detection.export:export_job",
+    Family("object_detection", "Object Detection", "detection", "ObjectDetectionTask",
+           "train_object_detection", ("detect_objects",), exports=True,
            train_tool=Tool("train_object_detection", "Object Detection…"),
            classify_tools=(Tool("detect_objects", "Detect Objects…"),)),
-    Family("grid", "Grid Model", "train_grid_model", ("classify_grid",),
-           "classification.task:GridTask", "classification.jobs",
-           loader="classification.network:load_classifier",
-           card_check="classification.modelfile:card_problem",
-           train_tool=Tool("train_grid_model", "Grid Model…"),
+    Family("grid", "Grid Model", "classification", "GridTask", "train_grid_model",
+           ("classify_grid",), train_tool=Tool("train_grid_model", "Grid Model…"),
            classify_tools=(Tool("classify_grid", "Classify Grid…"),)),
-    Family("chip_classification", "Chip Classifier", "train_chip_classifier",
-           ("classify_chips",), "classification.task:ChipTask", "classification.jobs",
-           loader="classification.network:load_classifier",
-           card_check="classification.modelfile:card_problem",
+    Family("chip_classification", "Chip Classifier", "classification", "ChipTask",
+           "train_chip_classifier", ("classify_chips",),
            train_tool=Tool("train_chip_classifier", "Chip Classifier…"),
            classify_tools=(Tool("classify_chips", "Classify Chips…"),)),
 ]
@@ -133,7 +145,7 @@ def make_task(kind: str):
     fam = next((f for f in FAMILIES if f.train_kind == kind), None)
     if fam is None:
         raise KeyError(f"No model family is trained by job kind {kind!r}.")
-    return _resolve(fam.task_class)()
+    return _resolve(f"{fam.package}.task:{fam.task_class}")()
 
 
 def load_function(task: str, path=None) -> Callable:

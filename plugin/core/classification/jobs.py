@@ -13,8 +13,8 @@ from ..params import spec
 from ..raster_model_job import RasterModelJob
 from ..training import fields as trainer
 from ..training.job import TrainingJob
+from .architectures import ARCHITECTURES
 from .gridcells import DEFAULT_MIN_COVER
-from .modelfile import ARCHITECTURES
 
 GRID_MULTIPLE = 32
 _PROJECT_FILTER = "Labeling project (*.gpkg)"

@@ -11,9 +11,7 @@ per listed class. Loading: :func:`.network.load_classifier`.
 from __future__ import annotations
 
 from ..modelfile import MAX_PATCH, choice_problem, field_problem
-
-ARCHITECTURES = ("resnet50", "resnet101", "resnet18", "resnet34", "efficientnet_b0",
-                 "convnext_tiny")
+from .architectures import ARCHITECTURES
 
 
 def card_problem(card: dict) -> str | None:
@@ -38,3 +36,11 @@ def card_problem(card: dict) -> str | None:
     return (field_problem(card, "max_side", 1, MAX_PATCH, whole=True)
             or field_problem(card, "resize", 0, MAX_PATCH, whole=True, optional=True)
             or field_problem(card, "box_size", 0.0, float(MAX_PATCH), optional=True))
+
+
+def load_model(path, card: dict | None = None):
+    """The loader of both families' rows in the family table: :func:`.network.load_classifier`
+    (raw pixels (N, bands, H, W) float32 → scores (N, classes)) and the card."""
+    from .network import load_classifier
+
+    return load_classifier(path, card)

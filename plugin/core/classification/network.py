@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .modelfile import ARCHITECTURES
+from .architectures import ARCHITECTURES
 
 WEIGHTS = ("none", "imagenet")
 

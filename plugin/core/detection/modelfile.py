@@ -95,3 +95,10 @@ def card_problem(card: dict) -> str | None:
             or common.field_problem(card, "nms_iou", 0.0, 1.0, optional=True)
             or common.field_problem(card, "max_box_px", 0.0, float(common.MAX_PATCH),
                                     optional=True))
+
+
+def load_model(path: str | Path, card: dict | None = None):
+    """The loader of this family's row in the family table: :func:`load_detector` — the detector
+    in eval mode on the CPU (raw pixels (1, bands, T, T) float32 → torchvision boxes, scores and
+    labels) and its card."""
+    return load_detector(path, card)
