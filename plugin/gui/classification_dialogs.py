@@ -8,7 +8,6 @@ styled by class.
 from __future__ import annotations
 
 import dataclasses
-import html
 from pathlib import Path
 
 from qgis.core import QgsProject
@@ -65,6 +64,7 @@ from .job_dialog_support import (
     single_shot_timer,
     spec_tooltip,
 )
+from .model_card import card_html
 from .task import JobManager
 from .training_dialog_parts import (
     SUMMARY_WAITING,
@@ -134,14 +134,7 @@ def model_card_html(card: dict) -> str:
     metrics = {k: v for k, v in (card.get("metrics") or {}).items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     rows += [(k.replace("_", " "), f"{v:.3g}") for k, v in list(metrics.items())[:4]]
-    body = "".join(f"<tr><td><b>{html.escape(str(k))}</b></td>"
-                   f"<td>{html.escape(str(v))}</td></tr>" for k, v in rows if v != "")
-    classes = "".join(
-        f"<tr><td><span style='color:{html.escape(c.get('color') or '#777')}'>■</span></td>"
-        f"<td>{html.escape(str(c.get('name', c.get('id'))))}</td></tr>"
-        for c in card.get("classes", []))
-    return (f"<table cellpadding='2'>{body}</table><p><b>Classes</b></p>"
-            f"<table cellpadding='1'>{classes}</table>")
+    return card_html(rows, card.get("classes", []))
 
 
 class JobFormDialog(TrainingDialog):

@@ -8,7 +8,6 @@ What it shares with Detect Objects is in :mod:`.raster_model_dialog`.
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 from qgis.PyQt.QtWidgets import QCheckBox, QDoubleSpinBox, QGroupBox, QLineEdit
@@ -25,6 +24,8 @@ from .job_dialog_support import (
     form_group,
     int_spin,
 )
+from .model_card import card_html as model_card_html
+from .model_card import size_rows
 from .output_layers import add_classification
 from .raster_model_dialog import (
     PIXEL_SIZE_TOLERANCE,
@@ -45,25 +46,14 @@ def card_html(card: dict) -> str:
     """The model card as rich text: classes with colours, bands, patch and pixel size."""
     arch = card.get("architecture", "?")
     rows = [("Model", f"{ARCHITECTURE_LABELS.get(arch, arch)} / {card.get('encoder', '?')}"),
-            ("Bands", str(card.get("bands", "?"))),
-            ("Patch size", f"{card.get('patch_size', '?')} px")]
-    px = card.get("pixel_size")
-    if px:
-        rows.append(("Pixel size", f"{float(px[0]):g} × {float(px[-1]):g}"))
+            *size_rows(card)]
     metrics = card.get("metrics") or {}
     if isinstance(metrics.get("mean_iou"), (int, float)):
         rows.append(("Mean IoU", f"{metrics['mean_iou']:.3f} ({metrics.get('split', '')}, "
                                  f"epoch {metrics.get('epoch', '?')})"))
     if card.get("plugin_version"):
         rows.append(("Trained with", f"Deep Learning Trainer {card['plugin_version']}"))
-    body = "".join(f"<tr><td><b>{k}</b></td><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in rows)
-    classes = "".join(
-        f"<tr><td><span style='color:{html.escape(c['color'])}; font-size:large'>■</span></td>"
-        f"<td>{int(c['id'])}</td><td>{html.escape(c['name'])}</td></tr>"
-        for c in sorted(card.get("classes", []), key=lambda c: int(c["id"])))
-    return (f"<table cellpadding='2'>{body}</table><p><b>Classes</b></p>"
-            f"<table cellpadding='1'>{classes}</table>")
+    return model_card_html(rows, card.get("classes", []))
 
 
 class ClassifyPixelsDialog(RasterModelDialog):

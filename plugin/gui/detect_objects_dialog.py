@@ -7,7 +7,6 @@ shares with Classify Pixels is in :mod:`.raster_model_dialog`.
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 from qgis.PyQt.QtWidgets import QCheckBox, QGroupBox, QLineEdit
@@ -22,6 +21,7 @@ from .job_dialog_support import (
     form_group,
     int_spin,
 )
+from .model_card import card_html, size_rows
 from .output_layers import add_detections
 from .raster_model_dialog import RasterModelDialog, open_raster_model_dialog
 
@@ -31,26 +31,14 @@ SETTINGS_KEY = "deep_learning_trainer/detect_objects/last_job"
 def detector_card_html(card: dict) -> str:
     """The detector's card as rich text: architecture, classes, thresholds, patch, mAP50."""
     arch = card.get("architecture", "?")
-    rows = [("Model", ARCHITECTURE_LABELS.get(arch, arch)),
-            ("Bands", str(card.get("bands", "?"))),
-            ("Patch size", f"{card.get('patch_size', '?')} px"),
+    rows = [("Model", ARCHITECTURE_LABELS.get(arch, arch)), *size_rows(card),
             ("Largest trained box", f"{float(card.get('max_box_px') or 0):.0f} px"),
             ("Score threshold", f"{float(card.get('score_threshold', 0.3)):g}"),
             ("NMS IoU", f"{float(card.get('nms_iou', 0.5)):g}")]
-    px = card.get("pixel_size")
-    if px:
-        rows.append(("Pixel size", f"{float(px[0]):g} × {float(px[-1]):g}"))
     m = card.get("metrics") or {}
     if isinstance(m.get("val_map50"), (int, float)):
         rows.append(("Validation mAP50", f"{m['val_map50']:.3f} (mAP {m.get('val_map', 0):.3f})"))
-    body = "".join(f"<tr><td><b>{k}</b></td><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in rows)
-    classes = "".join(
-        f"<tr><td><span style='color:{html.escape(c['color'])}; font-size:large'>□</span></td>"
-        f"<td>{int(c['id'])}</td><td>{html.escape(c['name'])}</td></tr>"
-        for c in sorted(card.get("classes", []), key=lambda c: int(c["id"])) if int(c["id"]))
-    return (f"<table cellpadding='2'>{body}</table><p><b>Classes</b></p>"
-            f"<table cellpadding='1'>{classes}</table>")
+    return card_html(rows, [c for c in card.get("classes", []) if int(c["id"])], mark="□")
 
 
 class DetectObjectsDialog(RasterModelDialog):
