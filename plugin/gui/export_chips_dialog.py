@@ -49,7 +49,9 @@ from .job_dialog_support import (
     remembered_job,
     scrolled,
     show_problems,
+    show_value,
     single_shot_timer,
+    widget_value,
 )
 from .task import JobManager
 
@@ -242,49 +244,32 @@ class ExportChipsDialog(QDialog):
                                   or self.bpr_spin.value() > 0)
 
     # -- job ↔ widgets -------------------------------------------------------------------------
+    def _fields(self) -> dict:
+        """The job fields shown one to one by a widget (field name → widget)."""
+        return dict(project=self.project_edit, format=self.format_combo,
+                    patch_size=self.patch_spin, stride=self.stride_spin,
+                    shuffle=self.shuffle_check, seed=self.seed_spin,
+                    feature_patch_percentage=self.fpp_spin, background_patch_ratio=self.bpr_spin,
+                    pad_small_features=self.pad_check, box_size=self.box_spin,
+                    blocked_split=self.blocked_check, block_size=self.block_spin,
+                    buffer_patches=self.buffer_spin, min_side=self.min_side_spin,
+                    max_side=self.max_side_spin, resize=self.resize_spin,
+                    output_folder=self.output_edit, overwrite=self.overwrite_check)
+
     def job(self) -> ExportChipsJob:
-        """The job the widgets describe."""
+        """The job the widgets describe (percent boxes hold shares × 100)."""
         return ExportChipsJob(
-            project=self.project_edit.text().strip(),
-            format=self.format_combo.currentData(),
-            patch_size=self.patch_spin.value(), stride=self.stride_spin.value(),
-            split=float(self.split_slider.value()), shuffle=self.shuffle_check.isChecked(),
-            seed=self.seed_spin.value(),
-            feature_patch_percentage=round(self.fpp_spin.value(), 4),
-            background_patch_ratio=round(self.bpr_spin.value(), 4),
-            pad_small_features=self.pad_check.isChecked(),
-            box_size=round(self.box_spin.value(), 3),
+            **{name: widget_value(w) for name, w in self._fields().items()},
+            split=float(self.split_slider.value()),
             max_nodata=round(self.nodata_spin.value() / 100.0, 4),
-            blocked_split=self.blocked_check.isChecked(), block_size=self.block_spin.value(),
-            buffer_patches=self.buffer_spin.value(), min_side=self.min_side_spin.value(),
-            max_side=self.max_side_spin.value(), resize=self.resize_spin.value(),
-            min_class_fraction=round(self.fraction_spin.value() / 100.0, 4),
-            output_folder=self.output_edit.text().strip(),
-            overwrite=self.overwrite_check.isChecked())
+            min_class_fraction=round(self.fraction_spin.value() / 100.0, 4))
 
     def set_job(self, job: ExportChipsJob) -> None:
-        self.project_edit.setText(job.project)
-        index = self.format_combo.findData(job.format)
-        self.format_combo.setCurrentIndex(max(index, 0))
-        self.patch_spin.setValue(job.patch_size)
-        self.stride_spin.setValue(job.stride or 0)
+        for name, widget in self._fields().items():
+            show_value(widget, getattr(job, name))
         self.split_slider.setValue(int(round(job.split)))
-        self.shuffle_check.setChecked(job.shuffle)
-        self.seed_spin.setValue(job.seed)
-        self.fpp_spin.setValue(job.feature_patch_percentage)
-        self.bpr_spin.setValue(job.background_patch_ratio)
-        self.pad_check.setChecked(job.pad_small_features)
-        self.box_spin.setValue(job.box_size)
         self.nodata_spin.setValue(job.max_nodata * 100.0)
-        self.blocked_check.setChecked(job.blocked_split)
-        self.block_spin.setValue(job.block_size)
-        self.buffer_spin.setValue(job.buffer_patches)
-        self.min_side_spin.setValue(job.min_side)
-        self.max_side_spin.setValue(job.max_side)
-        self.resize_spin.setValue(job.resize)
         self.fraction_spin.setValue(job.min_class_fraction * 100.0)
-        self.output_edit.setText(job.output_folder)
-        self.overwrite_check.setChecked(job.overwrite)
 
     def _remembered(self) -> ExportChipsJob:
         return remembered_job(SETTINGS_KEY, ExportChipsJob())

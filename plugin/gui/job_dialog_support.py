@@ -314,6 +314,38 @@ def select_device(combo: QComboBox, value: str) -> None:
     combo.setCurrentIndex(combo.findData(value))
 
 
+def widget_value(widget: QWidget):
+    """The value a form widget shows, as a job field takes it: a check box's state, a spin box's
+    or slider's number (a float spin box's rounded to the decimals it shows), a line edit's
+    text without surrounding spaces, a combo box's item data."""
+    if isinstance(widget, QAbstractButton):
+        return widget.isChecked()
+    if isinstance(widget, QDoubleSpinBox):
+        return round(widget.value(), widget.decimals())
+    if isinstance(widget, (QAbstractSpinBox, QAbstractSlider)):
+        return widget.value()
+    if isinstance(widget, QLineEdit):
+        return widget.text().strip()
+    if isinstance(widget, QComboBox):
+        return widget.currentData()
+    raise TypeError(f"no value for a {type(widget).__name__}")
+
+
+def show_value(widget: QWidget, value) -> None:
+    """Show a job field's ``value`` in ``widget`` (the inverse of :func:`widget_value`; None
+    shows as 0 in a number box, a combo box selects the item whose data is ``value``)."""
+    if isinstance(widget, QAbstractButton):
+        widget.setChecked(bool(value))
+    elif isinstance(widget, (QAbstractSpinBox, QAbstractSlider)):
+        widget.setValue(type(widget.value())(value or 0))
+    elif isinstance(widget, QLineEdit):
+        widget.setText(str(value or ""))
+    elif isinstance(widget, QComboBox):
+        widget.setCurrentIndex(max(widget.findData(value), 0))
+    else:
+        raise TypeError(f"cannot show a value in a {type(widget).__name__}")
+
+
 def labeling_tool_project(plugin) -> str | None:
     """The labeling project a dialog opened from the menu starts with: the one the Labeling
     Tool handed over (``plugin.labeling_project``, used once), else the one open in the

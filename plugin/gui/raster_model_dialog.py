@@ -53,6 +53,8 @@ from .job_dialog_support import (
     show_dialog,
     show_messages,
     show_problems,
+    show_value,
+    widget_value,
 )
 from .task import JobManager
 
@@ -208,20 +210,20 @@ class RasterModelDialog(JobDialog):
         """The fields every apply-a-model dialog shows alike, as the job's keyword arguments:
         INPUT, MODEL, TTA, BATCH_SIZE, TILE_SIZE, GRID_MODEL and DEVICE (a subclass makes the
         widgets ``tta_check``, ``batch_spin``, ``tile_spin``, ``grid_edit``, ``device_combo``)."""
-        return {"input": self.input_path(), "model": self.model_edit.text().strip(),
-                "tta": self.tta_check.isChecked(), "batch_size": self.batch_spin.value(),
-                "tile_size": self.tile_spin.value(), "grid_model": self.grid_edit.text().strip(),
+        return {"input": self.input_path(),
+                **{name: widget_value(w) for name, w in self._shared_widgets().items()},
                 "device": str(self.device_combo.currentData() or "auto")}
+
+    def _shared_widgets(self) -> dict:
+        return dict(model=self.model_edit, tta=self.tta_check, batch_size=self.batch_spin,
+                    tile_size=self.tile_spin, grid_model=self.grid_edit)
 
     def show_shared_values(self, job: Job) -> None:
         """Show the fields of :meth:`shared_values` of ``job`` (the input first: it suggests
         the output names that are still empty)."""
         self.set_input(job.input)
-        self.model_edit.setText(job.model)
-        self.tta_check.setChecked(job.tta)
-        self.batch_spin.setValue(job.batch_size)
-        self.tile_spin.setValue(job.tile_size)
-        self.grid_edit.setText(job.grid_model)
+        for name, widget in self._shared_widgets().items():
+            show_value(widget, getattr(job, name))
         select_device(self.device_combo, job.device)
 
     # -- reactions -----------------------------------------------------------------------------
