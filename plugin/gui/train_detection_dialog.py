@@ -42,7 +42,9 @@ from .job_dialog_support import (
     select_device,
     show_dialog,
     show_problems,
+    show_value,
     single_shot_timer,
+    widget_value,
 )
 from .task import JobManager
 from .training_dialog_parts import TrainingDialog, model_output_row, suggest_model_outputs
@@ -183,17 +185,20 @@ class TrainDetectionDialog(TrainingDialog):
                   self.arch_combo, self.device_combo)
 
     # -- values <-> job ------------------------------------------------------------------------
+    def _fields(self) -> dict:
+        """The job fields shown one to one by a widget (field name → widget)."""
+        return dict(architecture=self.arch_combo, patch_size=self.patch_spin,
+                    split=self.split_spin, shuffle=self.shuffle_check,
+                    pad_small_features=self.pad_check, feature_patch_percentage=self.feature_spin,
+                    background_patch_ratio=self.background_spin, epochs=self.epochs_spin,
+                    batch_size=self.batch_spin, learning_rate=self.lr_spin,
+                    augment_rotation=self.rot_check, augment_scale=self.scale_check,
+                    augment_flip=self.flip_check)
+
     def job(self) -> TrainObjectDetectionJob:
         return TrainObjectDetectionJob(
             project=self.project_edit.text().strip(),
-            architecture=str(self.arch_combo.currentData()),
-            patch_size=self.patch_spin.value(), split=self.split_spin.value(),
-            shuffle=self.shuffle_check.isChecked(), pad_small_features=self.pad_check.isChecked(),
-            feature_patch_percentage=self.feature_spin.value(),
-            background_patch_ratio=self.background_spin.value(),
-            epochs=self.epochs_spin.value(), batch_size=self.batch_spin.value(),
-            learning_rate=self.lr_spin.value(), augment_rotation=self.rot_check.isChecked(),
-            augment_scale=self.scale_check.isChecked(), augment_flip=self.flip_check.isChecked(),
+            **{name: widget_value(w) for name, w in self._fields().items()},
             device=str(self.device_combo.currentData() or "auto"),
             output_model=self.output_edit.text().strip(),
             output_last_model=self.last_edit.text().strip())
@@ -203,20 +208,8 @@ class TrainDetectionDialog(TrainingDialog):
         self.last_edit.setText(job.output_last_model)
         self.project_edit.setText(job.project)
         self._suggest_outputs()
-        index = self.arch_combo.findData(job.architecture)
-        self.arch_combo.setCurrentIndex(max(index, 0))
-        self.patch_spin.setValue(job.patch_size)
-        self.split_spin.setValue(job.split)
-        self.shuffle_check.setChecked(job.shuffle)
-        self.pad_check.setChecked(job.pad_small_features)
-        self.feature_spin.setValue(job.feature_patch_percentage)
-        self.background_spin.setValue(job.background_patch_ratio)
-        self.epochs_spin.setValue(job.epochs)
-        self.batch_spin.setValue(job.batch_size)
-        self.lr_spin.setValue(job.learning_rate)
-        self.rot_check.setChecked(job.augment_rotation)
-        self.scale_check.setChecked(job.augment_scale)
-        self.flip_check.setChecked(job.augment_flip)
+        for name, widget in self._fields().items():
+            show_value(widget, getattr(job, name))
         select_device(self.device_combo, job.device)
         self._changed()
 
