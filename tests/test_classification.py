@@ -277,3 +277,24 @@ def test_grid_model_finds_trees_in_held_out_neon_cells(tmp_path, deepforest_dir)
     assert 10 <= tree["cells"] <= 46, rows            # both answers occur in the held-out part
     assert tree["f1_majority"] == tree["f1_always"] and none["f1_majority"] == 0.0
     assert tree["f1"] > tree["f1_always"] and none["f1"] > 0.5, rows
+
+
+def test_chip_summary_counts_what_training_uses(tmp_path):
+    """The chip classifier's pre-flight summary: chips per class and split, with the same side
+    filter and split as training (select_chips), and a warning for a class no split holds."""
+    from plugin.core.classification.jobs import ChipSummaryJob
+    from plugin.core.classification.synthetic import make_chip_folder
+    from plugin.core.jobs import RecordingContext
+
+    tags = make_chip_folder(tmp_path / "chips", per_class=10, size=16)
+    job = ChipSummaryJob(input=str(tmp_path / "chips"), test_size=3, split=80.0)
+    summary = job.run(RecordingContext())
+    assert summary["layout"] == "imagefolder" and summary["max_side"] == 16
+    totals = summary["totals"]
+    assert sum(totals.values()) == len(tags) and totals["test"] == 3
+    assert totals["validation"] == round((len(tags) - 3) * 0.2)
+    for split, per_class in summary["chips"].items():
+        assert sum(per_class.values()) == totals[split]
+    small = ChipSummaryJob(input=str(tmp_path / "chips"), test_size=0, split=100.0)
+    assert "No validation chip: the model cannot be validated." in small.run(
+        RecordingContext())["warnings"]

@@ -109,10 +109,11 @@ def chips_from_project(job, ctx, folder: Path) -> Path:
     return out
 
 
-def prepare_chip_data(job, ctx, log_folder: Path) -> ChipData:
-    """Read, check, filter, split and measure the chips of ``job`` (see the module rules)."""
-    from .data import chip_statistics
-
+def select_chips(job, ctx, log_folder: Path) -> tuple[ChipSet, dict[str, list[Chip]], int]:
+    """Read, check, filter and split the chips of ``job`` (see the module rules): (chip set,
+    {train, validation, test}: chips, the maximum side in px). Warns on ``ctx`` about chips
+    left out for their size and classes without a training chip; UserError when no chip is
+    left for training. Shared by training and the pre-flight summary."""
     source = Path(job.input)
     if source.is_file():
         source = chips_from_project(job, ctx, Path(log_folder) / "chips")
@@ -136,13 +137,45 @@ def prepare_chip_data(job, ctx, log_folder: Path) -> ChipData:
         raise UserError("No chip is left for training after the test and validation sets.",
                         "Lower TEST_SIZE or raise the training split.")
     ctx.log("Chips: " + ", ".join(f"{len(v)} {k}" for k, v in splits.items()) + ".")
-    present = {t for c in splits["train"] for t in c.labels}
-    absent = [n for n in chipset.class_names if n not in present]
+    absent = [n for n in chipset.class_names if n not in {t for c in splits["train"]
+                                                            for t in c.labels}]
     if absent:
         ctx.log(f"No training chip of class(es) {', '.join(absent)}.", "warning")
+    return chipset, splits, max_side
+
+
+def prepare_chip_data(job, ctx, log_folder: Path) -> ChipData:
+    """Read, check, filter, split (:func:`select_chips`) and measure the chips of ``job``."""
+    from .data import chip_statistics
+
+    chipset, splits, max_side = select_chips(job, ctx, log_folder)
     mean, std = chip_statistics(splits["train"], seed=job.seed)
     return ChipData(chipset, bool(job.multi_label), max_side, int(job.resize), splits, mean,
                     std, float(getattr(job, "box_size", 25.0)))
+
+
+def chip_summary(chipset: ChipSet, splits: dict[str, list[Chip]], max_side: int) -> dict:
+    """What a chip classifier would train, validate and test on: {"classes": names,
+    "chips": {split: {class: chips}}, "totals": {split: chips}, "layout", "max_side" (px),
+    "warnings": [sentences]} (the train dialog's pre-flight summary)."""
+    counts = {k: {n: 0 for n in chipset.class_names} for k in splits}
+    for name, chips in splits.items():
+        for chip in chips:
+            for tag in chip.labels:
+                if tag in counts[name]:
+                    counts[name][tag] += 1
+    warnings = []
+    for split, label, what in (("train", "training", "learnt"),
+                               ("validation", "validation", "validated")):
+        missing = [c for c in chipset.class_names if not counts[split][c]]
+        if not splits[split]:
+            warnings.append(f"No {label} chip: the model cannot be {what}.")
+        elif missing:
+            warnings.append(f"No {label} chip of class(es) {', '.join(missing)}: "
+                            f"{'they' if len(missing) > 1 else 'it'} cannot be {what}.")
+    return {"classes": list(chipset.class_names), "chips": counts,
+            "totals": {k: len(v) for k, v in splits.items()}, "layout": chipset.layout,
+            "max_side": int(max_side), "warnings": warnings}
 
 
 def split_chips(chips: list[Chip], split: float, test_size: int,

@@ -271,3 +271,35 @@ class ClassifyChipsJob(Job):
 
         with out_of_memory("classifying chips", "Use fewer chips per batch (BATCH_SIZE)."):
             return classify_chips(self, ctx)
+
+
+@register_job
+@dataclass
+class ChipSummaryJob(Job):
+    """What Train Chip Classifier would use: chips per class in the training, validation and
+    test sets, with the same reading, side filter and split (the dialog's live pre-flight
+    summary; a labeling project's features are cut into chips in a temporary folder)."""
+
+    kind = "chip_summary"
+    title = "Chip classifier summary"
+    group = GROUP
+
+    input: str = spec("", "INPUT", "Chips folder or labeling project", "folder_in")
+    multi_label: bool = spec(False, "MULTI_LABEL", "Multi-label", "bool")
+    classes: list = spec([], "CLASSES", "Classes (empty = all)", "str_list", optional=True)
+    min_side: int = spec(0, "MIN_SIDE", "Minimum chip side (px)", "int", minimum=0)
+    max_side: int = spec(0, "MAX_SIDE", "Maximum chip side (px, 0 = largest chip)", "int",
+                         minimum=0)
+    test_size: int = spec(100, "TEST_SIZE", "Test chips held out", "int", minimum=0)
+    split: float = trainer.split_field()
+    seed: int = trainer.seed_field()
+    box_size: float = spec(25.0, "BOX_SIZE", "Box size for point labels (px)", "float",
+                           minimum=1)
+
+    def run(self, ctx: JobContext) -> dict:
+        import tempfile
+
+        from .chipsplit import chip_summary, select_chips
+
+        with tempfile.TemporaryDirectory(prefix="dltrainer-chipsummary-") as work:
+            return chip_summary(*select_chips(self, ctx, Path(work)))
