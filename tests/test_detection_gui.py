@@ -89,6 +89,8 @@ def test_detect_dialog_reads_the_card_and_refuses_wrong_models(qgis_iface, tmp_p
     dialog.set_input(str(scene.raster))
     dialog.model_edit.setText(str(model))
     assert dialog.problems() == [] and dialog.ok_button.isEnabled()
+    # the line under the input names the pixel size's unit, as in Classify Pixels
+    assert dialog.input_label.text() == "96 × 96 px, 3 bands, pixel size 0.5 m"
     assert "car" in detector_card_html(dialog.card)
     job = dialog.job()
     assert job.output.endswith("_objects.gpkg") and job.score_threshold == -1

@@ -50,6 +50,7 @@ class DetectObjectsDialog(RasterModelDialog):
     ok_text = "Detect"
     card_task = TASK
     card_hint = "classes, bands and thresholds."
+    bands_advice = "use a raster with the same bands."
     model_placeholder = "A model trained with Train Object Detection"
     grid_placeholder = "Optional: search only the cells a grid model flags"
     browse_title = "Raster to search"
@@ -130,11 +131,6 @@ class DetectObjectsDialog(RasterModelDialog):
         self._model_changed()
 
     # -- reactions -----------------------------------------------------------------------------
-    def input_text(self, info: dict) -> str:
-        px = info["pixel_size"]
-        return (f"{info['width']} × {info['height']} px, {info['bands']} band(s)"
-                + (f", pixel size {px[0]:g}" if px else ""))
-
     def _input_read(self, path: str) -> None:
         if not self.output_edit.text().strip():
             base = settings.output_base(path)
@@ -143,10 +139,6 @@ class DetectObjectsDialog(RasterModelDialog):
 
     def card_html(self, card: dict) -> str:
         return detector_card_html(card)
-
-    def band_problem(self, bands: int, trained: int) -> str:
-        return (f"The input raster has {bands} band(s) but the model was trained on {trained}: "
-                "use a raster with the same bands.")
 
     def output_problems(self, job: DetectObjectsJob) -> list[str]:
         if self.points_check.isChecked() and not job.output_points:
