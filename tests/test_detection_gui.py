@@ -12,6 +12,7 @@ from qgis.core import QgsApplication, QgsCategorizedSymbolRenderer, QgsProcessin
 from plugin.core.detection.jobs import DetectObjectsJob, TrainObjectDetectionJob
 from plugin.core.detection.synthetic import make_object_scene, scene_project
 from plugin.core.jobs import RecordingContext
+from plugin.core.segmentation.jobs import ClassifyPixelsJob
 from plugin.gui.detect_objects_dialog import DetectObjectsDialog, detector_card_html
 from plugin.gui.output_layers import add_detections
 from plugin.gui.train_detection_dialog import TrainDetectionDialog, detection_summary_html
@@ -147,3 +148,28 @@ def test_jobs_round_trip_through_job_files(tmp_path):
     assert DetectObjectsJob.load(tmp_path / "j.json") == job
     train = TrainObjectDetectionJob(project="p.gpkg", output_model="m.safetensors")
     assert TrainObjectDetectionJob.from_dict(train.to_dict()) == train
+
+
+def test_classify_dialogs_ask_before_replacing_outputs(qgis_app, tmp_path, monkeypatch):
+    """Classify Pixels and Detect Objects ask before replacing an output file that exists, as
+    the other dialogs do; declining keeps the file and starts nothing."""
+    from qgis.PyQt.QtWidgets import QMessageBox
+
+    from plugin.gui.classify_pixels_dialog import ClassifyPixelsDialog
+    from plugin.gui.detect_objects_dialog import DetectObjectsDialog
+
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda *a, **k: asked.append(a[2]) or QMessageBox.No)
+    out = tmp_path / "mine.gpkg"
+    out.write_bytes(b"a user's file")
+    for dialog_cls, job in ((DetectObjectsDialog, DetectObjectsJob(output=str(out))),
+                            (ClassifyPixelsDialog, ClassifyPixelsJob(
+                                output=str(tmp_path / "c.tif"), output_vector=str(out)))):
+        dialog = dialog_cls(None, remember=False)
+        assert dialog.confirm(job) is False
+        assert str(out) in asked[-1]
+        dialog.close()
+    assert out.read_bytes() == b"a user's file"
+    assert ClassifyPixelsDialog(None, remember=False).confirm(
+        ClassifyPixelsJob(output=str(tmp_path / "new.tif"))) is True

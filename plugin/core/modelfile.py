@@ -307,8 +307,10 @@ def load_model(path: str | Path, task: str | None = None):
 
 # -- optimizer state beside a last model --------------------------------------------------------
 def optimizer_path(model_path: str | Path) -> Path:
+    """``<model>.optim.safetensors`` beside the last model ``model_path``; for a path without a
+    file name ("/", "." while a name is typed) the file inside that folder."""
     p = Path(model_path)
-    return p.with_name(p.name + ".optim.safetensors")
+    return p.with_name(p.name + ".optim.safetensors") if p.name else p / ".optim.safetensors"
 
 
 NETWORK_PREFIX = "network."   # training weights in the optimizer file

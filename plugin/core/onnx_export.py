@@ -94,10 +94,10 @@ INPUT_SCALES = ("unit", "raw")
 @register_job
 @dataclass
 class ExportOnnxJob(Job):
-    """Export a model to ONNX for Deepness, GeoDeep or any onnxruntime user: normalisation
-    (and the family's output decoding) are inside the graph, and the classes, resolution, tile
-    size and the full model card are in its metadata. Families with an ``exporter`` in the
-    family table can be exported (pixel segmentation, object detection)."""
+    """Export a pixel segmentation or object detection model to ONNX for Deepness, GeoDeep or
+    any onnxruntime user: normalisation (and the box decoding of a detector) are inside the
+    graph, and the classes, resolution, tile size and the full model card are in its
+    metadata."""
 
     kind = "export_onnx"
     title = "Export Model to ONNX"

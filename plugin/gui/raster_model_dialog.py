@@ -206,6 +206,16 @@ class RasterModelDialog(JobDialog):
     def set_job(self, job: Job) -> None:
         raise NotImplementedError
 
+    def confirm(self, job: Job) -> bool:
+        """Ask before replacing output files that exist (a GeoPackage output replaces only its
+        own layer; the question names the file)."""
+        from ..core.outputs import job_outputs
+        from .training_dialog_parts import confirm_replacing
+
+        return confirm_replacing(self, [path.partition("|")[0]
+                                        for _label, path, folder in job_outputs(job)
+                                        if not folder])
+
     def shared_values(self) -> dict:
         """The fields every apply-a-model dialog shows alike, as the job's keyword arguments:
         INPUT, MODEL, TTA, BATCH_SIZE, TILE_SIZE, GRID_MODEL and DEVICE (a subclass makes the

@@ -196,7 +196,9 @@ class JobAlgorithm(QgsProcessingAlgorithm):
         return re.sub(r"[^a-z0-9]+", "", self.group().lower())
 
     def shortHelpString(self) -> str:  # noqa: N802
-        doc = html.escape(inspect.getdoc(self.job_cls) or "")
+        # the docstring's paragraphs, each joined into one line (QGIS shows every line break)
+        doc = "</p><p>".join(html.escape(" ".join(p.split()))
+                             for p in (inspect.getdoc(self.job_cls) or "").split("\n\n"))
         items = []
         for _f, ps in param_fields(self.job_cls):
             notes = spec_notes(ps)
