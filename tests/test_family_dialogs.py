@@ -270,3 +270,21 @@ def test_grid_form_shows_what_training_will_sample(plugin, tmp_path):
     assert "Patches of 32 px from 2 rasters" in text
     assert dialog.summary_status.text().startswith("What training will sample")
     dialog.close()
+
+
+def test_chip_form_shows_what_training_will_use(plugin, tmp_path):
+    """Train Chip Classifier has a live pre-flight summary too: chips per class in the
+    training, validation and test sets, from a worker."""
+    from plugin.core.classification.synthetic import make_chip_folder
+    from plugin.gui.classification_dialogs import open_train_chip_classifier
+    from plugin.gui.task import pump_until
+
+    make_chip_folder(tmp_path / "chips", per_class=6, size=16)
+    dialog = open_train_chip_classifier(plugin, str(tmp_path / "chips"))
+    dialog.widgets["test_size"][1].setValue(2)
+    assert pump_until(lambda: "Validation" in dialog.summary_view.toPlainText(), 60), \
+        dialog.summary_status.text() + dialog.summary_view.toPlainText()
+    text = dialog.summary_view.toPlainText()
+    assert "Chips of up to 16 px (imagefolder layout)" in text
+    assert dialog.summary_status.text() == "What training will use:"
+    dialog.close()

@@ -69,6 +69,7 @@ from .task import JobManager
 from .training_dialog_parts import (
     SUMMARY_WAITING,
     TrainingDialog,
+    chip_summary_html,
     confirm_replacing,
     suggest_model_outputs,
     summary_html,
@@ -105,11 +106,23 @@ def _grid_summary(job: TrainGridModelJob):
                             pad_small_features=job.pad_small_features)
 
 
+def _chip_summary(job: TrainChipClassifierJob):
+    """What a chip classifier's training will use: its chips per class and split."""
+    from ..core.classification.jobs import ChipSummaryJob
+
+    return ChipSummaryJob(input=job.input, multi_label=job.multi_label,
+                          classes=list(job.classes), min_side=job.min_side,
+                          max_side=job.max_side, test_size=job.test_size, split=job.split,
+                          seed=job.seed, box_size=job.box_size)
+
+
 #: Train forms with a live pre-flight summary: job kind → (the summary job of a train job,
-#: the line above the summary).
+#: the line above the summary, the summary as rich text).
 SUMMARIES = {
     "train_grid_model": (_grid_summary,
-                         "What training will sample (each grid cell is one patch):"),
+                         "What training will sample (each grid cell is one patch):",
+                         summary_html),
+    "train_chip_classifier": (_chip_summary, "What training will use:", chip_summary_html),
 }
 
 
@@ -413,13 +426,14 @@ class JobFormDialog(TrainingDialog):
         return SUMMARIES[self.job_cls.kind][0](self.job())
 
     def summary_ready(self, job: Job) -> bool:
-        return Path(job.project).is_file() and super().summary_ready(job)
+        source = getattr(job, "project", "") or getattr(job, "input", "")
+        return bool(source) and Path(source).exists() and super().summary_ready(job)
 
     def set_summary(self, summary: dict | None, error: str = "") -> None:
         self.summary, self.summary_error = summary, error
         if summary is not None:
             self.summary_status.setText(SUMMARIES[self.job_cls.kind][1])
-            self.summary_view.setHtml(summary_html(summary))
+            self.summary_view.setHtml(SUMMARIES[self.job_cls.kind][2](summary))
         else:
             self.summary_status.setText("The sampling failed:")
             self.summary_view.setPlainText(str(error))

@@ -148,7 +148,9 @@ class TrainingDialog(JobDialog):
 
     def summary_ready(self, job: Job) -> bool:
         """Whether the summary job's values can be sampled (else the summary waits)."""
-        return bool(job.project) and not job.problems() and job.patch_size % 32 == 0
+        source = getattr(job, "project", "") or getattr(job, "input", "")
+        return (bool(source) and not job.problems()
+                and getattr(job, "patch_size", 32) % 32 == 0)
 
     def _schedule_summary(self) -> None:
         """Sample again (once typing pauses) when the values the summary depends on changed."""
@@ -213,6 +215,32 @@ def summary_html(summary: dict, classes: list | None = None) -> str:
     text = f"<table cellspacing='0' cellpadding='2' width='100%'>{''.join(rows)}</table>"
     text += (f"<p style='color:#555'>Patches of {summary.get('patch_size', '?')} px "
              f"from {_plural(len(summary.get('sources', [])), 'raster')}.</p>")
+    warnings = summary.get("warnings") or []
+    if warnings:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        text += (f"<p style='color:#a05a00'><b>Warnings</b></p>"
+                 f"<ul style='color:#a05a00'>{items}</ul>")
+    return text
+
+
+def chip_summary_html(summary: dict) -> str:
+    """The pre-flight summary of a chip classifier (a ``chip_summary`` result) as rich text:
+    chips per class in the training, validation and test sets, then the warnings."""
+    chips = summary.get("chips", {})
+    splits = ("train", "validation", "test")
+    rows = ["<tr><th></th>" + "".join(f"<th align='right'>{label}</th>" for label in
+                                      ("Training", "Validation", "Test")) + "</tr>"]
+    for name in summary.get("classes", []):
+        counts = [chips.get(s, {}).get(name, 0) for s in splits]
+        style = " style='color:#b00020'" if not counts[0] or not counts[1] else ""
+        rows.append(f"<tr{style}><td>{html.escape(name)}</td>"
+                    + "".join(f"<td align='right'>{n:,}</td>" for n in counts) + "</tr>")
+    totals = summary.get("totals", {})
+    rows.append("<tr><td><b>Chips</b></td>" + "".join(
+        f"<td align='right'><b>{totals.get(s, 0):,}</b></td>" for s in splits) + "</tr>")
+    text = f"<table cellspacing='0' cellpadding='2' width='100%'>{''.join(rows)}</table>"
+    text += (f"<p style='color:#555'>Chips of up to {summary.get('max_side', '?')} px "
+             f"({summary.get('layout', '?')} layout).</p>")
     warnings = summary.get("warnings") or []
     if warnings:
         items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
