@@ -212,10 +212,16 @@ def summary_html(summary: dict, classes: list | None = None) -> str:
         style = " style='color:#b00020'" if cid and (not t or not v) else ""
         rows.append(f"<tr{style}><td>{swatch}{html.escape(name)}</td>"
                     f"<td align='right'>{t:,}</td><td align='right'>{v:,}</td></tr>")
+    return _summary_page(rows, f"Patches of {summary.get('patch_size', '?')} px from "
+                               f"{_plural(len(summary.get('sources', [])), 'raster')}.",
+                         summary.get("warnings") or [])
+
+
+def _summary_page(rows: list[str], note: str, warnings: list[str]) -> str:
+    """A pre-flight summary's table ``rows`` (HTML ``<tr>``), a grey ``note`` under it and the
+    ``warnings`` in amber."""
     text = f"<table cellspacing='0' cellpadding='2' width='100%'>{''.join(rows)}</table>"
-    text += (f"<p style='color:#555'>Patches of {summary.get('patch_size', '?')} px "
-             f"from {_plural(len(summary.get('sources', [])), 'raster')}.</p>")
-    warnings = summary.get("warnings") or []
+    text += f"<p style='color:#555'>{html.escape(note)}</p>"
     if warnings:
         items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
         text += (f"<p style='color:#a05a00'><b>Warnings</b></p>"
@@ -238,15 +244,9 @@ def chip_summary_html(summary: dict) -> str:
     totals = summary.get("totals", {})
     rows.append("<tr><td><b>Chips</b></td>" + "".join(
         f"<td align='right'><b>{totals.get(s, 0):,}</b></td>" for s in splits) + "</tr>")
-    text = f"<table cellspacing='0' cellpadding='2' width='100%'>{''.join(rows)}</table>"
-    text += (f"<p style='color:#555'>Chips of up to {summary.get('max_side', '?')} px "
-             f"({summary.get('layout', '?')} layout).</p>")
-    warnings = summary.get("warnings") or []
-    if warnings:
-        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
-        text += (f"<p style='color:#a05a00'><b>Warnings</b></p>"
-                 f"<ul style='color:#a05a00'>{items}</ul>")
-    return text
+    return _summary_page(rows, f"Chips of up to {summary.get('max_side', '?')} px "
+                               f"({summary.get('layout', '?')} layout).",
+                         summary.get("warnings") or [])
 
 
 # -- live pre-flight summary -------------------------------------------------------------------
