@@ -398,3 +398,24 @@ def test_a_failed_atomic_write_keeps_the_previous_file_and_leaves_no_temporary(t
     assert "disk is full" in info.value.message
     assert target.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == [
         "predictions.csv"]
+
+
+def test_classify_chips_on_a_damaged_chip_names_it(tmp_path):
+    """A damaged image in the chips folder stops Classify Chips with a message naming the chip
+    and the fix (it was a rasterio traceback), and writes no output."""
+    from family_models import tiny_model
+
+    from plugin.core.classification.jobs import ClassifyChipsJob
+    from plugin.core.classification.synthetic import make_chip_folder
+    from plugin.core.errors import UserError
+    from plugin.core.jobs import RecordingContext
+
+    make_chip_folder(tmp_path / "chips", per_class=2, size=32)
+    broken = next((tmp_path / "chips").rglob("*.tif")).parent / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    job = ClassifyChipsJob(input=str(tmp_path / "chips"), output=str(tmp_path / "out.csv"),
+                           model=str(tiny_model("chip_classification", tmp_path)), device="cpu")
+    with pytest.raises(UserError, match="broken.png cannot be read") as info:
+        job.execute(RecordingContext())
+    assert "export the chips again" in info.value.fix
+    assert not (tmp_path / "out.csv").exists()

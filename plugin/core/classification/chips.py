@@ -281,11 +281,16 @@ def pad_resize(image: np.ndarray, side: int, resize: int) -> np.ndarray:
 
 def read_chip(path: Path) -> np.ndarray:
     """(data bands, h, w) float32 of a chip file (an alpha band is a mask, not data); pixels
-    that are not valid (:mod:`..validpixels`: nodata, NaN, alpha 0) are 0."""
+    that are not valid (:mod:`..validpixels`: nodata, NaN, alpha 0) are 0. UserError naming the
+    chip when it cannot be read (a damaged or truncated image)."""
     import rasterio
 
-    with rasterio.open(path) as ds:
-        return valid_pixels(ds)
+    try:
+        with rasterio.open(path) as ds:
+            return valid_pixels(ds)
+    except rasterio.errors.RasterioIOError as exc:
+        raise UserError(f"The chip {path} cannot be read ({exc}).",
+                        "Remove it or export the chips again.") from None
 
 
 def valid_pixels(ds, window=None) -> np.ndarray:
