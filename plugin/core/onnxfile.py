@@ -61,13 +61,22 @@ def finish_onnx(path: Path, props: dict[str, str], out_dims: list | None = None)
     onnx.save(model, str(path))
 
 
-def metadata_props(props: dict[str, Any], card: dict) -> dict[str, str]:
-    """``props`` with the card's ``resolution`` (cm/px, when known) as ONNX ``metadata_props``:
-    every value JSON text (Deepness ``json.loads`` each one), plus ``dltrainer_card``, the full
-    model card."""
+def metadata_props(props: dict[str, Any], card: dict, *, size: int, tiles_overlap: int,
+                   input_scale: float, shape: str, inside: str) -> dict[str, str]:
+    """``props`` (the family's own keys) with the keys every export writes, as ONNX
+    ``metadata_props``: every value JSON text (Deepness ``json.loads`` each one).
+
+    Added: ``tiles_size`` (``size`` px), ``tiles_overlap`` (%), ``dltrainer_input_scale``,
+    ``input_convention`` (a sentence: the input ``shape``, e.g. "(N, 3, H, W)", is pixel values
+    / ``input_scale`` in the training band order, then ``inside``: what the graph does and
+    gives), ``resolution`` (cm/px, when known) and ``dltrainer_card`` (the full model card)."""
+    props = {**props, "tiles_size": int(size), "tiles_overlap": int(tiles_overlap),
+             "dltrainer_input_scale": float(input_scale),
+             "input_convention": (f"float32 {shape} = pixel values / {input_scale:g} in the "
+                                  f"training band order; {inside}")}
     res = resolution_cm(card)
     if res is not None:
-        props = {**props, "resolution": res}
+        props["resolution"] = res
     out = {key: json.dumps(value) for key, value in props.items()}
     out["dltrainer_card"] = json.dumps(card, default=json_default)
     return out

@@ -96,14 +96,11 @@ def onnx_detector_metadata(card: dict, classes: list[dict], input_scale: float, 
         "det_conf": float(card.get("score_threshold", 0.3)),
         "det_iou_thresh": float(card.get("nms_iou", 0.5)),
         "class_names": {str(i): c["name"] for i, c in enumerate(classes)},
-        "tiles_size": size, "tiles_overlap": int(tiles_overlap),
-        "dltrainer_input_scale": float(input_scale),
-        "input_convention": (
-            f"float32 (1, {bands}, {size}, {size}) = pixel values / {input_scale:g} in the "
-            "training band order; normalisation, decoding and NMS inside; outputs boxes (K, 4) "
-            "xyxy tile pixels, scores (K,), labels (K,) class ids"),
     }
-    return metadata_props(props, card)
+    return metadata_props(props, card, size=size, tiles_overlap=tiles_overlap,
+                          input_scale=input_scale, shape=f"(1, {bands}, {size}, {size})",
+                          inside="normalisation, decoding and NMS inside; outputs boxes (K, 4) "
+                                 "xyxy tile pixels, scores (K,), labels (K,) class ids")
 
 
 def export_job(job, card: dict, factor: float, ctx: JobContext) -> dict:

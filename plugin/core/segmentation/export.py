@@ -72,20 +72,16 @@ def onnx_metadata(card: dict, *, input_scale: float = 1.0, tile_size: int | None
     props: dict[str, Any] = {
         "model_type": "Segmentor",
         "class_names": onnx_class_names(card),
-        "tiles_size": size,
-        "tile_size": size,
-        "tiles_overlap": int(tiles_overlap),
+        "tile_size": size,      # Deepness reads both spellings (tiles_size is added below)
         "seg_thresh": 0.0,
         "seg_small_segment": 0,
         "standardization_mean": [0.0] * bands,
         "standardization_std": [deepness_std] * bands,
-        "dltrainer_input_scale": float(input_scale),
-        "input_convention": (
-            f"float32 (N, {bands}, H, W) = pixel values / {input_scale:g} in the training "
-            "band order; normalisation and softmax inside; output (N, classes, H, W) "
-            "probabilities, channel k = class id k"),
     }
-    return metadata_props(props, card)
+    return metadata_props(props, card, size=size, tiles_overlap=tiles_overlap,
+                          input_scale=input_scale, shape=f"(N, {bands}, H, W)",
+                          inside="normalisation and softmax inside; output (N, classes, H, W) "
+                                 "probabilities, channel k = class id k")
 
 
 def export_job(job, card: dict, factor: float, ctx: JobContext) -> dict:
