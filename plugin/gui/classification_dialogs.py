@@ -110,10 +110,7 @@ def _chip_summary(job: TrainChipClassifierJob):
     """What a chip classifier's training will use: its chips per class and split."""
     from ..core.classification.jobs import ChipSummaryJob
 
-    return ChipSummaryJob(input=job.input, multi_label=job.multi_label,
-                          classes=list(job.classes), min_side=job.min_side,
-                          max_side=job.max_side, test_size=job.test_size, split=job.split,
-                          seed=job.seed, box_size=job.box_size)
+    return ChipSummaryJob(**{f.name: getattr(job, f.name) for f in dataclasses.fields(job)})
 
 
 #: Train forms with a live pre-flight summary: job kind → (the summary job of a train job,
@@ -200,8 +197,9 @@ class JobFormDialog(TrainingDialog):
             summary_form.addRow(self.summary_status)
             summary_form.addRow(self.summary_view)
             top.addWidget(group, 2)
-            self.summary_fields = tuple(f.name for f in dataclasses.fields(
-                SUMMARIES[job_cls.kind][0](job_cls())))
+            summary = SUMMARIES[job_cls.kind][0](job_cls())
+            self.summary_fields = getattr(summary, "summary_inputs", None) or tuple(
+                f.name for f in dataclasses.fields(summary))
             self._timer = single_shot_timer(self, 600, self._start_summary)
         box = QGroupBox("Advanced")
         box.setCheckable(True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import out_of_memory
 from ..job_fields import device_field
@@ -275,26 +276,25 @@ class ClassifyChipsJob(Job):
 
 @register_job
 @dataclass
-class ChipSummaryJob(Job):
+class ChipSummaryJob(TrainChipClassifierJob):
     """What Train Chip Classifier would use: chips per class in the training, validation and
     test sets, with the same reading, side filter and split (the dialog's live pre-flight
-    summary; a labeling project's features are cut into chips in a temporary folder)."""
+    summary; a labeling project's features are cut into chips in a temporary folder). It takes
+    a train job's values; only those of ``summary_inputs`` change the summary."""
 
     kind = "chip_summary"
     title = "Chip classifier summary"
-    group = GROUP
+    summary_inputs: ClassVar[tuple[str, ...]] = (
+        "input", "multi_label", "classes", "min_side", "max_side", "test_size", "split",
+        "seed", "box_size")
 
-    input: str = spec("", "INPUT", "Chips folder or labeling project", "folder_in")
-    multi_label: bool = spec(False, "MULTI_LABEL", "Multi-label", "bool")
-    classes: list = spec([], "CLASSES", "Classes (empty = all)", "str_list", optional=True)
-    min_side: int = spec(0, "MIN_SIDE", "Minimum chip side (px)", "int", minimum=0)
-    max_side: int = spec(0, "MAX_SIDE", "Maximum chip side (px, 0 = largest chip)", "int",
-                         minimum=0)
-    test_size: int = spec(100, "TEST_SIZE", "Test chips held out", "int", minimum=0)
-    split: float = trainer.split_field()
-    seed: int = trainer.seed_field()
-    box_size: float = spec(25.0, "BOX_SIZE", "Box size for point labels (px)", "float",
-                           minimum=1)
+    def problems(self) -> list[str]:
+        """Only the chips input must exist (the outputs of a training are not needed)."""
+        out = Job.problems(self)
+        if self.input and not Path(self.input).exists():
+            out.append(f"The input {self.input} does not exist: choose a chips folder or a "
+                       "labeling project (INPUT).")
+        return out
 
     def run(self, ctx: JobContext) -> dict:
         import tempfile
