@@ -101,7 +101,7 @@ def run_job(raster: Path, model: Path, out: Path, args, engine: str | None = Non
                             tile_size=args.tile, overlap=args.overlap, batch_size=args.batch,
                             device=args.device, engine=engine or args.engine)
     t0 = time.perf_counter()
-    job.run(JobContext())
+    job.execute(JobContext())
     return time.perf_counter() - t0
 
 

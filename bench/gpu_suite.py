@@ -380,10 +380,10 @@ def classify_grid(suite: Suite, folder: Path, raster: Path) -> None:
     job = ClassifyGridJob(input=str(raster), model=str(model), output=str(folder / "g.gpkg"),
                           batch_size=s.cls_batch, device=suite.device)
     if s.warm_jobs:
-        job.run(JobContext())
+        job.execute(JobContext())
     mem: dict = {}
     with peak_memory(suite.device, mem):
-        secs, result = timed(lambda: job.run(JobContext()))
+        secs, result = timed(lambda: job.execute(JobContext()))
     cells = (-(-s.raster // s.cell)) ** 2
     x = np.random.default_rng(0).random((s.cls_batch, 3, s.cell, s.cell), np.float32) * 255
     bare = bare_forward(scores(predictor, suite.device), x, cells, s.cls_batch, suite.device)
@@ -404,10 +404,10 @@ def classify_chips(suite: Suite, folder: Path) -> None:
     job = ClassifyChipsJob(input=str(chips), model=str(model), output=str(folder / "c.csv"),
                            batch_size=s.cls_batch, device=suite.device)
     if s.warm_jobs:
-        job.run(JobContext())
+        job.execute(JobContext())
     mem: dict = {}
     with peak_memory(suite.device, mem):
-        secs, result = timed(lambda: job.run(JobContext()))
+        secs, result = timed(lambda: job.execute(JobContext()))
     n = result["chips"]
     side = int(card["max_side"])
     x = np.random.default_rng(0).random((s.cls_batch, 3, side, side), np.float32) * 255
@@ -461,7 +461,7 @@ def forced_oom(suite: Suite, folder: Path, raster: Path, jobs: dict) -> None:
     for path, (family, job) in jobs.items():
         with scarce_memory(suite.device):
             try:
-                job.run(JobContext())
+                job.execute(JobContext())
                 note, ok = f"finished: no out-of-memory (or a smaller batch); {how}", True
             except UserError as exc:
                 note, ok = f"UserError: {exc.message} | fix: {exc.fix}; {how}", True

@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import UserError
+from .errors import UserError, out_of_memory
 from .params import check_value, param_fields
 
 JOB_FILE_VERSION = 1
@@ -48,6 +48,8 @@ class Job:
     """Base of every job. Subclasses are dataclasses registered with :func:`register_job`."""
 
     kind: ClassVar[str] = ""
+    #: The fix when the GPU runs out of memory during ``run`` (every job: :meth:`execute`).
+    memory_fix: ClassVar[str] = "Use fewer patches, tiles or chips per batch (BATCH_SIZE)."
     title: ClassVar[str] = ""
     #: ``(phase, weight)`` in run order: how phase events add up to one overall progress
     #: (:mod:`.progress`); empty: each phase's own share.
@@ -92,7 +94,8 @@ class Job:
         # several processes (torchrun) run one job: rank 0 holds the locks for all of them
         with OutputLocks(self) if is_main() else contextlib.nullcontext():
             try:
-                return self.run(ctx)
+                with out_of_memory(f"running {self.title}", self.memory_fix):
+                    return self.run(ctx)
             except (UserError, KeyboardInterrupt, MemoryError):
                 raise
             except Exception as exc:

@@ -24,6 +24,7 @@ class RasterModelJob(Job):
     output_missing: ClassVar[str] = "Output (OUTPUT) is required: choose a file name."
     #: The model card's ``task`` this tool needs (MODEL); a grid model (GRID_MODEL) is "grid".
     model_task: ClassVar[str] = ""
+    memory_fix: ClassVar[str] = "Use fewer tiles per batch (BATCH_SIZE) or a smaller TILE_SIZE."
 
     def problems(self) -> list[str]:
         """The base checks, then: the input raster and the model files must exist, and OUTPUT

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..errors import out_of_memory
 from ..job_fields import device_field
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
@@ -109,6 +108,7 @@ class ClassifyGridJob(RasterModelJob):
     output_missing = "Output (OUTPUT) is required: choose a GeoPackage file name."
     model_task = "grid"
     title = "Classify Grid"
+    memory_fix = "Use fewer cells per batch (BATCH_SIZE)."
     group = GROUP
 
     input: str = spec("", "INPUT", "Input raster", "raster_in")
@@ -132,8 +132,7 @@ class ClassifyGridJob(RasterModelJob):
     def run(self, ctx: JobContext) -> dict:
         from .predict_grid import classify_grid
 
-        with out_of_memory("classifying grid cells", "Use fewer cells per batch (BATCH_SIZE)."):
-            return classify_grid(self, ctx)
+        return classify_grid(self, ctx)
 
 
 @register_job
@@ -224,6 +223,7 @@ class ClassifyChipsJob(Job):
 
     kind = "classify_chips"
     title = "Classify Chips"
+    memory_fix = "Use fewer chips per batch (BATCH_SIZE)."
     group = GROUP
 
     input: str = spec("", "INPUT", "Chips folder or vector layer", "folder_in",
@@ -270,8 +270,7 @@ class ClassifyChipsJob(Job):
     def run(self, ctx: JobContext) -> dict:
         from .predict_chips import classify_chips
 
-        with out_of_memory("classifying chips", "Use fewer chips per batch (BATCH_SIZE)."):
-            return classify_chips(self, ctx)
+        return classify_chips(self, ctx)
 
 
 @register_job

@@ -368,16 +368,9 @@ def detect_objects(job, ctx: JobContext) -> dict:
         ctx.log(f"Detecting objects in {src.width} × {src.height} px on {device}: tiles of "
                 f"{tile} px overlapping by {overlap} px, score ≥ {score:g}, NMS IoU "
                 f"{nms_iou:g}" + (", flips TTA" if job.tta else ""))
-        try:
-            found = detect_raster(src, detector, card["mean"], tile, overlap, job.batch_size,
-                                  progress=lambda d, t: ctx.progress("tile", d, t, "Detecting"),
-                                  cancelled=lambda: ctx.cancelled, cells=cells)
-        except Exception as exc:
-            if type(exc).__name__ == "OutOfMemoryError":    # torch's, without importing it
-                raise UserError("The GPU ran out of memory while detecting.",
-                                "Use fewer tiles per batch (BATCH_SIZE) or a smaller "
-                                "TILE_SIZE.") from None
-            raise
+        found = detect_raster(src, detector, card["mean"], tile, overlap, job.batch_size,
+                              progress=lambda d, t: ctx.progress("tile", d, t, "Detecting"),
+                              cancelled=lambda: ctx.cancelled, cells=cells)
         transform, crs = src.transform, src.crs
     sel = found["scores"] >= score
     boxes_map = to_map(found["boxes"][sel], transform)

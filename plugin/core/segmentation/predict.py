@@ -26,7 +26,7 @@ import numpy as np
 from ..areas import area_and_length
 from ..atomic import remove_stale_temporaries, temp_path
 from ..blend import CLASS_NODATA, window_1d
-from ..errors import JobCancelled, UserError
+from ..errors import JobCancelled
 from ..inference import inference_context, make_engine, tta_predict
 from ..jobs import JobContext
 from ..outputs import gdal_write_guard
@@ -317,13 +317,7 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                     cancelled=lambda: ctx.cancelled, part=part, scale=(scale_a, scale_b),
                     cell_mask=cells.mask if cells is not None else None,
                     probs="uint8" if pdst is not None else None)
-            except Exception as exc:
-                if type(exc).__name__ != "OutOfMemoryError":   # torch's, without importing it
-                    raise
-                raise UserError("The GPU ran out of memory while classifying.",
-                                "Use fewer tiles per batch (BATCH_SIZE) or a smaller "
-                                "TILE_SIZE.") from None
-            finally:
+            finally:   # a GPU out of memory becomes a UserError in Job.execute
                 dst.close()
                 if pdst is not None:
                     pdst.close()
