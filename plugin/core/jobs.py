@@ -48,6 +48,10 @@ class Job:
     """Base of every job. Subclasses are dataclasses registered with :func:`register_job`."""
 
     kind: ClassVar[str] = ""
+    #: ``"module:function"`` that runs the job, module relative to the job class's package,
+    #: called as ``function(job, ctx)``: imported only when the job runs, so that job modules
+    #: import nothing heavy. Jobs whose work is short override :meth:`run` instead.
+    runner: ClassVar[str] = ""
     #: The fix when the GPU runs out of memory during ``run`` (every job: :meth:`execute`).
     memory_fix: ClassVar[str] = "Use fewer patches, tiles or chips per batch (BATCH_SIZE)."
     title: ClassVar[str] = ""
@@ -111,9 +115,16 @@ class Job:
         if problems:
             raise UserError(" ".join(problems))
 
-    def run(self, ctx: JobContext) -> dict:  # pragma: no cover - abstract
-        """Do the work, reporting through ``ctx``; return a JSON-serialisable result."""
-        raise NotImplementedError
+    def run(self, ctx: JobContext) -> dict:
+        """Do the work, reporting through ``ctx``; return a JSON-serialisable result. By
+        default calls the job's :attr:`runner`."""
+        if not self.runner:   # pragma: no cover - a job without a runner overrides run
+            raise NotImplementedError(f"{type(self).__name__} has no runner")
+        import importlib
+
+        module, _, function = self.runner.partition(":")
+        package = type(self).__module__.rpartition(".")[0]
+        return getattr(importlib.import_module(f".{module}", package), function)(self, ctx)
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict:

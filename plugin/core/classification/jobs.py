@@ -108,6 +108,7 @@ class ClassifyGridJob(RasterModelJob):
     output_missing = "Output (OUTPUT) is required: choose a GeoPackage file name."
     model_task = "grid"
     title = "Classify Grid"
+    runner = "predict_grid:classify_grid"
     memory_fix = "Use fewer cells per batch (BATCH_SIZE)."
     group = GROUP
 
@@ -129,11 +130,6 @@ class ClassifyGridJob(RasterModelJob):
                            maximum=4096, advanced=True)
     device: str = device_field()
 
-    def run(self, ctx: JobContext) -> dict:
-        from .predict_grid import classify_grid
-
-        return classify_grid(self, ctx)
-
 
 @register_job
 @dataclass
@@ -144,6 +140,7 @@ class TrainChipClassifierJob(TrainingJob):
     kind = "train_chip_classifier"
     input_files = (("weights_file", "WEIGHTS_FILE"),)
     title = "Train Chip Classifier"
+    runner = "train_chips:train_chip_classifier"
     group = GROUP
 
     input: str = spec("", "INPUT", "Chips folder or labeling project", "folder_in",
@@ -209,11 +206,6 @@ class TrainChipClassifierJob(TrainingJob):
                        "one.")
         return out
 
-    def run(self, ctx: JobContext) -> dict:
-        from .train_chips import train_chip_classifier
-
-        return train_chip_classifier(self, ctx)
-
 
 @register_job
 @dataclass
@@ -223,6 +215,7 @@ class ClassifyChipsJob(Job):
 
     kind = "classify_chips"
     title = "Classify Chips"
+    runner = "predict_chips:classify_chips"
     memory_fix = "Use fewer chips per batch (BATCH_SIZE)."
     group = GROUP
 
@@ -266,11 +259,6 @@ class ClassifyChipsJob(Job):
                 out.append(f"Output (OUTPUT) {Path(self.output).name} does not end in {suffix}: "
                            f"{what}; name it like {Path(self.output).stem or 'output'}{suffix}.")
         return out
-
-    def run(self, ctx: JobContext) -> dict:
-        from .predict_chips import classify_chips
-
-        return classify_chips(self, ctx)
 
 
 @register_job

@@ -104,6 +104,7 @@ class DetectObjectsJob(RasterModelJob):
     output_missing = "Output boxes (OUTPUT) is required: choose a GeoPackage file name."
     model_task = TASK
     title = "Detect Objects"
+    runner = "predict:detect_objects"
     group = "Object detection"
 
     input: str = spec("", "INPUT", "Input raster", "raster_in",
@@ -162,11 +163,6 @@ class DetectObjectsJob(RasterModelJob):
             out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.tile_size)}.")
         return out
-
-    def run(self, ctx: JobContext) -> dict:
-        from .predict import detect_objects
-
-        return detect_objects(self, ctx)
 
 
 @register_job

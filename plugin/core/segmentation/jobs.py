@@ -15,7 +15,7 @@ from ..job_fields import (
     grid_threshold_field,
     model_file_name,
 )
-from ..jobs import JobContext, register_job
+from ..jobs import register_job
 from ..params import spec
 from ..patchsize import PATCH_MULTIPLE, nearest_patch_size, patch_size_problem  # noqa: F401
 from ..raster_model_job import RasterModelJob
@@ -191,6 +191,7 @@ class ClassifyPixelsJob(RasterModelJob):
     output_missing = "Output class raster (OUTPUT) is required: choose a file name."
     model_task = "pixel_segmentation"
     title = "Classify Pixels"
+    runner = "predict:classify_pixels"
     group = "Pixel segmentation"
     progress_phases = (("tile", 0.9), ("polygons", 0.1))
 
@@ -252,10 +253,5 @@ class ClassifyPixelsJob(RasterModelJob):
         out = super().problems()
         out += patch_size_problem(self.tile_size, "Tile size", "TILE_SIZE")
         return out
-
-    def run(self, ctx: JobContext) -> dict:
-        from .predict import classify_pixels
-
-        return classify_pixels(self, ctx)
 
 
