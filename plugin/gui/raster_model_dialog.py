@@ -29,6 +29,7 @@ from qgis.PyQt.QtWidgets import (
 from ..core.errors import UserError
 from ..core.jobs import Job
 from ..core.modelfile import read_model_card
+from ..core.raster_input import PIXEL_SIZE_TOLERANCE  # the same warning as the job gives
 from ..core.wording import for_dialog, plural
 from . import messages, settings
 from .job_dialog_support import (
@@ -59,8 +60,6 @@ from .job_dialog_support import (
 from .task import JobManager
 
 RASTER_FILTER = "Rasters (*.tif *.tiff *.vrt *.img *.jp2 *.png);;All files (*)"
-#: Input pixel size / training pixel size beyond which (or below its inverse) a warning shows.
-PIXEL_SIZE_TOLERANCE = 1.5
 
 
 def raster_info(path: str) -> dict | None:
