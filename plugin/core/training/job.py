@@ -124,7 +124,11 @@ class TrainingJob(Job):
         return str(p.with_name(f"{stem}_logs") if p.name else p / f"{stem}_logs")  # "/", "."
 
     def run(self, ctx: JobContext) -> dict:
-        """Train in the one training engine with this family's task."""
+        """Train in the one training engine with this family's task; a family whose training
+        is more than one engine run (the chip classifier's two rounds and test report) names
+        its own ``runner``, which drives the engine."""
+        if self.runner:
+            return super().run(ctx)
         from ..families import make_task
         from .engine import run_training
 
