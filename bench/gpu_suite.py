@@ -371,19 +371,27 @@ def scores(predictor, device: str):
     return lambda a: predictor(torch.from_numpy(a).to(device)).float().cpu()
 
 
+def measured_job(job, suite: Suite) -> tuple[float, dict, dict]:
+    """(seconds, result, {"mib": peak GPU memory}) of one ``job.execute`` as users run it,
+    after a warm-up run at full sizes (caches, allocator)."""
+    from plugin.core.jobs import JobContext
+
+    if suite.sizes.warm_jobs:
+        job.execute(JobContext())
+    mem: dict = {}
+    with peak_memory(suite.device, mem):
+        secs, result = timed(lambda: job.execute(JobContext()))
+    return secs, result, mem
+
+
 def classify_grid(suite: Suite, folder: Path, raster: Path) -> None:
     from plugin.core.classification.jobs import ClassifyGridJob
-    from plugin.core.jobs import JobContext
 
     s = suite.sizes
     model, predictor, card = classifier_model("grid", folder, suite)
     job = ClassifyGridJob(input=str(raster), model=str(model), output=str(folder / "g.gpkg"),
                           batch_size=s.cls_batch, device=suite.device)
-    if s.warm_jobs:
-        job.execute(JobContext())
-    mem: dict = {}
-    with peak_memory(suite.device, mem):
-        secs, result = timed(lambda: job.execute(JobContext()))
+    secs, result, mem = measured_job(job, suite)
     cells = (-(-s.raster // s.cell)) ** 2
     x = np.random.default_rng(0).random((s.cls_batch, 3, s.cell, s.cell), np.float32) * 255
     bare = bare_forward(scores(predictor, suite.device), x, cells, s.cls_batch, suite.device)
@@ -395,7 +403,6 @@ def classify_grid(suite: Suite, folder: Path, raster: Path) -> None:
 def classify_chips(suite: Suite, folder: Path) -> None:
     from plugin.core.classification.jobs import ClassifyChipsJob
     from plugin.core.classification.synthetic import make_chip_folder
-    from plugin.core.jobs import JobContext
 
     s = suite.sizes
     model, predictor, card = classifier_model("chip_classification", folder, suite)
@@ -403,11 +410,7 @@ def classify_chips(suite: Suite, folder: Path) -> None:
     make_chip_folder(chips, "imagefolder", per_class=s.chips_per_class, size=s.cell, seed=5)
     job = ClassifyChipsJob(input=str(chips), model=str(model), output=str(folder / "c.csv"),
                            batch_size=s.cls_batch, device=suite.device)
-    if s.warm_jobs:
-        job.execute(JobContext())
-    mem: dict = {}
-    with peak_memory(suite.device, mem):
-        secs, result = timed(lambda: job.execute(JobContext()))
+    secs, result, mem = measured_job(job, suite)
     n = result["chips"]
     side = int(card["max_side"])
     x = np.random.default_rng(0).random((s.cls_batch, 3, side, side), np.float32) * 255

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from qgis_helpers import dltrainer_provider
 
 from plugin.core.errors import UserError
 from plugin.core.jobs import RecordingContext
@@ -237,16 +238,8 @@ def _annotation_files(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.parametrize("fmt", ["coco", "voc", "yolo"])
 def test_processing_import_labels_takes_box_files(qgis_processing, tmp_path, scene, fmt):
     import processing
-    from qgis.core import QgsApplication
 
-    from plugin.processing.provider import DeepLearningTrainerProvider
-
-    registry = QgsApplication.processingRegistry()
-    own = registry.providerById("dltrainer") is None
-    provider = DeepLearningTrainerProvider()
-    if own:
-        registry.addProvider(provider)
-    try:
+    with dltrainer_provider():
         labels = _annotation_files(tmp_path)[fmt]
         result = processing.run("dltrainer:importlabels", {
             "PROJECT": str(tmp_path / "p.gpkg"), "RASTERS": [str(scene.raster)],
@@ -266,9 +259,6 @@ def test_processing_import_labels_takes_box_files(qgis_processing, tmp_path, sce
                 "PROJECT": str(tmp_path / "q.gpkg"), "RASTERS": [str(scene.raster)],
                 "LABELS": str(tmp_path / "no.xml")})
         assert not (tmp_path / "q.gpkg").exists()
-    finally:
-        if own:
-            registry.removeProvider(provider)
 
 
 @pytest.mark.skipif(not Path("/usr/bin/qgis_process.bin").exists(),

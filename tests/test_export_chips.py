@@ -10,6 +10,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pytest
 import rasterio
+from qgis_helpers import dltrainer_provider
 from rasterio.windows import Window
 
 from plugin.core.errors import UserError
@@ -396,17 +397,9 @@ def test_dialog_validates_builds_the_job_and_shows_the_summary(qgis_app, tmp_pat
 
 def test_processing_algorithm_exports(qgis_processing, tmp_path: Path, scene_project):
     import processing
-    from qgis.core import QgsApplication
 
-    from plugin.processing.provider import DeepLearningTrainerProvider
-
-    registry = QgsApplication.processingRegistry()
-    provider = None
-    if registry.providerById("dltrainer") is None:
-        provider = DeepLearningTrainerProvider()
-        registry.addProvider(provider)
-    try:
-        alg = registry.algorithmById("dltrainer:exportchips")
+    with dltrainer_provider() as provider:
+        alg = provider.algorithm("exportchips")
         assert alg is not None
         names = {d.name() for d in alg.parameterDefinitions()}
         assert {"PROJECT", "FORMAT", "PATCH_SIZE", "STRIDE", "SPLIT", "SHUFFLE", "SEED",
@@ -420,9 +413,6 @@ def test_processing_algorithm_exports(qgis_processing, tmp_path: Path, scene_pro
             "OUTPUT_FOLDER": str(out)})
         assert (out / "annotations" / "instances_train.json").is_file()
         assert result  # the algorithm returns the job's outputs
-    finally:
-        if provider is not None:
-            registry.removeProvider(provider)
 
 
 def test_dialogs_from_the_menu_start_with_the_labeling_tools_project(qgis_app, tmp_path):

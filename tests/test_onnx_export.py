@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from qgis_helpers import dltrainer_provider
 
 from plugin.core import modelfile, onnxfile
 from plugin.core.errors import UserError
@@ -171,16 +172,9 @@ def test_a_file_that_is_not_a_model_is_a_user_error(tmp_path):
 
 def test_processing_runs_the_export_in_a_worker(qgis_processing, model, tmp_path):
     import processing  # noqa: PLC0415 - needs the QGIS app made by pytest-qgis
-    from qgis.core import QgsApplication, QgsProcessingException
+    from qgis.core import QgsProcessingException
 
-    from plugin.processing.provider import DeepLearningTrainerProvider
-
-    registry = QgsApplication.processingRegistry()
-    own = registry.providerById("dltrainer") is None
-    provider = DeepLearningTrainerProvider()
-    if own:
-        registry.addProvider(provider)
-    try:
+    with dltrainer_provider():
         out = str(tmp_path / "deepness.onnx")
         result = processing.run("dltrainer:exportonnx", {
             "MODEL": str(model), "OUTPUT": out, "INPUT_SCALE": "unit", "SCALE": 255.0})
@@ -196,6 +190,3 @@ def test_processing_runs_the_export_in_a_worker(qgis_processing, model, tmp_path
         with pytest.raises(QgsProcessingException, match="not a Deep Learning Trainer model"):
             processing.run("dltrainer:exportonnx", {"MODEL": str(junk),
                                                     "OUTPUT": str(tmp_path / "j.onnx")})
-    finally:
-        if own:
-            registry.removeProvider(provider)
