@@ -29,6 +29,7 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
+from plugin.core.families import job_kinds
 from plugin.core.jobs import Job
 from plugin.core.params import spec
 from plugin.processing.job_algorithm import JobAlgorithm
@@ -181,6 +182,19 @@ def test_parameters_follow_the_specs(qgis_processing):
     help_text = alg.shortHelpString()
     assert "A job using every parameter kind" in help_text
     assert "<b>Count</b></dt><dd>(from 1 to 9)" in help_text
+
+
+@pytest.mark.parametrize("kind", job_kinds())
+def test_processing_defaults_give_the_jobs_defaults(qgis_processing, kind):
+    """A Processing run that sets nothing trains and classifies with exactly the job's defaults
+    (what the dialog, `dltrain` and the bench scripts get), for every family's jobs."""
+    alg = JobAlgorithm.for_kind(kind)
+    alg.initAlgorithm()
+    defaults = {p.name(): p.defaultValue() for p in alg.parameterDefinitions()}
+    job = alg.job_from_parameters(defaults, QgsProcessingContext())
+    reference = alg.job_cls()
+    assert {f.name: getattr(job, f.name) for f in dataclasses.fields(job)} == \
+        {f.name: getattr(reference, f.name) for f in dataclasses.fields(reference)}
 
 
 def test_job_from_parameters_maps_values_back(qgis_processing, synthetic_scene, tmp_path):
