@@ -96,6 +96,10 @@ def test_dialog_builds_the_job_the_processing_algorithm_builds(qgis_processing, 
     dialog.loss_combo.setCurrentIndex(dialog.loss_combo.findData("focal"))
     dialog.unlabelled_combo.setCurrentIndex(dialog.unlabelled_combo.findData("unknown"))
     dialog.patience_spin.setValue(5)
+    assert not dialog.search_spin.isEnabledTo(dialog.advanced_box)   # only with a search
+    dialog.trials_spin.setValue(6)
+    dialog.search_spin.setValue(12.5)
+    assert dialog.search_spin.isEnabledTo(dialog.advanced_box)
     dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cpu"))
     best, last = str(tmp_path / "m.dltmodel.safetensors"), str(tmp_path / "m_last.safetensors")
     dialog.output_edit.setText(best)
@@ -112,7 +116,7 @@ def test_dialog_builds_the_job_the_processing_algorithm_builds(qgis_processing, 
         "SOLID_DISTANCES": json.dumps({str(i): 3 for i in ids}),
         "BLUR_DISTANCES": json.dumps(blur),
         "CLASS_WEIGHT_MIN": 2, "CLASS_WEIGHT_MAX": 3, "LOSS_WEIGHT": 0.25, "PATIENCE": 5,
-        "LOSS": "focal", "UNLABELLED_PIXELS": "unknown",
+        "TRIALS": 6, "SEARCH_MINUTES": 12.5, "LOSS": "focal", "UNLABELLED_PIXELS": "unknown",
         "DEVICE": "cpu", "OUTPUT_MODEL": best, "OUTPUT_LAST_MODEL": last,
     }
     algorithm = JobAlgorithm.for_kind("train_pixel_segmentation")

@@ -476,6 +476,13 @@ class TrainSegmentationDialog(TrainingDialog):
         self.max_patches_spin = counted(int_spin(
             0, 10**8, special="all", tooltip="Use at most this many training patches per epoch "
                                              "(a random subset each epoch)."), "patch")
+        self.trials_spin = int_spin(
+            0, 500, special="off", tooltip="Train this many short trials with other learning "
+            "rates, losses, architectures and patch sizes (Optuna), stop weak ones early and keep "
+            "the best model; the first trial uses the settings above.")
+        self.search_spin = double_spin(0.1, 10080, 1, 5, " min")
+        self.search_spin.setToolTip("Wall-clock minutes for all trials together; each trial "
+                                    "gets an equal share.")
         self.workers_spin = int_spin(-1, 64, special="automatic",
                                      tooltip="Processes reading patches while the model trains "
                                              "(0: in the training process).")
@@ -491,6 +498,8 @@ class TrainSegmentationDialog(TrainingDialog):
         form.addRow("Early stopping patience (epochs)", self.patience_spin)
         form.addRow("Batches per epoch", self.steps_spin)
         form.addRow("Max training patches per epoch", self.max_patches_spin)
+        form.addRow("Hyperparameter search trials", self.trials_spin)
+        form.addRow("Search time budget", self.search_spin)
         form.addRow("Data loader workers", self.workers_spin)
         form.addRow("Resume from last model", file_row(self.resume_edit, self._browse_resume))
         form.addRow("Log folder (TensorBoard, CSV)", file_row(self.log_edit, self._browse_log))
@@ -500,8 +509,11 @@ class TrainSegmentationDialog(TrainingDialog):
         box.toggled.connect(inner.setVisible)
         self.advanced_box = box
         for w in (self.seed_spin, self.patience_spin, self.steps_spin, self.max_patches_spin,
-                  self.workers_spin):
+                  self.workers_spin, self.trials_spin, self.search_spin):
             w.valueChanged.connect(self._changed)
+        self.trials_spin.valueChanged.connect(
+            lambda n: self.search_spin.setEnabled(n > 0))
+        self.search_spin.setEnabled(False)
         self.resume_edit.textChanged.connect(self._changed)
         self.log_edit.textChanged.connect(self._changed)
         return box
@@ -540,6 +552,8 @@ class TrainSegmentationDialog(TrainingDialog):
             unlabelled_pixels=str(self.unlabelled_combo.currentData()),
             encoder_weights_file=getattr(self, "_weights_file", ""),
             patience=self.patience_spin.value(),
+            trials=self.trials_spin.value(),
+            search_minutes=self.search_spin.value(),
             steps_per_epoch=self.steps_spin.value(),
             max_patches=self.max_patches_spin.value(),
             num_workers=self.workers_spin.value(),
@@ -584,6 +598,8 @@ class TrainSegmentationDialog(TrainingDialog):
             _select(self.unlabelled_combo, job.unlabelled_pixels)
             self._weights_file = job.encoder_weights_file
             self.patience_spin.setValue(int(job.patience))
+            self.trials_spin.setValue(int(job.trials))
+            self.search_spin.setValue(float(job.search_minutes))
             self.steps_spin.setValue(int(job.steps_per_epoch))
             self.max_patches_spin.setValue(int(job.max_patches))
             self.workers_spin.setValue(int(job.num_workers))

@@ -23,6 +23,23 @@ def patience_field():
                 help="Stop after this many epochs without a better validation score.")
 
 
+def trials_field():
+    """TRIALS: trials of the hyperparameter search (0: no search, train once as set)."""
+    return spec(0, "TRIALS", "Hyperparameter search trials (0 = off)", "int", minimum=0,
+                maximum=500, advanced=True,
+                help="Train this many short trials, each with other learning rate, loss, "
+                     "architecture or patch size (Optuna), stop weak ones early and keep the "
+                     "best model. The first trial uses the settings as given.")
+
+
+def search_minutes_field():
+    """SEARCH_MINUTES: the time budget of the whole search (minutes of wall-clock time)."""
+    return spec(10.0, "SEARCH_MINUTES", "Search time budget (minutes)", "float", minimum=0.1,
+                maximum=10080.0, advanced=True,
+                help="Wall-clock minutes for all trials together; each trial gets an equal "
+                     "share and stops when it is used up. Only with TRIALS.")
+
+
 def num_workers_field():
     """NUM_WORKERS: data loader processes (-1: chosen from the cores available)."""
     return spec(-1, "NUM_WORKERS", "Data loader workers (-1 = automatic)", "int", minimum=-1,

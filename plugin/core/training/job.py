@@ -38,11 +38,13 @@ class TrainingJob(Job):
     chips_folder_kinds: ClassVar[str] = ""
     #: Shown after the family's own fields, in this order (:func:`..params.param_fields`).
     trailing_fields: ClassVar[tuple[str, ...]] = (
-        "seed", "patience", "num_workers", "resume_from", "device", "output_model",
-        "output_last_model", "save_optimizer", "log_folder")
+        "seed", "patience", "trials", "search_minutes", "num_workers", "resume_from", "device",
+        "output_model", "output_last_model", "save_optimizer", "log_folder")
 
     seed: int = trainer.seed_field()
     patience: int = trainer.patience_field()
+    trials: int = trainer.trials_field()
+    search_minutes: float = trainer.search_minutes_field()
     num_workers: int = trainer.num_workers_field()
     resume_from: str = trainer.resume_from_field()
     device: str = device_field("training")
@@ -58,7 +60,14 @@ class TrainingJob(Job):
         """The base checks, the project, the model files and the log folder (each a sentence
         with its fix)."""
         return (super().problems() + self.project_problems() + self.model_problems()
-                + self.log_folder_problems())
+                + self.log_folder_problems() + self.search_problems())
+
+    def search_problems(self) -> list[str]:
+        """A search (TRIALS > 0) starts every trial afresh: it cannot resume a run."""
+        if self.trials and self.resume_from:
+            return ["A hyperparameter search (TRIALS) cannot resume a run (RESUME_FROM): clear "
+                    "one of them."]
+        return []
 
     def extra_outputs(self) -> list[tuple[str, str, bool]]:
         """The default log folder (``<output model>_logs``) when LOG_FOLDER is empty (a given
@@ -126,7 +135,16 @@ class TrainingJob(Job):
     def run(self, ctx: JobContext) -> dict:
         """Train in the one training engine with this family's task; a family whose training
         is more than one engine run (the chip classifier's two rounds and test report) names
-        its own ``runner``, which drives the engine."""
+        its own ``runner``, which drives the engine. With TRIALS, a hyperparameter search runs
+        that many trainings (:mod:`.search`) and keeps the best."""
+        if self.trials:
+            from .search import run_search
+
+            return run_search(self, ctx, lambda job, trial_ctx: job.train(trial_ctx))
+        return self.train(ctx)
+
+    def train(self, ctx: JobContext) -> dict:
+        """One training run of this job (no search)."""
         if self.runner:
             return super().run(ctx)
         from ..families import make_task
