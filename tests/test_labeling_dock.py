@@ -304,3 +304,72 @@ def test_style_is_saved_in_the_geopackage(dock, tmp_path):
     with sqlite3.connect(tmp_path / "styled.gpkg") as con:
         rows = con.execute("SELECT f_table_name, useAsDefault FROM layer_styles").fetchall()
     assert sorted(rows) == [("label_lines", 1), ("label_points", 1), ("label_polygons", 1)]
+
+
+def test_suggestion_loop_suggests_goes_next_skips_marks_done_and_fine_tunes(
+        qgis_iface, fresh_project, tmp_path, monkeypatch):
+    """The whole loop in the dock: Suggest areas… (the job in a worker) adds the layer; Next
+    zooms to rank 1, Skip marks it skipped and goes to rank 2; a label drawn in rank 2 marks it
+    done; Fine-tune starts the family's training from the model, naming new outputs."""
+    from family_models import tiny_model
+
+    from plugin.gui.labeling import suggestions as sl
+
+    monkeypatch.setattr(sl, "remember_value", lambda key, value: setattr(
+        sl, "_remembered", value))
+    monkeypatch.setattr(sl, "remembered_value", lambda key: getattr(sl, "_remembered", ""))
+    plugin = SimpleNamespace(iface=qgis_iface, windows={}, jobs=JobManager(qgis_iface))
+    dock = LabelingDock(qgis_iface, plugin)
+    try:
+        from test_suggest_labels import _raster
+
+        dock.new_project(tmp_path / "s.gpkg", "EPSG:32631")
+        dock.add_raster(_raster(tmp_path / "a.tif", 1))
+        dock.add_class("bright")
+        dock.add_class("dark")
+        model = tiny_model("pixel_segmentation", tmp_path)
+        canvas = qgis_iface.mapCanvas()
+        canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:32631"))
+        task = dock.suggestions.suggest(str(model), count=3)
+        assert wait_for(task, 120) == "succeeded", task.error_message
+        QApplication.processEvents()
+        layer = dock.suggestions.layer()
+        assert layer is not None and layer.featureCount() == 3
+        group = QgsProject.instance().layerTreeRoot().findGroup("s")
+        assert any(n.layer() is layer for n in group.findLayers())
+
+        first = dock.suggestions.next()
+        assert int(first["rank"]) == 1
+        assert canvas.extent().contains(first.geometry().boundingBox())
+        dock.suggestions.skip()
+        second = layer.getFeature(dock.suggestions.current)
+        assert int(second["rank"]) == 2
+        assert layer.getFeature(first.id())["status"] == "skipped"
+        polygons = dock.layers["polygons"]
+        polygons.startEditing()
+        centre = second.geometry().centroid().asPoint()
+        square = QgsRectangle(centre.x() - 2, centre.y() - 2, centre.x() + 2, centre.y() + 2)
+        polygons.addFeature(QgsVectorLayerUtils.createFeature(
+            polygons, QgsGeometry.fromRect(square)))
+        assert layer.getFeature(second.id())["status"] == "done"
+        assert [int(f["rank"]) for f in dock.suggestions.open_suggestions()] == [3]
+
+        (tmp_path / "m_ft1.pixel_segmentation.dltmodel.safetensors").write_bytes(b"taken")
+        from plugin.gui import training_dialog_parts as parts
+
+        started = []
+        monkeypatch.setattr(parts, "start_training", lambda plugin, job: started.append(job)
+                            or SimpleNamespace(job=job))
+        monkeypatch.setattr(parts, "training_window", lambda plugin, task, job: SimpleNamespace(
+            show=lambda: None))
+        task = dock.suggestions.fine_tune()
+        assert task is not None and not polygons.isModified()     # the new label was saved
+        (job,) = started
+        assert job.init_model == str(model) and job.project == str(tmp_path / "s.gpkg")
+        assert job.output_model.endswith("m_ft2.pixel_segmentation.dltmodel.safetensors")
+        assert job.problems() == []
+    finally:
+        for w in plugin.windows.values():
+            w.close()
+        dock._disconnect_layers()
+        dock.deleteLater()

@@ -40,7 +40,10 @@ class Family:
       the CPU, card)``, and ``<package>.modelfile:card_problem`` checks the family's own card
       fields (a phrase or None; light: read in QGIS, no torch);
     - with ``exports``, ``<package>.export:export_job`` writes its ONNX file:
-      ``(ExportOnnxJob, card, input scale, ctx) → result``.
+      ``(ExportOnnxJob, card, input scale, ctx) → result``;
+    - with ``suggests``, ``<package>.suggest`` scores windows by the model's uncertainty for
+      Suggest Areas to Label (``window_size(card)`` and ``uncertainty(predictor, card, batch,
+      valid)``: see :mod:`.suggest_labels`).
     """
 
     task: str                 # the model file's ``task`` field, e.g. "pixel_segmentation"
@@ -50,6 +53,7 @@ class Family:
     train_kind: str           # job kind that trains it, e.g. "train_pixel_segmentation"
     classify_kinds: tuple[str, ...]    # job kinds that apply a model, e.g. ("classify_pixels",)
     exports: bool = False     # <package>.export exports its models to ONNX
+    suggests: bool = False    # <package>.suggest scores windows for Suggest Areas to Label
     other_kinds: tuple[str, ...] = ()  # more job kinds offered in Processing
     train_tool: Tool | None = None     # entry in Deep Learning ▸ Train
     classify_tools: tuple[Tool, ...] = field(default_factory=tuple)  # ▸ Classify
@@ -71,6 +75,10 @@ class Family:
         return f"{self.package}.export:export_job" if self.exports else ""
 
     @property
+    def suggester(self) -> str:
+        return f"{self.package}.suggest" if self.suggests else ""
+
+    @property
     def job_kinds(self) -> tuple[str, ...]:
         return (self.train_kind, *self.classify_kinds, *self.other_kinds)
 
@@ -82,24 +90,24 @@ class Family:
 
 FAMILIES: list[Family] = [
     Family("pixel_segmentation", "Pixel Segmentation", "segmentation", "PixelSegmentationTask",
-           "train_pixel_segmentation", ("classify_pixels",), exports=True,
+           "train_pixel_segmentation", ("classify_pixels",), exports=True, suggests=True,
            train_tool=Tool("train_pixel_segmentation", "Pixel Segmentation…"),
            classify_tools=(Tool("classify_pixels", "Classify Pixels…"),)),
     Family("object_detection", "Object Detection", "detection", "ObjectDetectionTask",
-           "train_object_detection", ("detect_objects",), exports=True,
+           "train_object_detection", ("detect_objects",), exports=True, suggests=True,
            train_tool=Tool("train_object_detection", "Object Detection…"),
            classify_tools=(Tool("detect_objects", "Detect Objects…"),)),
     Family("grid", "Grid Model", "classification", "GridTask", "train_grid_model",
-           ("classify_grid",), train_tool=Tool("train_grid_model", "Grid Model…"),
+           ("classify_grid",), suggests=True, train_tool=Tool("train_grid_model", "Grid Model…"),
            classify_tools=(Tool("classify_grid", "Classify Grid…"),)),
     Family("chip_classification", "Chip Classifier", "classification", "ChipTask",
-           "train_chip_classifier", ("classify_chips",),
+           "train_chip_classifier", ("classify_chips",), suggests=True,
            train_tool=Tool("train_chip_classifier", "Chip Classifier…"),
            classify_tools=(Tool("classify_chips", "Classify Chips…"),)),
 ]
 
 #: Job kinds every family shares (registered by shared modules, listed in Processing once).
-SHARED_KINDS: tuple[str, ...] = ("export_onnx",)
+SHARED_KINDS: tuple[str, ...] = ("export_onnx", "suggest_labels")
 
 
 def family(task: str) -> Family | None:
@@ -161,6 +169,18 @@ def card_check_function(task: str) -> Callable | None:
     """The check of ``task``'s family's own card fields (``card → phrase or None``), or None."""
     fam = family(task)
     return _resolve(fam.card_check) if fam and fam.card_check else None
+
+
+def suggest_module(task: str):
+    """The module scoring windows for Suggest Areas to Label of ``task``'s family, or None."""
+    fam = family(task)
+    return (importlib.import_module(f"{__package__}.{fam.suggester}")
+            if fam and fam.suggester else None)
+
+
+def suggesting_titles() -> list[str]:
+    """Titles of the families whose models can suggest areas to label."""
+    return [f.title for f in FAMILIES if f.suggester]
 
 
 def export_function(task: str) -> Callable | None:

@@ -4,6 +4,7 @@ the model families' job modules come from the family table)."""
 from . import (
     basic_jobs,  # noqa: F401
     onnx_export,  # noqa: F401  (Export Model to ONNX, every family)
+    suggest_labels,  # noqa: F401  (Suggest Areas to Label, every family that suggests)
 )
 from .families import import_job_modules
 from .labeling import jobs as _labeling_jobs  # noqa: F401

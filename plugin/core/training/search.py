@@ -7,8 +7,9 @@ family has them, its LOSS and ARCHITECTURE choices and PATCH_SIZE (half, same, d
 first trial is the job as given, so the search never ends with a model worse than the defaults
 would give in the same time. Each trial gets an equal share of the budget; when its first batches
 show that its epochs cannot finish in that share, it runs again with the epochs that do, so every
-trial's learning-rate schedule ends (a short trial is a complete short training, not a cut one). Trials are ranked by the family's validation metric (``TrainingTask.best_metric``,
-maximised or minimised by ``best_mode``).
+trial's learning-rate schedule ends (a short trial is a complete short training, not a cut one).
+Trials are ranked by the family's validation metric (``TrainingTask.best_metric``, maximised or
+minimised by ``best_mode``).
 
 The search in the DSTL U-Net pipeline (Hyperopt's tree-structured Parzen estimator over learning
 rate and architecture) and ENVI's randomised training parameters are the models; the sampler here

@@ -1,5 +1,5 @@
 """The Labeling Tool dock: a labeling project, its rasters and classes, the active class, counts,
-building label rasters and the Train drop-down.
+building label rasters, the Train drop-down and the active-learning loop (:mod:`.suggestions`).
 
 Drawing is done with QGIS's own editing tools on the project's label layers: the active class is
 the default value of ``class_id``, so new features need no typing (the form is suppressed; the
@@ -49,6 +49,7 @@ from ...core.labeling.grid import read_grid
 from ...core.labeling.project import ROLES, LabelingProject, TrainingRaster
 from .. import messages
 from . import layers as ql
+from .suggestions import SuggestionLoop
 
 DOCK_KEY = "labeling"
 _NAME, _SOLID, _BLUR, _COUNT = 1, 2, 3, 4
@@ -189,6 +190,8 @@ class LabelingDock(QgsDockWidget):
         actions.addWidget(self.train_button)
         actions.addStretch(1)
         box.addLayout(actions)
+        self.suggestions = SuggestionLoop(self)   # active learning: where to label next
+        box.addLayout(self.suggestions.row)
         body.setMinimumWidth(380)
         self.setWidget(body)
 
@@ -197,7 +200,8 @@ class LabelingDock(QgsDockWidget):
         for w in (self.raster_table, self.add_map_button, self.add_files_button,
                   self.remove_raster_button, self.zoom_button, self.class_table,
                   self.add_class_button, self.color_button, self.up_button, self.down_button,
-                  self.delete_class_button, self.build_button, self.train_button):
+                  self.delete_class_button, self.build_button, self.train_button,
+                  *self.suggestions.buttons()):
             w.setEnabled(has)
 
     def _error(self, exc: Exception) -> None:
@@ -248,6 +252,8 @@ class LabelingDock(QgsDockWidget):
         self.refresh()
         if classes:
             self.set_active_class(classes[0].id)
+        self.suggestions.current = None
+        self.suggestions.layer(create=True)   # the project's suggestions, when it has some
         self._update_enabled()
         return project
 
@@ -406,8 +412,11 @@ class LabelingDock(QgsDockWidget):
         self.active_label.setText(f"Active class: <b>{name}</b>")
 
     def _feature_added(self, fid: int) -> None:
-        """A feature added without a class (e.g. pasted or made by code) gets the active one."""
+        """A feature added without a class (e.g. pasted or made by code) gets the active one;
+        a label inside an open suggestion marks it done."""
         layer = self.sender()
+        if isinstance(layer, QgsVectorLayer):
+            self.suggestions.label_added(layer, fid)
         if self.active_class is None or not isinstance(layer, QgsVectorLayer):
             return
         idx = layer.fields().indexOf("class_id")

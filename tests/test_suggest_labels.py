@@ -1,0 +1,163 @@
+"""Suggest Areas to Label: for every family that suggests, ranked windows outside labels and
+validation areas, none touching another, written into the project without losing the user's
+done and skipped suggestions; bad input gets one clear message."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+
+from plugin.core import job_catalog, modelfile  # noqa: F401  (registers every job class)
+from plugin.core.errors import UserError
+from plugin.core.families import FAMILIES
+from plugin.core.jobs import RecordingContext
+from plugin.core.labeling.project import LabelingProject
+from plugin.core.suggest_labels import (
+    LAYER,
+    SuggestLabelsJob,
+    Window,
+    pick_diverse,
+    read_suggestions,
+)
+from tests.family_models import BUILDERS, ORIGIN, PIXEL
+
+SUGGESTING = [f for f in FAMILIES if f.suggests and f.task in BUILDERS]
+SIZE = 256
+
+
+def _raster(path, seed: int, x0: float = ORIGIN[0]):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(seed)
+    data = np.kron(rng.integers(1, 256, (3, SIZE // 8, SIZE // 8)).astype(np.uint8),
+                   np.ones((8, 8), np.uint8))
+    with rasterio.open(path, "w", driver="GTiff", width=SIZE, height=SIZE, count=3,
+                       dtype="uint8", crs="EPSG:32631", nodata=0,
+                       transform=from_origin(x0, ORIGIN[1], PIXEL, PIXEL)) as dst:
+        dst.write(data)
+    return str(path)
+
+
+def _box(col0, row0, col1, row1, x0=ORIGIN[0]):
+    """A polygon over pixel columns/rows of the rasters (map coordinates)."""
+    return shapely.box(x0 + col0 * PIXEL, ORIGIN[1] - row1 * PIXEL, x0 + col1 * PIXEL,
+                       ORIGIN[1] - row0 * PIXEL)
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A project with a train raster (a label over its top-left 100 px), an auto raster beside
+    it and a validation raster further east."""
+    p = LabelingProject.create(tmp_path / "labels.gpkg", "EPSG:32631")
+    p.add_class("bright", "#ff0000")
+    p.add_class("dark", "#0000ff")
+    east = ORIGIN[0] + SIZE * PIXEL
+    p.add_raster(_raster(tmp_path / "a.tif", 1), role="train")
+    p.add_raster(_raster(tmp_path / "b.tif", 2, east), role="auto")
+    p.add_raster(_raster(tmp_path / "v.tif", 3, east + SIZE * PIXEL), role="validation")
+    p.add_features([(1, shapely.geometry.mapping(_box(0, 0, 100, 100)))])
+    return p
+
+
+def _model(task, folder, validation_areas=None):
+    import torch
+
+    torch.manual_seed(0)
+    network, card = BUILDERS[task]()
+    if validation_areas:
+        card["validation_areas"] = validation_areas
+    path = folder / f"{task}.dltmodel.safetensors"
+    modelfile.save_model(path, network, card)
+    return path
+
+
+@pytest.mark.parametrize("family", SUGGESTING, ids=lambda f: f.task)
+def test_suggestions_are_ranked_outside_labels_and_validation_and_never_touch(
+        family, project, tmp_path):
+    east = ORIGIN[0] + SIZE * PIXEL
+    held_out = _box(128, 128, 256, 256, east)   # a validation area the model file records
+    model = _model(family.task, tmp_path,
+                   {str(tmp_path / "b.tif"): [list(held_out.bounds)]})
+    job = SuggestLabelsJob(project=str(project.path), model=str(model), count=4, device="cpu")
+    assert job.problems() == []
+
+    result = job.run(RecordingContext())
+
+    rows = read_suggestions(str(project.path))
+    assert result["suggestions"] == len(rows) == 4
+    assert [int(r["rank"]) for r in rows] == list(range(1, 5))
+    scores = [float(r["score"]) for r in rows]
+    assert scores[0] == max(scores) and all(0 <= s <= 1 for s in scores)
+    label = _box(0, 0, 100, 100)
+    boxes = [shapely.box(*r["bounds"]) for r in rows]
+    for r, b in zip(rows, boxes):
+        assert r["status"] == "open" and r["reason"] and r["raster"] != str(tmp_path / "v.tif")
+        assert not b.intersects(label)                  # never on what is labelled
+        assert b.intersection(held_out).area == 0       # never in a validation area
+        assert b.bounds[2] <= east + SIZE * PIXEL       # never on the validation raster
+    for i, a in enumerate(boxes):                       # diverse: no two touch
+        assert all(not a.intersects(b) for b in boxes[i + 1:])
+    assert {r["raster"] for r in rows} == {str(tmp_path / "a.tif"), str(tmp_path / "b.tif")}
+
+
+def test_a_new_run_keeps_done_and_skipped_suggestions_and_avoids_skipped_places(project,
+                                                                                tmp_path):
+    from plugin.core.suggest_labels import write_suggestions
+
+    model = _model("pixel_segmentation", tmp_path)
+    job = SuggestLabelsJob(project=str(project.path), model=str(model), count=4, device="cpu")
+    job.run(RecordingContext())
+    rows = read_suggestions(str(project.path))
+    rows[0]["status"], rows[1]["status"] = "done", "skipped"
+    write_suggestions(str(project.path), project.crs, rows, [])
+    skipped = shapely.box(*rows[1]["bounds"])
+
+    job.run(RecordingContext())
+
+    again = read_suggestions(str(project.path))
+    statuses = [r["status"] for r in again]
+    assert statuses.count("done") == 1 and statuses.count("skipped") == 1
+    assert statuses.count("open") == 4
+    for r in again:
+        if r["status"] == "open":
+            assert not shapely.box(*r["bounds"]).intersects(skipped.buffer(-0.01))
+    # the labels are untouched
+    assert len(LabelingProject.open(project.path).features()) == 1
+
+
+def test_pick_diverse_spreads_over_rasters_and_drops_touching_windows():
+    def window(raster, row, col, score):   # 10 px windows, rasters 1000 px apart
+        x, y = raster * 1000 + col, -row
+        return Window(raster, row, col, 10, (x, y - 10, x + 10, y), score)
+
+    w = [window(0, 0, 0, 0.9), window(0, 10, 0, 0.89), window(0, 40, 40, 0.7),
+         window(1, 0, 0, 0.6), window(0, 80, 80, -1.0)]
+    picked = pick_diverse(w, 5)
+    # the neighbour (row 10) of the best is out; raster 1 wins over a second pick in raster 0
+    # only once the spread weight applies (0.7 × 0.8 = 0.56 < 0.6); nodata (−1) never comes
+    assert [(p.raster, p.row) for p in picked] == [(0, 0), (1, 0), (0, 40)]
+
+
+def test_bad_input_gets_one_clear_message(project, tmp_path):
+    model = _model("pixel_segmentation", tmp_path)
+    assert any("PROJECT" in p for p in SuggestLabelsJob(model=str(model)).problems())
+    assert any("MODEL" in p for p in SuggestLabelsJob(project=str(project.path)).problems())
+    only_validation = LabelingProject.create(tmp_path / "v.gpkg", "EPSG:32631")
+    only_validation.add_class("x")
+    only_validation.add_raster(str(tmp_path / "v.tif"), role="validation")
+    with pytest.raises(UserError, match="no raster to search"):
+        SuggestLabelsJob(project=str(only_validation.path), model=str(model)).run(
+            RecordingContext())
+    four_band = modelfile.read_model_card(model)
+    network, card = BUILDERS["pixel_segmentation"]()
+    card["bands"], card["mean"], card["std"] = 4, [100.0] * 4, [50.0] * 4
+    assert four_band["bands"] == 3
+    from plugin.core.segmentation.network import build_network
+
+    other = tmp_path / "four.dltmodel.safetensors"
+    modelfile.save_model(other, build_network("unet", "resnet18", 4, 3), card)
+    with pytest.raises(UserError, match="band"):
+        SuggestLabelsJob(project=str(project.path), model=str(other)).run(RecordingContext())
+    assert LAYER not in {n for n, _ in __import__("pyogrio").list_layers(str(project.path))}
