@@ -161,3 +161,34 @@ def test_bad_input_gets_one_clear_message(project, tmp_path):
     with pytest.raises(UserError, match="band"):
         SuggestLabelsJob(project=str(project.path), model=str(other)).run(RecordingContext())
     assert LAYER not in {n for n, _ in __import__("pyogrio").list_layers(str(project.path))}
+
+
+def test_a_trained_model_records_its_validation_areas_and_suggestions_keep_out(tmp_path):
+    """One 'auto' raster split by patches: the card lists the validation patches' bounds, and
+    no suggestion of that model touches them (validation figures stay honest)."""
+    from plugin.core.segmentation.jobs import TrainPixelSegmentationJob
+
+    p = LabelingProject.create(tmp_path / "one.gpkg", "EPSG:32631")
+    p.add_class("bright", "#ff0000")
+    raster = _raster(tmp_path / "a.tif", 4)
+    p.add_raster(raster)
+    p.add_features([(1, shapely.geometry.mapping(_box(r, c, r + 20, c + 20)))
+                    for r in (10, 140) for c in (10, 140)])
+    job = TrainPixelSegmentationJob(
+        project=str(p.path), architecture="unet", encoder="resnet18", patch_size=64, epochs=1,
+        steps_per_epoch=2, batch_size=2, split=50, background_patch_ratio=1.0, num_workers=0,
+        device="cpu", output_model=str(tmp_path / "m.dltmodel.safetensors"))
+    job.run(RecordingContext())
+    areas = modelfile.read_model_card(job.output_model)["validation_areas"][raster]
+    assert areas
+    inside = shapely.box(ORIGIN[0], ORIGIN[1] - SIZE * PIXEL, ORIGIN[0] + SIZE * PIXEL, ORIGIN[1])
+    held_out = shapely.union_all([shapely.box(*b) for b in areas])
+    assert inside.contains(held_out)
+
+    SuggestLabelsJob(project=str(p.path), model=job.output_model, count=10,
+                     device="cpu").run(RecordingContext())
+
+    rows = read_suggestions(str(p.path))
+    assert rows
+    for r in rows:
+        assert shapely.box(*r["bounds"]).intersection(held_out).area == 0

@@ -168,6 +168,29 @@ class SamplePlan:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def patch_areas(patches: list[Patch], sources: list[SampleSource]) -> dict[str, list[list]]:
+    """The map bounds ``[xmin, ymin, xmax, ymax]`` (in each raster's CRS, map units) of
+    ``patches``, by the path of their source image: what a model card records as its
+    validation areas (``validation_areas``), so that Suggest Areas to Label never proposes to
+    label there. Patches are clipped to their raster."""
+    import rasterio
+
+    out: dict[str, list[list]] = {}
+    by_source: dict[int, list[Patch]] = {}
+    for p in patches:
+        by_source.setdefault(p.source, []).append(p)
+    for index, group in by_source.items():
+        image = sources[index].image
+        with rasterio.open(image) as ds:
+            t, height, width = ds.transform, ds.height, ds.width
+        boxes = out.setdefault(image, [])
+        for p in group:
+            r1, c1 = min(p.row + p.size, height), min(p.col + p.size, width)
+            (x0, y0), (x1, y1) = t * (p.col, p.row), t * (c1, r1)
+            boxes.append([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)])
+    return out
+
+
 def round_half_up(x: float) -> int:
     """Round to the nearest integer, halves up (1.5 → 2, 0.45 → 0); robust to float noise."""
     return int(math.floor(x + 0.5 + 1e-9))

@@ -148,12 +148,15 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
         ctx.log(f"The model to resume already ran {start_epoch} epochs: raise EPOCHS to train "
                 "more.", "warning")
     params = dict(job.to_dict()["params"])
+    # where validation lies, so that Suggest Areas to Label keeps out (none when unknown)
+    areas = task.validation_areas() if main else {}
+    known = {"validation_areas": areas} if areas else {}
 
     def card(metrics: dict | None, epoch: int) -> dict:
         return modelfile.make_card(
             task=task.name, classes=task.classes, bands=task.bands, mean=task.mean,
             std=task.std, nodata=task.nodata, pixel_size=task.pixel_size, crs=task.crs,
-            dtype=task.dtype, training=params, metrics=metrics, **task.card_fields(),
+            dtype=task.dtype, training=params, metrics=metrics, **task.card_fields(), **known,
             state={"epoch": epoch, "global_step": step, "best_metric": task.best_metric,
                    "best_score": best, "best_epoch": best_epoch, "history": history,
                    "best_metrics": best_metrics})

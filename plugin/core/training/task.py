@@ -87,6 +87,13 @@ class TrainingTask:
         """Task-specific model-card fields (architecture, patch size, thresholds …)."""
         return {}
 
+    def validation_areas(self) -> dict[str, list[list]]:
+        """Where the validation data lie: ``{raster path: [[xmin, ymin, xmax, ymax], …]}`` in
+        each raster's CRS (:func:`..sampling.plan.patch_areas`); recorded in the model card so
+        that Suggest Areas to Label keeps out of them. Default: none known (whole validation
+        rasters are still kept out by their role)."""
+        return {}
+
     def summary_metrics(self, row: dict, extra: dict | None) -> dict:
         """The metrics of the best model for the model card and the result (default: the
         row's numbers)."""
