@@ -148,7 +148,9 @@ def gaussian_ml(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) ->
     return classes[np.argmax(scores, axis=0)]
 
 
-def landcover(args) -> tuple[list[float], float]:
+def landcover_data():
+    """(image float32 (6, H, W) with NODATA, rasterio profile, CRS, truth uint8 (H, W): 0
+    unlabelled, class ids 1..7, class names, polygons [(name, GeoJSON in the CRS)])."""
     import json
 
     import rasterio
@@ -177,6 +179,13 @@ def landcover(args) -> tuple[list[float], float]:
     ids = {n: i + 1 for i, n in enumerate(names)}
     truth = rasterize([(g, ids[n]) for n, g in polys], out_shape=image.shape[1:],
                       transform=profile["transform"], fill=0, dtype="uint8")
+    return image, profile, crs, truth, names, polys
+
+
+def landcover(args) -> tuple[list[float], float]:
+    image, profile, crs, truth, names, polys = landcover_data()
+    ids = {n: i + 1 for i, n in enumerate(names)}
+    bands = list(image)
     with tempfile.TemporaryDirectory(prefix="landcover") as tmp:
         folder = Path(tmp)
         left, right, cut = _halves(image, profile, folder, NODATA)
@@ -209,7 +218,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
-def trees(args) -> tuple[list[float], float]:
+def trees_data():
+    """(image uint8 (3, 400, 400), profile, CRS, truth bool (H, W): tree pixels, tree boxes as
+    GeoJSON in the CRS) of DeepForest's OSBS_029."""
     import csv
 
     import rasterio
@@ -229,6 +240,11 @@ def trees(args) -> tuple[list[float], float]:
             boxes.append(mapping(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))))
     truth = rasterize([(g, 1) for g in boxes], out_shape=image.shape[1:], transform=tf,
                       fill=0, dtype="uint8").astype(bool)
+    return image, profile, crs, truth, boxes
+
+
+def trees(args) -> tuple[list[float], float]:
+    image, profile, crs, truth, boxes = trees_data()
     with tempfile.TemporaryDirectory(prefix="trees") as tmp:
         folder = Path(tmp)
         left, right, cut = _halves(image, profile, folder, profile.get("nodata"))
