@@ -191,7 +191,7 @@ class LabelingDock(QgsDockWidget):
         actions.addStretch(1)
         box.addLayout(actions)
         self.suggestions = SuggestionLoop(self)   # active learning: where to label next
-        box.addLayout(self.suggestions.row)
+        box.addWidget(self.suggestions.box)
         body.setMinimumWidth(380)
         self.setWidget(body)
 

@@ -1,5 +1,5 @@
-"""The Labeling Tool's active-learning loop: Suggest areas to label, go to the Next suggestion,
-Skip it, and Fine-tune the model with the new labels in one click.
+"""The Labeling Tool's active-learning loop (the group "Label here next"): Suggest areas to label,
+go to the Next suggestion, Skip it, and Fine-tune the model with the new labels in one click.
 
 - **Suggest…** runs the ``suggest_labels`` job (:mod:`...core.suggest_labels`) in a worker with
   the model last used (asked for the first time) and shows the project's ``label_suggestions``
@@ -29,7 +29,7 @@ from qgis.core import (
 )
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject
-from qgis.PyQt.QtWidgets import QFileDialog, QHBoxLayout, QPushButton
+from qgis.PyQt.QtWidgets import QFileDialog, QGroupBox, QHBoxLayout, QPushButton
 
 from ...core.errors import UserError
 from ...core.job_fields import MODEL_FILTER
@@ -50,12 +50,13 @@ class SuggestionLoop(QObject):
         self.dock = dock
         self.current: int | None = None    # feature id of the suggestion shown last
         self.task = None
-        self.row = QHBoxLayout()
-        self.suggest_button = QPushButton("Suggest areas…")
+        self.box = QGroupBox("Label here next")
+        self.row = QHBoxLayout(self.box)
+        self.suggest_button = QPushButton("Suggest…")
         self.suggest_button.setToolTip("Score the project's rasters with a trained model and "
                                        "suggest where labels would help it most (outside "
                                        "labels and validation areas).")
-        self.next_button = QPushButton("Next suggestion")
+        self.next_button = QPushButton("Next")
         self.next_button.setToolTip("Zoom to the next open suggestion; labels drawn inside it "
                                     "mark it done.")
         self.skip_button = QPushButton("Skip")
@@ -120,7 +121,7 @@ class SuggestionLoop(QObject):
         self.current = None
         top = (result.get("top") or [{}])[0]
         messages.show_success(self.dock.iface, f"{result.get('suggestions', 0)} suggestions "
-                              f"(best: {top.get('reason', '')}); Next suggestion goes there.")
+                              f"(best: {top.get('reason', '')}); Next goes there.")
 
     # -- the layer -------------------------------------------------------------------------
     def layer(self, create: bool = False) -> QgsVectorLayer | None:
@@ -158,7 +159,7 @@ class SuggestionLoop(QObject):
         last); the feature, or None when none is open."""
         feats = self.open_suggestions()
         if not feats:
-            messages.show_success(self.dock.iface, "No open suggestion: Suggest areas… finds "
+            messages.show_success(self.dock.iface, "No open suggestion: Suggest… finds "
                                   "new ones.")
             self.current = None
             return None
@@ -228,7 +229,7 @@ class SuggestionLoop(QObject):
             return None
         if not model or not Path(model).is_file():
             messages.show_error(self.dock.iface, "No model to fine-tune yet.",
-                                "Train a model, then use Suggest areas… with it.")
+                                "Train a model, then use Suggest… with it.")
             return None
         try:
             fam = family(read_model_card(model).get("task", ""))
