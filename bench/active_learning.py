@@ -77,10 +77,10 @@ def run_case(case: str, args) -> dict[str, np.ndarray]:
     if case == "trees":
         image, profile, crs, mask, _boxes = data.trees_data()
         truth, names, ground, nodata = mask.astype(np.uint8), ["tree", "ground"], 2, None
-        size = args.window or 50
+        size = args.window or 64
     else:
         image, profile, crs, truth, names, _ = data.landcover_data()
-        ground, nodata, size = None, data.NODATA, args.window or 32
+        ground, nodata, size = None, data.NODATA, args.window or 64
     curves: dict[str, list[list[float]]] = {"suggested": [], "random": []}
     with tempfile.TemporaryDirectory(prefix=f"al_{case}") as tmp:
         folder = Path(tmp)

@@ -8,8 +8,8 @@ project, leaving out:
 - rasters whose role is ``validation``, and the validation areas the model file records
   (``card["validation_areas"]``: ``{raster path: [[xmin, ymin, xmax, ymax], …]}`` in the
   raster's CRS), so validation figures stay honest from one round to the next;
-- windows touching a label (any layer) or a suggestion the user skipped, and windows with less
-  than :data:`MIN_VALID` valid pixels.
+- windows overlapping a label (any layer; sharing an edge is not overlapping) or a suggestion the
+  user skipped, and windows with less than :data:`MIN_VALID` valid pixels.
 
 At most :data:`MAX_CANDIDATES` windows are scored (a seeded random subset beyond that); the
 family's ``suggest.uncertainty(predictor, card, batch, valid)`` gives each a score in [0, 1]
@@ -223,10 +223,19 @@ def candidate_windows(index: int, raster, project, card: dict, size: int,
                 x0, y1 = src.transform * (c0, r0)
                 x1, y0 = src.transform * (c0 + size, r0 + size)
                 bounds = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-                if tree is not None and len(tree.query(box(*bounds), "intersects")):
+                if tree is not None and any(_overlaps(taken[i], box(*bounds))
+                                            for i in tree.query(box(*bounds), "intersects")):
                     continue
                 out.append(Window(index, r0, c0, size, bounds, crs=crs))
     return out
+
+
+def _overlaps(geometry, window) -> bool:
+    """Whether ``geometry`` covers part of ``window``'s inside: an area of it for polygons
+    (a polygon that only shares an edge does not), any inside point for points and lines."""
+    if geometry.area > 0:
+        return geometry.intersection(window).area > 1e-9 * window.area
+    return geometry.intersects(window) and not geometry.touches(window)
 
 
 def score_windows(windows: list[Window], paths: list[str], predictor, card: dict, hook,
