@@ -242,6 +242,7 @@ MAP_OUTPUTS: dict[str, dict[str, Callable]] = {
                         "OUTPUT_VECTOR": lambda layer, classes: style_polygons(layer, classes)},
     "detect_objects": {"OUTPUT": lambda layer, classes: style_boxes(layer, classes),
                        "OUTPUT_POINTS": lambda layer, classes: style_points(layer, classes)},
+    "segment_objects": {"OUTPUT": lambda layer, classes: style_polygons(layer, classes)},
     "classify_grid": {"OUTPUT": lambda layer, classes: style_by_name(layer, classes)},
     "classify_chips": {"OUTPUT": lambda layer, classes: style_by_name(layer, classes)},
 }
