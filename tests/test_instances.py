@@ -61,6 +61,20 @@ def test_an_object_cut_by_tile_edges_comes_out_as_one_polygon(tmp_path):
         assert hits[0].area == pytest.approx(pixels * 0.25)        # 0.5 m pixels
 
 
+def test_a_mask_covering_most_of_a_better_one_of_its_class_in_a_tile_is_dropped():
+    from plugin.core.instances.predict import suppress_overlaps
+
+    whole = np.zeros((32, 32), bool)
+    whole[4:20, 4:20] = True
+    part = np.zeros_like(whole)
+    part[4:12, 4:20] = True                    # the top half of the same object
+    neighbour = np.zeros_like(whole)
+    neighbour[4:20, 20:30] = True              # touching it: another object
+    kept = suppress_overlaps([(1, 0.6, part), (1, 0.9, whole), (1, 0.8, neighbour),
+                              (2, 0.5, part), (1, 0.95, np.zeros_like(whole))])
+    assert [(c, s) for c, s, _ in kept] == [(1, 0.9), (1, 0.8), (2, 0.5)]
+
+
 def test_point_and_line_labels_are_refused_naming_the_fix(tmp_path):
     scene = make_instance_scene(tmp_path, size=64, n_objects=2, seed=4)
     project = scene_project(scene, tmp_path / "p.gpkg")
@@ -117,7 +131,7 @@ def trained(tmp_path_factory):
     return folder, job, result
 
 
-EPOCHS, STEPS = 8, 15
+EPOCHS, STEPS = 10, 15   # 150 steps of 2 patches: mask mAP50 0.94 after 120 measured (seed 0)
 
 
 @pytest.mark.slow

@@ -127,8 +127,10 @@ class SegmentObjectsJob(RasterModelJob):
                            minimum=0, maximum=100,
                            help="Outlines are simplified (Douglas-Peucker) by up to this many "
                                 "pixels; 0 keeps the pixel staircase.")
-    max_detections: int = spec(300, "MAX_DETECTIONS", "Maximum objects per tile", "int",
-                               minimum=1, maximum=100000, advanced=True)
+    max_detections: int = spec(100, "MAX_DETECTIONS", "Maximum objects per tile", "int",
+                               minimum=1, maximum=100000, advanced=True,
+                               help="Mask R-CNN pastes a full-tile mask per object (tile² × 4 "
+                                    "bytes each): raise it for tiles crowded with objects.")
     tile_size: int = spec(0, "TILE_SIZE", "Tile size (px, 0 = automatic)", "int",
                           minimum=0, maximum=8192,
                           help="Edge of the square tiles searched; automatic: the model's "

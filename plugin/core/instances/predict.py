@@ -9,8 +9,11 @@ threads; entirely nodata tiles (and, with GRID_MODEL, tiles with no flagged cell
 Per tile, Mask R-CNN gives boxes, scores, classes and mask probabilities; a pixel belongs to an
 object where its mask probability reaches the card's ``mask_threshold`` (0.5) and it is valid
 (not nodata, inside the raster; with a grid model, inside a flagged cell). Objects scoring below
-SCORE_THRESHOLD are dropped. Each mask becomes a polygon (``rasterio.features.shapes``, pixel
-edges; the largest part when a mask falls apart) in map coordinates.
+SCORE_THRESHOLD are dropped, and so is an object whose mask overlaps a better one of its class
+in the same tile by :data:`MERGE_COVER` of the smaller (:func:`suppress_overlaps`: box NMS
+leaves the box of a part of an object beside the box of the whole). Each mask becomes a
+polygon (``rasterio.features.shapes``, pixel edges; the largest part when a mask falls apart) in
+map coordinates.
 
 Merging across tiles. An object cut by a tile edge is found in pieces, one per tile, and whole
 in a tile holding it entirely. Two polygons of the same class from *different* tiles whose
@@ -79,6 +82,22 @@ def mask_polygon(mask: np.ndarray, row: int, col: int):
     return max(polys, key=lambda p: p.area) if polys else None
 
 
+def suppress_overlaps(objs: list[tuple[int, float, np.ndarray]], cover: float = MERGE_COVER
+                      ) -> list[tuple[int, float, np.ndarray]]:
+    """The objects ``(class id, score, mask (T, T) bool)`` of one tile left after dropping, best
+    score first, an empty mask and a mask of the same class as a better kept one when their
+    intersection covers ``cover`` of the smaller (mask NMS: Mask R-CNN's box NMS keeps a box of
+    part of an object next to the box of the whole, their box IoU under the NMS IoU)."""
+    kept: list[tuple[int, float, np.ndarray, int]] = []
+    for cid, s, mask in sorted(objs, key=lambda o: -o[1]):
+        area = int(mask.sum())
+        if area == 0 or any(k[0] == cid and (mask & k[2]).sum() >= cover * min(area, k[3])
+                            for k in kept):
+            continue
+        kept.append((cid, s, mask, area))
+    return [k[:3] for k in kept]
+
+
 def segment_raster(src, segmenter, fill: list[float], tile: int, overlap: int, batch: int,
                    score: float, progress=lambda d, t: None, cancelled=lambda: False,
                    cells=None) -> dict:
@@ -116,8 +135,10 @@ def segment_raster(src, segmenter, fill: list[float], tile: int, overlap: int, b
                 forward_s += time.perf_counter() - t0
                 for (ri, c0, _, valid, _w), objs in zip(work, found):
                     tile_id = ri * len(cols) + cols.index(c0)
-                    for cid, s, mask in objs:
-                        poly = mask_polygon(mask & valid, rows[ri], c0) if s >= score else None
+                    kept = suppress_overlaps([(c, s, m & valid) for c, s, m in objs
+                                              if s >= score])
+                    for cid, s, mask in kept:
+                        poly = mask_polygon(mask, rows[ri], c0)
                         if poly is not None:
                             objects.append((cid, s, poly, tile_id))
             done += len(group)
