@@ -50,7 +50,7 @@ def write_parts(image_name: str, folder: Path):
     rgb = np.asarray(Image.open(data / f"{image_name}.png").convert("RGB")).transpose(2, 0, 1)
     _, H, W = rgb.shape
     parts = image_name.split("_")
-    x0, y0 = float(parts[2]), float(parts[3])
+    x0, y0 = float(parts[3]), float(parts[4])
     tf = from_origin(x0, y0 + H * 0.1, 0.1, 0.1)
     boxes = []
     for obj in ET.parse(data / f"{image_name}.xml").getroot().iter("object"):

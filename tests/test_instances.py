@@ -159,3 +159,27 @@ def test_mask_rcnn_learns_exact_polygons_and_segment_objects_outlines_them(train
                                                                values["score"], geoms)],
                     [(c, scene.map_polygon(p)) for c, p in scene.objects])
     assert f1["f1"] >= 0.9, f1
+
+
+def test_the_dialogs_output_layer_is_styled_by_class_id_in_the_model_colours(qgis_app,
+                                                                             tmp_path):
+    """What Segment Objects' dialog adds to the map when the job ends: the objects layer
+    filled in each class's colour (the layer has ``class_id`` and ``class_name``)."""
+    import shapely
+    from qgis.core import QgsCategorizedSymbolRenderer, QgsProject
+
+    from plugin.core.instances.predict import write_objects
+    from plugin.gui.output_layers import add_class_layer
+
+    out = tmp_path / "objects.gpkg"
+    write_objects(out, [(1, 0.9, shapely.box(0, 0, 1, 1)), (2, 0.8, shapely.box(2, 0, 3, 1))],
+                  {1: "crown", 2: "roof"}, "EPSG:32631", True)
+    classes = [{"id": 1, "name": "crown", "color": "#33a02c"},
+               {"id": 2, "name": "roof", "color": "#b15928"}]
+    project = QgsProject()          # owns the layer
+    layer = add_class_layer(str(out), classes, "objects", project, "objects")
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsCategorizedSymbolRenderer)
+    assert renderer.classAttribute() == "class_id"
+    assert {c.value(): c.symbol().color().name() for c in renderer.categories()} == {
+        1: "#33a02c", 2: "#b15928"}
