@@ -45,6 +45,15 @@ def _detection():
     return build_detector("fcos_resnet18", 3, 3, 64, COMMON["mean"], COMMON["std"]), card
 
 
+def _instances():
+    from plugin.core.instances.modelfile import make_card
+    from plugin.core.instances.network import build_mask_rcnn
+
+    card = make_card(architecture="maskrcnn_resnet18", classes=CLASSES, patch_size=64,
+                     score_threshold=0.001, nms_iou=0.5, max_box_px=16, **COMMON)
+    return build_mask_rcnn("maskrcnn_resnet18", 3, 3, 64, COMMON["mean"], COMMON["std"]), card
+
+
 def _classifier(task: str, fields: dict):
     from plugin.core.classification.network import build_classifier
 
@@ -57,6 +66,7 @@ def _classifier(task: str, fields: dict):
 BUILDERS = {
     "pixel_segmentation": _segmentation,
     "object_detection": _detection,
+    "instance_segmentation": _instances,
     "grid": lambda: _classifier("grid", {"grid_size": 32}),
     "chip_classification": lambda: _classifier(
         "chip_classification", {"max_side": 32, "resize": 0, "min_side": 0, "round": 1,
@@ -158,6 +168,14 @@ def _detect_objects(model, raster, out):
                             device="cpu", engine="torch", tile_size=64, overlap=32), vec
 
 
+def _segment_objects(model, raster, out):
+    from plugin.core.instances.jobs import SegmentObjectsJob
+
+    vec = out / "objects.gpkg"
+    return SegmentObjectsJob(input=str(raster), model=str(model), output=str(vec),
+                             device="cpu", tile_size=64, overlap=32), vec
+
+
 def _classify_grid(model, raster, out):
     from plugin.core.classification.jobs import ClassifyGridJob
 
@@ -176,7 +194,8 @@ def _classify_chips(model, raster, out):
 
 
 APPLY = {"pixel_segmentation": _classify_pixels, "object_detection": _detect_objects,
-         "grid": _classify_grid, "chip_classification": _classify_chips}
+         "instance_segmentation": _segment_objects, "grid": _classify_grid,
+         "chip_classification": _classify_chips}
 
 
 def classify_job(task: str, model: Path, raster: Path, out: Path):
@@ -228,6 +247,7 @@ def train_job(task: str, project: Path, model: Path):
     """The family's training job on ``project``: one epoch of very few optimiser steps."""
     from plugin.core.classification.jobs import TrainChipClassifierJob, TrainGridModelJob
     from plugin.core.detection.jobs import TrainObjectDetectionJob
+    from plugin.core.instances.jobs import TrainInstanceSegmentationJob
     from plugin.core.segmentation.jobs import TrainPixelSegmentationJob
 
     common = {"epochs": 1, "device": "cpu", "num_workers": 0, "output_model": str(model)}
@@ -237,6 +257,10 @@ def train_job(task: str, project: Path, model: Path):
     if task == "object_detection":
         return TrainObjectDetectionJob(project=str(project), patch_size=64, steps_per_epoch=2,
                                        batch_size=2, architecture="fcos_resnet18", **common)
+    if task == "instance_segmentation":
+        return TrainInstanceSegmentationJob(project=str(project), patch_size=64,
+                                            steps_per_epoch=2, batch_size=2,
+                                            architecture="maskrcnn_resnet18", **common)
     if task == "grid":
         return TrainGridModelJob(project=str(project), grid_size=32, batch_size=16,
                                  architecture="resnet18", **common)

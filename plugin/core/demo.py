@@ -52,7 +52,8 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 
     classified into a class raster, probabilities and polygons; then a grid model and a chip
     classifier are trained on the same project and applied (``classification/demo.py``), and a
     light detector is trained on a synthetic object scene and Detect Objects writes the boxes it
-    finds on a third one.
+    finds on a third one; a light Mask R-CNN does the same with polygons
+    (``instances/demo.py``).
     """
     from .basic_jobs import EnvironmentReportJob
     from .labeling.jobs import BuildLabelRastersJob
@@ -94,7 +95,10 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 
     classifiers = run_classifier_demo(output, project, scene.raster, run,
                                       epochs=max(2, epochs // 2))
     detection = demo_detection(output / "detection", run, detector_epochs)
-    return {**classifiers, **detection, "output_folder": str(output),
+    from .instances.demo import demo_instances
+
+    instances = demo_instances(output / "instances", run, max(1, detector_epochs // 3))
+    return {**classifiers, **detection, **instances, "output_folder": str(output),
             "sample_raster": str(scene.raster),
             "labeling_project": str(project),
             "label_rasters": labels["label_rasters"],

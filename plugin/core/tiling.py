@@ -10,14 +10,19 @@ overlaps the forward pass. Tiles without valid pixels pass through without a for
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from .errors import UserError
 from .patchsize import ceil_multiple
 from .validpixels import read_data, valid_mask
+
+AUTO_OVERLAP_MIN = 32    # px: the smallest automatic overlap of the object tools
+AUTO_TILE_OVERLAPS = 3   # automatic object tiles are at least this many overlaps wide
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -165,3 +170,38 @@ def open_again(src):
     import rasterio
 
     return rasterio.open(src.name)
+
+
+def overlap_for(card: dict, tile: int, requested: int, ctx=None) -> int:
+    """The tile overlap in px of an object family's tool (Detect Objects, Segment Objects) for
+    tiles of ``tile`` px: ``requested`` (raised to the longest object box of the training
+    data, the card's ``max_box_px``, with a warning on ``ctx``) or, when negative, that + 10 %,
+    at least :data:`AUTO_OVERLAP_MIN`: every object of a trained size then lies wholly inside
+    at least one tile (for a stride ``S = T − O``, an object starting at ``a`` with width
+    ``w ≤ O`` fits in tile ``⌊a / S⌋``). UserError when the tile cannot hold the overlap."""
+    largest = float(card.get("max_box_px") or 0.0)
+    need = int(math.ceil(largest))
+    if requested is None or requested < 0:
+        overlap = max(AUTO_OVERLAP_MIN, int(math.ceil(largest * 1.1)))
+    else:
+        overlap = int(requested)
+        if overlap < need:
+            if ctx:
+                ctx.log(f"Overlap {overlap} px is smaller than the largest trained box "
+                        f"({need} px): using {need} px so no object is cut.", "warning")
+            overlap = need
+    if overlap >= tile:
+        raise UserError(f"A tile overlap of {overlap} px does not fit tiles of {tile} px (the "
+                        f"largest trained box is {need} px).",
+                        f"Use a tile size (TILE_SIZE) of at least {ceil_multiple(2 * overlap)} px.")
+    return overlap
+
+
+def auto_tile(card: dict, requested: int) -> int:
+    """The tile size in px: ``requested`` when set, else the model's patch size grown to at
+    least :data:`AUTO_TILE_OVERLAPS` automatic overlaps (the model is convolutional and never
+    resizes, so a larger tile sees objects at the same pixel size with fewer repeats)."""
+    if requested:
+        return int(requested)
+    patch = int(card.get("patch_size") or 512)
+    return max(patch, ceil_multiple(AUTO_TILE_OVERLAPS * overlap_for(card, 1 << 30, -1)))

@@ -82,7 +82,9 @@ _SAVE_KINDS = ("file_out", "model_out")
 NAMED_AFTER = {"train_grid_model": ("project", "grid"),
                "train_chip_classifier": ("input", "chip_classifier"),
                "classify_grid": ("input", "_grid_cells.gpkg"),
-               "classify_chips": ("input", "_chip_classes")}
+               "classify_chips": ("input", "_chip_classes"),
+               "train_instance_segmentation": ("project", "instances"),
+               "segment_objects": ("input", "_objects.gpkg")}
 
 
 def classify_output_ending(kind: str, source: Path) -> str:

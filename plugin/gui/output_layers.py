@@ -242,6 +242,7 @@ MAP_OUTPUTS: dict[str, dict[str, Callable]] = {
                         "OUTPUT_VECTOR": lambda layer, classes: style_polygons(layer, classes)},
     "detect_objects": {"OUTPUT": lambda layer, classes: style_boxes(layer, classes),
                        "OUTPUT_POINTS": lambda layer, classes: style_points(layer, classes)},
+    "segment_objects": {"OUTPUT": lambda layer, classes: style_polygons(layer, classes)},
     "classify_grid": {"OUTPUT": lambda layer, classes: style_by_name(layer, classes)},
     "classify_chips": {"OUTPUT": lambda layer, classes: style_by_name(layer, classes)},
 }
@@ -281,12 +282,16 @@ def add_class_layer(path: str, classes: list[dict], name: str = "",
                     project: QgsProject | None = None,
                     layer_name: str | None = None) -> QgsVectorLayer | None:
     """Add a vector output with a ``class`` field (Classify Grid, Classify Chips; its layer
-    ``layer_name`` in a GeoPackage) to the map, styled by class name with the model's colours;
-    None when it cannot be opened."""
+    ``layer_name`` in a GeoPackage) to the map, styled by class name with the model's colours,
+    or one with a ``class_id`` field only (Segment Objects) styled by class id; None when it
+    cannot be opened."""
     project = project or QgsProject.instance()
     layer = QgsVectorLayer(layer_uri(str(path), layer_name), name or Path(path).stem, "ogr")
     if not layer.isValid():
         return None
-    style_by_name(layer, classes)
+    if "class" in layer.fields().names():
+        style_by_name(layer, classes)
+    else:
+        style_polygons(layer, classes)
     project.addMapLayer(layer)
     return layer

@@ -33,6 +33,8 @@ DIALOGS: dict[str, str] = {
     "classify_pixels": "classify_pixels_dialog:open_classify_pixels",
     "train_object_detection": "train_detection_dialog:open_train_detection",
     "detect_objects": "detect_objects_dialog:open_detect_objects",
+    "train_instance_segmentation": "instance_dialogs:open_train_instance_segmentation",
+    "segment_objects": "instance_dialogs:open_segment_objects",
     "train_grid_model": "classification_dialogs:open_train_grid_model",
     "classify_grid": "classification_dialogs:open_classify_grid",
     "train_chip_classifier": "classification_dialogs:open_train_chip_classifier",

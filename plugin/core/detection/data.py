@@ -18,7 +18,6 @@ the detector; slivers would not).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,15 +264,6 @@ class BoxDataset:
     def __len__(self) -> int:
         return len(self.patches)
 
-    def _inside(self, source: int, row: int, col: int, size: int) -> tuple[int, int]:
-        """The patch moved flush with the raster's edge where it would stick out (the planner's
-        grid ends past the edge: a 128 px patch at row 1024 of a 1035-row raster held 11 rows of
-        image and 117 of fill, with boxes on the rest); rasters smaller than the patch keep
-        their origin at 0."""
-        ds = self.reader.image_dataset(source)
-        return (min(max(row, 0), max(ds.height - size, 0)),
-                min(max(col, 0), max(ds.width - size, 0)))
-
     def __getitem__(self, index: int):
         import torch
 
@@ -284,13 +274,8 @@ class BoxDataset:
             j = int(patch.size * self.jitter)
             dr, dc = (int(v) for v in rng.integers(-j, j + 1, 2))
             row, col = row + dr, col + dc
-        row, col = self._inside(patch.source, row, col, patch.size)
-        if (row, col) != (patch.row, patch.col):
-            patch = dataclasses.replace(patch, row=row, col=col)
-        image, valid = self.reader._read_native(patch)
-        image = image.astype(np.float32)
-        np.copyto(image, np.broadcast_to(self.fill[:, None, None], image.shape),
-                  where=~valid[None] | ~np.isfinite(image))
+        patch = self.reader.moved_inside(patch, row, col)
+        image, _ = self.reader.read_filled(patch, self.fill)
         kept = patch_boxes(self.boxes[patch.source], patch)
         boxes = torch.tensor([c for _, c in kept], dtype=torch.float32).reshape(-1, 4)
         labels = torch.tensor([b.class_id for b, _ in kept], dtype=torch.int64)

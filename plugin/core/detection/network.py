@@ -1,15 +1,16 @@
 """Detection networks: torchvision's RetinaNet, Faster R-CNN and FCOS, for any band count.
 
-- Backbones: ResNet-50 FPN (torchvision's reference configuration: P3–P7 for RetinaNet/FCOS,
-  P2–P5 + pool for Faster R-CNN) or a light ResNet-18 FPN with 128 channels (FCOS: anchor-free,
-  it learns from random weights in far fewer steps than RetinaNet, so it trains on a CPU).
-  Weights start random (``weights=None``); batch norm is trainable (``nn.BatchNorm2d``), not
-  torchvision's frozen default, because frozen statistics only make sense for pretrained weights.
+- Backbones (:mod:`..fpn`): ResNet-50 FPN (torchvision's reference configuration: P3–P7 for
+  RetinaNet/FCOS, P2–P5 + pool for Faster R-CNN) or a light ResNet-18 FPN with 128 channels
+  (FCOS: anchor-free, it learns from random weights in far fewer steps than RetinaNet, so it
+  trains on a CPU). Weights start random (``weights=None``); batch norm is trainable
+  (``nn.BatchNorm2d``), not torchvision's frozen default, because frozen statistics only make
+  sense for pretrained weights.
 - Any band count: the first convolution is rebuilt with ``bands`` input channels.
-- Input: raw pixel values, float32 (N, bands, H, W). The detector's transform normalises with the
-  card's per-band mean/std and **never resizes** (:class:`FixedSizeTransform`): the pixel size a
-  model sees is the raster's. Output (eval): per image ``{"boxes": (K, 4) float32 xyxy in
-  pixels, "scores": (K,), "labels": (K,) int64 class ids}``.
+- Input: raw pixel values, float32 (N, bands, H, W). The detector's transform normalises with
+  the card's per-band mean/std and **never resizes** (:func:`..fpn.no_resize_transform`): the
+  pixel size a model sees is the raster's. Output (eval): per image ``{"boxes": (K, 4) float32
+  xyxy in pixels, "scores": (K,), "labels": (K,) int64 class ids}``.
 - Class ids are the project's (1..N); 0 is background (``num_classes = max id + 1``).
 """
 
@@ -18,42 +19,9 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import UserError
+from ..fpn import no_resize_transform, resnet_fpn
 
 LIGHT_CHANNELS = 128   # FPN and head width of the light model (256 in the reference models)
-
-
-def _transform_class():
-    from torchvision.models.detection.transform import GeneralizedRCNNTransform
-
-    class FixedSizeTransform(GeneralizedRCNNTransform):
-        """Normalises and batches (padded to a multiple of 32) without resizing."""
-
-        def resize(self, image, target=None):
-            return image, target
-
-    return FixedSizeTransform
-
-
-def _adapt_first_conv(body: nn.Module, bands: int) -> None:
-    if bands != 3:
-        old = body.conv1
-        body.conv1 = nn.Conv2d(bands, old.out_channels, kernel_size=old.kernel_size,
-                               stride=old.stride, padding=old.padding, bias=False)
-
-
-def _backbone(depth: str, bands: int, returned_layers: list[int], extra_blocks,
-              out_channels: int = 256):
-    """ResNet + FPN (torchvision's BackboneWithFPN), every layer trainable."""
-    from torchvision.models import resnet18, resnet50
-    from torchvision.models.detection.backbone_utils import BackboneWithFPN
-
-    net = (resnet50 if depth == "resnet50" else resnet18)(weights=None,
-                                                          norm_layer=nn.BatchNorm2d)
-    _adapt_first_conv(net, bands)
-    c2 = net.inplanes // 8            # channels of layer1 (64 for ResNet-18, 256 for -50)
-    return BackboneWithFPN(net, {f"layer{k}": str(i) for i, k in enumerate(returned_layers)},
-                           [c2 * 2 ** (k - 1) for k in returned_layers], out_channels,
-                           extra_blocks=extra_blocks)
 
 
 def build_detector(architecture: str, bands: int, num_classes: int, patch_size: int,
@@ -78,7 +46,7 @@ def build_detector(architecture: str, bands: int, num_classes: int, patch_size: 
     if architecture == "fasterrcnn":
         from torchvision.models.detection import FasterRCNN
 
-        net = FasterRCNN(_backbone("resnet50", bands, [1, 2, 3, 4], LastLevelMaxPool()),
+        net = FasterRCNN(resnet_fpn("resnet50", bands, [1, 2, 3, 4], LastLevelMaxPool()),
                          num_classes=num_classes, box_score_thresh=score_threshold,
                          box_nms_thresh=nms_iou, box_detections_per_img=max_detections, **kw)
     elif architecture in ("fcos", "fcos_resnet18"):
@@ -86,19 +54,16 @@ def build_detector(architecture: str, bands: int, num_classes: int, patch_size: 
 
         light = architecture == "fcos_resnet18"
         depth, width = ("resnet18", LIGHT_CHANNELS) if light else ("resnet50", 256)
-        net = FCOS(_backbone(depth, bands, [2, 3, 4], LastLevelP6P7(width, width), width),
+        net = FCOS(resnet_fpn(depth, bands, [2, 3, 4], LastLevelP6P7(width, width), width),
                    num_classes=num_classes, score_thresh=score_threshold, nms_thresh=nms_iou,
                    detections_per_img=max_detections, topk_candidates=1000, **kw)
     else:
         from torchvision.models.detection import RetinaNet
 
-        net = RetinaNet(_backbone("resnet50", bands, [2, 3, 4], LastLevelP6P7(2048, 256)),
+        net = RetinaNet(resnet_fpn("resnet50", bands, [2, 3, 4], LastLevelP6P7(2048, 256)),
                         num_classes=num_classes, score_thresh=score_threshold,
                         nms_thresh=nms_iou, detections_per_img=max_detections, **kw)
-    old = net.transform
-    net.transform = _transform_class()(old.min_size, old.max_size, old.image_mean,
-                                       old.image_std, size_divisible=32)
-    return net
+    return no_resize_transform(net)
 
 
 def set_inference(net: nn.Module, score_threshold: float, nms_iou: float,

@@ -34,50 +34,19 @@ coordinates with y down; optionally the same layer of box centre points in a sec
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import JobCancelled, UserError
+from ..errors import JobCancelled
 from ..jobs import JobContext
 from ..patchsize import ceil_multiple
+from ..tiling import auto_tile, overlap_for
 
 EDGE_PX = 2.0            # px: a box this close to an inner tile edge is left to the neighbour
-AUTO_OVERLAP_MIN = 32    # px
 SEEN_TWICE_COVER = 0.6   # share of the smaller box two boxes from different tiles must share
-AUTO_TILE_OVERLAPS = 3   # automatic tiles are at least this many overlaps wide
-
-
-def overlap_for(card: dict, tile: int, requested: int, ctx: JobContext | None = None) -> int:
-    """The tile overlap in px (see the module rules); UserError when the tile cannot hold it."""
-    largest = float(card.get("max_box_px") or 0.0)
-    need = int(math.ceil(largest))
-    if requested is None or requested < 0:
-        overlap = max(AUTO_OVERLAP_MIN, int(math.ceil(largest * 1.1)))
-    else:
-        overlap = int(requested)
-        if overlap < need:
-            if ctx:
-                ctx.log(f"Overlap {overlap} px is smaller than the largest trained box "
-                        f"({need} px): using {need} px so no object is cut.", "warning")
-            overlap = need
-    if overlap >= tile:
-        raise UserError(f"A tile overlap of {overlap} px does not fit tiles of {tile} px (the "
-                        f"largest trained box is {need} px).",
-                        f"Use a tile size (TILE_SIZE) of at least {ceil_multiple(2 * overlap)} px.")
-    return overlap
-
-
-def auto_tile(card: dict, requested: int) -> int:
-    """The tile size in px: ``requested`` when set, else the model's patch size grown to at
-    least AUTO_TILE_OVERLAPS automatic overlaps (see the module rules)."""
-    if requested:
-        return int(requested)
-    patch = int(card.get("patch_size") or 512)
-    return max(patch, ceil_multiple(AUTO_TILE_OVERLAPS * overlap_for(card, 1 << 30, -1)))
 
 
 def box_areas(boxes_map: np.ndarray, crs_wkt: str | None, georeferenced: bool

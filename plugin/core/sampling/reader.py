@@ -97,6 +97,31 @@ class PatchReader:
         valid[rows, cols] = valid_mask(ds, data, window)
         return out, valid
 
+    def read_filled(self, patch: Patch, fill: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(image float32 (bands, size, size) of raw pixel values with invalid, outside and
+        non-finite pixels set to ``fill`` ((bands,) float32: the band means, 0 once
+        normalised), valid mask (size, size) bool): what the object families train on."""
+        image, valid = self._read_native(patch)
+        image = image.astype(np.float32)
+        np.copyto(image, np.broadcast_to(np.asarray(fill, np.float32)[:, None, None],
+                                         image.shape),
+                  where=~valid[None] | ~np.isfinite(image))
+        return image, valid
+
+    def moved_inside(self, patch: Patch, row: int, col: int) -> Patch:
+        """``patch`` moved to ``row``, ``col`` and then flush with the raster's edge where it
+        would stick out (the planner's grid ends past the edge: a 128 px patch at row 1024 of
+        a 1035-row raster held 11 rows of image and 117 of fill); rasters smaller than the
+        patch keep the origin at 0."""
+        import dataclasses
+
+        ds = self.image_dataset(patch.source)
+        row = min(max(row, 0), max(ds.height - patch.size, 0))
+        col = min(max(col, 0), max(ds.width - patch.size, 0))
+        if (row, col) == (patch.row, patch.col):
+            return patch
+        return dataclasses.replace(patch, row=row, col=col)
+
     def read_image(self, patch: Patch) -> np.ndarray:
         """The image patch in its native data type (for export); outside: nodata or 0."""
         return self._read_native(patch)[0]
