@@ -347,7 +347,7 @@ def test_jobs_validate_names_and_defaults(tmp_path):
     assert {"INPUT", "MODEL", "OUTPUT", "SCORE_THRESHOLD", "NMS_IOU", "TILE_SIZE", "OVERLAP",
             "BATCH_SIZE", "DEVICE"} <= names
     job = TrainObjectDetectionJob()
-    assert job.epochs == 100 and job.patch_size == 512 and job.architecture == "retinanet"
+    assert job.epochs == 30 and job.patch_size == 0 and job.architecture == "auto"
     bad = TrainObjectDetectionJob(project=str(tmp_path / "none.gpkg"), patch_size=100)
     text = " ".join(bad.problems())
     assert "does not exist" in text and "use 96" in text and "OUTPUT_MODEL" in text

@@ -72,8 +72,8 @@ def test_train_dialog_builds_the_processing_job(qgis_iface, tmp_path):
     params = {"PROJECT": job.project, "OUTPUT_MODEL": job.output_model,
               "OUTPUT_LAST_MODEL": job.output_last_model}
     from_processing = algorithm.job_from_parameters(params, QgsProcessingContext())
-    assert from_processing.architecture == job.architecture == "retinanet"
-    assert from_processing.patch_size == job.patch_size == 512
+    assert from_processing.architecture == job.architecture == "auto"
+    assert from_processing.patch_size == job.patch_size == 0
     dialog.patch_spin.setValue(100)
     assert not dialog.ok_button.isEnabled()
     assert any("use 96" in p for p in dialog.problems())
@@ -81,6 +81,11 @@ def test_train_dialog_builds_the_processing_job(qgis_iface, tmp_path):
     assert sum(summary["boxes"]["train"].values()) + sum(
         summary["boxes"]["validation"].values()) >= 4
     assert "Boxes per class" in detection_summary_html(summary)
+    steps = summary["steps"]      # the pre-flight summary shows the training length
+    assert f"{steps['total']} optimiser steps" in detection_summary_html(summary)
+    assert steps["total"] == steps["per_epoch"] * job.epochs and steps["per_epoch"] >= 12
+    labels = [dialog.arch_combo.itemText(i) for i in range(dialog.arch_combo.count())]
+    assert labels[0].startswith("Automatic: FCOS (ResNet-18 FPN) on a CPU")
 
 
 def test_detect_dialog_reads_the_card_and_refuses_wrong_models(qgis_iface, tmp_path):

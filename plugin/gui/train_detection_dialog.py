@@ -17,8 +17,8 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.detection.jobs import (
+    ARCHITECTURE_CHOICES,
     ARCHITECTURE_LABELS,
-    ARCHITECTURES,
     DetectionSummaryJob,
     TrainObjectDetectionJob,
 )
@@ -51,7 +51,8 @@ from .training_dialog_parts import TrainingDialog, model_output_row, suggest_mod
 
 SETTINGS_KEY = "deep_learning_trainer/train_object_detection/last_job"
 _SUMMARY_FIELDS = ("project", "patch_size", "split", "shuffle", "seed", "pad_small_features",
-                   "feature_patch_percentage", "background_patch_ratio")
+                   "feature_patch_percentage", "background_patch_ratio", "epochs", "batch_size",
+                   "steps_per_epoch", "max_patches")
 
 
 def detection_summary_html(summary: dict) -> str:
@@ -75,6 +76,11 @@ def detection_summary_html(summary: dict) -> str:
     text = f"<table cellspacing='0' cellpadding='2' width='100%'>{''.join(rows)}</table>"
     text += (f"<p style='color:#555'>Patches of {summary.get('patch_size', '?')} px; largest box "
              f"{summary.get('largest_box_px', 0):g} px.</p>")
+    steps = summary.get("steps")
+    if steps:
+        text += (f"<p>Training length: <b>{steps['total']} optimiser steps</b> "
+                 f"({steps['epochs']} epochs × {steps['per_epoch']} batches of "
+                 f"{steps['batch_size']} random windows).</p>")
     if summary.get("warnings"):
         items = "".join(f"<li>{html.escape(w)}</li>" for w in summary["warnings"])
         text += f"<ul style='color:#a05a00'>{items}</ul>"
@@ -123,7 +129,7 @@ class TrainDetectionDialog(TrainingDialog):
         f.addRow("", self.shuffle_check)
         self.pad_check = QCheckBox("Pad small features (to 25 px)")
         f.addRow("", self.pad_check)
-        self.patch_spin = int_spin(64, 4096, 32, " px")
+        self.patch_spin = int_spin(0, 4096, 32, " px", special="Automatic (from the objects)")
         f.addRow("Patch size", self.patch_spin)
         self.feature_spin = double_spin(0, 1, 2, 0.05)
         f.addRow("Feature patch percentage", self.feature_spin)
@@ -137,7 +143,7 @@ class TrainDetectionDialog(TrainingDialog):
 
         model, m = form_group("Model and training")
         self.arch_combo = QComboBox()
-        for a in ARCHITECTURES:
+        for a in ARCHITECTURE_CHOICES:
             self.arch_combo.addItem(ARCHITECTURE_LABELS[a], a)
         m.addRow("Architecture", self.arch_combo)
         self.epochs_spin = int_spin(1, 100000)

@@ -17,9 +17,12 @@ from ..patchsize import PATCH_MULTIPLE, nearest_patch_size
 from ..raster_model_job import RasterModelJob
 from ..training import fields as trainer
 from ..training.job import TrainingJob
-from .modelfile import ARCHITECTURES
+from .modelfile import ARCHITECTURES, AUTO
 
-ARCHITECTURE_LABELS = {"retinanet": "RetinaNet (ResNet-50 FPN)",
+ARCHITECTURE_CHOICES = (AUTO, *ARCHITECTURES)
+ARCHITECTURE_LABELS = {AUTO: "Automatic: FCOS (ResNet-18 FPN) on a CPU, RetinaNet (ResNet-50 "
+                             "FPN) on a GPU",
+                       "retinanet": "RetinaNet (ResNet-50 FPN)",
                        "fasterrcnn": "Faster R-CNN (ResNet-50 FPN)",
                        "fcos": "FCOS (ResNet-50 FPN)",
                        "fcos_resnet18": "FCOS (ResNet-18 FPN, light: trains on a CPU)"}
@@ -46,17 +49,28 @@ class TrainObjectDetectionJob(TrainingJob):
                              "box, points a square of twice the class's solid distance, lines "
                              "their extent. Or a folder written by Export Training Chips in the "
                              "COCO, VOC or YOLO format.", file_filter=_PROJECT_FILTER)
-    architecture: str = spec("retinanet", "ARCHITECTURE", "Model architecture", "enum",
-                             choices=ARCHITECTURES, choice_labels=ARCHITECTURE_LABELS,
-                             help="RetinaNet (default), Faster R-CNN or FCOS on a ResNet-50 FPN "
-                                  "backbone, or FCOS on a light ResNet-18 FPN that trains "
-                                  "usefully on a CPU.")
+    architecture: str = spec(AUTO, "ARCHITECTURE", "Model architecture", "enum",
+                             choices=ARCHITECTURE_CHOICES, choice_labels=ARCHITECTURE_LABELS,
+                             help="auto: FCOS on a light ResNet-18 FPN on a CPU (it trains "
+                                  "usefully there), RetinaNet on a ResNet-50 FPN on a GPU; the "
+                                  "model stores the one trained. Or RetinaNet, Faster R-CNN or "
+                                  "FCOS on a ResNet-50 FPN backbone, or the light FCOS.")
     init_model: str = trainer.init_model_field("object detection model")
-    patch_size: int = spec(512, "PATCH_SIZE", "Patch size (px)", "int", minimum=MIN_PATCH_SIZE,
-                           maximum=4096,
+    start_weights: str = spec("random", "START_WEIGHTS", "Start weights", "str", advanced=True,
+                              help="random; coco: torchvision's COCO detector of the same "
+                                   "architecture (downloaded once into torchvision's cache; "
+                                   "ImageNet ResNet-18 backbone for the light FCOS); or a "
+                                   "local .pth / .safetensors file: a state dict of the same "
+                                   "architecture or of its ResNet backbone. The class head "
+                                   "(and the first layer for other than 3 bands) starts "
+                                   "random. Ignored when starting from a model.")
+    patch_size: int = spec(0, "PATCH_SIZE", "Patch size (px, 0 = automatic)", "int",
+                           minimum=0, maximum=4096,
                            help="Edge of the square patches the detector learns from; a "
                                 "multiple of 32, larger than the largest object. The detector "
-                                "never resizes them (the pixel size stays the raster's).")
+                                "never resizes them (the pixel size stays the raster's). 0: "
+                                "four median objects across (128 to 512 px, within the "
+                                "smallest raster, larger than the largest object).")
     split: float = trainer.split_field()
     shuffle: bool = trainer.shuffle_field()
     pad_small_features: bool = spec(True, "PAD_SMALL_FEATURES", "Pad small features", "bool",
@@ -64,7 +78,7 @@ class TrainObjectDetectionJob(TrainingJob):
                                          "around their centre (ENVI).")
     feature_patch_percentage: float = trainer.feature_patch_percentage_field(features="boxes")
     background_patch_ratio: float = trainer.background_patch_ratio_field(0.15, features="boxes")
-    epochs: int = trainer.epochs_field(100)
+    epochs: int = trainer.epochs_field(30)
     batch_size: int = trainer.batch_size_field(4)
     learning_rate: float = trainer.learning_rate_field(0.0005)
     augment_rotation: bool = trainer.augment_rotation_field(
@@ -80,13 +94,23 @@ class TrainObjectDetectionJob(TrainingJob):
                           advanced=True,
                           help="Overlap (IoU) above which the weaker of two boxes of a class is "
                                "suppressed; stored in the model.")
-    steps_per_epoch: int = trainer.steps_per_epoch_field("Batches per epoch (0 = one pass)")
+    steps_per_epoch: int = trainer.steps_per_epoch_field(
+        "Batches per epoch (0 = automatic)",
+        "Each epoch draws this many batches of new random windows (up to half holding a whole "
+        "object, fewer the more area the objects cover). 0: enough for about two passes over "
+        "the training area, at least 12.")
     max_patches: int = trainer.max_patches_field()
     output_model: str = trainer.output_model_field("the highest validation mAP50")
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if self.patch_size >= MIN_PATCH_SIZE and self.patch_size % PATCH_MULTIPLE:
+        if self.start_weights not in ("random", "coco") and not Path(self.start_weights).is_file():
+            out.append(f"START_WEIGHTS {self.start_weights!r} is neither random, coco nor an "
+                       "existing file: choose one of them.")
+        if 0 < self.patch_size < MIN_PATCH_SIZE:
+            out.append(f"Patch size {self.patch_size} is below {MIN_PATCH_SIZE} px: use "
+                       f"{MIN_PATCH_SIZE} or more, or 0 (automatic).")
+        elif self.patch_size and self.patch_size % PATCH_MULTIPLE:
             out.append(f"Patch size {self.patch_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.patch_size)}.")
         return out
@@ -176,7 +200,7 @@ class DetectionSummaryJob(Job):
     group = "Object detection"
 
     project: str = spec("", "PROJECT", "Labeling project or chips folder", "project_in")
-    patch_size: int = spec(512, "PATCH_SIZE", "Patch size (px)", "int", minimum=MIN_PATCH_SIZE,
+    patch_size: int = spec(0, "PATCH_SIZE", "Patch size (px, 0 = automatic)", "int", minimum=0,
                            maximum=4096)
     split: float = spec(80.0, "SPLIT", "Training/validation split (% training)", "float",
                         minimum=0, maximum=100)
@@ -188,11 +212,18 @@ class DetectionSummaryJob(Job):
                                            maximum=1)
     background_patch_ratio: float = spec(0.15, "BACKGROUND_PATCH_RATIO",
                                          "Background patch ratio", "float", minimum=0)
+    epochs: int = spec(30, "EPOCHS", "Number of epochs", "int", minimum=1)
+    batch_size: int = spec(4, "BATCH_SIZE", "Patches per batch", "int", minimum=1)
+    steps_per_epoch: int = spec(0, "STEPS_PER_EPOCH", "Batches per epoch (0 = automatic)", "int",
+                                minimum=0)
+    max_patches: int = spec(0, "MAX_PATCHES", "Max training patches per epoch (0 = all)", "int",
+                            minimum=0)
 
     def run(self, ctx: JobContext) -> dict:
         import tempfile
 
-        from .data import prepare_detection_data
+        from ..training.length import training_length
+        from .data import TrainingArea, prepare_detection_data
 
         with tempfile.TemporaryDirectory(prefix="dltrainer-detsummary-") as work:
             data = prepare_detection_data(self, ctx, Path(work))
@@ -203,4 +234,10 @@ class DetectionSummaryJob(Job):
                                 for s in ("train", "validation")}
             summary["largest_box_px"] = round(data.largest_box(), 1)
             summary["classes"] = data.classes
+            per_epoch, total, warning = training_length(self, TrainingArea.of(data).open_px(),
+                                                        data.patch_size)
+            summary["steps"] = {"per_epoch": per_epoch, "total": total, "epochs": self.epochs,
+                                "batch_size": self.batch_size}
+            if warning:
+                summary.setdefault("warnings", []).append(warning)
         return summary

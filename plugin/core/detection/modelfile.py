@@ -16,6 +16,19 @@ from .. import modelfile as common
 
 TASK = "object_detection"
 ARCHITECTURES = ("retinanet", "fasterrcnn", "fcos", "fcos_resnet18")
+AUTO = "auto"   # ARCHITECTURE of a training job: resolved when the job runs (the card never has it)
+#: What ``auto`` trains: the light anchor-free FCOS/ResNet-18 on a CPU (RetinaNet/ResNet-50 from
+#: random weights learnt nothing in 30 CPU steps of an hour's budget: issue 19), the reference
+#: RetinaNet ResNet-50 FPN (Lin et al. 2017) on a GPU.
+CPU_ARCHITECTURE, GPU_ARCHITECTURE = "fcos_resnet18", "retinanet"
+
+
+def resolve_architecture(architecture: str, device: str) -> str:
+    """``architecture``, or for ``auto`` the one that fits ``device`` (a torch device string:
+    'cpu', 'cuda', 'cuda:1' …)."""
+    if architecture != AUTO:
+        return architecture
+    return CPU_ARCHITECTURE if device == "cpu" else GPU_ARCHITECTURE
 
 
 def detection_card_fields(*, architecture: str, score_threshold: float, nms_iou: float,

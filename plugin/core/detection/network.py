@@ -77,3 +77,85 @@ def set_inference(net: nn.Module, score_threshold: float, nms_iou: float,
         net.score_thresh = score_threshold
         net.nms_thresh = nms_iou
         net.detections_per_img = max_detections
+
+
+# -- start weights ------------------------------------------------------------------------------
+START_RANDOM, START_COCO = "random", "coco"
+
+
+def _coco_weights(architecture: str):
+    """(torchvision weights enum, key prefix in the detector) for START_WEIGHTS coco: the COCO
+    detector of the same architecture; the light FCOS has none, so its ResNet-18 backbone starts
+    from torchvision's ImageNet weights."""
+    from torchvision.models import ResNet18_Weights
+    from torchvision.models import detection as tvd
+
+    return {"retinanet": (tvd.RetinaNet_ResNet50_FPN_Weights.COCO_V1, ""),
+            "fasterrcnn": (tvd.FasterRCNN_ResNet50_FPN_Weights.COCO_V1, ""),
+            "fcos": (tvd.FCOS_ResNet50_FPN_Weights.COCO_V1, ""),
+            "fcos_resnet18": (ResNet18_Weights.IMAGENET1K_V1, "backbone.body.")}[architecture]
+
+
+def start_state(architecture: str, start: str) -> tuple[dict, str]:
+    """(state dict, key prefix) of START_WEIGHTS ``start``: "coco" (torchvision's download,
+    cached in its folder, ``TORCH_HOME``) or the path of a local ``.pth``/``.pt`` (a state
+    dict, optionally under "state_dict" or "model") or ``.safetensors`` file.
+
+    Raises UserError when the download fails (offline) or the file cannot be read."""
+    import torch
+
+    if start == START_COCO:
+        weights, prefix = _coco_weights(architecture)
+        try:
+            return weights.get_state_dict(progress=False, check_hash=False), prefix
+        except (OSError, RuntimeError) as exc:      # URLError is an OSError
+            raise UserError(f"Could not download torchvision's {weights} weights: {exc}.",
+                            "Connect to the internet once (torchvision keeps them in its "
+                            "cache), or use START_WEIGHTS random or a local weights file.") from exc
+    from pathlib import Path
+
+    path = Path(start)
+    if not path.is_file():
+        raise UserError(f"START_WEIGHTS {start!r} is neither random, coco nor a file.",
+                        "Use random, coco or the path of a .pth or .safetensors file.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:   # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UserError(f"Could not read the start weights {path}: {exc}.",
+                        "Give a state dict saved with torch.save or safetensors.") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise UserError(f"{path} holds no state dict.",
+                        "Give a state dict saved with torch.save or safetensors.")
+    return state, ""
+
+
+def apply_start_state(net: nn.Module, state: dict, prefix: str = "") -> tuple[int, int]:
+    """Load the tensors of ``state`` that fit ``net`` (same name after a ``module.`` prefix is
+    dropped, or under ``backbone.body.`` for a plain ResNet, and same shape: the class head and,
+    for other band counts, the first convolution stay random). Returns (tensors loaded,
+    backbone tensors of ``net``). UserError when less than half the backbone fits."""
+    own = net.state_dict()
+    taken = {}
+    for key, value in state.items():
+        key = prefix + (key[len("module."):] if key.startswith("module.") else key)
+        for name in (key, "backbone.body." + key):
+            if name in own and tuple(own[name].shape) == tuple(value.shape):
+                taken[name] = value
+                break
+    net.load_state_dict(taken, strict=False)
+    backbone = [k for k in own if k.startswith("backbone.body.")
+                and not k.endswith("num_batches_tracked")]
+    fitted = sum(k in taken for k in backbone)
+    if fitted < len(backbone) / 2:
+        raise UserError(f"The start weights fit only {fitted} of the {len(backbone)} backbone "
+                        "tensors of this architecture.",
+                        "Give weights of the same architecture (or of its ResNet backbone).")
+    return len(taken), len(backbone)

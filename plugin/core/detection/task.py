@@ -1,8 +1,12 @@
 """Object detection as a :class:`~..training.task.TrainingTask`: the one training engine runs it.
 
-The family supplies: boxes and the sample plan (:mod:`.data`), the torchvision detector
-(:mod:`.models`), its own loss terms (the detector returns them in train mode: classification and
-box regression, plus centerness for FCOS and RPN terms for Faster R-CNN), COCO mAP and P/R/F1
+The family supplies: boxes and the sample plan (:mod:`.data`; every epoch draws new random
+training windows, up to half holding a whole object, away from the validation patches; the
+length in optimiser steps is automatic as for every family: ``training.length``), the
+torchvision detector (ARCHITECTURE ``auto``: FCOS/ResNet-18 on a CPU, RetinaNet/ResNet-50 on a
+GPU, resolved here; START_WEIGHTS random, COCO or a local file: :mod:`.network`), its own
+loss terms (the detector returns them in train mode: classification and box regression, plus
+centerness for FCOS and RPN terms for Faster R-CNN), COCO mAP and P/R/F1
 (:mod:`.metrics`), preview images with true (green) and predicted (class colour) boxes and the
 report section with a precision-recall plot. Models are ranked by validation mAP50 (detection
 losses do not rank models: Lin et al. 2017, COCO evaluation).
@@ -10,13 +14,15 @@ losses do not rank models: Lin et al. 2017, COCO evaluation).
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
 import numpy as np
 
+from ..training import runtime
+from ..training.length import training_length
 from ..training.task import TrainingTask
+from .modelfile import AUTO, resolve_architecture
 
 N_PREVIEW = 4
 
@@ -39,12 +45,14 @@ class ObjectDetectionTask(TrainingTask):
     def prepare(self, job, ctx, log_folder: Path) -> None:
 
         from ..sampling.statistics import band_statistics
-        from .data import prepare_detection_data
+        from .data import TrainingArea, prepare_detection_data
 
         self.job, self.ctx, self.log_folder = job, ctx, Path(log_folder)
         self.data = data = prepare_detection_data(job, ctx, self.log_folder)
+        self.patch_size = data.patch_size
         self.train_patches = data.plan.split("train")
-        self.val_patches = data.plan.split("validation")
+        area = TrainingArea.of(data)
+        self.val_patches, self.hidden = area.val_patches, area.hidden
         counts = {s: data.box_counts(s) for s in ("train", "validation")}
         names = {c["id"]: c["name"] for c in data.classes}
         ctx.log(f"Patches: {data.plan.summary()['patches']}; boxes per class: "
@@ -59,31 +67,45 @@ class ObjectDetectionTask(TrainingTask):
         self.class_ids = [c["id"] for c in data.classes]
         self.keys = {c["id"]: class_key(c["name"]) for c in data.classes}
         self.num_outputs = max(self.class_ids) + 1
-        self.architecture = job.architecture
+        self.architecture = resolve_architecture(job.architecture,
+                                                 runtime.resolve_device(job.device))
+        if job.architecture == AUTO:
+            ctx.log(f"Architecture {self.architecture} (automatic on this device).")
         self.max_box_px = data.largest_box()
+        # random windows per epoch; validation patches on training rasters hidden from them
+        self.windows = area.sampler(data)
+        self.per_epoch = training_length(job, area.open_px(),
+                                         self.patch_size)[0]   # the engine shows the length
+        ctx.log(f"Training windows: {self.windows.centred:.0%} centred on one of "
+                f"{len(self.windows.objects)} objects, the rest anywhere in the training area.")
 
     def build_network(self, base_card: dict | None):
-        from .network import build_detector
+        from .network import START_RANDOM, apply_start_state, build_detector, start_state
 
         if base_card is not None:
             self.adopt_card(base_card)
+            wanted = self.architecture
             self.architecture = base_card["architecture"]
-            if self.architecture != self.job.architecture:
+            if self.architecture != wanted and self.job.architecture != AUTO:
                 self.ctx.log(f"Using the {self.architecture} architecture of the model started "
                              "from.", "warning")
-        return build_detector(self.architecture, self.bands, self.num_outputs,
-                              self.job.patch_size, self.mean, self.std)
+        net = build_detector(self.architecture, self.bands, self.num_outputs,
+                             self.patch_size, self.mean, self.std)
+        start = self.job.start_weights
+        if base_card is None and start != START_RANDOM:
+            n, backbone = apply_start_state(net, *start_state(self.architecture, start))
+            self.ctx.log(f"Start weights {start}: {n} tensors loaded ({backbone} in the "
+                         "backbone); the rest starts random.")
+        return net
 
     def card_fields(self) -> dict:
         return {"architecture": self.architecture, "encoder": "",
-                "patch_size": self.job.patch_size,
+                "patch_size": self.patch_size,
                 "score_threshold": float(self.job.score_threshold),
                 "nms_iou": float(self.job.nms_iou), "max_box_px": float(self.max_box_px)}
 
     def steps_per_epoch(self, job) -> int:
-        n = len(self.train_patches)
-        n = min(n, job.max_patches) if job.max_patches else n
-        return job.steps_per_epoch or max(1, math.ceil(n / job.batch_size))
+        return self.per_epoch
 
     # -- data ----------------------------------------------------------------------------------
     def _loader(self, dataset, sampler, device: str):
@@ -97,21 +119,16 @@ class ObjectDetectionTask(TrainingTask):
                           **runtime.loader_kwargs(self.job.num_workers, device))
 
     def train_loader(self, epoch: int, device: str):
-        import torch
-
         from .data import BoxAugment, BoxDataset
 
         job = self.job
-        patches = self.data.epoch_patches(epoch)
+        rng = np.random.default_rng([job.seed, epoch, 23])
+        windows = self.windows.draw(self.steps_per_epoch(job) * job.batch_size, rng)
         augment = BoxAugment(job.augment_rotation, job.augment_scale, job.augment_flip)
-        ds = BoxDataset(self.data.sources, self.data.boxes, patches, self.mean, augment,
-                        jitter=0.25, seed=job.seed)
+        ds = BoxDataset(self.data.sources, self.data.boxes, windows, self.mean, augment,
+                        seed=job.seed, hidden=self.hidden)
         ds.epoch = epoch
-        n = self.steps_per_epoch(job) * job.batch_size
-        gen = torch.Generator().manual_seed(job.seed * 100003 + epoch)
-        order = torch.randperm(len(ds), generator=gen)
-        sampler = order.repeat(math.ceil(n / max(len(order), 1)))[:n].tolist()
-        return self._loader(ds, sampler, device)
+        return self._loader(ds, list(range(len(ds))), device)
 
     def val_loader(self, device: str):
         from .data import BoxDataset

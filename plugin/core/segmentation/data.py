@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from ..sampling import Patch, PatchReader, SampleSource
+from ..sampling.windows import CENTRED_MAX, centred_share
 
 IGNORE = 255
 
@@ -213,7 +214,6 @@ class PatchDataset:
 
 
 # -- random windows -----------------------------------------------------------------------------
-CENTRED_MAX = 0.5         # share of feature-centred windows when features are sparse
 MAX_CENTRES = 200_000     # labelled pixels kept per class as window centres (a random subset)
 
 
@@ -278,7 +278,7 @@ class WindowSampler:
             if len(arr) > MAX_CENTRES:
                 arr = arr[rng.choice(len(arr), MAX_CENTRES, replace=False)]
             centres[c] = arr
-        centred = max(0.0, CENTRED_MAX - feature_px / max(area_px, 1))
+        centred = centred_share(feature_px, area_px)
         return cls(size, shapes, centres, centred)
 
     def draw(self, n: int, class_weight: float, rng: np.random.Generator) -> list[Patch]:

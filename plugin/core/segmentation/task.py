@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..sampling.windows import flush_patches, hidden_areas, open_area
 from ..training import runtime
 from ..training.length import training_length
 from ..training.task import TrainingTask
@@ -71,17 +72,11 @@ class PixelSegmentationTask(TrainingTask):
         self.loss_weights = _loss_weights(self.train_patches, self.num_outputs, job.loss_weight)
         # validation patches on training rasters: their labels are hidden from training
         train_ids = sorted({p.source for p in self.train_patches})
-        self.hidden: dict[int, list] = {}
-        for p in self.val_patches:
-            if p.source in train_ids:
-                self.hidden.setdefault(p.source, []).append(
-                    (p.row, p.col, p.row + p.size, p.col + p.size))
+        self.hidden = hidden_areas(self.val_patches, train_ids)
         self.windows = WindowSampler.scan(setup.sources, train_ids, job.patch_size, self.hidden,
                                           job.seed)
-        area = sum(h * w for h, w in self.windows.shapes.values())
-        area -= sum((r1 - r0) * (c1 - c0) for boxes in self.hidden.values()
-                    for r0, c0, r1, c1 in boxes)
-        self.per_epoch = training_length(job, max(area, 0))[0]   # the engine shows the length
+        area = open_area(self.windows.shapes, self.hidden)
+        self.per_epoch = training_length(job, area)[0]   # the engine shows the length
         self._train_ds = None
 
     def build_network(self, base_card: dict | None):
@@ -264,27 +259,6 @@ class PixelSegmentationTask(TrainingTask):
         for i, counts in zip(ids, cm["rows_truth_columns_prediction"]):
             lines.append(f"| {names[i]} | " + " | ".join(str(v) for v in counts) + " |")
         return "\n".join(lines)
-
-
-def flush_patches(patches: list, sources: list) -> list:
-    """``patches`` moved inside their rasters, flush with the right and bottom edges (the plan's
-    grid lets the last patch of a row or column run past the edge, padded with ignored labels;
-    the windows the network learns from and classifies never do). A raster smaller than the
-    patch keeps it at (0, 0)."""
-    import dataclasses
-
-    import rasterio
-
-    shapes = {}
-    for sid in sorted({p.source for p in patches}):
-        with rasterio.open(sources[sid].image) as ds:
-            shapes[sid] = (ds.height, ds.width)
-    out = []
-    for p in patches:
-        h, w = shapes[p.source]
-        out.append(dataclasses.replace(p, row=max(min(p.row, h - p.size), 0),
-                                       col=max(min(p.col, w - p.size), 0)))
-    return out
 
 
 def _to_device(batch, device: str, augment=None, generator=None):

@@ -17,12 +17,15 @@ MIN_STEPS = 300    # fewer optimiser steps than this get a warning before traini
 MIN_STEPS_PER_EPOCH = 12
 
 
-def training_length(job, train_area_px: float) -> tuple[int, int, str]:
+def training_length(job, train_area_px: float,
+                    patch_size: int | None = None) -> tuple[int, int, str]:
     """(batches per epoch, total optimiser steps, warning or "") of ``job`` for a training area
     of ``train_area_px`` pixels. STEPS_PER_EPOCH 0 (automatic): random windows covering the
-    training area about twice, at least MIN_STEPS_PER_EPOCH batches; MAX_PATCHES caps it."""
+    training area about twice, at least MIN_STEPS_PER_EPOCH batches; MAX_PATCHES caps it.
+    ``patch_size``: the window edge in px when the job's PATCH_SIZE is automatic (0)."""
+    size = patch_size or job.patch_size
     per_epoch = job.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(
-        2 * train_area_px / job.patch_size ** 2 / max(job.batch_size, 1)))
+        2 * train_area_px / size ** 2 / max(job.batch_size, 1)))
     if job.max_patches:
         per_epoch = min(per_epoch, max(1, math.ceil(job.max_patches / job.batch_size)))
     total = per_epoch * job.epochs

@@ -1,0 +1,121 @@
+"""Detection learns from random windows drawn every epoch (issue 19): windows centred on objects
+hold them whole, validation areas are never drawn (and masked where a window cannot avoid
+them), the training length is automatic in optimiser steps, the patch size follows the objects
+and ``auto`` trains the light FCOS on a CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from plugin.core.detection.data import OBJECTS_ACROSS, BoxDataset, auto_patch_size
+from plugin.core.detection.jobs import DetectionSummaryJob, TrainObjectDetectionJob
+from plugin.core.detection.modelfile import resolve_architecture
+from plugin.core.detection.synthetic import make_object_scene, scene_project
+from plugin.core.jobs import RecordingContext
+from plugin.core.sampling import Patch, SampleSource
+from plugin.core.sampling.boxes import Box
+from plugin.core.sampling.windows import ObjectWindowSampler, centred_share, overlaps
+
+# sparse objects (class, x0, y0, x1, y1) on a 600 × 400 px raster: 0.8 % of its area
+OBJECTS = np.array([[1, 40, 50, 70, 80], [1, 500, 300, 540, 330], [2, 300, 20, 320, 44]],
+                   np.float64)
+SHAPES = {0: (400, 600)}
+
+
+def _contains(w: Patch, obj) -> bool:
+    _, x0, y0, x1, y1 = obj
+    return w.col <= x0 and w.row <= y0 and x1 <= w.col + w.size and y1 <= w.row + w.size
+
+
+def test_centred_windows_hold_their_object_whole_inside_the_raster():
+    sampler = ObjectWindowSampler.from_boxes(96, SHAPES, {0: OBJECTS})
+    area = 600 * 400
+    covered = 30 * 30 + 40 * 30 + 20 * 24
+    assert sampler.centred == pytest.approx(centred_share(covered, area))
+    assert sampler.centred == pytest.approx(0.5 - covered / area)    # sparse: about half
+    windows = dataclasses.replace(sampler, centred=1.0).draw(300, np.random.default_rng(1))
+    assert all(w.has_features and w.size == 96 for w in windows)
+    assert all(0 <= w.row <= 400 - 96 and 0 <= w.col <= 600 - 96 for w in windows)
+    assert all(any(_contains(w, o) for o in OBJECTS) for w in windows)
+    held = [sum(_contains(w, o) for w in windows) for o in OBJECTS]
+    assert min(held) > 50                         # every object drawn (1/3 each expected)
+    # random windows mostly miss such sparse objects
+    rand = dataclasses.replace(sampler, centred=0.0).draw(300, np.random.default_rng(1))
+    assert sum(any(_contains(w, o) for o in OBJECTS) for w in rand) < 150
+    # a fresh draw each epoch
+    a = sampler.draw(20, np.random.default_rng([0, 1]))
+    b = sampler.draw(20, np.random.default_rng([0, 2]))
+    assert [w.key for w in a] != [w.key for w in b]
+
+
+def test_background_patch_ratio_caps_windows_without_objects():
+    """ENVI's background patch ratio: 0 → every window holds an object's centre; 1 → at most
+    half the windows hold none (random windows over such sparse objects mostly hold none)."""
+    sampler = dataclasses.replace(ObjectWindowSampler.from_boxes(96, SHAPES, {0: OBJECTS}),
+                                  centred=0.0)
+    rng = np.random.default_rng(5)
+    assert sum(map(sampler.holds_object, sampler.draw(200, rng))) < 100
+    none = dataclasses.replace(sampler, background_ratio=0.0).draw(200, rng)
+    assert all(map(sampler.holds_object, none))
+    even = dataclasses.replace(sampler, background_ratio=1.0).draw(200, rng)
+    assert 100 <= sum(map(sampler.holds_object, even)) < 200
+
+
+def test_validation_areas_never_in_training_windows():
+    hidden = {0: [(0, 0, 200, 200), (250, 400, 400, 600)]}      # hides objects 1 and 2
+    sampler = ObjectWindowSampler.from_boxes(96, SHAPES, {0: OBJECTS}, hidden)
+    assert sampler.objects[:, 1].tolist() == [2.0]               # only the free object centred
+    windows = sampler.draw(500, np.random.default_rng(3))
+    assert not any(overlaps((w.row, w.col, w.row + 96, w.col + 96), hidden[0]) for w in windows)
+    assert sum(w.has_features for w in windows) > 100
+
+
+def test_hidden_pixels_and_boxes_masked_where_a_window_meets_them(tmp_path):
+    """A window that could not avoid a validation area shows it as the band means, no box."""
+    import rasterio
+
+    path = tmp_path / "img.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=1,
+                       dtype="float32") as ds:
+        ds.write(np.full((1, 64, 64), 7.0, np.float32))
+    boxes = [Box(1, 1, 4, 4, 20, 20), Box(2, 1, 40, 40, 60, 60)]
+    ds = BoxDataset([SampleSource(str(path), "", "train", "a")], [boxes],
+                    [Patch(0, 0, 0, 64, "train", True, {}, 0.0)], [3.0],
+                    hidden={0: [(32, 32, 64, 64)]})
+    image, target = ds[0]
+    assert image[0, 32:, 32:].eq(3.0).all() and image[0, :32].eq(7.0).all()
+    assert target["boxes"].tolist() == [[4.0, 4.0, 20.0, 20.0]]
+
+
+def test_auto_architecture_and_patch_size(tmp_path):
+    assert resolve_architecture("auto", "cpu") == "fcos_resnet18"
+    assert resolve_architecture("auto", "cuda:0") == "retinanet"
+    assert resolve_architecture("fcos", "cpu") == "fcos"
+    scene = make_object_scene(tmp_path / "s", size=300, n_objects=6, sizes=(30, 40))
+    boxes = [[Box(i, c, x0, y0, x1, y1) for i, (c, x0, y0, x1, y1) in enumerate(scene.boxes)]]
+    median = float(np.median([max(b.width, b.height) for b in boxes[0]]))
+    assert auto_patch_size(boxes, [str(scene.raster)]) == max(
+        128, math.ceil(OBJECTS_ACROSS * median / 32) * 32)
+    # bounded by the smallest raster (rounded down to 32), never below the largest object
+    small = make_object_scene(tmp_path / "t", size=100, n_objects=1, sizes=(30, 40))
+    assert auto_patch_size(boxes, [str(scene.raster), str(small.raster)]) == 96
+    big = [[Box(0, 1, 0, 0, 90, 110)]]
+    assert auto_patch_size(big, [str(small.raster)]) == 128
+
+
+def test_automatic_length_exceeds_one_pass_and_shows_steps(tmp_path):
+    scene = make_object_scene(tmp_path / "s", size=256, n_objects=10, seed=4, sizes=(25, 34))
+    project = scene_project(scene, tmp_path / "p.gpkg")
+    job = TrainObjectDetectionJob(project=str(project.path), device="cpu")
+    assert job.patch_size == 0 and job.steps_per_epoch == 0
+    assert not any("atch size" in p for p in job.problems())
+    summary = DetectionSummaryJob(project=str(project.path)).run(RecordingContext())
+    assert summary["patch_size"] == 128             # 4 × ~30 px objects → 128 px
+    one_pass = math.ceil(summary["patches"]["train"]["total"] / job.batch_size)
+    steps = summary["steps"]
+    assert steps["per_epoch"] >= 12 > one_pass
+    assert steps["total"] == steps["per_epoch"] * job.epochs >= 300
