@@ -102,11 +102,6 @@ class PixelSegmentationTask(TrainingTask):
         return {"architecture": self.architecture, "encoder": self.encoder,
                 "patch_size": self.job.patch_size}
 
-    def validation_areas(self) -> dict[str, list[list]]:
-        from ..sampling.plan import patch_areas
-
-        return patch_areas(self.val_patches, self.setup.sources)
-
     def steps_per_epoch(self, job) -> int:
         return self.per_epoch
 

@@ -90,9 +90,18 @@ class TrainingTask:
     def validation_areas(self) -> dict[str, list[list]]:
         """Where the validation data lie: ``{raster path: [[xmin, ymin, xmax, ymax], …]}`` in
         each raster's CRS (:func:`..sampling.plan.patch_areas`); recorded in the model card so
-        that Suggest Areas to Label keeps out of them. Default: none known (whole validation
-        rasters are still kept out by their role)."""
-        return {}
+        that Suggest Areas to Label keeps out of them. By default the bounds of
+        ``self.val_patches`` on the sources of ``self.data`` or ``self.setup`` (what the
+        families that plan patches keep); none known otherwise (whole validation rasters are
+        still kept out by their role)."""
+        patches = getattr(self, "val_patches", None)
+        holder = getattr(self, "data", None) or getattr(self, "setup", None)
+        sources = getattr(holder, "sources", None)
+        if not patches or not sources:
+            return {}
+        from ..sampling.plan import patch_areas
+
+        return patch_areas(patches, sources)
 
     def summary_metrics(self, row: dict, extra: dict | None) -> dict:
         """The metrics of the best model for the model card and the result (default: the
