@@ -40,7 +40,10 @@ class Family:
       the CPU, card)``, and ``<package>.modelfile:card_problem`` checks the family's own card
       fields (a phrase or None; light: read in QGIS, no torch);
     - with ``exports``, ``<package>.export:export_job`` writes its ONNX file:
-      ``(ExportOnnxJob, card, input scale, ctx) → result``.
+      ``(ExportOnnxJob, card, input scale, ctx) → result``;
+    - with ``previews``, ``<package>.preview:render_preview`` draws the model on the map while
+      it trains (:mod:`.training.preview`): ``(network, task, image, valid, window, device) →
+      ClassRaster | Boxes``.
     """
 
     task: str                 # the model file's ``task`` field, e.g. "pixel_segmentation"
@@ -53,6 +56,7 @@ class Family:
     other_kinds: tuple[str, ...] = ()  # more job kinds offered in Processing
     train_tool: Tool | None = None     # entry in Deep Learning ▸ Train
     classify_tools: tuple[Tool, ...] = field(default_factory=tuple)  # ▸ Classify
+    previews: bool = False    # <package>.preview draws it on the map while it trains
 
     @property
     def jobs_module(self) -> str:
@@ -71,6 +75,10 @@ class Family:
         return f"{self.package}.export:export_job" if self.exports else ""
 
     @property
+    def previewer(self) -> str:
+        return f"{self.package}.preview:render_preview" if self.previews else ""
+
+    @property
     def job_kinds(self) -> tuple[str, ...]:
         return (self.train_kind, *self.classify_kinds, *self.other_kinds)
 
@@ -82,15 +90,15 @@ class Family:
 
 FAMILIES: list[Family] = [
     Family("pixel_segmentation", "Pixel Segmentation", "segmentation", "PixelSegmentationTask",
-           "train_pixel_segmentation", ("classify_pixels",), exports=True,
+           "train_pixel_segmentation", ("classify_pixels",), exports=True, previews=True,
            train_tool=Tool("train_pixel_segmentation", "Pixel Segmentation…"),
            classify_tools=(Tool("classify_pixels", "Classify Pixels…"),)),
     Family("object_detection", "Object Detection", "detection", "ObjectDetectionTask",
-           "train_object_detection", ("detect_objects",), exports=True,
+           "train_object_detection", ("detect_objects",), exports=True, previews=True,
            train_tool=Tool("train_object_detection", "Object Detection…"),
            classify_tools=(Tool("detect_objects", "Detect Objects…"),)),
     Family("grid", "Grid Model", "classification", "GridTask", "train_grid_model",
-           ("classify_grid",), train_tool=Tool("train_grid_model", "Grid Model…"),
+           ("classify_grid",), previews=True, train_tool=Tool("train_grid_model", "Grid Model…"),
            classify_tools=(Tool("classify_grid", "Classify Grid…"),)),
     Family("chip_classification", "Chip Classifier", "classification", "ChipTask",
            "train_chip_classifier", ("classify_chips",),
@@ -161,6 +169,13 @@ def card_check_function(task: str) -> Callable | None:
     """The check of ``task``'s family's own card fields (``card → phrase or None``), or None."""
     fam = family(task)
     return _resolve(fam.card_check) if fam and fam.card_check else None
+
+
+def preview_function(task: str) -> Callable | None:
+    """The map preview of ``task``'s family (:mod:`.training.preview`), or None when it has
+    none (the chip classifier: its chips are not a map)."""
+    fam = family(task)
+    return _resolve(fam.previewer) if fam and fam.previewer else None
 
 
 def export_function(task: str) -> Callable | None:
