@@ -61,6 +61,7 @@ class PreviewOption(QWidget):
 
     def __init__(self, parent: QWidget | None = None, project: QgsProject | None = None) -> None:
         super().__init__(parent)
+        self.project = project or QgsProject.instance()
         self.check = QCheckBox("Preview on the map")
         self.check.setToolTip("After each validation (at most every 30 s and a tenth of the "
                               "training time) the model so far classifies the part of this "
@@ -70,8 +71,8 @@ class PreviewOption(QWidget):
         if project is not None and project is not QgsProject.instance():
             self.combo.setProject(project)
         self.combo.setToolTip("The raster the preview classifies (a file on disk).")
-        first = next((lay for lay in (project or QgsProject.instance()).layerTreeRoot()
-                      .layerOrder() if raster_file(lay)), None)
+        first = next((lay for lay in self.project.layerTreeRoot().layerOrder()
+                      if raster_file(lay)), None)
         if first is not None:
             self.combo.setLayer(first)
         self.check.setChecked(first is not None)
@@ -218,14 +219,15 @@ def _ask(title: str, text: str) -> bool:
     return QMessageBox.question(None, title, text) == QMessageBox.Yes
 
 
-def start_preview(plugin, option: PreviewOption | None, job: Job, project=None
+def start_preview(plugin, option: PreviewOption | None, job: Job
                   ) -> tuple[Job, MapPreview | None]:
-    """(the job to run, its :class:`MapPreview` or None) for a train dialog's ``option``."""
+    """(the job to run, its :class:`MapPreview` or None) for a train dialog's ``option``
+    (on the map canvas of ``plugin.iface``, in the option's project)."""
     layer = option.layer() if option is not None else None
     iface = getattr(plugin, "iface", None)
     if layer is None or not hasattr(job, "preview_raster"):
         return job, None
     canvas = iface.mapCanvas() if iface is not None else None
-    preview = MapPreview(canvas, layer, project,
+    preview = MapPreview(canvas, layer, option.project,
                          f"Training preview — {Path(job.output_model).name.split('.')[0]}")
     return preview.job_for(job), preview

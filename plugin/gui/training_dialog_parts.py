@@ -128,8 +128,7 @@ class TrainingDialog(JobDialog):
         from .map_preview import start_preview
         from .tensorboard import remember_log_folder
 
-        job, self.map_preview = start_preview(self.plugin, self.preview_option, job,
-                                              getattr(self, "project", None))
+        job, self.map_preview = start_preview(self.plugin, self.preview_option, job)
         self.task = start_training(self.plugin, job)
         if self.map_preview is not None:   # kept alive by the task until it ends
             self.task.map_preview = self.map_preview
