@@ -189,6 +189,16 @@ def test_class_rasters_and_boxes_are_written_on_the_rasters_grid(tmp_path):
 PREVIEWING = [f for f in FAMILIES if f.previews]
 
 
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.task)
+def test_every_trainer_has_the_preview_fields_off_by_default(family, tmp_path):
+    from plugin.core.jobs import job_class
+
+    job = job_class(family.train_kind)(output_model=str(tmp_path / "m.dltmodel.safetensors"))
+    assert job.preview_raster == "" and job.preview_extent_file == ""   # off: Processing, CLI
+    job.preview_raster = str(tmp_path / "missing.tif")
+    assert any("PREVIEW_RASTER" in p for p in job.problems())
+
+
 def test_the_family_table_says_which_families_preview():
     assert {f.task for f in PREVIEWING} == {"pixel_segmentation", "object_detection", "grid"}
     assert preview_function("chip_classification") is None

@@ -5,6 +5,7 @@ removed at the end, and the Training Model window names the preview's epoch."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -115,6 +116,9 @@ def test_panning_sends_the_extent_in_the_rasters_crs(qgis_iface, raster_layer):
                                          shown.yMaximum()))
     assert view.extent[0] <= 1010 and view.extent[2] >= 1030
     assert (view.width, view.height) == (canvas.width(), canvas.height())
+    started = time.perf_counter()
+    preview.send_view()               # the slot a pan ends in: one small file, no waiting
+    assert time.perf_counter() - started < 0.2
     preview.finish()
     assert not preview.folder.exists()
 
