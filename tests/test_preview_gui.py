@@ -149,6 +149,11 @@ def test_every_train_dialog_offers_the_preview_on_the_projects_first_raster(
         plugin, tool, raster_layer):
     dialog = open_tool(tool, plugin)
     option = dialog.preview_option
+    if tool.kind == "train_chip_classifier":   # chips are no map: no preview, said so
+        assert not option.checked() and not option.check.isEnabled()
+        assert "no map preview" in option.check.toolTip()
+        dialog.close()
+        return
     assert option.checked() and option.layer() is raster_layer   # on by default
     names = {w.objectName() for w in dialog.findChildren(object)}
     assert not any("PREVIEW" in n for n in names)   # no raw PREVIEW_* fields in the form

@@ -227,7 +227,7 @@ class JobFormDialog(TrainingDialog):
             checks.addWidget(self.tensorboard_check)
             checks.addStretch(1)
             outer.addLayout(checks)
-            outer.addWidget(self.preview_row(self.project))
+            outer.addWidget(self.preview_row(self.project, job_cls.kind))
         self.reason_label = problem_label()
         lay_out_dialog(self, outer, ok_text(job_cls), self.reason_label)
         fit_to_screen(self, 1060 if self.summary_view is not None else 640,

@@ -57,9 +57,12 @@ def raster_file(layer) -> str:
 
 
 class PreviewOption(QWidget):
-    """"Preview on the map" and the raster it previews: ``checked()`` and ``layer()``."""
+    """"Preview on the map" and the raster it previews: ``checked()`` and ``layer()``.
+    ``without``: the title of a family that draws no preview (the option is then off and
+    disabled, its tooltip says so)."""
 
-    def __init__(self, parent: QWidget | None = None, project: QgsProject | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, project: QgsProject | None = None,
+                 without: str = "") -> None:
         super().__init__(parent)
         self.project = project or QgsProject.instance()
         self.check = QCheckBox("Preview on the map")
@@ -77,6 +80,11 @@ class PreviewOption(QWidget):
             self.combo.setLayer(first)
         self.check.setChecked(first is not None)
         self.check.toggled.connect(self.combo.setEnabled)
+        if without:
+            self.check.setChecked(False)
+            self.check.setEnabled(False)
+            self.check.setToolTip(f"{without} models have no map preview: they classify "
+                                  "chips, not a map.")
         self.combo.setEnabled(self.check.isChecked())
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)

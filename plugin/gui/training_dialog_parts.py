@@ -115,12 +115,16 @@ class TrainingDialog(JobDialog):
     def confirm(self, job: Job) -> bool:
         return confirm_replacing_models(self, job)
 
-    def preview_row(self, project=None) -> QWidget:
+    def preview_row(self, project=None, kind: str = "") -> QWidget:
         """The "Preview on the map" option (:class:`.map_preview.PreviewOption`) for the
-        dialog's layout, kept as :attr:`preview_option`."""
+        dialog's layout, kept as :attr:`preview_option`; off and disabled when the family
+        training job ``kind`` draws no preview (the family table's ``previews``)."""
+        from ..core.families import family_of_kind
         from .map_preview import PreviewOption
 
-        self.preview_option = PreviewOption(self, project)
+        fam = family_of_kind(kind) if kind else None
+        self.preview_option = PreviewOption(self, project,
+                                            fam.title if fam and not fam.previews else "")
         return self.preview_option
 
     def start(self, job: Job):
