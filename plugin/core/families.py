@@ -44,6 +44,9 @@ class Family:
     - with ``suggests``, ``<package>.suggest`` scores windows by the model's uncertainty for
       Suggest Areas to Label (``window_size(card)`` and ``uncertainty(predictor, card, batch,
       valid)``: see :mod:`.suggest_labels`).
+    - with ``previews``, ``<package>.preview:render_preview`` draws the model on the map while
+      it trains (:mod:`.training.preview`): ``(network, task, image, valid, window, device) →
+      ClassRaster | Boxes``.
     """
 
     task: str                 # the model file's ``task`` field, e.g. "pixel_segmentation"
@@ -57,6 +60,7 @@ class Family:
     other_kinds: tuple[str, ...] = ()  # more job kinds offered in Processing
     train_tool: Tool | None = None     # entry in Deep Learning ▸ Train
     classify_tools: tuple[Tool, ...] = field(default_factory=tuple)  # ▸ Classify
+    previews: bool = False    # <package>.preview draws it on the map while it trains
 
     @property
     def jobs_module(self) -> str:
@@ -79,6 +83,10 @@ class Family:
         return f"{self.package}.suggest" if self.suggests else ""
 
     @property
+    def previewer(self) -> str:
+        return f"{self.package}.preview:render_preview" if self.previews else ""
+
+    @property
     def job_kinds(self) -> tuple[str, ...]:
         return (self.train_kind, *self.classify_kinds, *self.other_kinds)
 
@@ -91,10 +99,12 @@ class Family:
 FAMILIES: list[Family] = [
     Family("pixel_segmentation", "Pixel Segmentation", "segmentation", "PixelSegmentationTask",
            "train_pixel_segmentation", ("classify_pixels",), exports=True, suggests=True,
+           previews=True,
            train_tool=Tool("train_pixel_segmentation", "Pixel Segmentation…"),
            classify_tools=(Tool("classify_pixels", "Classify Pixels…"),)),
     Family("object_detection", "Object Detection", "detection", "ObjectDetectionTask",
            "train_object_detection", ("detect_objects",), exports=True, suggests=True,
+           previews=True,
            train_tool=Tool("train_object_detection", "Object Detection…"),
            classify_tools=(Tool("detect_objects", "Detect Objects…"),)),
     Family("instance_segmentation", "Instance Segmentation", "instances",
@@ -102,7 +112,8 @@ FAMILIES: list[Family] = [
            train_tool=Tool("train_instance_segmentation", "Instance Segmentation…"),
            classify_tools=(Tool("segment_objects", "Segment Objects…"),)),
     Family("grid", "Grid Model", "classification", "GridTask", "train_grid_model",
-           ("classify_grid",), suggests=True, train_tool=Tool("train_grid_model", "Grid Model…"),
+           ("classify_grid",), suggests=True, previews=True,
+           train_tool=Tool("train_grid_model", "Grid Model…"),
            classify_tools=(Tool("classify_grid", "Classify Grid…"),)),
     Family("chip_classification", "Chip Classifier", "classification", "ChipTask",
            "train_chip_classifier", ("classify_chips",), suggests=True,
@@ -185,6 +196,13 @@ def suggest_module(task: str):
 def suggesting_titles() -> list[str]:
     """Titles of the families whose models can suggest areas to label."""
     return [f.title for f in FAMILIES if f.suggester]
+
+
+def preview_function(task: str) -> Callable | None:
+    """The map preview of ``task``'s family (:mod:`.training.preview`), or None when it has
+    none (the chip classifier: its chips are not a map)."""
+    fam = family(task)
+    return _resolve(fam.previewer) if fam and fam.previewer else None
 
 
 def export_function(task: str) -> Callable | None:

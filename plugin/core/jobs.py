@@ -242,9 +242,10 @@ class JobContext:
         """A message for the log (level: info, warning)."""
         self.emit({"event": "log", "level": level, "message": message})
 
-    def artifact(self, name: str, path: str) -> None:
-        """Announce an output file as soon as it exists (e.g. a best model)."""
-        self.emit({"event": "artifact", "name": name, "path": str(path)})
+    def artifact(self, name: str, path: str, **info: Any) -> None:
+        """Announce an output file as soon as it exists (e.g. a best model); ``info``: more
+        JSON values about it (a map preview's ``epoch``)."""
+        self.emit({"event": "artifact", "name": name, "path": str(path), **info})
 
     # cancellation ----------------------------------------------------------------------------
     def cancel(self) -> None:

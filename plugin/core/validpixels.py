@@ -80,14 +80,19 @@ def read_data(ds, window=None, **kwargs) -> np.ndarray:
     return ds.read(data_bands(ds), window=window, **kwargs)
 
 
-def valid_mask(ds, data: np.ndarray | None = None, window=None) -> np.ndarray:
+def valid_mask(ds, data: np.ndarray | None = None, window=None,
+               out_shape: tuple[int, int] | None = None) -> np.ndarray:
     """bool (h, w): True where the pixel is valid (see the module docstring).
 
-    ``data``: the data bands of ``window`` as read by :func:`read_data` (read when None)."""
+    ``data``: the data bands of ``window`` as read by :func:`read_data` (read when None);
+    ``out_shape`` (h, w): the window read decimated to that shape, as ``data`` was."""
     from rasterio.enums import MaskFlags
 
+    shape = {} if out_shape is None else {"out_shape": tuple(out_shape)}
     if data is None:
-        data = read_data(ds, window=window)
+        data = read_data(ds, window=window,
+                         **({} if out_shape is None else
+                            {"out_shape": (data_band_count(ds), *out_shape)}))
     valid = np.ones(data.shape[1:], bool)
     if ds.nodata is not None:
         nd = ds.nodata
@@ -97,12 +102,12 @@ def valid_mask(ds, data: np.ndarray | None = None, window=None) -> np.ndarray:
         valid &= np.isfinite(data).all(axis=0)
     alpha = alpha_bands(ds)
     if alpha:
-        valid &= ds.read(alpha[0], window=window) > 0
+        valid &= ds.read(alpha[0], window=window, **shape) > 0
     elif ds.nodata is None:
         first = data_bands(ds)[0]
         flags = ds.mask_flag_enums[first - 1]
         if not {MaskFlags.all_valid, MaskFlags.nodata, MaskFlags.alpha} & set(flags):
-            valid &= ds.read_masks(first, window=window) > 0   # alpha: a data band here
+            valid &= ds.read_masks(first, window=window, **shape) > 0   # alpha: a data band here
     return valid
 
 

@@ -64,6 +64,7 @@ from .job_dialog_support import (
     single_shot_timer,
     spec_tooltip,
 )
+from .map_preview import PREVIEW_FIELDS
 from .model_card import card_html
 from .task import JobManager
 from .training_dialog_parts import (
@@ -178,6 +179,8 @@ class JobFormDialog(TrainingDialog):
         main, advanced = QFormLayout(), QFormLayout()
         self.training = job_cls.kind.startswith("train_")
         for f, ps in param_fields(job_cls):
+            if f.name in PREVIEW_FIELDS:   # "Preview on the map" below sets them
+                continue
             widget, row = self._widget(f.name, ps)
             self.widgets[f.name] = (ps, widget)
             said = any(w in ps.label.lower() for w in ("optional", "empty", "0 ="))
@@ -226,6 +229,7 @@ class JobFormDialog(TrainingDialog):
             checks.addWidget(self.tensorboard_check)
             checks.addStretch(1)
             outer.addLayout(checks)
+            outer.addWidget(self.preview_row(self.project, job_cls.kind))
         self.reason_label = problem_label()
         lay_out_dialog(self, outer, ok_text(job_cls), self.reason_label)
         fit_to_screen(self, 1060 if self.summary_view is not None else 640,

@@ -169,6 +169,7 @@ class TrainDetectionDialog(TrainingDialog):
         self.tensorboard_check = QCheckBox("Open TensorBoard")
         m.addRow("", self.background_check)
         m.addRow("", self.tensorboard_check)
+        m.addRow("", self.preview_row())
 
         self.reason_label = problem_label()
         cols = QHBoxLayout()

@@ -451,6 +451,7 @@ class TrainSegmentationDialog(TrainingDialog):
                                           "bar.")
         form.addRow("", self.background_check)
         form.addRow("", self.tensorboard_check)
+        form.addRow("", self.preview_row())
         self.output_edit.textChanged.connect(self._changed)
         self.output_last_edit.textChanged.connect(self._changed)
         return box

@@ -108,15 +108,37 @@ class TrainingDialog(JobDialog):
 
     #: a background run keeps a hidden Training Model window (the menu can show it later)
     keeps_background_window = False
+    #: "Preview on the map" (:func:`.map_preview.PreviewOption`), set by the dialog's layout
+    preview_option = None
+    map_preview = None
 
     def confirm(self, job: Job) -> bool:
         return confirm_replacing_models(self, job)
 
+    def preview_row(self, project=None, kind: str = "") -> QWidget:
+        """The "Preview on the map" option (:class:`.map_preview.PreviewOption`) for the
+        dialog's layout, kept as :attr:`preview_option`; off and disabled when the family
+        training job ``kind`` draws no preview (the family table's ``previews``)."""
+        from ..core.families import family_of_kind
+        from .map_preview import PreviewOption
+
+        fam = family_of_kind(kind) if kind else None
+        self.preview_option = PreviewOption(self, project,
+                                            fam.title if fam and not fam.previews else "")
+        return self.preview_option
+
     def start(self, job: Job):
         """Start training ``job``; TensorBoard and the Training Model window as chosen."""
+        from .map_preview import start_preview
         from .tensorboard import remember_log_folder
 
+        job, self.map_preview = start_preview(self.plugin, self.preview_option, job)
         self.task = start_training(self.plugin, job)
+        if self.map_preview is not None:   # kept alive by the task until it ends
+            self.task.map_preview = self.map_preview
+            self.task.event.connect(self.map_preview.handle_event)
+            for signal in (self.task.succeeded, self.task.failed, self.task.cancelled):
+                signal.connect(self.map_preview.finish)
         log_folder = job.resolved_log_folder()
         remember_log_folder(log_folder)  # the TensorBoard… picker starts there
         if self.tensorboard_check.isChecked():

@@ -270,6 +270,9 @@ class TrainingWindow(QWidget):
         self.model_label.setWordWrap(True)
         self.model_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.model_label.setStyleSheet("color: #555;")
+        self.preview_label = QLabel()   # which epoch the map preview shows
+        self.preview_label.setStyleSheet("color: #555;")
+        self.preview_label.setVisible(False)
         self.tensorboard_label = QLabel()
         self.tensorboard_label.setTextFormat(Qt.RichText)
         self.tensorboard_label.setTextInteractionFlags(Qt.TextBrowserInteraction)
@@ -307,6 +310,7 @@ class TrainingWindow(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.chart, 1)
         layout.addWidget(self.model_label)
+        layout.addWidget(self.preview_label)
         layout.addWidget(self.tensorboard_label)
         layout.addLayout(buttons)
         self.resize(560, 480)
@@ -355,6 +359,9 @@ class TrainingWindow(QWidget):
         elif kind == "artifact" and event.get("name") == "best_model":
             self.best_model = str(event.get("path", ""))
             self.model_label.setText(f"Best model so far: {self.best_model}")
+        elif kind == "artifact" and event.get("name") == "preview":
+            self.preview_label.setText(f"Map preview: epoch {event.get('epoch', '?')}")
+            self.preview_label.setVisible(True)
         elif kind == "log" and event.get("level") == "warning":
             self.status_label.setText(str(event.get("message", "")))
         self._refresh()

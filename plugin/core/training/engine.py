@@ -21,7 +21,9 @@ network, loss, metrics and report section; this module does the rest. One run:
    e. the best model (by ``task.best_metric``; the last one without validation) and the last
       model + optimizer, each written atomically, so a cancel or a crash never loses an epoch;
       both models hold the averaged weights, the optimizer file the training weights;
-   f. early stopping after ``job.patience`` epochs without improvement.
+   f. the map preview (:mod:`.preview`; PREVIEW_RASTER set, at most every PREVIEW_SECONDS
+      and a tenth of the time): the averaged model on the part of a raster the map shows;
+   g. early stopping after ``job.patience`` epochs without improvement.
 3. Learning curves, report.md / report.json; the result dict.
 
 Cancel (``ctx.cancelled``) is honoured between batches; a partly run epoch is not recorded.
@@ -48,6 +50,7 @@ from ..jobs import JobContext
 from . import report, runtime
 from .length import length_lines
 from .logfolder import mark_log_folder
+from .preview import previewer_for
 from .task import TrainingTask
 from .weight_average import WeightAverage
 
@@ -165,6 +168,7 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
     if main and (moved := report.start_csv(log_folder, resumed=bool(history))):
         ctx.log(f"The earlier run's metrics were moved to {moved.name}.")
     ctx.artifact("log_folder", str(log_folder))
+    previewer = previewer_for(job, task, log_folder, ctx) if main else None
     for epoch in range(start_epoch, job.epochs):
         if distributed.broadcast(ctx.cancelled):
             stopped = "cancelled"
@@ -233,7 +237,10 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
                  (k == "lr" or k.split("_")[0] in ("train", "val"))}
         ctx.progress("epoch", epoch + 1, job.epochs,
                      f"epoch {epoch + 1}/{job.epochs}" + (" (best)" if improved else ""), **shown)
-        # -- 2f. early stopping
+        # -- 2f. the model on the map
+        if previewer is not None:
+            previewer.after_validation(plain, task, epoch + 1, device, ctx)
+        # -- 2g. early stopping
         if job.patience and stale >= job.patience:
             stopped = "early_stopping"
             ctx.log(f"Early stopping: no improvement of {task.best_metric} for {job.patience} "

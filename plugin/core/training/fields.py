@@ -159,3 +159,29 @@ def augment_scale_field(help: str = ""):
 def augment_flip_field(label: str = "Augment: flips"):
     """AUGMENT_FLIP: random flips of the training patches (on by default)."""
     return spec(True, "AUGMENT_FLIP", label, "bool")
+
+
+def preview_raster_field():
+    """PREVIEW_RASTER: the raster the model is drawn on while it trains (empty: no preview)."""
+    return spec("", "PREVIEW_RASTER", "Preview on the map: raster (empty = off)", "raster_in",
+                optional=True, advanced=True,
+                help="After each validation the model so far classifies the part of this "
+                     "raster the map shows (at most about one megapixel) into a file in "
+                     "<log folder>/preview; the desktop shows it as a temporary layer.")
+
+
+def preview_extent_file_field():
+    """PREVIEW_EXTENT_FILE: the JSON file saying which part of the raster to preview."""
+    return spec("", "PREVIEW_EXTENT_FILE", "Preview on the map: extent file", "file_in",
+                optional=True, advanced=True, file_filter="JSON (*.json)",
+                help="{\"extent\": [xmin, ymin, xmax, ymax] in the raster's CRS, \"width\", "
+                     "\"height\": canvas pixels}, read again when it changes; empty: the "
+                     "whole raster.")
+
+
+def preview_seconds_field():
+    """PREVIEW_SECONDS: the least time between two previews."""
+    return spec(30.0, "PREVIEW_SECONDS", "Preview on the map: every (seconds, at least)",
+                "float", minimum=0.0, maximum=86400.0, advanced=True,
+                help="Previews follow validations, at most this often, and never take more "
+                     "than a tenth of the training time.")

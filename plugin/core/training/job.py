@@ -39,7 +39,8 @@ class TrainingJob(Job):
     #: Shown after the family's own fields, in this order (:func:`..params.param_fields`).
     trailing_fields: ClassVar[tuple[str, ...]] = (
         "seed", "patience", "trials", "search_minutes", "num_workers", "resume_from", "device",
-        "output_model", "output_last_model", "save_optimizer", "log_folder")
+        "output_model", "output_last_model", "save_optimizer", "log_folder",
+        "preview_raster", "preview_extent_file", "preview_seconds")
 
     seed: int = trainer.seed_field()
     patience: int = trainer.patience_field()
@@ -50,6 +51,9 @@ class TrainingJob(Job):
     device: str = device_field("training")
     output_last_model: str = trainer.output_last_model_field()
     log_folder: str = trainer.log_folder_field()
+    preview_raster: str = trainer.preview_raster_field()
+    preview_extent_file: str = trainer.preview_extent_file_field()
+    preview_seconds: float = trainer.preview_seconds_field()
     #: Overall progress of every family's training (:mod:`.progress`): the task's ``prepare``
     #: steps, then the engine's epochs (with their batches); other phases a task reports
     #: while preparing (label ``raster`` i/n, grid ``cells``) or testing leave it unchanged.
@@ -60,7 +64,15 @@ class TrainingJob(Job):
         """The base checks, the project, the model files and the log folder (each a sentence
         with its fix)."""
         return (super().problems() + self.project_problems() + self.model_problems()
-                + self.log_folder_problems() + self.search_problems())
+                + self.log_folder_problems() + self.search_problems()
+                + self.preview_problems())
+
+    def preview_problems(self) -> list[str]:
+        """PREVIEW_RASTER, when given, must exist (the extent file may come later)."""
+        if self.preview_raster and not Path(self.preview_raster).is_file():
+            return [f"The preview raster {self.preview_raster} (PREVIEW_RASTER) does not "
+                    "exist: choose a raster or clear it."]
+        return []
 
     def search_problems(self) -> list[str]:
         """A search (TRIALS > 0) starts every trial afresh: it cannot resume a run."""
