@@ -200,7 +200,8 @@ def test_every_trainer_has_the_preview_fields_off_by_default(family, tmp_path):
 
 
 def test_the_family_table_says_which_families_preview():
-    assert {f.task for f in PREVIEWING} == {"pixel_segmentation", "object_detection", "grid"}
+    assert {f.task for f in PREVIEWING} == {"pixel_segmentation", "object_detection", "grid",
+                                            "instance_segmentation"}
     assert preview_function("chip_classification") is None
     assert all(callable(preview_function(f.task)) for f in PREVIEWING)
 

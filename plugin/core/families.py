@@ -109,6 +109,7 @@ FAMILIES: list[Family] = [
            classify_tools=(Tool("detect_objects", "Detect Objects…"),)),
     Family("instance_segmentation", "Instance Segmentation", "instances",
            "InstanceSegmentationTask", "train_instance_segmentation", ("segment_objects",),
+           suggests=True, previews=True,
            train_tool=Tool("train_instance_segmentation", "Instance Segmentation…"),
            classify_tools=(Tool("segment_objects", "Segment Objects…"),)),
     Family("grid", "Grid Model", "classification", "GridTask", "train_grid_model",

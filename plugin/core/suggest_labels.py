@@ -49,6 +49,8 @@ MAX_CANDIDATES = 2000
 #: score while picking (0.8: a second pick in a raster needs a score 25 % higher to win).
 SPREAD = 0.8
 BATCH = 16
+#: Objects scored below this share of the score threshold are not counted (background).
+OBJECT_FLOOR = 0.25
 
 
 @register_job
@@ -302,6 +304,39 @@ def _touch(a: Window, b: Window) -> bool:
     side included)."""
     return (a.crs == b.crs and a.bounds[0] <= b.bounds[2] and b.bounds[0] <= a.bounds[2]
             and a.bounds[1] <= b.bounds[3] and b.bounds[1] <= a.bounds[3])
+
+
+def objects_uncertainty(outputs: list[dict], card: dict
+                        ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Window scores of the object families (detection, instance segmentation) from their
+    torchvision outputs (per window ``{"scores": (K,), "labels": (K,)}``): each object scored
+    near the card's ``score_threshold`` t (what the apply tools keep by default) weighs
+    ``1 − |s − t| / max(t, 1 − t)`` (1 at the threshold; objects under :data:`OBJECT_FLOOR`·t
+    are background and not counted), and the window's score is ``1 − exp(−Σ weights)`` in
+    [0, 1): several borderline objects count more than one (least confidence per detection,
+    summed over the image as in Brust et al. 2019, "Active Learning for Deep Object
+    Detection"). Returns (scores (N,), class id of the most borderline object (0: none),
+    reasons)."""
+    thr = float(card.get("score_threshold") or 0.5)
+    names = {int(c["id"]): c["name"] for c in card["classes"]}
+    scores, classes, reasons = [], [], []
+    for out in outputs:
+        s = out["scores"].float().cpu().numpy()
+        labels = out["labels"].cpu().numpy()
+        keep = s >= OBJECT_FLOOR * thr
+        s, labels = s[keep], labels[keep]
+        weight = np.clip(1 - np.abs(s - thr) / max(thr, 1 - thr), 0, 1)
+        scores.append(1 - np.exp(-float(weight.sum())))
+        if len(s):
+            k = int(weight.argmax())
+            classes.append(int(labels[k]))
+            reasons.append(f"{int((weight > 0.5).sum())} object(s) scored near the threshold "
+                           f"{thr:.2f} (closest: {names.get(int(labels[k]), labels[k])} "
+                           f"{s[k]:.2f})")
+        else:
+            classes.append(0)
+            reasons.append("no object near the threshold")
+    return np.asarray(scores), np.asarray(classes), reasons
 
 
 def read_suggestions(project_path: str) -> list[dict]:
