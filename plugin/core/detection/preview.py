@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..training.preview import Boxes, tiles
+from ..training.preview import Boxes, object_outputs
 
 BATCH = 4
 
@@ -24,15 +24,10 @@ def render_preview(network, task, image: np.ndarray, valid: np.ndarray, window,
     size = int(job.patch_size)
     _, h, w = image.shape
     found = []
-    parts = tiles(image, size)
-    for k in range(0, len(parts), BATCH):
-        group = parts[k:k + BATCH]
-        outputs = network([torch.from_numpy(np.ascontiguousarray(t)).to(device)
-                           for _, _, t in group])
-        for (r, c, _), o in zip(group, outputs):
-            keep = o["scores"] >= float(job.score_threshold)
-            b = o["boxes"][keep].float().cpu() + torch.tensor([c, r, c, r], dtype=torch.float32)
-            found.append((b, o["scores"][keep].float().cpu(), o["labels"][keep].cpu()))
+    for r, c, o in object_outputs(network, image, size, BATCH, device):
+        keep = o["scores"] >= float(job.score_threshold)
+        b = o["boxes"][keep].float().cpu() + torch.tensor([c, r, c, r], dtype=torch.float32)
+        found.append((b, o["scores"][keep].float().cpu(), o["labels"][keep].cpu()))
     if not found:
         return Boxes(np.zeros((0, 4)), np.zeros(0, np.int32), np.zeros(0))
     boxes, scores, labels = (torch.cat(v) for v in zip(*found))

@@ -213,6 +213,23 @@ def tiles(image: np.ndarray, size: int) -> list[tuple[int, int, np.ndarray]]:
             for r in tile_starts(H, size, size) for c in tile_starts(W, size, size)]
 
 
+def object_outputs(network, image: np.ndarray, size: int, batch: int, device: str
+                   ) -> list[tuple[int, int, dict]]:
+    """(row, col, torchvision output dict) of each :func:`tiles` tile of ``image`` run through
+    an object network (detection, Mask R-CNN: raw pixels, a list of (bands, size, size)
+    tensors; it normalises inside), ``batch`` tiles at a time on ``device``."""
+    import torch
+
+    parts = tiles(image, size)
+    out = []
+    for k in range(0, len(parts), batch):
+        group = parts[k:k + batch]
+        outputs = network([torch.from_numpy(np.ascontiguousarray(t)).to(device)
+                           for _, _, t in group])
+        out += [(r, c, o) for (r, c, _), o in zip(group, outputs)]
+    return out
+
+
 def write_preview(folder: Path, epoch: int, result, window: Window, crs, classes: list[dict]
                   ) -> Path:
     """Write ``result`` (:class:`ClassRaster` or :class:`Boxes`) of ``window`` as
