@@ -21,12 +21,30 @@ def training_length(job, train_area_px: float) -> tuple[int, int, str]:
     """(batches per epoch, total optimiser steps, warning or "") of ``job`` for a training area
     of ``train_area_px`` pixels. STEPS_PER_EPOCH 0 (automatic): random windows covering the
     training area about twice, at least MIN_STEPS_PER_EPOCH batches; MAX_PATCHES caps it."""
-    per_epoch = job.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(
-        2 * train_area_px / job.patch_size ** 2 / max(job.batch_size, 1)))
+    per_epoch = job.steps_per_epoch or automatic_steps(
+        train_area_px / job.patch_size ** 2, job.batch_size, passes=2)
     if job.max_patches:
         per_epoch = min(per_epoch, max(1, math.ceil(job.max_patches / job.batch_size)))
     total = per_epoch * job.epochs
     return per_epoch, total, short_warning(total)
+
+
+def automatic_steps(samples: float, batch_size: int, passes: float = 1.0) -> int:
+    """Batches per epoch of the automatic length (every family): ``passes`` × ``samples``
+    (chips, grid cells, patch-sized areas) in batches of ``batch_size``, at least
+    :data:`MIN_STEPS_PER_EPOCH`, so that a small project still gets a few hundred optimiser
+    steps with a family's default epochs (a chip classifier's 35 × 12 = 420, a grid model's
+    100 × 12 = 1200)."""
+    return max(MIN_STEPS_PER_EPOCH, math.ceil(passes * samples / max(int(batch_size), 1)))
+
+
+def length_summary(epochs: int, per_epoch: int, batch_size: int | None,
+                   knobs: str = "EPOCHS or STEPS_PER_EPOCH") -> dict:
+    """The training length for a pre-flight summary: {"epochs", "per_epoch", "total" (optimiser
+    steps), "text" (the line the training log shows), "warning" ("" when long enough)}."""
+    text, warning = length_lines(epochs, per_epoch, batch_size, knobs)
+    return {"epochs": int(epochs), "per_epoch": int(per_epoch),
+            "total": int(epochs) * int(per_epoch), "text": text, "warning": warning}
 
 
 def short_warning(total: int, knobs: str = "EPOCHS or STEPS_PER_EPOCH") -> str:
