@@ -152,14 +152,15 @@ def prepare_chip_data(job, ctx, log_folder: Path) -> ChipData:
 
 def chip_steps(job, n_train: int, round: int = 1) -> int:   # noqa: A002 - GBDX's term
     """Batches per epoch of a chip classifier with ``n_train`` training chips: TRAIN_SIZE chips
-    when set, else the automatic length (one pass, at least a dozen batches:
-    :func:`..training.length.automatic_steps`); round 2 (two rounds): TRAIN_SIZE_2 chips, else
-    half of round 1's."""
-    from ..training.length import automatic_steps
+    when set, else the automatic length (one pass, at least enough batches for 300 steps with
+    the default epochs: :func:`..training.length.automatic_steps`); round 2 (two rounds):
+    TRAIN_SIZE_2 chips, else half of round 1's."""
+    from ..training.length import automatic_steps, least_batches
+    from .jobs import CHIP_EPOCHS
 
     batch = max(int(job.batch_size), 1)
     first = (math.ceil(job.train_size / batch) if job.train_size
-             else automatic_steps(n_train, batch))
+             else automatic_steps(n_train, batch, least=least_batches(CHIP_EPOCHS)))
     if round == 1:
         return first
     return math.ceil(job.train_size_2 / batch) if job.train_size_2 else max(1, first // 2)

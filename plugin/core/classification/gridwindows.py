@@ -87,6 +87,17 @@ class CellWindows:
         return out
 
 
+def grid_steps(job, n_train: int) -> int:
+    """Batches per epoch of a grid model with ``n_train`` training cells: STEPS_PER_EPOCH when
+    set, else one pass over the cells, at least :func:`..training.length.least_batches` of the
+    default epochs (300 steps with the defaults)."""
+    from ..training.length import automatic_steps, least_batches
+    from .jobs import GRID_EPOCHS
+
+    return job.steps_per_epoch or automatic_steps(n_train, job.batch_size,
+                                                  least=least_batches(GRID_EPOCHS))
+
+
 def scan_windows(sources, train: list[Patch], val: list[Patch], size: int,
                  weights: np.ndarray | None) -> CellWindows:
     """The :class:`CellWindows` of a plan's training and validation cells (raster sizes read

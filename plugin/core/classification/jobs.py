@@ -17,6 +17,8 @@ from .architectures import ARCHITECTURES
 from .gridcells import DEFAULT_MIN_COVER
 
 GRID_MULTIPLE = 32
+GRID_EPOCHS = 100     # ENVI's default
+CHIP_EPOCHS = 35      # GBDX's default (round 1)
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = trainer.MODEL_FILTER
 _WEIGHTS_FILTER = "Weights (*.safetensors *.pth *.pt *.bin)"
@@ -73,7 +75,7 @@ class TrainGridModelJob(TrainingJob):
                                  "such class are background cells.")
     split: float = trainer.split_field()
     shuffle: bool = trainer.shuffle_field()
-    epochs: int = trainer.epochs_field(100)
+    epochs: int = trainer.epochs_field(GRID_EPOCHS)
     batch_size: int = trainer.batch_size_field(5)
     learning_rate: float = trainer.learning_rate_field(0.0005)
     feature_patch_percentage: float = trainer.feature_patch_percentage_field("cells")
@@ -82,7 +84,7 @@ class TrainGridModelJob(TrainingJob):
     steps_per_epoch: int = trainer.steps_per_epoch_field(
         "Batches per epoch (0 = automatic)",
         "Random cell windows drawn per epoch, in batches; 0: as many as the training cells, "
-        "at least 12 batches (a few hundred steps with the default epochs).")
+        "at least 3 batches (300 steps with the default 100 epochs).")
     pad_small_features: bool = spec(True, "PAD_SMALL_FEATURES", "Pad small features", "bool",
                                     help="A class with at least 64 px in a cell labels it "
                                          "even below the minimum cover.")
@@ -170,15 +172,15 @@ class TrainChipClassifierJob(TrainingJob):
     two_rounds: bool = spec(False, "TWO_ROUNDS", "Train in two rounds", "bool",
                             help="Round 1 on balanced classes; round 2 on the original "
                                  "distribution, training only the last layer (GBDX).")
-    epochs: int = trainer.epochs_field(35, "Epochs (round 1)")
+    epochs: int = trainer.epochs_field(CHIP_EPOCHS, "Epochs (round 1)")
     epochs_2: int = spec(8, "EPOCHS_2", "Epochs (round 2)", "int", minimum=1, maximum=100000)
     learning_rate: float = trainer.learning_rate_field(0.001, "Learning rate (round 1)")
     learning_rate_2: float = spec(0.01, "LEARNING_RATE_2", "Learning rate (round 2)", "float",
                                   minimum=1e-7, maximum=1.0)
     train_size: int = spec(0, "TRAIN_SIZE", "Training chips per epoch (0 = automatic)", "int",
                            minimum=0, help="Chips drawn per epoch of round 1; 0: every "
-                                           "training chip once, at least 12 batches (a few "
-                                           "hundred steps with the default epochs).")
+                                           "training chip once, at least 9 batches (315 "
+                                           "steps with the default 35 epochs).")
     train_size_2: int = spec(0, "TRAIN_SIZE_2", "Training chips per epoch, round 2 "
                              "(0 = half of round 1)", "int", minimum=0, advanced=True)
     test_size: int = spec(100, "TEST_SIZE", "Test chips held out", "int", minimum=0,
@@ -336,11 +338,11 @@ class GridSummaryJob(TrainGridModelJob):
                                 pad_small_features=self.pad_small_features)
 
     def run(self, ctx: JobContext) -> dict:
-        from ..training.length import automatic_steps, length_summary
+        from ..training.length import length_summary
+        from .gridwindows import grid_steps
 
         summary = self.sampling_job().run(ctx)
-        cells = int(summary["patches"]["train"]["total"])
-        per_epoch = self.steps_per_epoch or automatic_steps(cells, self.batch_size)
+        per_epoch = grid_steps(self, int(summary["patches"]["train"]["total"]))
         summary["length"] = length_summary(self.epochs, per_epoch, self.batch_size,
                                            "EPOCHS or STEPS_PER_EPOCH")
         if summary["length"]["warning"]:

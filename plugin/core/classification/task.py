@@ -17,8 +17,8 @@ decisions then use per-class offsets tuned on validation for the rarer classes' 
 Chips.
 
 Length: :func:`..training.length.automatic_steps` batches per epoch (one pass over the training
-samples, at least a dozen batches), unless the job sets it (chips: TRAIN_SIZE; grid:
-STEPS_PER_EPOCH).
+samples, at least enough batches for 300 steps with the family's default epochs), unless the job
+sets it (chips: TRAIN_SIZE; grid: STEPS_PER_EPOCH).
 
 Two rounds (GBDX): round 1 draws classes balanced (each chip with probability ∝ 1 / the
 frequency of its class; multi-label: the mean over its tags, "no tag" counting as a class);
@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 from ..training import runtime
-from ..training.length import automatic_steps
 from ..training.task import TrainingTask
 from .balance import balance_weights
 from .metrics import classification_metrics, metrics_markdown, tune_offsets, tune_thresholds
@@ -54,6 +53,7 @@ class ClassificationTask(TrainingTask):
     loss_weights: np.ndarray | None = None   # CLASS_BALANCE "weights" (balance_weights)
     offsets: list[float] | None = None       # single-label decision offsets (validation)
     train_count: int = 0
+    per_epoch: int = 1                       # batches per epoch
 
     @property
     def names(self) -> list[str]:
@@ -83,7 +83,8 @@ class ClassificationTask(TrainingTask):
         return net
 
     def steps_per_epoch(self, job) -> int:
-        return automatic_steps(self.train_count, job.batch_size)
+        """Set by ``prepare`` (``gridwindows.grid_steps``, ``chipsplit.chip_steps``)."""
+        return self.per_epoch
 
     def _loader_kw(self, device: str) -> dict:
         return runtime.loader_kwargs(getattr(self.job, "num_workers", -1), device)
@@ -216,7 +217,7 @@ class GridTask(ClassificationTask):
         from .balance import inverse_frequency_weights, multi_hot_keys
         from .data import CellDataset
         from .gridcells import cell_targets
-        from .gridwindows import scan_windows
+        from .gridwindows import grid_steps, scan_windows
 
         self.job, self.ctx = job, ctx
         ctx.progress("prepare", 0, 3, "Label rasters")
@@ -269,7 +270,7 @@ class GridTask(ClassificationTask):
         self.mean, self.std, self.nodata = band_statistics([sources[i] for i in train_sources])
         self.input_size = job.grid_size
         self.train_count = len(train)
-        self.per_epoch = job.steps_per_epoch or automatic_steps(len(train), job.batch_size)
+        self.per_epoch = grid_steps(job, len(train))
         balance = job.class_balance
         weights = (inverse_frequency_weights(multi_hot_keys(t_train))
                    if balance == "sampling" else None)
@@ -282,9 +283,6 @@ class GridTask(ClassificationTask):
                                     rule=(ids, job.min_cover, job.pad_small_features))
         self.val_ds = CellDataset(sources, val, t_val, self.mean, self.std) if val else None
         self.cells = {"train": len(train), "validation": len(val)}
-
-    def steps_per_epoch(self, job) -> int:
-        return self.per_epoch
 
     def train_loader(self, epoch: int, device: str):
         """Fresh random windows around the training cells (``gridwindows.py``), each with its
@@ -313,7 +311,6 @@ class ChipTask(ClassificationTask):
     curve_keys = ("val_macro_f1",)
     curve_title = "Macro F1 (validation)"
     length_knobs = "EPOCHS or TRAIN_SIZE"
-    per_epoch = 1
 
     def __init__(self, round: int = 1, data=None) -> None:   # noqa: A002 - GBDX's term
         self.round = round
@@ -350,9 +347,6 @@ class ChipTask(ClassificationTask):
         val = d.splits["validation"]
         self.val_ds = ChipDataset(val, d.targets("validation"), d.side, d.resize, d.mean,
                                   d.std, self.multi_label) if val else None
-
-    def steps_per_epoch(self, job) -> int:
-        return self.per_epoch
 
     def card_fields(self) -> dict:
         return {**super().card_fields(), "min_side": int(self.job.min_side),

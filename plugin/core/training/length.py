@@ -29,13 +29,21 @@ def training_length(job, train_area_px: float) -> tuple[int, int, str]:
     return per_epoch, total, short_warning(total)
 
 
-def automatic_steps(samples: float, batch_size: int, passes: float = 1.0) -> int:
+def least_batches(default_epochs: int) -> int:
+    """Fewest batches per epoch of a family's automatic length: :data:`MIN_STEPS` over the
+    family's default epochs (25 → :data:`MIN_STEPS_PER_EPOCH` 12, 35 → 9, 100 → 3), so its
+    defaults train at least MIN_STEPS steps while fewer EPOCHS still shorten a run (and get
+    the warning)."""
+    return math.ceil(MIN_STEPS / max(int(default_epochs), 1))
+
+
+def automatic_steps(samples: float, batch_size: int, passes: float = 1.0,
+                    least: int = MIN_STEPS_PER_EPOCH) -> int:
     """Batches per epoch of the automatic length (every family): ``passes`` × ``samples``
-    (chips, grid cells, patch-sized areas) in batches of ``batch_size``, at least
-    :data:`MIN_STEPS_PER_EPOCH`, so that a small project still gets a few hundred optimiser
-    steps with a family's default epochs (a chip classifier's 35 × 12 = 420, a grid model's
-    100 × 12 = 1200)."""
-    return max(MIN_STEPS_PER_EPOCH, math.ceil(passes * samples / max(int(batch_size), 1)))
+    (chips, grid cells, patch-sized areas) in batches of ``batch_size``, at least ``least``
+    (a family's :func:`least_batches`), so that a small project still gets a few hundred
+    optimiser steps with the defaults."""
+    return max(int(least), math.ceil(passes * samples / max(int(batch_size), 1)))
 
 
 def length_summary(epochs: int, per_epoch: int, batch_size: int | None,
