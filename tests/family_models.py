@@ -263,6 +263,6 @@ def train_job(task: str, project: Path, model: Path):
                                             architecture="maskrcnn_resnet18", **common)
     if task == "grid":
         return TrainGridModelJob(project=str(project), grid_size=32, batch_size=16,
-                                 architecture="resnet18", **common)
+                                 steps_per_epoch=2, architecture="resnet18", **common)
     return TrainChipClassifierJob(input=str(project), batch_size=16, test_size=0,
-                                  architecture="resnet18", **common)
+                                  train_size=32, architecture="resnet18", **common)

@@ -255,7 +255,8 @@ def test_classify_dialogs_show_the_model_card(plugin, family, tmp_path):
 
 def test_grid_form_shows_what_training_will_sample(plugin, tmp_path):
     """Train Grid Model has a live pre-flight summary like the other train dialogs: the grid
-    cells of the project per split, from a worker."""
+    cells of the project per split, from a worker, and the training length in steps (the
+    automatic 3 batches an epoch of a small project × the default 100 epochs)."""
     from plugin.core.classification.synthetic import make_grid_scene
     from plugin.gui.classification_dialogs import open_train_grid_model
     from plugin.gui.task import pump_until
@@ -268,13 +269,14 @@ def test_grid_form_shows_what_training_will_sample(plugin, tmp_path):
         dialog.summary_status.text() + dialog.summary_view.toPlainText()
     text = dialog.summary_view.toPlainText()
     assert "Patches of 32 px from 2 rasters" in text
+    assert "Training length: 300 optimiser steps (100 epochs × 3 batches of 5)" in text
     assert dialog.summary_status.text().startswith("What training will sample")
     dialog.close()
 
 
 def test_chip_form_shows_what_training_will_use(plugin, tmp_path):
     """Train Chip Classifier has a live pre-flight summary too: chips per class in the
-    training, validation and test sets, from a worker."""
+    training, validation and test sets, from a worker, and the training length in steps."""
     from plugin.core.classification.synthetic import make_chip_folder
     from plugin.gui.classification_dialogs import open_train_chip_classifier
     from plugin.gui.task import pump_until
@@ -286,5 +288,6 @@ def test_chip_form_shows_what_training_will_use(plugin, tmp_path):
         dialog.summary_status.text() + dialog.summary_view.toPlainText()
     text = dialog.summary_view.toPlainText()
     assert "Chips of up to 16 px (imagefolder layout)" in text
+    assert "Training length: 315 optimiser steps (35 epochs × 9 batches of 32)" in text
     assert dialog.summary_status.text() == "What training will use:"
     dialog.close()

@@ -98,15 +98,11 @@ def classify_output_ending(kind: str, source: Path) -> str:
 
 
 def _grid_summary(job: TrainGridModelJob):
-    """The sampling summary of a grid model's training: its cells are the patches (grid size,
-    no overlap), picked with the same split and feature/background shares."""
-    from ..core.sampling.jobs import SampleSummaryJob
+    """The sampling summary of a grid model's training (its cells are the patches: grid size,
+    no overlap, the same split and feature/background shares) with its length in steps."""
+    from ..core.classification.jobs import GridSummaryJob
 
-    return SampleSummaryJob(project=job.project, patch_size=job.grid_size,
-                            stride=job.grid_size, split=job.split, shuffle=job.shuffle,
-                            seed=job.seed, feature_patch_percentage=job.feature_patch_percentage,
-                            background_patch_ratio=job.background_patch_ratio,
-                            pad_small_features=job.pad_small_features)
+    return GridSummaryJob(**{f.name: getattr(job, f.name) for f in dataclasses.fields(job)})
 
 
 def _chip_summary(job: TrainChipClassifierJob):

@@ -236,14 +236,18 @@ def summary_html(summary: dict, classes: list | None = None) -> str:
                     f"<td align='right'>{t:,}</td><td align='right'>{v:,}</td></tr>")
     return _summary_page(rows, f"Patches of {summary.get('patch_size', '?')} px from "
                                f"{_plural(len(summary.get('sources', [])), 'raster')}.",
-                         summary.get("warnings") or [])
+                         summary.get("warnings") or [], summary.get("length"))
 
 
-def _summary_page(rows: list[str], note: str, warnings: list[str]) -> str:
-    """A pre-flight summary's table ``rows`` (HTML ``<tr>``), a grey ``note`` under it and the
-    ``warnings`` in amber."""
+def _summary_page(rows: list[str], note: str, warnings: list[str],
+                  length: dict | None = None) -> str:
+    """A pre-flight summary's table ``rows`` (HTML ``<tr>``), a grey ``note`` under it, the
+    training ``length`` (``training.length.length_summary``: its text) and the ``warnings`` in
+    amber."""
     text = f"<table cellspacing='0' cellpadding='2' width='100%'>{''.join(rows)}</table>"
     text += f"<p style='color:#555'>{html.escape(note)}</p>"
+    if length:
+        text += f"<p><b>{html.escape(length.get('text', ''))}</b></p>"
     if warnings:
         items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
         text += (f"<p style='color:#a05a00'><b>Warnings</b></p>"
@@ -268,7 +272,7 @@ def chip_summary_html(summary: dict) -> str:
         f"<td align='right'><b>{totals.get(s, 0):,}</b></td>" for s in splits) + "</tr>")
     return _summary_page(rows, f"Chips of up to {summary.get('max_side', '?')} px "
                                f"({summary.get('layout', '?')} layout).",
-                         summary.get("warnings") or [])
+                         summary.get("warnings") or [], summary.get("length"))
 
 
 # -- live pre-flight summary -------------------------------------------------------------------

@@ -16,6 +16,7 @@ Training uses the remaining chips.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,14 +70,9 @@ class ChipData:
     def balanced_weights(self) -> np.ndarray:
         """Per training chip sampling weight ∝ 1 / its class frequency (multi-label: mean over
         its tags, no tag counting as one more class), so classes are drawn balanced."""
-        chips = self.splits["train"]
-        keys = [c.labels or ["<none>"] for c in chips]
-        counts: dict[str, int] = {}
-        for ks in keys:
-            for k in ks:
-                counts[k] = counts.get(k, 0) + 1
-        w = np.array([np.mean([1.0 / counts[k] for k in ks]) for ks in keys])
-        return w / w.sum()
+        from .balance import inverse_frequency_weights
+
+        return inverse_frequency_weights([c.labels for c in self.splits["train"]])
 
 
 def chip_targets(chips: list[Chip], names: list[str], multi_label: bool) -> np.ndarray:
@@ -154,10 +150,29 @@ def prepare_chip_data(job, ctx, log_folder: Path) -> ChipData:
                     std, float(getattr(job, "box_size", 25.0)))
 
 
-def chip_summary(chipset: ChipSet, splits: dict[str, list[Chip]], max_side: int) -> dict:
+def chip_steps(job, n_train: int, round: int = 1) -> int:   # noqa: A002 - GBDX's term
+    """Batches per epoch of a chip classifier with ``n_train`` training chips: TRAIN_SIZE chips
+    when set, else the automatic length (one pass, at least enough batches for 300 steps with
+    the default epochs: :func:`..training.length.automatic_steps`); round 2 (two rounds):
+    TRAIN_SIZE_2 chips, else half of round 1's."""
+    from ..training.length import automatic_steps, least_batches
+    from .jobs import CHIP_EPOCHS
+
+    batch = max(int(job.batch_size), 1)
+    first = (math.ceil(job.train_size / batch) if job.train_size
+             else automatic_steps(n_train, batch, least=least_batches(CHIP_EPOCHS)))
+    if round == 1:
+        return first
+    return math.ceil(job.train_size_2 / batch) if job.train_size_2 else max(1, first // 2)
+
+
+def chip_summary(chipset: ChipSet, splits: dict[str, list[Chip]], max_side: int,
+                 job=None) -> dict:
     """What a chip classifier would train, validate and test on: {"classes": names,
     "chips": {split: {class: chips}}, "totals": {split: chips}, "layout", "max_side" (px),
-    "warnings": [sentences]} (the train dialog's pre-flight summary)."""
+    "warnings": [sentences]} (the train dialog's pre-flight summary), and with the train
+    ``job`` its "length" (:func:`..training.length.length_summary` of round 1; its warning
+    below the few hundred steps a model needs is among the warnings)."""
     counts = {k: {n: 0 for n in chipset.class_names} for k in splits}
     for name, chips in splits.items():
         for chip in chips:
@@ -173,9 +188,17 @@ def chip_summary(chipset: ChipSet, splits: dict[str, list[Chip]], max_side: int)
         elif missing:
             warnings.append(f"No {label} chip of class(es) {', '.join(missing)}: "
                             f"{'they' if len(missing) > 1 else 'it'} cannot be {what}.")
-    return {"classes": list(chipset.class_names), "chips": counts,
-            "totals": {k: len(v) for k, v in splits.items()}, "layout": chipset.layout,
-            "max_side": int(max_side), "warnings": warnings}
+    out = {"classes": list(chipset.class_names), "chips": counts,
+           "totals": {k: len(v) for k, v in splits.items()}, "layout": chipset.layout,
+           "max_side": int(max_side), "warnings": warnings}
+    if job is not None:
+        from ..training.length import length_summary
+
+        out["length"] = length_summary(job.epochs, chip_steps(job, len(splits["train"])),
+                                       job.batch_size, "EPOCHS or TRAIN_SIZE")
+        if out["length"]["warning"]:
+            warnings.append(out["length"]["warning"])
+    return out
 
 
 def split_chips(chips: list[Chip], split: float, test_size: int,

@@ -41,28 +41,52 @@ def _augment(image, rng: np.random.Generator, flips: bool, rotation: bool, scale
 
 
 class CellDataset:
-    """Grid cells (planned patches of ``grid_size`` px) with multi-hot targets (C,)."""
+    """Grid cells (planned patches of ``grid_size`` px) with multi-hot targets (C,).
 
-    def __init__(self, sources, patches, targets: np.ndarray, mean, std,
-                 augment: tuple[bool, bool, bool] | None = None, seed: int = 0) -> None:
+    ``targets`` (N, C) go with fixed ``patches``; with ``windows`` (a
+    :class:`.gridwindows.CellWindows`) the patches are set per epoch (random windows), the
+    pixels of validation cells they overlap are masked and each target is computed from the
+    window's own labels by ``rule`` = (class ids, min cover, pad small features)."""
+
+    def __init__(self, sources, patches, targets: np.ndarray | None, mean, std,
+                 augment: tuple[bool, bool, bool] | None = None, seed: int = 0,
+                 windows=None, rule: tuple | None = None) -> None:
         from ..sampling import PatchReader
 
         self.reader = PatchReader(sources)
         self.patches = list(patches)
-        self.targets = np.asarray(targets, np.float32)
+        self.targets = None if targets is None else np.asarray(targets, np.float32)
         self.mean = np.asarray(mean, np.float32)[:, None, None]
         self.std = np.asarray(std, np.float32)[:, None, None]
         self.augment = augment
         self.seed = seed
         self.epoch = 0
+        self.windows = windows
+        self.rule = rule
 
     def __len__(self) -> int:
         return len(self.patches)
 
+    def target(self, index: int, labels: np.ndarray) -> np.ndarray:
+        """(C,) float32 target of patch ``index`` whose (masked) labels are ``labels``."""
+        if self.targets is not None:
+            return self.targets[index]
+        from .gridcells import cell_targets
+
+        values, counts = np.unique(labels[labels != 255], return_counts=True)
+        ids, min_cover, pad = self.rule
+        return cell_targets(dict(zip(values.tolist(), counts.tolist())), ids, min_cover, pad)
+
     def __getitem__(self, index: int):
         import torch
 
-        image, labels = self.reader.read(self.patches[index])
+        patch = self.patches[index]
+        image, labels = self.reader.read(patch)
+        if self.windows is not None:
+            for r0, c0, r1, c1 in self.windows.hidden_boxes(patch.source, patch.row,
+                                                            patch.col):
+                labels[r0:r1, c0:c1] = 255
+        target = self.target(index, labels)
         image = (image - self.mean) / self.std
         image[:, labels == 255] = 0.0
         img = torch.from_numpy(np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0))
@@ -70,7 +94,7 @@ class CellDataset:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             flip, rot, scale = self.augment
             img = _augment(img, rng, flip, rot, scale)
-        return img, torch.from_numpy(self.targets[index])
+        return img, torch.from_numpy(np.asarray(target, np.float32))
 
 
 class ChipDataset:

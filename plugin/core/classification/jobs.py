@@ -17,6 +17,8 @@ from .architectures import ARCHITECTURES
 from .gridcells import DEFAULT_MIN_COVER
 
 GRID_MULTIPLE = 32
+GRID_EPOCHS = 100     # ENVI's default
+CHIP_EPOCHS = 35      # GBDX's default (round 1)
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = trainer.MODEL_FILTER
 _WEIGHTS_FILTER = "Weights (*.safetensors *.pth *.pt *.bin)"
@@ -73,11 +75,16 @@ class TrainGridModelJob(TrainingJob):
                                  "such class are background cells.")
     split: float = trainer.split_field()
     shuffle: bool = trainer.shuffle_field()
-    epochs: int = trainer.epochs_field(100)
+    epochs: int = trainer.epochs_field(GRID_EPOCHS)
     batch_size: int = trainer.batch_size_field(5)
     learning_rate: float = trainer.learning_rate_field(0.0005)
     feature_patch_percentage: float = trainer.feature_patch_percentage_field("cells")
     background_patch_ratio: float = trainer.background_patch_ratio_field(0.5, "cell")
+    class_balance: str = trainer.class_balance_field("sampling", "cells")
+    steps_per_epoch: int = trainer.steps_per_epoch_field(
+        "Batches per epoch (0 = automatic)",
+        "Random cell windows drawn per epoch, in batches; 0: as many as the training cells, "
+        "at least 3 batches (300 steps with the default 100 epochs).")
     pad_small_features: bool = spec(True, "PAD_SMALL_FEATURES", "Pad small features", "bool",
                                     help="A class with at least 64 px in a cell labels it "
                                          "even below the minimum cover.")
@@ -161,16 +168,19 @@ class TrainChipClassifierJob(TrainingJob):
                               "to it (GBDX: 150).")
     resize: int = spec(0, "RESIZE", "Resize chips to (px, 0 = no)", "int", minimum=0,
                        maximum=8192)
+    class_balance: str = trainer.class_balance_field("sampling", "chips")
     two_rounds: bool = spec(False, "TWO_ROUNDS", "Train in two rounds", "bool",
                             help="Round 1 on balanced classes; round 2 on the original "
                                  "distribution, training only the last layer (GBDX).")
-    epochs: int = trainer.epochs_field(35, "Epochs (round 1)")
+    epochs: int = trainer.epochs_field(CHIP_EPOCHS, "Epochs (round 1)")
     epochs_2: int = spec(8, "EPOCHS_2", "Epochs (round 2)", "int", minimum=1, maximum=100000)
     learning_rate: float = trainer.learning_rate_field(0.001, "Learning rate (round 1)")
     learning_rate_2: float = spec(0.01, "LEARNING_RATE_2", "Learning rate (round 2)", "float",
                                   minimum=1e-7, maximum=1.0)
-    train_size: int = spec(0, "TRAIN_SIZE", "Training chips per epoch (0 = all)", "int",
-                           minimum=0, help="Chips drawn per epoch of round 1.")
+    train_size: int = spec(0, "TRAIN_SIZE", "Training chips per epoch (0 = automatic)", "int",
+                           minimum=0, help="Chips drawn per epoch of round 1; 0: every "
+                                           "training chip once, at least 9 batches (315 "
+                                           "steps with the default 35 epochs).")
     train_size_2: int = spec(0, "TRAIN_SIZE_2", "Training chips per epoch, round 2 "
                              "(0 = half of round 1)", "int", minimum=0, advanced=True)
     test_size: int = spec(100, "TEST_SIZE", "Test chips held out", "int", minimum=0,
@@ -273,7 +283,7 @@ class ChipSummaryJob(TrainChipClassifierJob):
     title = "Chip classifier summary"
     summary_inputs: ClassVar[tuple[str, ...]] = (
         "input", "multi_label", "classes", "min_side", "max_side", "test_size", "split",
-        "seed", "box_size")
+        "seed", "box_size", "epochs", "batch_size", "train_size")
 
     def problems(self) -> list[str]:
         """Only the chips input must exist (the outputs of a training are not needed)."""
@@ -289,4 +299,52 @@ class ChipSummaryJob(TrainChipClassifierJob):
         from .chipsplit import chip_summary, select_chips
 
         with tempfile.TemporaryDirectory(prefix="dltrainer-chipsummary-") as work:
-            return chip_summary(*select_chips(self, ctx, Path(work)))
+            return chip_summary(*select_chips(self, ctx, Path(work)), job=self)
+
+
+@register_job
+@dataclass
+class GridSummaryJob(TrainGridModelJob):
+    """What Train Grid Model would sample (the dialog's live pre-flight summary): the sampling
+    summary of its grid cells (each cell one patch of GRID_SIZE px, no overlap, the same split
+    and feature/background shares) and the training length in optimiser steps, with the
+    warning below a few hundred steps. It takes a train job's values; only those of
+    ``summary_inputs`` change the summary."""
+
+    kind = "grid_summary"
+    title = "Grid model summary"
+    summary_inputs: ClassVar[tuple[str, ...]] = (
+        "project", "grid_size", "split", "shuffle", "seed", "feature_patch_percentage",
+        "background_patch_ratio", "pad_small_features", "epochs", "batch_size",
+        "steps_per_epoch")
+
+    def problems(self) -> list[str]:
+        """Only the project must exist (the outputs of a training are not needed)."""
+        out = Job.problems(self)
+        if self.project and not Path(self.project).is_file():
+            out.append(f"The labeling project {self.project} does not exist: choose one "
+                       "(PROJECT).")
+        return out
+
+    def sampling_job(self):
+        """The ``sample_summary`` job of this grid model's cells."""
+        from ..sampling.jobs import SampleSummaryJob
+
+        return SampleSummaryJob(project=self.project, patch_size=self.grid_size,
+                                stride=self.grid_size, split=self.split, shuffle=self.shuffle,
+                                seed=self.seed,
+                                feature_patch_percentage=self.feature_patch_percentage,
+                                background_patch_ratio=self.background_patch_ratio,
+                                pad_small_features=self.pad_small_features)
+
+    def run(self, ctx: JobContext) -> dict:
+        from ..training.length import length_summary
+        from .gridwindows import grid_steps
+
+        summary = self.sampling_job().run(ctx)
+        per_epoch = grid_steps(self, int(summary["patches"]["train"]["total"]))
+        summary["length"] = length_summary(self.epochs, per_epoch, self.batch_size,
+                                           "EPOCHS or STEPS_PER_EPOCH")
+        if summary["length"]["warning"]:
+            summary["warnings"] = [*summary["warnings"], summary["length"]["warning"]]
+        return summary

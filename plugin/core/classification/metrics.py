@@ -5,6 +5,14 @@ competition's score) weighs recall four times as much as precision. Multi-label 
 tuned per class on the validation set: for each class the threshold among
 :data:`THRESHOLD_GRID` (0.05 … 0.95) with the highest F-beta of that class is kept (ties: the one
 closest to 0.5); a class without positives in the validation set keeps 0.5.
+
+Single-label decisions: the class is ``argmax_c(log p_c + o_c)`` with per-class offsets ``o``
+(a prior correction: ``o_c = log(π_c / π'_c)`` maps a model trained on priors ``π'`` to priors
+``π``, Saerens et al. 2002). :func:`tune_offsets` chooses them on the validation set for the
+classes rarer than the most frequent one: each in turn (rarest first, two sweeps) takes the
+offset of :data:`OFFSET_GRID` that maximises the mean F1 of those rarer classes (binary: the
+minority F1; ties: the offset closest to 0), the most frequent class keeping 0. A class with
+fewer than :data:`MIN_TUNING_SUPPORT` validation samples keeps 0.
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.025), 4)
+OFFSET_GRID = np.round(np.arange(-4.0, 4.001, 0.25), 4)    # log-odds: p × e^±4 (55× either way)
+MIN_TUNING_SUPPORT = 3
 
 
 def fbeta_counts(tp, fp, fn, beta: float):
@@ -42,6 +52,50 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray, beta: float = 2.0) -
     return out
 
 
+def decide(probs: np.ndarray, offsets=None) -> np.ndarray:
+    """(N,) int64 single-label decisions ``argmax(log p + offsets)`` of (N, C) probabilities;
+    no offsets: the plain argmax."""
+    probs = np.asarray(probs, np.float64)
+    if offsets is None or not len(probs):
+        return probs.argmax(1) if len(probs) else np.zeros(0, np.int64)
+    return (np.log(np.clip(probs, 1e-12, 1.0)) + np.asarray(offsets, np.float64)).argmax(1)
+
+
+def _class_f1(pred: np.ndarray, targets: np.ndarray, classes) -> float:
+    tp = np.array([np.sum((pred == c) & (targets == c)) for c in classes])
+    fp = np.array([np.sum((pred == c) & (targets != c)) for c in classes])
+    fn = np.array([np.sum((pred != c) & (targets == c)) for c in classes])
+    return float(fbeta_counts(tp, fp, fn, 1.0).mean())
+
+
+def tune_offsets(probs: np.ndarray, targets: np.ndarray) -> list[float]:
+    """Per-class log-probability offsets of the single-label decision (see the module rules).
+    ``probs``: (N, C) float softmax outputs; ``targets``: (N,) int class index. Returns C
+    floats (all 0 when there is no validation sample or one class)."""
+    probs = np.asarray(probs, np.float64)
+    targets = np.asarray(targets, np.int64)
+    n = probs.shape[1] if probs.ndim == 2 else 0
+    offsets = np.zeros(n)
+    if n < 2 or not len(probs):
+        return offsets.tolist()
+    support = np.bincount(targets, minlength=n)
+    rare = [int(c) for c in np.argsort(support, kind="stable")
+            if support[c] >= MIN_TUNING_SUPPORT and c != int(support.argmax())]
+    if not rare:
+        return offsets.tolist()
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    order = np.argsort(np.abs(OFFSET_GRID), kind="stable")   # ties: closest to 0
+    for _ in range(2):
+        for c in rare:
+            scores = []
+            for v in OFFSET_GRID[order]:
+                trial = offsets.copy()
+                trial[c] = v
+                scores.append(_class_f1((logp + trial).argmax(1), targets, rare))
+            offsets[c] = OFFSET_GRID[order][int(np.argmax(scores))]
+    return [float(v) for v in offsets]
+
+
 def samples_fbeta(pred: np.ndarray, targets: np.ndarray, beta: float = 2.0) -> float:
     """Mean over samples of the per-sample F-beta of tag sets (the Planet competition score);
     a sample with no true and no predicted tag scores 1."""
@@ -60,13 +114,15 @@ def apply_thresholds(probs: np.ndarray, thresholds) -> np.ndarray:
 
 
 def classification_metrics(probs: np.ndarray, targets: np.ndarray, names: list[str],
-                           multi_label: bool, thresholds=None, beta: float = 2.0) -> dict:
+                           multi_label: bool, thresholds=None, beta: float = 2.0,
+                           offsets=None) -> dict:
     """Per-class precision, recall, F1, F-beta, average precision and support, overall
     accuracy (single-label) or sample F-beta (multi-label), and the confusion matrix
     (single-label: (C, C), rows = truth; multi-label: per class [[tn, fp], [fn, tp]]), with
     torchmetrics. Multi-label also gets the sample F-beta at 0.5 thresholds and of the all-tags
     baseline (every class on every sample). ``probs`` (N, C) float; ``targets``: (N,) class
-    index or (N, C) {0, 1}."""
+    index or (N, C) {0, 1}; ``offsets``: single-label decision offsets (:func:`decide`; None:
+    the argmax)."""
     import torch
     from torchmetrics.functional import classification as tmf
 
@@ -99,14 +155,17 @@ def classification_metrics(probs: np.ndarray, targets: np.ndarray, names: list[s
     else:
         t = torch.as_tensor(np.asarray(targets)).long()
         kw = {"num_classes": n, "average": "none"}
-        prec = tmf.multiclass_precision(p, t, **kw)
-        rec = tmf.multiclass_recall(p, t, **kw)
-        f1 = tmf.multiclass_f1_score(p, t, **kw)
-        fb = tmf.multiclass_fbeta_score(p, t, beta=beta, **kw)
+        pred = torch.as_tensor(decide(probs, offsets))
+        prec = tmf.multiclass_precision(pred, t, **kw)
+        rec = tmf.multiclass_recall(pred, t, **kw)
+        f1 = tmf.multiclass_f1_score(pred, t, **kw)
+        fb = tmf.multiclass_fbeta_score(pred, t, beta=beta, **kw)
         ap = tmf.multiclass_average_precision(p, t, **kw) if n > 1 else torch.ones(1)
-        cm = tmf.multiclass_confusion_matrix(p, t, num_classes=n)
+        cm = tmf.multiclass_confusion_matrix(pred, t, num_classes=n)
         support = torch.bincount(t, minlength=n)
-        out["accuracy"] = float((p.argmax(1) == t).float().mean())
+        out["accuracy"] = float((pred == t).float().mean())
+        if offsets is not None:
+            out["offsets"] = [float(v) for v in offsets]
     per = {}
     for k, name in enumerate(names):
         per[name] = {"precision": float(prec[k]), "recall": float(rec[k]), "f1": float(f1[k]),
@@ -133,6 +192,10 @@ def metrics_markdown(m: dict, title: str) -> str:
     lines = [f"## {title}", "", f"{m['count']} samples."]
     if "accuracy" in m:
         lines.append(f"Overall accuracy: {m['accuracy']:.4f}.")
+    if any(m.get("offsets") or []):
+        lines.append("Decisions with the offsets tuned on validation (log-probability added "
+                     "per class): " + ", ".join(f"{n} {v:+.2f}" for n, v in
+                                                zip(m["classes"], m["offsets"])) + ".")
     if "samples_fbeta" in m:
         lines.append(f"Sample-averaged F{beta:g} with the tuned thresholds: "
                      f"{m['samples_fbeta']:.4f} (0.5 thresholds: "

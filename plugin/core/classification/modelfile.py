@@ -3,9 +3,11 @@
 
 Card fields of both (besides the common ones): ``architecture`` (one of
 :data:`ARCHITECTURES`), ``multi_label``, ``thresholds`` (one per class, tuned on
-validation; optional). A grid model adds ``grid_size`` (px), a chip classifier ``max_side``,
-``resize`` (px, 0 = none) and ``box_size`` (px, for point features). The network has one output
-per listed class. Loading: :func:`.network.load_classifier`.
+validation; optional), ``decision_offsets`` (single-label: one log-probability offset per
+class added before the argmax, tuned on validation; optional), ``class_balance`` (the
+CLASS_BALANCE trained with; optional). A grid model adds ``grid_size`` (px), a chip
+classifier ``max_side``, ``resize`` (px, 0 = none) and ``box_size`` (px, for point features).
+The network has one output per listed class. Loading: :func:`.network.load_classifier`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ def card_problem(card: dict) -> str | None:
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
             and 0 <= v <= 1 for v in th)):
         return f"thresholds {th!r} is not a list of {n} numbers from 0 to 1 (one per class)"
+    off = card.get("decision_offsets")
+    if off is not None and (not isinstance(off, list) or len(off) != n or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in off)):
+        return f"decision_offsets {off!r} is not a list of {n} numbers (one per class)"
     if card.get("task") == "grid":
         return field_problem(card, "grid_size", 1, MAX_PATCH, whole=True)
     return (field_problem(card, "max_side", 1, MAX_PATCH, whole=True)

@@ -62,12 +62,18 @@ def predict_chips(predictor, card: dict, paths, batch_size: int = 32,
 
 
 def prediction_fields(probs: np.ndarray, card: dict) -> list[dict]:
-    """Per chip: class, score, prob_<class> … and tags (multi-label)."""
+    """Per chip: class, score, prob_<class> … and tags (multi-label). The class of a
+    single-label model is decided with the card's ``decision_offsets`` (tuned on validation
+    for the rarer classes, :func:`.metrics.decide`); multi-label: the top score."""
+    from .metrics import decide
+
     names = [c["name"] for c in card["classes"]]
     th = np.asarray(card.get("thresholds") or [0.5] * len(names), np.float32)
+    tops = (np.asarray(probs).argmax(1) if card.get("multi_label") or not len(probs)
+            else decide(probs, card.get("decision_offsets")))
     out = []
-    for p in probs:
-        top = int(np.argmax(p))
+    for p, top in zip(probs, tops):
+        top = int(top)
         row = {"class": names[top], "score": round(float(p[top]), 6)}
         if card.get("multi_label"):
             row["tags"] = " ".join(n for n, v, t in zip(names, p, th) if v >= t)

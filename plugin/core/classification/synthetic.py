@@ -46,9 +46,11 @@ def _write_tif(path: Path, data: np.ndarray, transform, crs: str | None = _CRS,
 
 def make_grid_scene(folder: str | Path, cells: int = 12, cell: int = 32,
                     feature_share: float = 0.4, seed: int = 0, rasters: int = 1,
-                    object_px: tuple[int, int] = (10, 18), nodata_rows: int = 0) -> GridScene:
+                    object_px: tuple[int, int] = (10, 18), nodata_rows: int = 0,
+                    roles: bool = True) -> GridScene:
     """``rasters`` scenes of ``cells × cells`` cells side by side in one labeling project
-    (``labels.gpkg``); the first raster trains, the others validate. ``nodata_rows``: the last
+    (``labels.gpkg``); the first raster trains, the others validate (``roles`` off: every
+    raster has the role "auto", so one raster is split by cells). ``nodata_rows``: the last
     cell rows of each raster are nodata (0) with nodata = 0 set."""
     from affine import Affine
 
@@ -86,7 +88,8 @@ def make_grid_scene(folder: str | Path, cells: int = 12, cell: int = 32,
             data[:, (cells - nodata_rows) * cell:] = 0
         path = folder / f"scene{k}.tif"
         _write_tif(path, data, transform, nodata=0 if nodata_rows else None)
-        project.add_raster(path, role="train" if k == 0 else "validation")
+        project.add_raster(path, role=("train" if k == 0 else "validation") if roles
+                           else "auto")
         if feats:
             project.add_features(feats)
         truths.append(truth)
@@ -150,3 +153,28 @@ def make_chip_folder(folder: str | Path, layout: str = "imagefolder", per_class:
             w.writerow(["image_name", "tags"])
             w.writerows(rows)
     return labels
+
+
+def make_imbalanced_chips(folder: str | Path, n: int = 300, minority: float = 0.15,
+                          size: int = 16, separation: float = 1.5,
+                          seed: int = 0) -> list[str]:
+    """ImageFolder chips of two classes, "rare" (a share ``minority`` of them) and "common",
+    told apart only by the mean of band 0: every band of a chip is shifted by its own
+    N(0, 20) offset, and a rare chip's band 0 by ``separation`` × 20 more (the two classes'
+    chip means overlap, so a model that learns the priors alone answers "common" always).
+    Returns each chip's class name."""
+    from affine import Affine
+
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    rare = rng.permutation(n) < round(n * minority)
+    names = []
+    for i in range(n):
+        img = rng.normal(100, 8, (3, size, size)) + rng.normal(0, 20, (3, 1, 1))
+        if rare[i]:
+            img[0] += 20 * separation
+        name = "rare" if rare[i] else "common"
+        _write_tif(folder / name / f"chip_{i:04d}.tif", img.clip(0, 255).astype(np.uint8),
+                   Affine(1, 0, 1000 * (i + 1), 0, -1, 0))
+        names.append(name)
+    return names

@@ -7,6 +7,19 @@ recall, F1, F-beta and average precision (torchmetrics), and for multi-label mod
 per-class thresholds that maximise F-beta on the validation set (``metrics.py``), stored in the
 model card. The best model is the one with the lowest validation loss (ENVI, GBDX).
 
+Class balance (CLASS_BALANCE, ``training.fields.class_balance_field``): "sampling" draws each
+training sample with probability ∝ 1 / the frequency of its class (as round 1 of two rounds);
+"weights" weighs the loss instead: cross-entropy class weights ``N / (C · n_c)`` (the
+"balanced" weights of King & Zeng 2001, scikit-learn) or, multi-label, the positive weight
+``negatives / positives`` of each class (``balance.py``). Single-label
+decisions then use per-class offsets tuned on validation for the rarer classes' F1
+(``metrics.tune_offsets``), stored in the card as ``decision_offsets`` and used by Classify
+Chips.
+
+Length: :func:`..training.length.automatic_steps` batches per epoch (one pass over the training
+samples, at least enough batches for 300 steps with the family's default epochs), unless the job
+sets it (chips: TRAIN_SIZE; grid: STEPS_PER_EPOCH).
+
 Two rounds (GBDX): round 1 draws classes balanced (each chip with probability ∝ 1 / the
 frequency of its class; multi-label: the mean over its tags, "no tag" counting as a class);
 round 2 starts from round 1's best model, draws chips uniformly (the original distribution) and
@@ -23,7 +36,8 @@ import numpy as np
 
 from ..training import runtime
 from ..training.task import TrainingTask
-from .metrics import classification_metrics, metrics_markdown, tune_thresholds
+from .balance import balance_weights
+from .metrics import classification_metrics, metrics_markdown, tune_offsets, tune_thresholds
 
 
 class ClassificationTask(TrainingTask):
@@ -36,7 +50,10 @@ class ClassificationTask(TrainingTask):
     train_ds = None
     val_ds = None
     sample_weights: np.ndarray | None = None
+    loss_weights: np.ndarray | None = None   # CLASS_BALANCE "weights" (balance_weights)
+    offsets: list[float] | None = None       # single-label decision offsets (validation)
     train_count: int = 0
+    per_epoch: int = 1                       # batches per epoch
 
     @property
     def names(self) -> list[str]:
@@ -66,7 +83,8 @@ class ClassificationTask(TrainingTask):
         return net
 
     def steps_per_epoch(self, job) -> int:
-        return max(1, math.ceil(self.train_count / job.batch_size))
+        """Set by ``prepare`` (``gridwindows.grid_steps``, ``chipsplit.chip_steps``)."""
+        return self.per_epoch
 
     def _loader_kw(self, device: str) -> dict:
         return runtime.loader_kwargs(getattr(self.job, "num_workers", -1), device)
@@ -83,9 +101,10 @@ class ClassificationTask(TrainingTask):
             sampler = WeightedRandomSampler(torch.as_tensor(self.sample_weights,
                                                             dtype=torch.double),
                                             n, replacement=True, generator=gen)
-        else:
-            order = torch.randperm(len(self.train_ds), generator=gen)
-            sampler = order.repeat(math.ceil(n / max(len(order), 1)))[:n].tolist()
+        else:   # fresh permutations, as many as the epoch needs
+            sampler = torch.cat([torch.randperm(len(self.train_ds), generator=gen)
+                                 for _ in range(math.ceil(n / max(len(self.train_ds), 1)))]
+                                )[:n].tolist()
         return DataLoader(self.train_ds, batch_size=job.batch_size, sampler=sampler,
                           **self._loader_kw(device))
 
@@ -100,9 +119,20 @@ class ClassificationTask(TrainingTask):
     def loss(self, logits, target):
         from torch.nn import functional as F  # noqa: N812
 
+        w = self._weight_tensor(logits.device)
         if self.multi_label:
-            return F.binary_cross_entropy_with_logits(logits, target.float())
-        return F.cross_entropy(logits, target.long())
+            return F.binary_cross_entropy_with_logits(logits, target.float(), pos_weight=w)
+        return F.cross_entropy(logits, target.long(), weight=w)
+
+    def _weight_tensor(self, device):
+        if self.loss_weights is None:
+            return None
+        cached = getattr(self, "_weights_on", None)
+        if cached is None or cached.device != device:
+            import torch
+
+            cached = self._weights_on = torch.as_tensor(self.loss_weights, device=device)
+        return cached
 
     def train_step(self, network, batch, device: str):
         if self.round == 2:
@@ -129,8 +159,10 @@ class ClassificationTask(TrainingTask):
         beta = float(self.job.beta)
         if self.multi_label:
             self.thresholds = tune_thresholds(probs_a, targets_a, beta)
+        else:
+            self.offsets = tune_offsets(probs_a, targets_a)
         m = classification_metrics(probs_a, targets_a, self.names, self.multi_label,
-                                   getattr(self, "thresholds", None), beta)
+                                   getattr(self, "thresholds", None), beta, self.offsets)
         row = {"val_loss": loss_sum / max(n, 1), "val_macro_f1": m["macro_f1"],
                f"val_macro_f{beta:g}": m["macro_fbeta"]}
         if self.multi_label:
@@ -148,6 +180,9 @@ class ClassificationTask(TrainingTask):
         if self.multi_label:
             fields["thresholds"] = list(getattr(self, "thresholds", None)
                                         or [0.5] * len(self.classes))
+        else:
+            fields["decision_offsets"] = list(self.offsets or [0.0] * len(self.classes))
+        fields["class_balance"] = str(getattr(self.job, "class_balance", "none"))
         return fields
 
     def summary_metrics(self, row: dict, extra: dict | None) -> dict:
@@ -172,14 +207,17 @@ class GridTask(ClassificationTask):
     multi_label = True
     curve_keys = ("val_macro_f1",)
     curve_title = "Macro F1 (validation)"
+    length_knobs = "EPOCHS or STEPS_PER_EPOCH"
 
     def prepare(self, job, ctx, log_folder: Path) -> None:
 
         from ..sampling import SamplingConfig, plan_patches, sources_from_project
         from ..sampling.sources import project_classes
         from ..sampling.statistics import band_statistics
+        from .balance import inverse_frequency_weights, multi_hot_keys
         from .data import CellDataset
         from .gridcells import cell_targets
+        from .gridwindows import grid_steps, scan_windows
 
         self.job, self.ctx = job, ctx
         ctx.progress("prepare", 0, 3, "Label rasters")
@@ -232,11 +270,31 @@ class GridTask(ClassificationTask):
         self.mean, self.std, self.nodata = band_statistics([sources[i] for i in train_sources])
         self.input_size = job.grid_size
         self.train_count = len(train)
+        self.per_epoch = grid_steps(job, len(train))
+        balance = job.class_balance
+        weights = (inverse_frequency_weights(multi_hot_keys(t_train))
+                   if balance == "sampling" else None)
+        self.loss_weights = (balance_weights(t_train, len(ids), True)
+                             if balance == "weights" else None)
+        self.windows = scan_windows(sources, train, val, job.grid_size, weights)
         augment = (job.augment_flip, job.augment_rotation, job.augment_scale)
-        self.train_ds = CellDataset(sources, train, t_train, self.mean, self.std, augment,
-                                    job.seed)
+        self.train_ds = CellDataset(sources, [], None, self.mean, self.std, augment, job.seed,
+                                    windows=self.windows,
+                                    rule=(ids, job.min_cover, job.pad_small_features))
         self.val_ds = CellDataset(sources, val, t_val, self.mean, self.std) if val else None
         self.cells = {"train": len(train), "validation": len(val)}
+
+    def train_loader(self, epoch: int, device: str):
+        """Fresh random windows around the training cells (``gridwindows.py``), each with its
+        own augmentation."""
+        from torch.utils.data import DataLoader
+
+        job = self.job
+        rng = np.random.default_rng([job.seed, epoch, 29])
+        self.train_ds.patches = self.windows.draw(self.per_epoch * job.batch_size, rng)
+        self.train_ds.epoch = epoch
+        return DataLoader(self.train_ds, batch_size=job.batch_size, shuffle=False,
+                          **self._loader_kw(device))
 
     def card_fields(self) -> dict:
         return {**super().card_fields(), "grid_size": int(self.job.grid_size),
@@ -259,7 +317,7 @@ class ChipTask(ClassificationTask):
         self.data = data
 
     def prepare(self, job, ctx, log_folder: Path) -> None:
-        from .chipsplit import prepare_chip_data
+        from .chipsplit import chip_steps, prepare_chip_data
         from .data import ChipDataset
 
         self.job, self.ctx = job, ctx
@@ -273,13 +331,17 @@ class ChipTask(ClassificationTask):
         self.side, self.resize = d.side, d.resize
         self.input_size = d.resize or d.side
         train = d.splits["train"]
-        if self.round == 1:
-            size = job.train_size or len(train)
-            self.sample_weights = d.balanced_weights() if job.two_rounds else None
-        else:
-            size = job.train_size_2 or max(1, (job.train_size or len(train)) // 2)
-            self.sample_weights = None
-        self.train_count = min(size, len(train)) if self.sample_weights is None else size
+        balance = getattr(job, "class_balance", "none")
+        self.sample_weights = self.loss_weights = None
+        if self.round == 1 and (job.two_rounds or balance == "sampling"):
+            self.sample_weights = d.balanced_weights()
+        elif self.round == 1 and balance == "weights":
+            self.loss_weights = balance_weights(d.targets("train"), len(d.classes),
+                                                self.multi_label)
+        self.per_epoch = chip_steps(job, len(train), self.round)
+        self.train_count = self.per_epoch * job.batch_size
+        if self.round == 2:
+            self.length_knobs = "EPOCHS_2 or TRAIN_SIZE_2"
         self.train_ds = ChipDataset(train, d.targets("train"), d.side, d.resize, d.mean, d.std,
                                     self.multi_label, augment=job.augment, seed=job.seed)
         val = d.splits["validation"]

@@ -65,7 +65,8 @@ def train_chip_classifier(job, ctx: JobContext) -> dict:
 
 def evaluate_chips(model_path: str, chips, data, batch_size: int = 32) -> dict:
     """Metrics of a chip classifier (file) on ``chips`` with their labels, through the same
-    predictor Classify Chips uses (card thresholds for multi-label)."""
+    predictor Classify Chips uses (card thresholds for multi-label, decision offsets for
+    single-label)."""
     from .chipsplit import chip_targets
     from .network import load_classifier
     from .predict_chips import predict_chips
@@ -75,4 +76,5 @@ def evaluate_chips(model_path: str, chips, data, batch_size: int = 32) -> dict:
     names = [c["name"] for c in card["classes"]]
     targets = chip_targets(chips, names, bool(card["multi_label"]))
     return classification_metrics(probs, targets, names, bool(card["multi_label"]),
-                                  card.get("thresholds"), float(card.get("beta", 2.0)))
+                                  card.get("thresholds"), float(card.get("beta", 2.0)),
+                                  card.get("decision_offsets"))

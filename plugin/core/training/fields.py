@@ -185,3 +185,21 @@ def preview_seconds_field():
                 "float", minimum=0.0, maximum=86400.0, advanced=True,
                 help="Previews follow validations, at most this often, and never take more "
                      "than a tenth of the training time.")
+
+
+CLASS_BALANCE_CHOICES = ("none", "weights", "sampling")
+
+
+def class_balance_field(default: str = "sampling", samples: str = "samples"):
+    """CLASS_BALANCE: how rare classes are made to count during training: "none", "weights"
+    (loss weights ∝ 1 / class frequency) or "sampling" (each training ``samples`` drawn with
+    probability ∝ 1 / its class frequency, so classes are drawn about equally often).
+    Default "sampling": oversampling to balance was the best of the remedies compared for
+    convolutional networks by Buda, Maki & Mazurowski (2018), "A systematic study of the class
+    imbalance problem in convolutional neural networks", Neural Networks 106."""
+    return spec(default, "CLASS_BALANCE", "Class balance", "enum", choices=CLASS_BALANCE_CHOICES,
+                help=f"'sampling' (default): {samples} of rare classes are drawn as often as "
+                     "common ones (Buda et al. 2018: the best remedy for convolutional "
+                     "networks); 'weights': the loss of each class is weighted by 1 / its "
+                     f"frequency; 'none': {samples} as they come (a rare class may never be "
+                     "predicted).")

@@ -24,12 +24,38 @@ def training_length(job, train_area_px: float,
     training area about twice, at least MIN_STEPS_PER_EPOCH batches; MAX_PATCHES caps it.
     ``patch_size``: the window edge in px when the job's PATCH_SIZE is automatic (0)."""
     size = patch_size or job.patch_size
-    per_epoch = job.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(
-        2 * train_area_px / size ** 2 / max(job.batch_size, 1)))
+    per_epoch = job.steps_per_epoch or automatic_steps(
+        train_area_px / size ** 2, job.batch_size, passes=2)
     if job.max_patches:
         per_epoch = min(per_epoch, max(1, math.ceil(job.max_patches / job.batch_size)))
     total = per_epoch * job.epochs
     return per_epoch, total, short_warning(total)
+
+
+def least_batches(default_epochs: int) -> int:
+    """Fewest batches per epoch of a family's automatic length: :data:`MIN_STEPS` over the
+    family's default epochs (25 → :data:`MIN_STEPS_PER_EPOCH` 12, 35 → 9, 100 → 3), so its
+    defaults train at least MIN_STEPS steps while fewer EPOCHS still shorten a run (and get
+    the warning)."""
+    return math.ceil(MIN_STEPS / max(int(default_epochs), 1))
+
+
+def automatic_steps(samples: float, batch_size: int, passes: float = 1.0,
+                    least: int = MIN_STEPS_PER_EPOCH) -> int:
+    """Batches per epoch of the automatic length (every family): ``passes`` × ``samples``
+    (chips, grid cells, patch-sized areas) in batches of ``batch_size``, at least ``least``
+    (a family's :func:`least_batches`), so that a small project still gets a few hundred
+    optimiser steps with the defaults."""
+    return max(int(least), math.ceil(passes * samples / max(int(batch_size), 1)))
+
+
+def length_summary(epochs: int, per_epoch: int, batch_size: int | None,
+                   knobs: str = "EPOCHS or STEPS_PER_EPOCH") -> dict:
+    """The training length for a pre-flight summary: {"epochs", "per_epoch", "total" (optimiser
+    steps), "text" (the line the training log shows), "warning" ("" when long enough)}."""
+    text, warning = length_lines(epochs, per_epoch, batch_size, knobs)
+    return {"epochs": int(epochs), "per_epoch": int(per_epoch),
+            "total": int(epochs) * int(per_epoch), "text": text, "warning": warning}
 
 
 def short_warning(total: int, knobs: str = "EPOCHS or STEPS_PER_EPOCH") -> str:
