@@ -156,7 +156,7 @@ def chip_steps(job, n_train: int, round: int = 1) -> int:   # noqa: A002 - GBDX'
     the default epochs: :func:`..training.length.automatic_steps`); round 2 (two rounds):
     TRAIN_SIZE_2 chips, else half of round 1's."""
     from ..training.length import automatic_steps, least_batches
-    from .jobs import CHIP_EPOCHS
+    from .defaults import CHIP_EPOCHS
 
     batch = max(int(job.batch_size), 1)
     first = (math.ceil(job.train_size / batch) if job.train_size

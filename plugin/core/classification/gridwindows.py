@@ -92,7 +92,7 @@ def grid_steps(job, n_train: int) -> int:
     set, else one pass over the cells, at least :func:`..training.length.least_batches` of the
     default epochs (300 steps with the defaults)."""
     from ..training.length import automatic_steps, least_batches
-    from .jobs import GRID_EPOCHS
+    from .defaults import GRID_EPOCHS
 
     return job.steps_per_epoch or automatic_steps(n_train, job.batch_size,
                                                   least=least_batches(GRID_EPOCHS))

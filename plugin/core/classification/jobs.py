@@ -14,11 +14,11 @@ from ..raster_model_job import RasterModelJob
 from ..training import fields as trainer
 from ..training.job import TrainingJob
 from .architectures import ARCHITECTURES
+from .defaults import CHIP_EPOCHS, GRID_EPOCHS
 from .gridcells import DEFAULT_MIN_COVER
 
 GRID_MULTIPLE = 32
-GRID_EPOCHS = 100     # ENVI's default
-CHIP_EPOCHS = 35      # GBDX's default (round 1)
+
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = trainer.MODEL_FILTER
 _WEIGHTS_FILTER = "Weights (*.safetensors *.pth *.pt *.bin)"
