@@ -149,7 +149,8 @@ GPU_WHEELS = (
     "lightning-utilities", "tensorboard", "tensorboard-data-server", "absl-py", "grpcio",
     "markdown", "werkzeug", "markupsafe", "protobuf", "onnx", "ml-dtypes", "onnxruntime",
     "flatbuffers", "matplotlib", "contourpy", "cycler", "fonttools", "kiwisolver",
-    "python-dateutil", "six", "pillow", "pycocotools", "typing-extensions",
+    "python-dateutil", "six", "pillow", "pycocotools", "typing-extensions", "optuna",
+    "alembic", "sqlalchemy", "mako", "colorlog",
 )
 # dependencies of dependencies whose newest release would not fit (tensorboard: protobuf < 8;
 # httpx2 2.17.0: httpcore2 == 2.17.0; huggingface_hub: click < 9; contourpy 1.4: numpy 2;
