@@ -52,7 +52,8 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 
     classified into a class raster, probabilities and polygons; then a grid model and a chip
     classifier are trained on the same project and applied (``classification/demo.py``), and a
     light detector is trained on a synthetic object scene and Detect Objects writes the boxes it
-    finds on a third one.
+    finds on a third one; a pixel regression model learns the values of a synthetic scene and
+    Predict Values maps them (``regression/demo.py``).
     """
     from .basic_jobs import EnvironmentReportJob
     from .labeling.jobs import BuildLabelRastersJob
@@ -94,7 +95,10 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 
     classifiers = run_classifier_demo(output, project, scene.raster, run,
                                       epochs=max(2, epochs // 2))
     detection = demo_detection(output / "detection", run, detector_epochs)
-    return {**classifiers, **detection, "output_folder": str(output),
+    from .regression.demo import run_regression_demo
+
+    regression = run_regression_demo(output / "regression", run)
+    return {**classifiers, **detection, **regression, "output_folder": str(output),
             "sample_raster": str(scene.raster),
             "labeling_project": str(project),
             "label_rasters": labels["label_rasters"],

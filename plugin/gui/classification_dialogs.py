@@ -453,6 +453,10 @@ class JobFormDialog(TrainingDialog):
 
                 add_class_layer(out, result.get("classes") or [], Path(out).stem, project,
                                 result.get("output_layer"))
+            elif out.lower().endswith((".tif", ".tiff")) and not sip.isdeleted(project):
+                from .output_layers import add_value_raster
+
+                add_value_raster(out, Path(out).stem, project)
             elif out:
                 messages.log(f"{self.job_cls.title}: wrote {out}.")
 
@@ -491,3 +495,16 @@ def open_train_chip_classifier(plugin, input_path: str | None = None) -> JobForm
 
 def open_classify_chips(plugin, model_path: str | None = None) -> JobFormDialog:
     return _open(ClassifyChipsJob, plugin, "model", model_path)
+
+
+def open_train_pixel_regression(plugin, project_path: str | None = None) -> JobFormDialog:
+    from ..core.regression.jobs import TrainPixelRegressionJob
+
+    return _open(TrainPixelRegressionJob, plugin, "project",
+                 _labeling_project(plugin, project_path))
+
+
+def open_predict_values(plugin, model_path: str | None = None) -> JobFormDialog:
+    from ..core.regression.jobs import PredictValuesJob
+
+    return _open(PredictValuesJob, plugin, "model", model_path)

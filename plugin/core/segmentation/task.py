@@ -118,7 +118,7 @@ class PixelSegmentationTask(TrainingTask):
         import torch
         from torch.utils.data import DataLoader
 
-        from .batch_augment import BatchAugment
+        from ..batch_augment import BatchAugment
         from .data import PatchDataset, class_weight_at
 
         job = self.job
@@ -284,7 +284,7 @@ def flush_patches(patches: list, sources: list) -> list:
 
 def _to_device(batch, device: str, augment=None, generator=None):
     """(image, mask, soft) on ``device``, augmented there by ``augment`` (a
-    :class:`.batch_augment.BatchAugment`, transforms drawn with ``generator``) when given;
+    :class:`..batch_augment.BatchAugment`, transforms drawn with ``generator``) when given;
     channels-last images on CUDA."""
     import torch
 
