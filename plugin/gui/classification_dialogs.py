@@ -82,7 +82,9 @@ _SAVE_KINDS = ("file_out", "model_out")
 NAMED_AFTER = {"train_grid_model": ("project", "grid"),
                "train_chip_classifier": ("input", "chip_classifier"),
                "classify_grid": ("input", "_grid_cells.gpkg"),
-               "classify_chips": ("input", "_chip_classes")}
+               "classify_chips": ("input", "_chip_classes"),
+               "train_pixel_regression": ("project", "regression"),
+               "predict_values": ("input", "_values.tif")}
 
 
 def classify_output_ending(kind: str, source: Path) -> str:
@@ -386,6 +388,8 @@ class JobFormDialog(TrainingDialog):
                 w.setValue(value)
             elif ps.kind == "str_list":
                 w.setText(", ".join(str(v) for v in value or []))
+            elif ps.kind == "raster_list":   # paths: ";" (a file name may hold a comma)
+                w.setText("; ".join(str(v) for v in value or []))
             else:
                 w.setText(str(value or ""))
 
@@ -404,8 +408,9 @@ class JobFormDialog(TrainingDialog):
                 values[name] = int(w.value())
             elif isinstance(w, QDoubleSpinBox):
                 values[name] = float(w.value())
-            elif ps.kind == "str_list":
-                values[name] = [t.strip() for t in w.text().split(",") if t.strip()]
+            elif ps.kind in ("str_list", "raster_list"):
+                sep = ";" if ps.kind == "raster_list" else ","
+                values[name] = [t.strip() for t in w.text().split(sep) if t.strip()]
             else:
                 values[name] = w.text().strip()
         return dataclasses.replace(self.job_cls(), **values)
