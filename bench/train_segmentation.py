@@ -70,8 +70,8 @@ def main() -> None:
 def run(args, batch_size: int) -> tuple[int, float, float, float]:
     import torch
 
+    from plugin.core.batch_augment import BatchAugment
     from plugin.core.jobs import JobContext
-    from plugin.core.segmentation.batch_augment import BatchAugment
     from plugin.core.segmentation.data import Augment
     from plugin.core.segmentation.jobs import TrainPixelSegmentationJob
     from plugin.core.segmentation.task import PixelSegmentationTask

@@ -9,4 +9,6 @@ CARD_FIELDS = {
                               "score_threshold": 0.5, "nms_iou": 0.5, "max_box_px": 30.0},
     "grid": {"architecture": "resnet18", "multi_label": False, "grid_size": 32},
     "chip_classification": {"architecture": "resnet18", "multi_label": False, "max_side": 32},
+    "pixel_regression": {"architecture": "unet", "encoder": "resnet18", "loss": "huber",
+                         "target": {"name": "height", "unit": "m", "mean": 5.0, "std": 2.0}},
 }

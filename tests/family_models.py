@@ -6,7 +6,8 @@ of ``plugin.core.families.FAMILIES``) with the family's own ``make_card`` and ``
 ``write_raster`` writes a 64 × 64 px 3-band uint8 raster (0.5 m pixels, EPSG:32631) with a
 nodata corner and its variants; ``apply_model`` runs the family's classify tool on a raster and
 returns (result, log messages, vector output or None); ``train_job`` a one-epoch training job
-of the family on ``rgba_project``. A family added to the table needs one entry in
+of the family on ``rgba_project`` (pixel regression: with targets computed from its
+rasters). A family added to the table needs one entry in
 :data:`BUILDERS` and :data:`APPLY` and a branch in ``train_job``.
 """
 
@@ -63,8 +64,20 @@ def _classifier(task: str, fields: dict):
     return build_classifier("resnet18", 3, 2), card
 
 
+def _regression():
+    from plugin.core.smp_networks import build_network
+
+    card = modelfile.make_card(task="pixel_regression", architecture="unet", encoder="resnet18",
+                               classes=[{"id": 0, "name": "height", "color": "#1a9850"}],
+                               patch_size=64, loss="huber",
+                               target={"name": "height", "unit": "m", "mean": 5.0, "std": 2.0},
+                               **COMMON)
+    return build_network("unet", "resnet18", 3, 1), card
+
+
 BUILDERS = {
     "pixel_segmentation": _segmentation,
+    "pixel_regression": _regression,
     "object_detection": _detection,
     "instance_segmentation": _instances,
     "grid": lambda: _classifier("grid", {"grid_size": 32}),
@@ -193,13 +206,23 @@ def _classify_chips(model, raster, out):
                             output=str(vec), device="cpu"), vec
 
 
+def _predict_values(model, raster, out):
+    from plugin.core.regression.jobs import PredictValuesJob
+
+    values = out / "values.tif"
+    return PredictValuesJob(input=str(raster), model=str(model), output=str(values),
+                            device="cpu", engine="torch", tile_size=64), values
+
+
 APPLY = {"pixel_segmentation": _classify_pixels, "object_detection": _detect_objects,
          "instance_segmentation": _segment_objects, "grid": _classify_grid,
-         "chip_classification": _classify_chips}
+         "chip_classification": _classify_chips,
+         "pixel_regression": _predict_values}
 
 
 def classify_job(task: str, model: Path, raster: Path, out: Path):
-    """(the family's classify job on ``raster``, its vector output path)."""
+    """(the family's classify job on ``raster``, its vector output path; Predict Values: its
+    value raster)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     return APPLY[task](model, raster, out)
@@ -261,6 +284,15 @@ def train_job(task: str, project: Path, model: Path):
         return TrainInstanceSegmentationJob(project=str(project), patch_size=64,
                                             steps_per_epoch=2, batch_size=2,
                                             architecture="maskrcnn_resnet18", **common)
+    if task == "pixel_regression":
+        from plugin.core.labeling.project import LabelingProject
+        from plugin.core.regression.jobs import TrainPixelRegressionJob
+        from plugin.core.regression.synthetic import band_target
+
+        targets = [str(band_target(r.path, Path(model).parent / f"target_{r.id}.tif"))
+                   for r in LabelingProject.open(project).rasters()]
+        return TrainPixelRegressionJob(project=str(project), targets=targets, patch_size=32,
+                                       steps_per_epoch=2, batch_size=2, **common)
     if task == "grid":
         return TrainGridModelJob(project=str(project), grid_size=32, batch_size=16,
                                  steps_per_epoch=2, architecture="resnet18", **common)

@@ -13,8 +13,8 @@ import pytest
 from plugin.core.blend import CLASS_NODATA, NumpyBand, TorchBand, window_1d, windows_for_memory
 from plugin.core.errors import JobCancelled
 from plugin.core.inference import TorchEngine
-from plugin.core.segmentation.predict import predict_raster
 from plugin.core.tile_io import BackgroundWriter, OrderedReader
+from plugin.core.tiled_predict import predict_raster
 
 
 def _pipeline_threads() -> list[str]:
@@ -197,7 +197,7 @@ def test_failing_reader_or_writer_surfaces_and_cancel_stops_the_threads(tmp_path
                                                                         monkeypatch):
     import rasterio
 
-    import plugin.core.segmentation.predict as cl
+    import plugin.core.tiled_predict as cl
 
     path = _raster(tmp_path)
     calls = [0]

@@ -13,7 +13,7 @@ def test_demo_runs_end_to_end_and_lists_its_outputs(tmp_path):
     result = run_demo(tmp_path / "demo", ctx, epochs=2, size=128, detector_epochs=1)
     for key in ("labeling_project", "model", "class_raster", "polygons", "report",
                 "grid_model", "grid_cells", "chip_model", "chips_classified", "detector",
-                "detections", "detection_centres"):
+                "detections", "detection_centres", "regression_model", "value_raster"):
         assert result[key] and __import__("pathlib").Path(result[key]).exists(), key
     assert len(result["label_rasters"]) == 1
     with rasterio.open(result["sample_raster"]) as src, \

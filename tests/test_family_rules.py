@@ -40,8 +40,15 @@ def models(tmp_path_factory):
 
 # -- 1. raster input ----------------------------------------------------------------------------
 def _outputs(path) -> list[tuple]:
-    """Every field of every feature of a vector output, rounded (float noise aside)."""
+    """Every field of every feature of a vector output, rounded (float noise aside); a value
+    raster's values (and its nodata pixels)."""
     from pyogrio.raw import read
+
+    if str(path).endswith(".tif"):
+        import rasterio
+
+        with rasterio.open(path) as ds:
+            return [tuple(np.round(ds.read(1).astype(float), 4).ravel())]
 
     meta, _, geoms, fields = read(str(path))
     columns = [np.round(f.astype(float), 5) if f.dtype.kind == "f" else f for f in fields]
@@ -93,7 +100,8 @@ def test_a_raster_unlike_the_training_rasters_gets_the_same_message_in_every_fam
 #: the area field of each family's vector output; Classify Chips writes a copy of the user's
 #: layer (its features, their fields and the predictions), without areas of its own
 AREA_FIELDS = {"pixel_segmentation": "area", "object_detection": "area_m2", "grid": "area_m2",
-               "instance_segmentation": "area_m2", "chip_classification": None}
+               "instance_segmentation": "area_m2", "chip_classification": None,
+               "pixel_regression": None}
 
 
 @pytest.mark.parametrize("task", FAMILY_TASKS)
@@ -105,7 +113,7 @@ def test_vector_outputs_in_a_geographic_crs_report_geodesic_areas_in_m2(task, mo
 
     field = AREA_FIELDS[task]
     if field is None:
-        pytest.skip("the output is a copy of the user's layer")
+        pytest.skip("no areas of its own: a copy of the user's layer, or a value raster")
     raster = write_raster(tmp_path / "wgs84.tif", "epsg4326")
     _, _, vector = apply_model(task, models[task], raster, tmp_path / "out")
     meta, _, wkb, fields = read(str(vector))
@@ -192,7 +200,8 @@ def _set(**values):
 #: another architecture the family knows: the card no longer fits the network's tensors
 OTHER_ARCHITECTURE = {"pixel_segmentation": "deeplabv3plus", "object_detection": "retinanet",
                       "instance_segmentation": "maskrcnn", "grid": "resnet34",
-                      "chip_classification": "resnet34"}
+                      "chip_classification": "resnet34",
+                      "pixel_regression": "deeplabv3plus"}
 EDITS = {
     "unknown architecture": lambda task: _set(architecture="vgg99"),
     "another architecture": lambda task: _set(architecture=OTHER_ARCHITECTURE[task]),
@@ -213,8 +222,10 @@ def test_an_edited_model_card_is_a_clear_error_in_every_family(task, edit, model
     from plugin.core.jobs import RecordingContext
     from tests.family_models import classify_job
 
-    if task == "pixel_segmentation" and edit.startswith("thresholds"):
-        pytest.skip("a pixel segmentation card has no thresholds")
+    if task in ("pixel_segmentation", "pixel_regression") and edit.startswith("thresholds"):
+        pytest.skip("a pixel segmentation or regression card has no thresholds")
+    if task == "pixel_regression" and edit == "first class removed":
+        pytest.skip("a regression card names one output, id 0 (its target)")
     if edit == "first class removed" and task in ("pixel_segmentation", "object_detection",
                                                   "instance_segmentation"):
         pytest.skip("an unnamed id below the highest is a gap the card cannot tell from a "

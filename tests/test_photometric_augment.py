@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from plugin.core.segmentation.batch_augment import BatchAugment  # noqa: E402
+from plugin.core.batch_augment import BatchAugment  # noqa: E402
 
 
 def test_brightness_and_contrast_per_patch_same_for_every_band():

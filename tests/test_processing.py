@@ -506,8 +506,8 @@ def test_every_familys_classify_outputs_are_loaded_in_class_colours(qgis_process
         renderer = layer.renderer()
         if isinstance(renderer, QgsPalettedRasterRenderer):
             assert [c.color.name() for c in renderer.classes()][1:] == ["#e31a1c", "#33a02c"]
-        elif details.outputName == "OUTPUT_PROBABILITIES":
-            assert renderer.type() == "singlebandpseudocolor"
+        elif details.outputName == "OUTPUT_PROBABILITIES" or kind == "predict_values":
+            assert renderer.type() == "singlebandpseudocolor"   # a ramp: values, not classes
         else:
             assert isinstance(renderer, QgsCategorizedSymbolRenderer), (kind, details.outputName)
             colours = {c.label().split()[-1]: (c.symbol().color().name(),  # fill or outline

@@ -187,7 +187,7 @@ def test_job_specs_and_problems(tmp_path):
 
 
 def test_imagenet_weights_offline_is_a_user_error(monkeypatch):
-    from plugin.core.segmentation import network as models
+    from plugin.core import smp_networks as models
 
     monkeypatch.setattr(models, "_online", lambda *a, **k: False)
     monkeypatch.setattr(models, "_weights_cached", lambda *a: False)

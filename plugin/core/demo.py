@@ -53,7 +53,8 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 
     classifier are trained on the same project and applied (``classification/demo.py``), and a
     light detector is trained on a synthetic object scene and Detect Objects writes the boxes it
     finds on a third one; a light Mask R-CNN does the same with polygons
-    (``instances/demo.py``).
+    (``instances/demo.py``); a pixel regression model learns the values of a
+    synthetic scene and Predict Values maps them (``regression/demo.py``).
     """
     from .basic_jobs import EnvironmentReportJob
     from .labeling.jobs import BuildLabelRastersJob
@@ -96,9 +97,11 @@ def run_demo(output: str | Path, ctx: JobContext, epochs: int = 16, size: int = 
                                       epochs=max(2, epochs // 2))
     detection = demo_detection(output / "detection", run, detector_epochs)
     from .instances.demo import demo_instances
+    from .regression.demo import run_regression_demo
 
     instances = demo_instances(output / "instances", run, max(1, detector_epochs // 3))
-    return {**classifiers, **detection, **instances, "output_folder": str(output),
+    regression = run_regression_demo(output / "regression", run)
+    return {**classifiers, **detection, **instances, **regression, "output_folder": str(output),
             "sample_raster": str(scene.raster),
             "labeling_project": str(project),
             "label_rasters": labels["label_rasters"],

@@ -120,6 +120,10 @@ FAMILIES: list[Family] = [
            "train_chip_classifier", ("classify_chips",), suggests=True,
            train_tool=Tool("train_chip_classifier", "Chip Classifier…"),
            classify_tools=(Tool("classify_chips", "Classify Chips…"),)),
+    Family("pixel_regression", "Pixel Regression", "regression", "PixelRegressionTask",
+           "train_pixel_regression", ("predict_values",), exports=True,
+           train_tool=Tool("train_pixel_regression", "Pixel Regression…"),
+           classify_tools=(Tool("predict_values", "Predict Values…"),)),
 ]
 
 #: Job kinds every family shares (registered by shared modules, listed in Processing once).

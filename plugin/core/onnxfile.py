@@ -80,3 +80,63 @@ def metadata_props(props: dict[str, Any], card: dict, *, size: int, tiles_overla
     out = {key: json.dumps(value) for key, value in props.items()}
     out["dltrainer_card"] = json.dumps(card, default=json_default)
     return out
+
+
+# -- the exports of the pixel families (one output map per pixel) ------------------------------
+def export_dense_onnx(predictor, card: dict, onnx_path: str | Path, props: dict[str, str], *,
+                      output: str, opset: int = 17, tile_size: int | None = None) -> Path:
+    """Export ``predictor`` (a torch module: raw pixels (N, bands, H, W) float32 → (N,
+    ``card["num_outputs"]``, H, W)) to ``onnx_path`` atomically, input ``image`` and output
+    ``output`` ("probabilities", "values"), with ``props`` as its metadata (:func:`finish_onnx`).
+    ``tile_size``: fixed square input size (None: dynamic height and width, traced at the
+    card's patch size)."""
+    import torch
+
+    from .atomic import atomic_write
+
+    size = int(tile_size or card.get("patch_size") or 256)
+    dummy = torch.zeros(1, int(card["bands"]), size, size)
+    if tile_size:
+        axes = {"image": {0: "batch"}, output: {0: "batch"}}
+    else:
+        axes = {"image": {0: "batch", 2: "height", 3: "width"},
+                output: {0: "batch", 2: "height", 3: "width"}}
+    with atomic_write(onnx_path) as tmp:
+        with torch.no_grad():
+            torch.onnx.export(predictor.eval(), (dummy,), str(tmp), input_names=["image"],
+                              output_names=[output], opset_version=opset,
+                              dynamic_axes=axes, dynamo=False)
+        out_dims = ["batch", int(card["num_outputs"])] + (
+            [size, size] if tile_size else ["height", "width"])
+        finish_onnx(tmp, props, out_dims)
+    return Path(onnx_path)
+
+
+def dense_export_job(job, card: dict, factor: float, ctx, export, metadata) -> dict:
+    """Export Model to ONNX (:class:`.onnx_export.ExportOnnxJob` ``job``) for a pixel family's
+    model whose ``card`` was read and whose input scale ``factor`` was checked: the tile size
+    (TILE_SIZE, 0 = the model's patch size) must be a multiple of 32; warnings for a card
+    without its data type and for other than 3 bands. ``export(model, output, input_scale=,
+    tile_size=, tiles_overlap=)`` writes the file, ``metadata(card, input_scale=, tile_size=,
+    tiles_overlap=)`` gives its ``metadata_props``. The result holds the metadata written."""
+    from .errors import UserError
+    from .onnx_export import EIGHT_BIT_MAX
+
+    tile = int(job.tile_size or card.get("patch_size") or 256)
+    if tile % 32:
+        raise UserError(f"The tile size {tile} is not a multiple of 32.",
+                        "Set TILE_SIZE to a multiple of 32 (0 = the model's patch size).")
+    if card.get("dtype") is None and job.input_scale == "unit" and factor == EIGHT_BIT_MAX:
+        ctx.log("The model card does not record the training data type; its band statistics "
+                "fit 8-bit imagery, so pixel/255 inputs are assumed.", "warning")
+    if int(card["bands"]) != 3:
+        ctx.log(f"The model takes {card['bands']} bands: Deepness maps them from the layer's "
+                "bands; GeoDeep feeds 3-band RGB only.", "warning")
+    out = export(job.model, job.output, input_scale=factor, tile_size=tile,
+                 tiles_overlap=job.tiles_overlap)
+    props = metadata(card, input_scale=factor, tile_size=tile, tiles_overlap=job.tiles_overlap)
+    shown = {k: json.loads(v) for k, v in props.items() if k != "dltrainer_card"}
+    ctx.log(f"Wrote {Path(out).name}: input (N, {card['bands']}, {tile}, {tile}) = pixel / "
+            f"{factor:g}; metadata {', '.join(sorted(props))}.")
+    return {"OUTPUT": str(out), "input_scale": factor, "tile_size": tile,
+            "bands": int(card["bands"]), "metadata": shown}

@@ -85,7 +85,9 @@ NAMED_AFTER = {"train_grid_model": ("project", "grid"),
                "classify_grid": ("input", "_grid_cells.gpkg"),
                "classify_chips": ("input", "_chip_classes"),
                "train_instance_segmentation": ("project", "instances"),
-               "segment_objects": ("input", "_objects.gpkg")}
+               "segment_objects": ("input", "_objects.gpkg"),
+               "train_pixel_regression": ("project", "regression"),
+               "predict_values": ("input", "_values.tif")}
 
 
 def classify_output_ending(kind: str, source: Path) -> str:
@@ -388,6 +390,8 @@ class JobFormDialog(TrainingDialog):
                 w.setValue(value)
             elif ps.kind == "str_list":
                 w.setText(", ".join(str(v) for v in value or []))
+            elif ps.kind == "raster_list":   # paths: ";" (a file name may hold a comma)
+                w.setText("; ".join(str(v) for v in value or []))
             else:
                 w.setText(str(value or ""))
 
@@ -406,8 +410,9 @@ class JobFormDialog(TrainingDialog):
                 values[name] = int(w.value())
             elif isinstance(w, QDoubleSpinBox):
                 values[name] = float(w.value())
-            elif ps.kind == "str_list":
-                values[name] = [t.strip() for t in w.text().split(",") if t.strip()]
+            elif ps.kind in ("str_list", "raster_list"):
+                sep = ";" if ps.kind == "raster_list" else ","
+                values[name] = [t.strip() for t in w.text().split(sep) if t.strip()]
             else:
                 values[name] = w.text().strip()
         return dataclasses.replace(self.job_cls(), **values)
@@ -455,6 +460,10 @@ class JobFormDialog(TrainingDialog):
 
                 add_class_layer(out, result.get("classes") or [], Path(out).stem, project,
                                 result.get("output_layer"))
+            elif out.lower().endswith((".tif", ".tiff")) and not sip.isdeleted(project):
+                from .output_layers import add_value_raster
+
+                add_value_raster(out, Path(out).stem, project)
             elif out:
                 messages.log(f"{self.job_cls.title}: wrote {out}.")
 
@@ -493,3 +502,16 @@ def open_train_chip_classifier(plugin, input_path: str | None = None) -> JobForm
 
 def open_classify_chips(plugin, model_path: str | None = None) -> JobFormDialog:
     return _open(ClassifyChipsJob, plugin, "model", model_path)
+
+
+def open_train_pixel_regression(plugin, project_path: str | None = None) -> JobFormDialog:
+    from ..core.regression.jobs import TrainPixelRegressionJob
+
+    return _open(TrainPixelRegressionJob, plugin, "project",
+                 _labeling_project(plugin, project_path))
+
+
+def open_predict_values(plugin, model_path: str | None = None) -> JobFormDialog:
+    from ..core.regression.jobs import PredictValuesJob
+
+    return _open(PredictValuesJob, plugin, "model", model_path)

@@ -76,6 +76,8 @@ def spec_notes(ps) -> list[str]:
                      (f"at least {low}" if low else f"at most {high}"))
     if ps.kind in ("str_list", "int_list", "float_list"):
         notes.append("comma separated")
+    if ps.kind == "raster_list":
+        notes.append("paths separated by ;")
     if ps.kind == "dict":
         notes.append("a JSON object")
     return notes

@@ -83,8 +83,8 @@ class PreviewOption(QWidget):
         if without:
             self.check.setChecked(False)
             self.check.setEnabled(False)
-            self.check.setToolTip(f"{without} models have no map preview: they classify "
-                                  "chips, not a map.")
+            self.check.setToolTip(f"{without} models have no map preview while they train "
+                                  "(apply the model to see its output on the map).")
         self.combo.setEnabled(self.check.isChecked())
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)

@@ -67,6 +67,48 @@ def style_probabilities(layer: QgsRasterLayer, classes: list[dict]) -> QgsRaster
     return layer
 
 
+#: Colours of the value ramp, low to high (viridis at 0, ¼, ½, ¾, 1).
+VALUE_RAMP = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")
+
+
+def style_values(layer: QgsRasterLayer) -> QgsRasterLayer:
+    """A value raster (Predict Values) with a colour ramp (:data:`VALUE_RAMP`) from its band's
+    minimum to its maximum (its nodata transparent)."""
+    from qgis.core import QgsRasterBandStats
+
+    stats = layer.dataProvider().bandStatistics(1, QgsRasterBandStats.Min | QgsRasterBandStats.Max)
+    low, high = stats.minimumValue, stats.maximumValue
+    if not high > low:
+        high = low + 1.0
+    ramp = QgsColorRampShader(low, high)
+    ramp.setColorRampType(QgsColorRampShader.Interpolated)
+    steps = len(VALUE_RAMP) - 1
+    ramp.setColorRampItemList([
+        QgsColorRampShader.ColorRampItem(low + (high - low) * i / steps, QColor(color),
+                                         f"{low + (high - low) * i / steps:.4g}")
+        for i, color in enumerate(VALUE_RAMP)])
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(ramp)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+    renderer.setClassificationMin(low)
+    renderer.setClassificationMax(high)
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()
+    return layer
+
+
+def add_value_raster(path: str, name: str = "", project: QgsProject | None = None
+                     ) -> QgsRasterLayer | None:
+    """Add a value raster (Predict Values) to the map with :func:`style_values`; None when it
+    cannot be opened."""
+    project = project or QgsProject.instance()
+    layer = QgsRasterLayer(str(path), name or Path(path).stem)
+    if not layer.isValid():
+        return None
+    project.addMapLayer(style_values(layer))
+    return layer
+
+
 def style_class_raster(layer: QgsRasterLayer, classes: list[dict]) -> QgsRasterLayer:
     layer.setRenderer(paletted_renderer(layer, classes))
     layer.triggerRepaint()
@@ -245,6 +287,7 @@ MAP_OUTPUTS: dict[str, dict[str, Callable]] = {
     "segment_objects": {"OUTPUT": lambda layer, classes: style_polygons(layer, classes)},
     "classify_grid": {"OUTPUT": lambda layer, classes: style_by_name(layer, classes)},
     "classify_chips": {"OUTPUT": lambda layer, classes: style_by_name(layer, classes)},
+    "predict_values": {"OUTPUT": lambda layer, classes: style_values(layer)},
 }
 
 

@@ -39,6 +39,8 @@ DIALOGS: dict[str, str] = {
     "classify_grid": "classification_dialogs:open_classify_grid",
     "train_chip_classifier": "classification_dialogs:open_train_chip_classifier",
     "classify_chips": "classification_dialogs:open_classify_chips",
+    "train_pixel_regression": "classification_dialogs:open_train_pixel_regression",
+    "predict_values": "classification_dialogs:open_predict_values",
 }
 
 TOOLS: list[Tool] = [

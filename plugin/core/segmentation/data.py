@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from ..batch_augment import AugmentSettings
 from ..sampling import Patch, PatchReader, SampleSource
 from ..sampling.windows import CENTRED_MAX, centred_share
 
@@ -65,25 +66,9 @@ def sampling_probabilities(scores: np.ndarray, weight: float) -> np.ndarray:
 
 # -- augmentation -------------------------------------------------------------------------------
 @dataclasses.dataclass
-class AugmentSettings:
-    """Which geometric augmentations training draws (ENVI's Augment Rotation / Augment Scale,
-    plus flips): a rotation of up to ±``max_angle`` degrees, a scale in ``scale_range``."""
-
-    rotation: bool = True
-    scale: bool = True
-    flip: bool = True
-    max_angle: float = 15.0
-    scale_range: tuple[float, float] = (0.8, 1.25)
-
-    @property
-    def active(self) -> bool:
-        return self.rotation or self.scale or self.flip
-
-
-@dataclasses.dataclass
 class Augment(AugmentSettings):
     """Per-patch augmentation in the data loader (the batch path is
-    :class:`.batch_augment.BatchAugment`)."""
+    :class:`..batch_augment.BatchAugment`)."""
 
     def __call__(self, image, mask, rng: np.random.Generator):
         """Same random geometric transform of ``image`` (C,H,W float tensor, normalised) and

@@ -5,15 +5,12 @@ docstring and docs/model_file.md.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write
 from ..errors import UserError
 from ..jobs import JobContext
-from ..onnx_export import EIGHT_BIT_MAX
-from ..onnxfile import ONNX_TILES_OVERLAP, finish_onnx, metadata_props
+from ..onnxfile import ONNX_TILES_OVERLAP, dense_export_job, export_dense_onnx, metadata_props
 from .modelfile import load_network
 
 
@@ -25,7 +22,6 @@ def export_onnx(model_path: str | Path, onnx_path: str | Path, opset: int = 17, 
 
     ``input_scale``: the graph takes ``pixel / input_scale``; ``tile_size``: fixed square
     input size (None: dynamic height and width)."""
-    import torch
 
     from .network import Predictor
 
@@ -36,23 +32,10 @@ def export_onnx(model_path: str | Path, onnx_path: str | Path, opset: int = 17, 
     scale = float(input_scale)
     predictor = Predictor(network, [m / scale for m in card["mean"]],
                           [s / scale for s in card["std"]]).eval()
-    size = int(tile_size or card.get("patch_size") or 256)
-    dummy = torch.zeros(1, int(card["bands"]), size, size)
-    if tile_size:
-        axes = {"image": {0: "batch"}, "probabilities": {0: "batch"}}
-    else:
-        axes = {"image": {0: "batch", 2: "height", 3: "width"},
-                "probabilities": {0: "batch", 2: "height", 3: "width"}}
-    with atomic_write(onnx_path) as tmp:
-        with torch.no_grad():
-            torch.onnx.export(predictor, (dummy,), str(tmp), input_names=["image"],
-                              output_names=["probabilities"], opset_version=opset,
-                              dynamic_axes=axes, dynamo=False)
-        out_dims = ["batch", int(card["num_outputs"])] + (
-            [size, size] if tile_size else ["height", "width"])
-        finish_onnx(tmp, onnx_metadata(card, input_scale=scale, tile_size=size,
-                                        tiles_overlap=tiles_overlap), out_dims)
-    return Path(onnx_path)
+    return export_dense_onnx(predictor, card, onnx_path,
+                             onnx_metadata(card, input_scale=scale, tile_size=tile_size,
+                                           tiles_overlap=tiles_overlap),
+                             output="probabilities", opset=opset, tile_size=tile_size)
 
 
 def onnx_class_names(card: dict) -> dict[str, str]:
@@ -86,24 +69,7 @@ def onnx_metadata(card: dict, *, input_scale: float = 1.0, tile_size: int | None
 
 def export_job(job, card: dict, factor: float, ctx: JobContext) -> dict:
     """Run Export Model to ONNX (:class:`..onnx_export.ExportOnnxJob`) for a pixel
-    segmentation model whose ``card`` was read and whose input scale ``factor`` was checked;
-    the result holds the metadata written."""
-    tile = int(job.tile_size or card.get("patch_size") or 256)
-    if tile % 32:
-        raise UserError(f"The tile size {tile} is not a multiple of 32.",
-                        "Set TILE_SIZE to a multiple of 32 (0 = the model's patch size).")
-    if card.get("dtype") is None and job.input_scale == "unit" and factor == EIGHT_BIT_MAX:
-        ctx.log("The model card does not record the training data type; its band statistics "
-                "fit 8-bit imagery, so pixel/255 inputs are assumed.", "warning")
-    if int(card["bands"]) != 3:
-        ctx.log(f"The model takes {card['bands']} bands: Deepness maps them from the layer's "
-                "bands; GeoDeep feeds 3-band RGB only.", "warning")
-    out = export_onnx(job.model, job.output, input_scale=factor, tile_size=tile,
-                      tiles_overlap=job.tiles_overlap)
-    props = onnx_metadata(card, input_scale=factor, tile_size=tile,
-                          tiles_overlap=job.tiles_overlap)
-    shown = {k: json.loads(v) for k, v in props.items() if k != "dltrainer_card"}
-    ctx.log(f"Wrote {Path(out).name}: input (N, {card['bands']}, {tile}, {tile}) = pixel / "
-            f"{factor:g}; metadata {', '.join(sorted(props))}.")
-    return {"OUTPUT": str(out), "input_scale": factor, "tile_size": tile,
-            "bands": int(card["bands"]), "metadata": shown}
+    segmentation model whose ``card`` was read and whose input scale ``factor`` was checked
+    (the shared steps of :func:`..onnxfile.dense_export_job`); the result holds the metadata
+    written."""
+    return dense_export_job(job, card, factor, ctx, export_onnx, onnx_metadata)

@@ -19,6 +19,7 @@ from ..jobs import register_job
 from ..params import spec
 from ..patchsize import PATCH_MULTIPLE, nearest_patch_size, patch_size_problem  # noqa: F401
 from ..raster_model_job import RasterModelJob
+from ..smp_networks import ENCODERS
 from ..training import fields as trainer
 from ..training.job import TrainingJob
 from .modelfile import NETWORKS
@@ -26,7 +27,6 @@ from .modelfile import NETWORKS
 ARCHITECTURES = ("auto", *NETWORKS)
 ARCHITECTURE_LABELS = {"auto": "Automatic (U-Net on CPU, U-Net++ on GPU)",
                        "unetplusplus": "U-Net++", "unet": "U-Net", "deeplabv3plus": "DeepLabV3+"}
-ENCODERS = ("auto", "resnet34", "resnet18", "resnet50", "efficientnet-b0", "mobilenet_v2")
 ENCODER_WEIGHTS = ("none", "imagenet")
 LOSSES = ("ce_dice", "ce", "focal", "tversky")
 LOSS_LABELS = {"ce_dice": "Cross-entropy + Dice", "ce": "Cross-entropy", "focal": "Focal",

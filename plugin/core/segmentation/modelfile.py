@@ -6,31 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
-from ..modelfile import MAX_PATCH, choice_problem, field_problem, load_weights, read_model_card
+from ..modelfile import MAX_PATCH, choice_problem, field_problem, read_model_card
 
 TASK = "pixel_segmentation"
 NETWORKS = ("unetplusplus", "unet", "deeplabv3plus")   # the architectures a card can name
 
 
 def load_network(path: str | Path, card: dict | None = None):
-    """(smp network with the file's weights, card). Tensors are read with safetensors only."""
-    import torch
-
-    from .network import build_network
+    """(smp network with the file's weights, card): :func:`..smp_networks.load_smp_network`."""
+    from ..smp_networks import load_smp_network
 
     card = card or read_card(path)
-    try:
-        with torch.device("meta"):   # no random initialisation: every tensor comes from the file
-            network = build_network(card["architecture"], card["encoder"], int(card["bands"]),
-                                    int(card["num_outputs"]))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise UserError(f"The model card of {Path(path).name} names a network this plugin "
-                        f"cannot build ({exc}).", "Use the model file as training wrote it, "
-                        "or train again.") from None
-    load_weights(network, path, f"a {card['architecture']} / {card['encoder']} network",
-                 assign=True)
-    return network, card
+    return load_smp_network(path, card), card
 
 
 def read_card(path: str | Path) -> dict:

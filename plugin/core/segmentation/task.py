@@ -113,7 +113,7 @@ class PixelSegmentationTask(TrainingTask):
         import torch
         from torch.utils.data import DataLoader
 
-        from .batch_augment import BatchAugment
+        from ..batch_augment import BatchAugment
         from .data import PatchDataset, class_weight_at
 
         job = self.job
@@ -258,7 +258,7 @@ class PixelSegmentationTask(TrainingTask):
 
 def _to_device(batch, device: str, augment=None, generator=None):
     """(image, mask, soft) on ``device``, augmented there by ``augment`` (a
-    :class:`.batch_augment.BatchAugment`, transforms drawn with ``generator``) when given;
+    :class:`..batch_augment.BatchAugment`, transforms drawn with ``generator``) when given;
     channels-last images on CUDA."""
     import torch
 

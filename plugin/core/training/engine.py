@@ -203,6 +203,8 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
                "train_loss": loss_sum / max(n, 1)}
         row.update({f"train_{k}": v / max(n, 1) for k, v in terms_sum.items()})
         row.update(end_of_epoch)
+        with torch.no_grad():   # the family's last touch to the average it validates and saves
+            task.refresh_average(plain, device, epoch)
         # -- 2c. validate
         if val_loader is not None:
             with torch.no_grad(), runtime.autocast(device), distributed.rank_local_metrics():

@@ -137,3 +137,23 @@ def write_report(folder: Path, title: str, summary: dict, data: dict,
     md_path = folder / REPORT_MD
     md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return json_path, md_path
+
+
+def scatter_plot(path: Path, truth: np.ndarray, predicted: np.ndarray, label: str = "") -> Path:
+    """A PNG at ``path`` of ``predicted`` against ``truth`` (1-D arrays of the same length, in
+    the unit ``label`` names) with the 1:1 line: how a regression model's values spread around
+    the truth."""
+    Figure = figure_class()
+    fig = Figure(figsize=(4.5, 4.5), dpi=100)
+    ax = fig.subplots()
+    ax.scatter(truth, predicted, s=3, alpha=0.3, linewidths=0)
+    lo = float(min(np.min(truth), np.min(predicted)))
+    hi = float(max(np.max(truth), np.max(predicted)))
+    ax.plot([lo, hi], [lo, hi], color="black", linewidth=1, label="1:1")
+    ax.set_xlabel(f"true {label}".strip())
+    ax.set_ylabel(f"predicted {label}".strip())
+    ax.set_title(f"Predicted against true ({len(truth)} pixels)")
+    _legend(ax)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path

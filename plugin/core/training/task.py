@@ -6,7 +6,8 @@ resume, early stopping, cancel, TensorBoard/CSV/progress, learning curves, repor
 
 Call order, for one run: ``prepare`` → ``build_network`` → ``steps_per_epoch`` → ``val_loader``
 → per epoch: ``train_loader(epoch)`` and ``train_step`` per batch → ``end_train_epoch`` →
-``validate`` (when there is validation data) → ``summary_metrics`` / ``report_section`` at the end.
+``refresh_average`` → ``validate`` (when there is validation data) → ``summary_metrics`` /
+``report_section`` at the end.
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ class TrainingTask:
         dict kept for the best epoch, merged into report.json and given to
         :meth:`report_section` / :meth:`summary_metrics`."""
         return {}
+
+    def refresh_average(self, network, device: str, epoch: int) -> None:
+        """Adjust the averaged ``network`` (in eval mode, under ``torch.no_grad``) after each
+        training epoch, before it is validated and saved; default: nothing. Pixel regression
+        recomputes its BatchNorm statistics here (its unbounded output suffers from statistics
+        averaged over earlier weights)."""
 
     def end_train_epoch(self) -> dict:
         """Scalars about the training epoch just run (``train_miou``, ``class_weight`` …); may

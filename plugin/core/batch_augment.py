@@ -1,13 +1,14 @@
 """Geometric (and photometric) augmentation of a whole training batch on its device (GPU or CPU),
-each patch with its own random transform: horizontal/vertical flips, a turn by a multiple of 90°,
-a rotation of up to ±``max_angle`` degrees and a scale in ``scale_range`` (log-uniform), as the
-per-patch :class:`.data.Augment` drew them, composed into one affine map per patch and applied
-with ``torch.nn.functional.affine_grid`` / ``grid_sample``: bilinear for the image (new pixels 0,
-the band mean after normalisation), nearest for the mask (new pixels IGNORE, so they do not
-count), bilinear for soft targets (new pixels all 0: ignored). With ``photometric``, each patch's
-contrast is jittered first, the same for all its bands (colour ratios such as excess green keep
-their meaning): the image, normalised to band mean 0 / std 1, becomes ``(x − m)·c + m + b`` with
-``m`` the patch's per-band mean, ``c`` log-uniform in ``contrast_range`` and ``b`` uniform in
+shared by the pixel families, each patch with its own random transform: horizontal/vertical flips,
+a turn by a multiple of 90°, a rotation of up to ±``max_angle`` degrees and a scale in
+``scale_range`` (log-uniform), as segmentation's per-patch ``data.Augment`` draws them, composed
+into one affine map per patch and applied with ``torch.nn.functional.affine_grid`` /
+``grid_sample``: bilinear for the image (new pixels 0, the band mean after normalisation), nearest
+for the mask (new pixels IGNORE, so they do not count), bilinear for soft targets (new pixels all
+0: ignored; pixel regression passes its targets there). With ``photometric``, each patch's contrast
+is jittered first, the same for all its bands (colour ratios such as excess green keep their
+meaning): the image, normalised to band mean 0 / std 1, becomes ``(x − m)·c + m + b`` with ``m``
+the patch's per-band mean, ``c`` log-uniform in ``contrast_range`` and ``b`` uniform in
 ±``brightness`` band standard deviations (torchvision's ColorJitter, albumentations'
 RandomBrightnessContrast) — lighting and exposure differ across a scene. ``brightness`` is 0 by
 default: measured with bench/learn_real_imagery.py (64 px quick runs), contrast ×0.8–1.25 raised
@@ -26,13 +27,28 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from .data import AugmentSettings
-from .metrics import IGNORE
+IGNORE = 255   # the labels' ignore value (data conventions in docs/ARCHITECTURE.md)
+
+
+@dataclasses.dataclass
+class AugmentSettings:
+    """Which geometric augmentations training draws (ENVI's Augment Rotation / Augment Scale,
+    plus flips): a rotation of up to ±``max_angle`` degrees, a scale in ``scale_range``."""
+
+    rotation: bool = True
+    scale: bool = True
+    flip: bool = True
+    max_angle: float = 15.0
+    scale_range: tuple[float, float] = (0.8, 1.25)
+
+    @property
+    def active(self) -> bool:
+        return self.rotation or self.scale or self.flip
 
 
 @dataclasses.dataclass
 class BatchAugment(AugmentSettings):
-    """The augmentation of :class:`.data.AugmentSettings`, drawn per patch, applied per batch,
+    """The augmentation of :class:`AugmentSettings`, drawn per patch, applied per batch,
     plus the photometric jitter (``photometric``) described in the module docstring."""
 
     photometric: bool = False
