@@ -110,6 +110,18 @@ def test_models_of_another_family_are_refused_by_each_tool(tmp_path):
         segment.validate()
 
 
+def test_export_model_to_onnx_says_instance_models_do_not_export(tmp_path):
+    from plugin.core.onnx_export import ExportOnnxJob
+    from tests.family_models import tiny_model
+
+    model = tiny_model("instance_segmentation", tmp_path)
+    job = ExportOnnxJob(model=str(model), output=str(tmp_path / "m.onnx"))
+    with pytest.raises(UserError, match="is an Instance Segmentation model, which cannot be "
+                                        "exported to ONNX yet"):
+        job.run(RecordingContext())
+    assert not (tmp_path / "m.onnx").exists()
+
+
 # -- learning -----------------------------------------------------------------------------------
 PATCH = 64
 
