@@ -84,7 +84,9 @@ def unexportable(model: str, task: str) -> str:
     """The sentence saying that ``model``'s family has no ONNX export, and which do."""
     from .families import exportable_titles, task_title
 
-    return (f"{Path(model).name} is a {task_title(task)} model, which cannot be exported to "
+    title = task_title(task)
+    article = "an" if title[:1].upper() in "AEIOU" else "a"
+    return (f"{Path(model).name} is {article} {title} model, which cannot be exported to "
             f"ONNX yet; Export Model to ONNX takes {' and '.join(exportable_titles())} models.")
 
 

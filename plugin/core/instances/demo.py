@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def demo_instances(folder: Path, run, epochs: int) -> dict:
-    """Train Mask R-CNN (ResNet-18 FPN) for ``epochs`` × 10 steps on a synthetic scene of
+    """Train Mask R-CNN (ResNet-18 FPN) for ``epochs`` × 8 steps on a synthetic scene of
     crowns (validated on a second one) and write one polygon per object of a third scene into a
     GeoPackage; ``run(job, step)`` runs a job as QGIS does. Returns the outputs."""
     from .jobs import SegmentObjectsJob, TrainInstanceSegmentationJob
@@ -23,7 +23,7 @@ def demo_instances(folder: Path, run, epochs: int) -> dict:
     scene_project(val_scene, project, role="validation")
     train = TrainInstanceSegmentationJob(
         project=str(project), architecture="maskrcnn_resnet18", patch_size=64, epochs=epochs,
-        steps_per_epoch=10, batch_size=2, learning_rate=0.002, background_patch_ratio=0.0,
+        steps_per_epoch=8, batch_size=2, learning_rate=0.002, background_patch_ratio=0.0,
         output_model=str(folder / "instances.dltmodel.safetensors"))
     trained = run(train, "instances 1/2: train instance segmentation")
     found = run(SegmentObjectsJob(input=str(new_scene.raster), model=train.output_model,
