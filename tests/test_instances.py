@@ -143,7 +143,7 @@ def trained(tmp_path_factory):
     return folder, job, result
 
 
-EPOCHS, STEPS = 12, 25   # 300 steps of 2 patches; 120 steps gave mask mAP50 0.94 (seed 0)
+EPOCHS, STEPS = 12, 25   # 300 steps of 2 patches: mask mAP50 1.0 from step 175 (seed 0, 102 s)
 
 
 @pytest.mark.slow
