@@ -10,6 +10,11 @@ whose centre lies in it): F1 at the model's score threshold (greedy matching, be
 IoU ≥ 0.5) and mAP50 (torchmetrics, through the family's ``DetectionMetrics``), printed beside
 the figures of the defaults before issue 19 (RetinaNet/ResNet-50 from random weights, one
 fixed 512 px patch grid, one step per epoch: 30 optimiser steps) and the target F1 ≥ 0.45.
+
+Measured (seed 0, 2-core CPU shared with other jobs; FCOS/ResNet-18 auto, 160 px automatic
+patches, 360 steps, 3.5–6 minutes): F1 0.54 / mAP50 0.57 with MIN_VISIBLE 0.5 before cut
+objects were blanked; 0.34 / 0.52 with 0.3; 0.38 / 0.40 with 0.5 and blanking (validation
+mAP50 0.82: its three validation trees choose the best epoch noisily). Before: 0.00 / 0.03.
 """
 
 from __future__ import annotations

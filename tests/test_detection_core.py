@@ -47,10 +47,11 @@ def test_labels_to_boxes_polygons_points_lines_padding():
 
 def test_patch_boxes_clip_and_drop_slivers():
     patch = Patch(0, 0, 0, 64, "train", True, {}, 0.0)
-    boxes = [Box(1, 1, 10, 10, 30, 30), Box(2, 1, 50, 10, 80, 30),   # 14/30 inside: kept
-             Box(3, 1, 60, 10, 90, 30)]                               # 4/30 inside: dropped
+    boxes = [Box(1, 1, 10, 10, 30, 30), Box(2, 1, 48, 10, 78, 30),   # 16/30 inside: kept
+             Box(3, 1, 50, 10, 80, 30),                               # 14/30 < half: dropped
+             Box(5, 1, 60, 10, 90, 30)]                               # 4/30 inside: dropped
     kept = {b.fid: c for b, c in patch_boxes(boxes, patch)}
-    assert kept[1] == (10, 10, 30, 30) and kept[2] == (50, 10, 64, 30) and 3 not in kept
+    assert kept[1] == (10, 10, 30, 30) and kept[2] == (48, 10, 64, 30) and set(kept) == {1, 2}
     with pytest.raises(UserError, match="at least 128 px"):
         check_patch_fits([boxes + [Box(4, 1, 0, 0, 100, 20)]], 64)
 

@@ -11,7 +11,13 @@ import math
 import numpy as np
 import pytest
 
-from plugin.core.detection.data import OBJECTS_ACROSS, BoxDataset, auto_patch_size
+from plugin.core.detection.data import (
+    OBJECTS_ACROSS,
+    BoxDataset,
+    auto_patch_size,
+    blank_cut_objects,
+    patch_boxes,
+)
 from plugin.core.detection.jobs import DetectionSummaryJob, TrainObjectDetectionJob
 from plugin.core.detection.modelfile import resolve_architecture
 from plugin.core.detection.synthetic import make_object_scene, scene_project
@@ -89,6 +95,22 @@ def test_hidden_pixels_and_boxes_masked_where_a_window_meets_them(tmp_path):
     image, target = ds[0]
     assert image[0, 32:, 32:].eq(3.0).all() and image[0, :32].eq(7.0).all()
     assert target["boxes"].tolist() == [[4.0, 4.0, 20.0, 20.0]]
+
+
+def test_objects_cut_below_half_are_blanked_not_taught_as_background():
+    """A window cutting a box to less than MIN_VISIBLE drops it and fills its visible part with
+    the band means, except where a kept box lies; a box mostly inside is kept, clipped."""
+    image = np.full((1, 64, 64), 9.0, np.float32)
+    patch = Patch(0, 0, 0, 64, "train", True, {}, 0.0)
+    boxes = [Box(1, 1, 50, 10, 80, 30),       # 14/30 inside: dropped, blanked
+             Box(2, 1, 40, 40, 70, 60),       # 24/30 inside: kept, clipped to x 40-64
+             Box(3, 1, 56, 36, 86, 50)]       # 8/30 inside: dropped, overlaps box 2
+    kept = patch_boxes(boxes, patch)
+    assert [(b.fid, c) for b, c in kept] == [(2, (40, 40, 64, 60))]
+    blank_cut_objects(image, boxes, patch, kept, np.array([3.0], np.float32))
+    assert (image[0, 10:30, 50:64] == 3.0).all() and (image[0, 40:60, 40:64] == 9.0).all()
+    assert (image[0, 36:40, 56:64] == 3.0).all() and (image[0, :10] == 9.0).all()
+    assert int((image == 3.0).sum()) == 20 * 14 + 4 * 8
 
 
 def test_auto_architecture_and_patch_size(tmp_path):

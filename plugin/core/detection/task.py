@@ -126,7 +126,7 @@ class ObjectDetectionTask(TrainingTask):
         windows = self.windows.draw(self.steps_per_epoch(job) * job.batch_size, rng)
         augment = BoxAugment(job.augment_rotation, job.augment_scale, job.augment_flip)
         ds = BoxDataset(self.data.sources, self.data.boxes, windows, self.mean, augment,
-                        seed=job.seed, hidden=self.hidden)
+                        seed=job.seed, hidden=self.hidden, blank_cut=True)
         ds.epoch = epoch
         return self._loader(ds, list(range(len(ds))), device)
 
