@@ -138,14 +138,14 @@ def test_previews_honour_preview_seconds_and_a_tenth_of_the_time(tmp_path):
     # only the last two files stay (the map may still draw the one before)
     assert sorted(f.name for f in (tmp_path / "a").iterdir()) == ["epoch_4.tif", "epoch_7.tif"]
 
-    cost["s"] = 5.0                          # slow previews: at most a tenth of the time
+    cost["s"] = 5.0                          # slow previews: at most 5 % of the time
     clock.now = 0.0
     slow = Previewer(str(raster), ViewFile(None), tmp_path / "b", render, seconds=0,
                      clock=clock)
-    ran, _ = run(slow, 40)
-    # the first after the first validation; then only once 5 s more stays within 10 %
-    assert ran == [1, 25, 36]
-    assert slow.spent == 15 and slow.spent - 5 <= 0.1 * clock.now
+    ran, _ = run(slow, 80)
+    # the first after the first validation; then only once 5 s more stays within 5 %
+    assert preview.COST_SHARE == 0.05 and ran == [1, 50, 74]
+    assert slow.spent == 15 and slow.spent - 5 <= 0.05 * clock.now
 
 
 def test_a_failing_preview_is_switched_off_with_one_warning(tmp_path):

@@ -22,7 +22,7 @@ network, loss, metrics and report section; this module does the rest. One run:
       model + optimizer, each written atomically, so a cancel or a crash never loses an epoch;
       both models hold the averaged weights, the optimizer file the training weights;
    f. the map preview (:mod:`.preview`; PREVIEW_RASTER set, at most every PREVIEW_SECONDS
-      and within a tenth of the time): the averaged model on the part of a raster the map
+      and within 5 % of the time): the averaged model on the part of a raster the map
       shows;
    g. early stopping after ``job.patience`` epochs without improvement.
 3. Learning curves, report.md / report.json; the result dict.
