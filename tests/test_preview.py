@@ -121,26 +121,31 @@ def test_previews_honour_preview_seconds_and_a_tenth_of_the_time(tmp_path):
         clock.now += cost["s"]
         return ClassRaster((image[0] > 30).astype(np.uint8))
 
-    p = Previewer(str(raster), ViewFile(None), tmp_path / "preview", render, seconds=10,
-                  clock=clock)
-    ctx = RecordingContext()
-    ran = []
-    for epoch in range(1, 8):          # an epoch every 4 s
-        ran.append(p.after_validation(None, _task(), epoch, "cpu", ctx) is not None)
-        clock.now += 4
-    assert ran == [True, False, False, True, False, False, True]   # every 10 s at most
-    cost["s"] = 5.0                    # a slow preview: then at most a tenth of the time
-    clock.now += 100
-    assert p.after_validation(None, _task(), 8, "cpu", ctx) is not None
-    clock.now += 40                    # 45 s since it started < 5 s / 10 %
-    assert p.after_validation(None, _task(), 9, "cpu", ctx) is None
-    clock.now += 10
-    assert p.after_validation(None, _task(), 10, "cpu", ctx) is not None
+    def run(p, epochs):
+        ctx, ran = RecordingContext(), []
+        for epoch in range(1, epochs + 1):   # an epoch every 4 s
+            if p.after_validation(None, _task(), epoch, "cpu", ctx) is not None:
+                ran.append(epoch)
+            clock.now += 4
+        return ran, ctx
+
+    quick = Previewer(str(raster), ViewFile(None), tmp_path / "a", render, seconds=10,
+                      clock=clock)
+    ran, ctx = run(quick, 7)
+    assert ran == [1, 4, 7]                  # every 10 s at most
+    assert [e["epoch"] for e in ctx.events if e["event"] == "artifact"] == [1, 4, 7]
+    assert ctx.events[0]["style"] == "classes" and ctx.events[0]["classes"][1]["name"] == "tree"
     # only the last two files stay (the map may still draw the one before)
-    assert sorted(f.name for f in (tmp_path / "preview").iterdir()) == [
-        "epoch_10.tif", "epoch_8.tif"]
-    events = [e for e in ctx.events if e["event"] == "artifact"]
-    assert [e["epoch"] for e in events] == [1, 4, 7, 8, 10]
+    assert sorted(f.name for f in (tmp_path / "a").iterdir()) == ["epoch_4.tif", "epoch_7.tif"]
+
+    cost["s"] = 5.0                          # slow previews: at most 5 % of the time
+    clock.now = 0.0
+    slow = Previewer(str(raster), ViewFile(None), tmp_path / "b", render, seconds=0,
+                     clock=clock)
+    ran, _ = run(slow, 80)
+    # the first after the first validation; then only once 5 s more stays within 5 %
+    assert preview.COST_SHARE == 0.05 and ran == [1, 50, 74]
+    assert slow.spent == 15 and slow.spent - 5 <= 0.05 * clock.now
 
 
 def test_a_failing_preview_is_switched_off_with_one_warning(tmp_path):

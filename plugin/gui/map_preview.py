@@ -66,7 +66,7 @@ class PreviewOption(QWidget):
         super().__init__(parent)
         self.project = project or QgsProject.instance()
         self.check = QCheckBox("Preview on the map")
-        self.check.setToolTip("After each validation (at most every 30 s and a tenth of the "
+        self.check.setToolTip("After each validation (at most every 30 s and 5 % of the "
                               "training time) the model so far classifies the part of this "
                               "raster the map shows; one temporary layer shows it.")
         self.combo = QgsMapLayerComboBox()

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..training.preview import NODATA, ClassRaster, tiles
 
-BATCH = 4
+BATCH = 16
 
 
 def render_preview(network, task, image: np.ndarray, valid: np.ndarray, window,

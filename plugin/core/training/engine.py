@@ -22,7 +22,8 @@ network, loss, metrics and report section; this module does the rest. One run:
       model + optimizer, each written atomically, so a cancel or a crash never loses an epoch;
       both models hold the averaged weights, the optimizer file the training weights;
    f. the map preview (:mod:`.preview`; PREVIEW_RASTER set, at most every PREVIEW_SECONDS
-      and a tenth of the time): the averaged model on the part of a raster the map shows;
+      and within 5 % of the time): the averaged model on the part of a raster the map
+      shows;
    g. early stopping after ``job.patience`` epochs without improvement.
 3. Learning curves, report.md / report.json; the result dict.
 
@@ -168,7 +169,7 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
     if main and (moved := report.start_csv(log_folder, resumed=bool(history))):
         ctx.log(f"The earlier run's metrics were moved to {moved.name}.")
     ctx.artifact("log_folder", str(log_folder))
-    previewer = previewer_for(job, task, log_folder, ctx) if main else None
+    previewer = previewer_for(job, task, log_folder, ctx, started) if main else None
     for epoch in range(start_epoch, job.epochs):
         if distributed.broadcast(ctx.cancelled):
             stopped = "cancelled"

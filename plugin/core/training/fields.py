@@ -184,7 +184,7 @@ def preview_seconds_field():
     return spec(30.0, "PREVIEW_SECONDS", "Preview on the map: every (seconds, at least)",
                 "float", minimum=0.0, maximum=86400.0, advanced=True,
                 help="Previews follow validations, at most this often, and never take more "
-                     "than a tenth of the training time.")
+                     "than 5 % of the training time.")
 
 
 CLASS_BALANCE_CHOICES = ("none", "weights", "sampling")
