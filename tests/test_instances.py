@@ -195,3 +195,18 @@ def test_the_dialogs_output_layer_is_styled_by_class_id_in_the_model_colours(qgi
     assert renderer.classAttribute() == "class_id"
     assert {c.value(): c.symbol().color().name() for c in renderer.categories()} == {
         1: "#33a02c", 2: "#b15928"}
+
+
+def test_augmenting_a_patch_without_objects_keeps_it_empty():
+    """A background patch (no masks) zoomed by the augmentation: found training a real scene
+    (the zoom failed on zero masks)."""
+    import numpy as np
+    import torch
+
+    from plugin.core.instances.data import MaskAugment
+
+    augment = MaskAugment(rotation=True, scale=True, flip=True, scale_range=(1.5, 1.5))
+    image = torch.rand(3, 64, 64)
+    out, masks = augment(image, torch.zeros((0, 64, 64), dtype=torch.uint8),
+                         np.random.default_rng(0), np.zeros(3, np.float32))
+    assert out.shape == (3, 64, 64) and masks.shape == (0, 64, 64)

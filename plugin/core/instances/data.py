@@ -239,8 +239,9 @@ class MaskAugment:
             if n != s:
                 image = functional.interpolate(image[None], size=(n, n), mode="bilinear",
                                                align_corners=False)[0]
-                masks = functional.interpolate(masks[None].float(), size=(n, n),
-                                               mode="nearest")[0].to(torch.uint8)
+                masks = (functional.interpolate(masks[None].float(), size=(n, n),
+                                                mode="nearest")[0].to(torch.uint8)
+                         if len(masks) else masks.new_zeros((0, n, n)))   # no object here
                 image, masks = _crop_or_pad(image, masks, s, fill)
         return image.contiguous(), masks.contiguous()
 
