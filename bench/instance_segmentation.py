@@ -95,7 +95,7 @@ def components(class_raster: Path) -> list:
         classes, tf = ds.read(1), ds.transform
     parts, n = label(classes == 1)
     sizes = np.bincount(parts.ravel(), minlength=n + 1)
-    keep = np.where(sizes >= MIN_COMPONENT_PX, parts, 0).astype(np.int32)
+    keep = np.where(sizes[parts] >= MIN_COMPONENT_PX, parts, 0).astype(np.int32)
     return [(1, 1.0, shapely.geometry.shape(g)) for g, v in shapes(keep, mask=keep > 0,
                                                                     transform=tf) if v]
 
