@@ -471,7 +471,8 @@ class JobFormDialog(TrainingDialog):
         return self.task
 
 
-def _open(job_cls: type[Job], plugin, field: str = "", value: str | None = None) -> JobFormDialog:
+def open_form(job_cls: type[Job], plugin, field: str = "",
+              value: str | None = None) -> JobFormDialog:
     """The form of ``job_cls`` with the remembered values, ``field`` set to ``value`` if any."""
     dialog = JobFormDialog(job_cls, main_window(plugin), plugin=plugin)
     if value:   # outputs named after this source, not the remembered one
@@ -482,36 +483,38 @@ def _open(job_cls: type[Job], plugin, field: str = "", value: str | None = None)
     return show_dialog(dialog)
 
 
-def _labeling_project(plugin, path: str | None) -> str | None:
+def project_or_labeling_tool(plugin, path: str | None) -> str | None:
     """``path``, else the Labeling Tool's project (:func:`labeling_tool_project`), as the
     other train dialogs start."""
     return path or labeling_tool_project(plugin)
 
 
 def open_train_grid_model(plugin, project_path: str | None = None) -> JobFormDialog:
-    return _open(TrainGridModelJob, plugin, "project", _labeling_project(plugin, project_path))
+    return open_form(TrainGridModelJob, plugin, "project",
+                     project_or_labeling_tool(plugin, project_path))
 
 
 def open_classify_grid(plugin, model_path: str | None = None) -> JobFormDialog:
-    return _open(ClassifyGridJob, plugin, "model", model_path)
+    return open_form(ClassifyGridJob, plugin, "model", model_path)
 
 
 def open_train_chip_classifier(plugin, input_path: str | None = None) -> JobFormDialog:
-    return _open(TrainChipClassifierJob, plugin, "input", _labeling_project(plugin, input_path))
+    return open_form(TrainChipClassifierJob, plugin, "input",
+                     project_or_labeling_tool(plugin, input_path))
 
 
 def open_classify_chips(plugin, model_path: str | None = None) -> JobFormDialog:
-    return _open(ClassifyChipsJob, plugin, "model", model_path)
+    return open_form(ClassifyChipsJob, plugin, "model", model_path)
 
 
 def open_train_pixel_regression(plugin, project_path: str | None = None) -> JobFormDialog:
     from ..core.regression.jobs import TrainPixelRegressionJob
 
-    return _open(TrainPixelRegressionJob, plugin, "project",
-                 _labeling_project(plugin, project_path))
+    return open_form(TrainPixelRegressionJob, plugin, "project",
+                     project_or_labeling_tool(plugin, project_path))
 
 
 def open_predict_values(plugin, model_path: str | None = None) -> JobFormDialog:
     from ..core.regression.jobs import PredictValuesJob
 
-    return _open(PredictValuesJob, plugin, "model", model_path)
+    return open_form(PredictValuesJob, plugin, "model", model_path)

@@ -6,13 +6,13 @@ window and the class-coloured output layer."""
 from __future__ import annotations
 
 from ..core.instances.jobs import SegmentObjectsJob, TrainInstanceSegmentationJob
-from .classification_dialogs import JobFormDialog, _labeling_project, _open
+from .classification_dialogs import JobFormDialog, open_form, project_or_labeling_tool
 
 
 def open_train_instance_segmentation(plugin, project_path: str | None = None) -> JobFormDialog:
-    return _open(TrainInstanceSegmentationJob, plugin, "project",
-                 _labeling_project(plugin, project_path))
+    return open_form(TrainInstanceSegmentationJob, plugin, "project",
+                     project_or_labeling_tool(plugin, project_path))
 
 
 def open_segment_objects(plugin, model_path: str | None = None) -> JobFormDialog:
-    return _open(SegmentObjectsJob, plugin, "model", model_path)
+    return open_form(SegmentObjectsJob, plugin, "model", model_path)
