@@ -43,6 +43,11 @@ def plugin_version() -> str:
     return "unknown"
 
 
+def feature_classes(card: dict) -> list[dict]:
+    """The card's classes without the background (id 0): what object families detect."""
+    return [c for c in card["classes"] if int(c["id"]) != 0]
+
+
 def make_card(*, classes: list[dict], bands: int, mean: list[float], std: list[float],
               nodata: float | None, pixel_size: tuple[float, float] | None, crs: str | None,
               training: dict | None = None, metrics: dict | None = None,

@@ -147,3 +147,20 @@ def make_scene(folder: str | Path, size: int = 128, bands: int = 3, seed: int = 
     return Scene(raster=raster, labels=labels, classes=list(CLASSES), features=features,
                  transform=transform, crs=crs, width=size, height=size, truth=truth,
                  nodata=out_nodata)
+
+
+def write_painted_raster(path: str | Path, paint: np.ndarray, colours: dict,
+                         rng: np.random.Generator, crs, transform) -> Path:
+    """Write ``paint`` (H, W) int class ids as a 3-band uint8 GeoTIFF at ``path``: each class
+    its RGB colour from ``colours`` ({id: (r, g, b) in 0–1}) plus Gaussian noise (σ 0.04), the
+    object families' synthetic scenes with exact labels. Returns the path."""
+    import rasterio
+
+    h, w = paint.shape
+    table = np.array([colours[k] for k in range(len(colours))])
+    image = table[paint].transpose(2, 0, 1) + rng.normal(0, 0.04, (3, h, w))
+    image = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=3, dtype="uint8",
+                       crs=crs, transform=transform) as dst:
+        dst.write(image)
+    return Path(path)

@@ -40,7 +40,7 @@ from ..errors import UserError
 from ..jobs import JobContext
 from ..sampling import Patch, PatchReader, SampleSource
 from ..sampling.boxes import Box
-from ..sampling.windows import hidden_in_window, overlaps
+from ..sampling.windows import PatchAugment, hidden_in_window, overlaps
 
 #: Share of a box's area that must lie inside a window for the box to be kept (clipped): half.
 #: Less of an object is rarely recognisable as one (a crown's edge) and Detect Objects never
@@ -275,18 +275,8 @@ def check_patch_fits(boxes: list[list[Box]], patch_size: int) -> None:
 
 
 # -- augmentation -------------------------------------------------------------------------------
-@dataclass
-class BoxAugment:
+class BoxAugment(PatchAugment):
     """Random flips, 90° turns and zoom of an image patch with its boxes."""
-
-    rotation: bool = True
-    scale: bool = True
-    flip: bool = True
-    scale_range: tuple[float, float] = (0.8, 1.25)
-
-    @property
-    def active(self) -> bool:
-        return self.rotation or self.scale or self.flip
 
     def __call__(self, image, boxes, rng: np.random.Generator, fill: np.ndarray):
         """``image``: float32 tensor (C, S, S) of raw pixels; ``boxes``: float32 (K, 4) xyxy

@@ -61,9 +61,7 @@ def read_card(path: str | Path) -> dict:
     return common.read_model_card(path, TASK)
 
 
-def object_classes(card: dict) -> list[dict]:
-    """The card's classes without background."""
-    return [c for c in card["classes"] if int(c["id"]) != 0]
+object_classes = common.feature_classes   # the classes without background
 
 
 def network_from_card(card: dict):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..synthetic import write_painted_raster
+
 OBJECT_CLASSES = [(1, "car", "#e31a1c"), (2, "roof", "#6a3d9a")]
 SEED_SPACING = 5000.0     # map units between the left edges of scenes of consecutive seeds
 _COLOURS = {0: (0.30, 0.40, 0.25), 1: (0.90, 0.15, 0.10), 2: (0.80, 0.80, 0.85)}
@@ -47,7 +49,6 @@ def make_object_scene(folder: str | Path, size: int = 256, n_objects: int = 24,
     (``classes`` 1 or 2) and return the scene; ``fixed`` boxes are placed first. ``origin``:
     map coordinates of the bottom-left corner (default: x = 500000 + seed × SEED_SPACING,
     y = 5600000, so scenes of different seeds never overlap)."""
-    import rasterio
     from rasterio.transform import from_origin
 
     rng = np.random.default_rng(seed)
@@ -69,13 +70,7 @@ def make_object_scene(folder: str | Path, size: int = 256, n_objects: int = 24,
         cid = int(rng.integers(1, classes + 1))
         paint[r0:r0 + s, c0:c0 + s] = cid
         boxes.append((cid, c0, r0, c0 + s, r0 + s))
-    colours = np.array([_COLOURS[k] for k in range(3)])
-    image = colours[paint].transpose(2, 0, 1) + rng.normal(0, 0.04, (3, size, size))
-    image = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-    raster = folder / name
-    with rasterio.open(raster, "w", driver="GTiff", width=size, height=size, count=3,
-                       dtype="uint8", crs=crs, transform=transform) as dst:
-        dst.write(image)
+    raster = write_painted_raster(folder / name, paint, _COLOURS, rng, crs, transform)
     return ObjectScene(raster, boxes, transform, crs, size, size)
 
 

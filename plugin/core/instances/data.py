@@ -27,6 +27,7 @@ from ..errors import UserError
 from ..jobs import JobContext
 from ..sampling import Patch, PatchReader, SampleSource
 from ..sampling.boxes import Box
+from ..sampling.windows import PatchAugment
 
 MIN_VISIBLE = 0.3   # share of an object's area that must lie inside a patch to be learnt
 
@@ -206,18 +207,8 @@ def mask_boxes(masks):
 
 
 # -- augmentation -------------------------------------------------------------------------------
-@dataclass
-class MaskAugment:
+class MaskAugment(PatchAugment):
     """Random flips, 90° turns and zoom of an image patch with its masks."""
-
-    rotation: bool = True
-    scale: bool = True
-    flip: bool = True
-    scale_range: tuple[float, float] = (0.8, 1.25)
-
-    @property
-    def active(self) -> bool:
-        return self.rotation or self.scale or self.flip
 
     def __call__(self, image, masks, rng: np.random.Generator, fill: np.ndarray):
         """``image``: float32 tensor (C, S, S) of raw pixels; ``masks``: uint8 (K, S, S);

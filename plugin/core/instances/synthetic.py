@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..synthetic import write_painted_raster
+
 OBJECT_CLASSES = [(1, "crown", "#33a02c"), (2, "roof", "#b15928")]
 SEED_SPACING = 5000.0
 GAP_PX = 3
@@ -64,7 +66,6 @@ def make_instance_scene(folder: str | Path, size: int = 128, n_objects: int = 12
     non-touching objects of radius ``radii`` px (classes 1 … ``classes``, at most 2) and
     return the scene. ``fixed``: (class id, centre col, centre row, radius) objects placed
     first (e.g. one across a tile edge)."""
-    import rasterio
     from rasterio.features import rasterize
     from rasterio.transform import from_origin
     from scipy.ndimage import binary_dilation
@@ -95,13 +96,7 @@ def make_instance_scene(folder: str | Path, size: int = 128, n_objects: int = 12
         cx, cy = (float(v) for v in rng.uniform(r + 1, size - r - 1, 2))
         cid = int(rng.integers(1, min(classes, 2) + 1))
         place(cid, _shape(rng, cid, cx, cy, r))
-    colours = np.array([_COLOURS[k] for k in range(3)])
-    image = colours[paint].transpose(2, 0, 1) + rng.normal(0, 0.04, (3, size, size))
-    image = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-    raster = folder / name
-    with rasterio.open(raster, "w", driver="GTiff", width=size, height=size, count=3,
-                       dtype="uint8", crs=crs, transform=transform) as dst:
-        dst.write(image)
+    raster = write_painted_raster(folder / name, paint, _COLOURS, rng, crs, transform)
     return InstanceScene(raster, objects, transform, crs, size, size)
 
 

@@ -189,3 +189,20 @@ class ObjectWindowSampler:
             for i in empty[allowed:]:
                 out[i] = self._window(True, rng)
         return out
+
+
+@dataclasses.dataclass
+class PatchAugment:
+    """The switches of a per-patch geometric augmentation of the object families (each draw a
+    random horizontal/vertical flip, a turn by a multiple of 90° and a zoom log-uniform in
+    ``scale_range``, the ±20 % of ENVI's scale augmentation): a subclass's ``__call__``
+    transforms an image with its boxes or masks."""
+
+    rotation: bool = True
+    scale: bool = True
+    flip: bool = True
+    scale_range: tuple[float, float] = (0.8, 1.25)
+
+    @property
+    def active(self) -> bool:
+        return self.rotation or self.scale or self.flip
