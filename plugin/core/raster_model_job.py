@@ -64,3 +64,10 @@ def _task_problem(path: str, task: str) -> list[str]:
     except UserError as exc:
         return [str(exc)]
     return []
+
+
+def model_default(value: float, card: dict, key: str, default: float) -> float:
+    """A job's threshold ``value``, or when it is negative ("-1 = the model's") the model
+    card's ``key`` (``default`` for a card without it): SCORE_THRESHOLD and NMS_IOU of the
+    tools that apply an object model."""
+    return float(card.get(key, default)) if value < 0 else float(value)

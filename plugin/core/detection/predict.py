@@ -306,14 +306,14 @@ def detect_objects(job, ctx: JobContext) -> dict:
     once the export is cached) unless ENGINE is torch; on CUDA through torch."""
     from ..environment import resolve_device
     from ..raster_input import check_input, open_raster
+    from ..raster_model_job import model_default
     from .modelfile import object_classes, read_card
     from .predict_onnx import ort_tile_detector
 
     started = time.monotonic()
     card = read_card(job.model)
-    score = float(card.get("score_threshold", 0.3)) if job.score_threshold < 0 else \
-        float(job.score_threshold)
-    nms_iou = float(card.get("nms_iou", 0.5)) if job.nms_iou < 0 else float(job.nms_iou)
+    score = model_default(job.score_threshold, card, "score_threshold", 0.3)
+    nms_iou = model_default(job.nms_iou, card, "nms_iou", 0.5)
     tile = auto_tile(card, job.tile_size)
     overlap = overlap_for(card, tile, job.overlap, ctx)
     device = resolve_device(job.device)

@@ -236,15 +236,15 @@ def segment_objects(job, ctx: JobContext) -> dict:
     """Run a SegmentObjectsJob (see the module docstring); return counts and the output."""
     from ..environment import resolve_device
     from ..raster_input import check_input, open_raster
+    from ..raster_model_job import model_default
     from ..tiling import auto_tile, overlap_for
     from .modelfile import load_model, object_classes, read_card
     from .network import set_inference
 
     started = time.monotonic()
     card = read_card(job.model)
-    score = float(card.get("score_threshold", 0.5)) if job.score_threshold < 0 else \
-        float(job.score_threshold)
-    nms_iou = float(card.get("nms_iou", 0.5)) if job.nms_iou < 0 else float(job.nms_iou)
+    score = model_default(job.score_threshold, card, "score_threshold", 0.5)
+    nms_iou = model_default(job.nms_iou, card, "nms_iou", 0.5)
     tile = auto_tile(card, job.tile_size)
     overlap = overlap_for(card, tile, job.overlap, ctx)
     device = resolve_device(job.device)
