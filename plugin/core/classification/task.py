@@ -213,7 +213,6 @@ class GridTask(ClassificationTask):
 
         from ..sampling import SamplingConfig, plan_patches, sources_from_project
         from ..sampling.sources import project_classes
-        from ..sampling.statistics import band_statistics
         from .balance import inverse_frequency_weights, multi_hot_keys
         from .data import CellDataset
         from .gridcells import cell_targets
@@ -264,10 +263,7 @@ class GridTask(ClassificationTask):
                     f"{job.min_cover:g} of a cell): the model cannot learn "
                     f"{'it' if len(empty) == 1 else 'them'}. Label more, lower MIN_COVER or use "
                     "a smaller grid size.", "warning")
-        self.describe_rasters(sources[0].image)
-        ctx.progress("prepare", 2, 3, "Band statistics")
-        train_sources = sorted({p.source for p in train})
-        self.mean, self.std, self.nodata = band_statistics([sources[i] for i in train_sources])
+        self.describe_training_data(ctx, sources, train)
         self.input_size = job.grid_size
         self.train_count = len(train)
         self.per_epoch = grid_steps(job, len(train))

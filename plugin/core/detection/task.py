@@ -44,7 +44,6 @@ class ObjectDetectionTask(TrainingTask):
     # -- preparation ---------------------------------------------------------------------------
     def prepare(self, job, ctx, log_folder: Path) -> None:
 
-        from ..sampling.statistics import band_statistics
         from .data import TrainingArea, prepare_detection_data
 
         self.job, self.ctx, self.log_folder = job, ctx, Path(log_folder)
@@ -58,11 +57,7 @@ class ObjectDetectionTask(TrainingTask):
         ctx.log(f"Patches: {data.plan.summary()['patches']}; boxes per class: "
                 + "; ".join(f"{s} " + ", ".join(f"{names.get(k, k)} {n}" for k, n in c.items())
                             for s, c in counts.items()))
-        ctx.progress("prepare", 2, 3, "Band statistics")
-        self.describe_rasters(data.sources[0].image)
-        train_sources = sorted({p.source for p in self.train_patches})
-        self.mean, self.std, self.nodata = band_statistics(
-            [data.sources[i] for i in train_sources])
+        self.describe_training_data(ctx, data.sources, self.train_patches)
         self.classes = [{"id": 0, "name": "background", "color": "#000000"}] + data.classes
         self.class_ids = [c["id"] for c in data.classes]
         self.keys = {c["id"]: class_key(c["name"]) for c in data.classes}

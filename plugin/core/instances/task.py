@@ -32,7 +32,6 @@ class InstanceSegmentationTask(TrainingTask):
 
     # -- preparation ---------------------------------------------------------------------------
     def prepare(self, job, ctx, log_folder: Path) -> None:
-        from ..sampling.statistics import band_statistics
         from .data import prepare_instance_data
 
         self.job, self.ctx, self.log_folder = job, ctx, Path(log_folder)
@@ -44,11 +43,7 @@ class InstanceSegmentationTask(TrainingTask):
             f"{s} " + ", ".join(f"{names.get(k, k)} {n}"
                                 for k, n in data.object_counts(s).items())
             for s in ("train", "validation")))
-        ctx.progress("prepare", 2, 3, "Band statistics")
-        self.describe_rasters(data.sources[0].image)
-        train_sources = sorted({p.source for p in self.train_patches})
-        self.mean, self.std, self.nodata = band_statistics(
-            [data.sources[i] for i in train_sources])
+        self.describe_training_data(ctx, data.sources, self.train_patches)
         self.classes = [{"id": 0, "name": "background", "color": "#000000"}] + data.classes
         self.class_ids = [c["id"] for c in data.classes]
         self.num_outputs = max(self.class_ids) + 1

@@ -47,7 +47,6 @@ class PixelSegmentationTask(TrainingTask):
     # -- preparation ---------------------------------------------------------------------------
     def prepare(self, job, ctx, log_folder: Path) -> None:
 
-        from ..sampling.statistics import band_statistics
         from .train import _loss_weights, prepare
 
         self.job, self.ctx = job, ctx
@@ -55,11 +54,7 @@ class PixelSegmentationTask(TrainingTask):
         self.train_patches = setup.plan.split("train")
         self.val_patches = flush_patches(setup.plan.split("validation"), setup.sources)
         ctx.log(f"Patches: {setup.plan.summary()['patches']}")
-        ctx.progress("prepare", 2, 3, "Band statistics")
-        self.describe_rasters(setup.sources[0].image)
-        train_sources = sorted({p.source for p in self.train_patches})
-        self.mean, self.std, self.nodata = band_statistics(
-            [setup.sources[i] for i in train_sources])
+        self.describe_training_data(ctx, setup.sources, self.train_patches)
         self.classes = setup.classes
         self.num_outputs = setup.num_outputs
         self.class_ids = [c["id"] for c in self.classes]

@@ -134,6 +134,19 @@ class TrainingTask:
             self.dtype = ds.dtypes[0]
         self.pixel_size = (abs(res[0]), abs(res[1]))
 
+    def describe_training_data(self, ctx, sources: list, train_patches: list) -> None:
+        """:meth:`describe_rasters` of the first source, then the per-band ``mean``, ``std``
+        and ``nodata`` of the sources the training patches come from
+        (:func:`..sampling.statistics.band_statistics`: the normalisation the card keeps),
+        reported as step 2 of 3 of "prepare". ``sources``: the plan's sources (``.image``
+        paths); ``train_patches``: patches with a ``source`` index."""
+        from ..sampling.statistics import band_statistics
+
+        ctx.progress("prepare", 2, 3, "Band statistics")
+        self.describe_rasters(sources[0].image)
+        used = sorted({p.source for p in train_patches})
+        self.mean, self.std, self.nodata = band_statistics([sources[i] for i in used])
+
     def adopt_card(self, card: dict) -> None:
         """Take the normalisation of the model started from (fine-tune / resume); UserError when
         its band count differs from the training rasters'."""
