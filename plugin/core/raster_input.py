@@ -144,6 +144,24 @@ def _centre_lonlat(src, crs) -> tuple[float, float]:
     return tr.transform(x, y)
 
 
+def is_georeferenced(src) -> bool:
+    """Whether the open rasterio dataset ``src`` has a CRS or a transform other than the
+    identity (GDAL's default for a raster without georeferencing)."""
+    return src.crs is not None or not src.transform.is_identity
+
+
+def georeferenced_or_warn(src, log, things: str) -> bool:
+    """:func:`is_georeferenced`; when not, ``log(message, "warning")`` says that ``things``
+    (e.g. "the boxes") come out in pixel coordinates."""
+    if is_georeferenced(src):
+        return True
+    from pathlib import Path
+
+    log(f"{Path(src.name).name} is not georeferenced: {things} are in pixel coordinates (x "
+        "right, y down).", "warning")
+    return False
+
+
 def check_input(src, card: dict, log, rescale: str = "none") -> tuple[float, float]:
     """Check the open rasterio dataset ``src`` against the model ``card`` before any work; the
     one rule of every tool that applies a model to a raster (Classify Pixels, Detect Objects,
@@ -176,7 +194,7 @@ def check_input(src, card: dict, log, rescale: str = "none") -> tuple[float, flo
     scale_a, scale_b, note = input_scaling(src, card, rescale)
     if note:
         log(note, "info")
-    georeferenced = src.crs is not None or not src.transform.is_identity
+    georeferenced = is_georeferenced(src)
     px = card.get("pixel_size")
     if not georeferenced:
         return scale_a, scale_b

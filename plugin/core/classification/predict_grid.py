@@ -33,7 +33,7 @@ def classify_grid(job, ctx: JobContext) -> dict:
     import shapely
 
     from ..environment import resolve_device
-    from ..raster_input import check_input, open_raster
+    from ..raster_input import check_input, is_georeferenced, open_raster
     from ..vector_output import write_vector_layer
     from .network import load_classifier
 
@@ -56,7 +56,7 @@ def classify_grid(job, ctx: JobContext) -> dict:
         size = int(card["grid_size"])
         total = len(cell_windows(src.height, src.width, size))
         crs_wkt = src.crs.to_wkt() if src.crs else None
-        georeferenced = src.crs is not None or not src.transform.is_identity
+        georeferenced = is_georeferenced(src)
         ctx.log(f"Classifying {total} cells of {size} px on {device}.")
         t = src.transform
         for ri, ci, r0, c0, scores in predict_cells(

@@ -305,7 +305,7 @@ def detect_objects(job, ctx: JobContext) -> dict:
     On the CPU the tiles run through onnxruntime (:mod:`.detect_onnx`, torch is not imported
     once the export is cached) unless ENGINE is torch; on CUDA through torch."""
     from ..environment import resolve_device
-    from ..raster_input import check_input, open_raster
+    from ..raster_input import check_input, georeferenced_or_warn, open_raster
     from ..raster_model_job import model_default
     from .modelfile import object_classes, read_card
     from .predict_onnx import ort_tile_detector
@@ -319,10 +319,7 @@ def detect_objects(job, ctx: JobContext) -> dict:
     device = resolve_device(job.device)
     with open_raster(job.input) as src:
         check_input(src, card, ctx.log)
-        georeferenced = src.crs is not None or not src.transform.is_identity
-        if not georeferenced:
-            ctx.log(f"{Path(job.input).name} is not georeferenced: the boxes are in pixel "
-                    "coordinates (x right, y down).", "warning")
+        georeferenced = georeferenced_or_warn(src, ctx.log, "the boxes")
         # a raster smaller than the tile is searched in one tile of its own size (rounded up
         # to 32 px), as detect_raster does
         square = min(tile, ceil_multiple(max(src.height, src.width)))

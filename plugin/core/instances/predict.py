@@ -235,7 +235,7 @@ def write_objects(path: Path, objects: list[tuple[int, float, object]], names: d
 def segment_objects(job, ctx: JobContext) -> dict:
     """Run a SegmentObjectsJob (see the module docstring); return counts and the output."""
     from ..environment import resolve_device
-    from ..raster_input import check_input, open_raster
+    from ..raster_input import check_input, georeferenced_or_warn, open_raster
     from ..raster_model_job import model_default
     from ..tiling import auto_tile, overlap_for
     from .modelfile import load_model, object_classes, read_card
@@ -250,10 +250,7 @@ def segment_objects(job, ctx: JobContext) -> dict:
     device = resolve_device(job.device)
     with open_raster(job.input) as src:
         check_input(src, card, ctx.log)
-        georeferenced = src.crs is not None or not src.transform.is_identity
-        if not georeferenced:
-            ctx.log(f"{Path(job.input).name} is not georeferenced: the objects are in pixel "
-                    "coordinates (x right, y down).", "warning")
+        georeferenced = georeferenced_or_warn(src, ctx.log, "the objects")
         network, card = load_model(job.model, card)
         set_inference(network, score, nms_iou, job.max_detections)
         segmenter = TileSegmenter(network, device, float(card.get("mask_threshold", 0.5)))
