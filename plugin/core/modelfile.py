@@ -277,6 +277,21 @@ def is_model_file(path: str | Path) -> bool:
 
 
 
+def load_built(path: str | Path, card: dict, build, kind: str, what: str):
+    """The network ``build(card)`` makes, with the weights of the model file ``path`` loaded
+    strictly (:func:`load_weights`), in eval mode on the CPU. ``kind`` names the network in
+    the message when the card names one this plugin cannot build (UserError: KeyError,
+    ValueError or TypeError from ``build``); ``what`` names it when the weights do not fit."""
+    try:
+        network = build(card)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"The model card of {Path(path).name} names {kind} this plugin "
+                        f"cannot build ({exc}).", "Use the model file as training wrote it, "
+                        "or train again.") from None
+    load_weights(network, path, what)
+    return network.eval()
+
+
 def load_weights(network, path: str | Path, what: str, *, assign: bool = False):
     """Load the tensors of the model file ``path`` into ``network`` strictly (every key present,
     none left over, every shape equal) and return ``network``; ``what`` names the network in the

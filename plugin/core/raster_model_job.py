@@ -71,3 +71,15 @@ def model_default(value: float, card: dict, key: str, default: float) -> float:
     card's ``key`` (``default`` for a card without it): SCORE_THRESHOLD and NMS_IOU of the
     tools that apply an object model."""
     return float(card.get(key, default)) if value < 0 else float(value)
+
+
+#: SCORE_THRESHOLD / NMS_IOU of the object tools: "the value stored in the model".
+MODEL_VALUE = -1.0
+
+
+def threshold_problems(**values: float) -> list[str]:
+    """Sentences for thresholds (``SCORE_THRESHOLD=0.3, NMS_IOU=-1 …``) that are neither
+    from 0 to 1 nor :data:`MODEL_VALUE` (the model's own value)."""
+    return [f"{name} {value:g} is neither between 0 and 1 nor {MODEL_VALUE:g} (the model's "
+            f"value): use a value from 0 to 1, or {MODEL_VALUE:g}."
+            for name, value in values.items() if value != MODEL_VALUE and not 0 <= value <= 1]

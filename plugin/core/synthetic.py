@@ -164,3 +164,22 @@ def write_painted_raster(path: str | Path, paint: np.ndarray, colours: dict,
                        crs=crs, transform=transform) as dst:
         dst.write(image)
     return Path(path)
+
+
+def scene_labeling_project(project_path: str | Path, raster, crs, classes: list,
+                           features: list, role: str = "auto"):
+    """A labeling project at ``project_path`` (created in ``crs``, or opened and extended) with
+    ``raster`` in ``role``, the ``classes`` ((id, name, colour), added when missing) and the
+    ``features`` ((class id, GeoJSON geometry in map coordinates)). Returns the project."""
+    from .labeling.project import LabelingProject
+
+    path = Path(project_path)
+    project = (LabelingProject.open(path) if path.exists()
+               else LabelingProject.create(path, crs))
+    project.add_raster(str(raster), role=role)
+    have = {c.name for c in project.classes()}
+    for _cid, name, colour in classes:
+        if name not in have:
+            project.add_class(name, colour)
+    project.add_features(features)
+    return project

@@ -14,7 +14,7 @@ from ..job_fields import device_field, engine_field, grid_model_field, grid_thre
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..patchsize import PATCH_MULTIPLE, nearest_patch_size
-from ..raster_model_job import RasterModelJob
+from ..raster_model_job import RasterModelJob, threshold_problems
 from ..training import fields as trainer
 from ..training.job import TrainingJob
 from .modelfile import ARCHITECTURES, AUTO
@@ -116,7 +116,6 @@ class TrainObjectDetectionJob(TrainingJob):
         return out
 
 
-MODEL_VALUE = -1.0   # SCORE_THRESHOLD / NMS_IOU of Detect Objects: "the value stored in the model"
 
 
 @register_job
@@ -178,11 +177,7 @@ class DetectObjectsJob(RasterModelJob):
 
     def problems(self) -> list[str]:
         out = super().problems()
-        for name, value in (("SCORE_THRESHOLD", self.score_threshold),
-                            ("NMS_IOU", self.nms_iou)):
-            if value != MODEL_VALUE and not 0 <= value <= 1:
-                out.append(f"{name} {value:g} is neither between 0 and 1 nor {MODEL_VALUE:g} "
-                           f"(the model's value): use a value from 0 to 1, or {MODEL_VALUE:g}.")
+        out += threshold_problems(SCORE_THRESHOLD=self.score_threshold, NMS_IOU=self.nms_iou)
         if self.tile_size and self.tile_size % PATCH_MULTIPLE:
             out.append(f"Tile size {self.tile_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.tile_size)}.")

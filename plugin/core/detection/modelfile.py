@@ -77,17 +77,10 @@ def network_from_card(card: dict):
 def load_detector(path: str | Path, card: dict | None = None):
     """(detector in eval mode on the CPU with the file's weights, card). Only tensors and JSON
     are read from the file (safetensors)."""
-    from ..errors import UserError
-
     card = card or read_card(path)
-    try:
-        network = network_from_card(card)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise UserError(f"The model card of {Path(path).name} names a detector this plugin "
-                        f"cannot build ({exc}).", "Use the model file as training wrote it, "
-                        "or train again.") from None
-    common.load_weights(network, path, f"a {card['architecture']} detector")
-    return network.eval(), card
+    network = common.load_built(path, card, network_from_card, "a detector",
+                                f"a {card['architecture']} detector")
+    return network, card
 
 
 save_model = common.save_model

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..synthetic import write_painted_raster
+from ..synthetic import scene_labeling_project, write_painted_raster
 
 OBJECT_CLASSES = [(1, "car", "#e31a1c"), (2, "roof", "#6a3d9a")]
 SEED_SPACING = 5000.0     # map units between the left edges of scenes of consecutive seeds
@@ -77,20 +77,10 @@ def make_object_scene(folder: str | Path, size: int = 256, n_objects: int = 24,
 def scene_project(scene: ObjectScene, project_path: str | Path, classes: int = 1,
                   role: str = "auto"):
     """A labeling project with the scene's raster and one rectangle polygon per box."""
-    from ..labeling.project import LabelingProject
-
-    path = Path(project_path)
-    project = (LabelingProject.open(path) if path.exists()
-               else LabelingProject.create(path, scene.crs))
-    project.add_raster(str(scene.raster), role=role)
-    have = {c.name for c in project.classes()}
-    for _cid, name, colour in OBJECT_CLASSES[:classes]:
-        if name not in have:
-            project.add_class(name, colour)
     items = []
     for box in scene.boxes:
         x0, y0, x1, y1 = scene.map_box(box)
         items.append((box[0], {"type": "Polygon", "coordinates": [[
             [x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}))
-    project.add_features(items)
-    return project
+    return scene_labeling_project(project_path, scene.raster, scene.crs,
+                                  OBJECT_CLASSES[:classes], items, role)

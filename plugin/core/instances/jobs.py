@@ -13,7 +13,7 @@ from ..job_fields import device_field, grid_model_field, grid_threshold_field
 from ..jobs import register_job
 from ..params import spec
 from ..patchsize import PATCH_MULTIPLE, nearest_patch_size
-from ..raster_model_job import RasterModelJob
+from ..raster_model_job import RasterModelJob, threshold_problems
 from ..training import fields as trainer
 from ..training.job import TrainingJob
 from .modelfile import ARCHITECTURES, TASK
@@ -21,7 +21,6 @@ from .modelfile import ARCHITECTURES, TASK
 ARCHITECTURE_LABELS = {"maskrcnn": "Mask R-CNN (ResNet-50 FPN)",
                        "maskrcnn_resnet18": "Mask R-CNN (ResNet-18 FPN, light: trains on a CPU)"}
 MIN_PATCH_SIZE = 64
-MODEL_VALUE = -1.0   # SCORE_THRESHOLD / NMS_IOU of Segment Objects: "the value stored in the model"
 _GPKG_FILTER = "GeoPackage (*.gpkg)"
 
 
@@ -148,9 +147,5 @@ class SegmentObjectsJob(RasterModelJob):
 
     def problems(self) -> list[str]:
         out = super().problems()
-        for name, value in (("SCORE_THRESHOLD", self.score_threshold),
-                            ("NMS_IOU", self.nms_iou)):
-            if value != MODEL_VALUE and not 0 <= value <= 1:
-                out.append(f"{name} {value:g} is neither between 0 and 1 nor {MODEL_VALUE:g} "
-                           f"(the model's value): use a value from 0 to 1, or {MODEL_VALUE:g}.")
+        out += threshold_problems(SCORE_THRESHOLD=self.score_threshold, NMS_IOU=self.nms_iou)
         return out + _multiple_problem("Tile size", self.tile_size)

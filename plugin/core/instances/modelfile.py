@@ -79,14 +79,7 @@ def load_model(path: str | Path, card: dict | None = None):
     and masks (K, 1, H, W) probabilities — and the card). Only tensors and JSON are read
     (safetensors). UserError for a card naming a network this plugin cannot build or weights
     that do not fit it."""
-    from ..errors import UserError
-
     card = card or read_card(path)
-    try:
-        network = network_from_card(card)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise UserError(f"The model card of {Path(path).name} names a Mask R-CNN this plugin "
-                        f"cannot build ({exc}).", "Use the model file as training wrote it, "
-                        "or train again.") from None
-    common.load_weights(network, path, f"a {card['architecture']} instance segmentation model")
-    return network.eval(), card
+    network = common.load_built(path, card, network_from_card, "a Mask R-CNN",
+                                f"a {card['architecture']} instance segmentation model")
+    return network, card

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..synthetic import write_painted_raster
+from ..synthetic import scene_labeling_project, write_painted_raster
 
 OBJECT_CLASSES = [(1, "crown", "#33a02c"), (2, "roof", "#b15928")]
 SEED_SPACING = 5000.0
@@ -106,16 +106,7 @@ def scene_project(scene: InstanceScene, project_path: str | Path, classes: int =
     polygon label per object, in map coordinates."""
     import shapely
 
-    from ..labeling.project import LabelingProject
-
-    path = Path(project_path)
-    project = (LabelingProject.open(path) if path.exists()
-               else LabelingProject.create(path, scene.crs))
-    project.add_raster(str(scene.raster), role=role)
-    have = {c.name for c in project.classes()}
-    for _cid, name, colour in OBJECT_CLASSES[:classes]:
-        if name not in have:
-            project.add_class(name, colour)
-    project.add_features([(cid, shapely.geometry.mapping(scene.map_polygon(p)))
-                          for cid, p in scene.objects])
-    return project
+    return scene_labeling_project(
+        project_path, scene.raster, scene.crs, OBJECT_CLASSES[:classes],
+        [(cid, shapely.geometry.mapping(scene.map_polygon(p))) for cid, p in scene.objects],
+        role)
