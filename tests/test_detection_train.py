@@ -211,24 +211,27 @@ def test_detect_objects_onnxruntime_gives_torchs_boxes(trained, tmp_path):
 
 
 def test_start_weights_from_a_local_file_of_the_same_architecture(tmp_path):
-    """START_WEIGHTS: a state dict of the same architecture loads whole but the class head of
-    another class count; a plain ResNet-18 state dict fills the backbone; anything else is
-    refused naming the fix; COCO offline is a UserError (no download in tests)."""
+    """START_WEIGHTS (the shared loader, tests/test_start_weights.py for every family): a state
+    dict of the same architecture loads whole but the class head of another class count; a
+    plain ResNet-18 state dict fills the backbone; anything else is refused naming the fix."""
     import torch
     from safetensors.torch import save_file
     from torchvision.models import resnet18
 
     from plugin.core.detection import network as det
+    from plugin.core.fpn import start_detector
+    from plugin.core.training.start_weights import load_start_state
+
+    def coco():
+        raise AssertionError("no download in tests")
 
     torch.manual_seed(0)
     donor = det.build_detector("fcos_resnet18", 3, 4, 64, [0.0] * 3, [1.0] * 3)
     path = tmp_path / "donor.pth"
     torch.save({"state_dict": donor.state_dict()}, path)
     net = det.build_detector("fcos_resnet18", 3, 2, 64, [0.0] * 3, [1.0] * 3)
-    state, prefix = det.start_state("fcos_resnet18", str(path))
-    loaded, backbone = det.apply_start_state(net, state, prefix)
+    assert "tensors loaded" in start_detector(net, str(path), "object_detection", coco)
     own, theirs = net.state_dict(), donor.state_dict()
-    assert backbone > 50 and loaded == sum(own[k].shape == theirs[k].shape for k in own)
     assert torch.equal(own["backbone.body.layer4.1.conv2.weight"],
                        theirs["backbone.body.layer4.1.conv2.weight"])
     cls = "head.classification_head.cls_logits.weight"
@@ -236,26 +239,9 @@ def test_start_weights_from_a_local_file_of_the_same_architecture(tmp_path):
     plain = resnet18(weights=None).state_dict()
     save_file({k: v.contiguous() for k, v in plain.items()}, str(tmp_path / "r18.safetensors"))
     net = det.build_detector("fcos_resnet18", 3, 2, 64, [0.0] * 3, [1.0] * 3)
-    n, _ = det.apply_start_state(net, *det.start_state("fcos_resnet18",
-                                                        str(tmp_path / "r18.safetensors")))
+    start_detector(net, str(tmp_path / "r18.safetensors"), "object_detection", coco)
     assert torch.equal(net.state_dict()["backbone.body.conv1.weight"], plain["conv1.weight"])
     with pytest.raises(UserError, match="fit only 0 of"):
-        det.apply_start_state(net, {"x.weight": torch.zeros(3)})
+        load_start_state(net, {"x.weight": torch.zeros(3)}, core="backbone.body.")
     job = TrainObjectDetectionJob(project=str(tmp_path), start_weights="nowhere.pth")
     assert any("START_WEIGHTS" in p for p in job.problems())
-
-
-def test_coco_start_weights_offline_is_a_user_error(monkeypatch):
-    from urllib.error import URLError
-
-    from torchvision.models import ResNet18_Weights
-
-    from plugin.core.detection.network import start_state
-
-    def offline(self, *args, **kwargs):
-        raise URLError("no network")
-
-    monkeypatch.setattr(type(ResNet18_Weights.IMAGENET1K_V1), "get_state_dict", offline)
-    with pytest.raises(UserError, match="Could not download") as err:
-        start_state("fcos_resnet18", "coco")
-    assert "local weights file" in err.value.fix

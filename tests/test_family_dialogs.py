@@ -291,3 +291,47 @@ def test_chip_form_shows_what_training_will_use(plugin, tmp_path):
     assert "Training length: 315 optimiser steps (35 epochs × 9 batches of 32)" in text
     assert dialog.summary_status.text() == "What training will use:"
     dialog.close()
+
+
+@pytest.mark.parametrize("tool", TRAIN_TOOLS)
+def test_every_train_dialog_offers_the_start_weights(plugin, tool, tmp_path):
+    """START_WEIGHTS (issue 19): every train dialog shows random, the family's pretrained
+    choice (imagenet or coco) and a weights file, and gives the job the one shown."""
+    import dataclasses
+
+    from qgis.PyQt.QtWidgets import QRadioButton
+
+    from plugin.core.families import family_of_kind
+
+    fam = family_of_kind(tool.kind)
+    dialog = open_tool(tool, plugin)
+    offered = [c.itemText(i) for c in dialog.findChildren(QComboBox) for i in range(c.count())]
+    offered += [b.text() for b in dialog.findChildren(QRadioButton)]
+    assert any(fam.pretrained in text.lower() for text in offered), offered
+    weights = tmp_path / "start.safetensors"
+    weights.write_bytes(b"x")
+    for value in (fam.pretrained, str(weights), "random"):
+        dialog.set_job(dataclasses.replace(dialog.job(), start_weights=value))
+        assert dialog.job().start_weights == value
+    dialog.close()
+
+
+@pytest.mark.parametrize("task", ["instance_segmentation", "pixel_regression"])
+def test_instance_and_regression_forms_show_the_training_length(plugin, task, tmp_path):
+    """Train Instance Segmentation and Train Pixel Regression show the optimiser steps before
+    training, as the other train dialogs do: a live pre-flight summary from a worker."""
+    from family_models import rgba_project, train_job
+
+    from plugin.core.families import family
+    from plugin.gui.task import pump_until
+
+    job = train_job(task, rgba_project(tmp_path / "scene"), tmp_path / "m.dltmodel.safetensors")
+    dialog = open_tool(family(task).train_tool, plugin)
+    dialog.set_job(job)
+    dialog._changed()
+    assert pump_until(lambda: "Training length" in dialog.summary_view.toPlainText(), 60), \
+        dialog.summary_status.text() + dialog.summary_view.toPlainText()
+    text = dialog.summary_view.toPlainText()
+    assert "Training length: 2 optimiser steps (1 epochs × 2 batches of 2)" in text
+    assert "Only 2 training steps" in text and "Validation" in text
+    dialog.close()

@@ -290,7 +290,10 @@ def test_classify_outputs_are_layers_qgis_loads_and_optional_ones_are_skipped(qg
     t = {d.name(): d for d in train.parameterDefinitions()}
     assert t["ARCHITECTURE"].options() == ["Automatic (U-Net on CPU, U-Net++ on GPU)", "U-Net++",
                                            "U-Net", "DeepLabV3+"]
-    assert t["ENCODER_WEIGHTS"].options() == ["None (random weights)", "ImageNet"]
+    assert t["START_WEIGHTS"].defaultValue() == "random"
+    assert "imagenet: segmentation-models-pytorch" in train.shortHelpString()
+    legacy = t["ENCODER_WEIGHTS"]   # earlier versions' setting: hidden, still read
+    assert legacy.flags() & legacy.FlagHidden
     assert t["SPLIT"].metadata() == {"widget_wrapper": {"decimals": 0}}
     assert "manifest.json" in t["PROJECT"].fileFilter()
 

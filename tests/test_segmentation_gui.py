@@ -109,7 +109,7 @@ def test_dialog_builds_the_job_the_processing_algorithm_builds(qgis_processing, 
     blur = {str(i): (4.0 if k == 0 else (1.0 if i == road else 0.0)) for k, i in enumerate(ids)}
     parameters = {
         "PROJECT": str(labeled.path), "ARCHITECTURE": 3, "ENCODER": "resnet18",
-        "ENCODER_WEIGHTS": "imagenet", "INIT_MODEL": "", "PATCH_SIZE": 64, "SPLIT": 70,
+        "START_WEIGHTS": "imagenet", "INIT_MODEL": "", "PATCH_SIZE": 64, "SPLIT": 70,
         "SHUFFLE": True, "SEED": 7, "FEATURE_PATCH_PERCENTAGE": 0.4,
         "BACKGROUND_PATCH_RATIO": 0.5, "EPOCHS": 3, "BATCH_SIZE": 2, "LEARNING_RATE": 0.0005,
         "AUGMENT_ROTATION": True, "AUGMENT_SCALE": False, "AUGMENT_FLIP": False,
@@ -129,9 +129,21 @@ def test_dialog_builds_the_job_the_processing_algorithm_builds(qgis_processing, 
     model.write_bytes(b"x")
     dialog.init_model_edit.setText(str(model))
     assert dialog.weights_model.isChecked()
-    assert dialog.job().init_model == str(model) and dialog.job().encoder_weights == "none"
-    parameters.update(INIT_MODEL=str(model), ENCODER_WEIGHTS="none")
+    assert dialog.job().init_model == str(model) and dialog.job().start_weights == "random"
+    parameters.update(INIT_MODEL=str(model), START_WEIGHTS="random")
     assert dialog.job() == algorithm.job_from_parameters(parameters, QgsProcessingContext())
+    # a Processing call (or model) of an earlier version: ENCODER_WEIGHTS as START_WEIGHTS
+    del parameters["START_WEIGHTS"]
+    parameters.update(ENCODER_WEIGHTS=1)   # the enum index of imagenet then
+    assert algorithm.job_from_parameters(parameters, QgsProcessingContext()).start_weights == (
+        "imagenet")
+    # a weights file: its radio button and path
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"x")
+    dialog.start_file_edit.setText(str(weights))
+    assert dialog.weights_file.isChecked() and dialog.job().start_weights == str(weights)
+    dialog.set_job(dialog.job())
+    assert dialog.weights_file.isChecked() and dialog.start_file_edit.text() == str(weights)
 
 
 def test_bad_patch_size_disables_ok_with_the_reason_and_a_fix(qgis_app, labeled, tmp_path):

@@ -137,21 +137,22 @@ def test_encoder_weights_from_a_local_torchvision_checkpoint(tmp_path):
     import torchvision
 
     from plugin.core.errors import UserError
-    from plugin.core.segmentation.network import build_network, load_encoder_weights
+    from plugin.core.segmentation.network import build_network
+    from plugin.core.smp_networks import start_smp
 
     torch.manual_seed(0)
     resnet = torchvision.models.resnet18()
     path = tmp_path / "resnet18.pth"
-    torch.save(resnet.state_dict(), path)
+    torch.save(resnet.state_dict(), path)   # an encoder file: keys without "encoder."
     net = build_network("unet", "resnet18", 4, 3)
-    n, total = load_encoder_weights(net, str(path))
-    assert n == total
+    line = start_smp(net, str(path), "pixel_segmentation", "resnet18")
+    assert "tensors loaded" in line
     assert torch.equal(net.encoder.layer1[0].conv1.weight, resnet.layer1[0].conv1.weight)
-    first = net.encoder.conv1.weight                          # 4 bands from RGB: R, G, B, R
-    assert torch.allclose(first[:, 3], resnet.conv1.weight[:, 0] * 3 / 4)
+    first = net.encoder.conv1.weight                # 4 bands from RGB: R, G, B, mean(RGB)
+    assert torch.allclose(first[:, 3], resnet.conv1.weight.mean(dim=1) * 3 / 4)
     torch.save({"x": torch.zeros(3)}, tmp_path / "junk.pth")
-    with pytest.raises(UserError, match="fits only"):
-        load_encoder_weights(net, str(tmp_path / "junk.pth"))
+    with pytest.raises(UserError, match="fit only"):
+        start_smp(net, str(tmp_path / "junk.pth"), "pixel_segmentation", "resnet18")
 
 
 def test_training_length_is_known_up_front():

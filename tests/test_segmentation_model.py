@@ -184,13 +184,3 @@ def test_job_specs_and_problems(tmp_path):
     assert again.resolved_log_folder() == str(tmp_path / "m_logs")
     c = ClassifyPixelsJob(input=str(project), model=str(project), output=str(project))
     assert any("would be overwritten" in p for p in c.problems())
-
-
-def test_imagenet_weights_offline_is_a_user_error(monkeypatch):
-    from plugin.core import smp_networks as models
-
-    monkeypatch.setattr(models, "_online", lambda *a, **k: False)
-    monkeypatch.setattr(models, "_weights_cached", lambda *a: False)
-    with pytest.raises(UserError, match="internet") as info:
-        models.build_network("unet", "resnet18", 3, 2, "imagenet")
-    assert "'none'" in info.value.fix

@@ -61,6 +61,7 @@ class Family:
     train_tool: Tool | None = None     # entry in Deep Learning ▸ Train
     classify_tools: tuple[Tool, ...] = field(default_factory=tuple)  # ▸ Classify
     previews: bool = False    # <package>.preview draws it on the map while it trains
+    pretrained: str = "imagenet"  # START_WEIGHTS' choice of the library's pretrained weights
 
     @property
     def jobs_module(self) -> str:
@@ -104,12 +105,12 @@ FAMILIES: list[Family] = [
            classify_tools=(Tool("classify_pixels", "Classify Pixels…"),)),
     Family("object_detection", "Object Detection", "detection", "ObjectDetectionTask",
            "train_object_detection", ("detect_objects",), exports=True, suggests=True,
-           previews=True,
+           previews=True, pretrained="coco",
            train_tool=Tool("train_object_detection", "Object Detection…"),
            classify_tools=(Tool("detect_objects", "Detect Objects…"),)),
     Family("instance_segmentation", "Instance Segmentation", "instances",
            "InstanceSegmentationTask", "train_instance_segmentation", ("segment_objects",),
-           suggests=True, previews=True,
+           suggests=True, previews=True, pretrained="coco",
            train_tool=Tool("train_instance_segmentation", "Instance Segmentation…"),
            classify_tools=(Tool("segment_objects", "Segment Objects…"),)),
     Family("grid", "Grid Model", "classification", "GridTask", "train_grid_model",

@@ -137,7 +137,9 @@ class Job:
 
     @classmethod
     def from_params(cls, params: dict) -> Job:
-        """Build from a field → value mapping; unknown names and wrong types are user errors."""
+        """Build from a field → value mapping; unknown names and wrong types are user errors.
+        Settings an older version had are first renamed (:meth:`upgrade_params`)."""
+        params = cls.upgrade_params(params)
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(params) - set(known))
         if unknown:
@@ -148,6 +150,13 @@ class Job:
         for name, value in params.items():
             values[name] = _coerce(cls.kind, name, hints.get(name), value)
         return cls(**values)
+
+    @classmethod
+    def upgrade_params(cls, params: dict) -> dict:
+        """``params`` (field → value) with the settings of an older version of this job given
+        under their current names (job files and Processing calls written before a rename keep
+        working); by default unchanged."""
+        return params
 
     @staticmethod
     def from_dict(data: Any) -> Job:

@@ -72,6 +72,8 @@ from .training_dialog_parts import (
     TrainingDialog,
     chip_summary_html,
     confirm_replacing,
+    rows_summary_html,
+    start_weights_row,
     suggest_model_outputs,
     summary_html,
 )
@@ -99,28 +101,30 @@ def classify_output_ending(kind: str, source: Path) -> str:
     return ending
 
 
-def _grid_summary(job: TrainGridModelJob):
-    """The sampling summary of a grid model's training (its cells are the patches: grid size,
-    no overlap, the same split and feature/background shares) with its length in steps."""
-    from ..core.classification.jobs import GridSummaryJob
+def _summary_of(kind: str):
+    """``train job → the summary job of kind`` (a subclass of the train job taking its
+    values)."""
+    def make(job):
+        from ..core.jobs import job_class
 
-    return GridSummaryJob(**{f.name: getattr(job, f.name) for f in dataclasses.fields(job)})
+        return job_class(kind)(**{f.name: getattr(job, f.name)
+                                  for f in dataclasses.fields(job)})
 
-
-def _chip_summary(job: TrainChipClassifierJob):
-    """What a chip classifier's training will use: its chips per class and split."""
-    from ..core.classification.jobs import ChipSummaryJob
-
-    return ChipSummaryJob(**{f.name: getattr(job, f.name) for f in dataclasses.fields(job)})
+    return make
 
 
 #: Train forms with a live pre-flight summary: job kind → (the summary job of a train job,
 #: the line above the summary, the summary as rich text).
 SUMMARIES = {
-    "train_grid_model": (_grid_summary,
+    "train_grid_model": (_summary_of("grid_summary"),
                          "What training will sample (each grid cell is one patch):",
                          summary_html),
-    "train_chip_classifier": (_chip_summary, "What training will use:", chip_summary_html),
+    "train_chip_classifier": (_summary_of("chip_summary"), "What training will use:",
+                              chip_summary_html),
+    "train_instance_segmentation": (_summary_of("instance_summary"),
+                                    "What training will sample:", rows_summary_html),
+    "train_pixel_regression": (_summary_of("regression_summary"),
+                               "What training will learn from:", rows_summary_html),
 }
 
 
@@ -278,6 +282,10 @@ class JobFormDialog(TrainingDialog):
     # -- widgets -------------------------------------------------------------------------------
     def _widget(self, name: str, ps: ParamSpec):
         tip = spec_tooltip(ps)
+        if name == "start_weights":
+            w, row = start_weights_row(self, self.job_cls)
+            w.currentTextChanged.connect(self._changed)
+            return w, row
         if ps.kind in ("raster_in", "vector_in"):
             w = layer_picker(ps.kind, self.project)
             w.currentIndexChanged.connect(self._changed)
@@ -384,6 +392,8 @@ class JobFormDialog(TrainingDialog):
                 w.setChecked(bool(value))
             elif name == "device":
                 select_device(w, str(value))
+            elif name == "start_weights":
+                w.setEditText(str(value))
             elif isinstance(w, QComboBox):
                 w.setCurrentIndex(max(w.findData(value), 0))
             elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
@@ -404,6 +414,8 @@ class JobFormDialog(TrainingDialog):
                 values[name] = w.isChecked()
             elif name == "device":
                 values[name] = (w.currentData() or w.currentText() or "auto")
+            elif name == "start_weights":
+                values[name] = w.currentText().strip()
             elif isinstance(w, QComboBox):
                 values[name] = w.currentData()
             elif isinstance(w, QSpinBox):
@@ -431,7 +443,8 @@ class JobFormDialog(TrainingDialog):
         return SUMMARIES[self.job_cls.kind][0](self.job())
 
     def summary_ready(self, job: Job) -> bool:
-        source = getattr(job, "project", "") or getattr(job, "input", "")
+        source = (getattr(job, "project", "") or getattr(job, "input", "")
+                  or next(iter(getattr(job, "rasters", None) or []), ""))
         return bool(source) and Path(source).exists() and super().summary_ready(job)
 
     def set_summary(self, summary: dict | None, error: str = "") -> None:

@@ -47,7 +47,12 @@ from .job_dialog_support import (
     widget_value,
 )
 from .task import JobManager
-from .training_dialog_parts import TrainingDialog, model_output_row, suggest_model_outputs
+from .training_dialog_parts import (
+    TrainingDialog,
+    model_output_row,
+    start_weights_row,
+    suggest_model_outputs,
+)
 
 SETTINGS_KEY = "deep_learning_trainer/train_object_detection/last_job"
 _SUMMARY_FIELDS = ("project", "patch_size", "split", "shuffle", "seed", "pad_small_features",
@@ -146,6 +151,8 @@ class TrainDetectionDialog(TrainingDialog):
         for a in ARCHITECTURE_CHOICES:
             self.arch_combo.addItem(ARCHITECTURE_LABELS[a], a)
         m.addRow("Architecture", self.arch_combo)
+        self.start_combo, start_row = start_weights_row(self, TrainObjectDetectionJob)
+        m.addRow("Start weights", start_row)
         self.epochs_spin = int_spin(1, 100000)
         m.addRow("Number of epochs", self.epochs_spin)
         self.batch_spin = int_spin(1, 1024)
@@ -190,6 +197,7 @@ class TrainDetectionDialog(TrainingDialog):
                   self.flip_check, self.split_spin, self.patch_spin, self.feature_spin,
                   self.background_spin, self.epochs_spin, self.batch_spin, self.lr_spin,
                   self.arch_combo, self.device_combo)
+        self.start_combo.currentTextChanged.connect(self._changed)
 
     # -- values <-> job ------------------------------------------------------------------------
     def _fields(self) -> dict:
@@ -207,6 +215,7 @@ class TrainDetectionDialog(TrainingDialog):
             project=self.project_edit.text().strip(),
             **{name: widget_value(w) for name, w in self._fields().items()},
             device=str(self.device_combo.currentData() or "auto"),
+            start_weights=self.start_combo.currentText().strip(),
             output_model=self.output_edit.text().strip(),
             output_last_model=self.last_edit.text().strip())
 
@@ -218,6 +227,7 @@ class TrainDetectionDialog(TrainingDialog):
         for name, widget in self._fields().items():
             show_value(widget, getattr(job, name))
         select_device(self.device_combo, job.device)
+        self.start_combo.setEditText(job.start_weights)
         self._changed()
 
     def _remembered_job(self) -> TrainObjectDetectionJob:

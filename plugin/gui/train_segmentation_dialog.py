@@ -53,6 +53,7 @@ from ..core.segmentation.jobs import (
     TrainPixelSegmentationJob,
 )
 from ..core.training.length import training_length
+from ..core.training.start_weights import START_RANDOM, WEIGHTS_FILTER
 from ..core.wording import for_dialog
 from . import settings
 from .job_dialog_support import (
@@ -236,12 +237,17 @@ class TrainSegmentationDialog(TrainingDialog):
 
         self.weights_none = QRadioButton("Random initial weights")
         self.weights_imagenet = QRadioButton("ImageNet pre-trained encoder weights")
+        self.weights_file = QRadioButton("Weights from a local file")
         self.weights_model = QRadioButton("Start from an existing model (fine-tune)")
         self.weights_group = QButtonGroup(self)
         for b, tip in ((self.weights_none, "Start from random weights: works offline; needs "
                                            "more epochs."),
                        (self.weights_imagenet, "Start the encoder from ImageNet weights: "
                                                "usually learns faster from fewer labels."),
+                       (self.weights_file, "Start from a weights file (START_WEIGHTS): a "
+                                           "state dict of the same network or of its encoder "
+                                           "(e.g. ImageNet weights copied for an offline "
+                                           "computer)."),
                        (self.weights_model, "Fine-tune a model trained before; its "
                                             "architecture, encoder and normalisation are used.")):
             b.setToolTip(tip)
@@ -249,7 +255,11 @@ class TrainSegmentationDialog(TrainingDialog):
             b.toggled.connect(self._changed)
         self.weights_note = QLabel("ImageNet weights are downloaded once and need an internet "
                                    "connection; offline, training stops with a message — then "
-                                   "choose random weights.")
+                                   "choose random weights or a local file.")
+        self.start_file_edit = QLineEdit()
+        self.start_file_edit.setPlaceholderText("Weights file (.safetensors, .pth)")
+        self.start_file_edit.setToolTip(self.weights_file.toolTip())
+        self.start_file_edit.textChanged.connect(self._start_file_edited)
         self.weights_note.setWordWrap(True)
         self.weights_note.setStyleSheet("color: #555;")
         self.init_model_edit = QLineEdit()
@@ -261,6 +271,9 @@ class TrainSegmentationDialog(TrainingDialog):
         wl.addWidget(self.weights_none)
         wl.addWidget(self.weights_imagenet)
         wl.addWidget(self.weights_note)
+        wl.addWidget(self.weights_file)
+        wl.addLayout(file_row(self.start_file_edit, lambda: browse_file(
+            self, self.start_file_edit, "Start weights", WEIGHTS_FILTER)))
         wl.addWidget(self.weights_model)
         wl.addLayout(file_row(self.init_model_edit, self._browse_init_model))
         form.addRow("Initial weights", wl)
@@ -522,14 +535,16 @@ class TrainSegmentationDialog(TrainingDialog):
     # -- values <-> job ------------------------------------------------------------------------
     def job(self) -> TrainPixelSegmentationJob:
         """The job these values describe."""
-        weights = "imagenet" if self.weights_imagenet.isChecked() else "none"
+        weights = ("imagenet" if self.weights_imagenet.isChecked() else
+                   self.start_file_edit.text().strip() if self.weights_file.isChecked() else
+                   START_RANDOM)
         init_model = self.init_model_edit.text().strip() if self.weights_model.isChecked() else ""
         solid, blur = self.distances()
         return TrainPixelSegmentationJob(
             project=self.project_edit.text().strip(),
             architecture=str(self.arch_combo.currentData()),
             encoder=str(self.encoder_combo.currentData()),
-            encoder_weights=weights,
+            start_weights=weights,
             init_model=init_model,
             patch_size=self.patch_spin.value(),
             split=float(self.split_spin.value()),
@@ -551,7 +566,6 @@ class TrainSegmentationDialog(TrainingDialog):
             loss_weight=self.loss_spin.value(),
             loss=str(self.loss_combo.currentData()),
             unlabelled_pixels=str(self.unlabelled_combo.currentData()),
-            encoder_weights_file=getattr(self, "_weights_file", ""),
             patience=self.patience_spin.value(),
             trials=self.trials_spin.value(),
             search_minutes=self.search_spin.value(),
@@ -575,8 +589,11 @@ class TrainSegmentationDialog(TrainingDialog):
             self.init_model_edit.setText(job.init_model)
             if job.init_model:
                 self.weights_model.setChecked(True)
-            elif job.encoder_weights == "imagenet":
+            elif job.start_weights == "imagenet":
                 self.weights_imagenet.setChecked(True)
+            elif job.start_weights != START_RANDOM:
+                self.start_file_edit.setText(job.start_weights)
+                self.weights_file.setChecked(True)
             else:
                 self.weights_none.setChecked(True)
             self.patch_spin.setValue(int(job.patch_size))
@@ -597,7 +614,6 @@ class TrainSegmentationDialog(TrainingDialog):
             self.loss_spin.setValue(float(job.loss_weight))
             _select(self.loss_combo, job.loss)
             _select(self.unlabelled_combo, job.unlabelled_pixels)
-            self._weights_file = job.encoder_weights_file
             self.patience_spin.setValue(int(job.patience))
             self.trials_spin.setValue(int(job.trials))
             self.search_spin.setValue(float(job.search_minutes))
@@ -738,6 +754,7 @@ class TrainSegmentationDialog(TrainingDialog):
         self.arch_help.setText(_ARCH_HELP.get(self.arch_combo.currentData(), ""))
         self.weights_note.setEnabled(self.weights_imagenet.isChecked())
         self.init_model_edit.setEnabled(self.weights_model.isChecked())
+        self.start_file_edit.setEnabled(self.weights_file.isChecked())
         # options that do not apply are disabled: a fine-tuned or resumed model brings its own
         # architecture and encoder; patience needs validation patches
         from_model = self.weights_model.isChecked() or bool(self.resume_edit.text().strip())
@@ -776,6 +793,11 @@ class TrainSegmentationDialog(TrainingDialog):
 
     def _use_suggested_patch(self) -> None:
         self.patch_spin.setValue(self.suggested_patch_size())
+
+    def _start_file_edited(self, text: str) -> None:
+        if text.strip() and not self._loading:
+            self.weights_file.setChecked(True)
+        self._changed()
 
     def _init_model_edited(self, text: str) -> None:
         if text.strip() and not self._loading:

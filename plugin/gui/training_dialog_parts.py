@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from qgis.PyQt import sip
-from qgis.PyQt.QtWidgets import QHBoxLayout, QLineEdit, QMessageBox, QWidget
+from qgis.PyQt.QtWidgets import QComboBox, QHBoxLayout, QLineEdit, QMessageBox, QWidget
 
 from ..core.errors import UserError
 from ..core.jobs import Job
@@ -21,9 +21,11 @@ from .job_dialog_support import (
     MODEL_FILTER,
     MODEL_SUFFIX,
     JobDialog,
+    browse_file,
     browse_save_file,
     file_row,
     main_window,
+    spec_tooltip,
 )
 
 SUMMARY_WAITING = "The summary appears once the project and patch size are valid."
@@ -35,6 +37,26 @@ def model_output_row(parent: QWidget, edit: QLineEdit, title: str) -> QHBoxLayou
     :func:`~..core.segmentation.jobs.model_file_name`)."""
     return file_row(edit, lambda: browse_save_file(parent, edit, title, MODEL_FILTER,
                                                    MODEL_SUFFIX, ".safetensors"))
+
+
+def start_weights_row(parent: QWidget, job_cls: type[Job]) -> tuple[QComboBox, QHBoxLayout]:
+    """The START_WEIGHTS chooser of a train dialog (every family alike,
+    :mod:`~..core.training.start_weights`): an editable list of random and the family's
+    pretrained choice (imagenet or coco), where a weights file's path may be typed, beside a
+    "…" button choosing one. Read it with ``combo.currentText()``, show a value with
+    ``combo.setEditText``."""
+    from ..core.params import param_fields
+    from ..core.training.start_weights import START_RANDOM, pretrained_choice
+
+    ps = next(p for f, p in param_fields(job_cls) if f.name == "start_weights")
+    combo = QComboBox()
+    combo.setEditable(True)
+    combo.setObjectName("start_weights")
+    combo.addItems([START_RANDOM, pretrained_choice(job_cls.family_task())])
+    combo.setToolTip(spec_tooltip(ps))
+    return combo, file_row(combo, lambda: browse_file(parent, combo.lineEdit(), ps.label,
+                                                      ps.file_filter),
+                           tooltip="Choose a weights file")
 
 
 def suggest_model_outputs(source: str, word: str, best: QLineEdit,
@@ -253,6 +275,20 @@ def _summary_page(rows: list[str], note: str, warnings: list[str],
         text += (f"<p style='color:#a05a00'><b>Warnings</b></p>"
                  f"<ul style='color:#a05a00'>{items}</ul>")
     return text
+
+
+def rows_summary_html(summary: dict) -> str:
+    """A pre-flight summary given as ``rows`` ([label, training, validation]), a ``note``, the
+    training ``length`` and ``warnings`` (``instance_summary``, ``regression_summary``) as
+    rich text."""
+    rows = ["<tr><th></th><th align='right'>Training</th><th align='right'>Validation</th></tr>"]
+    for label, train, validation in summary.get("rows", []):
+        cells = "".join(f"<td align='right'>{v:,}</td>" if isinstance(v, int) else
+                        f"<td align='right'>{html.escape(str(v))}</td>"
+                        for v in (train, validation))
+        rows.append(f"<tr><td>{html.escape(str(label))}</td>{cells}</tr>")
+    return _summary_page(rows, summary.get("note", ""), summary.get("warnings") or [],
+                         summary.get("length"))
 
 
 def chip_summary_html(summary: dict) -> str:

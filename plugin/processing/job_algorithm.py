@@ -214,10 +214,17 @@ class JobAlgorithm(QgsProcessingAlgorithm):
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         for f, ps in param_fields(self.job_cls):
             self.addParameter(make_parameter(ps, field_default(f)))
+        for name in getattr(self.job_cls, "legacy_params", {}).values():
+            # settings of earlier versions (Processing models saved then): hidden, still read
+            legacy = QgsProcessingParameterString(name, name, optional=True)
+            legacy.setFlags(legacy.flags() | QgsProcessingParameterDefinition.FlagHidden)
+            self.addParameter(legacy)
 
     # -- parameters → job ----------------------------------------------------------------------
     def job_from_parameters(self, parameters: dict, context: QgsProcessingContext) -> Job:
         """The job these parameter values describe (the same a dialog builds from them).
+        Settings of earlier versions (the job's ``legacy_params``, hidden parameters) are read
+        as the setting that replaced them (``Job.upgrade_params``): old models keep working.
 
         Unconvertible values raise :class:`QgsProcessingException` with a sentence to fix them.
         """
@@ -226,6 +233,11 @@ class JobAlgorithm(QgsProcessingAlgorithm):
         values = {}
         for f, ps in param_fields(self.job_cls):
             values[f.name] = self._value(f, ps, parameters, context)
+        for field, name in getattr(self.job_cls, "legacy_params", {}).items():
+            if parameters.get(name) not in (None, ""):   # the job renames it (upgrade_params)
+                values[field] = str(parameters[name])
+                if parameters.get("START_WEIGHTS") in (None, "", "random"):
+                    values.pop("start_weights", None)   # the default must not win
         try:
             return self.job_cls.from_params(values)
         except UserError as exc:

@@ -13,6 +13,7 @@ from ..params import spec
 from ..raster_model_job import RasterModelJob
 from ..training import fields as trainer
 from ..training.job import TrainingJob
+from ..training.start_weights import start_weights_field
 from .architectures import ARCHITECTURES
 from .defaults import CHIP_EPOCHS, GRID_EPOCHS
 from .gridcells import DEFAULT_MIN_COVER
@@ -21,7 +22,6 @@ GRID_MULTIPLE = 32
 
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = trainer.MODEL_FILTER
-_WEIGHTS_FILTER = "Weights (*.safetensors *.pth *.pt *.bin)"
 GROUP = "Image classification"
 
 
@@ -32,17 +32,9 @@ def _architecture():
                      "EfficientNet-B0, ConvNeXt-Tiny; any band count.")
 
 
-def _weights():
-    return spec("none", "WEIGHTS", "Start weights", "enum", choices=("none", "imagenet"),
-                help="'imagenet': ImageNet weights (downloaded once, needs internet); "
-                     "'none': random weights.")
-
-
-def _weights_file():
-    return spec("", "WEIGHTS_FILE", "Start weights file", "file_in", optional=True,
-                advanced=True, file_filter=_WEIGHTS_FILTER,
-                help="Local weights of the same architecture (e.g. ImageNet weights copied "
-                     "for an offline computer); overrides WEIGHTS.")
+def _start_weights(task: str):
+    return start_weights_field(task, "timm's ImageNet weights of the architecture (its "
+                                     "default pretrained tag)")
 
 
 def _beta():
@@ -58,7 +50,7 @@ class TrainGridModelJob(TrainingJob):
     cell of a raster holds (multi-label)."""
 
     kind = "train_grid_model"
-    input_files = (("weights_file", "WEIGHTS_FILE"),)
+    legacy_params = {"weights": "WEIGHTS", "weights_file": "WEIGHTS_FILE"}
     title = "Train Grid Model"
     group = GROUP
 
@@ -91,8 +83,7 @@ class TrainGridModelJob(TrainingJob):
     augment_rotation: bool = trainer.augment_rotation_field()
     augment_scale: bool = trainer.augment_scale_field()
     augment_flip: bool = trainer.augment_flip_field("Augment: flips and 90° turns")
-    weights: str = _weights()
-    weights_file: str = _weights_file()
+    start_weights: str = _start_weights("grid")
     beta: float = _beta()
     init_model: str = trainer.init_model_field("model of this kind", advanced=True)
     output_model: str = trainer.output_model_field("the lowest validation loss")
@@ -145,7 +136,7 @@ class TrainChipClassifierJob(TrainingJob):
     per chip."""
 
     kind = "train_chip_classifier"
-    input_files = (("weights_file", "WEIGHTS_FILE"),)
+    legacy_params = {"weights": "WEIGHTS", "weights_file": "WEIGHTS_FILE"}
     title = "Train Chip Classifier"
     runner = "train_chips:train_chip_classifier"
     group = GROUP
@@ -190,8 +181,7 @@ class TrainChipClassifierJob(TrainingJob):
     batch_size: int = trainer.batch_size_field(32, "Chips")
     beta: float = _beta()
     augment: bool = spec(True, "AUGMENT", "Augment: flips and 90° turns", "bool")
-    weights: str = _weights()
-    weights_file: str = _weights_file()
+    start_weights: str = _start_weights("chip_classification")
     box_size: float = spec(25.0, "BOX_SIZE", "Box size for point labels (px, project input)",
                            "float", minimum=1, maximum=4096, advanced=True)
     init_model: str = trainer.init_model_field("model of this kind", advanced=True)

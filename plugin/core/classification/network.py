@@ -1,9 +1,9 @@
 """Classification networks (timm backbones) and the predictor wrapper.
 
-Any band count: timm's ``in_chans`` adapts the first convolution (with ImageNet weights the RGB
-filters are repeated and rescaled, as timm does). Weights: ``"imagenet"`` (timm's pretrained
-weights; downloaded once, needs internet), a local weights file (safetensors or a timm/torch
-state dict of the same architecture: the fitting tensors are loaded) or ``"none"`` (random).
+Any band count: timm's ``in_chans`` builds the first convolution for the bands. Start weights
+(START_WEIGHTS, :mod:`..training.start_weights`): random, ``imagenet`` (timm's pretrained
+weights, :func:`pretrained_state`) or a local file of the same architecture; the RGB kernels of
+the first convolution are adapted to the band count there.
 
 :class:`ClassifierPredictor` maps raw pixels (N, bands, H, W) float32 to probabilities
 (N, classes) float32: ``(x − mean) / std`` per band, then a softmax (single-label) or a sigmoid
@@ -20,61 +20,31 @@ from torch import nn
 from ..errors import UserError
 from .architectures import ARCHITECTURES
 
-WEIGHTS = ("none", "imagenet")
 
-
-def build_classifier(architecture: str, bands: int, classes: int, weights: str = "none",
-                     weights_file: str = "") -> nn.Module:
-    """A timm classification network with ``bands`` input channels and ``classes`` outputs
-    (logits). ``weights``: 'imagenet' or 'none'; ``weights_file`` (overrides ``weights``): a
-    local file of weights for this architecture. UserError offline without cached weights."""
+def build_classifier(architecture: str, bands: int, classes: int) -> nn.Module:
+    """A timm classification network with random weights, ``bands`` input channels and
+    ``classes`` outputs (logits); START_WEIGHTS fills it (:func:`pretrained_state`,
+    :func:`..training.start_weights.start_network`). UserError for an unknown architecture."""
     import timm
 
     if architecture not in ARCHITECTURES:
         raise UserError(f"Unknown architecture {architecture!r}.",
                         f"Use one of: {', '.join(ARCHITECTURES)}.")
-    pretrained = weights == "imagenet" and not weights_file
-    try:
-        net = timm.create_model(architecture, pretrained=pretrained, in_chans=int(bands),
-                                num_classes=int(classes))
-    except Exception as exc:  # noqa: BLE001 - download failures come in many types
-        if not pretrained:
-            raise
-        raise UserError(f"The ImageNet weights of {architecture} could not be obtained "
-                        f"({type(exc).__name__}).",
-                        "Connect to the internet once (they are cached afterwards), choose a "
-                        "local weights file, or set the weights to 'none'.") from None
-    if weights_file:
-        load_weights_file(net, weights_file)
-    return net
+    return timm.create_model(architecture, pretrained=False, in_chans=int(bands),
+                             num_classes=int(classes))
 
 
-def load_weights_file(net: nn.Module, path: str) -> int:
-    """Load the tensors of ``path`` whose names and shapes fit ``net`` (the classifier head and
-    a first convolution of another band count are left as they are); returns how many were
-    loaded. UserError when the file is missing, unreadable or nothing fits."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"The weights file {p} does not exist.", "Check the path.")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
+def pretrained_state(architecture: str) -> dict:
+    """The state dict of START_WEIGHTS imagenet: timm's default pretrained weights of
+    ``architecture`` (RGB, 1000 ImageNet classes: e.g. ``resnet50.a1_in1k``, from the Hugging
+    Face hub into its cache); the head for ImageNet's classes does not fit and starts random.
+    UserError offline."""
+    import timm
 
-            state = load_file(str(p))
-        else:
-            state = torch.load(str(p), map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state) if isinstance(state, dict) else state
-    except Exception as exc:  # noqa: BLE001 - any unreadable file
-        raise UserError(f"The weights file {p.name} cannot be read ({type(exc).__name__}).",
-                        "Choose a safetensors or PyTorch state-dict file.") from None
-    own = net.state_dict()
-    fitting = {k: v for k, v in state.items()
-               if k in own and hasattr(v, "shape") and own[k].shape == v.shape}
-    if not fitting:
-        raise UserError(f"No weight in {p.name} fits the network.",
-                        "Choose a weights file of the same architecture.")
-    net.load_state_dict(fitting, strict=False)
-    return len(fitting)
+    from ..training.start_weights import download_state, hf_hub_cache
+
+    return download_state(f"timm's ImageNet {architecture} weights", hf_hub_cache(),
+                          lambda: timm.create_model(architecture, pretrained=True).state_dict())
 
 
 def head_parameters(net: nn.Module) -> list[str]:

@@ -60,7 +60,8 @@ class ClassificationTask(TrainingTask):
         return [c["name"] for c in self.classes]
 
     def build_network(self, base_card: dict | None):
-        from .network import build_classifier, freeze_all_but_head
+        from ..training.start_weights import start_network
+        from .network import build_classifier, freeze_all_but_head, pretrained_state
 
         job = self.job
         self.architecture = job.architecture
@@ -74,9 +75,10 @@ class ClassificationTask(TrainingTask):
             if [c["name"] for c in base_card["classes"]] != self.names:
                 self.ctx.log("The model started from has other classes: its last layer "
                              "starts fresh.", "warning")
-        net = build_classifier(self.architecture, self.bands, len(self.classes),
-                               "none" if base_card is not None else job.weights,
-                               "" if base_card is not None else job.weights_file)
+        net = build_classifier(self.architecture, self.bands, len(self.classes))
+        self.apply_start_weights(base_card, lambda: start_network(
+            net, job.start_weights, self.name, lambda: pretrained_state(self.architecture),
+            what=f"a {self.architecture} network"))
         if self.round == 2:
             trainable = freeze_all_but_head(net)
             self.ctx.log(f"Round 2 trains only the last layer ({', '.join(trainable)}).")

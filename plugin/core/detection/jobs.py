@@ -17,6 +17,7 @@ from ..patchsize import PATCH_MULTIPLE, nearest_patch_size
 from ..raster_model_job import RasterModelJob, threshold_problems
 from ..training import fields as trainer
 from ..training.job import TrainingJob
+from ..training.start_weights import start_weights_field
 from .modelfile import ARCHITECTURES, AUTO
 
 ARCHITECTURE_CHOICES = (AUTO, *ARCHITECTURES)
@@ -56,14 +57,9 @@ class TrainObjectDetectionJob(TrainingJob):
                                   "model stores the one trained. Or RetinaNet, Faster R-CNN or "
                                   "FCOS on a ResNet-50 FPN backbone, or the light FCOS.")
     init_model: str = trainer.init_model_field("object detection model")
-    start_weights: str = spec("random", "START_WEIGHTS", "Start weights", "str", advanced=True,
-                              help="random; coco: torchvision's COCO detector of the same "
-                                   "architecture (downloaded once into torchvision's cache; "
-                                   "ImageNet ResNet-18 backbone for the light FCOS); or a "
-                                   "local .pth / .safetensors file: a state dict of the same "
-                                   "architecture or of its ResNet backbone. The class head "
-                                   "(and the first layer for other than 3 bands) starts "
-                                   "random. Ignored when starting from a model.")
+    start_weights: str = start_weights_field(
+        TASK, "torchvision's COCO detector of the same architecture (ImageNet ResNet-18 "
+              "backbone for the light FCOS); the backbone's batch norms then stay fixed")
     patch_size: int = spec(0, "PATCH_SIZE", "Patch size (px, 0 = automatic)", "int",
                            minimum=0, maximum=4096,
                            help="Edge of the square patches the detector learns from; a "
@@ -104,9 +100,6 @@ class TrainObjectDetectionJob(TrainingJob):
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if self.start_weights not in ("random", "coco") and not Path(self.start_weights).is_file():
-            out.append(f"START_WEIGHTS {self.start_weights!r} is neither random, coco nor an "
-                       "existing file: choose one of them.")
         if 0 < self.patch_size < MIN_PATCH_SIZE:
             out.append(f"Patch size {self.patch_size} is below {MIN_PATCH_SIZE} px: use "
                        f"{MIN_PATCH_SIZE} or more, or 0 (automatic).")
@@ -114,8 +107,6 @@ class TrainObjectDetectionJob(TrainingJob):
             out.append(f"Patch size {self.patch_size} is not a multiple of {PATCH_MULTIPLE}: "
                        f"use {nearest_patch_size(self.patch_size)}.")
         return out
-
-
 
 
 @register_job

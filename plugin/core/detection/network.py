@@ -3,10 +3,11 @@
 - Backbones (:mod:`..fpn`): ResNet-50 FPN (torchvision's reference configuration: P3–P7 for
   RetinaNet/FCOS, P2–P5 + pool for Faster R-CNN) or a light ResNet-18 FPN with 128 channels
   (FCOS: anchor-free, it learns from random weights in far fewer steps than RetinaNet, so it
-  trains on a CPU). Weights start random (``weights=None``); batch norm is trainable
-  (``nn.BatchNorm2d``), not torchvision's frozen default, because frozen statistics only make
-  sense for pretrained weights.
-- Any band count: the first convolution is rebuilt with ``bands`` input channels.
+  trains on a CPU). Built with random weights and trainable batch norm; START_WEIGHTS coco or
+  a file then fills them (:func:`pretrained_state`, :func:`..fpn.start_detector`: the
+  backbone's batch norms frozen, the class head random).
+- Any band count: the first convolution is rebuilt with ``bands`` input channels (a start's
+  RGB kernels adapted: :func:`..training.start_weights.adapt_first_conv_weight`).
 - Input: raw pixel values, float32 (N, bands, H, W). The detector's transform normalises with
   the card's per-band mean/std and **never resizes** (:func:`..fpn.no_resize_transform`): the
   pixel size a model sees is the raster's. Output (eval): per image ``{"boxes": (K, 4) float32
@@ -80,82 +81,18 @@ def set_inference(net: nn.Module, score_threshold: float, nms_iou: float,
 
 
 # -- start weights ------------------------------------------------------------------------------
-START_RANDOM, START_COCO = "random", "coco"
-
-
-def _coco_weights(architecture: str):
-    """(torchvision weights enum, key prefix in the detector) for START_WEIGHTS coco: the COCO
-    detector of the same architecture; the light FCOS has none, so its ResNet-18 backbone starts
-    from torchvision's ImageNet weights."""
+def pretrained_state(architecture: str) -> dict:
+    """The state dict of START_WEIGHTS coco (:mod:`..training.start_weights`): torchvision's
+    COCO detector of the same architecture (``RetinaNet_ResNet50_FPN_Weights.COCO_V1``,
+    ``FasterRCNN_ResNet50_FPN_Weights.COCO_V1``, ``FCOS_ResNet50_FPN_Weights.COCO_V1``); the
+    light FCOS has none, so its ResNet-18 backbone starts from ``ResNet18_Weights.
+    IMAGENET1K_V1``. Downloaded once into torchvision's cache; UserError offline."""
     from torchvision.models import ResNet18_Weights
     from torchvision.models import detection as tvd
 
-    return {"retinanet": (tvd.RetinaNet_ResNet50_FPN_Weights.COCO_V1, ""),
-            "fasterrcnn": (tvd.FasterRCNN_ResNet50_FPN_Weights.COCO_V1, ""),
-            "fcos": (tvd.FCOS_ResNet50_FPN_Weights.COCO_V1, ""),
-            "fcos_resnet18": (ResNet18_Weights.IMAGENET1K_V1, "backbone.body.")}[architecture]
+    from ..training.start_weights import torchvision_state
 
-
-def start_state(architecture: str, start: str) -> tuple[dict, str]:
-    """(state dict, key prefix) of START_WEIGHTS ``start``: "coco" (torchvision's download,
-    cached in its folder, ``TORCH_HOME``) or the path of a local ``.pth``/``.pt`` (a state
-    dict, optionally under "state_dict" or "model") or ``.safetensors`` file.
-
-    Raises UserError when the download fails (offline) or the file cannot be read."""
-    import torch
-
-    if start == START_COCO:
-        weights, prefix = _coco_weights(architecture)
-        try:
-            return weights.get_state_dict(progress=False, check_hash=False), prefix
-        except (OSError, RuntimeError) as exc:      # URLError is an OSError
-            raise UserError(f"Could not download torchvision's {weights} weights: {exc}.",
-                            "Connect to the internet once (torchvision keeps them in its "
-                            "cache), or use START_WEIGHTS random or a local weights file.") from exc
-    from pathlib import Path
-
-    path = Path(start)
-    if not path.is_file():
-        raise UserError(f"START_WEIGHTS {start!r} is neither random, coco nor a file.",
-                        "Use random, coco or the path of a .pth or .safetensors file.")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:   # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UserError(f"Could not read the start weights {path}: {exc}.",
-                        "Give a state dict saved with torch.save or safetensors.") from exc
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise UserError(f"{path} holds no state dict.",
-                        "Give a state dict saved with torch.save or safetensors.")
-    return state, ""
-
-
-def apply_start_state(net: nn.Module, state: dict, prefix: str = "") -> tuple[int, int]:
-    """Load the tensors of ``state`` that fit ``net`` (same name after a ``module.`` prefix is
-    dropped, or under ``backbone.body.`` for a plain ResNet, and same shape: the class head and,
-    for other band counts, the first convolution stay random). Returns (tensors loaded,
-    backbone tensors of ``net``). UserError when less than half the backbone fits."""
-    own = net.state_dict()
-    taken = {}
-    for key, value in state.items():
-        key = prefix + (key[len("module."):] if key.startswith("module.") else key)
-        for name in (key, "backbone.body." + key):
-            if name in own and tuple(own[name].shape) == tuple(value.shape):
-                taken[name] = value
-                break
-    net.load_state_dict(taken, strict=False)
-    backbone = [k for k in own if k.startswith("backbone.body.")
-                and not k.endswith("num_batches_tracked")]
-    fitted = sum(k in taken for k in backbone)
-    if fitted < len(backbone) / 2:
-        raise UserError(f"The start weights fit only {fitted} of the {len(backbone)} backbone "
-                        "tensors of this architecture.",
-                        "Give weights of the same architecture (or of its ResNet backbone).")
-    return len(taken), len(backbone)
+    return torchvision_state({"retinanet": tvd.RetinaNet_ResNet50_FPN_Weights.COCO_V1,
+                              "fasterrcnn": tvd.FasterRCNN_ResNet50_FPN_Weights.COCO_V1,
+                              "fcos": tvd.FCOS_ResNet50_FPN_Weights.COCO_V1,
+                              "fcos_resnet18": ResNet18_Weights.IMAGENET1K_V1}[architecture])

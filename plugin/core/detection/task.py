@@ -75,7 +75,8 @@ class ObjectDetectionTask(TrainingTask):
                 f"{len(self.windows.objects)} objects, the rest anywhere in the training area.")
 
     def build_network(self, base_card: dict | None):
-        from .network import START_RANDOM, apply_start_state, build_detector, start_state
+        from ..fpn import start_detector
+        from .network import build_detector, pretrained_state
 
         if base_card is not None:
             self.adopt_card(base_card)
@@ -86,11 +87,8 @@ class ObjectDetectionTask(TrainingTask):
                              "from.", "warning")
         net = build_detector(self.architecture, self.bands, self.num_outputs,
                              self.patch_size, self.mean, self.std)
-        start = self.job.start_weights
-        if base_card is None and start != START_RANDOM:
-            n, backbone = apply_start_state(net, *start_state(self.architecture, start))
-            self.ctx.log(f"Start weights {start}: {n} tensors loaded ({backbone} in the "
-                         "backbone); the rest starts random.")
+        self.apply_start_weights(base_card, lambda: start_detector(
+            net, self.job.start_weights, self.name, lambda: pretrained_state(self.architecture)))
         return net
 
     def card_fields(self) -> dict:

@@ -8,14 +8,16 @@ percentage, background patch ratio, steps, augmentation), read by the one traini
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..job_fields import device_field, grid_model_field, grid_threshold_field
-from ..jobs import register_job
+from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..patchsize import PATCH_MULTIPLE, nearest_patch_size
 from ..raster_model_job import RasterModelJob, threshold_problems
 from ..training import fields as trainer
 from ..training.job import TrainingJob
+from ..training.start_weights import start_weights_field
 from .modelfile import ARCHITECTURES, TASK
 
 ARCHITECTURE_LABELS = {"maskrcnn": "Mask R-CNN (ResNet-50 FPN)",
@@ -50,6 +52,10 @@ class TrainInstanceSegmentationJob(TrainingJob):
                              help="Mask R-CNN on a ResNet-50 FPN (default), or on a light "
                                   "ResNet-18 FPN that trains usefully on a CPU.")
     init_model: str = trainer.init_model_field("instance segmentation model")
+    start_weights: str = start_weights_field(
+        TASK, "torchvision's COCO Mask R-CNN (box and mask predictors re-sized for the "
+              "project's classes; ImageNet ResNet-18 backbone for the light variant); the "
+              "backbone's batch norms then stay fixed")
     patch_size: int = spec(256, "PATCH_SIZE", "Patch size (px)", "int", minimum=MIN_PATCH_SIZE,
                            maximum=4096,
                            help="Edge of the square patches the model learns from; a multiple "
@@ -85,6 +91,51 @@ class TrainInstanceSegmentationJob(TrainingJob):
         if self.patch_size >= MIN_PATCH_SIZE:
             out += _multiple_problem("Patch size", self.patch_size)
         return out
+
+
+@register_job
+@dataclass
+class InstanceSummaryJob(TrainInstanceSegmentationJob):
+    """What Train Instance Segmentation would sample (the dialog's live pre-flight summary):
+    patches and objects per class per split and the training length in optimiser steps, with
+    the warning below a few hundred. It takes a train job's values; only those of
+    ``summary_inputs`` change the summary."""
+
+    kind = "instance_summary"
+    title = "Instance segmentation summary"
+    summary_inputs: ClassVar[tuple[str, ...]] = (
+        "project", "patch_size", "split", "shuffle", "seed", "feature_patch_percentage",
+        "background_patch_ratio", "epochs", "batch_size", "steps_per_epoch", "max_patches")
+
+    def problems(self) -> list[str]:
+        """Only the project and the patch size must be right (no training outputs needed)."""
+        out = Job.problems(self) + self.project_problems()
+        return out + _multiple_problem("Patch size", self.patch_size)
+
+    def run(self, ctx: JobContext) -> dict:
+        import tempfile
+        from pathlib import Path
+
+        from ..training.length import length_summary
+        from .data import prepare_instance_data
+        from .task import InstanceSegmentationTask
+
+        with tempfile.TemporaryDirectory(prefix="dltrainer-instsummary-") as work:
+            data = prepare_instance_data(self, ctx, Path(work))
+        task = InstanceSegmentationTask()   # its length rule, on the planned patches
+        task.train_patches = data.plan.split("train")
+        length = length_summary(self.epochs, task.steps_per_epoch(self), self.batch_size)
+        patches = data.plan.summary()["patches"]
+        objects = {s: data.object_counts(s) for s in ("train", "validation")}
+        rows = [["Patches with objects", patches["train"]["feature"],
+                 patches["validation"]["feature"]],
+                ["Background patches", patches["train"]["background"],
+                 patches["validation"]["background"]]]
+        rows += [[f"Objects: {c['name']}", objects["train"].get(c["id"], 0),
+                  objects["validation"].get(c["id"], 0)] for c in data.classes]
+        warnings = data.plan.warnings + ([length["warning"]] if length["warning"] else [])
+        return {"rows": rows, "note": f"Patches of {self.patch_size} px.", "length": length,
+                "warnings": warnings}
 
 
 @register_job

@@ -1,7 +1,8 @@
 """Instance segmentation networks: torchvision's Mask R-CNN (He et al. 2017) for any band count.
 
 - ``maskrcnn``: torchvision's reference ``maskrcnn_resnet50_fpn`` layout (ResNet-50, FPN on
-  stages 1–4 + max pool, 256 channels), random weights;
+  stages 1–4 + max pool, 256 channels), random weights or, with START_WEIGHTS coco,
+  torchvision's COCO weights (:func:`pretrained_state`);
 - ``maskrcnn_resnet18``: the light variant that learns on a CPU: ResNet-18 FPN with
   :data:`LIGHT_CHANNELS` channels, fewer region proposals and sampled RoIs, and light box and
   mask heads (:func:`_light_heads`).
@@ -81,3 +82,20 @@ def set_inference(net: nn.Module, score_threshold: float, nms_iou: float,
     net.roi_heads.score_thresh = score_threshold
     net.roi_heads.nms_thresh = nms_iou
     net.roi_heads.detections_per_img = max_detections
+
+
+def pretrained_state(architecture: str) -> dict:
+    """The state dict of START_WEIGHTS coco (:mod:`..training.start_weights`): torchvision's
+    COCO Mask R-CNN (``MaskRCNN_ResNet50_FPN_Weights.COCO_V1``, the layout of ``maskrcnn``;
+    its box and mask predictors for COCO's 91 classes do not fit ours and start random, its
+    RPN fits our smaller anchors: three per location alike); the light variant has none, so its
+    ResNet-18 backbone starts from ``ResNet18_Weights.IMAGENET1K_V1``. Downloaded once into
+    torchvision's cache; UserError offline."""
+    from torchvision.models import ResNet18_Weights
+    from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
+
+    from ..training.start_weights import torchvision_state
+
+    return torchvision_state(MaskRCNN_ResNet50_FPN_Weights.COCO_V1 if architecture == "maskrcnn"
+                             else ResNet18_Weights.IMAGENET1K_V1)
+

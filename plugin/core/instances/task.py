@@ -51,7 +51,8 @@ class InstanceSegmentationTask(TrainingTask):
         self.max_box_px = data.largest_object()
 
     def build_network(self, base_card: dict | None):
-        from .network import build_mask_rcnn
+        from ..fpn import start_detector
+        from .network import build_mask_rcnn, pretrained_state
 
         if base_card is not None:
             self.adopt_card(base_card)
@@ -59,8 +60,11 @@ class InstanceSegmentationTask(TrainingTask):
             if self.architecture != self.job.architecture:
                 self.ctx.log(f"Using the {self.architecture} architecture of the model started "
                              "from.", "warning")
-        return build_mask_rcnn(self.architecture, self.bands, self.num_outputs,
-                               self.job.patch_size, self.mean, self.std)
+        net = build_mask_rcnn(self.architecture, self.bands, self.num_outputs,
+                              self.job.patch_size, self.mean, self.std)
+        self.apply_start_weights(base_card, lambda: start_detector(
+            net, self.job.start_weights, self.name, lambda: pretrained_state(self.architecture)))
+        return net
 
     def card_fields(self) -> dict:
         return {"architecture": self.architecture, "encoder": "",

@@ -71,6 +71,28 @@ def input_rasters(job) -> list[tuple[str, str]]:
     return [(r.path, r.role) for r in rasters]
 
 
+def read_sources(job, folder: Path) -> list[RegressionSource]:
+    """The (input raster, target raster, role) of ``job`` (a TrainPixelRegressionJob): its
+    target rasters, or its points burnt into target rasters in ``folder/point_targets``; each
+    target checked against its raster (:func:`check_target`). UserError when the counts
+    differ or a target does not fit."""
+    rasters = input_rasters(job)
+    if job.points:
+        targets = burn_points([p for p, _ in rasters], job.points, job.value_field,
+                              job.radius, Path(folder) / "point_targets")
+    else:
+        targets = [str(t) for t in job.targets]
+        if len(targets) != len(rasters):
+            raise UserError(f"{len(targets)} target raster(s) for the {len(rasters)} "
+                            "training raster(s) of the labeling project.",
+                            "Give one target raster per training raster, in the "
+                            "project's order.")
+    sources = [RegressionSource(p, t, role) for (p, role), t in zip(rasters, targets)]
+    for src in sources:
+        check_target(src.image, src.target)
+    return sources
+
+
 def target_value(value) -> float | None:
     """A raster's nodata as a float, or None (NaN nodata is None: NaN is never a target)."""
     return None if value is None or np.isnan(value) else float(value)

@@ -7,15 +7,17 @@ runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..job_fields import TILE_SIZE_LABEL, device_field, engine_field, model_file_name
-from ..jobs import register_job
+from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..patchsize import patch_size_problem
 from ..raster_model_job import RasterModelJob
 from ..smp_networks import ENCODERS, SMP_NAMES
 from ..training import fields as trainer
 from ..training.job import TrainingJob
+from ..training.start_weights import start_weights_field
 
 ARCHITECTURES = ("auto", *SMP_NAMES)
 ARCHITECTURE_LABELS = {"auto": "Automatic (U-Net on CPU, U-Net++ on GPU)",
@@ -34,6 +36,7 @@ class TrainPixelRegressionJob(TrainingJob):
 
     kind = "train_pixel_regression"
     title = "Train Pixel Regression"
+    legacy_params = {"encoder_weights": "ENCODER_WEIGHTS"}
     group = "Pixel regression"
 
     project: str = spec("", "PROJECT", "Labeling project (its training rasters)", "project_in",
@@ -65,11 +68,9 @@ class TrainPixelRegressionJob(TrainingJob):
     encoder: str = spec("auto", "ENCODER", "Encoder (backbone)", "enum", choices=ENCODERS,
                         help="The network that extracts features. auto: ResNet-18 on the CPU, "
                              "ResNet-34 on a GPU.")
-    encoder_weights: str = spec("none", "ENCODER_WEIGHTS", "Encoder weights", "enum",
-                                choices=("none", "imagenet"),
-                                choice_labels=("None (random weights)", "ImageNet"),
-                                help="ImageNet starts from weights pre-trained on ImageNet "
-                                     "(downloaded once; needs internet).")
+    start_weights: str = start_weights_field(
+        "pixel_regression", "segmentation-models-pytorch's ImageNet weights of the encoder "
+                            "(the decoder starts random)")
     init_model: str = trainer.init_model_field("pixel regression model")
     patch_size: int = spec(128, "PATCH_SIZE", "Patch size (px)", "int", minimum=32,
                            maximum=4096,
@@ -105,8 +106,11 @@ class TrainPixelRegressionJob(TrainingJob):
         self.output_last_model = model_file_name(self.output_last_model)
 
     def problems(self) -> list[str]:
-        out = super().problems()
-        out += patch_size_problem(self.patch_size)
+        return super().problems() + self.input_problems()
+
+    def input_problems(self) -> list[str]:
+        """The patch size, the input rasters and the targets (what the summary needs too)."""
+        out = patch_size_problem(self.patch_size)
         if bool(self.project) == bool(self.rasters):
             out.append("Give the input rasters either as a labeling project (PROJECT) or as "
                        "INPUT_RASTERS (one of the two).")
@@ -124,6 +128,42 @@ class TrainPixelRegressionJob(TrainingJob):
             if not Path(path).is_file():
                 out.append(f"The file {path} does not exist: check the path.")
         return out
+
+
+@register_job
+@dataclass
+class RegressionSummaryJob(TrainPixelRegressionJob):
+    """What Train Pixel Regression would learn from (the dialog's live pre-flight summary):
+    target pixels for training, validation blocks and the training length in optimiser steps,
+    with the warning below a few hundred. It takes a train job's values; only those of
+    ``summary_inputs`` change the summary."""
+
+    kind = "regression_summary"
+    title = "Pixel regression summary"
+    summary_inputs: ClassVar[tuple[str, ...]] = (
+        "project", "rasters", "targets", "points", "value_field", "radius", "patch_size",
+        "split", "seed", "epochs", "batch_size", "steps_per_epoch", "max_patches")
+
+    def problems(self) -> list[str]:
+        """Only the inputs must be right (the outputs of a training are not needed)."""
+        return Job.problems(self) + self.input_problems()
+
+    def run(self, ctx: JobContext) -> dict:
+        import tempfile
+        from pathlib import Path
+
+        from ..training.length import length_summary, training_length
+        from .data import read_sources, split_windows
+
+        with tempfile.TemporaryDirectory(prefix="dltrainer-regsummary-") as work:
+            sources = read_sources(self, Path(work))
+            split = split_windows(sources, self.patch_size, self.split, self.seed)
+        per_epoch = training_length(self, sum(h * w for h, w in split.shapes.values()))[0]
+        length = length_summary(self.epochs, per_epoch, self.batch_size)
+        return {"rows": [["Target pixels", split.train_pixels, ""],
+                         ["Validation blocks", "", len(split.validation)]],
+                "note": f"Windows of {self.patch_size} px from {len(sources)} raster(s).",
+                "length": length, "warnings": [length["warning"]] if length["warning"] else []}
 
 
 @register_job

@@ -24,7 +24,7 @@ import numpy as np
 from ..training import report, runtime
 from ..training.length import training_length
 from ..training.task import TrainingTask
-from .data import IGNORE, RegressionSource, WindowDataset, draw_windows
+from .data import IGNORE, WindowDataset, draw_windows
 
 BN_BATCHES = 8            # training batches that refresh the BatchNorm statistics per epoch
 SCATTER_POINTS = 4000     # validation pixels kept per epoch for the scatter plot
@@ -43,27 +43,12 @@ class PixelRegressionTask(TrainingTask):
     # -- preparation ---------------------------------------------------------------------------
     def prepare(self, job, ctx, log_folder: Path) -> None:
         from ..sampling.statistics import band_statistics
-        from .data import burn_points, check_target, input_rasters, split_windows
+        from .data import read_sources, split_windows
         from .data import target_statistics as target_stats
 
         self.job, self.ctx, self.log_folder = job, ctx, Path(log_folder)
-        rasters = input_rasters(job)
         ctx.progress("prepare", 0, 3, "Reading the targets")
-        if job.points:
-            targets = burn_points([p for p, _ in rasters], job.points, job.value_field,
-                                  job.radius, self.log_folder / "point_targets")
-        else:
-            targets = [str(t) for t in job.targets]
-            if len(targets) != len(rasters):
-                from ..errors import UserError
-
-                raise UserError(f"{len(targets)} target raster(s) for the {len(rasters)} "
-                                "training raster(s) of the labeling project.",
-                                "Give one target raster per training raster, in the "
-                                "project's order.")
-        self.sources = [RegressionSource(p, t, role) for (p, role), t in zip(rasters, targets)]
-        for src in self.sources:
-            check_target(src.image, src.target)
+        self.sources = read_sources(job, self.log_folder)
         self.target_mean, self.target_std, n = target_stats(self.sources)
         ctx.log(f"Target {job.target_name}: {n} pixels, mean {self.target_mean:.4g}, std "
                 f"{self.target_std:.4g} {job.target_unit}".rstrip())
@@ -85,15 +70,17 @@ class PixelRegressionTask(TrainingTask):
         self._augment = None
 
     def build_network(self, base_card: dict | None):
-        from ..smp_networks import build_network
+        from ..smp_networks import build_network, start_smp
 
         if base_card is not None:
             self.adopt_card(base_card)
             self.architecture, self.encoder = base_card["architecture"], base_card["encoder"]
             self.target_mean = base_card["target"]["mean"]
             self.target_std = base_card["target"]["std"]
-        return build_network(self.architecture, self.encoder, self.bands, 1,
-                             None if base_card is not None else self.job.encoder_weights)
+        network = build_network(self.architecture, self.encoder, self.bands, 1)
+        self.apply_start_weights(base_card, lambda: start_smp(network, self.job.start_weights,
+                                                        self.name, self.encoder))
+        return network
 
     def card_fields(self) -> dict:
         return {"architecture": self.architecture, "encoder": self.encoder,

@@ -22,12 +22,12 @@ from ..raster_model_job import RasterModelJob
 from ..smp_networks import ENCODERS
 from ..training import fields as trainer
 from ..training.job import TrainingJob
+from ..training.start_weights import start_weights_field
 from .modelfile import NETWORKS
 
 ARCHITECTURES = ("auto", *NETWORKS)
 ARCHITECTURE_LABELS = {"auto": "Automatic (U-Net on CPU, U-Net++ on GPU)",
                        "unetplusplus": "U-Net++", "unet": "U-Net", "deeplabv3plus": "DeepLabV3+"}
-ENCODER_WEIGHTS = ("none", "imagenet")
 LOSSES = ("ce_dice", "ce", "focal", "tversky")
 LOSS_LABELS = {"ce_dice": "Cross-entropy + Dice", "ce": "Cross-entropy", "focal": "Focal",
                "tversky": "Tversky"}
@@ -56,7 +56,8 @@ class TrainPixelSegmentationJob(TrainingJob):
     """Train a pixel segmentation model (U-Net++, U-Net, DeepLabV3+) from a labeling project."""
 
     kind = "train_pixel_segmentation"
-    input_files = (("encoder_weights_file", "ENCODER_WEIGHTS_FILE"),)
+    legacy_params = {"encoder_weights": "ENCODER_WEIGHTS",
+                     "encoder_weights_file": "ENCODER_WEIGHTS_FILE"}
     chips_folder_kinds = "a segmentation chips folder"
     title = "Train Pixel Segmentation"
     group = "Pixel segmentation"
@@ -74,19 +75,9 @@ class TrainPixelSegmentationJob(TrainingJob):
                         help="The network that extracts features; larger encoders learn more "
                              "but train slower. auto: ResNet-18 on the CPU, ResNet-34 on a "
                              "GPU.")
-    encoder_weights: str = spec("none", "ENCODER_WEIGHTS", "Encoder weights", "enum",
-                                choices=ENCODER_WEIGHTS,
-                                choice_labels=("None (random weights)", "ImageNet"),
-                                help="ImageNet starts from weights pre-trained on ImageNet "
-                                     "(downloaded once; needs internet), None from random "
-                                     "weights.")
-    encoder_weights_file: str = spec("", "ENCODER_WEIGHTS_FILE", "Encoder weights file",
-                                     "file_in", optional=True, advanced=True,
-                                     file_filter="Weights (*.pth *.pt *.bin *.safetensors)",
-                                     help="Pre-trained encoder weights from a local file (a "
-                                          "timm or torchvision checkpoint of the same encoder),"
-                                          " for computers without internet; overrides Encoder "
-                                          "weights.")
+    start_weights: str = start_weights_field(
+        "pixel_segmentation", "segmentation-models-pytorch's ImageNet weights of the encoder "
+                              "(the decoder starts random)")
     init_model: str = trainer.init_model_field("pixel segmentation model")
     patch_size: int = spec(128, "PATCH_SIZE", "Patch size (px)", "int", minimum=32,
                            maximum=4096,

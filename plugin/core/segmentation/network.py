@@ -16,7 +16,6 @@ from ..smp_networks import (  # noqa: F401 - segmentation's names for the shared
     GPU_DEFAULT,
     SMP_NAMES,
     build_network,
-    load_encoder_weights,
     resolve_auto,
 )
 

@@ -75,7 +75,8 @@ class PixelSegmentationTask(TrainingTask):
         self._train_ds = None
 
     def build_network(self, base_card: dict | None):
-        from .network import build_network, load_encoder_weights
+        from ..smp_networks import start_smp
+        from .network import build_network
 
         if base_card is not None:
             self.adopt_card(base_card)
@@ -83,14 +84,9 @@ class PixelSegmentationTask(TrainingTask):
             if (self.architecture, self.encoder) != (self.job.architecture, self.job.encoder):
                 self.ctx.log(f"Using {self.architecture} / {self.encoder} of the model started "
                              "from.", "warning")
-        local = self.job.encoder_weights_file and base_card is None
-        network = build_network(self.architecture, self.encoder, self.bands, self.num_outputs,
-                                None if base_card is not None or local
-                                else self.job.encoder_weights)
-        if local:
-            n, total = load_encoder_weights(network, self.job.encoder_weights_file)
-            self.ctx.log(f"Encoder weights from {self.job.encoder_weights_file}: {n} of {total} "
-                         "tensors.")
+        network = build_network(self.architecture, self.encoder, self.bands, self.num_outputs)
+        self.apply_start_weights(base_card, lambda: start_smp(network, self.job.start_weights,
+                                                        self.name, self.encoder))
         return network
 
     def card_fields(self) -> dict:

@@ -18,6 +18,7 @@ from ..job_fields import device_field
 from ..jobs import Job, JobContext
 from . import fields as trainer
 from .logfolder import is_training_log
+from .start_weights import start_problems, upgrade_legacy
 
 
 @dataclass
@@ -35,6 +36,10 @@ class TrainingJob(Job):
     """
 
     input_files: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: Settings earlier versions had instead of START_WEIGHTS (field → Processing name, from
+    #: :data:`.start_weights.LEGACY_CHOICES` / ``LEGACY_FILES``): still read from job files and
+    #: Processing calls (:meth:`upgrade_params`).
+    legacy_params: ClassVar[dict[str, str]] = {}
     chips_folder_kinds: ClassVar[str] = ""
     #: Shown after the family's own fields, in this order (:func:`..params.param_fields`).
     trailing_fields: ClassVar[tuple[str, ...]] = (
@@ -61,11 +66,38 @@ class TrainingJob(Job):
                                                                  ("epoch", 0.95))
 
     def problems(self) -> list[str]:
-        """The base checks, the project, the model files and the log folder (each a sentence
-        with its fix)."""
+        """The base checks, the project, the model files, START_WEIGHTS and the log folder
+        (each a sentence with its fix)."""
         return (super().problems() + self.project_problems() + self.model_problems()
-                + self.log_folder_problems() + self.search_problems()
+                + self.start_problems() + self.log_folder_problems() + self.search_problems()
                 + self.preview_problems())
+
+    @classmethod
+    def family_task(cls) -> str:
+        """The model-file task of the family this job (or the train job it extends, for the
+        pre-flight summaries) trains."""
+        from ..families import family_of_kind
+
+        fam = next((family_of_kind(c.kind) for c in cls.__mro__
+                    if family_of_kind(getattr(c, "kind", ""))), None)
+        return fam.task if fam is not None else ""
+
+    def start_problems(self) -> list[str]:
+        """START_WEIGHTS must be random, the family's pretrained choice or an existing file
+        (:func:`.start_weights.start_problems`)."""
+        if not hasattr(self, "start_weights"):
+            return []
+        return start_problems(self.start_weights, self.family_task())
+
+    @classmethod
+    def upgrade_params(cls, params: dict) -> dict:
+        """The settings of :attr:`legacy_params` (ENCODER_WEIGHTS, WEIGHTS_FILE …) as
+        START_WEIGHTS (:func:`.start_weights.upgrade_legacy`)."""
+        legacy = {k: v for k, v in params.items() if k in cls.legacy_params}
+        if not legacy:
+            return params
+        rest = {k: v for k, v in params.items() if k not in legacy}
+        return {**upgrade_legacy(legacy, cls.family_task()), **rest}   # START_WEIGHTS wins
 
     def preview_problems(self) -> list[str]:
         """PREVIEW_RASTER, when given, must exist (the extent file may come later)."""

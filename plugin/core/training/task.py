@@ -154,3 +154,13 @@ class TrainingTask:
             raise UserError(f"The model to start from has {card['bands']} bands, the training "
                             f"rasters {self.bands}.", "Start from a model with the same bands.")
         self.mean, self.std, self.nodata = card["mean"], card["std"], card.get("nodata")
+
+    def apply_start_weights(self, base_card: dict | None, start) -> None:
+        """Fill the fresh network as START_WEIGHTS says (:mod:`.start_weights`), unless the run
+        starts from a model (``base_card``: fine-tune or resume): ``start()`` loads them and
+        returns the line for the log ("" for random)."""
+        if base_card is None:
+            line = start()
+            if line:
+                self.ctx.log(line)
+
