@@ -92,7 +92,7 @@ def test_a_missing_file_or_another_architectures_file_is_a_user_error(fam, tmp_p
                                     start_weights=str(tmp_path / "nowhere.pth"))
     problem = [p for p in job.problems() if "START_WEIGHTS" in p]
     assert problem and "nowhere.pth" in problem[0] and fam.pretrained in problem[0]
-    with pytest.raises(UserError, match="neither random"):
+    with pytest.raises(UserError, match="does not exist"):
         build(fam, 3, tmp_path / "nowhere.pth")
     other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8),
                                 torch.nn.Conv2d(8, 8, 3))
@@ -101,7 +101,7 @@ def test_a_missing_file_or_another_architectures_file_is_a_user_error(fam, tmp_p
         build(fam, 3, tmp_path / "other.pth")
     assert "START_WEIGHTS random" in err.value.fix
     (tmp_path / "junk.safetensors").write_bytes(b"not weights")
-    with pytest.raises(UserError, match="cannot be read"):
+    with pytest.raises(UserError, match="not a safetensors file"):
         build(fam, 3, tmp_path / "junk.safetensors")
 
 
@@ -187,3 +187,96 @@ def test_training_from_a_weights_file_writes_a_model_that_loads(fam, tmp_path):
         saved = load_file(str(model))
         for key in ("backbone.body.bn1.running_mean", "backbone.body.layer1.0.bn1.weight"):
             assert torch.equal(saved[key], file[key]), key
+
+
+@pytest.mark.parametrize("fam", FAMILY_PARAMS)
+def test_bad_start_weights_are_named_before_the_job_starts(fam, tmp_path):
+    """What a user types or picks by mistake is refused by the job's checks (the dialog's
+    message, Processing's parameter check, dltrain before any work), each saying what is
+    wrong: found by trying them (a text file renamed .pth used to fail only once the network
+    was built, with "IndexError: pop from empty list")."""
+    from safetensors.torch import save_file
+
+    (tmp_path / "folder.pth").mkdir()
+    (tmp_path / "notes.pth").write_text("not weights")
+    (tmp_path / "notes.safetensors").write_text("not weights")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "good.pth")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "good.safetensors"))
+    save_file({}, str(tmp_path / "none.safetensors"))
+    expected = {"": "is empty", " Random": "write random (lower case",
+                str(tmp_path / "folder.pth"): "is a folder",
+                str(tmp_path / "nowhere" / "w.pth"): "does not exist",
+                "nowhere.safetensors": "does not exist",
+                str(tmp_path / "notes.pth"): "nor a file saved with torch.save",
+                str(tmp_path / "notes.safetensors"): "not a safetensors file",
+                str(tmp_path / "empty.pth"): "is empty",
+                str(tmp_path / "none.safetensors"): "holds no tensors",
+                "imagnet": "is neither random"}
+    for value, words in expected.items():
+        job = job_class(fam.train_kind)(start_weights=value)
+        found = [p for p in job.problems() if "START_WEIGHTS" in p]
+        assert len(found) == 1 and words in found[0], (value, found)
+    for value in ("random", fam.pretrained, tmp_path / "good.pth", tmp_path / "good.safetensors"):
+        job = job_class(fam.train_kind)(start_weights=str(value))
+        assert not [p for p in job.problems() if "START_WEIGHTS" in p], value
+
+
+def test_a_pickled_network_is_refused_with_the_state_dict_fix(tmp_path):
+    from plugin.core.training.start_weights import read_state_file
+
+    torch.save(torch.nn.Conv2d(3, 4, 1), tmp_path / "whole.pth")
+    with pytest.raises(UserError, match="objects besides tensors") as err:
+        read_state_file(tmp_path / "whole.pth")
+    assert "model.state_dict()" in err.value.fix and "\x1b" not in err.value.message
+
+
+def test_a_download_failure_reads_in_one_plain_line():
+    """A URLError's text is ``<urlopen error …>``: the Training Model window and the message
+    bar render messages as rich text and showed "(URLError: )"."""
+    import urllib.error
+
+    from plugin.core.training.start_weights import reason
+
+    assert reason(urllib.error.URLError(OSError(-2, "Name or service not known"))) == (
+        "URLError: [Errno -2] Name or service not known")
+    assert reason(RuntimeError("\x1b[1mbold\x1b[0m first\nsecond")) == "RuntimeError: bold first"
+
+
+def test_hub_weights_come_from_the_cache_first_and_offline_fails_at_once(monkeypatch):
+    """timm's and smp's weights: one try in the hub's offline mode (the cache; no request),
+    then, with the hub unreachable, the offline message at once (the hub's own retries took
+    25–50 s here, printing a warning each)."""
+    from huggingface_hub import constants
+
+    from plugin.core.training import start_weights
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    probes, modes = [], []
+    monkeypatch.setattr(start_weights, "reachable", lambda url, t: probes.append(url) or False)
+
+    def not_cached():
+        modes.append(constants.HF_HUB_OFFLINE)
+        raise OSError("not in the cache")
+
+    with pytest.raises(UserError, match="^Offline: w could not be downloaded") as err:
+        start_weights.hf_hub_state("w", not_cached)
+    assert modes == [True] and probes == [constants.ENDPOINT]
+    assert "cannot be reached" in err.value.message and constants.HF_HUB_OFFLINE is False
+    assert start_weights.hf_hub_state("w", lambda: {"cached": modes.append(1)}) == {
+        "cached": None}
+    assert len(probes) == 1   # found in the cache: the hub is not asked
+
+
+def test_an_unknown_older_weights_choice_is_refused_not_made_random():
+    """ENCODER_WEIGHTS / WEIGHTS were none / imagenet (0 / 1 in Processing); anything else was
+    refused and must not quietly train from random weights."""
+    from plugin.core.jobs import Job
+
+    for kind, name in (("train_pixel_segmentation", "encoder_weights"),
+                       ("train_grid_model", "weights")):
+        with pytest.raises(UserError, match=f"{name.upper()} 'imagnet'") as err:
+            Job.from_dict({"kind": kind, "params": {name: "imagnet"}})
+        assert "START_WEIGHTS" in err.value.fix
+        assert Job.from_dict({"kind": kind, "params": {name: 1}}).start_weights == "imagenet"
+        assert Job.from_dict({"kind": kind, "params": {name: "0"}}).start_weights == "random"

@@ -37,15 +37,14 @@ def pretrained_encoder_state(encoder: str) -> dict:
     ImageNet weights of the RGB encoder (``smp.encoders.get_encoder(encoder, weights=
     "imagenet")``, from the Hugging Face hub ``smp-hub/<encoder>.imagenet`` into its cache).
     UserError offline."""
-    from .training.start_weights import download_state, hf_hub_cache
+    from .training.start_weights import hf_hub_state
 
     def fetch() -> dict:
         from segmentation_models_pytorch.encoders import get_encoder
 
         return get_encoder(encoder, in_channels=3, depth=5, weights="imagenet").state_dict()
 
-    return download_state(f"segmentation-models-pytorch's ImageNet {encoder} weights",
-                          hf_hub_cache(), fetch)
+    return hf_hub_state(f"segmentation-models-pytorch's ImageNet {encoder} weights", fetch)
 
 
 def start_smp(network, start: str, task: str, encoder: str) -> str:

@@ -41,10 +41,10 @@ def pretrained_state(architecture: str) -> dict:
     UserError offline."""
     import timm
 
-    from ..training.start_weights import download_state, hf_hub_cache
+    from ..training.start_weights import hf_hub_state
 
-    return download_state(f"timm's ImageNet {architecture} weights", hf_hub_cache(),
-                          lambda: timm.create_model(architecture, pretrained=True).state_dict())
+    return hf_hub_state(f"timm's ImageNet {architecture} weights",
+                        lambda: timm.create_model(architecture, pretrained=True).state_dict())
 
 
 def head_parameters(net: nn.Module) -> list[str]:

@@ -22,6 +22,10 @@ Light at import time (torch is imported inside the functions): the job modules r
 
 from __future__ import annotations
 
+import json
+import pickle
+import re
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -31,6 +35,7 @@ from ..params import spec
 
 START_RANDOM = "random"
 WEIGHTS_FILTER = "Weights (*.safetensors *.pth *.pt *.bin)"
+WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 #: Parameters earlier versions had instead of START_WEIGHTS (job files, Processing calls):
 #: field name → Processing name. A file overrides a choice, as it did then.
 LEGACY_CHOICES = {"encoder_weights": "ENCODER_WEIGHTS", "weights": "WEIGHTS"}
@@ -61,27 +66,83 @@ def start_weights_field(task: str, pretrained: str):
 
 def start_problems(value: str, task: str) -> list[str]:
     """A sentence (problem + fix) when START_WEIGHTS ``value`` is neither random, ``task``'s
-    family's pretrained choice nor an existing file; else none."""
+    family's pretrained choice nor an existing weights file (an empty value, a folder, a path
+    that does not exist, a file that is no weights file: :func:`weights_file_problem`, a word
+    misspelt); else none."""
     choice = pretrained_choice(task)
-    if value in (START_RANDOM, choice) or (value and Path(value).is_file()):
+    if value in (START_RANDOM, choice):
         return []
+    choose = f"choose {START_RANDOM}, {choice} or the path of a .safetensors or .pth file"
+    word = value.strip().lower()
+    if not word:
+        return [f"Start weights (START_WEIGHTS) is empty: {choose}."]
+    if word in (START_RANDOM, choice):
+        return [f"Start weights (START_WEIGHTS) {value!r}: write {word} (lower case, no "
+                "spaces)."]
+    path = Path(value)
+    if path.is_dir():
+        return [f"The start weights {value} (START_WEIGHTS) is a folder: choose a weights file "
+                "(.safetensors, .pth)."]
+    if path.is_file():
+        problem = weights_file_problem(path)
+        return [f"The start weights file {path.name} (START_WEIGHTS) {problem}: give a state "
+                "dict saved with safetensors or torch.save (.safetensors, .pth), or choose "
+                f"{START_RANDOM}."] if problem else []
+    if any(sep in value for sep in "/\\") or path.suffix.lower() in WEIGHTS_SUFFIXES:
+        return [f"The start weights file {value} (START_WEIGHTS) does not exist: check the "
+                f"path, or choose {START_RANDOM} or {choice}."]
     return [f"Start weights (START_WEIGHTS) {value!r} is neither {START_RANDOM}, {choice} nor an "
-            f"existing weights file: choose {START_RANDOM}, {choice} or the path of a "
-            ".safetensors or .pth file."]
+            f"existing weights file: {choose}."]
+
+
+def weights_file_problem(path: str | Path) -> str:
+    """What makes the file at ``path`` no weights file, "" when it looks like one: a
+    ``.safetensors`` file needs safetensors' header (8-byte little-endian length, then a JSON
+    table naming at least one tensor), any other file the start of what ``torch.save`` writes
+    (a zip archive, or a pickle's protocol byte 0x80 for the legacy format). Reads a few bytes
+    with the standard library only (the dialogs check it as the user types); whether the
+    tensors fit is checked when the network is built (:func:`load_start_state`)."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size == 0:
+            return "is empty"
+        with p.open("rb") as f:
+            head = f.read(8)
+            if p.suffix.lower() != ".safetensors":
+                return ("" if head[:1] == b"\x80" or zipfile.is_zipfile(p) else
+                        "is neither a safetensors file nor a file saved with torch.save")
+            length = int.from_bytes(head, "little") if len(head) == 8 else size
+            if length > size - 8:
+                return "is not a safetensors file (no safetensors header)"
+            header = json.loads(f.read(length))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    except ValueError:   # JSON (and Unicode) decoding errors
+        return "is not a safetensors file (no safetensors header)"
+    if not isinstance(header, dict) or not set(header) - {"__metadata__"}:
+        return "holds no tensors"
+    return ""
 
 
 def upgrade_legacy(params: dict, task: str) -> dict:
     """``params`` (field → value) with the START_WEIGHTS of the older fields of
     :data:`LEGACY_CHOICES` / :data:`LEGACY_FILES` (ENCODER_WEIGHTS none/imagenet or 0/1,
     ENCODER_WEIGHTS_FILE, WEIGHTS, WEIGHTS_FILE) in ``start_weights``, those fields removed
-    (a ``start_weights`` already in ``params`` is kept)."""
+    (a ``start_weights`` already in ``params`` is kept). UserError for a choice those settings
+    never had (it used to be refused; it must not become random weights unseen)."""
     out = dict(params)
     choice = file = None
-    for name in LEGACY_CHOICES:
+    for name, parameter in LEGACY_CHOICES.items():
         if name in out:
             value = out.pop(name)
-            choice = (pretrained_choice(task) if str(value).strip().lower() in ("imagenet", "1")
-                      else START_RANDOM)
+            word = str(value).strip().lower()
+            if word not in ("imagenet", "1", "none", "0", ""):
+                raise UserError(f"{parameter} {value!r} (a setting of earlier versions, now "
+                                "START_WEIGHTS) is neither none nor imagenet.",
+                                f"Write START_WEIGHTS {START_RANDOM}, {pretrained_choice(task)} "
+                                "or the path of a weights file instead.")
+            choice = pretrained_choice(task) if word in ("imagenet", "1") else START_RANDOM
     for name in LEGACY_FILES:
         if name in out:
             file = out.pop(name) or file
@@ -110,9 +171,15 @@ def read_state_file(path: str | Path) -> dict:
             state = load_file(str(p))
         else:
             state = torch.load(str(p), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:   # weights_only refuses pickled code: a whole model, say
+        raise UserError(f"The start weights file {p.name} cannot be read: it holds Python "
+                        "objects besides tensors (a whole network saved with torch.save("
+                        "model)?), and loading those could run any code.",
+                        "Save the network's state dict instead: torch.save(model.state_dict(), "
+                        "path) or safetensors.") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise UserError(f"The start weights file {p.name} cannot be read "
-                        f"({type(exc).__name__}: {exc}).", fix) from None
+        raise UserError(f"The start weights file {p.name} cannot be read ({reason(exc)}).",
+                        fix) from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -121,6 +188,24 @@ def read_state_file(path: str | Path) -> dict:
     if not tensors:
         raise UserError(f"The start weights file {p.name} holds no state dict.", fix)
     return tensors
+
+
+def reason(exc: BaseException) -> str:
+    """``exc`` in one short line for a message: its type and the first line of its text
+    (a URLError's reason without ``<urlopen error …>``, which rich-text labels would swallow;
+    no terminal colour codes; at most 200 characters)."""
+    text = str(getattr(exc, "reason", None) or exc)
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()[:200]
+
+
+def offline_error(what: str, cache: str | Path, why: str) -> UserError:
+    """The UserError of a library download (``what``) that failed offline (``why``), naming
+    the cache folder to fill on a connected machine and the local-file way out."""
+    return UserError(f"Offline: {what} could not be downloaded ({why}).",
+                     f"Download {what} on a connected machine into {cache} (run a training "
+                     "with the same START_WEIGHTS there, then copy that folder here), or give a "
+                     "local weights file as START_WEIGHTS.")
 
 
 def download_state(what: str, cache: str | Path, fetch: Callable[[], dict]) -> dict:
@@ -132,11 +217,49 @@ def download_state(what: str, cache: str | Path, fetch: Callable[[], dict]) -> d
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - network failures come in many types
-        raise UserError(f"Offline: {what} could not be downloaded ({type(exc).__name__}: "
-                        f"{exc}).",
-                        f"Download {what} on a connected machine into {cache} (run a training "
-                        "with the same START_WEIGHTS there, then copy that folder here), or "
-                        "give a local weights file as START_WEIGHTS.") from None
+        raise offline_error(what, cache, reason(exc)) from None
+
+
+def hf_hub_state(what: str, fetch: Callable[[], dict], timeout_s: float = 5.0) -> dict:
+    """``fetch()`` for weights the library takes from the Hugging Face hub (timm's, smp's):
+    first from the hub's cache alone, in the hub's offline mode (no request); when they are
+    not there, one connection to the hub (``timeout_s``) decides: none → the offline
+    UserError at once (the hub's own retries take 25–50 s, a warning each); else
+    :func:`download_state`. With a proxy configured the connection test is left out."""
+    from huggingface_hub import constants
+
+    offline = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        return fetch()
+    except KeyboardInterrupt:
+        raise
+    except Exception:  # noqa: BLE001, S110 - not in the cache: the hub is tried below
+        pass
+    finally:
+        constants.HF_HUB_OFFLINE = offline
+    if offline or not reachable(constants.ENDPOINT, timeout_s):
+        raise offline_error(what, hf_hub_cache(), f"not in the cache, and {constants.ENDPOINT} "
+                            "cannot be reached")
+    return download_state(what, hf_hub_cache(), fetch)
+
+
+def reachable(url: str, timeout_s: float) -> bool:
+    """Whether a TCP connection to ``url``'s host opens within ``timeout_s`` (True when a
+    proxy is configured: the library goes through it, not straight to the host)."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    if urllib.request.getproxies():
+        return True
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def torch_hub_cache() -> Path:
