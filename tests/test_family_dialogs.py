@@ -335,3 +335,78 @@ def test_instance_and_regression_forms_show_the_training_length(plugin, task, tm
     assert "Training length: 2 optimiser steps (1 epochs × 2 batches of 2)" in text
     assert "Only 2 training steps" in text and "Validation" in text
     dialog.close()
+
+
+def test_a_summary_that_waited_starts_once_the_job_is_valid(plugin, tmp_path):
+    """The summary waits for a valid job; it used to note its fields as seen while waiting,
+    so a job made valid by a field it does not read never started it: reopening Train
+    Instance Segmentation on its remembered project left the summary empty (its learning-rate
+    field still read 0 while the remembered project and patch size were filled in)."""
+    from family_models import rgba_project, train_job
+
+    from plugin.core.families import family
+    from plugin.gui.task import pump_until
+    from plugin.gui.training_dialog_parts import SUMMARY_WAITING
+
+    job = train_job("instance_segmentation", rgba_project(tmp_path / "scene"),
+                    tmp_path / "m.dltmodel.safetensors")
+    dialog = open_tool(family("instance_segmentation").train_tool, plugin)
+    ready = dialog.summary_ready
+    dialog.summary_ready = lambda _job: False   # another field not valid yet
+    dialog.set_job(job)
+    dialog._changed()
+    assert dialog.summary_status.text() == SUMMARY_WAITING
+    dialog.summary_ready = ready   # that field is valid now; the summary's own are unchanged
+    dialog._changed()
+    assert pump_until(lambda: "Training length" in dialog.summary_view.toPlainText(), 60), \
+        dialog.summary_status.text() + dialog.summary_view.toPlainText()
+    dialog.close()
+
+
+def test_train_forms_are_never_cut_off_beside_their_summary(plugin):
+    """The form of a train dialog with a pre-flight summary is as wide as it needs, Advanced
+    shown or not: it was cut at the right (the "…" buttons hidden) in Train Instance
+    Segmentation and Train Pixel Regression at 1366 × 768."""
+    from qgis.PyQt.QtWidgets import QGroupBox, QScrollArea
+
+    from plugin.core.families import family
+
+    for task in ("instance_segmentation", "pixel_regression"):
+        dialog = open_tool(family(task).train_tool, plugin)
+        dialog.resize(1060, 700)
+        dialog.show()
+        area = dialog.findChildren(QScrollArea)[0]
+        for advanced in (False, True):
+            next(b for b in dialog.findChildren(QGroupBox)
+                 if b.title() == "Advanced").setChecked(advanced)
+            dialog.layout().activate()
+            need = area.widget().minimumSizeHint().width()
+            assert area.viewport().width() >= need, (task, advanced)
+        dialog.close()
+
+
+def test_a_failed_training_shows_its_message_as_typed_and_enter_adds_no_weights(plugin):
+    """The Training Model window showed messages as rich text, so "<urlopen error …>" and
+    any other "<…>" vanished ("(URLError: )"); Enter in the Start weights field added the
+    typed path to its list of choices."""
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtGui import QTextDocument
+    from qgis.PyQt.QtTest import QTest
+
+    from plugin.core.families import family
+    from plugin.core.jobs import job_class
+    from plugin.gui.training_window import TrainingWindow
+
+    fam = family("object_detection")
+    window = TrainingWindow(None, job_class(fam.train_kind)(), plugin=plugin)
+    window._failed("Offline (URLError: <urlopen error unreachable>).", "Use a <file>.")
+    shown = QTextDocument()
+    shown.setHtml(window.status_label.text())   # what the rich-text label shows
+    assert "<urlopen error unreachable>). Use a <file>." in shown.toPlainText()
+    window.close()
+    dialog = open_tool(fam.train_tool, plugin)
+    combo = dialog.findChild(QComboBox, "start_weights")
+    combo.lineEdit().setText("/no/such.pth")
+    QTest.keyClick(combo.lineEdit(), Qt.Key_Return)
+    assert [combo.itemText(i) for i in range(combo.count())] == ["random", fam.pretrained]
+    dialog.close()

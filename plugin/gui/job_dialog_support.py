@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from qgis.core import QgsSettings
-from qgis.PyQt.QtCore import QEvent, QObject, QPoint, QPointF, Qt, QTimer
+from qgis.PyQt.QtCore import QEvent, QObject, QPoint, QPointF, QSize, Qt, QTimer
 from qgis.PyQt.QtWidgets import (
     QAbstractButton,
     QAbstractScrollArea,
@@ -30,6 +30,7 @@ from qgis.PyQt.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QScrollBar,
     QSpinBox,
     QVBoxLayout,
@@ -428,15 +429,38 @@ def fit_to_screen(widget: QWidget, width: int, height: int, margin: int = 60) ->
 
 
 def scrolled(inner: QWidget) -> QWidget:
-    """``inner`` in a frameless vertical scroll area (for forms taller than small screens)."""
-    from qgis.PyQt.QtWidgets import QFrame, QScrollArea
+    """``inner`` in a frameless vertical scroll area (for forms taller than small screens),
+    never narrower than ``inner`` needs (:class:`FormScrollArea`)."""
+    from qgis.PyQt.QtWidgets import QFrame
 
-    area = QScrollArea()
+    area = FormScrollArea()
     area.setWidget(inner)
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.NoFrame)
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
     return area
+
+
+class FormScrollArea(QScrollArea):
+    """A vertical scroll area whose minimum width is its form's (the form's minimum width,
+    the scroll bar's and the frame's), updated when the form's layout changes (Advanced
+    shown): with no horizontal scroll bar, a narrower area cut off the form's right side, the
+    "…" buttons included (Train Instance Segmentation and Train Pixel Regression beside their
+    pre-flight summaries at 1366 × 768)."""
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        hint = super().minimumSizeHint()
+        inner = self.widget()
+        if inner is not None:
+            hint.setWidth(max(hint.width(), inner.minimumSizeHint().width()
+                              + self.verticalScrollBar().sizeHint().width()
+                              + 2 * self.frameWidth()))
+        return hint
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if watched is self.widget() and event.type() == QEvent.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
 
 
 def single_shot_timer(parent: QWidget, interval_ms: int, slot: Callable[[], None]) -> QTimer:

@@ -51,6 +51,7 @@ def start_weights_row(parent: QWidget, job_cls: type[Job]) -> tuple[QComboBox, Q
     ps = next(p for f, p in param_fields(job_cls) if f.name == "start_weights")
     combo = QComboBox()
     combo.setEditable(True)
+    combo.setInsertPolicy(QComboBox.NoInsert)   # Enter must not add a typed path to the list
     combo.setObjectName("start_weights")
     combo.addItems([START_RANDOM, pretrained_choice(job_cls.family_task())])
     combo.setToolTip(spec_tooltip(ps))
@@ -203,6 +204,9 @@ class TrainingDialog(JobDialog):
             return
         self.summary, self.summary_error = None, ""
         if not self.summary_ready(job):
+            # the job may become valid through a field the summary does not read (the
+            # output model a reopened dialog clears, then names): check again on every change
+            self._summary_key = None
             self._show_summary_waiting()
             return
         self.summary_status.setText("Sampling…")

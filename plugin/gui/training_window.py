@@ -7,6 +7,7 @@ asks the worker to stop at its next safe point (finished epochs and the best mod
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import time
@@ -436,7 +437,8 @@ class TrainingWindow(QWidget):
                                         else ""))
 
     def _failed(self, message: str, fix: str) -> None:
-        self._ended("failed", f"<b>Training failed:</b> {message} {fix}".strip())
+        text = html.escape(f"{message} {fix}".strip())   # plain text: '<' must show
+        self._ended("failed", f"<b>Training failed:</b> {text}")
         self.status_label.setStyleSheet("color: #b00020;")
 
     def _cancelled(self, partial) -> None:
