@@ -280,3 +280,20 @@ def test_an_unknown_older_weights_choice_is_refused_not_made_random():
         assert "START_WEIGHTS" in err.value.fix
         assert Job.from_dict({"kind": kind, "params": {name: 1}}).start_weights == "imagenet"
         assert Job.from_dict({"kind": kind, "params": {name: "0"}}).start_weights == "random"
+
+
+@pytest.mark.parametrize("fam", FAMILY_PARAMS)
+def test_a_relative_start_weights_file_is_made_absolute_before_the_job_leaves(fam, tmp_path,
+                                                                              monkeypatch):
+    """START_WEIGHTS is free text, not a file field: `qgis_process … --START_WEIGHTS=w.pth`
+    passed the checks in the caller's folder, then the worker (another folder) did not find
+    it. A path that exists is made absolute; words stay as typed, even with a file of that
+    name in the folder."""
+    torch.save({"w": torch.zeros(1)}, tmp_path / "w.pth")
+    (tmp_path / fam.pretrained).write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    kind = job_class(fam.train_kind)
+    assert kind(start_weights="w.pth").with_absolute_paths().start_weights == str(
+        tmp_path / "w.pth")
+    for word in ("random", fam.pretrained, "imagnet", "nowhere.pth"):
+        assert kind(start_weights=word).with_absolute_paths().start_weights == word

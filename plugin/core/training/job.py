@@ -18,7 +18,7 @@ from ..job_fields import device_field
 from ..jobs import Job, JobContext
 from . import fields as trainer
 from .logfolder import is_training_log
-from .start_weights import start_problems, upgrade_legacy
+from .start_weights import START_RANDOM, pretrained_choice, start_problems, upgrade_legacy
 
 
 @dataclass
@@ -88,6 +88,23 @@ class TrainingJob(Job):
         if not hasattr(self, "start_weights"):
             return []
         return start_problems(self.start_weights, self.family_task())
+
+    def with_absolute_paths(self, cwd: str | Path | None = None) -> TrainingJob:
+        """The base's copy, START_WEIGHTS too when it names a file or folder relative to
+        ``cwd`` or under ``~`` (a free-text field, unlike the file fields: a relative path
+        passed the checks in QGIS and then was not found by the worker, which runs in another
+        folder). Words (random, imagenet, a typo) stay as typed."""
+        import dataclasses
+
+        from ..outputs import absolute_path
+
+        job = super().with_absolute_paths(cwd)
+        start = getattr(job, "start_weights", "")
+        words = (START_RANDOM, pretrained_choice(self.family_task()))
+        if (start and start not in words and start == start.strip()
+                and Path(absolute_path(start, cwd)).exists()):
+            job = dataclasses.replace(job, start_weights=absolute_path(start, cwd))
+        return job
 
     @classmethod
     def upgrade_params(cls, params: dict) -> dict:
