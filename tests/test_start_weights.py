@@ -297,3 +297,5 @@ def test_a_relative_start_weights_file_is_made_absolute_before_the_job_leaves(fa
         tmp_path / "w.pth")
     for word in ("random", fam.pretrained, "imagnet", "nowhere.pth"):
         assert kind(start_weights=word).with_absolute_paths().start_weights == word
+    monkeypatch.setenv("HOME", str(tmp_path))   # ~ is checked (the dialog) and read as home
+    assert not [p for p in kind(start_weights="~/w.pth").problems() if "START_WEIGHTS" in p]

@@ -79,7 +79,7 @@ def start_problems(value: str, task: str) -> list[str]:
     if word in (START_RANDOM, choice):
         return [f"Start weights (START_WEIGHTS) {value!r}: write {word} (lower case, no "
                 "spaces)."]
-    path = Path(value)
+    path = Path(value).expanduser()
     if path.is_dir():
         return [f"The start weights {value} (START_WEIGHTS) is a folder: choose a weights file "
                 "(.safetensors, .pth)."]
@@ -102,7 +102,7 @@ def weights_file_problem(path: str | Path) -> str:
     (a zip archive, or a pickle's protocol byte 0x80 for the legacy format). Reads a few bytes
     with the standard library only (the dialogs check it as the user types); whether the
     tensors fit is checked when the network is built (:func:`load_start_state`)."""
-    p = Path(path)
+    p = Path(path).expanduser()
     try:
         size = p.stat().st_size
         if size == 0:
@@ -159,7 +159,7 @@ def read_state_file(path: str | Path) -> dict:
     unreadable or holds no tensors."""
     import torch
 
-    p = Path(path)
+    p = Path(path).expanduser()
     fix = "Give a state dict saved with safetensors or torch.save (.safetensors, .pth)."
     if not p.is_file():
         raise UserError(f"The start weights file {p} does not exist.",
