@@ -332,7 +332,7 @@ def test_instance_and_regression_forms_show_the_training_length(plugin, task, tm
     assert pump_until(lambda: "Training length" in dialog.summary_view.toPlainText(), 60), \
         dialog.summary_status.text() + dialog.summary_view.toPlainText()
     text = dialog.summary_view.toPlainText()
-    assert "Training length: 2 optimiser steps (1 epochs × 2 batches of 2)" in text
+    assert "Training length: 2 optimiser steps (1 epoch × 2 batches of 2)" in text
     assert "Only 2 training steps" in text and "Validation" in text
     dialog.close()
 

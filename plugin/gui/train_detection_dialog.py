@@ -22,7 +22,7 @@ from ..core.detection.jobs import (
     DetectionSummaryJob,
     TrainObjectDetectionJob,
 )
-from ..core.wording import for_dialog
+from ..core.wording import for_dialog, plural
 from . import settings
 from .job_dialog_support import (
     browse_file,
@@ -83,9 +83,10 @@ def detection_summary_html(summary: dict) -> str:
              f"{summary.get('largest_box_px', 0):g} px.</p>")
     steps = summary.get("steps")
     if steps:
-        text += (f"<p>Training length: <b>{steps['total']} optimiser steps</b> "
-                 f"({steps['epochs']} epochs × {steps['per_epoch']} batches of "
-                 f"{steps['batch_size']} random windows).</p>")
+        text += (f"<p>Training length: <b>{plural(steps['total'], 'optimiser step')}</b> "
+                 f"({plural(steps['epochs'], 'epoch')} × "
+                 f"{plural(steps['per_epoch'], 'batch', 'batches')} of "
+                 f"{plural(steps['batch_size'], 'random window')}).</p>")
     if summary.get("warnings"):
         items = "".join(f"<li>{html.escape(w)}</li>" for w in summary["warnings"])
         text += f"<ul style='color:#a05a00'>{items}</ul>"

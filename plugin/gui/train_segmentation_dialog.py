@@ -54,7 +54,7 @@ from ..core.segmentation.jobs import (
 )
 from ..core.training.length import training_length
 from ..core.training.start_weights import START_RANDOM, WEIGHTS_FILTER
-from ..core.wording import for_dialog
+from ..core.wording import for_dialog, plural
 from . import settings
 from .job_dialog_support import (
     MODEL_FILTER,
@@ -784,7 +784,8 @@ class TrainSegmentationDialog(TrainingDialog):
             self.length_label.setText("")
             return
         per_epoch, total, warning = training_length(job, area)
-        text = f"Training length: {job.epochs} epochs × {per_epoch} batches = {total} steps."
+        text = (f"Training length: {plural(job.epochs, 'epoch')} × "
+                f"{plural(per_epoch, 'batch', 'batches')} = {plural(total, 'step')}.")
         self.length_label.setText(text + (f" <b style='color:#a05a00'>{warning}</b>"
                                           if warning else ""))
 

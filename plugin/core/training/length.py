@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+from ..wording import plural
+
 MIN_STEPS = 300    # fewer optimiser steps than this get a warning before training
 
 
@@ -72,5 +74,6 @@ def length_lines(epochs: int, per_epoch: int, batch_size: int | None,
     every family."""
     total = epochs * per_epoch
     of = f" of {batch_size}" if batch_size else ""
-    return (f"Training length: {total} optimiser steps ({epochs} epochs × {per_epoch} "
-            f"batches{of}).", short_warning(total, knobs))
+    return (f"Training length: {plural(total, 'optimiser step')} ({plural(epochs, 'epoch')} × "
+            f"{plural(per_epoch, 'batch', 'batches')}{of}).", short_warning(total, knobs))
+
