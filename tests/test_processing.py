@@ -197,6 +197,34 @@ def test_processing_defaults_give_the_jobs_defaults(qgis_processing, kind):
         {f.name: getattr(reference, f.name) for f in dataclasses.fields(reference)}
 
 
+def test_bench_land_cover_trains_the_job_of_the_issues_processing_run(qgis_processing,
+                                                                        tmp_path):
+    """Issue 19: bench/learn_real_imagery.py's land-cover case trains the job a Processing run
+    with only PROJECT, UNLABELLED_PIXELS=unknown, DEVICE and OUTPUT_MODEL builds; the bench adds
+    only its last model (SEED 0 is the default)."""
+    import argparse
+    import importlib.util
+
+    from plugin.core.segmentation.jobs import TrainPixelSegmentationJob
+
+    spec_ = importlib.util.spec_from_file_location("learn_real_imagery",
+                                                   ROOT / "bench" / "learn_real_imagery.py")
+    bench = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(bench)
+    args = argparse.Namespace(seed=0, epochs=0, steps_per_epoch=0, patch_size=0, batch_size=0,
+                              set=[])
+    project = str(tmp_path / "labels.gpkg")
+    job = bench.train_job(project, tmp_path, args, UNLABELLED_PIXELS="unknown")
+    users = TrainPixelSegmentationJob(project=project, unlabelled_pixels="unknown",
+                                      device="cpu",
+                                      output_model=str(tmp_path / "model.dltmodel.safetensors"))
+    assert job.output_last_model == str(tmp_path / "last.dltmodel.safetensors")
+    assert dataclasses.replace(job, output_last_model="") == users
+    assert bench.train_job(project, tmp_path, argparse.Namespace(
+        seed=2, epochs=3, set=["loss=\"focal\""]), UNLABELLED_PIXELS="unknown") == \
+        dataclasses.replace(job, seed=2, epochs=3, loss="focal")
+
+
 def test_job_from_parameters_maps_values_back(qgis_processing, synthetic_scene, tmp_path):
     alg = JobAlgorithm(AllKindsJob)
     context = QgsProcessingContext()

@@ -277,6 +277,19 @@ def test_scanning_memory_does_not_grow_with_the_raster(tmp_path: Path):
     assert peak < size * size / 4    # well under the 16 MB a whole-raster read would take
 
 
+def test_validation_spares_the_unit_holding_most_of_a_class():
+    """Issue 19: a feature in every patch but mostly in one (a lake among streams, 794 of 1291
+    water pixels in one of 5 patches) keeps that patch in training whatever the draw; when only
+    such units are left, validation still gets its count."""
+    counts = [{0: 14000, 1: 125}, {0: 14000, 1: 50}, {0: 9700, 1: 12}, {0: 11000, 1: 794},
+              {0: 11600, 1: 310}]
+    for seed in range(20):
+        val = plan_mod.class_covering(counts, 1, np.random.default_rng(seed))
+        assert len(val) == 1 and 3 not in val
+    assert plan_mod.class_covering([{1: 90}, {1: 10}], 1, np.random.default_rng(0)) == {1}
+    assert plan_mod.class_covering([{1: 90}, {1: 10}], 2, np.random.default_rng(0)) == {0, 1}
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_validation_patches_hold_every_class_they_can(tmp_path: Path, seed: int):
     """Sparse labels (issue 9): a random pick of 2 validation patches out of 10 feature patches

@@ -433,11 +433,13 @@ def class_covering(counts: list[dict[int, int]], n_val: int,
     unit that takes at most half of any class's pixels, validates the most classes not yet
     validated, then takes the smallest share of any class's pixels (ties: at random from
     ``rng``); a class in every unit is left to the random draw. The remaining units are drawn
-    at random, those that would leave a class without training first avoided. A class found in
-    one unit only stays in training (the plan then warns that it has no validation samples).
-    Sparse labels (land-cover polygons, a few per class) are what this is for: a purely random
-    pick validated one or two classes and could take every label of a rare class out of
-    training.
+    at random, those that would leave a class without training or take more than half of a
+    class's pixels first avoided. A class found in one unit only stays in training (the plan
+    then warns that it has no validation samples). Sparse labels (land-cover polygons, a few per
+    class) are what this is for: a purely random pick validated one or two classes and could take
+    every label of a rare class out of training; sparse features in every patch but mostly in
+    one (a lake among streams: issue 19's water, 61 % of the training half's water in one of 5
+    patches) lost that patch to validation, and the model never saw the lake.
     """
     has = [{k for k, v in c.items() if k and v} for c in counts]
     totals: dict[int, int] = {}
@@ -455,7 +457,7 @@ def class_covering(counts: list[dict[int, int]], n_val: int,
         return all(left[k] > 1 for k in has[i])
 
     def share(i: int) -> float:          # the largest share of a class's pixels in unit i
-        return max(counts[i].get(k, 0) / totals[k] for k in has[i])
+        return max((counts[i].get(k, 0) / totals[k] for k in has[i]), default=0.0)
 
     def take(i: int) -> None:
         val.add(i)
@@ -473,8 +475,9 @@ def class_covering(counts: list[dict[int, int]], n_val: int,
             take(min(options, key=lambda i: (share(i) > 0.5, -len(has[i] - covered),
                                              share(i))))
     for spare in (True, False):    # the rest at random, sparing classes' last training units
-        for i in order:
-            if len(val) < n_val and i not in val and (keeps_training(i) or not spare):
+        for i in order:            # and the units holding most of a class
+            if len(val) < n_val and i not in val and (
+                    not spare or (keeps_training(i) and share(i) <= 0.5)):
                 take(i)
     return val
 
