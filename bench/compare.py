@@ -89,8 +89,8 @@ def run_versions(script: str, argv: list[str], versions: dict[str, str],
 
 
 def mean_result(runs: list[dict]) -> dict:
-    """The mean of several runs' results, key by key (nested dicts too); values that are not
-    numbers are the first run's."""
+    """The mean of several runs' results, key by key (nested dicts too; integers stay integers
+    when their mean is whole); values that are not numbers are the first run's."""
     out = {}
     for key, first in runs[0].items():
         values = [r.get(key) for r in runs]
@@ -98,7 +98,9 @@ def mean_result(runs: list[dict]) -> dict:
             out[key] = mean_result([v for v in values if isinstance(v, dict)])
         elif isinstance(first, (int, float)) and not isinstance(first, bool) and all(
                 isinstance(v, (int, float)) for v in values):
-            out[key] = float(sum(values) / len(values))
+            mean = sum(values) / len(values)
+            out[key] = int(mean) if all(isinstance(v, int) for v in values) and \
+                mean == int(mean) else float(mean)
         else:
             out[key] = first
     return out
