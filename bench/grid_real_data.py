@@ -35,9 +35,9 @@ Measured (CPU, 2 cores shared; every default but GRID_SIZE 16):
     (resnet18, batches of 32 cells: the automatic defaults; 378 / 398 cells)
 
 Same scene and seed 0, batches of 5 cells instead (the old BATCH_SIZE; 15 batches an epoch,
-1500 steps in the same 1.9 minutes): macro AUC 0.773, below the baseline. The target (macro AUC ≥ 0.85 on every seed) is met by seed 0 only;
-class_4, whose share differs most between the halves (187 of 378 cells on the left, 67 of 398
-on the right), is the gap.
+1500 steps in the same 1.9 minutes): macro AUC 0.773, below the baseline. The target (macro
+AUC ≥ 0.85 on every seed) is met by seed 0 only; class_4, whose share differs most between the
+halves (187 of 378 cells on the left, 67 of 398 on the right), is the gap.
 
 trees: DeepForest's NEON tile OSBS_029 (400 × 400 px RGB, 10 cm) with its 61 tree boxes; a cell
 is "tree" when boxes cover ≥ 50 % of it (MIN_COVER 0.5), else "background" (no tree).
