@@ -70,7 +70,7 @@ def test_dialog_builds_the_processing_job_and_explains_what_blocks_ok(qgis_proce
     assert back == job
     if hasattr(job, "grid_size"):
         dialog.widgets["grid_size"][1].setValue(100)
-        assert "multiple of 32: use 96" in dialog.reason_label.text()
+        assert "multiple of 16: use 96" in dialog.reason_label.text()
         assert not dialog.ok_button.isEnabled()
 
 

@@ -269,7 +269,7 @@ def test_grid_form_shows_what_training_will_sample(plugin, tmp_path):
         dialog.summary_status.text() + dialog.summary_view.toPlainText()
     text = dialog.summary_view.toPlainText()
     assert "Patches of 32 px from 2 rasters" in text
-    assert "Training length: 300 optimiser steps (100 epochs × 3 batches of 5)" in text
+    assert "Training length: 300 optimiser steps (100 epochs × 3 batches of 32)" in text
     assert dialog.summary_status.text().startswith("What training will sample")
     dialog.close()
 

@@ -421,7 +421,7 @@ def test_classifier_algorithms_run_from_paths(processing_run, tmp_path):
     chips = processing_run("dltrainer:trainchipclassifier", {
         "INPUT": str(tmp_path / "chips"), "ARCHITECTURE": "resnet18", "EPOCHS": 1,
         "OUTPUT_MODEL": str(tmp_path / "chips.dltmodel.safetensors")})
-    assert chips["task"] == "chip_classification" and chips["test"]["count"] == 6
+    assert chips["task"] == "chip_classification" and chips["test"]["count"] == 1  # a tenth
     out = processing_run("dltrainer:classifychips", {
         "INPUT": str(tmp_path / "chips"), "MODEL": chips["output_model"],
         "OUTPUT": str(tmp_path / "chips.csv")})

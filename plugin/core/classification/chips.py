@@ -35,12 +35,16 @@ NO_TAG = "background"
 
 @dataclass
 class Chip:
-    """One chip: its file, its class names (one, or the tags) and the split it came with."""
+    """One chip: its file, its class names (one, or the tags) and the split it came with;
+    :func:`check_chips` fills its side and, for a georeferenced chip, its centre and width in
+    map units (the spatial validation split of ``chipsplit.py``)."""
 
     path: Path
     labels: list[str]
     split: str = "auto"          # auto | train | validation | test
     side: tuple[int, int] | None = None   # (width, height) px, filled by :func:`check_chips`
+    centre: tuple[float, float] | None = None   # (x, y) map units; None: not georeferenced
+    extent: float = 0.0          # width in map units (0: not georeferenced)
 
     def rel(self, root: Path) -> str:
         try:
@@ -235,8 +239,11 @@ def read_chips_folder(folder: str | Path, classes: list[str] | None = None,
 
 def check_chips(chipset: ChipSet) -> None:
     """Read every chip's header: band count (all equal, else UserError naming one chip of each
-    count), size, data type, CRS and pixel size of the first."""
+    count), size, centre and width of a georeferenced chip (:class:`Chip`), data type, CRS and
+    pixel size of the first."""
     import rasterio
+
+    from ..raster_input import is_georeferenced
 
     counts: dict[int, Path] = {}
     for k, chip in enumerate(chipset.chips):
@@ -244,6 +251,9 @@ def check_chips(chipset: ChipSet) -> None:
             with rasterio.open(chip.path) as ds:
                 counts.setdefault(data_band_count(ds), chip.path)
                 chip.side = (ds.width, ds.height)
+                if is_georeferenced(ds):
+                    chip.centre = tuple(ds.transform * (ds.width / 2, ds.height / 2))
+                    chip.extent = abs(ds.transform.a) * ds.width
                 if k == 0:
                     chipset.dtype = ds.dtypes[0]
                     chipset.crs = ds.crs.to_string() if ds.crs else None

@@ -8,10 +8,18 @@ Sides (GBDX): chips with a side longer than ``max_side`` or shorter than ``min_s
 left out; the others are zero-padded to ``max_side × max_side`` and resized to ``resize`` when it
 is set. ``max_side`` 0 takes the longest chip side found.
 
-Splits, drawn with ``seed``: chips the export put in a test / validation split keep it. The test
-set is the ``test`` chips, else ``test_size`` chips drawn from the rest (at most a third of
-them). The validation set is the exported validation chips, else ``100 − split`` % of the rest.
-Training uses the remaining chips.
+Splits, drawn with ``seed``: chips the export put in a test / validation split keep it. The
+others are drawn in units: georeferenced chips (every one with a position, as Export Training
+Chips writes them) in spatial blocks, squares of :data:`BLOCK_CHIPS` × the median chip width by
+their centres, so overlapping neighbours (chips cut every half chip) fall on the same side but
+at a block's edge, and validation measures the model on places it has not seen; other chips
+one by one. The test set is
+the ``test`` chips, else whole units drawn at random while they fit in ``test_size`` chips and
+:data:`TEST_SHARE` of all (a small set keeps its chips for training). The validation set is the
+exported validation chips, else ``100 − split`` % of the remaining units, chosen to hold every
+class they can without taking a class's last training unit
+(:func:`..sampling.plan.class_covering`: a rare class is then validated, and its decision offset
+tuned). Training uses the remaining chips.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from ..errors import UserError
 from .chips import Chip, ChipSet, check_chips, read_chips_folder
 
 PROJECT_MAX_SIDE = 150    # px: GBDX's default maximum side when chips are cut from a project
+TEST_SHARE = 0.1          # largest share of the chips held out as the test set (TEST_SIZE)
+BLOCK_CHIPS = 2           # side of a spatial block of the split, in chip widths
 
 
 @dataclass
@@ -201,25 +211,49 @@ def chip_summary(chipset: ChipSet, splits: dict[str, list[Chip]], max_side: int,
     return out
 
 
+def chip_units(chips: list[Chip]) -> list[int]:
+    """Split unit of each chip (0, 1, … in order of appearance): the spatial block (squares of
+    :data:`BLOCK_CHIPS` × the median chip width, by the chip's centre) when every chip is
+    georeferenced, else one unit per chip."""
+    if not chips or any(c.centre is None or c.extent <= 0 for c in chips):
+        return list(range(len(chips)))
+    size = BLOCK_CHIPS * float(np.median([c.extent for c in chips]))
+    index: dict[tuple[int, int], int] = {}
+    return [index.setdefault((math.floor(c.centre[0] / size), math.floor(c.centre[1] / size)),
+                             len(index)) for c in chips]
+
+
 def split_chips(chips: list[Chip], split: float, test_size: int,
                 seed: int) -> dict[str, list[Chip]]:
     """{train, validation, test} (see the module rules)."""
+    from ..sampling.plan import class_covering, n_validation
+
     rng = np.random.default_rng(seed)
     test = [c for c in chips if c.split == "test"]
     val = [c for c in chips if c.split == "validation"]
     rest = [c for c in chips if c.split in ("auto", "train")]
+    unit = chip_units(rest)
+    members: dict[int, list[int]] = {}
+    for i, u in enumerate(unit):
+        members.setdefault(u, []).append(i)
+    free = list(members)
     if not test and test_size > 0:
-        n = min(int(test_size), len(rest) // 3)
-        order = rng.permutation(len(rest))
-        test = [rest[i] for i in sorted(order[:n])]
-        taken = set(order[:n].tolist())
-        rest = [c for i, c in enumerate(rest) if i not in taken]
-    if not val and split < 100:
-        n = int(round(len(rest) * (100 - split) / 100))
-        if len(rest) >= 2:
-            n = min(max(n, 1), len(rest) - 1)
-        order = rng.permutation(len(rest))
-        taken = set(order[:n].tolist())
-        val = [c for i, c in enumerate(rest) if i in taken]
-        rest = [c for i, c in enumerate(rest) if i not in taken]
-    return {"train": rest, "validation": val, "test": test}
+        n = min(int(test_size), int(len(rest) * TEST_SHARE))
+        taken, total = [], 0
+        for u in rng.permutation(free).tolist():
+            if total + len(members[u]) <= n:
+                taken.append(u)
+                total += len(members[u])
+        test = [c for i, c in enumerate(rest) if unit[i] in set(taken)]
+        free = [u for u in free if u not in set(taken)]
+    if not val and split < 100 and free:
+        names = {t: k + 1 for k, t in enumerate(sorted({t for c in rest for t in c.labels}))}
+        counts = [{names[t]: sum(t in rest[i].labels for i in members[u])
+                   for i in members[u] for t in rest[i].labels} for u in free]
+        picked = class_covering(counts, n_validation(len(free), split), rng)
+        chosen = {free[k] for k in picked}
+        val = [c for i, c in enumerate(rest) if unit[i] in chosen]
+        free = [u for u in free if u not in chosen]
+    keep = set(free)
+    return {"train": [c for i, c in enumerate(rest) if unit[i] in keep], "validation": val,
+            "test": test}

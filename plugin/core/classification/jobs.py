@@ -14,11 +14,14 @@ from ..raster_model_job import RasterModelJob
 from ..training import fields as trainer
 from ..training.job import TrainingJob
 from ..training.start_weights import start_weights_field
-from .architectures import ARCHITECTURES
+from .architectures import ARCHITECTURES, AUTO
 from .defaults import CHIP_EPOCHS, GRID_EPOCHS
 from .gridcells import DEFAULT_MIN_COVER
 
-GRID_MULTIPLE = 32
+#: Grid sizes are multiples of this (px). The timm networks pool globally, so any side works;
+#: 16 keeps ENVI's sizes (224, multiples of 32) and lets a coarse raster (Landsat's 30 m) have
+#: cells of a few hundred metres, hundreds of them on one scene (bench/grid_real_data.py).
+GRID_MULTIPLE = 16
 
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = trainer.MODEL_FILTER
@@ -27,9 +30,10 @@ GROUP = "Image classification"
 
 # -- fields shared by both trainers (factories keep each job's parameter order) ------------------
 def _architecture():
-    return spec("resnet50", "ARCHITECTURE", "Architecture", "enum", choices=ARCHITECTURES,
-                help="The timm backbone: ResNet50 (default, ENVI), ResNet101, ResNet18/34, "
-                     "EfficientNet-B0, ConvNeXt-Tiny; any band count.")
+    return spec(AUTO, "ARCHITECTURE", "Architecture", "enum", choices=(AUTO, *ARCHITECTURES),
+                help="The timm backbone: auto (default: ResNet18 on a CPU, ResNet50 on a GPU, "
+                     "as ENVI), ResNet50, ResNet101, ResNet18/34, EfficientNet-B0, "
+                     "ConvNeXt-Tiny; any band count.")
 
 
 def _start_weights(task: str):
@@ -58,8 +62,10 @@ class TrainGridModelJob(TrainingJob):
                         file_filter=_PROJECT_FILTER,
                         help="The labeling project with the training rasters and labels.")
     architecture: str = _architecture()
-    grid_size: int = spec(224, "GRID_SIZE", "Grid size (px)", "int", minimum=32, maximum=4096,
-                          help="Side of the square grid cells; a multiple of 32 (ENVI: 224).")
+    grid_size: int = spec(224, "GRID_SIZE", "Grid size (px)", "int", minimum=GRID_MULTIPLE,
+                          maximum=4096,
+                          help=f"Side of the square grid cells; a multiple of {GRID_MULTIPLE} "
+                               "(ENVI: 224).")
     min_cover: float = spec(DEFAULT_MIN_COVER, "MIN_COVER", "Minimum class cover (0–1)",
                             "float", minimum=0.0, maximum=1.0,
                             help="A cell is labelled with a class when the class covers at "
@@ -68,7 +74,11 @@ class TrainGridModelJob(TrainingJob):
     split: float = trainer.split_field()
     shuffle: bool = trainer.shuffle_field()
     epochs: int = trainer.epochs_field(GRID_EPOCHS)
-    batch_size: int = trainer.batch_size_field(5)
+    batch_size: int = spec(0, "BATCH_SIZE", "Cells per batch (0 = automatic)", "int",
+                           minimum=0, maximum=4096,
+                           help="Cells per optimisation step; 0: about the pixels of ENVI's 5 "
+                                "cells of 224 px, 5 to 32 cells (32 for cells of 64 px or "
+                                "less); limited by GPU memory.")
     learning_rate: float = trainer.learning_rate_field(0.0005)
     feature_patch_percentage: float = trainer.feature_patch_percentage_field("cells")
     background_patch_ratio: float = trainer.background_patch_ratio_field(0.5, "cell")
@@ -329,11 +339,11 @@ class GridSummaryJob(TrainGridModelJob):
 
     def run(self, ctx: JobContext) -> dict:
         from ..training.length import length_summary
-        from .gridwindows import grid_steps
+        from .gridwindows import grid_batch, grid_steps
 
         summary = self.sampling_job().run(ctx)
         per_epoch = grid_steps(self, int(summary["patches"]["train"]["total"]))
-        summary["length"] = length_summary(self.epochs, per_epoch, self.batch_size,
+        summary["length"] = length_summary(self.epochs, per_epoch, grid_batch(self),
                                            "EPOCHS or STEPS_PER_EPOCH")
         if summary["length"]["warning"]:
             summary["warnings"] = [*summary["warnings"], summary["length"]["warning"]]
