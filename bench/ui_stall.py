@@ -45,7 +45,7 @@ phase) and the plugin's slots, ms per call:
 A third run (the Training Model window's slot timed, and the slot inside each worst gap named):
 worst gaps 27 idle, 48 training (no plugin slot inside it), 47 Suggest… (inside: the
 suggestions layer loaded, 23 ms), 26–31 the other phases; the window's slot took 0.2 ms median,
-3 ms at most over 129 events. Run 2's 102 ms training gap had no plugin slot over 8 ms.
+3 ms at most over 129 events. In run 2 (102 ms) the slots timed then took at most 8 ms.
 
 Nothing our code runs on the GUI thread comes near 200 ms, so nothing was moved off it: the
 work (training, previews, scoring windows) runs in the worker process, and the slots only
