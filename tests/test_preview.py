@@ -232,13 +232,16 @@ def test_training_writes_a_preview_per_validation_with_its_epoch(family, project
     job.epochs, job.preview_raster = 2, str(raster)
     job.preview_extent_file, job.preview_seconds = str(views), 0.0
     ctx = RecordingContext()
-    job.run(ctx)
+    result = job.run(ctx)
     shown = [e for e in ctx.events if e["event"] == "artifact" and e["name"] == "preview"]
     if not family.previews:
         assert not shown and any("no map preview" in e["message"] for e in ctx.events
                                  if e["event"] == "log")
+        assert result["preview_seconds"] is None
         return
     assert [e["epoch"] for e in shown] == [1, 2]
+    # the previews' own time, reported for bench/preview_cost.py: part of the training's
+    assert 0 < result["preview_seconds"] < result["seconds"] + 0.05
     path = Path(shown[-1]["path"])
     assert path.parent == Path(job.resolved_log_folder()) / "preview"
     if path.suffix == ".tif":

@@ -28,7 +28,7 @@ from plugin.core.training.preview import (
     read_view,
     write_preview,
 )
-from plugin.gui.map_preview import MapPreview
+from plugin.gui.map_preview import RASTER_OPACITY, MapPreview
 from plugin.gui.task import pump_until
 from tests.test_family_dialogs import TRAIN_TOOLS, open_tool
 from tests.test_preview import _raster
@@ -79,6 +79,12 @@ def test_each_preview_updates_one_layer_in_place_without_stalling(qgis_iface, ra
     assert "epoch 3" in preview.layer.name()
     assert isinstance(preview.layer.renderer(), QgsPalettedRasterRenderer)
     assert {c.value: c.color.name() for c in preview.layer.renderer().classes()}[1] == "#00ff00"
+    # see-through, and an opacity the user chose stays when the next epoch comes
+    assert preview.layer.renderer().opacity() == pytest.approx(RASTER_OPACITY)
+    assert RASTER_OPACITY < 1
+    preview.layer.renderer().setOpacity(0.3)
+    preview.handle_event(_event(paths[-2], 4, "classes"))
+    assert preview.layer.renderer().opacity() == pytest.approx(0.3)
     # the slot only re-points a layer: far under the 200 ms the issue allows
     assert max(preview.slot_seconds) < 0.2, preview.slot_seconds
     preview.finish()

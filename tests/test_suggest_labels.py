@@ -20,6 +20,7 @@ from plugin.core.suggest_labels import (
     pick_diverse,
     read_suggestions,
 )
+from plugin.core.vector_output import has_layer
 from tests.family_models import BUILDERS, ORIGIN, PIXEL
 
 SUGGESTING = [f for f in FAMILIES if f.suggests and f.task in BUILDERS]
@@ -81,10 +82,11 @@ def test_suggestions_are_ranked_outside_labels_and_validation_and_never_touch(
     model = _model(family.task, tmp_path,
                    {str(tmp_path / "b.tif"): [list(held_out.bounds)]})
     job = SuggestLabelsJob(project=str(project.path), model=str(model), count=4, device="cpu")
-    assert job.problems() == []
+    assert job.problems() == [] and not has_layer(project.path, LAYER)
 
     result = job.run(RecordingContext())
 
+    assert has_layer(project.path, LAYER)   # what the Labeling Tool asks before loading it
     rows = read_suggestions(str(project.path))
     assert result["suggestions"] == len(rows) == 4
     assert [int(r["rank"]) for r in rows] == list(range(1, 5))
@@ -141,6 +143,9 @@ def test_pick_diverse_spreads_over_rasters_and_drops_touching_windows():
 
 
 def test_bad_input_gets_one_clear_message(project, tmp_path):
+    (tmp_path / "notes.gpkg").write_text("not a GeoPackage")
+    assert not has_layer(tmp_path / "missing.gpkg", LAYER)
+    assert not has_layer(tmp_path / "notes.gpkg", LAYER)
     model = _model("pixel_segmentation", tmp_path)
     assert any("PROJECT" in p for p in SuggestLabelsJob(model=str(model)).problems())
     assert any("MODEL" in p for p in SuggestLabelsJob(project=str(project.path)).problems())

@@ -80,6 +80,21 @@ def layer_problem(path: str | Path, layer: str, label: str = "The output") -> st
     return None
 
 
+def has_layer(path: str | Path, layer: str) -> bool:
+    """Whether the GeoPackage ``path`` lists a layer ``layer`` (any case) in its
+    ``gpkg_contents``; False for a missing file or one that is no GeoPackage. Standard library
+    only, read-only (asking GDAL for a missing layer logs a warning)."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{p}?mode=ro", uri=True)) as db:
+            return db.execute("SELECT 1 FROM gpkg_contents WHERE lower(table_name) = ?",
+                              (layer.lower(),)).fetchone() is not None
+    except sqlite3.Error:
+        return False
+
+
 def write_vector_layer(path: str | Path, layer: str, geometries: Sequence, fields: dict,
                        crs_wkt: str | None, geometry_type: str) -> Path:
     """Write the layer ``layer`` of ``path`` (a GeoPackage): ``geometries`` (N WKB bytes, or

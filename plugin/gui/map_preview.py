@@ -8,9 +8,11 @@ one temporary layer updated in place with each preview (the core's side:
 - :class:`MapPreview`: one training run's preview. It writes the view file (the canvas extent
   in the raster's CRS and the canvas size), again 300 ms after the user stops panning; each
   ``preview`` artifact of the worker points the one layer at the new file (``setDataSource``:
-  the same layer, styled again in the class colours as the final outputs are) and repaints
-  it. Every slot only rewrites a small file or re-points one layer: nothing waits for the
-  worker. When training ends, the user keeps or removes the layer.
+  the same layer, styled again in the class colours as the final outputs are; a class raster
+  at :data:`RASTER_OPACITY`, so the image shows through) and repaints it. Every slot only
+  rewrites a small file or re-points one layer: nothing waits for the worker (the desktop's
+  longest event-loop gap while previews come and go: bench/ui_stall.py). When training ends,
+  the user keeps or removes the layer.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from .output_layers import layer_uri, style_boxes, style_by_name, style_class_ra
 
 #: The pause after the last pan or zoom before the view file is written (ms).
 DEBOUNCE_MS = 300
+#: The opacity a class-raster preview starts with: the image and the labels under it show
+#: through (a value the user sets in the layer's properties is kept from one epoch to the next).
+RASTER_OPACITY = 0.65
 #: The job fields the option fills (the generated train forms show no widget for them).
 PREVIEW_FIELDS = ("preview_raster", "preview_extent_file", "preview_seconds")
 
@@ -179,6 +184,7 @@ class MapPreview(QObject):
         vector = path.lower().endswith(".gpkg")
         uri = layer_uri(path, LAYER) if vector else path
         title = f"{self.name} (epoch {epoch})"
+        opacity = RASTER_OPACITY
         if self.layer is None or sip.isdeleted(self.layer):
             self.layer = (QgsVectorLayer(uri, title, "ogr") if vector
                           else QgsRasterLayer(uri, title, "gdal"))
@@ -188,12 +194,16 @@ class MapPreview(QObject):
             self.project.addMapLayer(self.layer, False)
             self.project.layerTreeRoot().insertLayer(0, self.layer)
         else:
+            if isinstance(self.layer, QgsRasterLayer) and self.layer.renderer() is not None:
+                opacity = self.layer.renderer().opacity()   # the user's, if changed
             self.layer.setDataSource(uri, title, self.layer.providerType(),
                                      QgsDataProvider.ProviderOptions())
         self.epoch = epoch
         style_fn = _STYLES.get(style) or (style_by_name if vector else style_class_raster)
         if classes:
             style_fn(self.layer, classes)
+        if isinstance(self.layer, QgsRasterLayer) and self.layer.renderer() is not None:
+            self.layer.renderer().setOpacity(opacity)
         self.layer.triggerRepaint()
 
     def _layer_removed(self, layer_id: str) -> None:

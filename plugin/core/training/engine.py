@@ -275,7 +275,8 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
             "report_json": str(rep_json), "csv": str(log_folder / report.CSV_NAME),
             "learning_curves": str(curves) if curves else None,
             "tensorboard": str(log_folder / "tensorboard"),
-            "cancelled": stopped == "cancelled", "metrics": best_metrics}
+            "cancelled": stopped == "cancelled", "metrics": best_metrics,
+            "preview_seconds": round(previewer.spent, 3) if previewer is not None else None}
 
 
 def train_batch(task: TrainingTask, network, optimizer, scaler, batch, device: str):

@@ -24,16 +24,20 @@ from qgis.core import (
     QgsPalLayerSettings,
     QgsProject,
     QgsRendererCategory,
+    QgsTextBufferSettings,
+    QgsTextFormat,
     QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
 )
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject
+from qgis.PyQt.QtGui import QColor, QFont
 from qgis.PyQt.QtWidgets import QFileDialog, QGroupBox, QHBoxLayout, QPushButton
 
 from ...core.errors import UserError
 from ...core.job_fields import MODEL_FILTER
 from ...core.suggest_labels import LAYER, SuggestLabelsJob
+from ...core.vector_output import has_layer
 from .. import messages
 from ..job_dialog_support import remember_value, remembered_job, remembered_value
 from . import layers as ql
@@ -134,7 +138,7 @@ class SuggestionLoop(QObject):
         for lyr in qproject.mapLayers().values():
             if isinstance(lyr, QgsVectorLayer) and ql._same_source(lyr, project.path, LAYER):
                 return lyr
-        if not create:
+        if not create or not has_layer(project.path, LAYER):   # none yet: no OGR warning
             return None
         lyr = QgsVectorLayer(f"{project.path}|layername={LAYER}", "Label suggestions", "ogr")
         if not lyr.isValid():
@@ -272,7 +276,8 @@ def fine_tune_job(job_cls, project: str, model: str):
 
 
 def style_suggestions(layer: QgsVectorLayer) -> None:
-    """Outlines by status (open orange, done green, skipped grey) and the rank as a label."""
+    """Outlines by status (open orange, done green, skipped grey) and the rank as a label (bold,
+    black with a white halo: readable on dark and bright imagery alike)."""
     cats = []
     for status, colour in COLOURS.items():
         symbol = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": colour,
@@ -282,5 +287,17 @@ def style_suggestions(layer: QgsVectorLayer) -> None:
     pal = QgsPalLayerSettings()
     pal.fieldName = "rank"
     pal.placement = QgsPalLayerSettings.OverPoint
+    text = QgsTextFormat()
+    font = QFont(text.font())
+    font.setBold(True)
+    text.setFont(font)
+    text.setSize(12)
+    text.setColor(QColor("#000000"))
+    halo = QgsTextBufferSettings()
+    halo.setEnabled(True)
+    halo.setSize(1.2)
+    halo.setColor(QColor("#ffffff"))
+    text.setBuffer(halo)
+    pal.setFormat(text)
     layer.setLabeling(QgsVectorLayerSimpleLabeling(pal))
     layer.setLabelsEnabled(True)
