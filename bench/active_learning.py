@@ -33,6 +33,19 @@ cases and seeds run separately (each under its own lock) can be reported togethe
 ``--report``. Pixel segmentation with the job's defaults (64 px patches) but a short fixed length
 per round (a CPU budget). The data is downloaded once into the sample-data cache and never
 committed.
+
+Measured (2-core CPU, the defaults above, seeds 0–2, about 5.5 minutes per case; difference
+suggested − random, mean ± sd of the paired differences; docs/active_learning.png):
+
+    windows   trees IoU          landcover accuracy (map)   landcover accuracy (polygons)
+       8      −0.020 ± 0.076     +0.138 ± 0.067             +0.107 ± 0.082
+      12      −0.007 ± 0.052     +0.023 ± 0.078             −0.006 ± 0.079
+      16      −0.034 ± 0.034     +0.071 ± 0.013             +0.111 ± 0.061
+
+Land cover: suggested beats random on every seed (0.657 vs 0.586 at 16 windows). Trees: within
+the noise of one round's training (a model's IoU moves by about 0.04 from one round to the next
+on the same labels), slightly below random: the uncertain windows hold crown edges, where box
+masks are themselves wrong.
 """
 
 from __future__ import annotations
@@ -130,6 +143,10 @@ def run_case(case: str, args) -> dict:
     measures = MEASURES[case]
     curves = {m: {"suggested": [], "random": []} for m in measures}
     counts: dict[str, list[list[int]]] = {"suggested": [], "random": []}
+    done: list[int] = []
+    result = {"case": case, "curves": curves, "windows": counts, "seeds": done,
+              "settings": {k: getattr(args, k) for k in ("rounds", "start", "add", "window",
+                                                          "first", "round")}}
     with tempfile.TemporaryDirectory(prefix=f"al_{case}") as tmp:
         folder = Path(tmp)
         left, right, cut = data._halves(image, profile, folder, nodata if nodata is not None
@@ -154,10 +171,14 @@ def run_case(case: str, args) -> dict:
                 unlabelled_pixels="unknown", patch_size=64, init_model=model,
                 output_model=str(here / "model.dltmodel.safetensors"),
                 epochs=args.round if model else args.first, steps_per_epoch=STEPS)
+            t0 = time.monotonic()
             job.run(RecordingContext())
+            t1 = time.monotonic()
             out = here / "classes.tif"
             ClassifyPixelsJob(input=str(right), model=job.output_model, output=str(out),
                               device="cpu").run(RecordingContext())
+            print(f"    ({name}: training {t1 - t0:.0f} s, classifying "
+                  f"{time.monotonic() - t1:.0f} s)", flush=True)
             with rasterio.open(out) as ds:
                 pred = ds.read(1)
             if case == "trees":
@@ -208,10 +229,11 @@ def run_case(case: str, args) -> dict:
                 for k, m in enumerate(measures):
                     curves[m][strategy].append([r[k] for r in rows])
                 counts[strategy].append(n)
+            done.append(seed)
             print(f"  {case} seed {seed}: {(time.monotonic() - t0) / 60:.1f} minutes", flush=True)
-    return {"case": case, "curves": curves, "windows": counts, "seeds": list(args.seed_list),
-            "settings": {k: getattr(args, k) for k in ("rounds", "start", "add", "window",
-                                                        "first", "round")}}
+            if args.json:   # after each seed: a run stopped by its time limit keeps its seeds
+                Path(args.json).write_text(json.dumps(result))
+    return result
 
 
 def report(results: list[dict]) -> None:
@@ -288,7 +310,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=32, help="window side (px)")
     ap.add_argument("--first", type=int, default=8, help="epochs of the first model")
     ap.add_argument("--round", type=int, default=4, help="epochs of each fine-tune")
-    ap.add_argument("--json", default="", help="keep the curves in this file (one case)")
+    ap.add_argument("--json", default="", help="keep the curves in this file")
     ap.add_argument("--report", nargs="+", default=[], help="report these --json files")
     ap.add_argument("--plot", default="", help="write the learning curves to this PNG")
     args = ap.parse_args()
@@ -301,9 +323,8 @@ def main() -> None:
         for case in (("trees", "landcover") if args.which == "both" else (args.which,)):
             print(f"{case}:", flush=True)
             results.append(run_case(case, args))
-        if args.json:
-            Path(args.json).write_text(json.dumps(results[0] if len(results) == 1
-                                                  else results))
+        if args.json and len(results) > 1:
+            Path(args.json).write_text(json.dumps(results))
     report(results)
     print(f"\n{(time.monotonic() - t0) / 60:.1f} minutes")
     if args.plot:
