@@ -44,8 +44,8 @@ suggested − random, mean ± sd of the paired differences; docs/active_learning
 
 Land cover: suggested beats random on every seed (0.657 vs 0.586 at 16 windows). Trees: within
 the noise of one round's training (a model's IoU moves by about 0.04 from one round to the next
-on the same labels), slightly below random: the uncertain windows hold crown edges, where box
-masks are themselves wrong.
+on the same labels), slightly below random; a likely cause (not measured): the most uncertain
+windows hold crown edges, where the box masks themselves are wrong.
 """
 
 from __future__ import annotations
