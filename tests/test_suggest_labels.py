@@ -1,5 +1,5 @@
 """Suggest Areas to Label: for every family that suggests, ranked windows outside labels and
-validation areas, none touching another, written into the project without losing the user's
+validation areas, none overlapping another, written into the project without losing the user's
 done and skipped suggestions; bad input gets one clear message."""
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ def test_suggestions_are_ranked_outside_labels_and_validation_and_never_touch(
         assert not b.intersects(label)                  # never on what is labelled
         assert b.intersection(held_out).area == 0       # never in a validation area
         assert b.bounds[2] <= east + SIZE * PIXEL       # never on the validation raster
-    for i, a in enumerate(boxes):                       # diverse: no two touch
-        assert all(not a.intersects(b) for b in boxes[i + 1:])
+    for i, a in enumerate(boxes):                       # diverse: no two overlap
+        assert all(a.intersection(b).area == 0 for b in boxes[i + 1:])
     assert {r["raster"] for r in rows} == {str(tmp_path / "a.tif"), str(tmp_path / "b.tif")}
 
 
@@ -129,17 +129,70 @@ def test_a_new_run_keeps_done_and_skipped_suggestions_and_avoids_skipped_places(
     assert len(LabelingProject.open(project.path).features()) == 1
 
 
-def test_pick_diverse_spreads_over_rasters_and_drops_touching_windows():
-    def window(raster, row, col, score):   # 10 px windows, rasters 1000 px apart
-        x, y = raster * 1000 + col, -row
-        return Window(raster, row, col, 10, (x, y - 10, x + 10, y), score)
+def _window(raster, row, col, score, size=10):
+    """A scored window of ``size`` px at pixel ``row``/``col``; rasters 1000 px apart."""
+    x, y = raster * 1000 + col, -row
+    return Window(raster, row, col, size, (x, y - size, x + size, y), score)
 
-    w = [window(0, 0, 0, 0.9), window(0, 10, 0, 0.89), window(0, 40, 40, 0.7),
-         window(1, 0, 0, 0.6), window(0, 80, 80, -1.0)]
-    picked = pick_diverse(w, 5)
-    # the neighbour (row 10) of the best is out; raster 1 wins over a second pick in raster 0
-    # only once the spread weight applies (0.7 × 0.8 = 0.56 < 0.6); nodata (−1) never comes
+
+def test_pick_diverse_spreads_over_rasters_and_weighs_neighbours_down():
+    w = [_window(0, 0, 0, 0.9), _window(0, 10, 0, 0.89), _window(0, 40, 40, 0.7),
+         _window(1, 0, 0, 0.6), _window(0, 5, 0, 0.95 * 0.9), _window(0, 80, 80, -1.0)]
+    picked = pick_diverse(w, 3)
+    # the window overlapping the best (row 5) is out; raster 1 wins over a second pick in
+    # raster 0 once the spread weight applies (0.7 × 0.8 = 0.56 < 0.6); the neighbour sharing
+    # an edge with the best (row 10) is weighed down (0.89 × 0.5 × 0.8² = 0.28) but not out
     assert [(p.raster, p.row) for p in picked] == [(0, 0), (1, 0), (0, 40)]
+    assert (0, 10) in [(p.raster, p.row) for p in pick_diverse(w, 5)]
+    assert all(p.score >= 0 for p in pick_diverse(w, 5))    # nodata (−1) never comes
+
+
+def test_every_fourth_pick_is_random_among_the_windows_left_and_follows_the_seed():
+    # one raster, a 10 × 10 grid of windows with distinct scores, one class
+    w = [_window(0, 10 * r, 10 * c, 1 - (10 * r + c) / 100) for r in range(10)
+         for c in range(10)]
+    runs = {seed: pick_diverse([Window(**vars(x)) for x in w], 8, seed) for seed in range(6)}
+    for picked in runs.values():
+        explored = [k for k, p in enumerate(picked) if p.reason.startswith("picked at random")]
+        assert explored == [3, 7]
+        assert len({(p.row, p.col) for p in picked}) == 8
+        # the others are the greedy picks: the same whatever the seed
+        assert [(p.row, p.col) for k, p in enumerate(picked[:3])] == \
+            [(p.row, p.col) for p in runs[0][:3]]
+    assert len({(p[3].row, p[3].col) for p in runs.values()}) > 1    # the seed picks
+    again = pick_diverse([Window(**vars(x)) for x in w], 8, 2)
+    assert [(p.row, p.col) for p in again] == [(p.row, p.col) for p in runs[2]]
+
+
+def test_a_window_scores_the_mean_entropy_of_its_least_sure_quarter():
+    import torch
+
+    from plugin.core.segmentation import suggest
+
+    # two windows of 8 × 8 px, two classes: A is sure everywhere but a 4 × 4 corner (a quarter)
+    # where the model hesitates (p = 0.6); B is mildly unsure everywhere (p = 0.8)
+    p = torch.zeros(2, 2, 8, 8)
+    p[:, 0] = 1.0
+    p[0, 0, :4, :4] = 0.6
+    p[1, 0] = 0.8
+    p[:, 1] = 1 - p[:, 0]
+    card = {"classes": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    scores, classes, reasons = suggest.uncertainty(lambda x: p, card, np.zeros((2, 3, 8, 8),
+                                                   np.float32), np.ones((2, 8, 8), bool), "cpu")
+    def h(q):                                                      # bits per pixel
+        return -(q * np.log(q) + (1 - q) * np.log(1 - q)) / np.log(2)
+
+    # A: 0.97 on its unsure quarter (its mean, 0.24, would rank it below B's 0.72)
+    assert scores == pytest.approx([h(0.6), h(0.8)], abs=1e-5)
+    assert list(classes) == [1, 1] and "between a and b" in reasons[0]
+    # invalid pixels do not count: with only a sure corner of A valid, A scores 0
+    valid = np.zeros((2, 8, 8), bool)
+    valid[:, 4:, 4:] = True
+    scores, _, _ = suggest.uncertainty(lambda x: p, card, np.zeros((2, 3, 8, 8), np.float32),
+                                       valid, "cpu")
+    assert scores == pytest.approx([0.0, h(0.8)], abs=1e-5)
+    assert suggest.top_share_floor(np.arange(8.0), 0.25) == 6.0       # the two largest
+    assert suggest.top_share_floor(np.arange(8.0), 1.0) == 0.0
 
 
 def test_bad_input_gets_one_clear_message(project, tmp_path):

@@ -15,9 +15,17 @@ At most :data:`MAX_CANDIDATES` windows are scored (a seeded random subset beyond
 family's ``suggest.uncertainty(predictor, card, batch, valid)`` gives each a score in [0, 1]
 (1: the model cannot tell), its most likely class and a reason. The top COUNT are picked greedily
 for diversity (uncertainty sampling with a diversity rule, as in Settles 2009, "Active Learning
-Literature Survey", §6.1 and Brinker 2003): no two suggestions touch (a window's neighbours are
-out once it is picked), and each pick from a raster or of a class already picked weighs the
-next ones down by :data:`SPREAD`, so suggestions spread over rasters and classes.
+Literature Survey", §6.1 and Brinker 2003): no two suggestions overlap, each earlier pick that a
+candidate touches (shares an edge or a corner with) weighs it down by :data:`NEIGHBOUR`, and
+each pick from a raster or of a class already picked weighs the next ones down by
+:data:`SPREAD`, so suggestions spread over rasters and classes without the whole neighbourhood
+of an uncertain place being ruled out. A share :data:`EXPLORE` of the picks (every fourth) is
+drawn at random among the windows still allowed instead: a model trained on a few labels is
+confidently wrong in places its uncertainty never points to, and mixing random picks into
+uncertainty sampling finds them (Osugi, Kim & Scott 2005, "Balancing Exploration and
+Exploitation: A New Algorithm for Active Machine Learning", ICDM; with very few labels, picks
+that represent the data beat the most uncertain ones: Hacohen, Dekel & Weinshall 2022, "Active
+Learning on a Budget: Opposite Strategies Suit High and Low Budgets", ICML).
 
 The suggestions are the layer ``label_suggestions`` of the project (polygons in the project's
 CRS): rank, score, reason, raster, class, status (open / done / skipped), model. A new run
@@ -48,6 +56,12 @@ MAX_CANDIDATES = 2000
 #: Weight of each earlier pick from the same raster, and of the same class, on a candidate's
 #: score while picking (0.8: a second pick in a raster needs a score 25 % higher to win).
 SPREAD = 0.8
+#: Weight of each earlier pick touching a candidate (an edge or a corner in common) on its score
+#: while picking (0.5: a neighbour of a pick needs twice the score of a window further away).
+NEIGHBOUR = 0.5
+#: Share of the picks drawn at random among the windows still allowed (every fourth pick; see
+#: the module text).
+EXPLORE = 0.25
 BATCH = 16
 #: Objects scored below this share of the score threshold are not counted (background).
 OBJECT_FLOOR = 0.25
@@ -157,7 +171,7 @@ def suggest_labels(job: SuggestLabelsJob, ctx: JobContext) -> dict:
                                                       replace=False)
         windows = [windows[i] for i in sorted(pick)]
     score_windows(windows, paths, predictor, card, hook, device, ctx)
-    chosen = pick_diverse(windows, job.count)
+    chosen = pick_diverse(windows, job.count, job.seed)
     names = {int(c["id"]): c["name"] for c in card["classes"]}
     new = [{"bounds": w.bounds, "rank": k + 1, "score": round(w.score, 4), "reason": w.reason,
             "raster": paths[w.raster], "class": names.get(w.class_id, str(w.class_id)),
@@ -165,7 +179,7 @@ def suggest_labels(job: SuggestLabelsJob, ctx: JobContext) -> dict:
             "crs": w.crs} for k, w in enumerate(chosen)]
     if len(new) < job.count:
         ctx.log(f"Only {len(new)} of the {job.count} suggestions asked for fit: suggestions "
-                "never touch each other, labels or validation areas.", "warning")
+                "never overlap each other, labels or validation areas.", "warning")
     path = write_suggestions(job.project, project.crs, kept, new)
     ctx.artifact("suggestions", f"{path}|layername={LAYER}")
     ctx.log(f"{len(new)} suggestions written to the layer {LAYER} of {Path(path).name} "
@@ -277,25 +291,37 @@ def score_windows(windows: list[Window], paths: list[str], predictor, card: dict
                 ctx.progress("score", done, len(windows), "scoring windows")
 
 
-def pick_diverse(windows: list[Window], count: int) -> list[Window]:
-    """Up to ``count`` windows, most uncertain first, none touching another, each raster's and
-    each class's earlier picks weighing later candidates down by :data:`SPREAD` (see the module
-    text). Ties go to the earlier window (raster order, then row, then column)."""
-    left = list(windows)
+def pick_diverse(windows: list[Window], count: int, seed: int = 0) -> list[Window]:
+    """Up to ``count`` windows of ``windows`` (scored; a score below 0 is never picked), none
+    overlapping another. Greedy: each pick is the window of the largest weighted score, the score
+    times :data:`NEIGHBOUR` per earlier pick it touches and :data:`SPREAD` per earlier pick from
+    its raster and per earlier pick of its class (ties go to the earlier window: raster order,
+    then row, then column); picks number 4, 8, … (a share :data:`EXPLORE`) are drawn at random
+    with ``seed`` among the windows still allowed instead (their reason says so). See the module
+    text for the sources."""
+    rng = np.random.default_rng(seed)
+    left = [w for w in windows if w.score >= 0]
     picked: list[Window] = []
     per_raster: dict[int, int] = {}
     per_class: dict[int, int] = {}
-    left = [w for w in left if w.score >= 0]
     while left and len(picked) < count:
         def weight(w: Window) -> float:
-            return w.score * SPREAD ** (per_raster.get(w.raster, 0) + per_class.get(w.class_id, 0))
+            near = sum(_touch(w, p) for p in picked)
+            return w.score * NEIGHBOUR ** near * SPREAD ** (per_raster.get(w.raster, 0)
+                                                           + per_class.get(w.class_id, 0))
 
-        best = max(range(len(left)), key=lambda i: (weight(left[i]), -i))
+        n = len(picked)
+        if math.floor((n + 1) * EXPLORE) > math.floor(n * EXPLORE):
+            best = int(rng.integers(len(left)))
+            left[best].reason = "picked at random (one in " \
+                f"{round(1 / EXPLORE)}, to explore); " + left[best].reason
+        else:
+            best = max(range(len(left)), key=lambda i: (weight(left[i]), -i))
         w = left.pop(best)
         picked.append(w)
         per_raster[w.raster] = per_raster.get(w.raster, 0) + 1
         per_class[w.class_id] = per_class.get(w.class_id, 0) + 1
-        left = [o for o in left if not _touch(o, w)]
+        left = [o for o in left if not _overlap(o, w)]
     return picked
 
 
@@ -304,6 +330,13 @@ def _touch(a: Window, b: Window) -> bool:
     side included)."""
     return (a.crs == b.crs and a.bounds[0] <= b.bounds[2] and b.bounds[0] <= a.bounds[2]
             and a.bounds[1] <= b.bounds[3] and b.bounds[1] <= a.bounds[3])
+
+
+def _overlap(a: Window, b: Window) -> bool:
+    """Windows in one CRS whose squares have inside points in common (sharing an edge or a
+    corner is not overlapping)."""
+    return (a.crs == b.crs and a.bounds[0] < b.bounds[2] and b.bounds[0] < a.bounds[2]
+            and a.bounds[1] < b.bounds[3] and b.bounds[1] < a.bounds[3])
 
 
 def objects_uncertainty(outputs: list[dict], card: dict
