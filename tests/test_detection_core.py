@@ -141,8 +141,7 @@ def _oracle_run(scene, tile, overlap):
         found = detect_raster(src, oracle, [0, 0, 0], tile, overlap, batch=3)
         transform = src.transform
     boxes_map = to_map(found["boxes"], transform)
-    keep = merge_across_tiles(boxes_map, found["scores"], found["labels"], 0.5,
-                              found["tile_ids"])
+    keep = merge_across_tiles(boxes_map, found["scores"], found["labels"], 0.5)
     return boxes_map[keep], found
 
 
@@ -426,14 +425,18 @@ def test_validation_ignores_objects_cut_by_the_patch_edge():
     assert r["map50"] == pytest.approx(1.0) and r["recall"] == 1.0 and r["precision"] == 1.0
 
 
-def test_boxes_of_one_object_from_two_tiles_merge_but_neighbours_in_a_tile_do_not():
-    from plugin.core.detection.predict import merge_seen_twice
+def test_one_object_boxed_twice_merges_but_neighbours_and_other_classes_do_not():
+    """Boxes 0/1 (one object boxed a little differently by two tiles) and 2/3 (an object and a
+    part of it in one tile: IoU 0.4, under the NMS IoU, but covering all of the part) merge
+    into the better box; touching neighbours (4/5: 20 % of the smaller) and another class (6)
+    stay."""
+    from plugin.core.detection.predict import merge_boxed_twice
 
-    boxes = np.array([[0.0, 0, 30, 30], [2, 2, 40, 36], [50, 0, 80, 30], [52, 0, 70, 30]])
-    scores = np.array([0.9, 0.8, 0.7, 0.6])
-    labels = np.array([1, 1, 1, 1])
-    tiles = np.array([0, 1, 0, 0])           # boxes 0/1: two tiles; boxes 2/3: one tile
-    assert sorted(merge_seen_twice(boxes, scores, labels, tiles).tolist()) == [0, 2, 3]
+    boxes = np.array([[0.0, 0, 30, 30], [2, 2, 40, 36], [50, 0, 80, 30], [52, 0, 64, 30],
+                      [100, 0, 130, 30], [124, 0, 154, 30], [50, 0, 80, 30]])
+    scores = np.array([0.9, 0.8, 0.6, 0.7, 0.5, 0.4, 0.3])
+    labels = np.array([1, 1, 1, 1, 1, 1, 2])
+    assert sorted(merge_boxed_twice(boxes, scores, labels).tolist()) == [0, 3, 4, 5, 6]
 
 
 def test_grid_model_cells_limit_the_tiles_searched_and_the_boxes_kept(tmp_path):
@@ -464,8 +467,7 @@ def test_grid_model_cells_limit_the_tiles_searched_and_the_boxes_kept(tmp_path):
     expected = [b for b in scene.boxes if ((b[1] + b[3]) / 2 // 32, (b[2] + b[4]) / 2 // 32)
                 == (1, 2)]
     boxes_map = to_map(found["boxes"], _scene_transform(scene))
-    keep = merge_across_tiles(boxes_map, found["scores"], found["labels"], 0.5,
-                              found["tile_ids"])
+    keep = merge_across_tiles(boxes_map, found["scores"], found["labels"], 0.5)
     assert len(keep) == len(expected)
 
 

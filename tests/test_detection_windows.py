@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from plugin.core.detection.data import (
+    CUT_IGNORE,
     OBJECTS_ACROSS,
     BoxDataset,
     auto_patch_size,
@@ -111,6 +112,49 @@ def test_objects_cut_below_half_are_blanked_not_taught_as_background():
     assert (image[0, 10:30, 50:64] == 3.0).all() and (image[0, 40:60, 40:64] == 9.0).all()
     assert (image[0, 36:40, 56:64] == 3.0).all() and (image[0, :10] == 9.0).all()
     assert int((image == 3.0).sum()) == 20 * 14 + 4 * 8
+
+
+def test_objects_cut_below_half_are_ignore_regions_with_their_pixels_kept(tmp_path):
+    """CUT_IGNORE (RetinaNet, FCOS): the boxes of the blanking test give the same label and,
+    instead of blanked pixels, their visible parts as ignore regions; the image is untouched."""
+    import rasterio
+
+    path = tmp_path / "img.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=1,
+                       dtype="float32") as ds:
+        ds.write(np.full((1, 100, 100), 9.0, np.float32))
+    boxes = [Box(1, 1, 50, 10, 80, 30), Box(2, 1, 40, 40, 70, 60), Box(3, 1, 56, 36, 86, 50),
+             Box(4, 1, 70, 70, 90, 90)]                       # box 4: outside the window
+    ds = BoxDataset([SampleSource(str(path), "", "train", "a")], [boxes],
+                    [Patch(0, 0, 0, 64, "train", True, {}, 0.0)], [3.0], cut=CUT_IGNORE)
+    image, target = ds[0]
+    assert image.eq(9.0).all()
+    assert target["boxes"].tolist() == [[40.0, 40.0, 64.0, 60.0]]
+    assert target["ignore"].tolist() == [[50.0, 10.0, 64.0, 30.0], [56.0, 36.0, 64.0, 50.0]]
+
+
+def test_ignored_locations_are_neither_object_nor_background():
+    """IgnoreRegions: an unmatched location centred in an ignore box gets the constant
+    IGNORED_LOGIT (no loss, no gradient); matched ones and those outside keep their logits."""
+    import torch
+
+    from plugin.core.detection.network import IGNORED_LOGIT, IgnoreRegions
+
+    seen = {}
+    loss = IgnoreRegions(lambda t, h, a, m: seen.update(h) or {})
+    anchors = [torch.tensor([[0.0, 0, 8, 8], [8, 0, 16, 8], [16, 0, 24, 8], [24, 0, 32, 8]])]
+    logits = torch.zeros(1, 4, 2, requires_grad=True)
+    target = {"boxes": torch.tensor([[8.0, 0, 16, 8]]), "labels": torch.tensor([1]),
+              "ignore": torch.tensor([[0.0, 0, 20, 8]])}     # centres 4 and 12 inside, 20 not
+    loss([target], {"cls_logits": logits}, anchors, [torch.tensor([-1, 0, -1, -1])])
+    out = seen["cls_logits"]
+    assert out[0, :, 0].tolist() == [IGNORED_LOGIT, 0.0, 0.0, 0.0]
+    out.sum().backward()
+    assert logits.grad[0, :, 0].tolist() == [0.0, 1.0, 1.0, 1.0]
+    seen.clear()
+    loss([{k: v for k, v in target.items() if k != "ignore"}], {"cls_logits": logits}, anchors,
+         [torch.tensor([-1, 0, -1, -1])])
+    assert seen["cls_logits"] is logits                   # no ignore boxes: untouched
 
 
 def test_auto_architecture_and_patch_size(tmp_path):

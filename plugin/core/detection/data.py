@@ -13,7 +13,11 @@ percentage and background patch ratio work as for segmentation.
 
 In a patch, a box keeps its part inside the patch when that part is at least
 :data:`MIN_VISIBLE` of its area and 2 px in x and y (objects cut by the patch edge still teach
-the detector; slivers would not).
+the detector; slivers would not). The visible part of every other box the window shows (cut
+below MIN_VISIBLE, or dropped for touching a validation area) is an object shown without its
+label: in training it is an ignore region (``CUT_IGNORE``: the detector's classification loss
+skips the background locations inside it, :mod:`.network`) or, for a detector without ignore
+regions (Faster R-CNN), blanked (``CUT_BLANK``: filled with the band means).
 
 Training windows are drawn anew every epoch (:class:`..sampling.windows.ObjectWindowSampler`:
 up to half of them holding a whole object, the rest anywhere, at most BACKGROUND_PATCH_RATIO
@@ -46,10 +50,15 @@ from ..sampling.windows import PatchAugment, hidden_in_window, overlaps
 #: Less of an object is rarely recognisable as one (a crown's edge) and Detect Objects never
 #: needs fragments (it drops boxes at tile edges and finds the object whole in the overlapping
 #: tile). OSBS_029 (bench/detection_real.py, one seed each, noisy): F1 0.54 at 0.5, 0.34 at 0.3
-#: (fragment boxes: precision 0.22), 0.38 at 0.5 with blanking. The visible part of a box cut
-#: below it is blanked in training windows (blank_cut_objects): without it the synthetic test's
-#: validation mAP50 fell from 1.0 to 0.50 at 0.5 (64 px windows of 25–34 px objects).
+#: (fragment boxes: precision 0.22). A box cut below it must not be shown as background: without
+#: a rule for it the synthetic test's validation mAP50 fell from 1.0 to 0.50 (64 px windows of
+#: 25–34 px objects). Blanking its visible part (the first rule) cost OSBS_029 F1 0.54 → 0.38:
+#: in a closed canopy most windows cut several crowns, and the blanked rectangles covered much
+#: of each window, pixels Detect Objects never sees; an ignore region hides nothing (CUT_IGNORE).
 MIN_VISIBLE = 0.5
+#: What training does with the visible part of a box it does not label (see the module):
+CUT_IGNORE = "ignore"      # an ignore region: target["ignore"] (M, 4) boxes, pixels unchanged
+CUT_BLANK = "blank"        # its pixels filled with the band means (detectors without ignoring)
 OBJECTS_ACROSS = 4         # automatic patch size: this many median objects across a window
 AUTO_PATCH_MIN, AUTO_PATCH_MAX = 128, 512   # px: bounds of the automatic patch size
 MIN_SIDE_PX = 2.0          # px: clipped boxes thinner than this are dropped
@@ -334,11 +343,13 @@ class BoxDataset:
     (seed, epoch, index)).
     ``hidden``: source → (row0, col0, row1, col1) areas training must not see (validation
     patches): their pixels are filled with the band means and boxes touching them dropped.
-    ``blank_cut`` (training): :func:`blank_cut_objects`."""
+    ``cut`` (training): what becomes of the visible part of the boxes not labelled (see the
+    module): :data:`CUT_IGNORE` adds them to the target as ``"ignore"`` (M, 4) float32 xyxy
+    px, :data:`CUT_BLANK` blanks them (:func:`blank_cut_objects`), "" leaves them."""
 
     def __init__(self, sources: list[SampleSource], boxes: list[list[Box]],
                  patches: list[Patch], mean: list[float], augment: BoxAugment | None = None,
-                 seed: int = 0, hidden: dict | None = None, blank_cut: bool = False) -> None:
+                 seed: int = 0, hidden: dict | None = None, cut: str = "") -> None:
         self.reader = PatchReader(sources)
         self.boxes = boxes
         self.patches = list(patches)
@@ -346,7 +357,7 @@ class BoxDataset:
         self.augment = augment
         self.seed = seed
         self.hidden = hidden or {}
-        self.blank_cut = blank_cut
+        self.cut = cut
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -366,17 +377,45 @@ class BoxDataset:
         if areas:
             kept = [(b, c) for b, c in kept if not overlaps(
                 (b.y0, b.x0, b.y1, b.x1), areas)]
-        if self.blank_cut:
+        if self.cut == CUT_BLANK:
             blank_cut_objects(image, self.boxes[patch.source], patch, kept, self.fill)
         boxes = torch.tensor([c for _, c in kept], dtype=torch.float32).reshape(-1, 4)
         labels = torch.tensor([b.class_id for b, _ in kept], dtype=torch.int64)
+        ignore = torch.tensor(unlabelled_parts(self.boxes[patch.source], patch, kept)
+                              if self.cut == CUT_IGNORE else [],
+                              dtype=torch.float32).reshape(-1, 4)
         img = torch.from_numpy(image)
         if self.augment is not None and self.augment.active:
-            img, boxes = self.augment(img, boxes, rng, self.fill)
+            img, both = self.augment(img, torch.cat([boxes, ignore]), rng, self.fill)
+            boxes, ignore = both[:len(boxes)], both[len(boxes):]
             keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_SIDE_PX) & (
                 (boxes[:, 3] - boxes[:, 1]) >= MIN_SIDE_PX)
             boxes, labels = boxes[keep], labels[keep]
-        return img, {"boxes": boxes, "labels": labels}
+            # a labelled box the zoom cut to a sliver is an object part shown: ignored too
+            ignore = torch.cat([ignore, both[:len(keep)][~keep]])
+            ignore = ignore[((ignore[:, 2] > ignore[:, 0]) & (ignore[:, 3] > ignore[:, 1]))]
+        target = {"boxes": boxes, "labels": labels}
+        if self.cut == CUT_IGNORE:
+            target["ignore"] = ignore
+        return img, target
+
+
+def unlabelled_parts(boxes: list[Box], patch: Patch,
+                     kept: list[tuple[Box, tuple]]) -> list[tuple[float, float, float, float]]:
+    """(x0, y0, x1, y1) in patch pixels of the visible part of every box of ``boxes`` that
+    ``patch`` shows but ``kept`` does not label (cut below MIN_VISIBLE, or dropped for another
+    reason); boxes outside the patch give nothing."""
+    s = patch.size
+    ids = {id(b) for b, _ in kept}
+    out = []
+    for b in boxes:
+        if id(b) in ids:
+            continue
+        x0, y0 = max(b.x0 - patch.col, 0.0), max(b.y0 - patch.row, 0.0)
+        x1, y1 = min(b.x1 - patch.col, float(s)), min(b.y1 - patch.row, float(s))
+        if x1 > x0 and y1 > y0:
+            out.append((x0, y0, x1, y1))
+    return out
 
 
 def blank_cut_objects(image: np.ndarray, boxes: list[Box], patch: Patch,
@@ -385,15 +424,9 @@ def blank_cut_objects(image: np.ndarray, boxes: list[Box], patch: Patch,
     part of every box the window cuts below MIN_VISIBLE, outside the kept boxes: an object
     shown but not labelled would teach the detector that object parts are background."""
     s = patch.size
-    ids = {id(b) for b, _ in kept}
     mask = np.zeros((s, s), bool)
-    for b in boxes:
-        if id(b) in ids:
-            continue
-        x0, y0 = int(max(b.x0 - patch.col, 0)), int(max(b.y0 - patch.row, 0))
-        x1, y1 = int(np.ceil(min(b.x1 - patch.col, s))), int(np.ceil(min(b.y1 - patch.row, s)))
-        if x1 > x0 and y1 > y0:
-            mask[y0:y1, x0:x1] = True
+    for x0, y0, x1, y1 in unlabelled_parts(boxes, patch, kept):
+        mask[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = True
     if not mask.any():
         return
     for _, (x0, y0, x1, y1) in kept:

@@ -96,7 +96,9 @@ class TrainObjectDetectionJob(TrainingJob):
         "object, fewer the more area the objects cover). 0: enough for about two passes over "
         "the training area, at least 12.")
     max_patches: int = trainer.max_patches_field()
-    output_model: str = trainer.output_model_field("the highest validation mAP50")
+    output_model: str = trainer.output_model_field(
+        "the highest validation mAP50 (the last epoch's when fewer than 25 whole objects "
+        "validate: too few to rank epochs)")
 
     def problems(self) -> list[str]:
         out = super().problems()

@@ -13,6 +13,11 @@
   pixel size a model sees is the raster's. Output (eval): per image ``{"boxes": (K, 4) float32
   xyxy in pixels, "scores": (K,), "labels": (K,) int64 class ids}``.
 - Class ids are the project's (1..N); 0 is background (``num_classes = max id + 1``).
+- Ignore regions (RetinaNet, FCOS: :data:`IGNORING`): a training target may carry ``"ignore"``
+  boxes (objects a window shows without their label, cut by its edge); the classification loss
+  skips the locations matched to no object whose centre lies in one (:class:`IgnoreRegions`),
+  as RetinaNet's own matcher skips anchors between its IoU thresholds and COCO's evaluation
+  skips ``iscrowd`` regions, so an unlabelled object part is neither object nor background.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from ..errors import UserError
 from ..fpn import no_resize_transform, resnet_fpn
 
 LIGHT_CHANNELS = 128   # FPN and head width of the light model (256 in the reference models)
+IGNORING = ("retinanet", "fcos", "fcos_resnet18")   # architectures honouring ignore regions
+IGNORED_LOGIT = -30.0  # class logit put at ignored locations: focal loss ~1e-40, no gradient
 
 
 def build_detector(architecture: str, bands: int, num_classes: int, patch_size: int,
@@ -64,7 +71,47 @@ def build_detector(architecture: str, bands: int, num_classes: int, patch_size: 
         net = RetinaNet(resnet_fpn("resnet50", bands, [2, 3, 4], LastLevelP6P7(2048, 256)),
                         num_classes=num_classes, score_thresh=score_threshold,
                         nms_thresh=nms_iou, detections_per_img=max_detections, **kw)
+    if architecture in IGNORING:
+        net.head.compute_loss = IgnoreRegions(net.head.compute_loss)
     return no_resize_transform(net)
+
+
+def ignored_locations(anchors, ignore, matched):
+    """(A,) bool: the locations (``anchors`` (A, 4) xyxy px) matched to no object
+    (``matched`` (A,) < 0) whose centre lies inside one of the ``ignore`` (M, 4) xyxy boxes."""
+    import torch
+
+    if not len(ignore):
+        return torch.zeros(len(anchors), dtype=torch.bool, device=anchors.device)
+    cx = ((anchors[:, 0] + anchors[:, 2]) / 2)[:, None]
+    cy = ((anchors[:, 1] + anchors[:, 3]) / 2)[:, None]
+    ig = ignore.to(anchors.dtype)
+    inside = ((cx >= ig[:, 0]) & (cx < ig[:, 2]) & (cy >= ig[:, 1]) & (cy < ig[:, 3])).any(1)
+    return inside & (matched < 0)
+
+
+class IgnoreRegions:
+    """The ``compute_loss(targets, head_outputs, anchors, matched_idxs)`` of a torchvision
+    RetinaNet or FCOS head, honouring the targets' optional ``"ignore"`` boxes: the class
+    logits of :func:`ignored_locations` are replaced by the constant :data:`IGNORED_LOGIT`
+    before the head's own loss (sigmoid focal loss against background: ~0, and no gradient),
+    so they count neither as object nor as background. Box and centerness losses only use
+    matched locations and are unchanged."""
+
+    def __init__(self, compute_loss) -> None:
+        self.compute_loss = compute_loss
+
+    def __call__(self, targets, head_outputs, anchors, matched_idxs):
+        import torch
+
+        masks = [ignored_locations(a, t["ignore"], m) if "ignore" in t else
+                 torch.zeros(len(a), dtype=torch.bool, device=a.device)
+                 for t, a, m in zip(targets, anchors, matched_idxs)]
+        if any(bool(m.any()) for m in masks):
+            logits = head_outputs["cls_logits"]
+            head_outputs = {**head_outputs, "cls_logits": logits.masked_fill(
+                torch.stack(masks)[..., None], IGNORED_LOGIT)}
+        return self.compute_loss(targets, head_outputs, anchors, matched_idxs)
 
 
 def set_inference(net: nn.Module, score_threshold: float, nms_iou: float,

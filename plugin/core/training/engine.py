@@ -18,9 +18,11 @@ network, loss, metrics and report section; this module does the rest. One run:
       last reading;
    c. validation (``task.validate``) when the task has validation data;
    d. one row of numbers → metrics.csv, TensorBoard, a progress event;
-   e. the best model (by ``task.best_metric``; the last one without validation) and the last
-      model + optimizer, each written atomically, so a cancel or a crash never loses an epoch;
-      both models hold the averaged weights, the optimizer file the training weights;
+   e. the best model (by ``task.best_metric``; the last one without validation, or when
+      ``task.unranked_reason()`` says the validation data are too few to rank epochs: the card's
+      ``state.best_rule`` says which rule chose it) and the last model + optimizer, each
+      written atomically, so a cancel or a crash never loses an epoch; both models hold the
+      averaged weights, the optimizer file the training weights;
    f. the map preview (:mod:`.preview`; PREVIEW_RASTER set, at most every PREVIEW_SECONDS
       and within 5 % of the time): the averaged model on the part of a raster the map
       shows;
@@ -139,9 +141,18 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
         ctx.log("Training weights restored.")
     _set_lr(optimizer, job.learning_rate * lr_at(step))
     val_loader = task.val_loader(device)
+    unranked = task.unranked_reason() if val_loader is not None else ""
+    ranking = val_loader is not None and not unranked
     if val_loader is None:
         ctx.log("No validation data: the last model is kept as the best model. Lower the split "
                 "to validate.", "warning")
+    elif unranked:
+        ctx.log(f"{unranked} The last epoch's model is kept as the best model (validation is "
+                "still measured and reported). Label more objects in the validation area, or "
+                "lower the split, to choose the best epoch by validation.", "warning")
+    best_rule = (f"highest {task.best_metric}" if task.best_mode == "max" else
+                 f"lowest {task.best_metric}") if ranking else (
+        f"last epoch: {unranked}" if unranked else "last epoch: no validation data")
 
     history: list[dict] = list(state.get("history", []))
     best = state.get("best_score")
@@ -163,7 +174,7 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
             dtype=task.dtype, training=params, metrics=metrics, **task.card_fields(), **known,
             state={"epoch": epoch, "global_step": step, "best_metric": task.best_metric,
                    "best_score": best, "best_epoch": best_epoch, "history": history,
-                   "best_metrics": best_metrics})
+                   "best_metrics": best_metrics, "best_rule": best_rule})
 
     writer = SummaryWriter(str(log_folder / "tensorboard")) if main else None
     if main and (moved := report.start_csv(log_folder, resumed=bool(history))):
@@ -218,8 +229,8 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
         report.append_csv(log_folder, row)
         report.log_epoch(writer, row, images)
         # -- 2e. models (before announcing the epoch, so a cancel there keeps them)
-        score = row.get(task.best_metric) if val_loader is not None else None
-        improved = val_loader is None or _better(score, best, task.best_mode)
+        score = row.get(task.best_metric) if ranking else None
+        improved = not ranking or _better(score, best, task.best_mode)
         if improved:
             best, best_epoch, stale = score, epoch + 1, 0
             best_row, best_extra = row, extra
@@ -261,7 +272,8 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
     curves = report.learning_curves(log_folder, history, task.curve_keys, task.curve_title)
     summary = {"task": task.name, **task.card_fields(), "device": device,
                "epochs_run": len(history), "steps": step, "best_epoch": best_epoch,
-               "best_metric": task.best_metric if val_loader is not None else "last epoch",
+               "best_metric": task.best_metric if ranking else "last epoch",
+               "best_rule": best_rule,
                "best_score": best, "stopped": stopped,
                "seconds": round(time.monotonic() - started, 1),
                "output_model": job.output_model if best_epoch else None,

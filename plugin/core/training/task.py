@@ -79,6 +79,12 @@ class TrainingTask:
         :meth:`report_section` / :meth:`summary_metrics`."""
         return {}
 
+    def unranked_reason(self) -> str:
+        """Why the validation data are too few to rank epochs (a sentence), or "" when they can
+        (the default): the engine then keeps the last epoch's model as the best model, still
+        validating and reporting every epoch, and the card's ``state.best_rule`` says so."""
+        return ""
+
     def refresh_average(self, network, device: str, epoch: int) -> None:
         """Adjust the averaged ``network`` (in eval mode, under ``torch.no_grad``) after each
         training epoch, before it is validated and saved; default: nothing. Pixel regression
