@@ -1,6 +1,8 @@
 """Object detection end to end through the one training engine: a synthetic scene with exact boxes
-is learned (validation mAP50 ≥ 0.9 in this CI-sized run of 60 steps from random weights: 1.0
-measured with seeds 0 and 1, reached after 30–40 steps), Detect Objects finds the objects of an
+is learned (validation mAP50 ≥ 0.9 in this CI-sized run of 120 steps from random weights: 1.0
+measured, reached after about 50 steps; with cut objects as ignore regions a 60-step run
+stayed at 0.07–0.37, its learning rate decaying before the detector told object parts from
+objects), Detect Objects finds the objects of an
 unseen raster at their true map coordinates and once each, the ONNX export gives the same boxes,
 and a detector given to Classify Pixels is refused naming both tasks.
 
@@ -26,7 +28,7 @@ PATCH = 64
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A light detector trained on one synthetic raster, validated on another (60 steps)."""
+    """A light detector trained on one synthetic raster, validated on another (120 steps)."""
     folder = tmp_path_factory.mktemp("det")
     train = make_object_scene(folder / "train", size=192, n_objects=16, seed=11,
                               sizes=(25, 34))
@@ -35,7 +37,7 @@ def trained(tmp_path_factory):
     scene_project(val, folder / "p.gpkg", role="validation")
     job = TrainObjectDetectionJob(
         project=str(folder / "p.gpkg"), patch_size=PATCH,   # ARCHITECTURE auto: FCOS R-18 on a CPU
-        epochs=6, steps_per_epoch=10, batch_size=4, learning_rate=0.001,
+        epochs=12, steps_per_epoch=10, batch_size=4, learning_rate=0.001,
         augment_scale=False, background_patch_ratio=0.0, device="cpu", num_workers=0,
         output_model=str(folder / "det.safetensors"),
         output_last_model=str(folder / "det_last.safetensors"))
@@ -52,7 +54,7 @@ def test_synthetic_scene_learned_map50(trained):
     # 5 whole validation objects: too few to rank epochs, the last epoch is kept (and said)
     assert r["task"] == "object_detection" and r["best_metric"] == "last epoch"
     assert r["best_rule"].startswith("last epoch: The validation patches hold 5 whole")
-    assert r["best_epoch"] == r["epochs_run"] == 6
+    assert r["best_epoch"] == r["epochs_run"] == 12
     assert r["metrics"]["val_map50"] >= 0.9      # 1.0 measured (see the module docstring)
     card = json.loads(Path(r["report_json"]).read_text())
     assert card is not None
