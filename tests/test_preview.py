@@ -206,8 +206,8 @@ def test_every_trainer_has_the_preview_fields_off_by_default(family, tmp_path):
 
 def test_the_family_table_says_which_families_preview():
     assert {f.task for f in PREVIEWING} == {"pixel_segmentation", "object_detection", "grid",
-                                            "instance_segmentation"}
-    assert preview_function("chip_classification") is None
+                                            "instance_segmentation", "chip_classification"}
+    assert preview_function("pixel_regression") is None
     assert all(callable(preview_function(f.task)) for f in PREVIEWING)
 
 

@@ -118,7 +118,7 @@ FAMILIES: list[Family] = [
            train_tool=Tool("train_grid_model", "Grid Model…"),
            classify_tools=(Tool("classify_grid", "Classify Grid…"),)),
     Family("chip_classification", "Chip Classifier", "classification", "ChipTask",
-           "train_chip_classifier", ("classify_chips",), suggests=True,
+           "train_chip_classifier", ("classify_chips",), suggests=True, previews=True,
            train_tool=Tool("train_chip_classifier", "Chip Classifier…"),
            classify_tools=(Tool("classify_chips", "Classify Chips…"),)),
     Family("pixel_regression", "Pixel Regression", "regression", "PixelRegressionTask",

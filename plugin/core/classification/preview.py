@@ -1,10 +1,10 @@
-"""The grid model on the map while it trains (:mod:`..training.preview`): the cells of the
-raster's grid (``GRID_SIZE`` px from its top-left corner, as Classify Grid cuts them) that the
-window shows, each scored by the in-training network (a cell cut by the window's edge from the
-part shown, the rest filled with the band means, as the raster's edge cells are). A zoomed-out
-(decimated) window's cells are resampled to ``GRID_SIZE`` px, so the network sees the cell's
-ground at its input size. A chip classifier has no map preview: its chips are not a map (its
-row in the family table has no ``previews``)."""
+"""The grid model and the chip classifier on the map while they train
+(:mod:`..training.preview`): the cells of the raster's grid that the window shows (``GRID_SIZE``
+px from its top-left corner, as Classify Grid cuts them; for a chip classifier cells of its
+chips' side in px, each resized to the network's input size as its chips are), each scored by
+the in-training network (a cell cut by the window's edge from the part shown, the rest filled
+with the band means, as the raster's edge cells are). A zoomed-out (decimated) window's cells
+are resampled to the cell size, so the network sees the cell's ground at its input size."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def render_preview(network, task, image: np.ndarray, valid: np.ndarray, window,
     from ..gridfilter import thresholds_of
     from .network import ClassifierPredictor
 
-    size = int(task.job.grid_size)
+    size = int(getattr(task, "side", 0) or task.input_size)   # cell side on the raster, px
+    side_in = int(task.input_size)                             # the network's input, px
     predictor = ClassifierPredictor(network, task.mean, task.std, task.multi_label).to(device)
     th = thresholds_of({"classes": task.classes,
                         "thresholds": getattr(task, "thresholds", None)}, 0.0)
@@ -50,6 +51,9 @@ def render_preview(network, task, image: np.ndarray, valid: np.ndarray, window,
                                                    mode="bilinear", align_corners=False)[0]
             cell = fill.expand(-1, size, size).clone()
             cell[:, r0 - ri * size:r1 - ri * size, c0 - ci * size:c1 - ci * size] = part
+            if side_in != size:
+                cell = torch.nn.functional.interpolate(cell[None], size=(side_in, side_in),
+                                                       mode="bilinear", align_corners=False)[0]
             cells.append(cell)
             rects.append((x0, y0, x1, y1))
     scores = []
