@@ -320,11 +320,7 @@ class GridSummaryJob(TrainGridModelJob):
 
     def problems(self) -> list[str]:
         """Only the project must exist (the outputs of a training are not needed)."""
-        out = Job.problems(self)
-        if self.project and not Path(self.project).is_file():
-            out.append(f"The labeling project {self.project} does not exist: choose one "
-                       "(PROJECT).")
-        return out
+        return Job.problems(self) + self.project_problems()
 
     def sampling_job(self):
         """The ``sample_summary`` job of this grid model's cells."""
