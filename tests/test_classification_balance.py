@@ -75,6 +75,7 @@ def test_balanced_defaults_find_a_rare_class_the_plain_training_never_answers(tm
 
         _, card = load_classifier(model, "chip_classification")
         assert len(card["decision_offsets"]) == 2 and card["class_balance"] == balance
+        assert card["tta"] is True     # AUGMENT (flips and turns): scored on the 8 of them
         assert np.array_equal(pred, decide(probs, card["decision_offsets"]) == 1)
     assert f1["none, argmax"] < 0.1 and f1["sampling"] > 0.25, f1
 

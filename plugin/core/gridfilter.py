@@ -1,7 +1,9 @@
 """Optimized classification (ENVI): a grid model first says which grid cells hold any of its
 classes; only those cells are run through the pixel (or object) model, the others come out as
 background. A cell is *flagged* when any class's score reaches its threshold (THRESHOLD, or with
-0 the per-class thresholds tuned on validation); cells entirely nodata are not flagged.
+0 the per-class thresholds tuned on validation); cells entirely nodata are not flagged. The
+scores are Classify Grid's (the family's loader: a model trained with flips and turns scores the
+mean over the 8, as its thresholds were tuned).
 """
 
 from __future__ import annotations

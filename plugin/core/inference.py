@@ -48,17 +48,8 @@ class TorchEngine:
                 x = torch.from_numpy(batch)
                 if self.cuda:
                     x = x.pin_memory().to(self.device, non_blocking=True)
-                if not tta:
-                    return self._forward(x)
-                total = None
-                for flip in (False, True):
-                    xf = x.flip(-1) if flip else x
-                    for k in range(4):
-                        y = torch.rot90(self._forward(torch.rot90(xf, k, (-2, -1))), -k,
-                                        (-2, -1))
-                        y = y.flip(-1) if flip else y
-                        total = y if total is None else total + y
-                return total / 8.0
+                return dihedral_mean(self._forward, x, spatial=True) if tta \
+                    else self._forward(x)
         except torch.OutOfMemoryError:
             raise UserError("The GPU ran out of memory while classifying.",
                             "Use fewer tiles per batch (BATCH_SIZE) or a smaller "
@@ -147,6 +138,25 @@ def make_engine(model_path: str | Path, predictor, device: str, choice: str = "a
             return OrtEngine(path, cache=True)
     return TorchEngine(predictor() if callable(predictor) and not hasattr(predictor, "forward")
                        else predictor, device)
+
+
+def dihedral_mean(forward: Callable, x, spatial: bool = False):
+    """Mean of ``forward`` over the 8 flips/turns of ``x`` (a torch tensor (N, bands, H, W)):
+    the test-time augmentation of a model trained with flips and 90° turns. ``spatial``: the
+    outputs (N, C, H, W) move with the image and are turned back before the mean (pixel
+    outputs); else they are per sample (N, C), the same whatever the turn (class scores)."""
+    import torch
+
+    total = None
+    for flip in (False, True):
+        xf = x.flip(-1) if flip else x
+        for k in range(4):
+            y = forward(torch.rot90(xf, k, (-2, -1)))
+            if spatial:
+                y = torch.rot90(y, -k, (-2, -1))
+                y = y.flip(-1) if flip else y
+            total = y if total is None else total + y
+    return total / 8.0
 
 
 def tta_predict(engine: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:

@@ -47,6 +47,13 @@ def _beta():
                      "recall 4× precision (Planet).")
 
 
+def _tta(what: str):
+    return spec(True, "TTA", "Test-time augmentation (8 flips/turns)", "bool", advanced=True,
+                help=f"A model trained with flips and 90° turns scores each {what} as the mean "
+                     "over its 8 flips/turns, as its validation did (its tuned thresholds fit "
+                     "these scores): better, 8 × slower. Off: one pass.")
+
+
 @register_job
 @dataclass
 class TrainGridModelJob(TrainingJob):
@@ -134,6 +141,7 @@ class ClassifyGridJob(RasterModelJob):
                             "float", minimum=0.0, maximum=1.0,
                             help="A class is in a cell when its score reaches this; 0 uses the "
                                  "per-class thresholds tuned on validation.")
+    tta: bool = _tta("cell")
     batch_size: int = spec(16, "BATCH_SIZE", "Cells per batch", "int", minimum=1,
                            maximum=4096, advanced=True)
     device: str = device_field()
@@ -243,6 +251,7 @@ class ClassifyChipsJob(Job):
                              "input layer's)", "str", optional=True, advanced=True,
                              help="Vector INPUT: the layer written (or replaced) in OUTPUT; its "
                                   "other layers are kept.")
+    tta: bool = _tta("chip")
     batch_size: int = spec(32, "BATCH_SIZE", "Chips per batch", "int", minimum=1,
                            maximum=4096, advanced=True)
     device: str = device_field()

@@ -5,9 +5,11 @@ Card fields of both (besides the common ones): ``architecture`` (one of
 :data:`ARCHITECTURES`), ``multi_label``, ``thresholds`` (one per class, tuned on
 validation; optional), ``decision_offsets`` (single-label: one log-probability offset per
 class added before the argmax, tuned on validation; optional), ``class_balance`` (the
-CLASS_BALANCE trained with; optional). A grid model adds ``grid_size`` (px), a chip
-classifier ``max_side``, ``resize`` (px, 0 = none) and ``box_size`` (px, for point features).
-The network has one output per listed class. Loading: :func:`.network.load_classifier`.
+CLASS_BALANCE trained with; optional), ``tta`` (trained with flips and 90° turns: scored on the
+mean over the 8, :mod:`.network`; optional, absent: false). A grid model adds ``grid_size``
+(px), a chip classifier ``max_side``, ``resize`` (px, 0 = none) and ``box_size`` (px, for
+point features). The network has one output per listed class. Loading:
+:func:`.network.load_classifier`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def card_problem(card: dict) -> str | None:
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
             and 0 <= v <= 1 for v in th)):
         return f"thresholds {th!r} is not a list of {n} numbers from 0 to 1 (one per class)"
+    if not isinstance(card.get("tta", False), bool):
+        return f"tta {card.get('tta')!r} is not true or false"
     off = card.get("decision_offsets")
     if off is not None and (not isinstance(off, list) or len(off) != n or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -8,7 +8,9 @@ chip is its pixel box on RASTER (points: a ``box_size`` px square; boxes under 2
 
 Outputs: ``chip`` (folder: the path relative to INPUT), ``class`` (the top class), ``score``
 (its probability), ``prob_<class>`` for every class and, for multi-label models, ``tags``
-(space-separated classes whose probability reaches their tuned threshold).
+(space-separated classes whose probability reaches their tuned threshold). TTA (default on):
+the probabilities of a model trained with flips and turns are the mean over the 8 flips/turns
+of the chip (``network.py``).
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def classify_chips(job, ctx: JobContext) -> dict:
 
     started = time.monotonic()
     predictor, card = load_classifier(job.model, "chip_classification")
+    predictor.tta = predictor.tta and bool(job.tta)
     device = _device(job.device)
     predictor = predictor.to(device)
     src = Path(job.input)

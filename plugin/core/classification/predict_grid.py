@@ -11,7 +11,9 @@ else ``background``), ``score`` (the top class's score), ``classes`` (the classe
 their thresholds, comma-separated), ``score_<class>`` per class and the cell's area
 (``area_m2``, on the ellipsoid for a geographic CRS: :func:`..areas.area_and_length`;
 ``area_px`` for an ungeoreferenced image). Thresholds: THRESHOLD, or
-with 0 the per-class thresholds tuned on validation (model card).
+with 0 the per-class thresholds tuned on validation (model card). TTA (default on): the scores
+of a model trained with flips and turns are the mean over the 8 flips/turns of the cell
+(``network.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def classify_grid(job, ctx: JobContext) -> dict:
 
     started = time.monotonic()
     predictor, card = load_classifier(job.model, "grid")
+    predictor.tta = predictor.tta and bool(job.tta)
     device = resolve_device(job.device)
     predictor = predictor.to(device)
     names = [c["name"] for c in card["classes"]]

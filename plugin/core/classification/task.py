@@ -2,7 +2,9 @@
 :class:`ChipTask` (chip classifiers), sharing :class:`ClassificationTask`.
 
 Network: a timm backbone (``networks.py``). Loss: cross-entropy (single-label, softmax) or
-binary cross-entropy per class (multi-label, sigmoid). Validation: loss, per-class precision,
+binary cross-entropy per class (multi-label, sigmoid). Validation (probabilities averaged over
+the 8 flips/turns of a model trained with them, as Classify Chips / Grid score it: the card's
+``tta``, ``network.py``): loss (of the plain logits), per-class precision,
 recall, F1, F-beta and average precision (torchmetrics), and for multi-label models the
 per-class thresholds that maximise F-beta on the validation set (``metrics.py``), stored in the
 model card. The best grid model is the one with the lowest validation loss (ENVI); the best chip
@@ -158,8 +160,15 @@ class ClassificationTask(TrainingTask):
         logits = network(img).float()
         return self.loss(logits, target), {}
 
+    @property
+    def tta(self) -> bool:
+        """Trained with flips and 90° turns: scored on the mean over the 8 (``network.py``)."""
+        return False
+
     def validate(self, network, loader, device: str, epoch: int) -> dict:
         import torch
+
+        from .network import class_scores
 
         probs, targets, loss_sum, n = [], [], 0.0, 0
         for img, target in loader:
@@ -167,7 +176,8 @@ class ClassificationTask(TrainingTask):
             logits = network(img).float()
             loss_sum += float(self.loss(logits, target)) * len(img)
             n += len(img)
-            p = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, 1)
+            p = (class_scores(network, img, self.multi_label, True) if self.tta
+                 else torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, 1))
             probs.append(p.cpu().numpy())
             targets.append(target.cpu().numpy())
         probs_a, targets_a = np.concatenate(probs), np.concatenate(targets)
@@ -193,7 +203,8 @@ class ClassificationTask(TrainingTask):
 
     def card_fields(self) -> dict:
         fields = {"architecture": self.architecture, "multi_label": self.multi_label,
-                  "input_size": int(self.input_size), "beta": float(self.job.beta)}
+                  "input_size": int(self.input_size), "beta": float(self.job.beta),
+                  "tta": self.tta}
         if self.multi_label:
             fields["thresholds"] = list(getattr(self, "thresholds", None)
                                         or [0.5] * len(self.classes))
@@ -310,6 +321,10 @@ class GridTask(ClassificationTask):
         return DataLoader(self.train_ds, batch_size=job.batch_size, shuffle=False,
                           **self._loader_kw(device))
 
+    @property
+    def tta(self) -> bool:
+        return bool(self.job.augment_flip)
+
     def card_fields(self) -> dict:
         return {**super().card_fields(), "grid_size": int(self.job.grid_size),
                 "min_cover": float(self.job.min_cover),
@@ -363,6 +378,10 @@ class ChipTask(ClassificationTask):
         val = d.splits["validation"]
         self.val_ds = ChipDataset(val, d.targets("validation"), d.side, d.resize, d.mean,
                                   d.std, self.multi_label) if val else None
+
+    @property
+    def tta(self) -> bool:
+        return bool(self.job.augment)
 
     def card_fields(self) -> dict:
         return {**super().card_fields(), "min_side": int(self.job.min_side),
