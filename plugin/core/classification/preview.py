@@ -30,7 +30,8 @@ def render_preview(network, task, image: np.ndarray, valid: np.ndarray, window,
 
     size = int(getattr(task, "side", 0) or task.input_size)   # cell side on the raster, px
     side_in = int(task.input_size)                             # the network's input, px
-    predictor = ClassifierPredictor(network, task.mean, task.std, task.multi_label).to(device)
+    predictor = ClassifierPredictor(network, task.mean, task.std, task.multi_label,
+                                    task.tta).to(device)   # as Classify Grid scores
     th = thresholds_of({"classes": task.classes,
                         "thresholds": getattr(task, "thresholds", None)}, 0.0)
     ids = np.asarray([int(c["id"]) for c in task.classes], np.int32)
