@@ -80,6 +80,7 @@ def _write(path, data: np.ndarray, profile: dict, transform):
 
 def train_left_classify_right(image: np.ndarray, profile: dict, labels: np.ndarray,
                               valid: np.ndarray, names: list[str], folder, ctx=None,
+                              classify_kw: dict | None = None,
                               **job_kw) -> tuple[list[dict], dict]:
     """Train a grid model on the left part of a labelled raster, classify the right part with
     Classify Grid, and score the held-out cells (:func:`score_against_baselines`).
@@ -87,7 +88,8 @@ def train_left_classify_right(image: np.ndarray, profile: dict, labels: np.ndarr
     ``image``: (bands, H, W) with ``profile`` (rasterio: transform, crs, nodata); ``labels``:
     (H, W) label values 1…len(names) for ``names`` (0 = background); ``valid``: (H, W) bool.
     The cut is the multiple of the grid size nearest the middle column, so no cell straddles
-    it. ``job_kw``: :class:`.jobs.TrainGridModelJob` fields (grid_size, epochs, …). Returns
+    it. ``job_kw``: :class:`.jobs.TrainGridModelJob` fields (grid_size, epochs, …);
+    ``classify_kw``: :class:`.jobs.ClassifyGridJob` fields (default: its defaults). Returns
     (rows, the training job's result with ``cut``, ``cells_train``, ``cells_test``).
     Raises UserError from the jobs."""
     from pathlib import Path
@@ -120,7 +122,7 @@ def train_left_classify_right(image: np.ndarray, profile: dict, labels: np.ndarr
     result = job.run(ctx)
     out = folder / "cells.gpkg"
     ClassifyGridJob(input=str(right), model=job.output_model, output=str(out),
-                    device=job.device).run(ctx)
+                    device=job.device, **(classify_kw or {})).run(ctx)
     values = list(range(1, len(names) + 1))
     test = cell_truth(labels[:, cut:], valid[:, cut:], values, size, job.min_cover,
                       job.pad_small_features)
