@@ -87,3 +87,37 @@ def test_classify_chips_scores_the_mean_of_the_8_flips_when_the_model_learnt_the
         job.run(RecordingContext())
         expected = mean if tta and card_tta else one
         np.testing.assert_allclose(_probs(out), expected, atol=2e-5)
+
+
+def test_validation_scores_chips_as_classify_chips_does(tmp_path):
+    """Validation scores the chips as Classify Chips does (the mean over the 8 flips/turns of
+    a model trained with AUGMENT): the average precision per class in the card's validation
+    metrics is that of Classify Chips' probabilities of the validation chips (one pass gives
+    another), and the offsets tuned again on them are the card's."""
+    from plugin.core.classification.chipsplit import chip_targets, select_chips
+    from plugin.core.classification.jobs import TrainChipClassifierJob
+    from plugin.core.classification.metrics import classification_metrics, tune_offsets
+    from plugin.core.classification.predict_chips import predict_chips
+
+    make_imbalanced_chips(tmp_path / "chips", n=120, minority=0.3, separation=1.0, seed=4)
+    job = TrainChipClassifierJob(input=str(tmp_path / "chips"), epochs=2, test_size=0,
+                                 architecture="resnet18", device="cpu", num_workers=0,
+                                 output_model=str(tmp_path / "m.dltmodel.safetensors"))
+    job.run(RecordingContext())
+    predictor, card = load_classifier(job.output_model, "chip_classification")
+    assert card["tta"] is True and predictor.tta is True
+    names = [c["name"] for c in card["classes"]]
+    _, splits, _ = select_chips(job, RecordingContext(), tmp_path / "log")
+    val = splits["validation"]
+    targets = chip_targets(val, names, False)
+    assert (targets == 1).sum() >= 3      # the rare class is tuned
+    saved = card["metrics"]["validation"]["per_class"]
+    aps = {}
+    for tta in (True, False):
+        predictor.tta = tta
+        probs = predict_chips(predictor, card, [c.path for c in val])
+        m = classification_metrics(probs, targets, names, False)
+        aps[tta] = np.array([m["per_class"][n]["ap"] - saved[n]["ap"] for n in names])
+        if tta:
+            assert tune_offsets(probs, targets) == card["decision_offsets"]
+    assert np.abs(aps[True]).max() < 1e-4 and np.abs(aps[False]).max() > 1e-3, aps
