@@ -222,3 +222,45 @@ def test_torch_threads_never_oversubscribe_the_cores(monkeypatch):
         assert runtime.limit_threads(2) == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_validation_patch_past_the_edge_hides_and_scores_only_its_planned_pixels(tmp_path):
+    """Issue 19 (land cover): the plan's last patch of a row runs past the raster edge; read
+    moved flush with the edge, it must still hide from training, and score, only the pixels the
+    plan counted: class b, labelled in a training patch only, stays in training although the
+    moved window covers it, and the validation labels hold no class-b pixel."""
+    from shapely.geometry import box, mapping
+
+    from plugin.core.jobs import RecordingContext
+    from plugin.core.labeling.project import LabelingProject
+    from plugin.core.segmentation.jobs import TrainPixelSegmentationJob
+    from plugin.core.segmentation.task import PixelSegmentationTask
+
+    raster = _write(tmp_path / "i.tif", np.random.default_rng(0).integers(
+        0, 200, (1, 100, 100)).astype(np.uint8))     # rows/cols → x = col, y = −row
+
+    def rect(r0, c0, r1, c1):
+        return mapping(box(c0, -r1, c1, -r0))
+
+    project = LabelingProject.create(tmp_path / "p.gpkg", "EPSG:32631")
+    for name in ("a", "b", "c"):
+        project.add_class(name)
+    project.add_raster(raster)
+    # grid of 64 px patches at 0 and 64: class a in all four, b in (0, 0) only (within the
+    # columns 36–100 of the (0, 64) patch moved flush), c in (0, 64) (1/3) and (64, 64) (2/3):
+    # validation takes (0, 64), the patch with the smallest share of c
+    project.add_features([(1, rect(r, c, r + 4, c + 4)) for r in (2, 70) for c in (2, 70)]
+                         + [(2, rect(10, 40, 20, 60)), (3, rect(30, 70, 40, 80)),
+                            (3, rect(80, 80, 100, 90))])
+    job = TrainPixelSegmentationJob(project=str(tmp_path / "p.gpkg"), patch_size=64,
+                                    unlabelled_pixels="unknown", device="cpu", num_workers=0,
+                                    output_model=str(tmp_path / "m.dltmodel.safetensors"))
+    task = PixelSegmentationTask()
+    task.prepare(job, RecordingContext(), tmp_path / "logs")
+    assert [(p.row, p.col) for p in task.val_patches] == [(0, 36)]   # moved flush
+    assert task.hidden == {0: [(0, 64, 64, 100)]}                     # the planned pixels
+    assert 2 in task.windows.centres                                  # b still trains
+    _, mask, _ = task.val_loader("cpu").dataset[0]
+    mask = mask.numpy()
+    assert (mask[:, :28] == IGNORE).all()            # the columns 36–64: training pixels
+    assert set(np.unique(mask)) == {1, 3, IGNORE}

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..batch_augment import AugmentSettings
 from ..sampling import Patch, PatchReader, SampleSource
-from ..sampling.windows import CENTRED_MAX, centred_share
+from ..sampling.windows import CENTRED_MAX, centred_share, hidden_in_window
 
 IGNORE = 255
 
@@ -138,14 +138,19 @@ class PatchDataset:
     with that band's mean (0 after normalisation) even where other bands are valid.
     ``hidden``: source → [(row0, col0, row1, col1)] pixel boxes whose labels are ignored (the
     validation areas, when training on the same raster). ``unknown_background``: label 0 means
-    "not labelled" and is ignored, not learnt as background.
+    "not labelled" and is ignored, not learnt as background. ``label_areas``: per patch (in
+    the order of ``patches``) the pixel box whose labels count, the labels elsewhere in the
+    patch ignored: a validation patch moved flush with its raster's edge scores only the pixels
+    of its planned patch (:func:`..sampling.windows.planned_area`), the others being training
+    pixels.
     """
 
     def __init__(self, sources: list[SampleSource], patches: list[Patch], mean: list[float],
                  std: list[float], classes: int, augment: Augment | None = None,
                  jitter: float = 0.0, seed: int = 0, nodata: float | None = None,
                  hidden: dict[int, list[tuple[int, int, int, int]]] | None = None,
-                 unknown_background: bool = False) -> None:
+                 unknown_background: bool = False,
+                 label_areas: list[tuple[int, int, int, int]] | None = None) -> None:
         self.reader = PatchReader(sources)
         self.patches = list(patches)
         self.mean = np.asarray(mean, np.float32)[:, None, None]
@@ -157,6 +162,7 @@ class PatchDataset:
         self.nodata = None if nodata is None or np.isnan(nodata) else float(nodata)
         self.hidden = hidden or {}
         self.unknown_background = unknown_background
+        self.label_areas = label_areas
         self.epoch = 0
         self.blur: dict[int, float] = {}
 
@@ -182,10 +188,15 @@ class PatchDataset:
         image = (image - self.mean) / self.std
         image[:, mask == IGNORE] = 0.0
         image[bad] = 0.0          # the band's mean
-        for r0, c0, r1, c1 in self.hidden.get(patch.source, ()):
-            rs = slice(max(r0 - patch.row, 0), max(min(r1 - patch.row, patch.size), 0))
-            cs = slice(max(c0 - patch.col, 0), max(min(c1 - patch.col, patch.size), 0))
+        for rs, cs in hidden_in_window(patch.row, patch.col, patch.size,
+                                       self.hidden.get(patch.source, ())):
             mask[rs, cs] = IGNORE
+        if self.label_areas is not None:
+            counted = np.zeros(mask.shape, bool)
+            for rs, cs in hidden_in_window(patch.row, patch.col, patch.size,
+                                           [self.label_areas[index]]):
+                counted[rs, cs] = True
+            mask[~counted] = IGNORE
         if self.unknown_background:
             mask[mask == 0] = IGNORE
         img_t, mask_t = torch.from_numpy(image), torch.from_numpy(mask)

@@ -4,8 +4,9 @@ Data: every epoch draws new random training windows (``data.WindowSampler``: up 
 on labelled feature pixels, the fewer the more area the features cover, rare classes favoured by
 the class weight max → min schedule, flush with the raster edges), each with its own
 augmentation, and soft targets for blurred labels; the validation patches of the sample plan
-(see ``train.prepare``; moved flush with the raster edges) are masked out of the training
-labels. Network: a segmentation-models-pytorch model
+(see ``train.prepare``) are read moved flush with the raster edges, but only the pixels of the
+planned patch inside the raster are scored and masked out of the training labels (what the
+split's rules were checked on). Network: a segmentation-models-pytorch model
 (``models.py``). Loss: cross-entropy (with feature-class weights, ``LOSS_WEIGHT``), + Dice, focal
 or Tversky (segmentation-models-pytorch).
 Metrics: confusion-matrix accuracy, precision, recall, F1 and IoU per class (``metrics.py``); the
@@ -24,7 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sampling.windows import flush_patches, hidden_areas, open_area
+from ..sampling.windows import (
+    flush_patches,
+    hidden_areas,
+    open_area,
+    planned_area,
+    raster_shapes,
+)
 from ..training import runtime
 from ..training.length import training_length
 from ..training.task import TrainingTask
@@ -52,7 +59,11 @@ class PixelSegmentationTask(TrainingTask):
         self.job, self.ctx = job, ctx
         self.setup = setup = prepare(job, ctx, log_folder)
         self.train_patches = setup.plan.split("train")
-        self.val_patches = flush_patches(setup.plan.split("validation"), setup.sources)
+        planned = setup.plan.split("validation")
+        self.val_patches = flush_patches(planned, setup.sources)
+        shapes = raster_shapes(setup.sources, {p.source for p in planned})
+        # scored, and hidden from training: the planned patches' pixels (the split's rules)
+        self.val_areas = [planned_area(p, shapes[p.source]) for p in planned]
         ctx.log(f"Patches: {setup.plan.summary()['patches']}")
         self.describe_training_data(ctx, setup.sources, self.train_patches)
         self.classes = setup.classes
@@ -67,7 +78,7 @@ class PixelSegmentationTask(TrainingTask):
         self.loss_weights = _loss_weights(self.train_patches, self.num_outputs, job.loss_weight)
         # validation patches on training rasters: their labels are hidden from training
         train_ids = sorted({p.source for p in self.train_patches})
-        self.hidden = hidden_areas(self.val_patches, train_ids)
+        self.hidden = hidden_areas(planned, train_ids, shapes)
         self.windows = WindowSampler.scan(setup.sources, train_ids, job.patch_size, self.hidden,
                                           job.seed)
         area = open_area(self.windows.shapes, self.hidden)
@@ -141,7 +152,7 @@ class PixelSegmentationTask(TrainingTask):
             return None
         ds = PatchDataset(self.setup.sources, self.val_patches, self.mean, self.std,
                           self.num_outputs, nodata=self.nodata,
-                          unknown_background=self.unknown)
+                          unknown_background=self.unknown, label_areas=self.val_areas)
         return DataLoader(ds, batch_size=self.job.batch_size, shuffle=False,
                           **self._loader_kw(device))
 
