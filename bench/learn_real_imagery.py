@@ -160,8 +160,9 @@ def train_job(project: str, folder: Path, args, **parameters):
 
 def _train_and_classify(project: str, right: Path, folder: Path, args,
                         **parameters) -> list[np.ndarray]:
-    """Classes of the right half by the best and by the last model: Processing's jobs
-    (:func:`train_job`, then ``dltrainer:classifypixels`` with only INPUT, MODEL, OUTPUT)."""
+    """Classes of the right half by the best and by the last model, then by the best model
+    with TTA off: Processing's jobs (:func:`train_job`, then ``dltrainer:classifypixels`` with
+    only INPUT, MODEL, OUTPUT, and TTA false for the third)."""
     import rasterio
 
     from plugin.core.jobs import RecordingContext
@@ -187,10 +188,12 @@ def _train_and_classify(project: str, right: Path, folder: Path, args,
           f"epochs, {result['steps']} steps in {time.monotonic() - t0:.0f} s, best epoch "
           f"{result['best_epoch']} ({result['best_metric']} {result['best_score']})")
     answers = []
-    for model in (job.output_model, job.output_last_model):   # best, then last
+    # best, last, then best without test-time augmentation (TTA, on by default)
+    for model, tta in ((job.output_model, {}), (job.output_last_model, {}),
+                       (job.output_model, {"TTA": False})):
         out = folder / "classes.tif"
         processing_job("classify_pixels", {"INPUT": str(right), "MODEL": model,
-                                           "OUTPUT": str(out)}).run(RecordingContext())
+                                           "OUTPUT": str(out), **tta}).run(RecordingContext())
         with rasterio.open(out) as ds:
             answers.append(ds.read(1))
     if args.keep:   # the models, logs and the best model's classes, for a closer look
@@ -419,11 +422,11 @@ def main() -> None:
         rows.append(("water IoU (sparse)", ours, base, "best band threshold; all-water "
                      f"IoU {everything:.3f}", 0.50, args.steps_run, args.minutes,
                      args.cpu_minutes))
-    print(f"\n{'measure':<21}{'ours':>7}{'(last)':>7}{'baseline':>9}{'target':>8}"
+    print(f"\n{'measure':<21}{'ours':>7}{'(last)':>7}{'no TTA':>7}{'baseline':>9}{'target':>8}"
           f"{'ours/base':>10}{'ours/target':>12}{'steps':>7}{'minutes':>8}{'CPU min':>8}"
           "  baseline kind")
-    for name, (best, last), base, kind, target, steps, minutes, cpu in rows:
-        print(f"{name:<21}{best:7.3f}{last:7.3f}{base:9.3f}{target:8.2f}"
+    for name, (best, last, plain), base, kind, target, steps, minutes, cpu in rows:
+        print(f"{name:<21}{best:7.3f}{last:7.3f}{plain:7.3f}{base:9.3f}{target:8.2f}"
               f"{best / max(base, 1e-9):10.2f}{best / target:12.2f}{steps:7d}{minutes:8.1f}"
               f"{cpu:8.1f}  {kind}")
     print("minutes: wall-clock training time; CPU min: the training process's CPU time (one "
