@@ -55,15 +55,18 @@ def test_device_band_equals_numpy_band(probs):
 
 def test_torch_engine_on_device_gives_the_numpy_paths_bytes(make_synthetic):
     """The same network through the device band (TorchEngine) and through the NumPy band (a
-    plain callable) gives identical classes and probabilities, with and without TTA."""
+    plain callable) gives identical classes and probabilities, with and without TTA (the 8
+    views, and the 4 mirror views of a model trained with flips alone)."""
     torch = pytest.importorskip("torch")
     import rasterio
+
+    from plugin.core.inference import MIRROR_VIEWS
 
     scene = make_synthetic("s", size=160, bands=3, seed=2)
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Softmax(1))
     engine = TorchEngine(net, "cpu")
-    for tta in (False, True):
+    for tta in (False, True, MIRROR_VIEWS):
         out = {}
         for name, eng in (("device", engine), ("numpy", lambda x: engine(x))):
             probs = np.zeros((3, 160, 160), np.uint8)

@@ -489,11 +489,12 @@ def test_classify_dialog_shows_the_card_and_checks_bands_and_pixel_size(qgis_app
     assert dialog.warnings() == []
     dialog.vector_check.setChecked(True)
     dialog.min_area_spin.setValue(2.5)
-    dialog.tta_check.setChecked(True)
+    assert dialog.tta_check.isChecked()   # TTA on by default
+    dialog.tta_check.setChecked(False)
     assert dialog.job() == ClassifyPixelsJob(
         input=str(image), model=str(model), output=str(tmp_path / "image_classes.tif"),
         output_vector=str(tmp_path / "image_classes.gpkg"), min_area=2.5, overlap=0.25,
-        tta=True, batch_size=4, device=dialog.job().device)
+        tta=False, batch_size=4, device=dialog.job().device)
     dialog.set_input(str(write_raster(tmp_path / "two.tif", bands=2, pixel=2.0)))
     assert not dialog.ok_button.isEnabled()
     assert "has 2 bands but the model was trained on 3" in dialog.reason_label.text()

@@ -38,18 +38,19 @@ class TorchEngine:
         """NumPy probabilities (N, C, H, W float32) of ``batch`` (copied back to the host)."""
         return self.tensor(batch).cpu().numpy()
 
-    def tensor(self, batch: np.ndarray, tta: bool = False):
+    def tensor(self, batch: np.ndarray, tta: bool | tuple = False):
         """Probabilities (N, C, H, W) float32 of ``batch`` as a tensor on the device; ``tta``:
-        the mean over the 8 turns/flips of the windows, done on the device."""
+        the mean over the views :func:`tta_views` gives for it (True: the 8 turns/flips), done
+        on the device."""
         import torch
 
+        views = tta_views(tta)
         try:
             with torch.inference_mode():
                 x = torch.from_numpy(batch)
                 if self.cuda:
                     x = x.pin_memory().to(self.device, non_blocking=True)
-                return dihedral_mean(self._forward, x, spatial=True) if tta \
-                    else self._forward(x)
+                return dihedral_mean(self._forward, x, spatial=True, views=views)
         except torch.OutOfMemoryError:
             raise UserError("The GPU ran out of memory while classifying.",
                             "Use fewer tiles per batch (BATCH_SIZE) or a smaller "
@@ -140,37 +141,74 @@ def make_engine(model_path: str | Path, predictor, device: str, choice: str = "a
                        else predictor, device)
 
 
-def dihedral_mean(forward: Callable, x, spatial: bool = False):
-    """Mean of ``forward`` over the 8 flips/turns of ``x`` (a torch tensor (N, bands, H, W)):
-    the test-time augmentation of a model trained with flips and 90° turns. ``spatial``: the
-    outputs (N, C, H, W) move with the image and are turned back before the mean (pixel
-    outputs); else they are per sample (N, C), the same whatever the turn (class scores)."""
+#: The views of test-time augmentation: (mirrored left–right first, then quarter turns k
+#: counter-clockwise). The 8 symmetries of the square (dihedral group D4) ...
+D4_VIEWS = tuple((flip, k) for flip in (False, True) for k in range(4))
+#: ... the 4 quarter turns alone ...
+TURN_VIEWS = tuple((False, k) for k in range(4))
+#: ... and the mirrors alone: as is, left–right, upside down (mirrored and turned twice), both
+#: (turned twice).
+MIRROR_VIEWS = ((False, 0), (True, 0), (True, 2), (False, 2))
+
+
+def learnt_views(turns: bool, mirrors: bool) -> tuple:
+    """The test-time views a network trained with random quarter turns (``turns``) and/or
+    random mirrors (``mirrors``, left–right and upside down) has learnt to answer alike: the
+    group those augmentations generate (:data:`D4_VIEWS`, :data:`TURN_VIEWS`,
+    :data:`MIRROR_VIEWS`), or the tile as it is alone. Other views would show it images it
+    never learnt from (a turned road network, shadows falling the other way)."""
+    if turns and mirrors:
+        return D4_VIEWS
+    if turns:
+        return TURN_VIEWS
+    if mirrors:
+        return MIRROR_VIEWS
+    return ((False, 0),)
+
+
+def tta_views(tta: bool | tuple) -> tuple:
+    """``tta`` as views: False → the tile as it is, True → :data:`D4_VIEWS`, views as given."""
+    if tta is True:
+        return D4_VIEWS
+    return tuple(tta) if tta else ((False, 0),)
+
+
+def dihedral_mean(forward: Callable, x, spatial: bool = False, views: bool | tuple = True):
+    """Mean of ``forward`` over the ``views`` (:func:`tta_views`; True: the 8 flips/turns) of
+    ``x`` (a torch tensor (N, bands, H, W)): the test-time augmentation of a model trained with
+    flips and/or 90° turns. ``spatial``: the outputs (N, C, H, W) move with the image and are
+    turned back before the mean (pixel outputs); else they are per sample (N, C), the same
+    whatever the view (class scores)."""
     import torch
 
+    views = tta_views(views)
+    if len(views) == 1:
+        return forward(x)
     total = None
-    for flip in (False, True):
+    for flip, k in views:
         xf = x.flip(-1) if flip else x
-        for k in range(4):
-            y = forward(torch.rot90(xf, k, (-2, -1)))
-            if spatial:
-                y = torch.rot90(y, -k, (-2, -1))
-                y = y.flip(-1) if flip else y
-            total = y if total is None else total + y
-    return total / 8.0
+        y = forward(torch.rot90(xf, k, (-2, -1)) if k else xf)
+        if spatial:
+            y = torch.rot90(y, -k, (-2, -1)) if k else y
+            y = y.flip(-1) if flip else y
+        total = y if total is None else total + y
+    return total / len(views)
 
 
-def tta_predict(engine: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:
-    """Mean probabilities over the 8 rotations/flips of the tiles."""
+def tta_predict(engine: Callable[[np.ndarray], np.ndarray], batch: np.ndarray,
+                views: bool | tuple = True) -> np.ndarray:
+    """Mean outputs (N, C, H, W) of ``engine`` over the ``views`` (:func:`tta_views`; True:
+    the 8 rotations/flips) of the (N, bands, H, W) tiles ``batch``."""
     total = None
-    for flip in (False, True):
+    views = tta_views(views)
+    for flip, k in views:
         x = batch[..., ::-1] if flip else batch
-        for k in range(4):
-            y = engine(np.ascontiguousarray(np.rot90(x, k, axes=(-2, -1))))
-            y = np.rot90(y, -k, axes=(-2, -1))
-            if flip:
-                y = y[..., ::-1]
-            total = y.copy() if total is None else total + y
-    return total / 8.0
+        y = engine(np.ascontiguousarray(np.rot90(x, k, axes=(-2, -1))))
+        y = np.rot90(y, -k, axes=(-2, -1))
+        if flip:
+            y = y[..., ::-1]
+        total = y.copy() if total is None else total + y
+    return total / len(views)
 
 
 def inference_context(on_device: bool):

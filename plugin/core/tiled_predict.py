@@ -8,7 +8,8 @@ everywhere, so edge pixels covered by one tile keep their prediction), accumulat
 the summed weights (:mod:`.blend`). Only a band of ``T`` rows × raster width is held: once a tile
 row is done, the rows no later tile touches are written out and the band moves down, so memory
 does not grow with the raster size. With TTA every tile is also predicted turned and flipped (the
-8 symmetries of the square) and the outputs are averaged.
+8 symmetries of the square, or the views given: :func:`.inference.learnt_views`) and the outputs
+are averaged.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def network_window(card: dict, tile_size: int, batch_size: int) -> tuple[int, in
 
 
 def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes: int,
-                   fill: list[float], tile: int, overlap: float, batch: int, tta: bool,
+                   fill: list[float], tile: int, overlap: float, batch: int,
+                   tta: bool | tuple,
                    on_rows: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None],
                    progress: Callable[[int, int], None] = lambda d, t: None,
                    cancelled: Callable[[], bool] = lambda: False,
@@ -61,6 +63,8 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
     pixels to predict (a grid model's flagged cells); the other valid pixels come out as
     background (class 0, its probability 1) and tiles without any are not run. Returns counts
     (tiles, tiles run, tiles skipped for the grid model, seconds in the forward pass).
+    ``tta``: False, True (the 8 turns and flips) or the views to average
+    (:func:`.inference.tta_views`).
 
     Tiles are read by ``readers`` threads (default :func:`.tile_io.reader_threads`), each with
     its own handle on ``src.name``; an engine with a ``tensor`` method (:class:`TorchEngine`)
@@ -130,7 +134,7 @@ def predict_raster(src, engine: Callable[[np.ndarray], np.ndarray], num_classes:
                     if on_device:
                         results = iter(engine.tensor(x, tta))
                     else:
-                        results = iter(tta_predict(engine, x) if tta else engine(x))
+                        results = iter(tta_predict(engine, x, tta) if tta else engine(x))
                     forward_s += time.perf_counter() - t0
                 for ri, c0, _, valid, worked in group:
                     while current < ri:

@@ -124,8 +124,10 @@ class ClassifyPixelsDialog(RasterModelDialog):
         rf.addRow("Tile overlap", self.overlap_spin)
         self.tta_check = QCheckBox("Test-time augmentation (8 rotations and flips: better, "
                                    "8 × slower)")
-        self.tta_check.setToolTip("Averages the predictions of 8 turned and flipped copies of "
-                                  "each tile: smoother results, 8 × the time.")
+        self.tta_check.setToolTip("Averages the predictions of the turned and flipped copies "
+                                  "of each tile that the model learnt to answer alike (8 when "
+                                  "it learnt with rotation and flip augmentation): better "
+                                  "results, up to 8 × the time. Off: fastest.")
         rf.addRow("", self.tta_check)
         self.batch_spin = int_spin(0, 1024, special="automatic",
                                    tooltip="Tiles the model classifies at once; more is faster "

@@ -76,6 +76,17 @@ def polygonize(class_raster: Path, out_gpkg: Path, classes: list[dict], min_area
     return len(ids)
 
 
+def model_views(card: dict) -> tuple:
+    """The TTA views of the model of ``card``: those its training augmentation taught it
+    (:func:`..inference.learnt_views` of its AUGMENT_ROTATION and AUGMENT_FLIP, on by default
+    and so for a card that does not record them)."""
+    from ..inference import learnt_views
+
+    training = card.get("training") or {}
+    return learnt_views(bool(training.get("augment_rotation", True)),
+                        bool(training.get("augment_flip", True)))
+
+
 def classify_pixels(job, ctx: JobContext) -> dict:
     """Run a ClassifyPixelsJob (see the module docstring)."""
     import rasterio
@@ -118,8 +129,11 @@ def classify_pixels(job, ctx: JobContext) -> dict:
                                      job.engine, ctx=ctx, export=export_onnx)
             rank, world = distributed.rank(), distributed.world_size()
             part, y0, y1 = rank_rows(src.height, src.width, tile, job.overlap, rank, world)
+            views = model_views(card) if job.tta else ((False, 0),)
             ctx.log(f"Classifying {src.width} × {src.height} px with {engine.name} on {device}, "
-                    f"tiles of {tile} px, overlap {job.overlap:g}" + (", TTA" if job.tta else ""))
+                    f"tiles of {tile} px, overlap {job.overlap:g}"
+                    + (f", TTA: the mean of {len(views)} turned/flipped views"
+                       if len(views) > 1 else ""))
             out_path.parent.mkdir(parents=True, exist_ok=True)
             for final in (out_path, prob_path):   # left by a run that was killed
                 if final is not None and distributed.is_main():
@@ -153,7 +167,7 @@ def classify_pixels(job, ctx: JobContext) -> dict:
             try:
                 stats = predict_raster(
                     src, engine, num_classes, card["mean"], tile, job.overlap,
-                    batch, job.tta, on_rows,
+                    batch, views if len(views) > 1 else False, on_rows,
                     progress=lambda d, t: ctx.progress("tile", d, t, "Classifying"),
                     cancelled=lambda: ctx.cancelled, part=part, scale=(scale_a, scale_b),
                     cell_mask=cells.mask if cells is not None else None,
