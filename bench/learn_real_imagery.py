@@ -34,7 +34,7 @@ changes what is learnt at seed 0, the default); it is built by the Processing al
 MODEL and OUTPUT. tests/test_processing.py checks field by field that the land-cover job equals
 the job of that Processing call.
 
-Measured (2-core CPU shared with other jobs, every default, 300 steps, 4.6–5.0 minutes each).
+Measured (2-core CPU shared with other jobs, every default, 300 steps, 4.5–7.5 minutes each).
 Classify Pixels averages the turned and flipped views of every tile by default since issue 19
 (TTA); "no TTA" is the same best model classified without it (the figure before):
 
