@@ -34,7 +34,7 @@ changes what is learnt at seed 0, the default); it is built by the Processing al
 MODEL and OUTPUT. tests/test_processing.py checks field by field that the land-cover job equals
 the job of that Processing call.
 
-Measured (2-core CPU shared with other jobs, every default, 300 steps, 4.6–5.0 minutes each).
+Measured (2-core CPU shared with other jobs, every default, 300 steps, 4.5–7.5 minutes each).
 Classify Pixels averages the turned and flipped views of every tile by default since issue 19
 (TTA); "no TTA" is the same best model classified without it (the figure before):
 
@@ -67,12 +67,12 @@ columns the moved patch shared with the other twice: seed 1 0.631 (another best 
       no TTA          0.637   0.615   0.617   0.623
     land cover acc.   0.740   0.682  (0.640)  0.687  ≥ 0.70  Gaussian ML 0.628
       no TTA          0.736   0.694   0.627   0.686
-    water IoU           –     0.465     –            ≥ 0.50  band threshold 0.584
+    water IoU         0.580   0.465   0.545   0.530  ≥ 0.50  band threshold 0.584
       no TTA          0.558   0.433   0.540   0.510
 
 TTA lifts every trees seed over the target (+0.008 to +0.012; the last epoch's models, which
 learnt the training area's box-shaped masks, −0.001 to +0.014); land cover moves by −0.012 to
-+0.013 (mean +0.002), water seed 1 gains 0.032. Figures in brackets: the model
++0.013 (mean +0.002), water by +0.005 to +0.032 (mean +0.020). Figures in brackets: the model
 of an earlier run at that seed (the same training), classified again with TTA. Land cover still
 varies most between seeds (the best epoch is chosen on a few validation polygons); water's
 seed 1 validation patch holds 12 water pixels. TTA's cost: 8 forward passes per tile, a
