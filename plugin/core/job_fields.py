@@ -61,6 +61,24 @@ def grid_threshold_field(verb: str):
                      "model's tuned thresholds.")
 
 
+def overlap_field():
+    """OVERLAP: the share of a tile its neighbours overlap (blended, :mod:`.blend`)."""
+    from .params import spec
+
+    return spec(0.25, "OVERLAP", "Tile overlap (share of the tile)", "float", minimum=0,
+                maximum=0.75, help="Tiles overlap by this share and are blended smoothly.")
+
+
+def tta_field(default: bool, help: str, advanced: bool = False):
+    """TTA: test-time augmentation, the mean of the model's outputs over turned and flipped
+    views of its input (:func:`.inference.dihedral_mean`); ``help`` says which views and what
+    it costs for this tool."""
+    from .params import spec
+
+    return spec(default, "TTA", "Test-time augmentation (8 rotations/flips)", "bool",
+                advanced=advanced, help=help)
+
+
 def engine_field():
     """ENGINE: torch or onnxruntime for the forward pass (:func:`..inference.make_engine`)."""
     from .params import spec

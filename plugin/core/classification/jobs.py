@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..job_fields import device_field
+from ..job_fields import device_field, tta_field
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..raster_model_job import RasterModelJob
@@ -48,10 +48,10 @@ def _beta():
 
 
 def _tta(what: str):
-    return spec(True, "TTA", "Test-time augmentation (8 flips/turns)", "bool", advanced=True,
-                help=f"A model trained with flips and 90° turns scores each {what} as the mean "
-                     "over its 8 flips/turns, as its validation did (its tuned thresholds fit "
-                     "these scores): better, 8 × slower. Off: one pass.")
+    return tta_field(True, f"A model trained with flips and 90° turns scores each {what} as "
+                           "the mean over its 8 flips/turns, as its validation did (its tuned "
+                           "thresholds fit these scores): better, 8 × slower. Off: one pass.",
+                     advanced=True)
 
 
 @register_job

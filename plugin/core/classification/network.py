@@ -123,3 +123,15 @@ def load_classifier(path: str | Path, card: dict | str | None = None):
     predictor = ClassifierPredictor(net, card["mean"], card["std"], multi_label,
                                     bool(card.get("tta", False))).eval()
     return predictor, card
+
+
+def load_for_job(job, task: str):
+    """(predictor in eval mode on the job's DEVICE, card, device name) of a classify job's
+    ``model`` (:func:`load_classifier` for ``task``); it scores over the 8 flips/turns only
+    when both the card and the job's TTA say so. Raises what :func:`load_classifier` raises."""
+    from ..environment import resolve_device
+
+    predictor, card = load_classifier(job.model, task)
+    predictor.tta = predictor.tta and bool(job.tta)
+    device = resolve_device(job.device)
+    return predictor.to(device), card, device

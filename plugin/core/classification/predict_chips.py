@@ -84,20 +84,11 @@ def prediction_fields(probs: np.ndarray, card: dict) -> list[dict]:
     return out
 
 
-def _device(requested: str) -> str:
-    from ..environment import resolve_device
-
-    return resolve_device(requested)
-
-
 def classify_chips(job, ctx: JobContext) -> dict:
-    from .network import load_classifier
+    from .network import load_for_job
 
     started = time.monotonic()
-    predictor, card = load_classifier(job.model, "chip_classification")
-    predictor.tta = predictor.tta and bool(job.tta)
-    device = _device(job.device)
-    predictor = predictor.to(device)
+    predictor, card, device = load_for_job(job, "chip_classification")
     src = Path(job.input)
     out = Path(job.output)
     if out.resolve() == src.resolve():

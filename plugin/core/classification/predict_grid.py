@@ -34,16 +34,12 @@ BACKGROUND = "background"
 def classify_grid(job, ctx: JobContext) -> dict:
     import shapely
 
-    from ..environment import resolve_device
     from ..raster_input import check_input, is_georeferenced, open_raster
     from ..vector_output import write_vector_layer
-    from .network import load_classifier
+    from .network import load_for_job
 
     started = time.monotonic()
-    predictor, card = load_classifier(job.model, "grid")
-    predictor.tta = predictor.tta and bool(job.tta)
-    device = resolve_device(job.device)
-    predictor = predictor.to(device)
+    predictor, card, device = load_for_job(job, "grid")
     names = [c["name"] for c in card["classes"]]
     th = thresholds_of(card, job.threshold)
     out = Path(job.output)

@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..job_fields import TILE_SIZE_LABEL, device_field, engine_field, model_file_name
+from ..job_fields import (
+    TILE_SIZE_LABEL,
+    device_field,
+    engine_field,
+    model_file_name,
+    overlap_field,
+    tta_field,
+)
 from ..jobs import Job, JobContext, register_job
 from ..params import spec
 from ..patchsize import patch_size_problem
@@ -186,11 +193,9 @@ class PredictValuesJob(RasterModelJob):
                        file_filter=_RASTER_FILTER,
                        help="Float32 GeoTIFF on the input's grid: the predicted value, nodata "
                             "where the input has no valid pixel.")
-    overlap: float = spec(0.25, "OVERLAP", "Tile overlap (share of the tile)", "float",
-                          minimum=0, maximum=0.75,
-                          help="Tiles overlap by this share and are blended smoothly.")
-    tta: bool = spec(False, "TTA", "Test-time augmentation (8 rotations/flips)", "bool",
-                     help="Averages 8 turned/flipped predictions: smoother, 8 × slower.")
+    overlap: float = overlap_field()
+    tta: bool = tta_field(False, "Averages 8 turned/flipped predictions: smoother, 8 × "
+                                 "slower.")
     batch_size: int = spec(4, "BATCH_SIZE", "Tiles per batch", "int", minimum=0, maximum=1024,
                            help="Tiles predicted at once; more is faster on a GPU and needs "
                                 "more memory. 0: chosen from the free GPU memory (4 on the "

@@ -14,6 +14,8 @@ from ..job_fields import (
     grid_model_field,
     grid_threshold_field,
     model_file_name,
+    overlap_field,
+    tta_field,
 )
 from ..jobs import register_job
 from ..params import spec
@@ -212,14 +214,11 @@ class ClassifyPixelsJob(RasterModelJob):
                            maximum=10**9,
                            help="Polygons of fewer pixels are left out of the polygons (ENVI's "
                                 "aggregate minimum size); 0 keeps single pixels.")
-    overlap: float = spec(0.25, "OVERLAP", "Tile overlap (share of the tile)", "float",
-                          minimum=0, maximum=0.75,
-                          help="Tiles overlap by this share and are blended smoothly.")
-    tta: bool = spec(True, "TTA", "Test-time augmentation (8 rotations/flips)", "bool",
-                     help="Averages the predictions of the turned and flipped tiles the model "
-                          "learnt to answer alike (8 with rotation and flip augmentation): "
-                          "better (DeepForest OSBS_029 trees: tree IoU +0.008 to +0.013), up "
-                          "to 8 × slower. Off: fastest.")
+    overlap: float = overlap_field()
+    tta: bool = tta_field(True, "Averages the predictions of the turned and flipped tiles the "
+                                "model learnt to answer alike (8 with rotation and flip "
+                                "augmentation): better (DeepForest OSBS_029 trees: tree IoU "
+                                "+0.008 to +0.013), up to 8 × slower. Off: fastest.")
     batch_size: int = spec(4, "BATCH_SIZE", "Tiles per batch", "int", minimum=0, maximum=1024,
                            help="Tiles classified at once; more is faster on a GPU and needs "
                                 "more memory. 0: chosen from the free GPU memory (4 on the "
