@@ -185,3 +185,50 @@ def test_automatic_length_exceeds_one_pass_and_shows_steps(tmp_path):
     steps = summary["steps"]
     assert steps["per_epoch"] >= 12 > one_pass
     assert steps["total"] == steps["per_epoch"] * job.epochs >= 300
+
+
+def test_a_validation_patch_past_the_edge_hides_and_scores_only_its_planned_area(tmp_path):
+    """Issue 19 (OSBS_029: the moved validation window hid ~10 training trees): the plan's last
+    patch of a column runs past the raster edge; read moved flush with the edge, it must still
+    hide from training, and score, only its planned area. The tree in the moved part (a tree of
+    the training patch above) stays a training object, and validation ignores it: its truth is
+    iscrowd and a prediction of it is dropped, the tree of the planned area alone counts."""
+    import rasterio
+    import torch
+    from rasterio.transform import from_origin
+    from shapely.geometry import box, mapping
+
+    from plugin.core.detection.task import ObjectDetectionTask, patch_edge_rule
+    from plugin.core.labeling.project import LabelingProject
+
+    image = np.random.default_rng(0).integers(0, 200, (3, 100, 100)).astype(np.uint8)
+    with rasterio.open(tmp_path / "i.tif", "w", driver="GTiff", width=100, height=100, count=3,
+                       dtype="uint8", crs="EPSG:32631", transform=from_origin(0, 0, 1, 1)) as d:
+        d.write(image)                                   # rows/cols → x = col, y = −row
+    project = LabelingProject.create(tmp_path / "p.gpkg", "EPSG:32631")
+    project.add_class("tree")
+    project.add_raster(str(tmp_path / "i.tif"))
+    # 64 px grid at 0 and 64; boxes padded to 25 px. Validation takes (64, 0), moved to (36, 0):
+    # the tree at rows 36.5–61.5 lies in the moved part, in the training patch (0, 0)
+    project.add_features([(1, mapping(box(c0, -r1, c1, -r0))) for r0, c0, r1, c1 in (
+        (5, 5, 25, 25), (5, 70, 25, 90), (70, 5, 90, 25), (70, 70, 90, 90), (40, 40, 58, 58))])
+    job = TrainObjectDetectionJob(project=str(tmp_path / "p.gpkg"), patch_size=64,
+                                  device="cpu", num_workers=0,
+                                  output_model=str(tmp_path / "m.dltmodel.safetensors"))
+    task = ObjectDetectionTask()
+    task.prepare(job, RecordingContext(), tmp_path / "logs")
+    assert [(p.row, p.col) for p in task.data.plan.split("validation")] == [(64, 0)]
+    assert [(p.row, p.col) for p in task.val_patches] == [(36, 0)]      # moved flush
+    assert task.hidden == {0: [(64, 0, 100, 64)]}                      # the planned area
+    trainable = task.windows.objects[:, 2:].tolist()
+    assert [36.5, 36.5, 61.5, 61.5] in trainable                       # the moved part's tree
+    assert "1 whole object" in task.unranked_reason()                  # the planned area's one
+    _, target = task.val_loader("cpu").dataset[0]
+    assert target["scored"].tolist() == [0, 28, 64, 64]                # rows 64–100 of 36–100
+    truths = target["boxes"].tolist()
+    assert truths == [[2.5, 31.5, 27.5, 56.5], [36.5, 0.5, 61.5, 25.5]]
+    pred = {"boxes": target["boxes"].clone(), "scores": torch.tensor([0.9, 0.9]),
+            "labels": target["labels"].clone()}                       # both found perfectly
+    preds, targets = patch_edge_rule([torch.zeros(3, 64, 64)], [pred], [target])
+    assert preds[0]["boxes"].tolist() == truths[:1]                   # the moved part's dropped
+    assert targets[0]["iscrowd"].tolist() == [0, 1] and "scored" not in targets[0]

@@ -22,9 +22,10 @@ regions (Faster R-CNN), blanked (``CUT_BLANK``: filled with the band means).
 Training windows are drawn anew every epoch (:class:`..sampling.windows.ObjectWindowSampler`:
 up to half of them holding a whole object, the rest anywhere, at most BACKGROUND_PATCH_RATIO
 windows without an object per window with one) with their own augmentation;
-validation patches are the plan's fixed grid, and where they lie on a training raster training
-windows avoid them (their pixels are filled with the band means and their boxes dropped when a
-window cannot avoid them).
+validation patches are the plan's fixed grid (read moved flush with the raster edge where the
+grid's last patch runs past it), and where they lie on a training raster training windows avoid
+their planned in-raster area (its pixels are filled with the band means and its boxes dropped
+when a window cannot avoid it); validation scores only that area of each patch.
 
 PATCH_SIZE 0 (automatic, :func:`auto_patch_size`): :data:`OBJECTS_ACROSS` median objects across,
 a multiple of 32, within [:data:`AUTO_PATCH_MIN`, :data:`AUTO_PATCH_MAX`] px and no larger than
@@ -214,20 +215,27 @@ def prepare_detection_data(job, ctx: JobContext, work: Path) -> DetectionData:
 @dataclass
 class TrainingArea:
     """Where the training windows of :class:`DetectionData` come from: the validation patches
-    (flush with their raster's edges), the areas they hide on training rasters and the
-    training rasters' shapes (source → (height, width))."""
+    (read flush with their raster's edges), per validation patch its planned area (raster
+    pixels, :func:`..sampling.windows.planned_area`: what validation scores), the areas the
+    validation patches hide on training rasters (their planned areas: what the split's rules
+    were checked on; the rest of a moved window stays training area) and the training rasters'
+    shapes (source → (height, width))."""
 
     val_patches: list[Patch]
+    val_areas: list[tuple[int, int, int, int]]
     hidden: dict
     shapes: dict
 
     @classmethod
     def of(cls, data: DetectionData) -> TrainingArea:
-        from ..sampling.windows import flush_patches, hidden_areas, raster_shapes
+        from ..sampling.windows import flush_patches, hidden_areas, planned_area, raster_shapes
 
-        val = flush_patches(data.plan.split("validation"), data.sources)
+        planned = data.plan.split("validation")
         train_ids = sorted({p.source for p in data.plan.split("train")})
-        return cls(val, hidden_areas(val, train_ids), raster_shapes(data.sources, train_ids))
+        shapes = raster_shapes(data.sources, {p.source for p in planned} | set(train_ids))
+        return cls(flush_patches(planned, data.sources),
+                   [planned_area(p, shapes[p.source]) for p in planned],
+                   hidden_areas(planned, train_ids, shapes), {i: shapes[i] for i in train_ids})
 
     def open_px(self) -> float:
         """Training pixels outside the validation areas."""
@@ -345,11 +353,17 @@ class BoxDataset:
     patches): their pixels are filled with the band means and boxes touching them dropped.
     ``cut`` (training): what becomes of the visible part of the boxes not labelled (see the
     module): :data:`CUT_IGNORE` adds them to the target as ``"ignore"`` (M, 4) float32 xyxy
-    px, :data:`CUT_BLANK` blanks them (:func:`blank_cut_objects`), "" leaves them."""
+    px, :data:`CUT_BLANK` blanks them (:func:`blank_cut_objects`), "" leaves them.
+    ``label_areas`` (validation): per patch (in the order of ``patches``) the pixel box (row0,
+    col0, row1, col1 in raster pixels) that is scored, given to the target as ``"scored"``
+    (4,) float32 xyxy in patch pixels: a validation patch moved flush with its raster's edge
+    scores only its planned area (:func:`..sampling.windows.planned_area`; the task applies
+    the patch edge rule at that area's edge)."""
 
     def __init__(self, sources: list[SampleSource], boxes: list[list[Box]],
                  patches: list[Patch], mean: list[float], augment: BoxAugment | None = None,
-                 seed: int = 0, hidden: dict | None = None, cut: str = "") -> None:
+                 seed: int = 0, hidden: dict | None = None, cut: str = "",
+                 label_areas: list[tuple[int, int, int, int]] | None = None) -> None:
         self.reader = PatchReader(sources)
         self.boxes = boxes
         self.patches = list(patches)
@@ -358,6 +372,7 @@ class BoxDataset:
         self.seed = seed
         self.hidden = hidden or {}
         self.cut = cut
+        self.label_areas = label_areas
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -397,6 +412,12 @@ class BoxDataset:
         target = {"boxes": boxes, "labels": labels}
         if self.cut == CUT_IGNORE:
             target["ignore"] = ignore
+        if self.label_areas is not None:
+            inside = hidden_in_window(patch.row, patch.col, patch.size,
+                                      [self.label_areas[index]])
+            rs, cs = inside[0] if inside else (slice(0, 0), slice(0, 0))
+            target["scored"] = torch.tensor([cs.start, rs.start, cs.stop, rs.stop],
+                                            dtype=torch.float32)
         return img, target
 
 

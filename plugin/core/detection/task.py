@@ -61,6 +61,7 @@ class ObjectDetectionTask(TrainingTask):
         self.train_patches = data.plan.split("train")
         area = TrainingArea.of(data)
         self.val_patches, self.hidden = area.val_patches, area.hidden
+        self.val_areas = area.val_areas     # scored: the planned patches' in-raster pixels
         counts = {s: data.box_counts(s) for s in ("train", "validation")}
         names = {c["id"]: c["name"] for c in data.classes}
         ctx.log(f"Patches: {data.plan.summary()['patches']}; boxes per class: "
@@ -84,7 +85,7 @@ class ObjectDetectionTask(TrainingTask):
                 f"{len(self.windows.objects)} objects, the rest anywhere in the training area.")
 
     def unranked_reason(self) -> str:
-        n = whole_objects(self.data.boxes, self.val_patches)
+        n = whole_objects(self.data.boxes, self.val_patches, self.val_areas)
         if n >= MIN_RANKING_OBJECTS:
             return ""
         return (f"The validation patches hold {n} whole object(s), fewer than the "
@@ -146,7 +147,8 @@ class ObjectDetectionTask(TrainingTask):
 
         if not self.val_patches:
             return None
-        ds = BoxDataset(self.data.sources, self.data.boxes, self.val_patches, self.mean)
+        ds = BoxDataset(self.data.sources, self.data.boxes, self.val_patches, self.mean,
+                        label_areas=self.val_areas)
         return self._loader(ds, list(range(len(ds))), device)
 
     def train_step(self, network, batch, device: str):
@@ -234,7 +236,12 @@ def patch_edge_rule(images, preds: list[dict], targets: list[dict]):
     would be dropped) is marked ``iscrowd`` (COCO's ignore flag: matching it neither counts nor
     costs). With a smaller margin for truths than for predictions, a whole object 1 px from the
     edge counted as missed however well it was found. The predictions of one object boxed
-    twice are merged as Detect Objects merges them (:func:`.predict.merge_boxed_twice`)."""
+    twice are merged as Detect Objects merges them (:func:`.predict.merge_boxed_twice`).
+
+    A target's ``"scored"`` (4,) xyxy patch pixels (a validation patch moved flush with its
+    raster's edge: its planned area, :class:`.data.BoxDataset`) takes the place of the patch
+    edge: predictions touching or outside it are dropped, truths cut by it, near it or outside
+    it are ignored (the rest of the window belongs to training); the key is not passed on."""
     import torch
 
     from .predict import EDGE_PX, merge_boxed_twice
@@ -242,34 +249,43 @@ def patch_edge_rule(images, preds: list[dict], targets: list[dict]):
     out_p, out_t = [], []
     for img, p, t in zip(images, preds, targets):
         h, w = img.shape[-2:]
-        keep = ~_touches_edge(p["boxes"], h, w, EDGE_PX)
+        t = dict(t)
+        scored = t.pop("scored", None)
+        area = (0.0, 0.0, float(w), float(h)) if scored is None else tuple(scored.tolist())
+        keep = ~_touches_edge(p["boxes"], area, EDGE_PX)
         p = {k: v[keep] for k, v in p.items()}
         once = merge_boxed_twice(p["boxes"].detach().float().cpu().numpy(),
                                  p["scores"].detach().float().cpu().numpy(),
                                  p["labels"].detach().cpu().numpy())
         once = torch.as_tensor(once, dtype=torch.int64, device=p["boxes"].device)
         out_p.append({k: v[once] for k, v in p.items()})
-        out_t.append({**t, "iscrowd": _touches_edge(t["boxes"], h, w, EDGE_PX).to(int)})
+        out_t.append({**t, "iscrowd": _touches_edge(t["boxes"], area, EDGE_PX).to(int)})
     return out_p, out_t
 
 
-def whole_objects(boxes: list, patches: list) -> int:
+def whole_objects(boxes: list, patches: list, areas: list | None = None) -> int:
     """How many boxes (``boxes``: per source, raster pixels) lie inside one of ``patches``
     clear of its edge by more than EDGE_PX: the truths validation counts (a box in two
-    patches counts twice)."""
+    patches counts twice). ``areas``: per patch the (row0, col0, row1, col1) raster pixels
+    scored (its planned area, :class:`.data.TrainingArea`), whose edge then counts instead."""
     from .predict import EDGE_PX
 
     n = 0
-    for p in patches:
+    for i, p in enumerate(patches):
+        r0, c0, r1, c1 = (areas[i] if areas is not None
+                          else (p.row, p.col, p.row + p.size, p.col + p.size))
         for b in boxes[p.source]:
-            n += bool(b.x0 - p.col > EDGE_PX and b.y0 - p.row > EDGE_PX
-                      and b.x1 - p.col < p.size - EDGE_PX and b.y1 - p.row < p.size - EDGE_PX)
+            n += bool(b.x0 - c0 > EDGE_PX and b.y0 - r0 > EDGE_PX
+                      and b.x1 < c1 - EDGE_PX and b.y1 < r1 - EDGE_PX)
     return n
 
 
-def _touches_edge(boxes, h: int, w: int, margin: float):
-    return ((boxes[:, 0] <= margin) | (boxes[:, 1] <= margin) | (boxes[:, 2] >= w - margin)
-            | (boxes[:, 3] >= h - margin))
+def _touches_edge(boxes, area: tuple[float, float, float, float], margin: float):
+    """Whether each of ``boxes`` (K, 4) xyxy lies within ``margin`` px of the edge of ``area``
+    (x0, y0, x1, y1, same pixels) or past it."""
+    x0, y0, x1, y1 = area
+    return ((boxes[:, 0] <= x0 + margin) | (boxes[:, 1] <= y0 + margin)
+            | (boxes[:, 2] >= x1 - margin) | (boxes[:, 3] >= y1 - margin))
 
 
 def _to_device(batch, device: str):
