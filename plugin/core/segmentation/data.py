@@ -227,13 +227,16 @@ class WindowSampler:
     weight ``w`` (0: by pixel count, 1: every class equally often, > 1: rare classes more).
     Windows lie inside their raster, flush with its edges (a raster smaller than the window is
     padded: ignored labels). ``centres``: class → (n, 3) int32 (source, row, col);
-    ``shapes``: source → (height, width) for the sources that hold training area.
+    ``shapes``: source → (height, width) for the sources that hold training area;
+    ``class_px``: (256,) int64 pixels of each label value in the training area (outside the
+    hidden areas; IGNORE counted at 255).
     """
 
     size: int
     shapes: dict[int, tuple[int, int]]
     centres: dict[int, np.ndarray]
     centred: float = CENTRED_MAX
+    class_px: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(256, np.int64))
 
     @classmethod
     def scan(cls, sources: list[SampleSource], source_ids: list[int], size: int,
@@ -248,6 +251,7 @@ class WindowSampler:
         found: dict[int, list[np.ndarray]] = {}
         shapes = {}
         feature_px = area_px = 0
+        class_px = np.zeros(256, np.int64)
         for sid in source_ids:
             with rasterio.open(sources[sid].labels) as ds:
                 shapes[sid] = (ds.height, ds.width)
@@ -259,6 +263,7 @@ class WindowSampler:
                     open_ = lab != IGNORE
                     area_px += int(open_.sum())
                     feature_px += int((open_ & (lab > 0)).sum())
+                    class_px += np.bincount(lab.ravel(), minlength=256)
                     for c in np.unique(lab):
                         if c == 0 or c == IGNORE:
                             continue
@@ -275,7 +280,7 @@ class WindowSampler:
                 arr = arr[rng.choice(len(arr), MAX_CENTRES, replace=False)]
             centres[c] = arr
         centred = centred_share(feature_px, area_px)
-        return cls(size, shapes, centres, centred)
+        return cls(size, shapes, centres, centred, class_px)
 
     def draw(self, n: int, class_weight: float, rng: np.random.Generator) -> list[Patch]:
         """``n`` windows (Patch objects of split "train") for one epoch."""

@@ -8,7 +8,9 @@ augmentation, and soft targets for blurred labels; the validation patches of the
 planned patch inside the raster are scored and masked out of the training labels (what the
 split's rules were checked on). Network: a segmentation-models-pytorch model
 (``models.py``). Loss: cross-entropy (with feature-class weights, ``LOSS_WEIGHT``), + Dice, focal
-or Tversky (segmentation-models-pytorch).
+or Tversky (segmentation-models-pytorch). Windows centred on sparse features make them
+commoner in training than in the scene: validation and the saved model add the prior
+correction of ``prior.py`` to the class scores.
 Metrics: confusion-matrix accuracy, precision, recall, F1 and IoU per class (``metrics.py``); the
 best model has the highest mean validation IoU of the classes that have validation pixels
 (``val_miou``: the feature classes, and background when it is learnt, UNLABELLED_PIXELS
@@ -84,6 +86,51 @@ class PixelSegmentationTask(TrainingTask):
         area = open_area(self.windows.shapes, self.hidden)
         self.per_epoch = training_length(job, area)[0]   # the engine shows the length
         self._train_ds = None
+        self.prior_offsets = self._measure_prior(job, ctx)
+        self._offsets_t = None
+
+    def _measure_prior(self, job, ctx):
+        """The logit offsets of :mod:`.prior` ((num_outputs,) float32), or None where no
+        correction applies (UNLABELLED_PIXELS unknown, no window centred on features)."""
+        from .data import class_weight_at
+        from .prior import SAMPLE_WINDOWS, describe, prior_offsets, window_class_counts
+
+        if self.unknown or self.windows.centred <= 0 or not self.windows.centres:
+            return None
+        rng = np.random.default_rng([job.seed, 29])
+        epochs = max(job.epochs, 1)
+        windows = []
+        for e in range(min(epochs, SAMPLE_WINDOWS)):   # the class weight schedule, sampled
+            n = SAMPLE_WINDOWS // epochs + (e < SAMPLE_WINDOWS % epochs)
+            weight = class_weight_at(e, job.epochs, job.class_weight_max, job.class_weight_min)
+            windows += self.windows.draw(n, weight, rng)
+        counts = window_class_counts(self.setup.sources, windows, self.num_outputs, self.hidden)
+        area = self.windows.class_px[:self.num_outputs]
+        offsets = prior_offsets(area, counts)
+        ctx.log(describe(offsets, area, counts,
+                         {int(c["id"]): c["name"] for c in self.classes}))
+        return offsets
+
+    def saved_network(self, network):
+        """A copy of ``network`` whose output bias holds the prior offsets (:mod:`.prior`)."""
+        if self.prior_offsets is None:
+            return network
+        import copy
+
+        from .prior import shift_scores
+
+        out = copy.deepcopy(network)
+        shift_scores(out, self.prior_offsets)
+        return out
+
+    def started_from(self, network, card: dict, fresh: int) -> None:
+        """Take the prior offsets of the model started from off its output bias (they are
+        added again, measured on this project, when it is saved)."""
+        offsets = card.get("prior_offsets")
+        if offsets and not fresh and len(offsets) == self.num_outputs:
+            from .prior import shift_scores
+
+            shift_scores(network, offsets, -1.0)
 
     def build_network(self, base_card: dict | None):
         from ..smp_networks import start_smp
@@ -101,8 +148,11 @@ class PixelSegmentationTask(TrainingTask):
         return network
 
     def card_fields(self) -> dict:
-        return {"architecture": self.architecture, "encoder": self.encoder,
-                "patch_size": self.job.patch_size}
+        out = {"architecture": self.architecture, "encoder": self.encoder,
+               "patch_size": self.job.patch_size}
+        if self.prior_offsets is not None:
+            out["prior_offsets"] = [round(float(v), 6) for v in self.prior_offsets]
+        return out
 
     def steps_per_epoch(self, job) -> int:
         return self.per_epoch
@@ -183,8 +233,13 @@ class PixelSegmentationTask(TrainingTask):
         cm = confusion_metric(self.num_outputs, device)
         loss_sum, weight_sum, previews = 0.0, 0.0, []
         w = self._loss_fn.weights
+        if self.prior_offsets is not None and self._offsets_t is None:
+            self._offsets_t = torch.as_tensor(self.prior_offsets, device=device)[None, :, None,
+                                                                                None]
         for img, mask, _soft in (_to_device(b, device) for b in loader):
             logits = network(img).float()
+            if self._offsets_t is not None:   # as the saved model scores (saved_network)
+                logits = logits + self._offsets_t
             loss_sum += float(torch.nn.functional.cross_entropy(
                 logits, mask, weight=w, ignore_index=IGNORE, reduction="sum"))
             weight_sum += float((w[mask.clamp_max(self.num_outputs - 1)] * (mask != IGNORE)).sum())

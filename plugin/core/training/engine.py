@@ -108,6 +108,7 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
         if fresh:
             ctx.log(f"{fresh} tensors of the model started from do not fit the project's "
                     "classes and start fresh.", "warning")
+        task.started_from(network, base_card, fresh)
         if job.resume_from:
             state = dict(base_card.get("state") or {})
     cuda = device.startswith("cuda")
@@ -235,12 +236,13 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
             best, best_epoch, stale = score, epoch + 1, 0
             best_row, best_extra = row, extra
             best_metrics = task.summary_metrics(row, extra)
-            modelfile.save_model(job.output_model, plain, card(best_metrics, epoch + 1))
+            modelfile.save_model(job.output_model, task.saved_network(plain),
+                                 card(best_metrics, epoch + 1))
             ctx.artifact("best_model", job.output_model)
         else:
             stale += 1
         if job.output_last_model:
-            modelfile.save_model(job.output_last_model, plain,
+            modelfile.save_model(job.output_last_model, task.saved_network(plain),
                                  card(task.summary_metrics(row, extra), epoch + 1))
             if getattr(job, "save_optimizer", True):
                 modelfile.save_optimizer(job.output_last_model, optimizer, raw)

@@ -91,6 +91,16 @@ class TrainingTask:
         recomputes its BatchNorm statistics here (its unbounded output suffers from statistics
         averaged over earlier weights)."""
 
+    def saved_network(self, network):
+        """The network to write to the model file for the averaged ``network`` (validated);
+        default: itself. Pixel segmentation adds its prior offsets to a copy's output bias."""
+        return network
+
+    def started_from(self, network, card: dict, fresh: int) -> None:
+        """Adjust ``network`` just loaded from the model file of ``card`` (fine-tune, resume;
+        ``fresh``: tensors that did not fit and start fresh) before training goes on; default:
+        nothing. Pixel segmentation takes its prior offsets off the output bias."""
+
     def end_train_epoch(self) -> dict:
         """Scalars about the training epoch just run (``train_miou``, ``class_weight`` …); may
         hold ``"_extra"`` (used when there is no validation)."""
