@@ -38,7 +38,8 @@ scores averaged over the 8 flips/turns of the cell in validation and Classify Gr
 
 Same scene and seed 0, batches of 5 cells instead (the old BATCH_SIZE; 15 batches an epoch,
 1500 steps in the same 1.9 minutes): macro AUC 0.773, below the baseline. The target (macro
-AUC ≥ 0.85 on every seed) is met with the 8 flips/turns (0.855–0.864; without them 0.833–0.854).
+AUC ≥ 0.85 on every seed) is met with the 8 flips/turns (0.855–0.864; without them 0.833–0.854;
+rerun on another machine with the same code and packages: 0.862 / 0.855 / 0.853).
 class_4, whose share differs most between the halves (187 of 378 cells on the left, 67 of 398
 on the right), stays the gap (AUC 0.71). The new minutes were measured while three other
 benches shared the 2 cores (Classify Grid's 8 passes over 398 cells take seconds).
