@@ -35,7 +35,8 @@ Chips: the card's ``tta``, AUGMENT being on):
     the new minutes; the rest is three other benches sharing the 2 cores)
 
 The target (minority F1 ≥ 0.6 on every seed) is met: 0.630–0.756; rerun on another machine
-with the same code and packages: 0.667 / 0.717 / 0.727 (AUC 0.852 / 0.920 / 0.914). The ranking gains most
+with the same code and packages: 0.667 / 0.717 / 0.727 (AUC 0.852 / 0.920 / 0.914). The
+ranking gains most
 (AUC 0.847 → 0.887 on average), and the offset tuned on the smoother averaged probabilities of
 six validation class_3 chips no longer lands at −3 (seed 0 answered class_3 for 29 of 298
 chips). Tried and not kept (seeds 0–2: main's weights, their validation and held-out
