@@ -82,11 +82,26 @@ def test_no_correction_where_shares_are_not_priors(tmp_path):
     assert task.saved_network(network) is network
 
 
-def test_a_trained_model_file_carries_the_offsets_in_its_card(tmp_path):
+def test_a_model_file_carries_the_offsets_once_also_when_fine_tuned_from(tmp_path):
+    """The card holds the offsets and the output bias has them; a run started from that model
+    (at a learning rate that changes nothing) saves the same bias: the offsets are taken off
+    before training and added once again, not twice."""
+    import dataclasses
+
+    import torch
+
     from plugin.core import modelfile
     from plugin.core.jobs import RecordingContext
+    from plugin.core.segmentation.prior import output_conv
 
     job = _sparse_project(tmp_path)
     job.run(RecordingContext())
     card = modelfile.read_model_card(job.output_model, "pixel_segmentation")
-    assert len(card["prior_offsets"]) == 2 and card["prior_offsets"][1] < 0
+    offsets = card["prior_offsets"]
+    assert len(offsets) == 2 and offsets[1] < -1.0
+    again = dataclasses.replace(job, init_model=job.output_model, learning_rate=1e-7, epochs=1,
+                                output_model=str(tmp_path / "m2.dltmodel.safetensors"))
+    again.run(RecordingContext())
+    first = output_conv(modelfile.load_model(job.output_model)[0], 2).bias
+    second = output_conv(modelfile.load_model(again.output_model)[0], 2).bias
+    assert torch.allclose(first, second, atol=1e-3)
