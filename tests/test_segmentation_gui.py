@@ -69,7 +69,7 @@ def test_dialog_builds_the_job_the_processing_algorithm_builds(qgis_processing, 
     job = dialog.job()
     assert (job.architecture, job.encoder, job.background_patch_ratio, job.epochs) == (
         "auto", "auto", 0.15, 25)
-    assert (job.loss, job.unlabelled_pixels) == ("ce_dice", "background")
+    assert (job.loss, job.unlabelled_pixels) == ("auto", "background")
     assert "Training length: 25 epochs" in dialog.length_label.text()
     road = next(c.id for c in labeled.classes() if "road" in c.name)
     assert job.solid_distances[str(road)] == 2.0 and job.blur_distances[str(road)] == 1.0

@@ -111,11 +111,11 @@ def test_unknown_unlabelled_pixels_are_ignored(tmp_path):
     assert set(np.unique(mask.numpy())) == {0, 3}
 
 
-@pytest.mark.parametrize("kind", ["ce_dice", "ce", "focal", "tversky"])
+@pytest.mark.parametrize("kind", ["gce_dice", "ce_dice", "ce", "focal", "tversky"])
 def test_losses_learn_and_skip_unlabelled_batches(kind):
     import torch
 
-    from plugin.core.segmentation.task import SegmentationLoss
+    from plugin.core.segmentation.losses import SegmentationLoss
 
     loss_fn = SegmentationLoss(kind, torch.ones(3))
     mask = torch.zeros(2, 8, 8, dtype=torch.long)

@@ -9,8 +9,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from plugin.core.batch_augment import BatchAugment  # noqa: E402
+from plugin.core.segmentation.losses import weighted_cross_entropy  # noqa: E402
 from plugin.core.segmentation.metrics import IGNORE, confusion_metric  # noqa: E402
-from plugin.core.segmentation.task import add_confusion, weighted_cross_entropy  # noqa: E402
+from plugin.core.segmentation.task import add_confusion  # noqa: E402
 from plugin.core.training import runtime  # noqa: E402
 
 

@@ -47,8 +47,8 @@ from ..core.segmentation.jobs import (
     ARCHITECTURE_LABELS,
     ARCHITECTURES,
     ENCODERS,
+    LOSS_CHOICES,
     LOSS_LABELS,
-    LOSSES,
     UNLABELLED,
     TrainPixelSegmentationJob,
 )
@@ -370,10 +370,14 @@ class TrainSegmentationDialog(TrainingDialog):
                                          "background. unknown: sparse labels (e.g. land-cover "
                                          "polygons): only labelled pixels are learnt.")
         self.loss_combo = QComboBox()
-        for value in LOSSES:
+        for value in sorted(LOSS_CHOICES, key=lambda v: v != "auto"):   # the default first
             self.loss_combo.addItem(LOSS_LABELS[value], value)
-        self.loss_combo.setToolTip("Cross-entropy + Dice suits sparse features (the default); "
-                                   "Tversky weighs missed features more than false alarms.")
+        self.loss_combo.setToolTip("Generalized cross-entropy + Dice suits sparse features, and "
+                                   "labels the image contradicts (an old map) pull less than "
+                                   "under cross-entropy; Automatic uses it unless unlabelled "
+                                   "pixels are unknown (sparse polygons: cross-entropy + Dice "
+                                   "learns them faster). Tversky weighs missed features more "
+                                   "than false alarms.")
         self.length_label = QLabel()
         self.length_label.setWordWrap(True)
         rows = [("Epochs", self.epochs_spin), ("Patches per batch", self.batch_spin),

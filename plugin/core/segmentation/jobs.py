@@ -25,14 +25,16 @@ from ..smp_networks import ENCODERS
 from ..training import fields as trainer
 from ..training.job import TrainingJob
 from ..training.start_weights import start_weights_field
+from .losses import LOSS_CHOICES
 from .modelfile import NETWORKS
 
 ARCHITECTURES = ("auto", *NETWORKS)
 ARCHITECTURE_LABELS = {"auto": "Automatic (U-Net on CPU, U-Net++ on GPU)",
                        "unetplusplus": "U-Net++", "unet": "U-Net", "deeplabv3plus": "DeepLabV3+"}
-LOSSES = ("ce_dice", "ce", "focal", "tversky")
-LOSS_LABELS = {"ce_dice": "Cross-entropy + Dice", "ce": "Cross-entropy", "focal": "Focal",
-               "tversky": "Tversky"}
+LOSS_LABELS = {"auto": "Automatic (generalized cross-entropy + Dice; cross-entropy + Dice where "
+                       "unlabelled pixels are unknown)",
+               "gce_dice": "Generalized cross-entropy + Dice", "ce_dice": "Cross-entropy + Dice",
+               "ce": "Cross-entropy", "focal": "Focal", "tversky": "Tversky"}
 UNLABELLED = ("background", "unknown")
 _PROJECT_FILTER = "Labeling project (*.gpkg)"
 _MODEL_FILTER = trainer.MODEL_FILTER
@@ -119,10 +121,14 @@ class TrainPixelSegmentationJob(TrainingJob):
                                    minimum=0, maximum=10,
                                    help="Rare-class sampling weight at the start of training "
                                         "(useful range 1–6; 2–3 when features are sparse).")
-    loss: str = spec("ce_dice", "LOSS", "Loss", "enum", choices=LOSSES, choice_labels=LOSS_LABELS,
-                     help="ce_dice: cross-entropy + Dice (default; good on sparse features), "
-                          "ce: cross-entropy, focal: focal loss, tversky: Tversky loss "
-                          "(α 0.3, β 0.7: misses cost more than false alarms).")
+    loss: str = spec("auto", "LOSS", "Loss", "enum", choices=LOSS_CHOICES,
+                     choice_labels=LOSS_LABELS,
+                     help="auto (default): gce_dice where unlabelled pixels are background, "
+                          "ce_dice where they are unknown. gce_dice: generalized cross-entropy "
+                          "(q 0.7) + Dice (good on sparse features; pixels whose label the "
+                          "image contradicts, such as an old map's, pull less), ce_dice: "
+                          "cross-entropy + Dice, ce: cross-entropy, focal: focal loss, tversky: "
+                          "Tversky loss (α 0.3, β 0.7: misses cost more than false alarms).")
     unlabelled_pixels: str = spec("background", "UNLABELLED_PIXELS", "Unlabelled pixels",
                                   "enum", choices=UNLABELLED,
                                   help="background: every pixel without a label is learnt as "

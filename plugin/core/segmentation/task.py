@@ -7,10 +7,9 @@ augmentation, and soft targets for blurred labels; the validation patches of the
 (see ``train.prepare``) are read moved flush with the raster edges, but only the pixels of the
 planned patch inside the raster are scored and masked out of the training labels (what the
 split's rules were checked on). Network: a segmentation-models-pytorch model
-(``models.py``). Loss: cross-entropy (with feature-class weights, ``LOSS_WEIGHT``), + Dice, focal
-or Tversky (segmentation-models-pytorch). Windows centred on sparse features make them
-commoner in training than in the scene: validation and the saved model add the prior
-correction of ``prior.py`` to the class scores.
+(``models.py``). Loss: ``losses.py`` (``loss_for``: LOSS auto's choice). Windows
+centred on sparse features make them commoner in training than in the scene: validation and
+the saved model add the prior correction of ``prior.py`` to the class scores.
 Metrics: confusion-matrix accuracy, precision, recall, F1 and IoU per class (``metrics.py``); the
 best model has the highest mean validation IoU of the classes that have validation pixels
 (``val_miou``: the feature classes, and background when it is learnt, UNLABELLED_PIXELS
@@ -38,10 +37,10 @@ from ..training import runtime
 from ..training.length import training_length
 from ..training.task import TrainingTask
 from .data import WindowSampler
+from .losses import SegmentationLoss, loss_for
 from .metrics import IGNORE, confusion_metric, metrics_from_confusion
 
 N_PREVIEW = 4     # validation patches shown in TensorBoard
-TVERSKY_ALPHA, TVERSKY_BETA = 0.3, 0.7   # Salehi et al. 2017: false negatives cost more
 
 
 class PixelSegmentationTask(TrainingTask):
@@ -67,6 +66,10 @@ class PixelSegmentationTask(TrainingTask):
         # scored, and hidden from training: the planned patches' pixels (the split's rules)
         self.val_areas = [planned_area(p, shapes[p.source]) for p in planned]
         ctx.log(f"Patches: {setup.plan.summary()['patches']}")
+        self.loss_kind = loss_for(job.loss, job.unlabelled_pixels)
+        if job.loss == "auto":
+            ctx.log(f"Loss: {self.loss_kind} (LOSS auto, unlabelled pixels "
+                    f"{job.unlabelled_pixels}).")
         self.describe_training_data(ctx, setup.sources, self.train_patches)
         self.classes = setup.classes
         self.num_outputs = setup.num_outputs
@@ -178,7 +181,7 @@ class PixelSegmentationTask(TrainingTask):
                                           nodata=self.nodata, hidden=self.hidden,
                                           unknown_background=self.unknown)
             weights = torch.tensor(self.loss_weights, device=device)
-            self._loss_fn = SegmentationLoss(job.loss, weights)
+            self._loss_fn = SegmentationLoss(self.loss_kind, weights)
         ds = self._train_ds
         progress = epoch / max(job.epochs - 1, 1)
         self._class_weight = class_weight_at(epoch, job.epochs, job.class_weight_max,
@@ -342,61 +345,6 @@ def add_confusion(metric, pred, mask) -> None:
     counts.scatter_add_(0, idx.reshape(-1), torch.ones_like(idx.reshape(-1),
                                                             dtype=counts.dtype))
     metric.confmat += counts[:-1].view(n, n)
-
-
-class SegmentationLoss:
-    """``LOSS``: cross-entropy (class ``weights``; soft targets while labels are blurred), alone
-    or + Dice; focal; Tversky (segmentation-models-pytorch's losses, multiclass, ignoring 255).
-    Called as ``loss(logits (N, C, H, W) float, mask (N, H, W) long, soft (N, C, H, W) or
-    empty)`` → (loss, {term: value}). A batch without labelled pixels gives a zero loss."""
-
-    def __init__(self, kind: str, weights) -> None:
-        from segmentation_models_pytorch import losses
-
-        self.kind, self.weights = kind, weights
-        self.extra = {
-            "ce_dice": lambda: losses.DiceLoss("multiclass", ignore_index=IGNORE),
-            "focal": lambda: losses.FocalLoss("multiclass", ignore_index=IGNORE),
-            "tversky": lambda: losses.TverskyLoss("multiclass", ignore_index=IGNORE,
-                                                  alpha=TVERSKY_ALPHA, beta=TVERSKY_BETA),
-        }.get(kind, lambda: None)()
-
-    def __call__(self, logits, mask, soft):
-        if self.kind in ("focal", "tversky"):   # smp's losses index by the mask: a sync anyway
-            if not bool((mask != IGNORE).any()):
-                return logits.sum() * 0.0, {}
-            return self.extra(logits, mask), {}
-        # no host synchronisation: both terms are finite (0) without labelled pixels
-        ce = (soft_cross_entropy(logits, soft, self.weights) if soft.numel()
-              else weighted_cross_entropy(logits, mask, self.weights))
-        if self.extra is None:
-            return ce, {}
-        dice = self.extra(logits, mask)
-        return ce + dice, {"ce": ce.detach(), "dice": dice.detach()}
-
-
-
-def weighted_cross_entropy(logits, mask, weights):
-    """``torch.nn.CrossEntropyLoss(weight=weights, ignore_index=IGNORE)`` (the weighted mean
-    over labelled pixels), but 0 instead of NaN for a batch without labelled pixels."""
-    import torch
-
-    total = torch.nn.functional.cross_entropy(logits, mask, weight=weights,
-                                              ignore_index=IGNORE, reduction="sum")
-    w = weights[mask.clamp(0, len(weights) - 1)] * (mask != IGNORE)
-    return total / w.sum().clamp_min(1e-12)
-
-
-def soft_cross_entropy(logits, soft, weights):
-    """Cross-entropy of (N, C, H, W) ``logits`` against a target distribution ``soft`` of the
-    same shape, class ``weights`` (C,); all-zero targets (ignored pixels) drop out."""
-    import torch
-
-    logp = torch.log_softmax(logits.float(), dim=1)
-    w = weights.view(1, -1, 1, 1)
-    per_px = -(soft * w * logp).sum(1)
-    norm = (soft * w).sum(1)
-    return per_px.sum() / norm.sum().clamp_min(1e-6)
 
 
 def _colorize(mask: np.ndarray, classes: list[dict]) -> np.ndarray:

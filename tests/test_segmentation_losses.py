@@ -1,0 +1,70 @@
+"""Generalized cross-entropy (segmentation/losses.py): a label the network confidently
+contradicts pulls far less than under cross-entropy, soft targets agree with hard ones, and LOSS
+auto picks it where unlabelled pixels are background."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("segmentation_models_pytorch")
+
+from plugin.core.segmentation.losses import (  # noqa: E402
+    GCE_Q,
+    SegmentationLoss,
+    soft_cross_entropy,
+    weighted_cross_entropy,
+)
+from plugin.core.segmentation.metrics import IGNORE  # noqa: E402
+
+
+def _logit_grads(q: float) -> torch.Tensor:
+    """Gradient magnitude per pixel of a 1 × 2 image, both labelled class 1: pixel 0 where the
+    network gives the label p ≈ 0.01 (a contradicted label), pixel 1 where p ≈ 0.9."""
+    logits = torch.tensor([[[[4.6, 0.0]], [[0.0, 2.2]]]], requires_grad=True)   # (1, 2, 1, 2)
+    mask = torch.ones(1, 1, 2, dtype=torch.long)
+    weighted_cross_entropy(logits, mask, torch.ones(2), q).backward()
+    return logits.grad.abs().sum(1)[0, 0]
+
+
+def test_a_contradicted_label_pulls_less_under_generalized_cross_entropy():
+    ce, gce = _logit_grads(0.0), _logit_grads(GCE_Q)
+    p = torch.softmax(torch.tensor([[4.6, 0.0], [0.0, 2.2]]), 1)[:, 1]
+    # the gradient is cross-entropy's times p^q (Zhang & Sabuncu 2018)
+    torch.testing.assert_close(gce / ce, p ** GCE_Q, rtol=1e-4, atol=1e-6)
+    assert gce[0] / ce[0] < 0.05 and gce[1] / ce[1] > 0.9
+    # relative to a pixel the network agrees with, the contradicted label pulls 20× less
+    assert (gce[0] / gce[1]) < (ce[0] / ce[1]) / 20
+
+
+def test_soft_one_hot_targets_equal_hard_labels_and_ignored_pixels_drop_out():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 5, 5)
+    mask = torch.randint(0, 3, (2, 5, 5))
+    mask[0, 0] = IGNORE
+    soft = torch.nn.functional.one_hot(mask.clamp_max(2), 3).permute(0, 3, 1, 2).float()
+    soft[0, :, 0] = 0.0                      # ignored pixels: all-zero targets
+    w = torch.tensor([1.0, 2.0, 3.0])
+    for q in (0.0, GCE_Q):
+        torch.testing.assert_close(soft_cross_entropy(logits, soft, w, q),
+                                   weighted_cross_entropy(logits, mask, w, q))
+    assert weighted_cross_entropy(logits, torch.full_like(mask, IGNORE), w, GCE_Q).item() == 0.0
+
+
+def test_loss_terms_are_named_and_unknown_losses_refused():
+    loss_fn = SegmentationLoss("gce_dice", torch.ones(2))
+    mask = torch.zeros(1, 4, 4, dtype=torch.long)
+    mask[0, :2] = 1
+    total, terms = loss_fn(torch.randn(1, 2, 4, 4), mask, torch.zeros(0))
+    assert set(terms) == {"gce", "dice"}
+    torch.testing.assert_close(total, terms["gce"] + terms["dice"])
+    with pytest.raises(ValueError, match="Unknown loss 'bce'"):
+        SegmentationLoss("bce", torch.ones(2))
+
+
+def test_auto_loss_is_generalized_where_unlabelled_pixels_are_background():
+    from plugin.core.segmentation.jobs import TrainPixelSegmentationJob
+    from plugin.core.segmentation.losses import LOSSES, loss_for
+
+    assert TrainPixelSegmentationJob().loss == "auto"
+    assert loss_for("auto", "background") == "gce_dice"
+    assert loss_for("auto", "unknown") == "ce_dice"
+    assert all(loss_for(kind, "background") == kind for kind in LOSSES)
