@@ -370,7 +370,7 @@ class TrainSegmentationDialog(TrainingDialog):
                                          "background. unknown: sparse labels (e.g. land-cover "
                                          "polygons): only labelled pixels are learnt.")
         self.loss_combo = QComboBox()
-        for value in sorted(LOSS_CHOICES, key=lambda v: v != "auto"):   # the default first
+        for value in sorted(LOSS_CHOICES, key=lambda v: (v != "auto", v != "gce_dice")):
             self.loss_combo.addItem(LOSS_LABELS[value], value)
         self.loss_combo.setToolTip("Generalized cross-entropy + Dice suits sparse features, and "
                                    "labels the image contradicts (an old map) pull less than "

@@ -31,8 +31,7 @@ from .modelfile import NETWORKS
 ARCHITECTURES = ("auto", *NETWORKS)
 ARCHITECTURE_LABELS = {"auto": "Automatic (U-Net on CPU, U-Net++ on GPU)",
                        "unetplusplus": "U-Net++", "unet": "U-Net", "deeplabv3plus": "DeepLabV3+"}
-LOSS_LABELS = {"auto": "Automatic (generalized cross-entropy + Dice; cross-entropy + Dice where "
-                       "unlabelled pixels are unknown)",
+LOSS_LABELS = {"auto": "Automatic (by unlabelled pixels)",
                "gce_dice": "Generalized cross-entropy + Dice", "ce_dice": "Cross-entropy + Dice",
                "ce": "Cross-entropy", "focal": "Focal", "tversky": "Tversky"}
 UNLABELLED = ("background", "unknown")
