@@ -456,3 +456,23 @@ def test_dialogs_from_the_menu_start_with_the_labeling_tools_project(qgis_app, t
         assert dialog.width() <= 1366 and dialog.height() <= 768
     finally:
         dialog.close()
+
+
+def test_segmentation_summary_names_classes_with_few_validation_pixels(scene_project):
+    """Pixel masks (FORMAT segmentation, the Train Pixel Segmentation dialog's summary) warn
+    about classes with under 100 validation pixels; box formats do not (no pixel IoU)."""
+    from plugin.core.jobs import RecordingContext
+
+    _, project = scene_project
+    few, summaries = {}, {}
+    for fmt in ("segmentation", "coco"):
+        job = job_class("sample_summary")(project=str(project), patch_size=32, split=90,
+                                          format=fmt)
+        summaries[fmt] = summary = job.run(RecordingContext())
+        few[fmt] = [w for w in summary["warnings"] if "validation pixel" in w]
+    summary = summaries["segmentation"]
+    pixels = summary["pixels"]["validation"]
+    rare = {summary["class_names"][c] for c, n in pixels.items() if c and 0 < n < 100}
+    assert rare, pixels          # the scene at this split has such a class
+    assert {w.split("'")[1] for w in few["segmentation"]} == rare
+    assert few["coco"] == []

@@ -311,3 +311,25 @@ def test_validation_patches_hold_every_class_they_can(tmp_path: Path, seed: int)
     assert any("5" in w and "no validation" in w for w in plan.warnings)
     assert plan_mod.class_covering([{1: 9}, {1: 9}, {0: 5, 2: 1}], 3,
                                    np.random.default_rng(0)) == {0, 1, 2}   # n_val is kept
+
+
+def test_classes_with_few_validation_pixels_are_named_with_their_count(tmp_path: Path):
+    """A class whose validation patches hold under 100 pixels gets a warning with its count
+    (the best epoch is chosen on them); one with more, or none (its own warning), does not."""
+    lab = np.zeros((4 * 32, 32), np.uint8)
+    lab[4:20, 4:20] = 1            # 256 px of class 1 in each patch
+    lab[32 + 4:32 + 20, 4:20] = 1
+    lab[64 + 4:64 + 20, 4:20] = 1
+    lab[96 + 4:96 + 20, 4:20] = 1
+    lab[4:7, 24:27] = 2            # 9 px of class 2 in each patch
+    lab[32 + 4:32 + 7, 24:27] = 2
+    lab[64 + 4:64 + 7, 24:27] = 2
+    lab[96 + 4:96 + 7, 24:27] = 2
+    cfg = SamplingConfig(patch_size=32, split=75, background_patch_ratio=0)
+    plan = plan_patches([source(tmp_path, lab)], cfg, class_names={1: "field", 2: "pond"})
+    assert plan.summary()["pixels"]["validation"] == {0: 1024 - 265, 1: 256, 2: 9}
+    assert plan_mod.few_validation_pixels(plan) == [
+        "Class 'pond' has only 9 validation pixels: the best model is chosen on them, and one "
+        "pixel more or less right moves its IoU by up to 11 points. Label more of it where the "
+        "validation patches lie, or lower the split for more validation patches."]
+    assert plan_mod.few_validation_pixels(plan, minimum=9) == []

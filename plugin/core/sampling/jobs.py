@@ -177,7 +177,7 @@ class SampleSummaryJob(_SamplingFields):
 
     def run(self, ctx: JobContext) -> dict:
         from .export import DETECTION, load_project_input, source_boxes, write_box_labels
-        from .plan import plan_patches
+        from .plan import few_validation_pixels, plan_patches
 
         with tempfile.TemporaryDirectory(prefix="dltrainer-summary-") as work:
             data = load_project_input(self.project, work, None,
@@ -190,4 +190,7 @@ class SampleSummaryJob(_SamplingFields):
                            for i, (s, b) in enumerate(zip(sources, boxes))]
             plan = plan_patches(sources, config, class_names=data.class_names,
                                 cancelled=lambda: ctx.cancelled)
-            return plan.summary()
+            summary = plan.summary()
+            if self.format == "segmentation":   # pixel masks: the best epoch is chosen on them
+                summary["warnings"] += few_validation_pixels(plan)
+            return summary
