@@ -255,6 +255,33 @@ def test_values_are_remembered(qgis_app, labeled, tmp_path):
         QgsSettings().setValue(SETTINGS_KEY, before)
 
 
+def test_remembered_settings_left_at_their_default_follow_a_new_default(qgis_app, labeled):
+    """Issue 19 made LOSS auto the default: a dialog reopened after the upgrade shows auto where
+    the user had left the old default (ce_dice), keeps a loss they chose, and, from now on,
+    tells a value left at the default from one chosen by the defaults stored beside it."""
+    from qgis.core import QgsSettings
+
+    from plugin.core.segmentation.jobs import TrainPixelSegmentationJob as Job
+    from plugin.gui.job_dialog_support import remember_job, remember_value
+    from plugin.gui.train_segmentation_dialog import SETTINGS_KEY
+
+    before = QgsSettings().value(SETTINGS_KEY, "", type=str)
+    try:
+        old = Job(project=str(labeled.path), epochs=7, loss="ce_dice").to_dict()
+        remember_value(SETTINGS_KEY, old)                        # as an older version stored it
+        job = train_dialog(remember=True).job()
+        assert (job.loss, job.epochs) == ("auto", 7)
+        remember_value(SETTINGS_KEY, {**old, "params": {**old["params"], "loss": "focal"}})
+        assert train_dialog(remember=True).job().loss == "focal"
+        remember_job(SETTINGS_KEY, Job(project=str(labeled.path), loss="ce_dice"))
+        assert train_dialog(remember=True).job().loss == "ce_dice"   # chosen: auto was default
+        stored = Job(project=str(labeled.path), epochs=10).to_dict()   # 10 was the default then
+        remember_value(SETTINGS_KEY, {**stored, "defaults": {**stored["params"], "epochs": 10}})
+        assert train_dialog(remember=True).job().epochs == Job().epochs == 25
+    finally:
+        QgsSettings().setValue(SETTINGS_KEY, before)
+
+
 class FakePlugin:
     """What dialogs use of the plugin: ``jobs.start`` (recorded), ``iface``, ``windows``."""
 

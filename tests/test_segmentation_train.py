@@ -317,15 +317,24 @@ def test_trains_from_an_exported_chips_folder(tmp_path, make_synthetic):
     project.add_raster(scene.raster)
     project.add_features([(f["class_id"], f["geometry"]) for f in scene.features])
     chips = tmp_path / "chips"
+    export = RecordingContext()
     ExportChipsJob(project=str(project.path), format="segmentation", patch_size=32,
-                   split=75.0, output_folder=str(chips)).run(RecordingContext())
+                   split=75.0, output_folder=str(chips)).run(export)
+    exported = [e["message"] for e in export.events if e.get("event") == "log"]
+    assert any(m.endswith("lower the split for more validation patches.") for m in exported)
     model = tmp_path / "m.dltmodel.safetensors"
     job = TrainPixelSegmentationJob(project=str(chips), architecture="unet", encoder="resnet18",
                                     patch_size=32, epochs=1, batch_size=4, num_workers=0,
                                     device="cpu", output_model=str(model))
     assert job.problems() == []
-    job.run(RecordingContext())
+    ctx = RecordingContext()
+    job.run(ctx)
     card = read_model_card(model, "pixel_segmentation")
     assert [c["name"] for c in card["classes"] if c["id"] > 0] == [n for _, n, _ in scene.classes]
+    logs = [e["message"] for e in ctx.events if e.get("event") == "log"]
+    assert "Loss: gce_dice (LOSS auto, unlabelled pixels background)." in logs
+    few = [m for m in logs if "validation pixel" in m]   # the split is the export's: no SPLIT
+    assert few and all(m.endswith("Export the chips again with a lower split, or label more of "
+                                  "it where the validation chips lie.") for m in few), logs
     bad = TrainPixelSegmentationJob(project=str(tmp_path), output_model=str(model))
     assert any("not a chips export" in p for p in bad.problems())

@@ -58,6 +58,10 @@ class Job:
     #: ``(phase, weight)`` in run order: how phase events add up to one overall progress
     #: (:mod:`.progress`); empty: each phase's own share.
     progress_phases: ClassVar[tuple[tuple[str, float], ...]] = ()
+    #: Defaults earlier versions had (field → value), for settings remembered before dialogs
+    #: stored the defaults beside them: a remembered value equal to it was most likely left at
+    #: the default, and follows the new one (``gui.job_dialog_support.remembered_job``).
+    previous_defaults: ClassVar[dict[str, Any]] = {}
 
     # -- behaviour -----------------------------------------------------------------------------
     def problems(self) -> list[str]:

