@@ -24,9 +24,21 @@ def test_every_familys_search_space_holds_the_job_as_given(family):
     assert lr.low < job.learning_rate < lr.high
     for d in space.values():
         if d.choices:
-            assert getattr(job, d.field) in d.choices and len(d.choices) > 1
+            assert job.concrete_choice(d.field, getattr(job, d.field)) in d.choices
+            assert len(d.choices) > 1 and len(set(d.choices)) == len(d.choices)
     if hasattr(job, "architecture"):
         assert "architecture" in space
+
+
+def test_the_search_tries_the_loss_auto_resolves_to_once():
+    """LOSS auto is gce_dice or ce_dice by UNLABELLED_PIXELS: not a loss of its own."""
+    job = job_class("train_pixel_segmentation")()
+    losses = next(d.choices for d in search_space(job) if d.field == "loss")
+    assert "auto" not in losses and sorted(losses) == sorted(
+        ("ce_dice", "ce", "focal", "tversky", "gce_dice"))
+    assert job.concrete_choice("loss", job.loss) == "gce_dice"
+    unknown = job_class("train_pixel_segmentation")(unlabelled_pixels="unknown")
+    assert unknown.concrete_choice("loss", "auto") == "ce_dice"
 
 
 class _Trial:

@@ -25,7 +25,7 @@ from ..smp_networks import ENCODERS
 from ..training import fields as trainer
 from ..training.job import TrainingJob
 from ..training.start_weights import start_weights_field
-from .losses import LOSS_CHOICES
+from .losses import LOSS_CHOICES, loss_for
 from .modelfile import NETWORKS
 
 ARCHITECTURES = ("auto", *NETWORKS)
@@ -166,6 +166,10 @@ class TrainPixelSegmentationJob(TrainingJob):
             out.append(("Optimizer state beside the last model",
                         str(optimizer_path(self.output_last_model)), False))
         return out
+
+    def concrete_choice(self, name: str, value):
+        """LOSS auto is the loss :func:`.losses.loss_for` picks for UNLABELLED_PIXELS."""
+        return loss_for(value, self.unlabelled_pixels) if name == "loss" else value
 
     def problems(self) -> list[str]:
         out = super().problems()

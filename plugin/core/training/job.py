@@ -116,6 +116,12 @@ class TrainingJob(Job):
         rest = {k: v for k, v in params.items() if k not in legacy}
         return {**upgrade_legacy(legacy, cls.family_task()), **rest}   # START_WEIGHTS wins
 
+    def concrete_choice(self, name: str, value):
+        """What the choice ``value`` of the enum setting ``name`` means for this job: a family
+        resolves its ``auto`` choices that depend on other settings (pixel segmentation's LOSS);
+        by default ``value`` itself. The search tries each meaning once."""
+        return value
+
     def preview_problems(self) -> list[str]:
         """PREVIEW_RASTER, when given, must exist (the extent file may come later)."""
         if self.preview_raster and not Path(self.preview_raster).is_file():

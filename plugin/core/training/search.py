@@ -59,7 +59,8 @@ class Dimension:
 
 def search_space(job) -> list[Dimension]:
     """The dimensions searched for ``job`` (see the module's text); a parameter whose spec has
-    a single choice is not searched. The job's own values are always inside the space."""
+    a single choice is not searched. The job's own values, as they resolve
+    (``job.concrete_choice``), are always inside the space."""
     specs = {f.name: ps for f, ps in param_fields(type(job))}
     out: list[Dimension] = []
     for name in SEARCHED:
@@ -76,8 +77,10 @@ def search_space(job) -> list[Dimension]:
                                   if low <= s <= high and s % 32 == 0} | {value}))
             if len(sizes) > 1:
                 out.append(Dimension(name, choices=sizes))
-        elif ps.choices and len(ps.choices) > 1:
-            out.append(Dimension(name, choices=tuple(ps.choices)))
+        elif ps.choices:   # each meaning once: an auto choice is the one it resolves to
+            choices = tuple(dict.fromkeys(job.concrete_choice(name, c) for c in ps.choices))
+            if len(choices) > 1:
+                out.append(Dimension(name, choices=choices))
     return out
 
 
@@ -176,7 +179,8 @@ def run_search(job, ctx: JobContext, train) -> dict:
         sampler=optuna.samplers.TPESampler(seed=job.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
                                            n_warmup_steps=1))
-    study.enqueue_trial({d.field: getattr(job, d.field) for d in space})
+    study.enqueue_trial({d.field: job.concrete_choice(d.field, getattr(job, d.field))
+                         for d in space})
     ctx.log(f"Hyperparameter search: {job.trials} trials in {job.search_minutes:g} minutes "
             f"(about {per_trial / 60:.1f} minutes each) over "
             + (", ".join(_describe(d) for d in space) or "the seed only")
