@@ -333,6 +333,9 @@ def test_trains_from_an_exported_chips_folder(tmp_path, make_synthetic):
     assert [c["name"] for c in card["classes"] if c["id"] > 0] == [n for _, n, _ in scene.classes]
     logs = [e["message"] for e in ctx.events if e.get("event") == "log"]
     assert "Loss: gce_dice (LOSS auto, unlabelled pixels background)." in logs
+    assert (card["training"]["loss"], card["loss"]) == ("auto", "gce_dice")
+    report = model.parent / "m_logs" / "report.md"
+    assert "- **loss**: gce_dice" in report.read_text(encoding="utf-8")
     few = [m for m in logs if "validation pixel" in m]   # the split is the export's: no SPLIT
     assert few and all(m.endswith("Export the chips again with a lower split, or label more of "
                                   "it where the validation chips lie.") for m in few), logs

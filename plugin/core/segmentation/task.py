@@ -152,7 +152,7 @@ class PixelSegmentationTask(TrainingTask):
 
     def card_fields(self) -> dict:
         out = {"architecture": self.architecture, "encoder": self.encoder,
-               "patch_size": self.job.patch_size}
+               "patch_size": self.job.patch_size, "loss": self.loss_kind}
         if self.prior_offsets is not None:
             out["prior_offsets"] = [round(float(v), 6) for v in self.prior_offsets]
         return out
