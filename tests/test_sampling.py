@@ -315,7 +315,7 @@ def test_validation_patches_hold_every_class_they_can(tmp_path: Path, seed: int)
 
 def test_classes_with_few_validation_pixels_are_named_with_their_count(tmp_path: Path):
     """A class whose validation patches hold under 100 pixels gets a warning with its count
-    (the best epoch is chosen on them); one with more, or none (its own warning), does not."""
+    (too few to choose the best epoch by); one with more, or none (its own warning), does not."""
     lab = np.zeros((4 * 32, 32), np.uint8)
     lab[4:20, 4:20] = 1            # 256 px of class 1 in each patch
     lab[32 + 4:32 + 20, 4:20] = 1
@@ -329,7 +329,9 @@ def test_classes_with_few_validation_pixels_are_named_with_their_count(tmp_path:
     plan = plan_patches([source(tmp_path, lab)], cfg, class_names={1: "field", 2: "pond"})
     assert plan.summary()["pixels"]["validation"] == {0: 1024 - 265, 1: 256, 2: 9}
     assert plan_mod.few_validation_pixels(plan) == [
-        "Class 'pond' has only 9 validation pixels: the best model is chosen on them, and one "
-        "pixel more or less right moves its IoU by up to 11 points. Label more of it where the "
-        "validation patches lie, or lower the split for more validation patches."]
+        "Class 'pond' has only 9 validation pixels: one pixel more or less right moves its IoU "
+        "by up to 11 points, too much to choose the best epoch by, so training keeps the last "
+        "epoch's model. Label more of it where the validation patches lie, or lower the split "
+        "for more validation patches."]
+    assert plan_mod.few_pixel_classes(plan) == {2: 9}
     assert plan_mod.few_validation_pixels(plan, minimum=9) == []

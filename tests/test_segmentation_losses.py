@@ -1,6 +1,6 @@
 """Generalized cross-entropy (segmentation/losses.py): a label the network confidently
-contradicts pulls far less than under cross-entropy, soft targets agree with hard ones, and LOSS
-auto picks it where unlabelled pixels are background."""
+contradicts pulls far less than under cross-entropy, and not at all once truncated; soft targets
+agree with hard ones, and LOSS auto picks it where unlabelled pixels are background."""
 
 import pytest
 
@@ -9,8 +9,11 @@ pytest.importorskip("segmentation_models_pytorch")
 
 from plugin.core.segmentation.losses import (  # noqa: E402
     GCE_Q,
+    TRUNCATE_K,
     SegmentationLoss,
     soft_cross_entropy,
+    truncated,
+    truncation_epoch,
     weighted_cross_entropy,
 )
 from plugin.core.segmentation.metrics import IGNORE  # noqa: E402
@@ -54,7 +57,7 @@ def test_loss_terms_are_named_and_unknown_losses_refused():
     mask = torch.zeros(1, 4, 4, dtype=torch.long)
     mask[0, :2] = 1
     total, terms = loss_fn(torch.randn(1, 2, 4, 4), mask, torch.zeros(0))
-    assert set(terms) == {"gce", "dice"}
+    assert set(terms) == {"gce", "dice", "truncated"} and terms["truncated"].item() == 0.0
     torch.testing.assert_close(total, terms["gce"] + terms["dice"])
     with pytest.raises(ValueError, match="Unknown loss 'bce'"):
         SegmentationLoss("bce", torch.ones(2))
@@ -68,3 +71,53 @@ def test_auto_loss_is_generalized_where_unlabelled_pixels_are_background():
     assert loss_for("auto", "background") == "gce_dice"
     assert loss_for("auto", "unknown") == "ce_dice"
     assert all(loss_for(kind, "background") == kind for kind in LOSSES)
+
+
+def test_truncation_starts_after_a_fifth_of_the_epochs_and_never_at_the_first():
+    assert [truncation_epoch(n) for n in (1, 2, 10, 25, 100)] == [1, 1, 2, 5, 20]
+    gce = SegmentationLoss("gce_dice", torch.ones(2))
+    ce = SegmentationLoss("ce_dice", torch.ones(2))
+    learnt = torch.tensor([True, True])
+    for epoch, on in ((0, False), (4, False), (5, True), (24, True)):
+        gce.set_epoch(epoch, 25, learnt)
+        ce.set_epoch(epoch, 25, learnt)
+        assert gce.truncate is on and ce.truncate is False
+    gce.set_epoch(5, 25, torch.tensor([False, False]))   # no class learnt yet
+    assert gce.truncate is False
+
+
+def test_truncated_loss_leaves_out_the_labels_the_network_contradicts():
+    # 1 × 2 × 1 × 4: labels 1, 1, 0, ignored; the network gives them p ≈ 0.01, 0.9, 0.6, -
+    logits = torch.tensor([[[[4.6, 0.0, 0.4, 0.0]], [[0.0, 2.2, 0.0, 3.0]]]], requires_grad=True)
+    mask = torch.tensor([[[1, 1, 0, IGNORE]]])
+    kept, soft, share = truncated(logits, mask, torch.zeros(0), TRUNCATE_K)
+    assert kept.tolist() == [[[IGNORE, 1, 0, IGNORE]]] and soft.numel() == 0
+    assert share.item() == pytest.approx(1 / 3)
+    # soft targets: the same pixel drops out (all-zero target), the others keep theirs
+    one_hot = torch.nn.functional.one_hot(mask.clamp_max(1), 2).permute(0, 3, 1, 2).float()
+    one_hot[..., 3] = 0.0
+    kept_soft_mask, kept_soft, _ = truncated(logits, mask, one_hot, TRUNCATE_K)
+    assert kept_soft[0, :, 0, 0].tolist() == [0.0, 0.0]
+    torch.testing.assert_close(kept_soft[..., 1:3], one_hot[..., 1:3])
+    assert kept_soft_mask.tolist() == kept.tolist()
+    # truncated, the contradicted pixel gets no gradient from either term; before, it had most
+    loss_fn = SegmentationLoss("gce_dice", torch.ones(2))
+    loss_fn.set_epoch(5, 25, torch.tensor([True, True]))
+    total, terms = loss_fn(logits, mask, torch.zeros(0))
+    assert set(terms) == {"gce", "dice", "truncated"}
+    total.backward()
+    grad = logits.grad.abs().sum(1)[0, 0]
+    assert grad[0].item() == 0.0 and grad[1].item() > 0 and grad[2].item() > 0
+    for epoch, learnt in ((4, [True, True]), (5, [True, False]), (5, None)):
+        logits.grad = None   # before the epoch, or class 1 (pixel 0's) not learnt: it pulls
+        loss_fn.set_epoch(epoch, 25, None if learnt is None else torch.tensor(learnt))
+        loss_fn(logits, mask, torch.zeros(0))[0].backward()
+        assert logits.grad.abs().sum(1)[0, 0, 0].item() > 0
+
+
+def test_a_class_counts_as_learnt_when_most_of_its_training_pixels_are_right():
+    from plugin.core.segmentation.losses import learnt_classes
+
+    confusion = [[90, 10, 0], [30, 70, 0], [6, 0, 4]]   # rows: labels
+    assert learnt_classes(confusion).tolist() == [True, True, False]
+    assert learnt_classes([[5, 0], [0, 0]]).tolist() == [True, False]

@@ -336,6 +336,10 @@ def test_trains_from_an_exported_chips_folder(tmp_path, make_synthetic):
     assert (card["training"]["loss"], card["loss"]) == ("auto", "gce_dice")
     report = model.parent / "m_logs" / "report.md"
     assert "- **loss**: gce_dice" in report.read_text(encoding="utf-8")
+    # one epoch: never truncated (from the second on), but the column is there from the first
+    assert not any(m.startswith("From epoch") for m in logs)
+    header = (model.parent / "m_logs" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "train_truncated" in header
     few = [m for m in logs if "validation pixel" in m]   # the split is the export's: no SPLIT
     assert few and all(m.endswith("Export the chips again with a lower split, or label more of "
                                   "it where the validation chips lie.") for m in few), logs

