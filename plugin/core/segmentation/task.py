@@ -26,7 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sampling.plan import FEW_VALIDATION_PIXELS, few_pixel_classes
+from ..sampling.plan import (
+    FEW_PIXELS_FIX,
+    few_pixel_classes,
+    few_pixels_sentence,
+    few_validation_pixels,
+)
 from ..sampling.windows import (
     flush_patches,
     hidden_areas,
@@ -77,6 +82,9 @@ class PixelSegmentationTask(TrainingTask):
                     "loss, in the classes it labels right on most training pixels (truncated "
                     "loss: wrong labels stop pulling once the rest is learnt).")
         self.describe_training_data(ctx, setup.sources, self.train_patches)
+        if not self.unranked_reason():   # else the engine's warning names them
+            for warning in few_validation_pixels(setup.plan, fix=self.unranked_fix()):
+                ctx.log(warning, "warning")
         self.classes = setup.classes
         self.num_outputs = setup.num_outputs
         self.class_ids = [c["id"] for c in self.classes]
@@ -168,18 +176,25 @@ class PixelSegmentationTask(TrainingTask):
         return self.per_epoch
 
     def unranked_reason(self) -> str:
-        """Why validation cannot rank epochs: a feature class with 1 to 99 validation pixels
-        (:func:`~..sampling.plan.few_pixel_classes`; the training log has warned which), whose
-        IoU one pixel moves by a point or more. Issue 19's water (12 validation pixels),
-        truncated loss: the best epoch's models reached 0.608 / 0.428 / 0.568 water IoU on the
-        held-out half over seeds 0–2, the last epoch's 0.612 / 0.598 / 0.589."""
-        few = few_pixel_classes(self.setup.plan)
-        if not few:
+        """Why validation cannot rank epochs: every feature class in the validation patches has
+        1 to 99 pixels there (:func:`~..sampling.plan.few_pixel_classes`), so one pixel moves
+        each class's IoU by a point or more. Where some class has more, epochs are ranked (the
+        training log names the classes with few pixels). Issue 19's water (12 validation
+        pixels), truncated loss: the best epoch's models reached 0.608 / 0.428 / 0.568 water
+        IoU on the held-out half over seeds 0–2, the last epoch's 0.612 / 0.598 / 0.589."""
+        plan = self.setup.plan
+        few = few_pixel_classes(plan)
+        validated = {c for p in plan.split("validation") for c, n in p.class_pixels.items()
+                     if c and n}
+        if not few or set(few) != validated:
             return ""
-        names = ", ".join(f"'{self.setup.plan.class_names.get(c, c)}' ({n})"
-                          for c, n in few.items())
-        return (f"Validation holds under {FEW_VALIDATION_PIXELS} pixels of {names}, too few "
-                "to rank epochs by IoU.")
+        return " ".join(f"{few_pixels_sentence(plan, cid, n)}." for cid, n in few.items())
+
+    def unranked_fix(self) -> str:
+        if Path(self.job.project).is_dir():   # the split is the chips export's
+            return ("Export the chips again with a lower split, or label more of it where the "
+                    "validation chips lie.")
+        return FEW_PIXELS_FIX
 
     # -- data ----------------------------------------------------------------------------------
     def _loader_kw(self, device: str) -> dict:

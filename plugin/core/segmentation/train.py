@@ -68,7 +68,7 @@ def prepare(job, ctx: JobContext, log_folder: Path) -> TrainSetup:
     """Label rasters, sample plan and class table of ``job``."""
     from ..labeling.project import LabelingProject
     from ..sampling import SamplingConfig, sources_from_project
-    from ..sampling.plan import FEW_PIXELS_FIX, few_validation_pixels, plan_training
+    from ..sampling.plan import plan_training
 
     if Path(job.project).is_dir():  # an exported segmentation chips folder
         from ..labeling.project import LabelClass
@@ -112,10 +112,6 @@ def prepare(job, ctx: JobContext, log_folder: Path) -> TrainSetup:
     names = {c.id: c.name for c in pclasses}
     plan, pool = plan_training(sources, config, ctx, "Draw more labels, lower the patch size or "
                                "raise the split.", class_names=names)
-    fix = ("Export the chips again with a lower split, or label more of it where the "
-           "validation chips lie." if Path(job.project).is_dir() else FEW_PIXELS_FIX)
-    for warning in few_validation_pixels(plan, fix=fix):
-        ctx.log(warning, "warning")
     classes = [{"id": 0, "name": "background", "color": "#000000"}]
     classes += [{"id": c.id, "name": c.name, "color": c.color} for c in pclasses]
     return TrainSetup(sources, plan, classes, {k: v for k, v in blur.items() if v > 0}, config,

@@ -149,8 +149,7 @@ def _run(job, task: TrainingTask, ctx: JobContext) -> dict:
                 "to validate.", "warning")
     elif unranked:
         ctx.log(f"{unranked} The last epoch's model is kept as the best model (validation is "
-                "still measured and reported). Label more in the validation area, or "
-                "lower the split, to choose the best epoch by validation.", "warning")
+                f"still measured and reported). {task.unranked_fix()}", "warning")
     best_rule = (f"highest {task.best_metric}" if task.best_mode == "max" else
                  f"lowest {task.best_metric}") if ranking else (
         f"last epoch: {unranked}" if unranked else "last epoch: no validation data")

@@ -85,6 +85,11 @@ class TrainingTask:
         validating and reporting every epoch, and the card's ``state.best_rule`` says so."""
         return ""
 
+    def unranked_fix(self) -> str:
+        """The advice that ends the warning of :meth:`unranked_reason` (a sentence)."""
+        return ("Label more in the validation area, or lower the split, to choose the best "
+                "epoch by validation.")
+
     def refresh_average(self, network, device: str, epoch: int) -> None:
         """Adjust the averaged ``network`` (in eval mode, under ``torch.no_grad``) after each
         training epoch, before it is validated and saved; default: nothing. Pixel regression
