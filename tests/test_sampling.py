@@ -334,3 +334,28 @@ def test_classes_with_few_validation_pixels_are_named_with_their_count(tmp_path:
         "validation patches lie, or lower the split for more validation patches."]
     assert plan_mod.few_pixel_classes(plan) == {2: 9}
     assert plan_mod.few_validation_pixels(plan, minimum=9) == []
+
+
+def test_segmentation_ranks_epochs_unless_every_validated_class_has_few_pixels(tmp_path: Path):
+    """Pixel segmentation keeps the last epoch's model (``unranked_reason``) only where every
+    feature class in validation has under 100 pixels there: a class with more still ranks."""
+    from types import SimpleNamespace
+
+    from plugin.core.segmentation.task import PixelSegmentationTask
+
+    def reason(lab, names):
+        cfg = SamplingConfig(patch_size=32, split=75, background_patch_ratio=0)
+        task = PixelSegmentationTask.__new__(PixelSegmentationTask)
+        src = source(tmp_path / str(len(names)), lab)
+        task.setup = SimpleNamespace(plan=plan_patches([src], cfg, class_names=names))
+        return task.unranked_reason()
+
+    lab = np.zeros((4 * 32, 32), np.uint8)
+    for top in range(0, 128, 32):
+        lab[top + 4:top + 7, 24:27] = 2       # 9 px of 'pond' in each patch
+    assert reason(lab, {2: "pond"}) == (
+        "Class 'pond' has only 9 validation pixels: one pixel more or less right moves its IoU "
+        "by up to 11 points, too much to choose the best epoch by.")
+    for top in range(0, 128, 32):
+        lab[top + 4:top + 20, 4:20] = 1       # and 256 px of 'field': ranked on it
+    assert reason(lab, {1: "field", 2: "pond"}) == ""
