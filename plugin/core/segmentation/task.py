@@ -84,7 +84,7 @@ class PixelSegmentationTask(TrainingTask):
                     "loss: wrong labels stop pulling once the rest is learnt).")
         self.describe_training_data(ctx, setup.sources, self.train_patches)
         if not self.unranked_reason():   # else the engine's warning names them
-            for warning in few_validation_pixels(setup.plan, fix=self.unranked_fix()):
+            for warning in few_validation_pixels(setup.plan, fix=self._few_pixels_fix(False)):
                 ctx.log(warning, "warning")
         self.classes = setup.classes
         self.num_outputs = setup.num_outputs
@@ -192,12 +192,15 @@ class PixelSegmentationTask(TrainingTask):
         return " ".join(f"{few_pixels_sentence(plan, cid, n)}." for cid, n in counts.items())
 
     def unranked_fix(self) -> str:
+        return self._few_pixels_fix(several=len(validation_pixels(self.setup.plan)) > 1)
+
+    def _few_pixels_fix(self, several: bool) -> str:
+        """The advice for classes with few validation pixels (one class, or ``several``)."""
         if Path(self.job.project).is_dir():   # the split is the chips export's
             fix = ("Export the chips again with a lower split, or label more of it where the "
                    "validation chips lie.")
         else:
             fix = FEW_PIXELS_FIX
-        several = len(validation_pixels(self.setup.plan)) > 1
         return fix.replace("of it", "of them") if several else fix
 
     # -- data ----------------------------------------------------------------------------------
