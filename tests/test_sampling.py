@@ -334,6 +334,14 @@ def test_classes_with_few_validation_pixels_are_named_with_their_count(tmp_path:
         "validation patches lie, or lower the split for more validation patches."]
     assert plan_mod.few_pixel_classes(plan) == {2: 9}
     assert plan_mod.few_validation_pixels(plan, minimum=9) == []
+    # under 100 feature pixels in all: one warning, which says that the last epoch is kept
+    lab[lab == 1] = 0
+    plan = plan_patches([source(tmp_path / "pond", lab)], cfg, class_names={2: "pond"})
+    assert plan_mod.few_validation_pixels(plan) == [
+        "Class 'pond' has only 9 validation pixels: one pixel more or less right moves its IoU "
+        "by up to 11 points, too much to choose the best epoch by. Training keeps the last "
+        "epoch's model rather than one chosen on it. Label more of it where the validation "
+        "patches lie, or lower the split for more validation patches."]
 
 
 def test_segmentation_ranks_epochs_unless_every_validated_class_has_few_pixels(tmp_path: Path):

